@@ -1,0 +1,74 @@
+# Finds every external dependency once, for the whole tree.
+#
+# LibTorch comes from the torch==2.11.0 wheel in .venv/ (scripts/setup.sh installs it);
+# everything else from Debian 12 packages.
+
+# --- LibTorch -----------------------------------------------------------------------
+if(NOT Torch_DIR AND NOT CMAKE_PREFIX_PATH MATCHES "torch")
+  foreach(_py ${CMAKE_SOURCE_DIR}/.venv/bin/python3 python3)
+    execute_process(COMMAND ${_py} -c "import torch; print(torch.utils.cmake_prefix_path)"
+                    OUTPUT_VARIABLE _torch_prefix OUTPUT_STRIP_TRAILING_WHITESPACE
+                    RESULT_VARIABLE _torch_rc ERROR_QUIET)
+    if(_torch_rc EQUAL 0 AND _torch_prefix)
+      list(APPEND CMAKE_PREFIX_PATH ${_torch_prefix})
+      break()
+    endif()
+  endforeach()
+endif()
+# Caffe2's config looks for the CUDA toolkit when the wheel was built with CUDA.
+if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+  set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+endif()
+find_package(Torch REQUIRED)
+
+# The wheel's include/ ships google/protobuf headers of another protobuf version. Debian's
+# headers live in /usr/include, which the compiler searches after every -isystem directory, so
+# putting protobuf's directory "first" cannot work here. Instead every torch target gets an
+# include directory that mirrors the wheel's include/ without google/.
+set(_torch_include "${TORCH_INSTALL_PREFIX}/include")
+set(_mirror "${CMAKE_BINARY_DIR}/torch-include")
+file(MAKE_DIRECTORY ${_mirror})
+file(GLOB _entries RELATIVE ${_torch_include} ${_torch_include}/*)
+foreach(_entry ${_entries})
+  if(NOT _entry STREQUAL "google" AND NOT EXISTS ${_mirror}/${_entry})
+    file(CREATE_LINK ${_torch_include}/${_entry} ${_mirror}/${_entry} SYMBOLIC)
+  endif()
+endforeach()
+foreach(_target torch torch_cpu torch_cuda c10 c10_cuda)
+  if(TARGET ${_target})
+    get_target_property(_dirs ${_target} INTERFACE_INCLUDE_DIRECTORIES)
+    if(_dirs)
+      list(TRANSFORM _dirs REPLACE "^${_torch_include}$" "${_mirror}")
+      set_target_properties(${_target} PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${_dirs}")
+    endif()
+  endif()
+endforeach()
+
+set(VITSERVE_WITH_CUDA OFF)
+if(TARGET torch_cuda AND CMAKE_CUDA_COMPILER)
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES 80;90)
+    endif()
+    enable_language(CUDA)
+    set(VITSERVE_WITH_CUDA ON)
+  endif()
+endif()
+message(STATUS "vitserve: LibTorch ${Torch_VERSION} at ${TORCH_INSTALL_PREFIX}, CUDA: ${VITSERVE_WITH_CUDA}")
+
+# --- Debian 12 packages ----------------------------------------------------------------
+find_package(Threads REQUIRED)
+find_package(Protobuf REQUIRED)
+find_package(gRPC CONFIG REQUIRED)
+find_package(absl CONFIG REQUIRED)
+find_package(OpenCV REQUIRED COMPONENTS core imgproc imgcodecs)
+find_package(prometheus-cpp CONFIG REQUIRED)
+if(VITSERVE_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+endif()
+if(VITSERVE_BUILD_BENCH)
+  find_package(benchmark QUIET)
+endif()
+find_program(VITSERVE_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)

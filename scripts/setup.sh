@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs what vitserve needs on Debian 12 and builds it. Idempotent: a second run only
+# rebuilds what changed.
+#   scripts/setup.sh [--no-build]
+# Environment: BUILD_DIR (default build), VITSERVE_BUILD_TYPE (default Release),
+#              VITSERVE_JOBS (default: number of cores).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+BUILD_DIR="${BUILD_DIR:-build}"
+JOBS="${VITSERVE_JOBS:-$(nproc)}"
+log() { echo "[setup] $*" >&2; }
+
+# --- Debian packages ---------------------------------------------------------------------
+APT_PACKAGES=(
+  build-essential cmake ninja-build ccache git pkg-config python3 python3-venv python3-pip
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev prometheus-cpp-dev
+  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libb64-0d   # perf_analyzer's runtime dependency (e2e tests)
+)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- Python packages into .venv/ ---------------------------------------------------------
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv/"
+  python3 -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+want="$(sha256sum requirements-dev.txt | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing Python packages (torch 2.11 is large: the first time takes minutes)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q --progress-bar off -r requirements-dev.txt
+  echo "$want" > "$stamp"
+fi
+
+[ "${1:-}" = "--no-build" ] && exit 0
+
+# --- Build -------------------------------------------------------------------------------
+if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+  log "configuring $BUILD_DIR/"
+  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="${VITSERVE_BUILD_TYPE:-Release}" >/dev/null
+fi
+log "building in $BUILD_DIR/ with $JOBS jobs"
+cmake --build "$BUILD_DIR" -j "$JOBS"

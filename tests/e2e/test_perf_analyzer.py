@@ -1,0 +1,34 @@
+"""Triton's perf_analyzer (pip `perf-analyzer`) drives vitserve over gRPC unchanged."""
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import E2E_MODEL
+
+
+def _perf_analyzer_env():
+    env = dict(os.environ)
+    # The PyPI build links libcudart.so.12; nvidia-cuda-runtime-cu12 (requirements-dev.txt)
+    # provides it. No GPU is used: inputs travel in the request body.
+    import nvidia.cuda_runtime  # noqa: PLC0415
+    libdir = pathlib.Path(list(nvidia.cuda_runtime.__path__)[0]) / "lib"
+    env["LD_LIBRARY_PATH"] = f"{libdir}:{env.get('LD_LIBRARY_PATH', '')}"
+    return env
+
+
+def test_perf_analyzer_runs_against_vitserve(server):
+    exe = shutil.which("perf_analyzer", path=str(pathlib.Path(sys.executable).parent))
+    assert exe, "perf_analyzer is missing from .venv (scripts/setup.sh installs it)"
+    result = subprocess.run(
+        [exe, "-m", E2E_MODEL, "-i", "grpc", "-u", server.grpc_target, "-b", "1",
+         "--concurrency-range", "2", "--measurement-interval", "1500",
+         "--measurement-mode", "time_windows", "--max-trials", "3", "--stability-percentage", "999"],
+        capture_output=True, text=True, timeout=240, env=_perf_analyzer_env())
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Throughput" in output, output
+    assert "infer/sec" in output, output
