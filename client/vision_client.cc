@@ -1,0 +1,192 @@
+#include "client/vision_client.h"
+
+#include <chrono>
+#include <utility>
+
+#include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
+
+#include "client/grpc_status.h"
+
+namespace vitserve::client {
+namespace {
+
+// Owns what one asynchronous call needs until its completion callback has run.
+template <typename Response>
+struct AsyncCall {
+  grpc::ClientContext context;
+  Response response;
+  VisionClient::DoneCallback done;
+};
+
+// Runs `rpc(context, response)` on a fresh AsyncCall and frees it when the call completes.
+template <typename Response, typename Rpc>
+void StartAsync(Rpc rpc, VisionClient::DoneCallback done,
+                const std::function<void(grpc::ClientContext&)>& prepare) {
+  auto* call = new AsyncCall<Response>();
+  call->done = std::move(done);
+  prepare(call->context);
+  rpc(&call->context, &call->response, [call](grpc::Status status) {
+    // Free the context (which holds a channel reference) before reporting completion: the
+    // caller may then destroy the client, and the last channel reference must never be
+    // dropped on gRPC's callback thread (gRPC 1.51 then joins that thread from itself and
+    // later crashes; grpc/grpc#32584).
+    VisionClient::DoneCallback done = std::move(call->done);
+    delete call;
+    done(FromGrpcStatus(status));
+  });
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<VisionClient>> VisionClient::Connect(std::string target,
+                                                                    ClientOptions options) {
+  if (target.empty()) {
+    return absl::InvalidArgumentError("empty server address; expected HOST:PORT");
+  }
+  if (options.timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("timeout must be positive");
+  }
+  if (options.max_message_bytes <= 0) {
+    return absl::InvalidArgumentError("max_message_bytes must be positive");
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options.max_message_bytes);
+  args.SetMaxSendMessageSize(options.max_message_bytes);
+  auto channel =
+      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  if (channel == nullptr) {
+    return absl::InvalidArgumentError("cannot create a channel to '" + target + "'");
+  }
+  return std::unique_ptr<VisionClient>(
+      new VisionClient(std::move(target), std::move(channel), options));
+}
+
+std::unique_ptr<VisionClient> VisionClient::FromChannel(std::shared_ptr<grpc::Channel> channel,
+                                                        ClientOptions options) {
+  return std::unique_ptr<VisionClient>(
+      new VisionClient("<channel>", std::move(channel), options));
+}
+
+VisionClient::VisionClient(std::string target, std::shared_ptr<grpc::Channel> channel,
+                           ClientOptions options)
+    : target_(std::move(target)),
+      options_(options),
+      channel_(std::move(channel)),
+      vision_(v1::Vision::NewStub(channel_)),
+      kserve_(inference::GRPCInferenceService::NewStub(channel_)) {}
+
+void VisionClient::Prepare(grpc::ClientContext& context) const {
+  context.set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
+}
+
+// One blocking unary call through `method` of `stub`, with the client's deadline.
+template <typename Response, typename Stub, typename Request>
+absl::StatusOr<Response> VisionClient::Unary(
+    Stub& stub, grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+    const Request& request) const {
+  grpc::ClientContext context;
+  Prepare(context);
+  Response response;
+  absl::Status status = FromGrpcStatus((stub.*method)(&context, request, &response));
+  if (!status.ok()) return status;
+  return response;
+}
+
+absl::StatusOr<v1::ClassifyResponse> VisionClient::Classify(const v1::ClassifyRequest& request) {
+  return Unary(*vision_, &v1::Vision::Stub::Classify, request);
+}
+
+absl::StatusOr<v1::DetectResponse> VisionClient::Detect(const v1::DetectRequest& request) {
+  return Unary(*vision_, &v1::Vision::Stub::Detect, request);
+}
+
+absl::StatusOr<v1::SegmentResponse> VisionClient::Segment(const v1::SegmentRequest& request) {
+  return Unary(*vision_, &v1::Vision::Stub::Segment, request);
+}
+
+absl::StatusOr<v1::ListModelsResponse> VisionClient::ListModels() {
+  return Unary(*vision_, &v1::Vision::Stub::ListModels, v1::ListModelsRequest());
+}
+
+absl::StatusOr<v1::ModelDescription> VisionClient::GetModel(const std::string& name) {
+  v1::GetModelRequest request;
+  request.set_name(name);
+  return Unary(*vision_, &v1::Vision::Stub::GetModel, request);
+}
+
+absl::StatusOr<bool> VisionClient::ServerLive() {
+  using Stub = inference::GRPCInferenceService::Stub;
+  auto response = Unary(*kserve_, &Stub::ServerLive, inference::ServerLiveRequest());
+  if (!response.ok()) return response.status();
+  return response->live();
+}
+
+absl::StatusOr<bool> VisionClient::ServerReady() {
+  using Stub = inference::GRPCInferenceService::Stub;
+  auto response = Unary(*kserve_, &Stub::ServerReady, inference::ServerReadyRequest());
+  if (!response.ok()) return response.status();
+  return response->ready();
+}
+
+absl::StatusOr<bool> VisionClient::ModelReady(const std::string& name) {
+  using Stub = inference::GRPCInferenceService::Stub;
+  inference::ModelReadyRequest request;
+  request.set_name(name);
+  auto response = Unary(*kserve_, &Stub::ModelReady, request);
+  if (!response.ok()) return response.status();
+  return response->ready();
+}
+
+absl::StatusOr<inference::ModelMetadataResponse> VisionClient::ModelMetadata(
+    const std::string& name) {
+  inference::ModelMetadataRequest request;
+  request.set_name(name);
+  return Unary(*kserve_, &inference::GRPCInferenceService::Stub::ModelMetadata, request);
+}
+
+absl::StatusOr<inference::ModelInferResponse> VisionClient::ModelInfer(
+    const inference::ModelInferRequest& request) {
+  return Unary(*kserve_, &inference::GRPCInferenceService::Stub::ModelInfer, request);
+}
+
+void VisionClient::StartClassify(const v1::ClassifyRequest& request, DoneCallback done) {
+  StartAsync<v1::ClassifyResponse>(
+      [this, &request](grpc::ClientContext* c, v1::ClassifyResponse* r,
+                       std::function<void(grpc::Status)> f) {
+        vision_->async()->Classify(c, &request, r, std::move(f));
+      },
+      std::move(done), [this](grpc::ClientContext& c) { Prepare(c); });
+}
+
+void VisionClient::StartDetect(const v1::DetectRequest& request, DoneCallback done) {
+  StartAsync<v1::DetectResponse>(
+      [this, &request](grpc::ClientContext* c, v1::DetectResponse* r,
+                       std::function<void(grpc::Status)> f) {
+        vision_->async()->Detect(c, &request, r, std::move(f));
+      },
+      std::move(done), [this](grpc::ClientContext& c) { Prepare(c); });
+}
+
+void VisionClient::StartSegment(const v1::SegmentRequest& request, DoneCallback done) {
+  StartAsync<v1::SegmentResponse>(
+      [this, &request](grpc::ClientContext* c, v1::SegmentResponse* r,
+                       std::function<void(grpc::Status)> f) {
+        vision_->async()->Segment(c, &request, r, std::move(f));
+      },
+      std::move(done), [this](grpc::ClientContext& c) { Prepare(c); });
+}
+
+void VisionClient::StartModelInfer(const inference::ModelInferRequest& request,
+                                   DoneCallback done) {
+  StartAsync<inference::ModelInferResponse>(
+      [this, &request](grpc::ClientContext* c, inference::ModelInferResponse* r,
+                       std::function<void(grpc::Status)> f) {
+        kserve_->async()->ModelInfer(c, &request, r, std::move(f));
+      },
+      std::move(done), [this](grpc::ClientContext& c) { Prepare(c); });
+}
+
+}  // namespace vitserve::client

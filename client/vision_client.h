@@ -1,0 +1,100 @@
+// VisionClient: a thin C++ client of a vitserve server. It speaks both of the server's APIs
+// over one channel: the task API `vitserve.v1.Vision` (Classify, Detect, Segment, model
+// catalogue) and the KServe v2 `inference.GRPCInferenceService` (liveness, readiness, raw
+// tensor inference).
+//
+// Errors: every RPC failure comes back as an absl::Status with the gRPC code and the server's
+// message unchanged (client/grpc_status.h); UNAVAILABLE when the server cannot be reached,
+// DEADLINE_EXCEEDED after ClientOptions::timeout.
+// Thread-safety: all methods are thread-safe; one client may serve many threads and many
+// concurrent asynchronous calls.
+// Images are never decoded here: encoded files travel as bytes and the server decodes them.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <grpcpp/channel.h>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "inference/grpc_service.grpc.pb.h"
+#include "vitserve/v1/vision.grpc.pb.h"
+
+namespace vitserve::client {
+
+struct ClientOptions {
+  // Deadline of each call, counted from its start.
+  absl::Duration timeout = absl::Seconds(30);
+  // Largest message sent or received (a batch of large images or segmentation masks).
+  int max_message_bytes = 64 * 1024 * 1024;
+};
+
+class VisionClient {
+ public:
+  // Called once when an asynchronous call finishes, on a gRPC thread: it must not block.
+  using DoneCallback = std::function<void(absl::Status)>;
+
+  // Creates a channel to `target` ("host:port", "dns:///host:port", "unix:/path"; plaintext).
+  // Connecting is lazy: an unreachable server shows up as UNAVAILABLE on the first call.
+  // INVALID_ARGUMENT for an empty target or nonsensical options.
+  static absl::StatusOr<std::unique_ptr<VisionClient>> Connect(std::string target,
+                                                               ClientOptions options = {});
+  // Wraps an existing channel (tests, custom credentials).
+  static std::unique_ptr<VisionClient> FromChannel(std::shared_ptr<grpc::Channel> channel,
+                                                   ClientOptions options = {});
+
+  VisionClient(const VisionClient&) = delete;
+  VisionClient& operator=(const VisionClient&) = delete;
+
+  const std::string& target() const { return target_; }
+  const ClientOptions& options() const { return options_; }
+
+  // --- vitserve.v1.Vision -----------------------------------------------------------
+  absl::StatusOr<v1::ClassifyResponse> Classify(const v1::ClassifyRequest& request);
+  absl::StatusOr<v1::DetectResponse> Detect(const v1::DetectRequest& request);
+  absl::StatusOr<v1::SegmentResponse> Segment(const v1::SegmentRequest& request);
+  absl::StatusOr<v1::ListModelsResponse> ListModels();
+  absl::StatusOr<v1::ModelDescription> GetModel(const std::string& name);
+
+  // --- inference.GRPCInferenceService (KServe v2) ----------------------------------
+  absl::StatusOr<bool> ServerLive();
+  absl::StatusOr<bool> ServerReady();
+  absl::StatusOr<bool> ModelReady(const std::string& name);
+  absl::StatusOr<inference::ModelMetadataResponse> ModelMetadata(const std::string& name);
+  absl::StatusOr<inference::ModelInferResponse> ModelInfer(
+      const inference::ModelInferRequest& request);
+
+  // --- Asynchronous calls (gRPC callback API), for load generation ----------------
+  // Each starts one call and returns at once; `done` receives its status. The response is
+  // discarded. `request` and this client must stay alive until `done` has run (the call's
+  // own resources are freed before `done` runs, so `done` may trigger the client's
+  // destruction); many calls may share one request.
+  void StartClassify(const v1::ClassifyRequest& request, DoneCallback done);
+  void StartDetect(const v1::DetectRequest& request, DoneCallback done);
+  void StartSegment(const v1::SegmentRequest& request, DoneCallback done);
+  void StartModelInfer(const inference::ModelInferRequest& request, DoneCallback done);
+
+ private:
+  VisionClient(std::string target, std::shared_ptr<grpc::Channel> channel,
+               ClientOptions options);
+
+  // Sets the call's deadline from options_.timeout.
+  void Prepare(grpc::ClientContext& context) const;
+
+  template <typename Response, typename Stub, typename Request>
+  absl::StatusOr<Response> Unary(
+      Stub& stub, grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&, Response*),
+      const Request& request) const;
+
+  std::string target_;
+  ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Vision::Stub> vision_;
+  std::unique_ptr<inference::GRPCInferenceService::Stub> kserve_;
+};
+
+}  // namespace vitserve::client
