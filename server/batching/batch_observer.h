@@ -1,0 +1,33 @@
+// Hooks through which the DynamicBatcher reports what it does (the server connects them to
+// ModelMetrics). Every hook has an empty default, so an observer overrides only what it needs.
+//
+// Ownership: the batcher does not own its observer; it must outlive the batcher.
+// Thread-safety: hooks may be called concurrently from several batcher threads and from callers
+// of Schedule/Stop. OnQueueDepthChanged is called with the batcher's queue lock held (so depths
+// arrive in order): it must be cheap (a gauge set) and must not call back into the batcher.
+#pragma once
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+
+namespace vitserve {
+
+class BatchObserver {
+ public:
+  virtual ~BatchObserver() = default;
+  // Tasks waiting in the queue, after each change.
+  virtual void OnQueueDepthChanged(int64_t depth) {}
+  // A task left the queue for a batch, after waiting `queue_time`.
+  virtual void OnTaskDequeued(absl::Duration queue_time) {}
+  // A runner call finished: `batch_rows` rows, wall time on the batcher's clock, its status
+  // (OK, the runner's error, or INTERNAL for a bad output).
+  virtual void OnBatchComputed(int64_t batch_rows, absl::Duration compute_time,
+                               const absl::Status& status) {}
+  // A task was failed without being computed: DEADLINE_EXCEEDED, CANCELLED, or UNAVAILABLE when
+  // the shutdown grace period ran out before it ran.
+  virtual void OnTaskDropped(const absl::Status& reason) {}
+};
+
+}  // namespace vitserve

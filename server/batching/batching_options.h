@@ -1,0 +1,33 @@
+// Per-model dynamic batching policy (a plain struct, filled from the model config) and its
+// validation.
+//
+// Thread-safety: plain value type. Errors: ValidateBatchingOptions returns INVALID_ARGUMENT
+// naming the offending field and the allowed range.
+#pragma once
+
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+
+namespace vitserve {
+
+struct BatchingOptions {
+  // Most rows in one batch; a single task may not have more rows than this.
+  int max_batch_size = 8;
+  // How long the oldest queued task may wait for others before its batch is closed anyway.
+  // Finite and >= 0 (0: no waiting, run what is there).
+  absl::Duration max_queue_delay = absl::Microseconds(1000);
+  // A batch closes as soon as a FIFO prefix of the queue has exactly one of these row counts
+  // (the largest such prefix is taken). Each in [1, max_batch_size]; order does not matter.
+  std::vector<int> preferred_batch_sizes;
+  // Most tasks waiting in the queue (not counting batches being computed); beyond it Schedule
+  // answers RESOURCE_EXHAUSTED at once.
+  int max_queue_size = 256;
+  // Deadline applied (from the enqueue time) to tasks that carry none. Positive or infinite.
+  absl::Duration default_timeout = absl::InfiniteDuration();
+};
+
+absl::Status ValidateBatchingOptions(const BatchingOptions& options);
+
+}  // namespace vitserve

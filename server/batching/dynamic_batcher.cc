@@ -1,0 +1,264 @@
+#include "server/batching/dynamic_batcher.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <exception>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+
+namespace vitserve {
+namespace {
+
+std::string ShapeString(c10::IntArrayRef sizes) {
+  return absl::StrCat("[", absl::StrJoin(sizes, ","), "]");
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::Create(
+    BatchingOptions options, std::vector<BatchRunner> runners, Clock* clock,
+    BatchObserver* observer) {
+  VITSERVE_RETURN_IF_ERROR(ValidateBatchingOptions(options));
+  if (runners.empty()) {
+    return absl::InvalidArgumentError("DynamicBatcher needs at least one runner");
+  }
+  for (const BatchRunner& runner : runners) {
+    if (!runner) return absl::InvalidArgumentError("DynamicBatcher runner is empty");
+  }
+  if (clock == nullptr) return absl::InvalidArgumentError("DynamicBatcher clock is null");
+
+  std::unique_ptr<DynamicBatcher> batcher(new DynamicBatcher(std::move(options), clock, observer));
+  batcher->threads_.reserve(runners.size());
+  for (BatchRunner& runner : runners) {
+    // Each thread owns its runner; the batcher outlives the threads (Stop joins them).
+    batcher->threads_.emplace_back(
+        [b = batcher.get(), r = std::move(runner)] { b->ExecutorLoop(r); });
+  }
+  return batcher;
+}
+
+DynamicBatcher::DynamicBatcher(BatchingOptions options, Clock* clock, BatchObserver* observer)
+    : options_(std::move(options)), clock_(clock), observer_(observer) {
+  preferred_sorted_ = options_.preferred_batch_sizes;
+  std::sort(preferred_sorted_.begin(), preferred_sorted_.end());
+  preferred_sorted_.erase(std::unique(preferred_sorted_.begin(), preferred_sorted_.end()),
+                          preferred_sorted_.end());
+}
+
+DynamicBatcher::~DynamicBatcher() { Stop(absl::InfiniteDuration()); }
+
+absl::Status DynamicBatcher::Schedule(std::unique_ptr<InferenceTask>* task) {
+  if (task == nullptr || *task == nullptr) {
+    return absl::InvalidArgumentError("Schedule needs a task");
+  }
+  InferenceTask& t = **task;
+  if (!t.on_done) return absl::InvalidArgumentError("task has no on_done callback");
+  if (!t.input.defined() || t.input.dim() == 0 || t.input.size(0) < 1) {
+    return absl::InvalidArgumentError(
+        "task input must be a tensor of shape [rows, ...] with rows >= 1");
+  }
+  const int64_t rows = t.input.size(0);
+  if (rows > options_.max_batch_size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("request has ", rows, " rows (images); this model accepts at most ",
+                     options_.max_batch_size, " per request (max_batch_size)"));
+  }
+  const c10::IntArrayRef trailing = t.input.sizes().slice(1);
+
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("batcher is shutting down");
+  if (have_input_signature_) {
+    if (trailing != c10::IntArrayRef(trailing_shape_) || t.input.dtype() != dtype_) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("task input has trailing shape ", ShapeString(trailing), " and dtype ",
+                       std::string(t.input.dtype().name()), "; this batcher expects ",
+                       ShapeString(trailing_shape_), " and ", std::string(dtype_.name())));
+    }
+  }
+  if (static_cast<int64_t>(queue_.size()) >= options_.max_queue_size) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "queue is full (max_queue_size=", options_.max_queue_size, " requests waiting)"));
+  }
+  if (!have_input_signature_) {
+    trailing_shape_.assign(trailing.begin(), trailing.end());
+    dtype_ = t.input.dtype();
+    have_input_signature_ = true;
+  }
+  t.enqueue_time = clock_->Now();
+  if (t.deadline == absl::InfiniteFuture() &&
+      options_.default_timeout != absl::InfiniteDuration()) {
+    t.deadline = t.enqueue_time + options_.default_timeout;
+  }
+  queue_.push_back(std::move(*task));
+  if (observer_ != nullptr) observer_->OnQueueDepthChanged(queue_.size());
+  cv_.SignalAll();
+  return absl::OkStatus();
+}
+
+void DynamicBatcher::Stop(absl::Duration grace) {
+  absl::MutexLock stop_lock(&stop_mu_);
+  if (joined_) return;
+
+  std::deque<std::unique_ptr<InferenceTask>> leftovers;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    cv_.SignalAll();  // Executors stop waiting for the queue delay and drain.
+    const absl::Time drain_deadline =
+        grace == absl::InfiniteDuration() ? absl::InfiniteFuture() : clock_->Now() + grace;
+    while (!queue_.empty() && clock_->Now() < drain_deadline) {
+      clock_->WaitWithDeadline(cv_, mu_, drain_deadline);
+    }
+    leftovers.swap(queue_);
+    if (!leftovers.empty() && observer_ != nullptr) observer_->OnQueueDepthChanged(0);
+    cv_.SignalAll();
+  }
+  for (std::unique_ptr<InferenceTask>& task : leftovers) {
+    FailTask(*task,
+             absl::UnavailableError("server is shutting down; the request was not run before the "
+                                    "shutdown grace period ended"));
+  }
+  for (std::thread& thread : threads_) thread.join();
+  joined_ = true;
+}
+
+int64_t DynamicBatcher::QueueDepth() const {
+  absl::MutexLock lock(&mu_);
+  return queue_.size();
+}
+
+int64_t DynamicBatcher::InflightTasks() const {
+  absl::MutexLock lock(&mu_);
+  return queue_.size() + computing_tasks_;
+}
+
+size_t DynamicBatcher::ReadyTaskCountLocked(absl::Time now) const {
+  // Longest FIFO prefix that fits, and the largest prefix with a preferred row count.
+  int64_t rows = 0;
+  size_t fit = 0;
+  size_t preferred_prefix = 0;
+  for (const std::unique_ptr<InferenceTask>& task : queue_) {
+    if (rows + task->rows() > options_.max_batch_size) break;
+    rows += task->rows();
+    ++fit;
+    if (std::binary_search(preferred_sorted_.begin(), preferred_sorted_.end(), rows)) {
+      preferred_prefix = fit;
+    }
+  }
+  const bool full = rows == options_.max_batch_size || fit < queue_.size();
+  if (full) return fit;
+  if (preferred_prefix > 0) return preferred_prefix;
+  if (stopping_ || now >= queue_.front()->enqueue_time + options_.max_queue_delay) return fit;
+  return 0;
+}
+
+std::vector<std::unique_ptr<InferenceTask>> DynamicBatcher::NextBatch() {
+  std::vector<std::unique_ptr<InferenceTask>> batch;
+  absl::MutexLock lock(&mu_);
+  while (true) {
+    if (queue_.empty()) {
+      if (stopping_) return batch;
+      clock_->WaitWithDeadline(cv_, mu_, absl::InfiniteFuture());
+      continue;
+    }
+    const size_t ready = ReadyTaskCountLocked(clock_->Now());
+    if (ready > 0) {
+      batch.reserve(ready);
+      for (size_t i = 0; i < ready; ++i) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      computing_tasks_ += ready;
+      if (observer_ != nullptr) observer_->OnQueueDepthChanged(queue_.size());
+      cv_.SignalAll();  // Another executor may have a batch too; Stop may be draining.
+      return batch;
+    }
+    clock_->WaitWithDeadline(cv_, mu_, queue_.front()->enqueue_time + options_.max_queue_delay);
+  }
+}
+
+void DynamicBatcher::ExecutorLoop(const BatchRunner& runner) {
+  while (true) {
+    std::vector<std::unique_ptr<InferenceTask>> batch = NextBatch();
+    if (batch.empty()) return;
+    const int64_t taken = batch.size();
+    RunBatch(runner, std::move(batch));
+    absl::MutexLock lock(&mu_);
+    computing_tasks_ -= taken;
+  }
+}
+
+void DynamicBatcher::FailTask(InferenceTask& task, absl::Status status) {
+  if (observer_ != nullptr) observer_->OnTaskDropped(status);
+  task.on_done(std::move(status));
+}
+
+void DynamicBatcher::RunBatch(const BatchRunner& runner,
+                              std::vector<std::unique_ptr<InferenceTask>> batch) {
+  const absl::Time now = clock_->Now();
+  std::vector<std::unique_ptr<InferenceTask>> live;
+  live.reserve(batch.size());
+  for (std::unique_ptr<InferenceTask>& task : batch) {
+    if (observer_ != nullptr) observer_->OnTaskDequeued(now - task->enqueue_time);
+    if (task->is_cancelled && task->is_cancelled()) {
+      FailTask(*task, absl::CancelledError("request was cancelled before it ran"));
+    } else if (now >= task->deadline) {
+      FailTask(*task, absl::DeadlineExceededError(absl::StrCat(
+                          "deadline passed after ", absl::FormatDuration(now - task->enqueue_time),
+                          " in the batching queue; the request was not run")));
+    } else {
+      live.push_back(std::move(task));
+    }
+  }
+  if (live.empty()) return;
+
+  int64_t total_rows = 0;
+  for (const auto& task : live) total_rows += task->rows();
+
+  const absl::Time start = clock_->Now();
+  absl::StatusOr<at::Tensor> output;
+  try {
+    at::Tensor input;
+    if (live.size() == 1) {
+      input = live.front()->input;
+    } else {
+      std::vector<at::Tensor> inputs;
+      inputs.reserve(live.size());
+      for (const auto& task : live) inputs.push_back(task->input);
+      input = at::cat(inputs, 0);
+    }
+    output = runner(input);
+  } catch (const c10::Error& e) {
+    output = absl::InternalError(absl::StrCat("model runner failed: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    output = absl::InternalError(absl::StrCat("model runner failed: ", e.what()));
+  }
+  if (output.ok() && (!output->defined() || output->dim() == 0 || output->size(0) != total_rows)) {
+    output = absl::InternalError(absl::StrCat(
+        "model runner returned ",
+        output->defined() ? ShapeString(output->sizes()) : std::string("an undefined tensor"),
+        " for a batch of ", total_rows, " rows; expected ", total_rows, " output rows"));
+  }
+  if (observer_ != nullptr) {
+    observer_->OnBatchComputed(total_rows, clock_->Now() - start, output.status());
+  }
+
+  if (!output.ok()) {
+    for (const auto& task : live) task->on_done(output.status());
+    return;
+  }
+  int64_t offset = 0;
+  for (const auto& task : live) {
+    const int64_t rows = task->rows();
+    task->on_done(output->narrow(0, offset, rows));
+    offset += rows;
+  }
+}
+
+}  // namespace vitserve

@@ -1,0 +1,118 @@
+// DynamicBatcher: groups preprocessed requests of one model into batches and runs them on the
+// model's instances (one executor thread per BatchRunner, all sharing one FIFO queue).
+//
+// Batch formation (under the queue lock, which is held only to pick tasks; concatenation, the
+// runner and the callbacks run outside it). Tasks are taken in FIFO order and a task is never
+// split across batches. Let P be the longest queue prefix whose rows fit in max_batch_size.
+//   1. "Full": P has max_batch_size rows, or the next task does not fit -> run P.
+//   2. Else, if a prefix of P has exactly a preferred batch size of rows -> run the largest one.
+//   3. Else, if the oldest task has waited max_queue_delay, or the batcher is draining -> run P.
+//   4. Else wait (for a new task, or until the oldest task's delay passes).
+// Just before compute, tasks whose is_cancelled() is true fail with CANCELLED and tasks whose
+// deadline has passed fail with DEADLINE_EXCEEDED; neither is computed. The rest are
+// concatenated along dim 0, run, and each gets back its own rows of the output. A runner error
+// (status, c10::Error or std::exception -> INTERNAL) or an output with the wrong row count
+// (INTERNAL) goes to every task of the batch.
+//
+// Ownership: the batcher owns its runners and queued tasks; it borrows `clock` and `observer`,
+// which must outlive it.
+// Thread-safety: Schedule, Stop, QueueDepth and InflightTasks may be called from any thread.
+// Errors: see Create and Schedule.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/batching/batch_observer.h"
+#include "server/batching/batching_options.h"
+#include "server/batching/clock.h"
+#include "server/batching/inference_task.h"
+
+namespace vitserve {
+
+// Runs one batch on one model instance: [N, ...] -> [N, ...] (N output rows in input order).
+// Called from that instance's executor thread only; may throw (converted to INTERNAL).
+using BatchRunner = std::function<absl::StatusOr<at::Tensor>(const at::Tensor& batch)>;
+
+class DynamicBatcher {
+ public:
+  // Starts one executor thread per runner. INVALID_ARGUMENT for bad options (the field named),
+  // no runners, an empty runner or a null clock. `observer` may be null.
+  static absl::StatusOr<std::unique_ptr<DynamicBatcher>> Create(BatchingOptions options,
+                                                                std::vector<BatchRunner> runners,
+                                                                Clock* clock,
+                                                                BatchObserver* observer);
+
+  DynamicBatcher(const DynamicBatcher&) = delete;
+  DynamicBatcher& operator=(const DynamicBatcher&) = delete;
+
+  // Stop(absl::InfiniteDuration()): every accepted task completes.
+  ~DynamicBatcher();
+
+  // Queues `*task`. Never blocks. On OK the batcher owns the task (`*task` becomes null) and will
+  // call its on_done exactly once; on any error `*task` is left untouched and on_done is not
+  // called. Errors:
+  //   INVALID_ARGUMENT: null task, no on_done, input undefined or without rows, more rows than
+  //     max_batch_size, or a trailing shape / dtype different from the first accepted task's;
+  //   RESOURCE_EXHAUSTED: max_queue_size tasks are already waiting;
+  //   UNAVAILABLE: Stop has been called.
+  absl::Status Schedule(std::unique_ptr<InferenceTask>* task);
+
+  // Stops accepting tasks, keeps running accepted ones until the queue is empty or `grace`
+  // (on the batcher's clock) has passed, then fails whatever is still queued with UNAVAILABLE
+  // and joins the executor threads (a batch already being computed always finishes).
+  // Idempotent; later calls wait for the first to finish. Must not be called from on_done or a
+  // runner.
+  void Stop(absl::Duration grace);
+
+  // Tasks waiting in the queue.
+  int64_t QueueDepth() const;
+  // Tasks accepted and not yet completed: queued plus being computed.
+  int64_t InflightTasks() const;
+
+ private:
+  DynamicBatcher(BatchingOptions options, Clock* clock, BatchObserver* observer);
+
+  void ExecutorLoop(const BatchRunner& runner);
+  // Blocks until a batch is ready and removes it from the queue; empty when the executor should
+  // exit (stopping and the queue is empty).
+  std::vector<std::unique_ptr<InferenceTask>> NextBatch() ABSL_LOCKS_EXCLUDED(mu_);
+  // Number of leading queue tasks to run now, or 0 to keep waiting.
+  size_t ReadyTaskCountLocked(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RunBatch(const BatchRunner& runner, std::vector<std::unique_ptr<InferenceTask>> batch);
+  void FailTask(InferenceTask& task, absl::Status status);
+
+  const BatchingOptions options_;
+  Clock* const clock_;
+  BatchObserver* const observer_;      // May be null.
+  std::vector<int> preferred_sorted_;  // Ascending, unique.
+
+  mutable absl::Mutex mu_;
+  // Signalled on every queue change and on Stop; executors and Stop wait on it.
+  absl::CondVar cv_;
+  std::deque<std::unique_ptr<InferenceTask>> queue_ ABSL_GUARDED_BY(mu_);
+  int64_t computing_tasks_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Fixed by the first accepted task: its input's trailing sizes and dtype.
+  bool have_input_signature_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<int64_t> trailing_shape_ ABSL_GUARDED_BY(mu_);
+  caffe2::TypeMeta dtype_ ABSL_GUARDED_BY(mu_);
+
+  // Serialises Stop calls; threads are joined once.
+  absl::Mutex stop_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  bool joined_ ABSL_GUARDED_BY(stop_mu_) = false;
+  std::vector<std::thread> threads_;  // Written only by Create and by the joining Stop.
+};
+
+}  // namespace vitserve

@@ -1,0 +1,37 @@
+// Turns request bytes into an RgbImage: encoded JPEG / PNG / BMP / WebP, or raw RGB8 pixels.
+//
+// Limits are checked before any pixel memory is allocated: the encoded size first, then the
+// width and height read from the format's header (see image_header.h). JPEG EXIF orientation is
+// applied (OpenCV's imdecode does it for IMREAD_COLOR), so the result is upright; the limits
+// apply to the stored dimensions, which have the same pixel count. Grey, 16-bit and alpha images
+// become 8-bit RGB (alpha is dropped, not composited).
+//
+// Thread-safety: pure functions, safe to call concurrently.
+// Errors:
+//   INVALID_ARGUMENT: empty input, an unsupported format (the message lists the supported
+//     ones), a malformed or undecodable image, raw size != width * height * 3;
+//   RESOURCE_EXHAUSTED: more encoded bytes, pixels or side length than `limits` allows (the
+//     message names the limit and the server flag that sets it).
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "server/image/image.h"
+
+namespace vitserve {
+
+struct ImageLimits {
+  int64_t max_encoded_bytes = 32LL << 20;  // Server flag --max-image-bytes.
+  int64_t max_pixels = 40'000'000;         // Server flag --max-image-pixels.
+  int max_side = 16384;                    // Longest allowed width or height.
+};
+
+absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, const ImageLimits& limits);
+
+// Copies `rgb8` (row-major, 3 bytes per pixel, R G B) into an RgbImage.
+absl::StatusOr<RgbImage> RgbImageFromRaw(std::string_view rgb8, int width, int height,
+                                         const ImageLimits& limits);
+
+}  // namespace vitserve

@@ -1,0 +1,107 @@
+#include "server/image/preprocess.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace vitserve {
+namespace {
+
+absl::Status ValidateSpec(const PreprocessSpec& spec) {
+  if (spec.input_size < 1 || spec.input_size > 8192) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("input_size must be in [1, 8192], got ", spec.input_size));
+  }
+  if (!(spec.crop_pct > 0.0 && spec.crop_pct <= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("crop_pct must be in (0, 1], got ", spec.crop_pct));
+  }
+  for (float s : spec.std) {
+    if (!(s > 0.0f)) {
+      return absl::InvalidArgumentError(absl::StrCat("std entries must be positive, got ", s));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Python's round() on x.5 values: half to even (std::nearbyint in the default rounding mode).
+int RoundHalfEven(double x) { return static_cast<int>(std::nearbyint(x)); }
+
+}  // namespace
+
+absl::StatusOr<PreprocessedImage> Preprocess(const RgbImage& image, const PreprocessSpec& spec) {
+  VITSERVE_RETURN_IF_ERROR(ValidateSpec(spec));
+  if (image.pixels.empty() || image.pixels.type() != CV_8UC3) {
+    return absl::InvalidArgumentError("Preprocess needs a non-empty 8-bit RGB image");
+  }
+  const int width = image.width();
+  const int height = image.height();
+  const int size = static_cast<int>(spec.input_size);
+  const int64_t target_short =
+      static_cast<int64_t>(std::floor(static_cast<double>(spec.input_size) / spec.crop_pct));
+  const bool landscape = width >= height;
+  const int64_t short_side = landscape ? height : width;
+  const int64_t long_side = landscape ? width : height;
+  const int64_t target_long = target_short * long_side / short_side;  // int() truncation.
+  const int resized_width = static_cast<int>(landscape ? target_long : target_short);
+  const int resized_height = static_cast<int>(landscape ? target_short : target_long);
+
+  PreprocessedImage out;
+  CropGeometry& g = out.geometry;
+  g.original_width = width;
+  g.original_height = height;
+  g.scale = static_cast<double>(target_short) / static_cast<double>(short_side);
+  g.resized_width = resized_width;
+  g.resized_height = resized_height;
+  g.crop_x = RoundHalfEven((resized_width - size) / 2.0);
+  g.crop_y = RoundHalfEven((resized_height - size) / 2.0);
+
+  cv::Mat crop;
+  try {
+    cv::Mat resized;
+    if (resized_width == width && resized_height == height) {
+      resized = image.pixels;
+    } else {
+      const bool shrinking = target_short < short_side;
+      const int method = shrinking                                       ? cv::INTER_AREA
+                         : spec.interpolation == Interpolation::kBicubic ? cv::INTER_CUBIC
+                                                                         : cv::INTER_LINEAR;
+      cv::resize(image.pixels, resized, cv::Size(resized_width, resized_height), 0, 0, method);
+    }
+    crop = resized(cv::Rect(g.crop_x, g.crop_y, size, size));
+  } catch (const cv::Exception& e) {
+    return absl::InternalError(absl::StrCat("image resize failed: ", e.what()));
+  }
+
+  // ToTensor + Normalize through a per-channel table: exactly (v / 255 - mean) / std in float,
+  // written straight from interleaved HWC bytes into planar CHW.
+  float table[3][256];
+  for (int c = 0; c < 3; ++c) {
+    for (int v = 0; v < 256; ++v) {
+      table[c][v] = (static_cast<float>(v) / 255.0f - spec.mean[c]) / spec.std[c];
+    }
+  }
+  out.tensor = at::empty({3, spec.input_size, spec.input_size}, at::kFloat);
+  float* planes = out.tensor.data_ptr<float>();
+  const int64_t plane = int64_t{size} * size;
+  for (int y = 0; y < size; ++y) {
+    const uint8_t* row = crop.ptr<uint8_t>(y);
+    float* r = planes + int64_t{y} * size;
+    float* gch = r + plane;
+    float* b = gch + plane;
+    for (int x = 0; x < size; ++x) {
+      r[x] = table[0][row[3 * x]];
+      gch[x] = table[1][row[3 * x + 1]];
+      b[x] = table[2][row[3 * x + 2]];
+    }
+  }
+  return out;
+}
+
+}  // namespace vitserve

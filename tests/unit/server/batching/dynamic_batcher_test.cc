@@ -1,0 +1,660 @@
+#include "server/batching/dynamic_batcher.h"
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/test_util/fake_clock.h"
+
+namespace vitserve {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// Collects every task's completion, keyed by a test-chosen id.
+class Results {
+ public:
+  std::function<void(absl::StatusOr<at::Tensor>)> Callback(int id) {
+    return [this, id](absl::StatusOr<at::Tensor> result) {
+      absl::MutexLock lock(&mu_);
+      EXPECT_EQ(results_.count(id), 0u) << "on_done called twice for task " << id;
+      results_.emplace(id, std::move(result));
+    };
+  }
+  // Waits (up to a generous real-time safety limit, so a bug fails instead of hanging) until
+  // `n` tasks have completed.
+  void WaitFor(size_t n) {
+    absl::MutexLock lock(&mu_);
+    auto done = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return results_.size() >= n; };
+    ASSERT_TRUE(mu_.AwaitWithTimeout(absl::Condition(&done), absl::Seconds(60)))
+        << "only " << results_.size() << " of " << n << " tasks completed";
+  }
+  size_t size() {
+    absl::MutexLock lock(&mu_);
+    return results_.size();
+  }
+  absl::StatusOr<at::Tensor> Get(int id) {
+    absl::MutexLock lock(&mu_);
+    auto it = results_.find(id);
+    if (it == results_.end()) return absl::NotFoundError("no result");
+    return it->second;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::map<int, absl::StatusOr<at::Tensor>> results_ ABSL_GUARDED_BY(mu_);
+};
+
+// A runner that returns input * 2 and records every batch's row count.
+class RecordingRunner {
+ public:
+  BatchRunner AsRunner() {
+    return [this](const at::Tensor& batch) -> absl::StatusOr<at::Tensor> {
+      absl::MutexLock lock(&mu_);
+      batch_rows_.push_back(batch.size(0));
+      return batch * 2;
+    };
+  }
+  std::vector<int64_t> batch_rows() {
+    absl::MutexLock lock(&mu_);
+    return batch_rows_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<int64_t> batch_rows_ ABSL_GUARDED_BY(mu_);
+};
+
+// Input of `rows` rows x 2 columns whose values are unique to (id, row).
+at::Tensor InputFor(int id, int64_t rows) {
+  return at::arange(rows * 2, at::kFloat).reshape({rows, 2}) + 1000.0 * id;
+}
+
+std::unique_ptr<InferenceTask> MakeTask(Results& results, int id, int64_t rows = 1) {
+  auto task = std::make_unique<InferenceTask>();
+  task->input = InputFor(id, rows);
+  task->on_done = results.Callback(id);
+  return task;
+}
+
+BatchingOptions Options(int max_batch_size, absl::Duration delay) {
+  BatchingOptions options;
+  options.max_batch_size = max_batch_size;
+  options.max_queue_delay = delay;
+  return options;
+}
+
+void ExpectDoubled(Results& results, int id, int64_t rows = 1) {
+  absl::StatusOr<at::Tensor> out = results.Get(id);
+  ASSERT_TRUE(out.ok()) << "task " << id << ": " << out.status();
+  EXPECT_TRUE(at::equal(*out, InputFor(id, rows) * 2)) << "task " << id << " got " << *out;
+}
+
+TEST(DynamicBatcherTest, RunsBatchWhenMaxBatchSizeReached) {
+  FakeClock clock;
+  RecordingRunner runner;
+  Results results;
+  auto batcher =
+      DynamicBatcher::Create(Options(4, absl::Hours(1)), {runner.AsRunner()}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok()) << batcher.status();
+  for (int id = 0; id < 4; ++id) {
+    auto task = MakeTask(results, id);
+    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
+    EXPECT_EQ(task, nullptr);  // Ownership taken.
+  }
+  results.WaitFor(4);  // Time never moves: only the size can have closed the batch.
+  EXPECT_THAT(runner.batch_rows(), ElementsAre(4));
+  for (int id = 0; id < 4; ++id) ExpectDoubled(results, id);
+}
+
+TEST(DynamicBatcherTest, RunsPartialBatchAfterMaxQueueDelay) {
+  FakeClock clock;
+  RecordingRunner runner;
+  Results results;
+  const absl::Time t0 = clock.Now();
+  auto batcher = DynamicBatcher::Create(Options(8, absl::Milliseconds(1)), {runner.AsRunner()},
+                                        &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  for (int id = 0; id < 3; ++id) {
+    auto task = MakeTask(results, id);
+    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
+  }
+  ASSERT_TRUE(clock.BlockUntilWaiterWithDeadline(t0 + absl::Milliseconds(1)));
+  EXPECT_EQ(results.size(), 0u);
+  EXPECT_TRUE(runner.batch_rows().empty());
+  clock.AdvanceBy(absl::Microseconds(999));
+  EXPECT_TRUE(runner.batch_rows().empty());
+  clock.AdvanceBy(absl::Microseconds(1));
+  results.WaitFor(3);
+  EXPECT_THAT(runner.batch_rows(), ElementsAre(3));
+}
+
+TEST(DynamicBatcherTest, ClosesBatchEarlyAtPreferredSize) {
+  FakeClock clock;
+  RecordingRunner runner;
+  Results results;
+  const absl::Time t0 = clock.Now();
+  BatchingOptions options = Options(8, absl::Hours(1));
+  options.preferred_batch_sizes = {4, 2};
+  auto batcher = DynamicBatcher::Create(options, {runner.AsRunner()}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  for (int id = 0; id < 3; ++id) {
+    auto task = MakeTask(results, id);
+    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
+  }
+  results.WaitFor(2);
+  // Task 2 waits for a partner or the delay; two more rows make a preferred size of 2 again
+  // (whether the executor sees {2, 3} or {2, 3, 4}), leaving task 4 alone.
+  for (int id = 3; id < 5; ++id) {
+    auto task = MakeTask(results, id);
+    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
+  }
+  results.WaitFor(4);
+  ASSERT_TRUE(clock.BlockUntilWaiterWithDeadline(t0 + absl::Hours(1)));
+  EXPECT_EQ(results.size(), 4u);
+  clock.AdvanceBy(absl::Hours(1));
+  results.WaitFor(5);
+  EXPECT_THAT(runner.batch_rows(), ElementsAre(2, 2, 1));
+  for (int id = 0; id < 5; ++id) ExpectDoubled(results, id);
+}
+
+TEST(DynamicBatcherTest, PreferredSizeCountsRowsOfMultiRowTasks) {
+  FakeClock clock;
+  RecordingRunner runner;
+  Results results;
+  BatchingOptions options = Options(8, absl::Hours(1));
+  options.preferred_batch_sizes = {4};
+  auto batcher = DynamicBatcher::Create(options, {runner.AsRunner()}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  auto a = MakeTask(results, 0, 3);
+  auto b = MakeTask(results, 1, 1);
+  ASSERT_TRUE((*batcher)->Schedule(&a).ok());
+  ASSERT_TRUE((*batcher)->Schedule(&b).ok());
+  results.WaitFor(2);
+  EXPECT_THAT(runner.batch_rows(), ElementsAre(4));
+  ExpectDoubled(results, 0, 3);
+  ExpectDoubled(results, 1, 1);
+}
+
+TEST(DynamicBatcherTest, NeverSplitsATaskAcrossBatches) {
+  FakeClock clock;
+  RecordingRunner runner;
+  Results results;
+  auto batcher =
+      DynamicBatcher::Create(Options(4, absl::Hours(1)), {runner.AsRunner()}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  // 3 rows then 2 rows: the second does not fit, so the first runs alone (3 rows).
+  auto a = MakeTask(results, 0, 3);
+  auto b = MakeTask(results, 1, 2);
+  ASSERT_TRUE((*batcher)->Schedule(&a).ok());
+  ASSERT_TRUE((*batcher)->Schedule(&b).ok());
+  results.WaitFor(1);
+  EXPECT_TRUE(results.Get(0).ok());
+  (*batcher)->Stop(absl::InfiniteDuration());  // Drains task 1 without waiting for the delay.
+  EXPECT_THAT(runner.batch_rows(), ElementsAre(3, 2));
+  ExpectDoubled(results, 0, 3);
+  ExpectDoubled(results, 1, 2);
+}
+
+TEST(DynamicBatcherTest, EachTaskGetsItsOwnRows) {
+  FakeClock clock;
+  RecordingRunner runner;
+  Results results;
+  auto batcher =
+      DynamicBatcher::Create(Options(8, absl::Hours(1)), {runner.AsRunner()}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  const std::vector<int64_t> rows = {1, 2, 3, 2};  // 8 rows: one full batch.
+  for (int id = 0; id < 4; ++id) {
+    auto task = MakeTask(results, id, rows[id]);
+    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
+  }
+  results.WaitFor(4);
+  EXPECT_THAT(runner.batch_rows(), ElementsAre(8));
+  for (int id = 0; id < 4; ++id) ExpectDoubled(results, id, rows[id]);
+}
+
+TEST(DynamicBatcherTest, DropsExpiredRequestsBeforeCompute) {
+  FakeClock clock;
+  RecordingRunner runner;
+  Results results;
+  const absl::Time t0 = clock.Now();
+  auto batcher = DynamicBatcher::Create(Options(4, absl::Milliseconds(10)), {runner.AsRunner()},
+                                        &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  auto expiring = MakeTask(results, 0);
+  expiring->deadline = t0 + absl::Milliseconds(5);
+  auto fine = MakeTask(results, 1);
+  ASSERT_TRUE((*batcher)->Schedule(&expiring).ok());
+  ASSERT_TRUE((*batcher)->Schedule(&fine).ok());
+  ASSERT_TRUE(clock.BlockUntilWaiterWithDeadline(t0 + absl::Milliseconds(10)));
+  clock.AdvanceBy(absl::Milliseconds(10));
+  results.WaitFor(2);
+  EXPECT_EQ(results.Get(0).status().code(), absl::StatusCode::kDeadlineExceeded);
+  ExpectDoubled(results, 1);
+  EXPECT_THAT(runner.batch_rows(), ElementsAre(1));  // The expired task was not computed.
+}
+
+TEST(DynamicBatcherTest, AppliesDefaultTimeoutToTasksWithoutDeadline) {
+  FakeClock clock;
+  RecordingRunner runner;
+  Results results;
+  const absl::Time t0 = clock.Now();
+  BatchingOptions options = Options(4, absl::Milliseconds(10));
+  options.default_timeout = absl::Milliseconds(5);
+  auto batcher = DynamicBatcher::Create(options, {runner.AsRunner()}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  auto task = MakeTask(results, 0);
+  ASSERT_TRUE((*batcher)->Schedule(&task).ok());
+  ASSERT_TRUE(clock.BlockUntilWaiterWithDeadline(t0 + absl::Milliseconds(10)));
+  clock.AdvanceBy(absl::Milliseconds(10));
+  results.WaitFor(1);
+  EXPECT_EQ(results.Get(0).status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(runner.batch_rows().empty());
+}
+
+TEST(DynamicBatcherTest, DropsCancelledRequestsBeforeCompute) {
+  FakeClock clock;
+  RecordingRunner runner;
+  Results results;
+  auto batcher =
+      DynamicBatcher::Create(Options(2, absl::Hours(1)), {runner.AsRunner()}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  auto cancelled = MakeTask(results, 0);
+  cancelled->is_cancelled = [] { return true; };
+  auto live = MakeTask(results, 1);
+  live->is_cancelled = [] { return false; };
+  ASSERT_TRUE((*batcher)->Schedule(&cancelled).ok());
+  ASSERT_TRUE((*batcher)->Schedule(&live).ok());
+  results.WaitFor(2);
+  EXPECT_EQ(results.Get(0).status().code(), absl::StatusCode::kCancelled);
+  ExpectDoubled(results, 1);
+  EXPECT_THAT(runner.batch_rows(), ElementsAre(1));
+}
+
+TEST(DynamicBatcherTest, QueueFullIsResourceExhaustedAndKeepsOwnership) {
+  FakeClock clock;
+  RecordingRunner runner;
+  Results results;
+  BatchingOptions options = Options(4, absl::Hours(1));
+  options.max_queue_size = 2;
+  auto batcher = DynamicBatcher::Create(options, {runner.AsRunner()}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  for (int id = 0; id < 2; ++id) {
+    auto task = MakeTask(results, id);
+    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
+  }
+  auto third = MakeTask(results, 2);
+  absl::Status status = (*batcher)->Schedule(&third);
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(status.message(), HasSubstr("max_queue_size=2"));
+  ASSERT_NE(third, nullptr);
+  EXPECT_TRUE(at::equal(third->input, InputFor(2, 1)));
+  EXPECT_EQ((*batcher)->QueueDepth(), 2);
+  EXPECT_EQ((*batcher)->InflightTasks(), 2);
+  (*batcher)->Stop(absl::InfiniteDuration());
+  EXPECT_EQ(results.size(), 2u);  // The rejected task's on_done was never called.
+  EXPECT_FALSE(results.Get(2).ok());
+}
+
+TEST(DynamicBatcherTest, RejectsTaskWithMoreRowsThanMaxBatchSize) {
+  FakeClock clock;
+  RecordingRunner runner;
+  Results results;
+  auto batcher =
+      DynamicBatcher::Create(Options(4, absl::Hours(1)), {runner.AsRunner()}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  auto task = MakeTask(results, 0, 5);
+  absl::Status status = (*batcher)->Schedule(&task);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("at most 4"));
+  EXPECT_THAT(status.message(), HasSubstr("max_batch_size"));
+  EXPECT_NE(task, nullptr);
+}
+
+TEST(DynamicBatcherTest, RejectsInvalidTasks) {
+  FakeClock clock;
+  RecordingRunner runner;
+  Results results;
+  auto batcher =
+      DynamicBatcher::Create(Options(4, absl::Hours(1)), {runner.AsRunner()}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  std::unique_ptr<InferenceTask> null_task;
+  EXPECT_EQ((*batcher)->Schedule(&null_task).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*batcher)->Schedule(nullptr).code(), absl::StatusCode::kInvalidArgument);
+
+  auto no_callback = MakeTask(results, 0);
+  no_callback->on_done = nullptr;
+  EXPECT_EQ((*batcher)->Schedule(&no_callback).code(), absl::StatusCode::kInvalidArgument);
+
+  auto no_rows = MakeTask(results, 0);
+  no_rows->input = at::zeros({0, 2});
+  EXPECT_EQ((*batcher)->Schedule(&no_rows).code(), absl::StatusCode::kInvalidArgument);
+
+  // The first accepted task fixes the trailing shape and dtype.
+  auto first = MakeTask(results, 1);
+  ASSERT_TRUE((*batcher)->Schedule(&first).ok());
+  auto other_shape = MakeTask(results, 2);
+  other_shape->input = at::zeros({1, 3});
+  absl::Status status = (*batcher)->Schedule(&other_shape);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("[3]"));
+  EXPECT_NE(other_shape, nullptr);
+  auto other_dtype = MakeTask(results, 3);
+  other_dtype->input = at::zeros({1, 2}, at::kDouble);
+  EXPECT_EQ((*batcher)->Schedule(&other_dtype).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(DynamicBatcherTest, StopDrainsAcceptedTasks) {
+  FakeClock clock;
+  RecordingRunner runner;
+  Results results;
+  auto batcher =
+      DynamicBatcher::Create(Options(4, absl::Hours(1)), {runner.AsRunner()}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  for (int id = 0; id < 5; ++id) {
+    auto task = MakeTask(results, id);
+    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
+  }
+  (*batcher)->Stop(absl::InfiniteDuration());
+  ASSERT_EQ(results.size(), 5u);
+  for (int id = 0; id < 5; ++id) ExpectDoubled(results, id);
+  EXPECT_EQ((*batcher)->InflightTasks(), 0);
+  (*batcher)->Stop(absl::InfiniteDuration());  // Idempotent.
+}
+
+TEST(DynamicBatcherTest, ScheduleAfterStopIsUnavailable) {
+  FakeClock clock;
+  RecordingRunner runner;
+  Results results;
+  auto batcher =
+      DynamicBatcher::Create(Options(4, absl::Hours(1)), {runner.AsRunner()}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  (*batcher)->Stop(absl::ZeroDuration());
+  auto task = MakeTask(results, 0);
+  EXPECT_EQ((*batcher)->Schedule(&task).code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(task, nullptr);
+}
+
+TEST(DynamicBatcherTest, StopFailsTasksStillQueuedWhenGraceEnds) {
+  FakeClock clock;
+  Results results;
+  absl::Notification started, release;
+  BatchRunner blocking = [&](const at::Tensor& batch) -> absl::StatusOr<at::Tensor> {
+    started.Notify();
+    release.WaitForNotification();
+    return batch * 2;
+  };
+  auto batcher = DynamicBatcher::Create(Options(1, absl::Hours(1)), {blocking}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  for (int id = 0; id < 3; ++id) {
+    auto task = MakeTask(results, id);
+    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
+  }
+  started.WaitForNotification();  // Task 0 is being computed; 1 and 2 are queued.
+  EXPECT_EQ((*batcher)->QueueDepth(), 2);
+  EXPECT_EQ((*batcher)->InflightTasks(), 3);
+  const absl::Time grace_end = clock.Now() + absl::Seconds(30);
+  std::thread stopper([&] { (*batcher)->Stop(absl::Seconds(30)); });
+  ASSERT_TRUE(clock.BlockUntilWaiterWithDeadline(grace_end));
+  auto late = MakeTask(results, 9);
+  EXPECT_EQ((*batcher)->Schedule(&late).code(), absl::StatusCode::kUnavailable);
+  clock.AdvanceBy(absl::Seconds(30));
+  results.WaitFor(2);
+  EXPECT_EQ(results.Get(1).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(results.Get(2).status().code(), absl::StatusCode::kUnavailable);
+  release.Notify();  // The batch in flight still completes.
+  stopper.join();
+  ExpectDoubled(results, 0);
+  EXPECT_EQ(results.size(), 3u);
+}
+
+TEST(DynamicBatcherTest, RunnerErrorGoesToEveryTaskOfTheBatch) {
+  FakeClock clock;
+  Results results;
+  BatchRunner failing = [](const at::Tensor&) -> absl::StatusOr<at::Tensor> {
+    return absl::ResourceExhaustedError("out of GPU memory");
+  };
+  auto batcher = DynamicBatcher::Create(Options(2, absl::Hours(1)), {failing}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  for (int id = 0; id < 2; ++id) {
+    auto task = MakeTask(results, id);
+    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
+  }
+  results.WaitFor(2);
+  for (int id = 0; id < 2; ++id) {
+    EXPECT_EQ(results.Get(id).status().code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_THAT(results.Get(id).status().message(), HasSubstr("out of GPU memory"));
+  }
+}
+
+TEST(DynamicBatcherTest, RunnerExceptionsBecomeInternal) {
+  FakeClock clock;
+  Results results;
+  int calls = 0;
+  BatchRunner throwing = [&](const at::Tensor& batch) -> absl::StatusOr<at::Tensor> {
+    if (++calls == 1) TORCH_CHECK(false, "shape mismatch in layer 3");
+    throw std::runtime_error("plain exception");
+  };
+  auto batcher = DynamicBatcher::Create(Options(1, absl::Hours(1)), {throwing}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  for (int id = 0; id < 2; ++id) {
+    auto task = MakeTask(results, id);
+    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
+  }
+  results.WaitFor(2);
+  EXPECT_EQ(results.Get(0).status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(results.Get(0).status().message(), HasSubstr("shape mismatch in layer 3"));
+  EXPECT_EQ(results.Get(1).status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(results.Get(1).status().message(), HasSubstr("plain exception"));
+}
+
+TEST(DynamicBatcherTest, WrongOutputRowCountIsInternal) {
+  FakeClock clock;
+  Results results;
+  BatchRunner truncating = [](const at::Tensor& batch) -> absl::StatusOr<at::Tensor> {
+    return batch.narrow(0, 0, 1);
+  };
+  auto batcher = DynamicBatcher::Create(Options(2, absl::Hours(1)), {truncating}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  for (int id = 0; id < 2; ++id) {
+    auto task = MakeTask(results, id);
+    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
+  }
+  results.WaitFor(2);
+  for (int id = 0; id < 2; ++id) {
+    EXPECT_EQ(results.Get(id).status().code(), absl::StatusCode::kInternal);
+    EXPECT_THAT(results.Get(id).status().message(), HasSubstr("expected 2 output rows"));
+  }
+}
+
+TEST(DynamicBatcherTest, RunnersRunInParallel) {
+  FakeClock clock;
+  Results results;
+  absl::Mutex mu;
+  int running = 0;
+  std::atomic<int> saw_both{0};
+  auto make_runner = [&]() -> BatchRunner {
+    return [&](const at::Tensor& batch) -> absl::StatusOr<at::Tensor> {
+      absl::MutexLock lock(&mu);
+      ++running;
+      // Only possible if both runners are inside at once; the timeout turns a bug into a
+      // failure instead of a hang.
+      if (mu.AwaitWithTimeout(absl::Condition(
+                                  +[](int* r) { return *r >= 2; }, &running),
+                              absl::Seconds(60))) {
+        ++saw_both;
+      }
+      return batch * 2;
+    };
+  };
+  auto batcher = DynamicBatcher::Create(Options(1, absl::Hours(1)), {make_runner(), make_runner()},
+                                        &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  for (int id = 0; id < 2; ++id) {
+    auto task = MakeTask(results, id);
+    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
+  }
+  results.WaitFor(2);
+  EXPECT_EQ(saw_both.load(), 2);
+  ExpectDoubled(results, 0);
+  ExpectDoubled(results, 1);
+}
+
+class RecordingObserver : public BatchObserver {
+ public:
+  void OnQueueDepthChanged(int64_t depth) override {
+    absl::MutexLock lock(&mu_);
+    depths.push_back(depth);
+  }
+  void OnTaskDequeued(absl::Duration queue_time) override {
+    absl::MutexLock lock(&mu_);
+    queue_times.push_back(queue_time);
+  }
+  void OnBatchComputed(int64_t rows, absl::Duration, const absl::Status& status) override {
+    absl::MutexLock lock(&mu_);
+    batches.emplace_back(rows, status.code());
+  }
+  void OnTaskDropped(const absl::Status& reason) override {
+    absl::MutexLock lock(&mu_);
+    dropped.push_back(reason.code());
+  }
+
+  absl::Mutex mu_;
+  std::vector<int64_t> depths;
+  std::vector<absl::Duration> queue_times;
+  std::vector<std::pair<int64_t, absl::StatusCode>> batches;
+  std::vector<absl::StatusCode> dropped;
+};
+
+TEST(DynamicBatcherTest, ReportsToObserver) {
+  FakeClock clock;
+  RecordingRunner runner;
+  RecordingObserver observer;
+  Results results;
+  const absl::Time t0 = clock.Now();
+  auto batcher = DynamicBatcher::Create(Options(8, absl::Milliseconds(2)), {runner.AsRunner()},
+                                        &clock, &observer);
+  ASSERT_TRUE(batcher.ok());
+  auto a = MakeTask(results, 0, 2);
+  auto b = MakeTask(results, 1);
+  auto c = MakeTask(results, 2);
+  c->is_cancelled = [] { return true; };
+  ASSERT_TRUE((*batcher)->Schedule(&a).ok());
+  ASSERT_TRUE((*batcher)->Schedule(&b).ok());
+  ASSERT_TRUE((*batcher)->Schedule(&c).ok());
+  ASSERT_TRUE(clock.BlockUntilWaiterWithDeadline(t0 + absl::Milliseconds(2)));
+  clock.AdvanceBy(absl::Milliseconds(2));
+  results.WaitFor(3);
+  (*batcher)->Stop(absl::InfiniteDuration());
+  absl::MutexLock lock(&observer.mu_);
+  EXPECT_THAT(observer.depths, ElementsAre(1, 2, 3, 0));
+  EXPECT_THAT(observer.queue_times,
+              ElementsAre(absl::Milliseconds(2), absl::Milliseconds(2), absl::Milliseconds(2)));
+  ASSERT_EQ(observer.batches.size(), 1u);
+  EXPECT_EQ(observer.batches[0].first, 3);
+  EXPECT_EQ(observer.batches[0].second, absl::StatusCode::kOk);
+  EXPECT_THAT(observer.dropped, ElementsAre(absl::StatusCode::kCancelled));
+}
+
+TEST(DynamicBatcherTest, CreateValidatesArguments) {
+  FakeClock clock;
+  RecordingRunner runner;
+  EXPECT_EQ(DynamicBatcher::Create(Options(4, absl::Hours(1)), {}, &clock, nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DynamicBatcher::Create(Options(4, absl::Hours(1)), {BatchRunner()}, &clock, nullptr)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      DynamicBatcher::Create(Options(4, absl::Hours(1)), {runner.AsRunner()}, nullptr, nullptr)
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+  absl::Status status =
+      DynamicBatcher::Create(Options(0, absl::Hours(1)), {runner.AsRunner()}, &clock, nullptr)
+          .status();
+  EXPECT_THAT(status.message(), HasSubstr("max_batch_size"));
+}
+
+TEST(ValidateBatchingOptionsTest, NamesTheBadField) {
+  EXPECT_TRUE(ValidateBatchingOptions(BatchingOptions()).ok());
+  BatchingOptions options;
+  options.max_queue_delay = absl::Milliseconds(-1);
+  EXPECT_THAT(ValidateBatchingOptions(options).message(), HasSubstr("max_queue_delay"));
+  options = BatchingOptions();
+  options.max_queue_delay = absl::InfiniteDuration();
+  EXPECT_THAT(ValidateBatchingOptions(options).message(), HasSubstr("max_queue_delay"));
+  options = BatchingOptions();
+  options.preferred_batch_sizes = {2, 16};
+  EXPECT_THAT(ValidateBatchingOptions(options).message(), HasSubstr("preferred_batch_sizes"));
+  options = BatchingOptions();
+  options.max_queue_size = 0;
+  EXPECT_THAT(ValidateBatchingOptions(options).message(), HasSubstr("max_queue_size"));
+  options = BatchingOptions();
+  options.default_timeout = absl::ZeroDuration();
+  EXPECT_THAT(ValidateBatchingOptions(options).message(), HasSubstr("default_timeout"));
+}
+
+TEST(DynamicBatcherTest, ConcurrentProducersWithRealClockEachGetTheirOwnRows) {
+  RealClock clock;
+  Results results;
+  absl::Mutex mu;
+  int64_t largest_batch = 0;
+  auto make_runner = [&]() -> BatchRunner {
+    return [&](const at::Tensor& batch) -> absl::StatusOr<at::Tensor> {
+      absl::MutexLock lock(&mu);
+      largest_batch = std::max(largest_batch, batch.size(0));
+      return batch * 2;
+    };
+  };
+  BatchingOptions options = Options(8, absl::Microseconds(200));
+  options.preferred_batch_sizes = {4};
+  options.max_queue_size = 100000;
+  auto batcher = DynamicBatcher::Create(options, {make_runner(), make_runner()}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  constexpr int kProducers = 4;
+  constexpr int kTasksEach = 300;
+  std::vector<std::thread> producers;
+  for (int p = 0; p < kProducers; ++p) {
+    producers.emplace_back([&, p] {
+      for (int i = 0; i < kTasksEach; ++i) {
+        const int id = p * kTasksEach + i;
+        auto task = MakeTask(results, id, 1 + id % 3);
+        EXPECT_TRUE((*batcher)->Schedule(&task).ok());
+      }
+    });
+  }
+  for (std::thread& t : producers) t.join();
+  (*batcher)->Stop(absl::InfiniteDuration());
+  ASSERT_EQ(results.size(), static_cast<size_t>(kProducers * kTasksEach));
+  for (int id = 0; id < kProducers * kTasksEach; ++id) ExpectDoubled(results, id, 1 + id % 3);
+  EXPECT_LE(largest_batch, 8);
+}
+
+TEST(RealClockTest, WaitReturnsAtDeadline) {
+  RealClock clock;
+  absl::Mutex mu;
+  absl::CondVar cv;
+  absl::MutexLock lock(&mu);
+  const absl::Time deadline = clock.Now() + absl::Milliseconds(5);
+  while (clock.Now() < deadline) clock.WaitWithDeadline(cv, mu, deadline);
+  EXPECT_GE(clock.Now(), deadline);
+}
+
+}  // namespace
+}  // namespace vitserve
