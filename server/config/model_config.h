@@ -1,0 +1,84 @@
+// Reading, normalising and validating a model's config.pbtxt (vitserve.v1.ModelConfig), in the
+// style of Triton's model_config_utils: Parse -> Normalize -> Validate, each returning a status.
+//
+// Normalisation fills every field a user may leave unset: the serving name from the model
+// directory, task and input geometry/normalisation from the architecture's ModelInfo (timm's
+// pretrained_cfg), device/precision/batching from the server's flags (ServerDefaults), and the
+// default weights and labels files. Validation then checks the fully populated config, so the
+// rest of the server never sees a zero or empty field.
+//
+// Thread-safety: free functions without shared state. Errors: INVALID_ARGUMENT naming the config
+// file and the field ("<path>: field 'batching.max_batch_size' ..."); parse errors as
+// "<path>:<line>:<column>: <message>" (1-based); NOT_FOUND for a missing file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "models/registry.h"
+#include "vitserve/v1/model_config.pb.h"
+
+namespace vitserve {
+
+// Server-wide defaults (from command-line flags) for fields a config leaves unset.
+struct ServerDefaults {
+  std::string device = "cpu";                // "cpu", "cuda" or "cuda:N"
+  v1::Precision precision = v1::FP32;
+  uint32_t max_batch_size = 8;
+  uint64_t max_queue_delay_us = 1000;
+  uint32_t max_queue_size = 256;
+  uint64_t default_timeout_ms = 0;           // 0: no timeout for requests without a deadline
+  uint32_t instance_count = 1;
+};
+
+// Limits enforced by ValidateModelConfig.
+inline constexpr uint32_t kMaxBatchSizeLimit = 1024;
+inline constexpr uint32_t kMaxInstanceCount = 64;
+inline constexpr uint32_t kMaxInputSize = 4096;
+
+// Default file names inside a model directory.
+inline constexpr char kConfigFileName[] = "config.pbtxt";
+inline constexpr char kDefaultWeightsFile[] = "model.safetensors";
+inline constexpr char kDefaultLabelsFile[] = "labels.txt";
+
+// Parses protobuf text format. NOT_FOUND: no such file; INVALID_ARGUMENT
+// "<path>:<line>:<col>: <message>" (an unknown field says `unknown field "<name>"`).
+absl::StatusOr<v1::ModelConfig> ParseModelConfigFile(const std::string& path);
+// Same, from text already in memory; `path` is used in messages only.
+absl::StatusOr<v1::ModelConfig> ParseModelConfigText(const std::string& text,
+                                                     const std::string& path);
+
+// Fills unset fields (see the file comment). `model_dir` is the model's directory: its last path
+// component is the expected model name and the labels file default is looked up in it. An empty
+// `model_dir` (quick mode) names the model after its architecture and sets no default weights or
+// labels. `config_path` is used in messages only. Errors (INVALID_ARGUMENT): no architecture, an
+// unknown architecture (the known names listed), a name that differs from the directory, a task
+// that differs from the architecture's.
+absl::Status NormalizeModelConfig(const ModelRegistry& registry, const ServerDefaults& defaults,
+                                  const std::string& model_dir, const std::string& config_path,
+                                  v1::ModelConfig* config);
+
+// Checks a normalised config. INVALID_ARGUMENT naming `config_path` and the field.
+absl::Status ValidateModelConfig(const v1::ModelConfig& config, const std::string& config_path);
+
+// Checks device syntax only ("cpu", "cuda", "cuda:N"); whether the host has it is the runtime's
+// business (runtime/device.h).
+absl::Status ValidateDeviceString(const std::string& device);
+
+// The config that quick mode (`vitserve --model NAME [--weights FILE]`) serves: architecture
+// NAME, named NAME, normalised and validated. An empty `weights_path` serves random weights
+// (allow_random_weights). Errors: as NormalizeModelConfig / ValidateModelConfig.
+absl::StatusOr<v1::ModelConfig> QuickModeConfig(const ModelRegistry& registry,
+                                                const ServerDefaults& defaults,
+                                                const std::string& architecture,
+                                                const std::string& weights_path);
+
+// Class names, one per line ('\r' trimmed; trailing empty lines ignored). NOT_FOUND: no file;
+// INVALID_ARGUMENT: the count differs from `expected_count` (both counts named).
+absl::StatusOr<std::vector<std::string>> ReadLabels(const std::string& path,
+                                                    int64_t expected_count);
+
+}  // namespace vitserve

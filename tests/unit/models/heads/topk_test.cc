@@ -1,0 +1,57 @@
+#include "models/heads/topk.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace vitserve {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(TopKSoftmaxTest, ReturnsBestClassesInOrderWithProbabilities) {
+  const at::Tensor logits =
+      at::tensor({1.0f, 3.0f, 2.0f, 0.0f, 0.0f, 0.0f, 5.0f, 0.0f}, at::kFloat).view({2, 4});
+  absl::StatusOr<std::vector<std::vector<ClassScore>>> top = TopKSoftmax(logits, 2);
+  ASSERT_TRUE(top.ok()) << top.status();
+  ASSERT_EQ(top->size(), 2u);
+  ASSERT_EQ((*top)[0].size(), 2u);
+  EXPECT_EQ((*top)[0][0].index, 1);
+  EXPECT_EQ((*top)[0][1].index, 2);
+  const double denom = std::exp(1.0) + std::exp(3.0) + std::exp(2.0) + 1.0;
+  EXPECT_NEAR((*top)[0][0].score, std::exp(3.0) / denom, 1e-6);
+  EXPECT_NEAR((*top)[0][1].score, std::exp(2.0) / denom, 1e-6);
+  EXPECT_EQ((*top)[1][0].index, 2);
+  // Ties keep ascending class order.
+  EXPECT_EQ((*top)[1][1].index, 0);
+}
+
+TEST(TopKSoftmaxTest, AcceptsReducedPrecisionLogits) {
+  const at::Tensor logits = at::tensor({0.5f, -1.0f, 4.0f}, at::kFloat).view({1, 3});
+  auto top = TopKSoftmax(logits.to(at::kBFloat16), 3);
+  ASSERT_TRUE(top.ok()) << top.status();
+  EXPECT_EQ((*top)[0][0].index, 2);
+  float sum = 0;
+  for (const ClassScore& s : (*top)[0]) sum += s.score;
+  EXPECT_NEAR(sum, 1.0f, 1e-2);
+}
+
+TEST(TopKSoftmaxTest, RejectsKOutsideOneToClasses) {
+  const at::Tensor logits = at::zeros({1, 5});
+  EXPECT_THAT(TopKSoftmax(logits, 0).status().message(), HasSubstr("allowed: 1..5"));
+  EXPECT_EQ(TopKSoftmax(logits, 6).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(TopKSoftmax(logits, 5).ok());
+}
+
+TEST(TopKSoftmaxTest, RejectsNonMatrixLogits) {
+  EXPECT_EQ(TopKSoftmax(at::zeros({5}), 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TopKSoftmax(at::Tensor(), 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TopKSoftmax(at::zeros({2, 3}, at::kLong), 1).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace vitserve

@@ -1,0 +1,272 @@
+#include "server/config/model_config.h"
+
+#include <fstream>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "models/registry.h"
+#include "server/config/file_util.h"
+#include "server/config/model_repository.h"
+
+namespace vitserve {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+// A fresh directory under the test temp dir, removed at the end of the test.
+// (std::filesystem is off limits in binaries that link LibTorch: see file_util.h.)
+class TempDir {
+ public:
+  TempDir() {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    std::string name = std::string("vitserve_config_") + info->test_suite_name() + "_" +
+                       info->name();
+    for (char& c : name) {
+      if (c == '/') c = '_';
+    }
+    path_ = JoinPath(::testing::TempDir(), name);
+    RemoveTree(path_);
+    EXPECT_TRUE(MakeDirectories(path_).ok());
+  }
+  ~TempDir() { RemoveTree(path_); }
+  std::string Write(const std::string& relative, const std::string& text) const {
+    const std::string file = JoinPath(path_, relative);
+    EXPECT_TRUE(MakeDirectories(file.substr(0, file.rfind('/'))).ok());
+    std::ofstream(file) << text;
+    return file;
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+class ModelConfigTest : public ::testing::Test {
+ protected:
+  // Parses `text` as <dir>/<model>/config.pbtxt, then normalises and validates it.
+  absl::Status Check(const std::string& text, const std::string& model = "m") {
+    absl::StatusOr<v1::ModelConfig> config = ParseModelConfigText(text, "m/config.pbtxt");
+    if (!config.ok()) return config.status();
+    absl::Status s = NormalizeModelConfig(registry_, defaults_, JoinPath(dir_.path(), model),
+                                          "m/config.pbtxt", &*config);
+    if (!s.ok()) return s;
+    return ValidateModelConfig(*config, "m/config.pbtxt");
+  }
+
+  ModelRegistry registry_ = BuiltinModelRegistry();
+  ServerDefaults defaults_;
+  TempDir dir_;
+};
+
+TEST_F(ModelConfigTest, ParsesFile) {
+  const std::string path = dir_.Write("m/config.pbtxt", R"pb(
+    architecture: "shvit_s1"
+    precision: BF16
+    instance_count: 2
+    batching { max_batch_size: 16 preferred_batch_sizes: [4, 8] max_queue_delay_us: 500 }
+    input { interpolation: "bilinear" }
+  )pb");
+  absl::StatusOr<v1::ModelConfig> config = ParseModelConfigFile(path);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->architecture(), "shvit_s1");
+  EXPECT_EQ(config->precision(), v1::BF16);
+  EXPECT_EQ(config->instance_count(), 2u);
+  EXPECT_EQ(config->batching().max_batch_size(), 16u);
+  EXPECT_THAT(config->batching().preferred_batch_sizes(), ElementsAre(4u, 8u));
+}
+
+TEST_F(ModelConfigTest, MissingFileIsNotFoundWithPath) {
+  const std::string path = dir_.path() + "/nope/config.pbtxt";
+  absl::StatusOr<v1::ModelConfig> config = ParseModelConfigFile(path);
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(config.status().message(), HasSubstr(path));
+}
+
+TEST_F(ModelConfigTest, SyntaxErrorNamesFileLineAndColumn) {
+  const std::string path =
+      dir_.Write("m/config.pbtxt", "architecture: \"shvit_s1\"\nbatching {\n  max_batch_size: x\n}\n");
+  absl::StatusOr<v1::ModelConfig> config = ParseModelConfigFile(path);
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(config.status().message(), HasSubstr(path + ":3:19:"));
+}
+
+TEST_F(ModelConfigTest, UnknownFieldIsNamed) {
+  absl::StatusOr<v1::ModelConfig> config = ParseModelConfigText(
+      "architecture: \"shvit_s1\"\nbatching { max_batch: 4 }\n", "repo/m/config.pbtxt");
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(config.status().message(),
+              AllOf(HasSubstr("repo/m/config.pbtxt:2:"), HasSubstr("unknown field \"max_batch\""),
+                    HasSubstr("vitserve.v1.BatchingPolicy")));
+}
+
+TEST_F(ModelConfigTest, NormalizationFillsFromArchitectureAndDefaults) {
+  dir_.Write("s4/labels.txt", "a\nb\n");
+  v1::ModelConfig config;
+  config.set_architecture("shvit_s4");
+  defaults_.device = "cuda:1";
+  defaults_.precision = v1::FP16;
+  defaults_.max_batch_size = 32;
+  ASSERT_TRUE(NormalizeModelConfig(registry_, defaults_, dir_.path() + "/s4", "c", &config).ok());
+  EXPECT_EQ(config.name(), "s4");
+  EXPECT_EQ(config.task(), v1::CLASSIFICATION);
+  EXPECT_EQ(config.input().size(), 256u);
+  EXPECT_EQ(config.input().mean_size(), 3);
+  EXPECT_FLOAT_EQ(config.input().crop_pct(), 0.875f);
+  EXPECT_EQ(config.device(), "cuda:1");
+  EXPECT_EQ(config.precision(), v1::FP16);
+  EXPECT_EQ(config.batching().max_batch_size(), 32u);
+  EXPECT_EQ(config.batching().max_queue_delay_us(), 1000u);
+  EXPECT_EQ(config.batching().max_queue_size(), 256u);
+  EXPECT_EQ(config.instance_count(), 1u);
+  EXPECT_EQ(config.weights(), "model.safetensors");
+  EXPECT_EQ(config.labels(), "labels.txt");
+  EXPECT_TRUE(ValidateModelConfig(config, "c").ok());
+
+  v1::ModelConfig deit;
+  deit.set_architecture("deit_tiny_patch16_224");
+  ASSERT_TRUE(NormalizeModelConfig(registry_, defaults_, dir_.path() + "/d", "c", &deit).ok());
+  EXPECT_EQ(deit.input().size(), 224u);
+  EXPECT_THAT(deit.input().mean(), ElementsAre(0.485f, 0.456f, 0.406f));
+  EXPECT_THAT(deit.input().std(), ElementsAre(0.229f, 0.224f, 0.225f));
+  EXPECT_EQ(deit.labels(), "");  // No labels.txt in that directory.
+}
+
+TEST_F(ModelConfigTest, ExplicitValuesWin) {
+  v1::ModelConfig config;
+  config.set_architecture("shvit_s1");
+  config.mutable_input()->set_size(288);
+  config.set_device("cpu");
+  ASSERT_TRUE(NormalizeModelConfig(registry_, defaults_, dir_.path() + "/m", "c", &config).ok());
+  EXPECT_EQ(config.input().size(), 288u);
+}
+
+TEST_F(ModelConfigTest, ValidConfigPasses) {
+  EXPECT_TRUE(Check("architecture: \"shvit_s1\"").ok());
+}
+
+TEST_F(ModelConfigTest, MissingArchitecture) {
+  absl::Status s = Check("device: \"cpu\"");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), AllOf(HasSubstr("m/config.pbtxt"), HasSubstr("'architecture'")));
+}
+
+TEST_F(ModelConfigTest, UnknownArchitectureListsKnownNames) {
+  absl::Status s = Check("architecture: \"resnet50\"");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), AllOf(HasSubstr("'resnet50'"), HasSubstr("shvit_s1"),
+                                 HasSubstr("deit_tiny_patch16_224")));
+}
+
+TEST_F(ModelConfigTest, NameMustMatchDirectory) {
+  absl::Status s = Check("name: \"other\" architecture: \"shvit_s1\"", "m");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), AllOf(HasSubstr("'name'"), HasSubstr("'other'"), HasSubstr("'m'")));
+  EXPECT_TRUE(Check("name: \"m\" architecture: \"shvit_s1\"", "m").ok());
+}
+
+TEST_F(ModelConfigTest, TaskMustMatchArchitecture) {
+  EXPECT_THAT(Check("architecture: \"shvit_s1\" task: DETECTION").message(),
+              HasSubstr("'task'"));
+}
+
+struct BadField {
+  std::string text;
+  std::string field;
+};
+
+class ModelConfigFieldTest : public ModelConfigTest,
+                             public ::testing::WithParamInterface<BadField> {};
+
+TEST_P(ModelConfigFieldTest, RejectedWithFieldAndFileNamed) {
+  absl::Status s = Check("architecture: \"shvit_s1\" " + GetParam().text);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << GetParam().text;
+  EXPECT_THAT(s.message(), AllOf(HasSubstr("m/config.pbtxt"), HasSubstr(GetParam().field)));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Validation, ModelConfigFieldTest,
+    ::testing::Values(BadField{"input { mean: [0.5, 0.5] }", "'input.mean'"},
+                      BadField{"input { std: [0.5, 0.5, 0.5, 0.5] }", "'input.std'"},
+                      BadField{"input { std: [0.5, 0, 0.5] }", "'input.std'"},
+                      BadField{"input { crop_pct: 1.5 }", "'input.crop_pct'"},
+                      BadField{"input { crop_pct: -0.5 }", "'input.crop_pct'"},
+                      BadField{"input { interpolation: \"nearest\" }", "'input.interpolation'"},
+                      BadField{"input { size: 5000 }", "'input.size'"},
+                      BadField{"device: \"gpu\"", "'device'"},
+                      BadField{"device: \"cuda:x\"", "'device'"},
+                      BadField{"device: \"cuda:\"", "'device'"},
+                      BadField{"batching { max_batch_size: 2000 }", "'batching.max_batch_size'"},
+                      BadField{"batching { max_batch_size: 4 preferred_batch_sizes: [2, 8] }",
+                               "'batching.preferred_batch_sizes'"},
+                      BadField{"instance_count: 100", "'instance_count'"}));
+
+TEST_F(ModelConfigTest, DeviceSyntax) {
+  EXPECT_TRUE(ValidateDeviceString("cpu").ok());
+  EXPECT_TRUE(ValidateDeviceString("cuda").ok());
+  EXPECT_TRUE(ValidateDeviceString("cuda:3").ok());
+  EXPECT_FALSE(ValidateDeviceString("cuda:-1").ok());
+  EXPECT_FALSE(ValidateDeviceString("CPU").ok());
+}
+
+TEST_F(ModelConfigTest, RepositoryListsModelDirectoriesWithConfig) {
+  dir_.Write("b/config.pbtxt", "architecture: \"shvit_s1\"");
+  dir_.Write("a/config.pbtxt", "architecture: \"deit_tiny_patch16_224\"");
+  dir_.Write("no_config/readme.txt", "x");
+  dir_.Write("stray.pbtxt", "x");
+  absl::StatusOr<ModelRepository> repo = ModelRepository::Open(dir_.path());
+  ASSERT_TRUE(repo.ok()) << repo.status();
+  EXPECT_THAT(repo->ModelNames(), ElementsAre("a", "b"));
+  EXPECT_EQ(repo->ModelDir("a"), dir_.path() + "/a");
+
+  absl::StatusOr<v1::ModelConfig> config = repo->LoadConfig("b", registry_, defaults_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->name(), "b");
+  EXPECT_EQ(config->input().size(), 224u);
+
+  absl::StatusOr<v1::ModelConfig> missing = repo->LoadConfig("zz", registry_, defaults_);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(missing.status().message(), HasSubstr("a, b"));
+  dir_.Write("config.pbtxt", "architecture: \"shvit_s1\"");  // The root is not a model.
+  EXPECT_EQ(repo->LoadConfig(".", registry_, defaults_).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(repo->LoadConfig("a/../b", registry_, defaults_).status().code(),
+            absl::StatusCode::kNotFound);
+
+  EXPECT_EQ(ModelRepository::Open(dir_.path() + "/none").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(ModelConfigTest, QuickModeNamesModelAfterArchitecture) {
+  absl::StatusOr<v1::ModelConfig> config =
+      QuickModeConfig(registry_, defaults_, "shvit_s1", "");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->name(), "shvit_s1");
+  EXPECT_TRUE(config->allow_random_weights());
+  EXPECT_EQ(config->weights(), "");
+  EXPECT_EQ(QuickModeConfig(registry_, defaults_, "nope", "").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<v1::ModelConfig> with_weights =
+      QuickModeConfig(registry_, defaults_, "shvit_s1", "/w/model.safetensors");
+  ASSERT_TRUE(with_weights.ok());
+  EXPECT_FALSE(with_weights->allow_random_weights());
+  EXPECT_EQ(with_weights->weights(), "/w/model.safetensors");
+}
+
+TEST_F(ModelConfigTest, ReadsLabelsAndChecksCount) {
+  const std::string path = dir_.Write("labels.txt", "cat\r\ndog\r\nbird\n\n");
+  absl::StatusOr<std::vector<std::string>> labels = ReadLabels(path, 3);
+  ASSERT_TRUE(labels.ok()) << labels.status();
+  EXPECT_THAT(*labels, ElementsAre("cat", "dog", "bird"));
+
+  absl::StatusOr<std::vector<std::string>> wrong = ReadLabels(path, 1000);
+  EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(wrong.status().message(), AllOf(HasSubstr("3"), HasSubstr("1000")));
+  EXPECT_EQ(ReadLabels(dir_.path() + "/none.txt", 3).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace vitserve

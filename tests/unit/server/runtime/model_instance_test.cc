@@ -1,0 +1,206 @@
+#include "server/runtime/model_instance.h"
+
+#include <atomic>
+#include <memory>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+#include <torch/cuda.h>
+#include <torch/nn/modules/linear.h>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/runtime/device.h"
+
+namespace vitserve {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Linear classifier over mean-pooled pixels: [N,3,S,S] -> [N,4]. Counts forward calls.
+class TinyModel : public VisionModel {
+ public:
+  TinyModel() {
+    linear_ = register_module("head", torch::nn::Linear(3, 4));
+  }
+  torch::Tensor forward(torch::Tensor images) override {
+    ++calls;
+    last_dtype = images.scalar_type();
+    return linear_->forward(images.mean({2, 3}));
+  }
+  std::atomic<int> calls{0};
+  at::ScalarType last_dtype = at::kFloat;
+
+ private:
+  torch::nn::Linear linear_{nullptr};
+};
+
+class ThrowingModel : public VisionModel {
+ public:
+  torch::Tensor forward(torch::Tensor images) override {
+    TORCH_CHECK(false, "kaboom in forward");
+    return images;
+  }
+};
+
+at::Tensor Batch(int64_t n, int64_t size) {
+  at::manual_seed(0);
+  return at::rand({n, 3, size, size}, at::kFloat);
+}
+
+at::Tensor Reference(TinyModel& model, const at::Tensor& batch) {
+  c10::InferenceMode guard;
+  return model.forward(batch);
+}
+
+TEST(ModelInstanceTest, RunsOnCpuAndReturnsFloat32) {
+  auto model = std::make_shared<TinyModel>();
+  InstanceOptions options;
+  options.input_size = 8;
+  absl::StatusOr<std::unique_ptr<ModelInstance>> instance = ModelInstance::Create(model, options);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  EXPECT_FALSE(model->is_training());
+  const at::Tensor batch = Batch(2, 8);
+  absl::StatusOr<at::Tensor> out = (*instance)->Run(batch);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->sizes(), (at::IntArrayRef{2, 4}));
+  EXPECT_EQ(out->scalar_type(), at::kFloat);
+  EXPECT_TRUE(out->device().is_cpu());
+  EXPECT_TRUE(at::allclose(*out, Reference(*model, batch), 1e-5, 1e-6));
+}
+
+TEST(ModelInstanceTest, WarmsUpEachBatchSize) {
+  auto model = std::make_shared<TinyModel>();
+  InstanceOptions options;
+  options.input_size = 8;
+  options.warmup_batch_sizes = {1, 4};
+  options.warmup_iterations = 2;
+  ASSERT_TRUE(ModelInstance::Create(model, options).ok());
+  EXPECT_EQ(model->calls.load(), 4);
+}
+
+TEST(ModelInstanceTest, Bfloat16OnCpuIsCloseToFloat32) {
+  auto reference = std::make_shared<TinyModel>();
+  auto model = std::make_shared<TinyModel>();
+  // Same weights in both.
+  {
+    c10::NoGradGuard no_grad;
+    for (size_t i = 0; i < model->parameters().size(); ++i) {
+      model->parameters()[i].copy_(reference->parameters()[i]);
+    }
+  }
+  InstanceOptions options;
+  options.dtype = at::kBFloat16;
+  options.input_size = 8;
+  auto instance = ModelInstance::Create(model, options);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  const at::Tensor batch = Batch(3, 8);
+  absl::StatusOr<at::Tensor> out = (*instance)->Run(batch);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(model->last_dtype, at::kBFloat16);
+  EXPECT_EQ(out->scalar_type(), at::kFloat);
+  EXPECT_TRUE(at::allclose(*out, Reference(*reference, batch), /*rtol=*/2e-2, /*atol=*/2e-2));
+}
+
+TEST(ModelInstanceTest, ChannelsLastGivesSameResult) {
+  auto model = std::make_shared<TinyModel>();
+  InstanceOptions options;
+  options.channels_last = true;
+  auto instance = ModelInstance::Create(model, options);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  const at::Tensor batch = Batch(2, 6);
+  absl::StatusOr<at::Tensor> out = (*instance)->Run(batch);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE(at::allclose(*out, Reference(*model, batch), 1e-5, 1e-6));
+}
+
+TEST(ModelInstanceTest, ThrowingModuleBecomesInternalStatus) {
+  auto instance = ModelInstance::Create(std::make_shared<ThrowingModel>(), InstanceOptions{});
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  absl::StatusOr<at::Tensor> out = (*instance)->Run(Batch(1, 4));
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(out.status().message(), HasSubstr("kaboom in forward"));
+}
+
+TEST(ModelInstanceTest, WarmUpFailureFailsCreate) {
+  InstanceOptions options;
+  options.input_size = 4;
+  options.warmup_batch_sizes = {2};
+  auto instance = ModelInstance::Create(std::make_shared<ThrowingModel>(), options);
+  EXPECT_EQ(instance.status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(instance.status().message(), HasSubstr("warm-up at batch size 2"));
+}
+
+TEST(ModelInstanceTest, RejectsBadInputAndOptions) {
+  InstanceOptions options;
+  options.input_size = 8;
+  auto instance = ModelInstance::Create(std::make_shared<TinyModel>(), options);
+  ASSERT_TRUE(instance.ok());
+  EXPECT_EQ((*instance)->Run(Batch(1, 4)).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*instance)->Run(at::zeros({1, 3, 8, 8}, at::kDouble)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*instance)->Run(at::zeros({3, 8, 8})).status().code(),
+            absl::StatusCode::kInvalidArgument);
+
+  EXPECT_EQ(ModelInstance::Create(nullptr, options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  options.dtype = at::kInt;
+  EXPECT_EQ(ModelInstance::Create(std::make_shared<TinyModel>(), options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(DeviceTest, ParsesCpuAndRejectsBadSyntax) {
+  absl::StatusOr<c10::Device> cpu = ParseDevice("cpu");
+  ASSERT_TRUE(cpu.ok());
+  EXPECT_TRUE(cpu->is_cpu());
+  EXPECT_EQ(GpuMemoryUsedBytes(*cpu), 0.0);
+  for (const char* bad : {"gpu", "CPU", "cuda:", "cuda:x", "cuda:-1", "cuda0", ""}) {
+    EXPECT_EQ(ParseDevice(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
+TEST(DeviceTest, CudaNeedsACudaHost) {
+  if (torch::cuda::is_available()) {
+    absl::StatusOr<c10::Device> cuda = ParseDevice("cuda");
+    ASSERT_TRUE(cuda.ok()) << cuda.status();
+    EXPECT_TRUE(cuda->is_cuda());
+    EXPECT_EQ(cuda->index(), 0);
+    EXPECT_EQ(ParseDevice("cuda:99").status().code(), absl::StatusCode::kInvalidArgument);
+  } else {
+    absl::Status status = ParseDevice("cuda:0").status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_THAT(status.message(), HasSubstr("CUDA device requested but this build/host has no CUDA"));
+  }
+}
+
+// Runs only on a CUDA host (the lead's H100): pinned staging, stream, fp16 on device.
+TEST(ModelInstanceCudaTest, RunsOnCudaInHalfPrecision) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  auto reference = std::make_shared<TinyModel>();
+  auto model = std::make_shared<TinyModel>();
+  {
+    c10::NoGradGuard no_grad;
+    for (size_t i = 0; i < model->parameters().size(); ++i) {
+      model->parameters()[i].copy_(reference->parameters()[i]);
+    }
+  }
+  InstanceOptions options;
+  options.device = c10::Device(c10::kCUDA, 0);
+  options.dtype = at::kHalf;
+  options.input_size = 16;
+  options.warmup_batch_sizes = {1, 8};
+  auto instance = ModelInstance::Create(model, options);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  for (int64_t n : {1, 8, 3}) {  // Growing, then a smaller view of the pinned buffer.
+    const at::Tensor batch = Batch(n, 16);
+    absl::StatusOr<at::Tensor> out = (*instance)->Run(batch);
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_TRUE(out->device().is_cpu());
+    EXPECT_EQ(out->scalar_type(), at::kFloat);
+    EXPECT_TRUE(at::allclose(*out, Reference(*reference, batch), 1e-2, 1e-2));
+  }
+  EXPECT_GT(GpuMemoryUsedBytes(options.device), 0.0);
+}
+
+}  // namespace
+}  // namespace vitserve
