@@ -19,6 +19,11 @@ endif()
 if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
   set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
 endif()
+# torch's CMake otherwise derives an architecture list (from a GPU, or a generic list that
+# starts at compute_50, which nvcc 13 rejects). Hopper and Ampere cover the GPU hosts we serve on.
+if(NOT DEFINED TORCH_CUDA_ARCH_LIST AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
+  set(TORCH_CUDA_ARCH_LIST "8.0;9.0")
+endif()
 find_package(Torch REQUIRED)
 
 # The wheel's include/ ships google/protobuf headers of another protobuf version. Debian's

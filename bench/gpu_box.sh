@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Everything the GPU box run needs, in one command (the box starts bare each time):
+# build with CUDA, model parity against timm on the GPU, model-only throughput, and the
+# served path (vitserve on CUDA fp16 driven by vitserve-client bench) with a /metrics excerpt.
+#
+# On the GPU host, in the project root, with .devdeps/ carried (../shared/device/README.md):
+#   bash bench/gpu_box.sh [OUTDIR]
+# Environment: GPU_STEPS (default "build parity model serve"), BENCH_MODELS.
+set -uo pipefail
+OUT="${1:-${OUT:-/tmp/vitserve-gpu}}"
+mkdir -p "$OUT"
+STEPS="${GPU_STEPS:-build parity model serve}"
+BENCH_MODELS="${BENCH_MODELS:-shvit_s1 shvit_s4 deit_tiny_patch16_224 deit_small_patch16_224 vit_base_patch16_224}"
+B=build-gpu
+log() { echo "[gpu_box $(date +%T)] $*"; }
+
+source .devdeps/bootstrap.sh || exit 1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+
+if [[ " $STEPS " == *" build "* ]]; then
+  log "configure + build"
+  cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DVITSERVE_BUILD_TESTS=OFF \
+    -DCMAKE_PREFIX_PATH="$DEPS_CMAKE_PREFIX_PATH" $DEPS_CMAKE_ARGS > "$OUT/configure.log" 2>&1 \
+    || { tail -40 "$OUT/configure.log"; exit 1; }
+  ninja -C $B vitserve vitserve-client vitserve-run-model vitserve-bench-model > "$OUT/build.log" 2>&1 \
+    || { grep -B5 -A20 "error" "$OUT/build.log" | head -80; exit 1; }
+  log "built"
+fi
+
+if [[ " $STEPS " == *" parity "* ]]; then
+  log "parity against timm on CUDA"
+  python3 bench/parity_gpu.py --build-dir $B 2>&1 | tee "$OUT/parity.txt"
+fi
+
+if [[ " $STEPS " == *" model "* ]]; then
+  for m in $BENCH_MODELS; do
+    for p in fp32 fp16; do
+      $B/bin/vitserve-bench-model --model "$m" --device cuda --precision "$p" --batch-sizes 1,32,256 --seconds 2 2>&1 | tee -a "$OUT/model_bench.txt"
+    done
+    $B/bin/vitserve-bench-model --model "$m" --device cuda --precision fp16 --batch-sizes 1,32 --cuda-graphs --seconds 2 2>&1 | tee -a "$OUT/model_bench.txt"
+  done
+fi
+
+if [[ " $STEPS " == *" serve "* ]]; then
+  log "serving shvit_s1 on cuda fp16"
+  $B/bin/vitserve --model shvit_s1 --device cuda --precision fp16 --max-batch-size 64 \
+    --max-queue-delay-us 2000 --max-queue-size 4096 > "$OUT/server.log" 2>&1 &
+  SERVER=$!
+  for _ in $(seq 1 120); do
+    python3 -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8002/v2/health/ready').status==200 else 1)" 2>/dev/null && break
+    sleep 1
+  done
+  python3 - "$OUT/sample.jpg" <<'PY'
+import sys, numpy as np
+from PIL import Image
+rng = np.random.default_rng(0)
+Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(sys.argv[1], quality=90)
+PY
+  C=$B/bin/vitserve-client
+  $C models --server localhost:8001 | tee "$OUT/serve.txt"
+  for conc in 1 16 64; do
+    echo "== bench jpeg concurrency $conc" | tee -a "$OUT/serve.txt"
+    $C bench --server localhost:8001 --model shvit_s1 --concurrency $conc --duration 10 --warmup 2 --image "$OUT/sample.jpg" 2>/dev/null | tee -a "$OUT/serve.txt"
+  done
+  echo "== bench raw tensor concurrency 64, batch 8" | tee -a "$OUT/serve.txt"
+  $C bench --server localhost:8001 --model shvit_s1 --concurrency 64 --batch 8 --duration 10 --warmup 2 --input raw 2>/dev/null | tee -a "$OUT/serve.txt"
+  python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8002/metrics').read().decode())" > "$OUT/metrics.txt"
+  grep -E "^vitserve_(requests_total|batch_size_(sum|count)|compute_duration_seconds_(sum|count)|queue_duration_seconds_(sum|count)|gpu_memory_used_bytes|model_ready)" "$OUT/metrics.txt" | head -40
+  kill -TERM $SERVER; wait $SERVER; echo "vitserve exit code $?" | tee -a "$OUT/serve.txt"
+  tail -5 "$OUT/server.log"
+fi
+log "done"

@@ -1,0 +1,42 @@
+#include "models/model_loader.h"
+
+#include <exception>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "models/weights/safetensors.h"
+#include "models/weights/state_dict.h"
+
+namespace vitserve {
+
+absl::StatusOr<LoadedModel> LoadModel(const ModelRegistry& registry, std::string_view architecture,
+                                      const LoadOptions& options) {
+  LoadedModel loaded;
+  VITSERVE_ASSIGN_OR_RETURN(const ModelInfo* info, registry.FindInfo(architecture));
+  loaded.info = *info;
+  VITSERVE_ASSIGN_OR_RETURN(loaded.module, registry.Create(architecture));
+  for (const at::Tensor& parameter : loaded.module->parameters()) {
+    loaded.parameter_count += parameter.numel();
+  }
+  if (options.weights_path.empty()) {
+    loaded.random_weights = true;
+  } else {
+    VITSERVE_ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open(options.weights_path));
+    absl::Status status = LoadStateDict(*loaded.module, file);
+    if (!status.ok()) {
+      return absl::Status(status.code(), absl::StrCat("loading '", std::string(architecture),
+                                                      "': ", status.message()));
+    }
+  }
+  try {
+    loaded.module->eval();
+    if (options.fuse_for_inference) loaded.module->FuseForInference();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("preparing '", std::string(architecture),
+                                            "' for inference failed: ", e.what()));
+  }
+  return loaded;
+}
+
+}  // namespace vitserve

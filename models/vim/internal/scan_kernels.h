@@ -1,0 +1,78 @@
+// Launchers of the CUDA kernels behind selective_scan.h, with a plain C interface (raw pointers,
+// element strides, a dtype tag) so that selective_scan_cuda.cu needs no ATen headers and
+// compiles quickly with nvcc. Used only by selective_scan.cc in CUDA builds.
+// Contract: all pointers are device pointers on the current device; tensors of one call share
+// `dtype` except A, D, delta_bias, conv weight and bias, which are fp32 and contiguous; the
+// channel stride of every [B, L, D] tensor is 1; `out` is contiguous [B, L, D].
+// Thread-safety: launches are asynchronous on `stream`. Errors: the returned cudaError_t
+// (cudaErrorInvalidValue for an unsupported d_state or dtype).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace vitserve::vim::internal {
+
+enum class ScanDtype { kFloat32, kFloat16, kBFloat16 };
+
+// A [batch, length, channels-or-state] operand: element strides of the batch and length axes.
+struct Strided {
+  const void* data = nullptr;
+  int64_t batch_stride = 0;
+  int64_t length_stride = 0;
+};
+
+struct ScanParams {
+  int batch = 0;
+  int length = 0;
+  int channels = 0;
+  int d_state = 0;  // 4, 8 or 16 (the kernel keeps the whole state in registers)
+  ScanDtype dtype = ScanDtype::kFloat32;
+  Strided u, delta, B, C, z;          // z.data may be null (no gate)
+  const float* A = nullptr;           // [channels, d_state]
+  const float* D = nullptr;           // [channels] or null
+  const float* delta_bias = nullptr;  // [channels] or null
+  bool delta_softplus = true;
+  bool reverse = false;
+  void* out = nullptr;  // [batch, length, channels]
+  // Sequence chunks scanned in parallel (ScanChunks()); with more than one, `workspace` holds
+  // ScanWorkspaceFloats() floats of device memory.
+  int chunks = 1;
+  float* workspace = nullptr;
+};
+
+// How many chunks to split the sequence into so that batch × channels × chunks threads fill
+// the GPU (about 128k threads); 1 when batch × channels alone does. Chunks are ≥ 32 steps.
+inline int ScanChunks(int batch, int channels, int length) {
+  constexpr long kTargetThreads = 128 * 1024;
+  const long threads = static_cast<long>(batch) * channels;
+  if (threads >= kTargetThreads / 2) return 1;
+  long chunks = (kTargetThreads + threads - 1) / threads;
+  const long max_chunks = (length + 31) / 32;
+  if (chunks > max_chunks) chunks = max_chunks;
+  return chunks < 1 ? 1 : static_cast<int>(chunks);
+}
+
+// Per (batch, chunk, channel): the chunk's local end state (d_state floats) and Σ Δ (1 float).
+inline long ScanWorkspaceFloats(int batch, int channels, int d_state, int chunks) {
+  return chunks <= 1 ? 0 : static_cast<long>(batch) * chunks * (d_state + 1) * channels;
+}
+
+struct ConvParams {
+  int batch = 0;
+  int length = 0;
+  int channels = 0;
+  int kernel = 0;  // 1..8
+  ScanDtype dtype = ScanDtype::kFloat32;
+  Strided x;
+  const float* weight = nullptr;  // [channels, kernel]
+  const float* bias = nullptr;    // [channels] or null
+  bool reverse = false;
+  void* out = nullptr;  // [batch, length, channels]
+};
+
+cudaError_t LaunchSelectiveScan(const ScanParams& params, cudaStream_t stream);
+cudaError_t LaunchCausalConv1dSilu(const ConvParams& params, cudaStream_t stream);
+
+}  // namespace vitserve::vim::internal

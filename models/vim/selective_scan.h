@@ -1,0 +1,63 @@
+// The two sequence operators of a Mamba mixer (Gu & Dao, arXiv 2312.00752, Sec. 3.2, Alg. 2) as
+// Vision Mamba uses them (Zhu et al., arXiv 2401.09417, Sec. 3.2 and Alg. 1): the causal
+// depthwise conv1d followed by SiLU, and the selective scan with the D skip and the SiLU(z) gate.
+//
+// Layout: token-major, as the surrounding Linear layers produce it. Every per-channel tensor is
+// [batch, length, channels] with channels contiguous (stride 1) and any batch/length strides, so
+// the x, z halves of in_proj's output and the dt, B, C slices of x_proj's output are passed as
+// views without copies. B and C are [batch, length, d_state] (shared by all channels).
+//
+// Scan, per batch b, channel d, state n, with Δ_t = softplus(delta_t + delta_bias) (Eq. 4, ZOH
+// for A, Euler for B as the reference implementation does):
+//   h_t = exp(Δ_t·A[d,n])·h_{t−1} + Δ_t·B_t[n]·u_t,   h_{−1} = 0
+//   y_t = Σ_n C_t[n]·h_t[n] + D[d]·u_t;   out_t = y_t·SiLU(z_t)
+// State and accumulation are fp32 whatever the input dtype; the output has u's dtype.
+// `reverse` runs the recurrence from the last token to the first (t = L−1 … 0). That equals
+// flipping every input along the length, scanning forward and flipping the output back, which
+// is how the official bidirectional ("bimamba v2") block runs its backward branch; here no
+// flipped copies are made. Likewise CausalConv1dSilu(reverse) is the anti-causal conv that
+// flip → causal conv → flip computes.
+//
+// Dispatch: CUDA tensors run the kernels of selective_scan_cuda.cu (when the build has CUDA; a
+// CUDA tensor in a CPU-only build is an error), CPU tensors the readable reference loops below.
+// Forward only (inference): no autograd graph is recorded.
+// Thread-safety: pure functions. Errors: c10::Error (TORCH_CHECK) on mismatched shapes, devices
+// or unsupported dtypes (fp32, fp16, bf16 are supported).
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace vitserve::vim {
+
+struct SelectiveScanInputs {
+  at::Tensor u;           // [B, L, D] (the conv output), fp32/fp16/bf16
+  at::Tensor delta;       // [B, L, D] before bias and softplus, any supported dtype
+  at::Tensor A;           // [D, N] fp32 (= −exp(A_log))
+  at::Tensor B;           // [B, L, N]
+  at::Tensor C;           // [B, L, N]
+  at::Tensor D;           // [D] fp32, or undefined (no skip)
+  at::Tensor z;           // [B, L, D] gate, or undefined (no gating)
+  at::Tensor delta_bias;  // [D] fp32, or undefined
+  bool delta_softplus = true;
+  bool reverse = false;
+};
+
+// Returns out [B, L, D] contiguous, in u's dtype, on u's device.
+at::Tensor SelectiveScan(const SelectiveScanInputs& in);
+
+// x [B, L, D]; weight [D, 1, K] or [D, K]; bias [D] or undefined. Returns SiLU(conv(x)) as
+// [B, L, D] contiguous in x's dtype: out_t = SiLU(bias + Σ_k w[k]·x_{t−(K−1)+k}) (zero padding
+// before the start), or with reverse, out_t = SiLU(bias + Σ_k w[k]·x_{t+(K−1)−k}).
+at::Tensor CausalConv1dSilu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                            bool reverse);
+
+// The CPU reference implementations, callable directly (tests compare the kernels with them).
+// They accept CPU tensors only.
+at::Tensor SelectiveScanReference(const SelectiveScanInputs& in);
+at::Tensor CausalConv1dSiluReference(const at::Tensor& x, const at::Tensor& weight,
+                                     const at::Tensor& bias, bool reverse);
+
+// True when this build contains the CUDA kernels.
+bool HasCudaKernels();
+
+}  // namespace vitserve::vim

@@ -1,0 +1,178 @@
+#include "models/vit/vision_transformer.h"
+
+#include <c10/core/GradMode.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+
+#include <utility>
+#include <vector>
+
+#include "models/layers/init.h"
+
+namespace vitserve {
+namespace {
+
+namespace nn = torch::nn;
+
+constexpr double kLayerNormEps = 1e-6;
+
+nn::LayerNorm MakeLayerNorm(int64_t dim) {
+  return nn::LayerNorm(nn::LayerNormOptions({dim}).eps(kLayerNormEps));
+}
+
+class PatchEmbedImpl : public nn::Module {
+ public:
+  PatchEmbedImpl(int64_t patch, int64_t dim)
+      : proj_(register_module("proj", nn::Conv2d(nn::Conv2dOptions(3, dim, patch).stride(patch)))) {
+  }
+  // [B,3,H,W] → [B, (H/P)(W/P), D], patches in row-major order (Eq. 1).
+  torch::Tensor forward(const torch::Tensor& x) {
+    return proj_->forward(x).flatten(2).transpose(1, 2);
+  }
+
+ private:
+  nn::Conv2d proj_;
+};
+TORCH_MODULE(PatchEmbed);
+
+// Multi-head self-attention (Sec. 3.1; timm's Attention with qkv_bias=True, no q/k norm).
+class AttentionImpl : public nn::Module {
+ public:
+  AttentionImpl(int64_t dim, int64_t heads)
+      : heads_(heads),
+        qkv_(register_module("qkv", nn::Linear(dim, 3 * dim))),
+        proj_(register_module("proj", nn::Linear(dim, dim))) {}
+
+  torch::Tensor forward(const torch::Tensor& x) {
+    const int64_t batch = x.size(0), tokens = x.size(1), dim = x.size(2);
+    // [B,N,3D] → [3, B, heads, N, D/heads]
+    const at::Tensor qkv =
+        qkv_->forward(x).reshape({batch, tokens, 3, heads_, dim / heads_}).permute({2, 0, 3, 1, 4});
+    at::Tensor out = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]);
+    return proj_->forward(out.transpose(1, 2).reshape({batch, tokens, dim}));
+  }
+
+ private:
+  int64_t heads_;
+  nn::Linear qkv_;
+  nn::Linear proj_;
+};
+TORCH_MODULE(Attention);
+
+class MlpImpl : public nn::Module {
+ public:
+  MlpImpl(int64_t dim, int64_t hidden)
+      : fc1_(register_module("fc1", nn::Linear(dim, hidden))),
+        fc2_(register_module("fc2", nn::Linear(hidden, dim))) {}
+  torch::Tensor forward(const torch::Tensor& x) {
+    return fc2_->forward(at::gelu(fc1_->forward(x)));  // Exact (erf) GELU, as timm.
+  }
+
+ private:
+  nn::Linear fc1_;
+  nn::Linear fc2_;
+};
+TORCH_MODULE(Mlp);
+
+// Pre-norm transformer block (Eq. 2–3).
+class BlockImpl : public nn::Module {
+ public:
+  BlockImpl(int64_t dim, int64_t heads, int64_t mlp_hidden)
+      : norm1_(register_module("norm1", MakeLayerNorm(dim))),
+        attn_(register_module("attn", Attention(dim, heads))),
+        norm2_(register_module("norm2", MakeLayerNorm(dim))),
+        mlp_(register_module("mlp", Mlp(dim, mlp_hidden))) {}
+  torch::Tensor forward(const torch::Tensor& x) {
+    const at::Tensor y = x + attn_->forward(norm1_->forward(x));
+    return y + mlp_->forward(norm2_->forward(y));
+  }
+
+ private:
+  nn::LayerNorm norm1_;
+  Attention attn_;
+  nn::LayerNorm norm2_;
+  Mlp mlp_;
+};
+TORCH_MODULE(Block);
+
+class VisionTransformer final : public VisionModel {
+ public:
+  explicit VisionTransformer(const VitConfig& config) : config_(config) {
+    TORCH_CHECK(config.img_size % config.patch_size == 0, "image size ", config.img_size,
+                " is not a multiple of the patch size ", config.patch_size);
+    TORCH_CHECK(config.embed_dim % config.num_heads == 0, "embed_dim ", config.embed_dim,
+                " is not divisible by ", config.num_heads, " heads");
+    const int64_t dim = config.embed_dim;
+    const int64_t grid = config.img_size / config.patch_size;
+    const int64_t prefix = config.distilled ? 2 : 1;
+    // Parameters are registered in timm's order; names are what matters for loading.
+    cls_token_ = register_parameter("cls_token", at::zeros({1, 1, dim}));
+    pos_embed_ = register_parameter("pos_embed", at::zeros({1, grid * grid + prefix, dim}));
+    if (config.distilled) dist_token_ = register_parameter("dist_token", at::zeros({1, 1, dim}));
+    patch_embed_ = register_module("patch_embed", PatchEmbed(config.patch_size, dim));
+    blocks_ = register_module("blocks", nn::ModuleList());
+    for (int64_t i = 0; i < config.depth; ++i) {
+      Block block(dim, config.num_heads, dim * config.mlp_ratio);
+      blocks_->push_back(block);
+      block_list_.push_back(block);
+    }
+    norm_ = register_module("norm", MakeLayerNorm(dim));
+    head_ = register_module("head", nn::Linear(dim, config.num_classes));
+    if (config.distilled)
+      head_dist_ = register_module("head_dist", nn::Linear(dim, config.num_classes));
+    InitWeights();
+  }
+
+  torch::Tensor forward(torch::Tensor images) override {
+    TORCH_CHECK(images.dim() == 4 && images.size(1) == 3 && images.size(2) == config_.img_size &&
+                    images.size(3) == config_.img_size,
+                "ViT expects images [N,3,", config_.img_size, ",", config_.img_size, "], got ",
+                images.sizes());
+    at::Tensor x = patch_embed_->forward(images);
+    const int64_t batch = x.size(0);
+    std::vector<at::Tensor> parts{cls_token_.expand({batch, -1, -1})};
+    if (config_.distilled) parts.push_back(dist_token_.expand({batch, -1, -1}));
+    parts.push_back(x);
+    x = at::cat(parts, 1) + pos_embed_;
+    for (Block& block : block_list_) x = block->forward(x);
+    x = norm_->forward(x);
+    at::Tensor logits = head_->forward(x.select(1, 0));
+    if (config_.distilled) logits = (logits + head_dist_->forward(x.select(1, 1))) / 2;
+    return logits;
+  }
+
+ private:
+  // timm's VisionTransformer.init_weights('') and init_weights_vit_timm; the patch conv keeps
+  // PyTorch's default init, as in timm.
+  void InitWeights() {
+    c10::NoGradGuard no_grad;
+    layers::TruncNormal_(pos_embed_, 0.02);
+    cls_token_.normal_(0.0, 1e-6);
+    if (config_.distilled) layers::TruncNormal_(dist_token_, 0.02);
+    for (const auto& module : modules(/*include_self=*/false)) {
+      if (auto* linear = dynamic_cast<nn::LinearImpl*>(module.get())) {
+        layers::TruncNormal_(linear->weight, 0.02);
+        linear->bias.zero_();
+      }
+    }
+  }
+
+  VitConfig config_;
+  at::Tensor cls_token_, pos_embed_, dist_token_;
+  PatchEmbed patch_embed_{nullptr};
+  nn::ModuleList blocks_{nullptr};
+  std::vector<Block> block_list_;  // The same modules as blocks_, typed for the forward loop.
+  nn::LayerNorm norm_{nullptr};
+  nn::Linear head_{nullptr};
+  nn::Linear head_dist_{nullptr};
+};
+
+}  // namespace
+
+std::shared_ptr<VisionModel> MakeVisionTransformer(const VitConfig& config) {
+  return std::make_shared<VisionTransformer>(config);
+}
+
+}  // namespace vitserve

@@ -1,0 +1,37 @@
+// Vision Transformer (Dosovitskiy et al., arXiv 2010.11929, Sec. 3.1, Eq. 1–4) and DeiT
+// (Touvron et al., arXiv 2012.12877; Sec. 4, "Distillation through attention", for the distillation
+// token and the joint classifier), laid out exactly as timm's `vision_transformer.py` / `deit.py`
+// so timm checkpoints load by name:
+//   patch_embed.proj (P×P conv, stride P) → [cls_token (, dist_token)] ++ patches → + pos_embed
+//   → blocks.i: x + attn(norm1(x)), x + mlp(norm2(x)) (pre-norm, Eq. 2–3; LayerNorm ε = 1e-6,
+//     exact GELU) → norm → head(x[:,0])  (distilled: (head(x[:,0]) + head_dist(x[:,1])) / 2, the
+//     average DeiT uses at test time).
+// Attention runs through at::scaled_dot_product_attention, so GPUs use the fused kernels.
+// No BatchNorm, so FuseForInference() is the default no-op.
+// Ownership/thread-safety/errors: see vision_model.h. forward() needs exactly
+// img_size × img_size input (the position embedding is not interpolated), like timm's default.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "models/vision_model.h"
+
+namespace vitserve {
+
+struct VitConfig {
+  int64_t img_size = 224;
+  int64_t patch_size = 16;
+  int64_t embed_dim = 768;
+  int64_t depth = 12;
+  int64_t num_heads = 12;
+  int64_t mlp_ratio = 4;
+  bool distilled = false;  // DeiT's extra distillation token and head.
+  int64_t num_classes = 1000;
+};
+
+// A randomly initialised ViT/DeiT, initialised as timm does (trunc-normal 0.02 linears and
+// position embedding, cls token N(0, 1e-6)). Throws c10::Error on an inconsistent config.
+std::shared_ptr<VisionModel> MakeVisionTransformer(const VitConfig& config);
+
+}  // namespace vitserve

@@ -1,0 +1,62 @@
+#include "models/vit/vit_models.h"
+
+#include <string>
+#include <utility>
+
+#include "common/status_macros.h"
+#include "models/registry.h"
+#include "models/vit/vision_transformer.h"
+
+namespace vitserve {
+namespace {
+
+struct Width {
+  const char* size;  // "tiny", "small", "base"
+  int64_t embed_dim;
+  int64_t num_heads;
+};
+
+absl::Status RegisterOne(ModelRegistry& registry, std::string name, std::string family,
+                         VitConfig config, std::array<float, 3> mean, std::array<float, 3> std) {
+  ModelInfo info;
+  info.architecture = std::move(name);
+  info.family = std::move(family);
+  info.input_size = config.img_size;
+  info.mean = mean;
+  info.std = std;
+  info.crop_pct = 0.9;  // timm's pretrained_cfg for every ViT/DeiT registered here.
+  info.interpolation = "bicubic";
+  return registry.Register(std::move(info), [config](const ModelInfo& model_info) {
+    VitConfig sized = config;
+    sized.num_classes = model_info.num_classes;
+    return MakeVisionTransformer(sized);
+  });
+}
+
+}  // namespace
+
+absl::Status RegisterVitModels(ModelRegistry& registry) {
+  // ViT-Ti/S/B (DeiT Table 1 widths; ViT paper Table 1 for Base), patch 16, depth 12.
+  const Width widths[] = {{"tiny", 192, 3}, {"small", 384, 6}, {"base", 768, 12}};
+  // timm's vit_*_patch16_224 (augreg) weights use Inception normalisation; DeiT ImageNet's.
+  constexpr std::array<float, 3> kInceptionMean{0.5f, 0.5f, 0.5f};
+  constexpr std::array<float, 3> kInceptionStd{0.5f, 0.5f, 0.5f};
+  constexpr std::array<float, 3> kImagenetMean{0.485f, 0.456f, 0.406f};
+  constexpr std::array<float, 3> kImagenetStd{0.229f, 0.224f, 0.225f};
+  for (const Width& width : widths) {
+    VitConfig config;
+    config.embed_dim = width.embed_dim;
+    config.num_heads = width.num_heads;
+    const std::string size = width.size;
+    VITSERVE_RETURN_IF_ERROR(RegisterOne(registry, "vit_" + size + "_patch16_224", "vit", config,
+                                         kInceptionMean, kInceptionStd));
+    VITSERVE_RETURN_IF_ERROR(RegisterOne(registry, "deit_" + size + "_patch16_224", "deit", config,
+                                         kImagenetMean, kImagenetStd));
+    config.distilled = true;
+    VITSERVE_RETURN_IF_ERROR(RegisterOne(registry, "deit_" + size + "_distilled_patch16_224",
+                                         "deit", config, kImagenetMean, kImagenetStd));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace vitserve

@@ -1,0 +1,197 @@
+#include "models/vim/selective_scan.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+namespace vitserve::vim {
+namespace {
+
+// Random inputs in the ranges a trained Vim layer produces (A = −exp(A_log) with A_log = log n).
+SelectiveScanInputs RandomInputs(int64_t batch, int64_t length, int64_t channels, int64_t state,
+                                 at::Device device = at::kCPU, at::ScalarType dtype = at::kFloat) {
+  const auto opts = at::TensorOptions().dtype(at::kFloat);
+  SelectiveScanInputs in;
+  in.u = at::randn({batch, length, channels}, opts);
+  in.delta = at::randn({batch, length, channels}, opts) * 0.5 - 1.0;
+  in.A =
+      -at::arange(1, state + 1, opts).repeat({channels, 1}) * (1 + 0.1 * at::rand({channels, 1}));
+  in.B = at::randn({batch, length, state}, opts);
+  in.C = at::randn({batch, length, state}, opts);
+  in.D = at::randn({channels}, opts);
+  in.z = at::randn({batch, length, channels}, opts);
+  in.delta_bias = at::rand({channels}, opts) - 4.0;
+  for (at::Tensor* t : {&in.u, &in.delta, &in.B, &in.C, &in.z}) *t = t->to(device, dtype);
+  for (at::Tensor* t : {&in.A, &in.D, &in.delta_bias}) *t = t->to(device);
+  return in;
+}
+
+// The scan in closed form, in float64 with tensor ops instead of a recurrence: with
+// S_t = Σ_{r≤t} Δ_r·A (per channel and state), h_t = Σ_{s≤t} exp(S_t − S_s)·Δ_s·B_s·u_s, a
+// masked [L, L] kernel per channel and state (the "attention" form of a linear recurrence).
+at::Tensor ClosedForm(const SelectiveScanInputs& in) {
+  const at::Tensor u = in.u.to(at::kDouble).permute({0, 2, 1});  // [B, D, L]
+  at::Tensor dt = in.delta.to(at::kDouble).permute({0, 2, 1}) +  // [B, D, L]
+                  in.delta_bias.to(at::kDouble).unsqueeze(-1);
+  dt = at::softplus(dt);
+  const at::Tensor a = in.A.to(at::kDouble);                     // [D, N]
+  const at::Tensor b = in.B.to(at::kDouble).permute({0, 2, 1});  // [B, N, L]
+  const at::Tensor c = in.C.to(at::kDouble).permute({0, 2, 1});  // [B, N, L]
+  const int64_t length = u.size(2);
+  const at::Tensor cum =
+      at::cumsum(dt.unsqueeze(2) * a.unsqueeze(0).unsqueeze(-1), -1);  // [B,D,N,L]
+  at::Tensor diff = cum.unsqueeze(-1) - cum.unsqueeze(-2);             // [B,D,N,t,s] = S_t − S_s
+  const at::Tensor causal = at::ones({length, length}, at::kBool).tril();
+  diff = diff.masked_fill(causal.logical_not(), -INFINITY);
+  const at::Tensor input = (dt * u).unsqueeze(2) * b.unsqueeze(1);                      // [B,D,N,s]
+  const at::Tensor h = (at::exp(diff) * input.unsqueeze(-2)).sum(-1);                   // [B,D,N,t]
+  at::Tensor y = (h * c.unsqueeze(1)).sum(2) + in.D.to(at::kDouble).unsqueeze(-1) * u;  // [B,D,L]
+  y = y * at::silu(in.z.to(at::kDouble).permute({0, 2, 1}));
+  return y.permute({0, 2, 1});  // [B, L, D]
+}
+
+SelectiveScanInputs Flipped(SelectiveScanInputs in) {
+  for (at::Tensor* t : {&in.u, &in.delta, &in.B, &in.C, &in.z}) *t = t->flip({1});
+  return in;
+}
+
+double MaxRelError(const at::Tensor& got, const at::Tensor& want) {
+  const at::Tensor g = got.to(at::kDouble).cpu(), w = want.to(at::kDouble).cpu();
+  return ((g - w).abs().max() / w.abs().max().clamp_min(1e-30)).item<double>();
+}
+
+TEST(SelectiveScanTest, ReferenceMatchesClosedForm) {
+  at::manual_seed(0);
+  const SelectiveScanInputs in = RandomInputs(2, 13, 5, 4);
+  EXPECT_LT(MaxRelError(SelectiveScanReference(in), ClosedForm(in)), 1e-5);
+}
+
+TEST(SelectiveScanTest, ReverseEqualsFlippedForward) {
+  at::manual_seed(1);
+  SelectiveScanInputs in = RandomInputs(2, 11, 6, 16);
+  const at::Tensor expected = ClosedForm(Flipped(in)).flip({1});
+  in.reverse = true;
+  EXPECT_LT(MaxRelError(SelectiveScanReference(in), expected), 1e-5);
+}
+
+TEST(SelectiveScanTest, OptionalInputsAndStridedViews) {
+  at::manual_seed(2);
+  SelectiveScanInputs in = RandomInputs(1, 9, 4, 8);
+  // B and C as column slices of one [B, L, 2N + 3] tensor, as the model passes x_proj's output.
+  const at::Tensor packed = at::randn({1, 9, 3 + 16});
+  in.B = packed.narrow(2, 3, 8);
+  in.C = packed.narrow(2, 11, 8);
+  SelectiveScanInputs dense = in;
+  dense.B = in.B.contiguous();
+  dense.C = in.C.contiguous();
+  EXPECT_TRUE(at::equal(SelectiveScanReference(in), SelectiveScanReference(dense)));
+
+  // No gate, no skip, no bias, no softplus: plain h_t = exp(δA)h + δBu, y = Ch.
+  in.z = at::Tensor();
+  in.D = at::Tensor();
+  in.delta_bias = at::Tensor();
+  in.delta_softplus = false;
+  in.delta = at::rand({1, 9, 4}) * 0.3;
+  const at::Tensor out = SelectiveScanReference(in);
+  at::Tensor h = at::zeros({4, 8}, at::kDouble);
+  for (int64_t t = 0; t < 9; ++t) {
+    const at::Tensor dt = in.delta[0][t].to(at::kDouble).unsqueeze(1);  // [D, 1]
+    h = at::exp(dt * in.A.to(at::kDouble)) * h +
+        dt * in.B[0][t].to(at::kDouble).unsqueeze(0) * in.u[0][t].to(at::kDouble).unsqueeze(1);
+    const at::Tensor y = (h * in.C[0][t].to(at::kDouble).unsqueeze(0)).sum(1);
+    EXPECT_LT(MaxRelError(out[0][t], y), 1e-5) << "t=" << t;
+  }
+}
+
+TEST(SelectiveScanTest, HalfPrecisionInputsAccumulateInFloat) {
+  at::manual_seed(3);
+  const SelectiveScanInputs in = RandomInputs(1, 64, 8, 16);
+  SelectiveScanInputs low = in;
+  for (at::Tensor* t : {&low.u, &low.delta, &low.B, &low.C, &low.z}) *t = t->to(at::kBFloat16);
+  const at::Tensor out = SelectiveScanReference(low);
+  EXPECT_EQ(out.scalar_type(), at::kBFloat16);
+  EXPECT_LT(MaxRelError(out, ClosedForm(low)), 1e-2);
+}
+
+TEST(SelectiveScanTest, RejectsMismatchedShapes) {
+  SelectiveScanInputs in = RandomInputs(1, 5, 4, 4);
+  in.B = at::randn({1, 6, 4});
+  EXPECT_THROW(SelectiveScan(in), c10::Error);
+  in = RandomInputs(1, 5, 4, 4);
+  in.u = in.u.to(at::kDouble);
+  EXPECT_THROW(SelectiveScan(in), c10::Error);
+}
+
+// The official causal conv: nn.Conv1d(groups=D, padding=K−1) on [B, D, L], first L outputs.
+at::Tensor OfficialConv(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  const int64_t length = x.size(1), taps = w.size(2);
+  const at::Tensor y = at::conv1d(x.transpose(1, 2), w, b, /*stride=*/1, /*padding=*/taps - 1,
+                                  /*dilation=*/1, /*groups=*/x.size(2));
+  return at::silu(y.narrow(2, 0, length)).transpose(1, 2);
+}
+
+TEST(CausalConv1dTest, MatchesOfficialConvBothDirections) {
+  at::manual_seed(4);
+  const at::Tensor x = at::randn({2, 10, 6});
+  const at::Tensor w = at::randn({6, 1, 4});
+  const at::Tensor b = at::randn({6});
+  EXPECT_TRUE(
+      at::allclose(CausalConv1dSiluReference(x, w, b, false), OfficialConv(x, w, b), 1e-5, 1e-6));
+  // Backward branch: flip → causal conv → flip.
+  EXPECT_TRUE(at::allclose(CausalConv1dSiluReference(x, w, b, true),
+                           OfficialConv(x.flip({1}), w, b).flip({1}), 1e-5, 1e-6));
+  // Shorter than the kernel, and without bias.
+  const at::Tensor short_x = at::randn({1, 2, 6});
+  EXPECT_TRUE(at::allclose(CausalConv1dSilu(short_x, w, at::Tensor(), false),
+                           OfficialConv(short_x, w, at::Tensor()), 1e-5, 1e-6));
+}
+
+// CUDA kernels against the CPU reference; skipped where there is no GPU (CI).
+class CudaKernelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!HasCudaKernels() || !at::hasCUDA()) GTEST_SKIP() << "no CUDA kernels or no GPU";
+  }
+};
+
+TEST_F(CudaKernelTest, ScanMatchesReference) {
+  c10::InferenceMode guard;
+  at::manual_seed(5);
+  for (const bool reverse : {false, true}) {
+    for (const int64_t length : {1, 63, 64, 65, 1000}) {
+      SelectiveScanInputs in = RandomInputs(2, length, 200, 16);
+      in.reverse = reverse;
+      SelectiveScanInputs gpu = in;
+      for (at::Tensor* t :
+           {&gpu.u, &gpu.delta, &gpu.A, &gpu.B, &gpu.C, &gpu.D, &gpu.z, &gpu.delta_bias}) {
+        *t = t->cuda();
+      }
+      EXPECT_LT(MaxRelError(SelectiveScan(gpu), SelectiveScanReference(in)), 1e-5)
+          << "length " << length << " reverse " << reverse;
+      for (at::Tensor* t : {&gpu.u, &gpu.delta, &gpu.B, &gpu.C, &gpu.z}) *t = t->to(at::kBFloat16);
+      for (at::Tensor* t : {&in.u, &in.delta, &in.B, &in.C, &in.z}) *t = t->to(at::kBFloat16);
+      EXPECT_LT(MaxRelError(SelectiveScan(gpu), SelectiveScanReference(in)), 1e-2)
+          << "bf16 length " << length << " reverse " << reverse;
+    }
+  }
+}
+
+TEST_F(CudaKernelTest, ConvMatchesReference) {
+  c10::InferenceMode guard;
+  at::manual_seed(6);
+  const at::Tensor xz = at::randn({3, 77, 2 * 130});
+  const at::Tensor x = xz.narrow(2, 0, 130);  // A strided view, as the model passes it.
+  const at::Tensor w = at::randn({130, 1, 4});
+  const at::Tensor b = at::randn({130});
+  for (const bool reverse : {false, true}) {
+    EXPECT_LT(MaxRelError(CausalConv1dSilu(x.cuda(), w.cuda(), b.cuda(), reverse),
+                          CausalConv1dSiluReference(x, w, b, reverse)),
+              1e-6);
+  }
+}
+
+}  // namespace
+}  // namespace vitserve::vim
