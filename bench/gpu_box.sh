@@ -29,7 +29,10 @@ fi
 
 if [[ " $STEPS " == *" parity "* ]]; then
   log "parity against timm on CUDA"
-  python3 bench/parity_gpu.py --build-dir $B 2>&1 | tee "$OUT/parity.txt"
+  for p in fp32 fp16; do
+    python3 tools/check_parity.py --binary $B/bin/vitserve-run-model --device cuda --precision $p \
+      --tolerance 1e-2 shvit_s1 shvit_s4 deit_tiny_patch16_224 vit_base_patch16_224 2>&1 | tee -a "$OUT/parity.txt"
+  done
 fi
 
 if [[ " $STEPS " == *" model "* ]]; then

@@ -37,11 +37,16 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 stamp=.venv/.requirements.sha256
-want="$(sha256sum requirements-dev.txt | cut -d' ' -f1)"
+want="$(cat requirements-dev.txt requirements-vim.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing Python packages (torch 2.11 is large: the first time takes minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q --progress-bar off -r requirements-dev.txt
+  # mamba-ssm only for its pure-PyTorch reference scan: no CUDA extensions, no dependency
+  # resolution (it would replace the pinned torch), no prebuilt-wheel download.
+  MAMBA_FORCE_BUILD=TRUE MAMBA_SKIP_CUDA_BUILD=TRUE CAUSAL_CONV1D_SKIP_CUDA_BUILD=TRUE \
+    .venv/bin/python -m pip install -q --progress-bar off --no-build-isolation --no-deps \
+    -r requirements-vim.txt
   echo "$want" > "$stamp"
 fi
 

@@ -1,0 +1,168 @@
+// vitserve-bench-fibottention: the Fibottention kernel (models/fibottention/, evaluating only the
+// kept query-key pairs) against dense at::scaled_dot_product_attention, per token count, at the
+// ViT-B attention shape (12 heads × 64, class token + N patches, the layer-0 masks of the
+// official construction). Prints ms per call, the kept fraction and the speed-up. With --check,
+// it first compares the kernels with dense masked attention (the test reference, fp32) for
+// both semantics at batch 2 and prints PASS/FAIL lines (the GPU check of the CUDA kernel).
+//
+//   vitserve-bench-fibottention --device cuda --precision fp16 --tokens 197,785,3137 --batch 64
+//   vitserve-bench-fibottention --device cpu --precision fp32 --tokens 197,785 --batch 4
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "models/fibottention/fibottention.h"
+
+#ifdef VITSERVE_WITH_CUDA
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
+ABSL_FLAG(std::string, device, "cuda", "cpu, cuda or cuda:N.");
+ABSL_FLAG(std::string, precision, "fp16", "fp32, fp16 or bf16.");
+ABSL_FLAG(std::string, tokens, "197,785,3137", "Token counts T = 1 + a square number.");
+ABSL_FLAG(int, batch, 64, "Batch size.");
+ABSL_FLAG(int, heads, 12, "Attention heads.");
+ABSL_FLAG(int, head_dim, 64, "Channels per head.");
+ABSL_FLAG(std::string, impls, "sdpa,fibottention", "sdpa, fibottention (dispatch), gather.");
+ABSL_FLAG(std::string, semantics, "official", "official or neginf.");
+ABSL_FLAG(double, seconds, 2.0, "Measured time per case (after warm-up).");
+ABSL_FLAG(int, warmup, 3, "Warm-up iterations per case.");
+ABSL_FLAG(bool, check, false, "Compare with dense masked attention first (batch 2).");
+ABSL_FLAG(int, check_max_tokens, 785, "Largest token count --check compares.");
+
+namespace vitserve {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+void Sync(const at::Device& device) {
+#ifdef VITSERVE_WITH_CUDA
+  if (device.is_cuda()) c10::cuda::device_synchronize();
+#endif
+}
+
+double SecondsPerCall(const std::function<void()>& call, const at::Device& device) {
+  for (int i = 0; i < absl::GetFlag(FLAGS_warmup); ++i) call();
+  Sync(device);
+  int64_t calls = 0;
+  const auto start = Clock::now();
+  double elapsed = 0;
+  do {
+    call();
+    ++calls;
+    Sync(device);
+    elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+  } while (elapsed < absl::GetFlag(FLAGS_seconds));
+  return elapsed / static_cast<double>(calls);
+}
+
+int Run() {
+  const at::Device device(absl::GetFlag(FLAGS_device));
+  const std::string precision = absl::GetFlag(FLAGS_precision);
+  const at::ScalarType dtype = precision == "fp16"   ? at::kHalf
+                               : precision == "bf16" ? at::kBFloat16
+                                                     : at::kFloat;
+  const auto semantics = absl::GetFlag(FLAGS_semantics) == "neginf"
+                             ? FibottentionSemantics::kNegInf
+                             : FibottentionSemantics::kOfficial;
+  const int64_t heads = absl::GetFlag(FLAGS_heads), dim = absl::GetFlag(FLAGS_head_dim);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
+  const std::vector<std::string> impls = absl::StrSplit(absl::GetFlag(FLAGS_impls), ',');
+  c10::InferenceMode guard;
+  int failures = 0;
+  std::printf("device %s  precision %s  batch %d  heads %lld × %lld  semantics %s\n",
+              device.str().c_str(), precision.c_str(), absl::GetFlag(FLAGS_batch),
+              static_cast<long long>(heads), static_cast<long long>(dim),
+              absl::GetFlag(FLAGS_semantics).c_str());
+  for (absl::string_view text : absl::StrSplit(absl::GetFlag(FLAGS_tokens), ',')) {
+    int64_t tokens = 0;
+    if (!absl::SimpleAtoi(text, &tokens) || tokens < 2) {
+      std::fprintf(stderr, "error: bad token count '%s'\n", std::string(text).c_str());
+      return 2;
+    }
+    const int64_t patches = tokens - 1;
+    const auto offsets = FibottentionLayerOffsets(patches, heads, 0);
+    const FibottentionPattern pattern =
+        PatternTo(MakeFibottentionPattern(offsets, patches), device);
+    const double kept =
+        pattern.count.to(at::kDouble).sum().item<double>() / static_cast<double>(heads * tokens * tokens);
+    if (absl::GetFlag(FLAGS_check) && tokens <= absl::GetFlag(FLAGS_check_max_tokens)) {
+      const at::Tensor mask = FibottentionDenseMask(offsets, patches).to(device);
+      const auto opts = at::TensorOptions().device(device).dtype(at::kFloat);
+      const at::Tensor q = at::randn({2, heads, tokens, dim}, opts);
+      const at::Tensor k = at::randn({2, heads, tokens, dim}, opts);
+      const at::Tensor v = at::randn({2, heads, tokens, dim}, opts);
+      for (auto sem : {FibottentionSemantics::kOfficial, FibottentionSemantics::kNegInf}) {
+        const at::Tensor dense = DenseMaskedAttention(q, k, v, mask, sem, scale);
+        std::vector<at::ScalarType> dtypes{at::kFloat};
+        if (dtype != at::kFloat) dtypes.push_back(dtype);
+        for (at::ScalarType t : dtypes) {
+          const at::Tensor got =
+              FibottentionAttention(q.to(t), k.to(t), v.to(t), pattern, sem, scale).to(at::kFloat);
+          const float err = (got - dense).abs().max().item<float>();
+          const float tol = t == at::kFloat ? 1e-4f : 3e-2f;
+          const bool ok = err <= tol;
+          failures += ok ? 0 : 1;
+          std::printf("%s check T=%lld %s %s: max |err| %.2e (tol %.0e)\n", ok ? "PASS" : "FAIL",
+                      static_cast<long long>(tokens),
+                      sem == FibottentionSemantics::kOfficial ? "official" : "neginf",
+                      c10::toString(t), err, tol);
+        }
+      }
+    }
+    const auto opts = at::TensorOptions().device(device).dtype(dtype);
+    const int64_t batch = absl::GetFlag(FLAGS_batch);
+    const at::Tensor q = at::randn({batch, heads, tokens, dim}, opts);
+    const at::Tensor k = at::randn({batch, heads, tokens, dim}, opts);
+    const at::Tensor v = at::randn({batch, heads, tokens, dim}, opts);
+    double sdpa_s = 0;
+    for (const std::string& impl : impls) {
+      std::function<void()> call;
+      if (impl == "sdpa") {
+        call = [&] { at::scaled_dot_product_attention(q, k, v); };
+      } else if (impl == "fibottention") {
+        call = [&] { FibottentionAttention(q, k, v, pattern, semantics, scale); };
+      } else if (impl == "gather") {
+        call = [&] { FibottentionAttentionGather(q, k, v, pattern, semantics, scale); };
+      } else {
+        std::fprintf(stderr, "error: unknown impl '%s'\n", impl.c_str());
+        return 2;
+      }
+      double s = 0;
+      try {
+        s = SecondsPerCall(call, device);
+      } catch (const c10::Error& e) {
+        std::printf("T=%-5lld %-13s failed: %s\n", static_cast<long long>(tokens), impl.c_str(),
+                    e.what_without_backtrace());
+        continue;
+      }
+      if (impl == "sdpa") sdpa_s = s;
+      std::printf("T=%-5lld %-13s %9.3f ms  kept %.2f%%%s\n", static_cast<long long>(tokens),
+                  impl.c_str(), s * 1e3, 100.0 * kept,
+                  sdpa_s > 0 && impl != "sdpa"
+                      ? (std::string("  ") + std::to_string(sdpa_s / s) + "x vs sdpa").c_str()
+                      : "");
+    }
+  }
+  return failures == 0 ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace vitserve
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("Fibottention kernel vs dense SDPA.");
+  absl::ParseCommandLine(argc, argv);
+  return vitserve::Run();
+}

@@ -1,0 +1,113 @@
+#include "server/api/call_util.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "server/batching/inference_task.h"
+
+namespace vitserve {
+namespace {
+
+// Completion state shared by the chunks of one call. Holds no model handle, so it may be
+// destroyed on an executor thread.
+struct SplitCall {
+  absl::Mutex mu;
+  int pending ABSL_GUARDED_BY(mu) = 0;
+  std::vector<at::Tensor> outputs ABSL_GUARDED_BY(mu);
+  absl::Status error ABSL_GUARDED_BY(mu);
+  std::function<void(absl::StatusOr<at::Tensor>)> done;
+
+  // Records one chunk's output.
+  void ChunkDone(int chunk, absl::StatusOr<at::Tensor> result) {
+    if (result.ok()) {
+      {
+        absl::MutexLock lock(&mu);
+        outputs[chunk] = *std::move(result);
+      }
+      Release(1, absl::OkStatus());
+    } else {
+      Release(1, result.status());
+    }
+  }
+
+  // Drops `count` references (chunks finished or never queued, or the scheduler's own), keeping
+  // the first error; the last one completes the call, outside the lock.
+  void Release(int count, absl::Status status) {
+    absl::StatusOr<at::Tensor> final_result;
+    {
+      absl::MutexLock lock(&mu);
+      if (!status.ok() && error.ok()) error = std::move(status);
+      pending -= count;
+      if (pending > 0) return;
+      if (!error.ok()) {
+        final_result = error;
+      } else if (outputs.size() == 1) {
+        final_result = std::move(outputs[0]);
+      } else {
+        final_result = at::cat(outputs, 0);
+      }
+      outputs.clear();
+    }
+    done(std::move(final_result));
+  }
+};
+
+}  // namespace
+
+absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
+  const auto deadline = context.deadline();
+  // No client deadline reads as system_clock::time_point::max() (or something close to it).
+  if (deadline >= std::chrono::system_clock::now() + std::chrono::hours(24 * 365 * 100)) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(deadline);
+}
+
+int64_t MaxRowsPerTask(const ServableModel& model) {
+  const int64_t max_batch = model.config().batching().max_batch_size();
+  return max_batch > 0 ? max_batch : 1;
+}
+
+void ScheduleRows(const ServableModel& model, at::Tensor input, absl::Time deadline,
+                  std::function<bool()> is_cancelled,
+                  std::function<void(absl::StatusOr<at::Tensor>)> done) {
+  const int64_t rows = input.size(0);
+  const int64_t per_task = MaxRowsPerTask(model);
+  const int chunks = static_cast<int>((rows + per_task - 1) / per_task);
+
+  auto call = std::make_shared<SplitCall>();
+  call->done = std::move(done);
+  {
+    absl::MutexLock lock(&call->mu);
+    call->pending = chunks + 1;  // +1: this function's own reference, released below.
+    call->outputs.resize(chunks);
+  }
+  int scheduled = 0;
+  for (; scheduled < chunks; ++scheduled) {
+    auto task = std::make_unique<InferenceTask>();
+    const int64_t begin = scheduled * per_task;
+    const int64_t length = std::min(per_task, rows - begin);
+    task->input = chunks == 1 ? input : input.narrow(0, begin, length).contiguous();
+    task->deadline = deadline;
+    task->is_cancelled = is_cancelled;
+    const int chunk = scheduled;
+    task->on_done = [call, chunk](absl::StatusOr<at::Tensor> result) {
+      call->ChunkDone(chunk, std::move(result));
+    };
+    absl::Status status = model.Schedule(&task);
+    if (!status.ok()) {
+      // This chunk and the ones after it never run.
+      call->Release(chunks - scheduled, std::move(status));
+      break;
+    }
+  }
+  call->Release(1, absl::OkStatus());
+}
+
+}  // namespace vitserve

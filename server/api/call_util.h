@@ -1,0 +1,39 @@
+// Pieces shared by the gRPC services: the call's deadline in absl time, and scheduling a
+// preprocessed [N,...] input on a model's batcher, split into tasks of at most the model's
+// max_batch_size rows, with a single completion.
+//
+// Ownership: ScheduleRows borrows `model` only for the duration of the call; the caller keeps its
+// handle alive until its reactor's OnDone (see ServableModel's contract in
+// server/model_manager.h: handles are never dropped on an executor thread, so `done` must not
+// own one).
+// Thread-safety: free functions; `done` runs on an executor thread, or inline on the calling
+// thread when nothing was scheduled.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/server_context.h"
+#include "server/model_manager.h"
+
+namespace vitserve {
+
+// The call's deadline, or absl::InfiniteFuture() when the client set none.
+absl::Time DeadlineOf(const grpc::CallbackServerContext& context);
+
+// The row limit of one task of `model` (its normalised batching.max_batch_size; >= 1).
+int64_t MaxRowsPerTask(const ServableModel& model);
+
+// Runs `input` ([N,...], N >= 1, CPU) through `model`'s batcher as ceil(N / MaxRowsPerTask)
+// tasks and calls `done` exactly once: with the [N,...] concatenated outputs in input order, or
+// with the first error (RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE while stopping,
+// DEADLINE_EXCEEDED, CANCELLED, or the runner's error). If a later chunk cannot be queued, the
+// chunks already queued still complete before `done` reports the error.
+void ScheduleRows(const ServableModel& model, at::Tensor input, absl::Time deadline,
+                  std::function<bool()> is_cancelled,
+                  std::function<void(absl::StatusOr<at::Tensor>)> done);
+
+}  // namespace vitserve

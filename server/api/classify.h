@@ -1,0 +1,44 @@
+// The protocol-level steps of a Classify request, free of gRPC and of the model manager so they
+// are unit-tested alone: validate the request, decode + preprocess its images into one batch,
+// and turn logits into ranked {index, label, score} results.
+//
+// Thread-safety: pure functions. Errors: INVALID_ARGUMENT saying what was wrong and what is
+// allowed; decode/preprocess errors keep their code (RESOURCE_EXHAUSTED for an image over the
+// limits) with the image's index prefixed ("image 2: ...").
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "models/model_info.h"
+#include "server/image/decode.h"
+#include "server/image/preprocess.h"
+#include "vitserve/v1/vision.pb.h"
+
+namespace vitserve {
+
+// Checks that `model` (serving `task` with `num_classes` classes) can answer `request` and
+// returns the effective top_k: request.top_k(), or min(default_top_k, num_classes) when 0.
+// INVALID_ARGUMENT: not a classification model, no images, top_k > num_classes.
+absl::StatusOr<int64_t> ValidateClassifyRequest(const v1::ClassifyRequest& request,
+                                                std::string_view model, ModelTask task,
+                                                int64_t num_classes, int64_t default_top_k);
+
+// Decodes (encoded or raw RGB8) and preprocesses every image: a [N,3,S,S] float32 CPU tensor.
+absl::StatusOr<at::Tensor> DecodeAndPreprocess(
+    const google::protobuf::RepeatedPtrField<v1::Image>& images, const ImageLimits& limits,
+    const PreprocessSpec& spec);
+
+// Fills `response->results` with the top_k softmax classes of each row of `logits` ([N,C]),
+// best first; the label is labels[index], or the index itself when there is no such label.
+absl::Status FillClassifications(const at::Tensor& logits, int64_t top_k,
+                                 const std::vector<std::string>& labels,
+                                 v1::ClassifyResponse* response);
+
+}  // namespace vitserve

@@ -1,0 +1,290 @@
+#include "server/api/inference_service.h"
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/api/call_util.h"
+#include "server/api/grpc_status.h"
+#include "server/api/kserve_tensor.h"
+#include "server/api/model_description.h"
+#include "server/api/model_statistics.h"
+#include "server/metrics/server_metrics.h"
+
+namespace vitserve {
+namespace {
+
+constexpr char kVersion[] = "1";
+
+grpc::ServerUnaryReactor* FinishWith(grpc::CallbackServerContext* context,
+                                     const absl::Status& status) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+// Triton's repository states: READY, LOADING, UNAVAILABLE (with the reason).
+const char* RepositoryState(ModelState state) {
+  switch (state) {
+    case ModelState::kReady:
+      return "READY";
+    case ModelState::kLoading:
+      return "LOADING";
+    default:
+      return "UNAVAILABLE";
+  }
+}
+
+}  // namespace
+
+// A ModelInfer call that holds its model handle until OnDone (a gRPC thread).
+class InferenceService::InferReactor final : public grpc::ServerUnaryReactor {
+ public:
+  explicit InferReactor(std::shared_ptr<const ServableModel> model) : model_(std::move(model)) {}
+  void OnDone() override { delete this; }
+
+ private:
+  std::shared_ptr<const ServableModel> model_;
+};
+
+InferenceService::InferenceService(ModelManager* manager, std::string version)
+    : manager_(manager), version_(std::move(version)) {}
+
+absl::StatusOr<std::shared_ptr<const ServableModel>> InferenceService::GetModel(
+    const std::string& name, const std::string& version) const {
+  if (name.empty()) return absl::InvalidArgumentError("no model name given");
+  if (!version.empty() && version != kVersion) {
+    return absl::NotFoundError(absl::StrCat("model '", name, "' has no version '", version,
+                                            "'; its only version is '", kVersion, "'"));
+  }
+  return manager_->Get(name);
+}
+
+grpc::ServerUnaryReactor* InferenceService::ServerLive(grpc::CallbackServerContext* context,
+                                                       const inference::ServerLiveRequest*,
+                                                       inference::ServerLiveResponse* response) {
+  response->set_live(true);
+  return FinishWith(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* InferenceService::ServerReady(grpc::CallbackServerContext* context,
+                                                        const inference::ServerReadyRequest*,
+                                                        inference::ServerReadyResponse* response) {
+  response->set_ready(!shutting_down_.load() && manager_->AllReady());
+  return FinishWith(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* InferenceService::ModelReady(grpc::CallbackServerContext* context,
+                                                       const inference::ModelReadyRequest* request,
+                                                       inference::ModelReadyResponse* response) {
+  bool ready = false;
+  if (request->version().empty() || request->version() == kVersion) {
+    for (const ModelStatus& status : manager_->List()) {
+      if (status.name == request->name()) ready = status.state == ModelState::kReady;
+    }
+  }
+  response->set_ready(ready);
+  return FinishWith(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* InferenceService::ServerMetadata(
+    grpc::CallbackServerContext* context, const inference::ServerMetadataRequest*,
+    inference::ServerMetadataResponse* response) {
+  response->set_name("vitserve");
+  response->set_version(version_);
+  for (const char* extension : kExtensions) response->add_extensions(extension);
+  return FinishWith(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* InferenceService::ModelMetadata(
+    grpc::CallbackServerContext* context, const inference::ModelMetadataRequest* request,
+    inference::ModelMetadataResponse* response) {
+  auto model = GetModel(request->name(), request->version());
+  if (!model.ok()) return FinishWith(context, model.status());
+  const int64_t size = ModelInputSize(**model);
+  response->set_name((*model)->name());
+  response->add_versions(kVersion);
+  response->set_platform(kPlatform);
+  auto* input = response->add_inputs();
+  input->set_name(kKServeInputName);
+  input->set_datatype("FP32");
+  for (int64_t d : {int64_t{-1}, int64_t{3}, size, size}) input->add_shape(d);
+  auto* output = response->add_outputs();
+  output->set_name(kKServeOutputName);
+  output->set_datatype("FP32");
+  output->add_shape(-1);
+  output->add_shape((*model)->info().num_classes);
+  return FinishWith(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* InferenceService::ModelConfig(
+    grpc::CallbackServerContext* context, const inference::ModelConfigRequest* request,
+    inference::ModelConfigResponse* response) {
+  auto model = GetModel(request->name(), request->version());
+  if (!model.ok()) return FinishWith(context, model.status());
+  const ServableModel& m = **model;
+  const v1::ModelConfig& config = m.config();
+  const int64_t size = ModelInputSize(m);
+
+  inference::ModelConfig* out = response->mutable_config();
+  out->set_name(m.name());
+  out->set_platform(kPlatform);
+  out->set_backend(kBackend);
+  out->set_max_batch_size(static_cast<int32_t>(MaxRowsPerTask(m)));
+  auto* input = out->add_input();
+  input->set_name(kKServeInputName);
+  input->set_data_type(inference::TYPE_FP32);
+  input->set_format(inference::ModelInput::FORMAT_NCHW);
+  for (int64_t d : {int64_t{3}, size, size}) input->add_dims(d);
+  auto* output = out->add_output();
+  output->set_name(kKServeOutputName);
+  output->set_data_type(inference::TYPE_FP32);
+  output->add_dims(m.info().num_classes);
+
+  auto* group = out->add_instance_group();
+  group->set_name(absl::StrCat(m.name(), "_0"));
+  group->set_count(config.instance_count() > 0 ? static_cast<int32_t>(config.instance_count()) : 1);
+  const std::string& device = config.device();
+  if (device.rfind("cuda", 0) == 0) {
+    group->set_kind(inference::ModelInstanceGroup::KIND_GPU);
+    const size_t colon = device.find(':');
+    group->add_gpus(colon == std::string::npos ? 0 : std::atoi(device.c_str() + colon + 1));
+  } else {
+    group->set_kind(inference::ModelInstanceGroup::KIND_CPU);
+  }
+
+  auto* batching = out->mutable_dynamic_batching();
+  for (uint32_t size : config.batching().preferred_batch_sizes()) {
+    batching->add_preferred_batch_size(static_cast<int32_t>(size));
+  }
+  batching->set_max_queue_delay_microseconds(config.batching().max_queue_delay_us());
+
+  auto& parameters = *out->mutable_parameters();
+  parameters["architecture"].set_string_value(config.architecture());
+  parameters["precision"].set_string_value(PrecisionName(config.precision()));
+  parameters["device"].set_string_value(device);
+  parameters["uint8_input"].set_string_value(
+      "UINT8 inputs are raw RGB pixels; the server divides by 255 and normalises them");
+  if (m.random_weights()) {
+    parameters["warning"].set_string_value(
+        "serving RANDOM (untrained) weights: predictions are meaningless");
+  }
+  return FinishWith(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* InferenceService::ModelStatistics(
+    grpc::CallbackServerContext* context, const inference::ModelStatisticsRequest* request,
+    inference::ModelStatisticsResponse* response) {
+  if (!request->name().empty()) {
+    auto model = GetModel(request->name(), request->version());
+    if (!model.ok()) return FinishWith(context, model.status());
+    FillModelStatistics(**model, kVersion, response->add_model_stats());
+    return FinishWith(context, absl::OkStatus());
+  }
+  for (const ModelStatus& status : manager_->List()) {
+    if (status.state != ModelState::kReady) continue;
+    auto model = manager_->Get(status.name);
+    if (model.ok()) FillModelStatistics(**model, kVersion, response->add_model_stats());
+  }
+  return FinishWith(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* InferenceService::RepositoryIndex(
+    grpc::CallbackServerContext* context, const inference::RepositoryIndexRequest* request,
+    inference::RepositoryIndexResponse* response) {
+  for (const ModelStatus& status : manager_->List()) {
+    if (request->ready() && status.state != ModelState::kReady) continue;
+    auto* index = response->add_models();
+    index->set_name(status.name);
+    index->set_version(kVersion);
+    index->set_state(RepositoryState(status.state));
+    index->set_reason(status.reason);
+  }
+  return FinishWith(context, absl::OkStatus());
+}
+
+// Loading builds and warms a model (seconds): done on its own thread so that no gRPC callback
+// thread blocks. The manager outlives the call because VitServer shuts the gRPC server down
+// (which waits for every call to finish) before the manager.
+grpc::ServerUnaryReactor* InferenceService::RepositoryModelLoad(
+    grpc::CallbackServerContext* context, const inference::RepositoryModelLoadRequest* request,
+    inference::RepositoryModelLoadResponse*) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  std::thread([manager = manager_, name = request->model_name(), reactor] {
+    reactor->Finish(ToGrpcStatus(manager->Load(name)));
+  }).detach();
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* InferenceService::RepositoryModelUnload(
+    grpc::CallbackServerContext* context, const inference::RepositoryModelUnloadRequest* request,
+    inference::RepositoryModelUnloadResponse*) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  std::thread([manager = manager_, name = request->model_name(), reactor] {
+    reactor->Finish(ToGrpcStatus(manager->Unload(name)));
+  }).detach();
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerContext* context,
+                                                       const inference::ModelInferRequest* request,
+                                                       inference::ModelInferResponse* response) {
+  auto model = GetModel(request->model_name(), request->model_version());
+  if (!model.ok()) return FinishWith(context, model.status());
+  const ServableModel& m = **model;
+  auto* reactor = new InferReactor(*std::move(model));
+
+  const absl::Time start = absl::Now();
+  ModelMetrics& metrics = m.metrics();
+  metrics.AddInflight(1);
+  auto finish = [reactor, &metrics, start](absl::Status status) {
+    metrics.RecordRequest(status.code(), absl::Now() - start);
+    metrics.AddInflight(-1);
+    reactor->Finish(ToGrpcStatus(status));
+  };
+
+  response->set_model_name(m.name());
+  response->set_model_version(kVersion);
+  response->set_id(request->id());
+  if (m.info().task != ModelTask::kClassification) {
+    finish(absl::InvalidArgumentError(
+        absl::StrCat("model '", m.name(), "' is a ", std::string(ModelTaskName(m.info().task)),
+                     " model; ModelInfer serves classification models (output 'logits')")));
+    return reactor;
+  }
+  InferInputSpec spec;
+  spec.input_size = ModelInputSize(m);
+  spec.mean = ModelMean(m);
+  spec.std = ModelStd(m);
+  spec.max_batch_size = MaxRowsPerTask(m);
+  absl::Status outputs_ok = ValidateRequestedOutputs(*request);
+  if (!outputs_ok.ok()) {
+    finish(outputs_ok);
+    return reactor;
+  }
+  absl::StatusOr<InferInput> input = ParseInferInput(*request, spec);
+  metrics.ObservePreprocess(absl::Now() - start);
+  if (!input.ok()) {
+    finish(input.status());
+    return reactor;
+  }
+  const absl::Time deadline = DeadlineOf(*context);
+  if (start >= deadline) {
+    finish(absl::DeadlineExceededError("the request's deadline passed on arrival"));
+    return reactor;
+  }
+  ScheduleRows(
+      m, std::move(input->tensor), deadline, [context] { return context->IsCancelled(); },
+      [finish, response, batched = input->batched](absl::StatusOr<at::Tensor> logits) {
+        if (!logits.ok()) return finish(logits.status());
+        FillInferOutput(*logits, batched, response);
+        finish(absl::OkStatus());
+      });
+  return reactor;
+}
+
+}  // namespace vitserve

@@ -1,0 +1,89 @@
+// inference.GRPCInferenceService: the KServe v2 / Open Inference Protocol with Triton's
+// ModelConfig, ModelStatistics and model-repository extensions, as tritonclient and Triton's
+// perf_analyzer expect them (method paths /inference.GRPCInferenceService/...).
+//
+// Every model has exactly one version, "1" (an empty version means it too). The tensor
+// conventions of ModelInfer (input "input" FP32/FP16/UINT8 [N,3,S,S], output "logits" FP32
+// [N,num_classes]) are described in server/api/kserve_tensor.h. ModelStreamInfer is not
+// implemented (UNIMPLEMENTED, gRPC's default).
+//
+// Errors: NOT_FOUND (unknown model or version), UNAVAILABLE (model not ready, shutting down),
+// INVALID_ARGUMENT (tensor name/datatype/shape/size), RESOURCE_EXHAUSTED (queue full),
+// DEADLINE_EXCEEDED, CANCELLED; repository load/unload pass on the ModelManager's status
+// (FAILED_PRECONDITION in quick mode).
+// Ownership: borrows the ModelManager, which must outlive the grpc::Server. ModelInfer holds its
+// model handle in its reactor until OnDone (a gRPC thread).
+// Thread-safety: called by gRPC from any number of threads; SetShuttingDown from any thread.
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include "grpcpp/server_context.h"
+#include "grpcpp/support/server_callback.h"
+#include "inference/grpc_service.grpc.pb.h"
+#include "server/model_manager.h"
+
+namespace vitserve {
+
+class InferenceService final : public inference::GRPCInferenceService::CallbackService {
+ public:
+  // Listed in ServerMetadata: the Triton extensions this service implements.
+  static constexpr const char* kExtensions[] = {"model_configuration", "statistics",
+                                                "model_repository"};
+  static constexpr char kPlatform[] = "vitserve_libtorch";
+  static constexpr char kBackend[] = "vitserve";
+
+  // `version`: the server version reported by ServerMetadata.
+  InferenceService(ModelManager* manager, std::string version);
+
+  // From now on ServerReady answers false.
+  void SetShuttingDown() { shutting_down_.store(true); }
+
+  grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
+                                       const inference::ServerLiveRequest* request,
+                                       inference::ServerLiveResponse* response) override;
+  grpc::ServerUnaryReactor* ServerReady(grpc::CallbackServerContext* context,
+                                        const inference::ServerReadyRequest* request,
+                                        inference::ServerReadyResponse* response) override;
+  grpc::ServerUnaryReactor* ModelReady(grpc::CallbackServerContext* context,
+                                       const inference::ModelReadyRequest* request,
+                                       inference::ModelReadyResponse* response) override;
+  grpc::ServerUnaryReactor* ServerMetadata(grpc::CallbackServerContext* context,
+                                           const inference::ServerMetadataRequest* request,
+                                           inference::ServerMetadataResponse* response) override;
+  grpc::ServerUnaryReactor* ModelMetadata(grpc::CallbackServerContext* context,
+                                          const inference::ModelMetadataRequest* request,
+                                          inference::ModelMetadataResponse* response) override;
+  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* context,
+                                       const inference::ModelInferRequest* request,
+                                       inference::ModelInferResponse* response) override;
+  grpc::ServerUnaryReactor* ModelConfig(grpc::CallbackServerContext* context,
+                                        const inference::ModelConfigRequest* request,
+                                        inference::ModelConfigResponse* response) override;
+  grpc::ServerUnaryReactor* ModelStatistics(grpc::CallbackServerContext* context,
+                                            const inference::ModelStatisticsRequest* request,
+                                            inference::ModelStatisticsResponse* response) override;
+  grpc::ServerUnaryReactor* RepositoryIndex(grpc::CallbackServerContext* context,
+                                            const inference::RepositoryIndexRequest* request,
+                                            inference::RepositoryIndexResponse* response) override;
+  grpc::ServerUnaryReactor* RepositoryModelLoad(
+      grpc::CallbackServerContext* context, const inference::RepositoryModelLoadRequest* request,
+      inference::RepositoryModelLoadResponse* response) override;
+  grpc::ServerUnaryReactor* RepositoryModelUnload(
+      grpc::CallbackServerContext* context, const inference::RepositoryModelUnloadRequest* request,
+      inference::RepositoryModelUnloadResponse* response) override;
+
+ private:
+  class InferReactor;
+
+  // The model `name` at `version` ("" or "1"): NOT_FOUND / UNAVAILABLE otherwise.
+  absl::StatusOr<std::shared_ptr<const ServableModel>> GetModel(const std::string& name,
+                                                                const std::string& version) const;
+
+  ModelManager* const manager_;
+  const std::string version_;
+  std::atomic<bool> shutting_down_{false};
+};
+
+}  // namespace vitserve

@@ -1,0 +1,264 @@
+// vitserve: flags (or VITSERVE_* environment variables) -> ServerOptions -> VitServer, plus
+// signal handling. Everything else lives in the vitserve_server library.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "models/registry.h"
+#include "server/log.h"
+#include "server/model_manager.h"
+#include "server/vitserve_server.h"
+
+ABSL_FLAG(int32_t, grpc_port, 8001, "gRPC port (Vision, KServe v2, health, reflection); 0: any");
+ABSL_FLAG(int32_t, http_port, 8002, "HTTP port (/metrics, /v2/health/live, /v2/health/ready)");
+ABSL_FLAG(std::string, host, "0.0.0.0", "gRPC listening address");
+ABSL_FLAG(std::string, model, "",
+          "quick mode: serve this registry architecture (see --list_models); default shvit_s1 "
+          "when --model_repository is not given either");
+ABSL_FLAG(std::string, weights, "",
+          "quick mode: weights file (.safetensors, timm state-dict names); without it the model "
+          "serves RANDOM weights");
+ABSL_FLAG(std::string, model_repository, "",
+          "Triton-style repository: <dir>/<model>/config.pbtxt (+ weights, labels.txt)");
+ABSL_FLAG(std::string, device, "cpu", "default device: cpu, cuda or cuda:N");
+ABSL_FLAG(std::string, precision, "fp32", "default precision: fp32, fp16 or bf16");
+ABSL_FLAG(int32_t, max_batch_size, 8, "default most images per forward pass");
+ABSL_FLAG(int64_t, max_queue_delay_us, 1000,
+          "default time the oldest queued image waits for a fuller batch (microseconds)");
+ABSL_FLAG(int32_t, max_queue_size, 256,
+          "default most requests waiting per model; beyond it RESOURCE_EXHAUSTED at once");
+ABSL_FLAG(int64_t, max_image_bytes, vitserve::ImageLimits{}.max_encoded_bytes,
+          "largest encoded image accepted (bytes)");
+ABSL_FLAG(int64_t, max_image_pixels, vitserve::ImageLimits{}.max_pixels,
+          "largest decoded image accepted (width * height)");
+ABSL_FLAG(double, shutdown_grace_seconds, 30,
+          "on SIGTERM/SIGINT, how long accepted requests may take to finish");
+ABSL_FLAG(bool, list_models, false, "print the architectures this build can serve and exit");
+
+namespace vitserve {
+namespace {
+
+constexpr char kUsage[] =
+    R"(vitserve: a gRPC server for vision models (LibTorch) with dynamic batching.
+
+Serves vitserve.v1.Vision (Classify, ClassifyStream, ListModels, GetModel; Detect/Segment
+planned), the KServe v2 / Open Inference Protocol (inference.GRPCInferenceService: works with
+tritonclient and perf_analyzer), grpc.health.v1.Health and server reflection on --grpc_port, and
+Prometheus /metrics plus /v2/health/{live,ready} on --http_port.
+
+Quick mode serves one architecture (--model, optionally --weights); repository mode serves every
+model of --model_repository (<dir>/<model>/config.pbtxt, Triton-style). Flag names accept '-' or
+'_' (--grpc-port = --grpc_port). Every flag can also come from the environment variable
+VITSERVE_<FLAG NAME IN UPPER CASE> (e.g. VITSERVE_GRPC_PORT=9001); the command line wins.
+SIGTERM/SIGINT drain accepted requests (up to --shutdown_grace_seconds) and exit 0.
+
+Examples:
+  vitserve                                         # shvit_s1, random weights, CPU
+  vitserve --model deit_tiny_patch16_224 --weights deit_tiny.safetensors
+  vitserve --model-repository /models --device cuda --precision fp16
+  vitserve --list-models)";
+
+// The flags that may also come from VITSERVE_<NAME>.
+constexpr const char* kFlagNames[] = {"grpc_port",
+                                      "http_port",
+                                      "host",
+                                      "model",
+                                      "weights",
+                                      "model_repository",
+                                      "device",
+                                      "precision",
+                                      "max_batch_size",
+                                      "max_queue_delay_us",
+                                      "max_queue_size",
+                                      "max_image_bytes",
+                                      "max_image_pixels",
+                                      "shutdown_grace_seconds",
+                                      "list_models"};
+
+// Applies VITSERVE_<FLAG> environment variables; the command line, parsed afterwards, wins.
+bool ApplyEnvironment() {
+  for (const char* name : kFlagNames) {
+    const std::string variable = absl::StrCat("VITSERVE_", absl::AsciiStrToUpper(name));
+    const char* value = std::getenv(variable.c_str());
+    if (value == nullptr) continue;
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    std::string error;
+    if (flag == nullptr || !flag->ParseFrom(value, &error)) {
+      std::cerr << "vitserve: bad value '" << value << "' in " << variable << ": " << error << "\n";
+      return false;
+    }
+  }
+  return true;
+}
+
+// "--grpc-port=1" -> "--grpc_port=1": absl flag names are identifiers; dashes are friendlier.
+std::vector<char*> NormaliseFlagNames(int argc, char** argv, std::vector<std::string>& storage) {
+  storage.assign(argv, argv + argc);
+  std::vector<char*> out;
+  for (int i = 0; i < argc; ++i) {
+    std::string& arg = storage[i];
+    if (i > 0 && arg.size() > 2 && arg.compare(0, 2, "--") == 0) {
+      const size_t end = std::min(arg.find('='), arg.size());
+      for (size_t j = 2; j < end; ++j) {
+        if (arg[j] == '-') arg[j] = '_';
+      }
+    }
+    out.push_back(storage[i].data());
+  }
+  return out;
+}
+
+void ListModels(const ModelRegistry& registry) {
+  std::cout << absl::StrFormat("%-34s %-8s %-15s %6s %8s\n", "ARCHITECTURE", "FAMILY", "TASK",
+                               "INPUT", "CLASSES");
+  for (const std::string& name : registry.Names()) {
+    auto info = registry.FindInfo(name);
+    if (!info.ok()) continue;
+    std::cout << absl::StrFormat("%-34s %-8s %-15s %6d %8d\n", name, (*info)->family,
+                                 std::string(ModelTaskName((*info)->task)), (*info)->input_size,
+                                 (*info)->num_classes);
+  }
+}
+
+void PrintBanner(VitServer& server) {
+  const ServerOptions& o = server.options();
+  std::string banner = absl::StrCat(
+      "vitserve ", VitserveVersion(), "\n", "  gRPC  ", o.host, ":", server.grpc_port(),
+      "  (vitserve.v1.Vision, inference.GRPCInferenceService, grpc.health.v1.Health, "
+      "reflection)\n",
+      "  HTTP  :", server.http_port(), "  (/metrics, /v2/health/live, /v2/health/ready)\n",
+      "  mode  ",
+      o.model_repository.empty() ? absl::StrCat("quick (", o.model, ")")
+                                 : absl::StrCat("repository ", o.model_repository),
+      "\n  default device ", o.device, ", precision ", o.precision, ", max batch ",
+      o.max_batch_size, ", queue delay ", o.max_queue_delay_us, "us, queue size ", o.max_queue_size,
+      "\n  models:\n");
+  bool random = false;
+  for (const ModelStatus& status : server.model_manager().List()) {
+    auto model = server.model_manager().Get(status.name);
+    if (model.ok()) {
+      const auto& config = (*model)->config();
+      absl::StrAppend(&banner, "    ", status.name, "  [",
+                      std::string(ModelStateName(status.state)), "] ", config.architecture(),
+                      " on ", config.device(), ", ", (*model)->parameter_count(), " parameters",
+                      (*model)->random_weights() ? "  RANDOM WEIGHTS" : "", "\n");
+      random = random || (*model)->random_weights();
+    } else {
+      absl::StrAppend(&banner, "    ", status.name, "  [",
+                      std::string(ModelStateName(status.state)), "] ", status.reason, "\n");
+    }
+  }
+  if (random) {
+    absl::StrAppend(&banner,
+                    "\n  ********************************************************************\n"
+                    "  WARNING: serving RANDOM (untrained) weights: predictions are meaningless.\n"
+                    "  Pass --weights FILE.safetensors (quick mode) for a trained model.\n"
+                    "  ********************************************************************\n");
+  }
+  std::cout << banner << std::flush;
+}
+
+int Run(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  // --help lists this file's flags (absl's default looks for <program>.cc or <program>_main.cc).
+  absl::FlagsUsageConfig usage_config;
+  usage_config.contains_helpshort_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "server/main.cc");
+  };
+  usage_config.contains_help_flags = usage_config.contains_helpshort_flags;
+  usage_config.version_string = [] { return absl::StrCat("vitserve ", VitserveVersion(), "\n"); };
+  absl::SetFlagsUsageConfig(usage_config);
+  if (!ApplyEnvironment()) return 2;
+  std::vector<std::string> storage;
+  std::vector<char*> args = NormaliseFlagNames(argc, argv, storage);
+  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+
+  const ModelRegistry registry = BuiltinModelRegistry();
+  if (absl::GetFlag(FLAGS_list_models)) {
+    ListModels(registry);
+    return 0;
+  }
+
+  ServerOptions options;
+  options.grpc_port = absl::GetFlag(FLAGS_grpc_port);
+  options.http_port = absl::GetFlag(FLAGS_http_port);
+  options.host = absl::GetFlag(FLAGS_host);
+  options.model = absl::GetFlag(FLAGS_model);
+  options.weights = absl::GetFlag(FLAGS_weights);
+  options.model_repository = absl::GetFlag(FLAGS_model_repository);
+  options.device = absl::GetFlag(FLAGS_device);
+  options.precision = absl::GetFlag(FLAGS_precision);
+  options.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  options.max_queue_delay_us = absl::GetFlag(FLAGS_max_queue_delay_us);
+  options.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
+  options.image_limits.max_encoded_bytes = absl::GetFlag(FLAGS_max_image_bytes);
+  options.image_limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
+  options.shutdown_grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds));
+  if (!options.model.empty() && !options.model_repository.empty()) {
+    std::cerr << "vitserve: give either --model (quick mode) or --model_repository, not both\n";
+    return 2;
+  }
+  if (options.model.empty() && options.model_repository.empty()) {
+    options.model = kDefaultQuickModel;
+  }
+
+  // Block SIGINT/SIGTERM in this thread before any other starts, so every thread inherits the
+  // mask and only the sigwait thread below ever receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<std::unique_ptr<VitServer>> server = VitServer::Start(options, &registry);
+  if (!server.ok()) {
+    std::cerr << "vitserve: cannot start: " << server.status() << "\n";
+    return server.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  PrintBanner(**server);
+
+  VitServer* raw = server->get();
+  std::thread signal_thread([raw, signals] {
+    int signal = 0;
+    sigwait(&signals, &signal);
+    LogInfo(absl::StrCat("received ", signal == SIGTERM ? "SIGTERM" : "SIGINT",
+                         ": draining accepted requests, then exiting"));
+    std::thread([signals] {  // A second signal forces the exit.
+      int again = 0;
+      sigwait(&signals, &again);
+      LogWarning("second signal: exiting without finishing the drain");
+      std::_Exit(1);
+    })
+        .detach();
+    raw->Shutdown();
+  });
+
+  raw->Wait();
+  signal_thread.join();
+  LogInfo("shut down cleanly");
+  server->reset();
+  return 0;
+}
+
+}  // namespace
+}  // namespace vitserve
+
+int main(int argc, char** argv) { return vitserve::Run(argc, argv); }

@@ -1,0 +1,125 @@
+// VitServer: the whole server in one object, so the binary (main.cc) and the integration tests
+// run exactly the same wiring.
+//
+// It owns, in dependency order: the Prometheus registry and ServerMetrics, the ModelManager
+// (models, their batchers and executors), the gRPC server (vitserve.v1.Vision,
+// inference.GRPCInferenceService, grpc.health.v1.Health, server reflection) and the HTTP server
+// (/metrics, /v2/health/live, /v2/health/ready). A monitor thread keeps the gRPC health status
+// in step with model readiness and, on CUDA, updates vitserve_gpu_memory_used_bytes.
+//
+// Start order: servers listen first (health NOT_SERVING, readiness 503), then models load, then
+// health turns SERVING: Kubernetes probes see the pod as live but not ready while it loads.
+// Shutdown (SIGTERM): health NOT_SERVING and readiness 503 at once; new RPCs are refused while
+// accepted ones finish (gRPC server shutdown with the grace period as its deadline; the models
+// keep serving meanwhile), then the models stop, then HTTP stops.
+//
+// Ownership: `registry` is borrowed and must outlive the server.
+// Thread-safety: Shutdown and Wait may be called from any thread, more than once.
+// Errors (Start): INVALID_ARGUMENT for bad options (both or a bad device/precision named),
+// UNAVAILABLE when a port cannot be bound, and the ModelManager's errors for models that fail
+// to load.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "models/registry.h"
+#include "server/image/decode.h"
+
+namespace grpc {
+class Server;
+}  // namespace grpc
+namespace prometheus {
+class Registry;
+}  // namespace prometheus
+
+namespace vitserve {
+
+class ModelManager;
+class ServerMetrics;
+class HttpServer;
+class VisionService;
+class InferenceService;
+
+// The model served when neither a model nor a repository is given.
+inline constexpr char kDefaultQuickModel[] = "shvit_s1";
+
+// The server version (the CMake project version).
+const char* VitserveVersion();
+
+struct ServerOptions {
+  int grpc_port = 8001;          // 0: an ephemeral port (see VitServer::grpc_port()).
+  int http_port = 8002;          // 0: an ephemeral port.
+  std::string host = "0.0.0.0";  // gRPC listening address.
+  // Quick mode: one architecture from the registry, optionally with a .safetensors file (random
+  // weights without one). Exclusive with model_repository; neither means kDefaultQuickModel.
+  std::string model;
+  std::string weights;
+  std::string model_repository;  // Triton-style <dir>/<model>/config.pbtxt.
+  // Defaults for what model configs leave unset.
+  std::string device = "cpu";      // "cpu", "cuda", "cuda:N"
+  std::string precision = "fp32";  // "fp32", "fp16", "bf16"
+  int max_batch_size = 8;
+  int64_t max_queue_delay_us = 1000;
+  int max_queue_size = 256;
+  ImageLimits image_limits;
+  absl::Duration shutdown_grace = absl::Seconds(30);
+  int grpc_max_message_bytes = 64 << 20;
+};
+
+class VitServer {
+ public:
+  static absl::StatusOr<std::unique_ptr<VitServer>> Start(ServerOptions options,
+                                                          const ModelRegistry* registry);
+  VitServer(const VitServer&) = delete;
+  VitServer& operator=(const VitServer&) = delete;
+  // Shuts down if that has not happened yet.
+  ~VitServer();
+
+  int grpc_port() const { return grpc_port_; }
+  int http_port() const { return http_port_; }
+  const ServerOptions& options() const { return options_; }
+  // The models and their state (for the start-up banner and tests).
+  ModelManager& model_manager() { return *manager_; }
+
+  // See the file comment. Blocks until done (at most about shutdown_grace); idempotent.
+  void Shutdown();
+  // Blocks until Shutdown has completed.
+  void Wait();
+
+ private:
+  explicit VitServer(ServerOptions options);
+  absl::Status StartServing(const ModelRegistry* registry);
+  void MonitorLoop();
+  void UpdateHealth();
+  bool Ready() const;
+
+  const ServerOptions options_;
+  std::unique_ptr<prometheus::Registry> prometheus_;
+  std::unique_ptr<ServerMetrics> metrics_;
+  std::unique_ptr<ModelManager> manager_;
+  std::unique_ptr<VisionService> vision_;
+  std::unique_ptr<InferenceService> inference_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+  std::unique_ptr<HttpServer> http_;
+  int grpc_port_ = 0;
+  int http_port_ = 0;
+
+  std::thread monitor_;
+  mutable absl::Mutex mu_;
+  absl::CondVar monitor_cv_;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  bool loaded_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Mutex shutdown_mu_;  // Serialises Shutdown calls.
+  absl::Notification shutdown_done_;
+};
+
+}  // namespace vitserve

@@ -1,0 +1,80 @@
+#include "server/api/classify.h"
+
+#include <ATen/ATen.h>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace vitserve {
+namespace {
+
+using ::testing::HasSubstr;
+
+v1::ClassifyRequest RequestWith(int images, uint32_t top_k) {
+  v1::ClassifyRequest request;
+  for (int i = 0; i < images; ++i) {
+    auto* raw = request.add_images()->mutable_raw();
+    raw->set_width(4);
+    raw->set_height(2);
+    raw->set_rgb8(std::string(4 * 2 * 3, '\x80'));
+  }
+  request.set_top_k(top_k);
+  return request;
+}
+
+TEST(ClassifyTest, TopKDefaultsToFiveCappedByClasses) {
+  EXPECT_EQ(*ValidateClassifyRequest(RequestWith(1, 0), "m", ModelTask::kClassification, 1000, 5),
+            5);
+  EXPECT_EQ(*ValidateClassifyRequest(RequestWith(1, 0), "m", ModelTask::kClassification, 3, 5), 3);
+  EXPECT_EQ(*ValidateClassifyRequest(RequestWith(1, 7), "m", ModelTask::kClassification, 10, 5), 7);
+}
+
+TEST(ClassifyTest, RejectsWhatCannotBeAnswered) {
+  auto too_big =
+      ValidateClassifyRequest(RequestWith(1, 11), "m", ModelTask::kClassification, 10, 5);
+  EXPECT_EQ(too_big.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(too_big.status().message(), HasSubstr("1..10"));
+  EXPECT_EQ(ValidateClassifyRequest(RequestWith(0, 0), "m", ModelTask::kClassification, 10, 5)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  auto detection = ValidateClassifyRequest(RequestWith(1, 0), "m", ModelTask::kDetection, 10, 5);
+  EXPECT_EQ(detection.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(detection.status().message(), HasSubstr("detection"));
+}
+
+TEST(ClassifyTest, PreprocessesEveryImageAndNamesTheBadOne) {
+  PreprocessSpec spec;
+  spec.input_size = 8;
+  v1::ClassifyRequest request = RequestWith(2, 0);
+  auto batch = DecodeAndPreprocess(request.images(), ImageLimits{}, spec);
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  EXPECT_EQ(batch->sizes(), (std::vector<int64_t>{2, 3, 8, 8}));
+
+  request.add_images()->set_encoded("not an image");
+  auto bad = DecodeAndPreprocess(request.images(), ImageLimits{}, spec);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("image 2: "));
+
+  request.mutable_images(0)->mutable_raw()->set_rgb8("short");
+  EXPECT_THAT(DecodeAndPreprocess(request.images(), ImageLimits{}, spec).status().message(),
+              HasSubstr("image 0: "));
+  request.mutable_images(0)->Clear();
+  EXPECT_THAT(DecodeAndPreprocess(request.images(), ImageLimits{}, spec).status().message(),
+              HasSubstr("image 0: empty"));
+}
+
+TEST(ClassifyTest, RanksClassesWithLabels) {
+  const at::Tensor logits = at::tensor({0.0f, 2.0f, 1.0f, 0.0f, 0.0f, 3.0f}).view({2, 3});
+  v1::ClassifyResponse response;
+  ASSERT_TRUE(FillClassifications(logits, 2, {"cat", "dog"}, &response).ok());
+  ASSERT_EQ(response.results_size(), 2);
+  EXPECT_EQ(response.results(0).classes(0).index(), 1);
+  EXPECT_EQ(response.results(0).classes(0).label(), "dog");
+  EXPECT_EQ(response.results(0).classes(1).label(), "2");  // No label: the index.
+  EXPECT_EQ(response.results(1).classes(0).index(), 2);
+  EXPECT_GT(response.results(0).classes(0).score(), response.results(0).classes(1).score());
+}
+
+}  // namespace
+}  // namespace vitserve
