@@ -95,8 +95,8 @@ int Run() {
     const auto offsets = FibottentionLayerOffsets(patches, heads, 0);
     const FibottentionPattern pattern =
         PatternTo(MakeFibottentionPattern(offsets, patches), device);
-    const double kept =
-        pattern.count.to(at::kDouble).sum().item<double>() / static_cast<double>(heads * tokens * tokens);
+    const double kept = pattern.count.to(at::kDouble).sum().item<double>() /
+                        static_cast<double>(heads * tokens * tokens);
     if (absl::GetFlag(FLAGS_check) && tokens <= absl::GetFlag(FLAGS_check_max_tokens)) {
       const at::Tensor mask = FibottentionDenseMask(offsets, patches).to(device);
       const auto opts = at::TensorOptions().device(device).dtype(at::kFloat);

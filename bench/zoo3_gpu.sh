@@ -27,16 +27,17 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 if [[ "${ZOO3_AUTOWIRE:-0}" == 1 ]]; then
   for f in vittm tokenlearner fibottention; do
     F=$(echo $f | tr a-z A-Z)
-    grep -q "$f/$f.cmake" models/CMakeLists.txt || cat >> models/CMakeLists.txt <<CMAKE
+    # The lead's generic loop (foreach(_family vim vittm tokenlearner fibottention)) names them all.
+    grep -q "$f" models/CMakeLists.txt || cat >> models/CMakeLists.txt <<CMAKE
 include($f/$f.cmake)
 target_sources(vitserve_models PRIVATE \${VITSERVE_${F}_SOURCES})
 if(VITSERVE_WITH_CUDA)
   target_sources(vitserve_models PRIVATE \${VITSERVE_${F}_CUDA_SOURCES})
 endif()
 CMAKE
-    grep -q "add_subdirectory($f)" tests/unit/models/CMakeLists.txt || echo "add_subdirectory($f)" >> tests/unit/models/CMakeLists.txt
+    grep -q "$f" tests/unit/models/CMakeLists.txt || echo "add_subdirectory($f)" >> tests/unit/models/CMakeLists.txt
   done
-  if ! grep -q RegisterVittmModels models/registry.cc; then
+  if ! grep -q RegisterFibottentionModels models/registry.cc; then
     sed -i 's|#include "models/vit/vit_models.h"|&\n#include "models/vittm/vittm_models.h"\n#include "models/tokenlearner/tokenlearner_models.h"\n#include "models/fibottention/fibottention_models.h"|' models/registry.cc
     sed -i 's|RegisterShvitModels(registry)|&, RegisterVittmModels(registry), RegisterTokenlearnerModels(registry), RegisterFibottentionModels(registry)|' models/registry.cc
   fi

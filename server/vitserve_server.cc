@@ -190,7 +190,7 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
     if (!options_.model_repository.empty() &&
         absl::c_any_of(models,
                        [](const ModelStatus& m) { return m.state == ModelState::kReady; })) {
-      LogError(loaded.message());
+      LogError(std::string(loaded.message()));
     } else {
       return loaded;
     }
