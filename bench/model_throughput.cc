@@ -68,7 +68,7 @@ int Run() {
                                : precision == "bf16" ? at::kBFloat16
                                                      : at::kFloat;
   if (device.is_cuda()) {
-    at::globalContext().setBenchCuDNN(true);
+    at::globalContext().setBenchmarkCuDNN(true);
     // TF32 stays off so fp32 numbers are true fp32.
     at::globalContext().setAllowTF32CuBLAS(false);
   }
