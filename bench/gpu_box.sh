@@ -5,7 +5,9 @@
 #
 # On the GPU host, in the project root, with .devdeps/ carried (../shared/device/README.md):
 #   bash bench/gpu_box.sh [OUTDIR]
-# Environment: GPU_STEPS (default "build parity model serve"), BENCH_MODELS.
+# Environment: GPU_STEPS (default "build parity model serve"), BENCH_MODELS, BENCH_SECONDS
+# (per served-bench run, default 10). Without the build step, binaries are taken from
+# build-gpu/bin (e.g. built on a Debian 12 machine with the same LibTorch and copied there).
 set -uo pipefail
 OUT="${1:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
@@ -38,9 +40,9 @@ fi
 if [[ " $STEPS " == *" model "* ]]; then
   for m in $BENCH_MODELS; do
     for p in fp32 fp16; do
-      $B/bin/vitserve-bench-model --model "$m" --device cuda --precision "$p" --batch-sizes 1,32,256 --seconds 2 2>&1 | tee -a "$OUT/model_bench.txt"
+      $B/bin/vitserve-bench-model --model "$m" --device cuda --precision "$p" --batch-sizes 1,32,256 --seconds 1 2>&1 | tee -a "$OUT/model_bench.txt"
     done
-    $B/bin/vitserve-bench-model --model "$m" --device cuda --precision fp16 --batch-sizes 1,32 --cuda-graphs --seconds 2 2>&1 | tee -a "$OUT/model_bench.txt"
+    $B/bin/vitserve-bench-model --model "$m" --device cuda --precision fp16 --batch-sizes 1,32 --cuda-graphs --seconds 1 2>&1 | tee -a "$OUT/model_bench.txt"
   done
 fi
 
@@ -61,14 +63,15 @@ Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(sys.ar
 PY
   C=$B/bin/vitserve-client
   $C models --server localhost:8001 | tee "$OUT/serve.txt"
-  for conc in 1 16 64; do
-    echo "== bench jpeg concurrency $conc" | tee -a "$OUT/serve.txt"
-    $C bench --server localhost:8001 --model shvit_s1 --concurrency $conc --duration 10 --warmup 2 --image "$OUT/sample.jpg" 2>/dev/null | tee -a "$OUT/serve.txt"
+  T="${BENCH_SECONDS:-10}"
+  for conc in 1 64; do
+    echo "== bench jpeg 640x480, concurrency $conc" | tee -a "$OUT/serve.txt"
+    $C bench --server localhost:8001 --model shvit_s1 --concurrency $conc --duration $T --warmup 1 --image "$OUT/sample.jpg" 2>/dev/null | tee -a "$OUT/serve.txt"
   done
-  echo "== bench raw tensor concurrency 64, batch 8" | tee -a "$OUT/serve.txt"
-  $C bench --server localhost:8001 --model shvit_s1 --concurrency 64 --batch 8 --duration 10 --warmup 2 --input raw 2>/dev/null | tee -a "$OUT/serve.txt"
+  echo "== bench raw 224x224 RGB8, concurrency 64, 8 images per request" | tee -a "$OUT/serve.txt"
+  $C bench --server localhost:8001 --model shvit_s1 --concurrency 64 --batch 8 --duration $T --warmup 1 --input raw 2>/dev/null | tee -a "$OUT/serve.txt"
   python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8002/metrics').read().decode())" > "$OUT/metrics.txt"
-  grep -E "^vitserve_(requests_total|batch_size_(sum|count)|compute_duration_seconds_(sum|count)|queue_duration_seconds_(sum|count)|gpu_memory_used_bytes|model_ready)" "$OUT/metrics.txt" | head -40
+  grep -E "^vitserve_(requests_total|batch_size_(sum|count)|compute_duration_seconds_(sum|count)|queue_duration_seconds_(sum|count)|gpu_memory_used_bytes|model_ready)" "$OUT/metrics.txt" | grep -v " 0$" | head -40
   kill -TERM $SERVER; wait $SERVER; echo "vitserve exit code $?" | tee -a "$OUT/serve.txt"
   tail -5 "$OUT/server.log"
 fi

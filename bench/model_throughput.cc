@@ -20,6 +20,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "common/flag_names.h"
 #include "models/model_loader.h"
 #include "models/registry.h"
 
@@ -145,7 +146,9 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Model-only throughput of a vitserve zoo model (random weights, input on the device).\n"
       "  vitserve-bench-model --model shvit_s1 --device cuda --precision fp16 --batch-sizes 1,32,256");
-  absl::ParseCommandLine(argc, argv);
+  std::vector<std::string> args = vitserve::NormalizeFlagNames(argc, argv);
+  std::vector<char*> pointers = vitserve::ArgvPointers(args);
+  absl::ParseCommandLine(static_cast<int>(pointers.size()), pointers.data());
   try {
     return vitserve::Run();
   } catch (const std::exception& e) {  // c10::Error from a bad --device, or CUDA failures

@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/flag_names.h"
 #include "client/commands.h"
 
 ABSL_FLAG(std::string, server, vitserve::client::kDefaultServer, "server address HOST:PORT");
@@ -84,30 +85,12 @@ std::string CheckFlags(int argc, char** argv) {
   return "";
 }
 
-// The CLI documents flags with dashes (--top-k, --output-dir); absl names them with
-// underscores. Rewrites "--top-k=3" to "--top_k=3" (the name only, never the value).
-std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {
-  std::vector<std::string> args(argv, argv + argc);
-  for (size_t i = 1; i < args.size(); ++i) {
-    std::string& arg = args[i];
-    if (arg == "--") break;
-    if (arg.size() < 3 || arg[0] != '-') continue;
-    const size_t begin = arg[1] == '-' ? 2 : 1;
-    const size_t end = std::min(arg.find('='), arg.size());
-    for (size_t j = begin; j < end; ++j) {
-      if (arg[j] == '-') arg[j] = '_';
-    }
-  }
-  return args;
-}
-
 }  // namespace
 
 int main(int raw_argc, char** raw_argv) {
   namespace vc = vitserve::client;
-  std::vector<std::string> normalized = NormalizeFlagNames(raw_argc, raw_argv);
-  std::vector<char*> argv_storage;
-  for (std::string& arg : normalized) argv_storage.push_back(arg.data());
+  std::vector<std::string> normalized = vitserve::NormalizeFlagNames(raw_argc, raw_argv);
+  std::vector<char*> argv_storage = vitserve::ArgvPointers(normalized);
   argv_storage.push_back(nullptr);
   const int argc = raw_argc;
   char** argv = argv_storage.data();

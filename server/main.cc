@@ -11,6 +11,8 @@
 #include <thread>
 #include <vector>
 
+#include <opencv2/core/utility.hpp>
+
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
@@ -22,6 +24,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "common/flag_names.h"
 #include "models/registry.h"
 #include "server/log.h"
 #include "server/model_manager.h"
@@ -31,8 +34,8 @@ ABSL_FLAG(int32_t, grpc_port, 8001, "gRPC port (Vision, KServe v2, health, refle
 ABSL_FLAG(int32_t, http_port, 8002, "HTTP port (/metrics, /v2/health/live, /v2/health/ready)");
 ABSL_FLAG(std::string, host, "0.0.0.0", "gRPC listening address");
 ABSL_FLAG(std::string, model, "",
-          "quick mode: serve this registry architecture (see --list_models); default shvit_s1 "
-          "when --model_repository is not given either");
+          "quick mode: serve this registry architecture (see --list-models); default shvit_s1 "
+          "when --model-repository is not given either");
 ABSL_FLAG(std::string, weights, "",
           "quick mode: weights file (.safetensors, timm state-dict names); without it the model "
           "serves RANDOM weights");
@@ -52,6 +55,8 @@ ABSL_FLAG(int64_t, max_image_pixels, vitserve::ImageLimits{}.max_pixels,
 ABSL_FLAG(double, shutdown_grace_seconds, 30,
           "on SIGTERM/SIGINT, how long accepted requests may take to finish");
 ABSL_FLAG(bool, list_models, false, "print the architectures this build can serve and exit");
+ABSL_FLAG(int, preprocess_threads, 0,
+          "threads that decode and preprocess images, off gRPC's threads (0: one per core)");
 
 namespace vitserve {
 namespace {
@@ -61,14 +66,14 @@ constexpr char kUsage[] =
 
 Serves vitserve.v1.Vision (Classify, ClassifyStream, ListModels, GetModel; Detect/Segment
 planned), the KServe v2 / Open Inference Protocol (inference.GRPCInferenceService: works with
-tritonclient and perf_analyzer), grpc.health.v1.Health and server reflection on --grpc_port, and
-Prometheus /metrics plus /v2/health/{live,ready} on --http_port.
+tritonclient and perf_analyzer), grpc.health.v1.Health and server reflection on --grpc-port, and
+Prometheus /metrics plus /v2/health/{live,ready} on --http-port.
 
 Quick mode serves one architecture (--model, optionally --weights); repository mode serves every
-model of --model_repository (<dir>/<model>/config.pbtxt, Triton-style). Flag names accept '-' or
+model of --model-repository (<dir>/<model>/config.pbtxt, Triton-style). Flag names accept '-' or
 '_' (--grpc-port = --grpc_port). Every flag can also come from the environment variable
 VITSERVE_<FLAG NAME IN UPPER CASE> (e.g. VITSERVE_GRPC_PORT=9001); the command line wins.
-SIGTERM/SIGINT drain accepted requests (up to --shutdown_grace_seconds) and exit 0.
+SIGTERM/SIGINT drain accepted requests (up to --shutdown-grace-seconds) and exit 0.
 
 Examples:
   vitserve                                         # shvit_s1, random weights, CPU
@@ -91,6 +96,7 @@ constexpr const char* kFlagNames[] = {"grpc_port",
                                       "max_image_bytes",
                                       "max_image_pixels",
                                       "shutdown_grace_seconds",
+                                      "preprocess_threads",
                                       "list_models"};
 
 // Applies VITSERVE_<FLAG> environment variables; the command line, parsed afterwards, wins.
@@ -107,23 +113,6 @@ bool ApplyEnvironment() {
     }
   }
   return true;
-}
-
-// "--grpc-port=1" -> "--grpc_port=1": absl flag names are identifiers; dashes are friendlier.
-std::vector<char*> NormaliseFlagNames(int argc, char** argv, std::vector<std::string>& storage) {
-  storage.assign(argv, argv + argc);
-  std::vector<char*> out;
-  for (int i = 0; i < argc; ++i) {
-    std::string& arg = storage[i];
-    if (i > 0 && arg.size() > 2 && arg.compare(0, 2, "--") == 0) {
-      const size_t end = std::min(arg.find('='), arg.size());
-      for (size_t j = 2; j < end; ++j) {
-        if (arg[j] == '-') arg[j] = '_';
-      }
-    }
-    out.push_back(storage[i].data());
-  }
-  return out;
 }
 
 void ListModels(const ModelRegistry& registry) {
@@ -186,9 +175,15 @@ int Run(int argc, char** argv) {
   usage_config.contains_help_flags = usage_config.contains_helpshort_flags;
   usage_config.version_string = [] { return absl::StrCat("vitserve ", VitserveVersion(), "\n"); };
   absl::SetFlagsUsageConfig(usage_config);
+  if (WantsHelp(argc, argv)) {
+    std::cout << kUsage << "\n\nFlags (environment variable VITSERVE_<NAME>, e.g. "
+              << "VITSERVE_GRPC_PORT):\n"
+              << DashedFlagHelp({std::begin(kFlagNames), std::end(kFlagNames)});
+    return 0;
+  }
   if (!ApplyEnvironment()) return 2;
-  std::vector<std::string> storage;
-  std::vector<char*> args = NormaliseFlagNames(argc, argv, storage);
+  std::vector<std::string> storage = NormalizeFlagNames(argc, argv);
+  std::vector<char*> args = ArgvPointers(storage);
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
 
   const ModelRegistry registry = BuiltinModelRegistry();
@@ -212,8 +207,12 @@ int Run(int argc, char** argv) {
   options.image_limits.max_encoded_bytes = absl::GetFlag(FLAGS_max_image_bytes);
   options.image_limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
   options.shutdown_grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds));
+  options.preprocess_threads = absl::GetFlag(FLAGS_preprocess_threads);
+  // Requests are decoded concurrently on the preprocessing pool; OpenCV's own thread pool on
+  // top of that would only oversubscribe the cores.
+  cv::setNumThreads(1);
   if (!options.model.empty() && !options.model_repository.empty()) {
-    std::cerr << "vitserve: give either --model (quick mode) or --model_repository, not both\n";
+    std::cerr << "vitserve: give either --model (quick mode) or --model-repository, not both\n";
     return 2;
   }
   if (options.model.empty() && options.model_repository.empty()) {

@@ -20,6 +20,7 @@
 #include "prometheus/registry.h"
 #include "server/api/inference_service.h"
 #include "server/api/vision_service.h"
+#include "server/api/work_pool.h"
 #include "server/config/model_config.h"
 #include "server/log.h"
 #include "server/metrics/http_server.h"
@@ -140,7 +141,9 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
   if (!manager.ok()) return manager.status();
   manager_ = *std::move(manager);
 
-  vision_ = std::make_unique<VisionService>(manager_.get(), options_.image_limits);
+  preprocess_pool_ = std::make_unique<WorkPool>(options_.preprocess_threads);
+  vision_ = std::make_unique<VisionService>(manager_.get(), options_.image_limits,
+                                            preprocess_pool_.get());
   inference_ = std::make_unique<InferenceService>(manager_.get(), std::string(VitserveVersion()));
 
   // Both are process-wide switches of gRPC that only take effect for servers built afterwards.

@@ -48,6 +48,7 @@ class ServerMetrics;
 class HttpServer;
 class VisionService;
 class InferenceService;
+class WorkPool;
 
 // The model served when neither a model nor a repository is given.
 inline constexpr char kDefaultQuickModel[] = "shvit_s1";
@@ -73,6 +74,8 @@ struct ServerOptions {
   ImageLimits image_limits;
   absl::Duration shutdown_grace = absl::Seconds(30);
   int grpc_max_message_bytes = 64 << 20;
+  // Threads that decode and preprocess images (0: one per hardware thread).
+  int preprocess_threads = 0;
 };
 
 class VitServer {
@@ -106,6 +109,8 @@ class VitServer {
   std::unique_ptr<prometheus::Registry> prometheus_;
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<ModelManager> manager_;
+  // Declared before the services and the gRPC server so it outlives every call they handle.
+  std::unique_ptr<WorkPool> preprocess_pool_;
   std::unique_ptr<VisionService> vision_;
   std::unique_ptr<InferenceService> inference_;
   std::unique_ptr<grpc::Server> grpc_server_;

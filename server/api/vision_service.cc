@@ -25,7 +25,7 @@ namespace {
 // Runs one ClassifyRequest on `model` and calls `finish` exactly once (on an executor thread, or
 // inline when the request fails before it is queued) after filling `*response`. Records the
 // request's metrics. `request` and `response` must stay alive until `finish` runs.
-void RunClassify(const ServableModel& model, const ImageLimits& limits,
+void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool* pool,
                  const v1::ClassifyRequest& request, absl::Time deadline,
                  std::function<bool()> is_cancelled, v1::ClassifyResponse* response,
                  std::function<void(absl::Status)> finish) {
@@ -47,18 +47,29 @@ void RunClassify(const ServableModel& model, const ImageLimits& limits,
   if (start >= deadline) {
     return complete(absl::DeadlineExceededError("the request's deadline passed on arrival"));
   }
-  absl::StatusOr<at::Tensor> input =
-      DecodeAndPreprocess(request.images(), limits, model.preprocess_spec());
-  metrics.ObservePreprocess(absl::Now() - start);
-  if (!input.ok()) return complete(input.status());
+  // Decoding is the CPU-heavy part of a request: it runs on the pool, off gRPC's threads.
+  auto decode_and_schedule = [&model, &limits, &request, &metrics, start, deadline, response,
+                              is_cancelled = std::move(is_cancelled),
+                              complete = std::move(complete), k = *top_k]() mutable {
+    if (is_cancelled && is_cancelled()) {
+      return complete(absl::CancelledError("the client cancelled the request"));
+    }
+    const absl::Time preprocess_start = absl::Now();
+    absl::StatusOr<at::Tensor> input =
+        DecodeAndPreprocess(request.images(), limits, model.preprocess_spec());
+    metrics.ObservePreprocess(absl::Now() - preprocess_start);
+    if (!input.ok()) return complete(input.status());
 
-  const std::vector<std::string>* labels = &model.labels();
-  ScheduleRows(model, *std::move(input), deadline, std::move(is_cancelled),
-               [complete = std::move(complete), k = *top_k, labels,
-                response](absl::StatusOr<at::Tensor> logits) {
-                 if (!logits.ok()) return complete(logits.status());
-                 complete(FillClassifications(*logits, k, *labels, response));
-               });
+    const std::vector<std::string>* labels = &model.labels();
+    ScheduleRows(model, *std::move(input), deadline, std::move(is_cancelled),
+                 [complete = std::move(complete), k, labels,
+                  response](absl::StatusOr<at::Tensor> logits) {
+                   if (!logits.ok()) return complete(logits.status());
+                   complete(FillClassifications(*logits, k, *labels, response));
+                 });
+  };
+  if (pool == nullptr) return decode_and_schedule();
+  pool->Schedule(std::move(decode_and_schedule));
 }
 
 std::function<bool()> CancellationOf(grpc::CallbackServerContext* context) {
@@ -80,9 +91,9 @@ class VisionService::ClassifyReactor final : public grpc::ServerUnaryReactor {
 class VisionService::ClassifyStreamReactor final
     : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::ClassifyResponse> {
  public:
-  ClassifyStreamReactor(ModelManager* manager, const ImageLimits& limits,
+  ClassifyStreamReactor(ModelManager* manager, const ImageLimits& limits, WorkPool* pool,
                         grpc::CallbackServerContext* context)
-      : manager_(manager), limits_(limits), context_(context) {
+      : manager_(manager), limits_(limits), pool_(pool), context_(context) {
     reading_ = true;
     StartRead(&read_request_);
   }
@@ -146,7 +157,7 @@ class VisionService::ClassifyStreamReactor final
       absl::MutexLock lock(&mu_);
       held_.push_back(handle);
     }
-    RunClassify(*raw, limits_, item->request, DeadlineOf(*context_), CancellationOf(context_),
+    RunClassify(*raw, limits_, pool_, item->request, DeadlineOf(*context_), CancellationOf(context_),
                 &item->response, [this, item, raw](absl::Status status) {
                   ItemDone(*item, raw, std::move(status));
                 });
@@ -227,6 +238,7 @@ class VisionService::ClassifyStreamReactor final
 
   ModelManager* const manager_;
   const ImageLimits limits_;
+  WorkPool* const pool_;
   grpc::CallbackServerContext* const context_;
   // Written only by the thread that started the read (reads are never concurrent).
   v1::ClassifyRequest read_request_;
@@ -246,8 +258,9 @@ class VisionService::ClassifyStreamReactor final
   std::vector<std::shared_ptr<const ServableModel>> retired_ ABSL_GUARDED_BY(mu_);
 };
 
-VisionService::VisionService(ModelManager* manager, ImageLimits image_limits)
-    : manager_(manager), image_limits_(image_limits) {}
+VisionService::VisionService(ModelManager* manager, ImageLimits image_limits,
+                             WorkPool* preprocess_pool)
+    : manager_(manager), image_limits_(image_limits), preprocess_pool_(preprocess_pool) {}
 
 grpc::ServerUnaryReactor* VisionService::Classify(grpc::CallbackServerContext* context,
                                                   const v1::ClassifyRequest* request,
@@ -260,7 +273,7 @@ grpc::ServerUnaryReactor* VisionService::Classify(grpc::CallbackServerContext* c
   }
   const ServableModel& served = **model;
   auto* reactor = new ClassifyReactor(*std::move(model));
-  RunClassify(served, image_limits_, *request, DeadlineOf(*context), CancellationOf(context),
+  RunClassify(served, image_limits_, preprocess_pool_, *request, DeadlineOf(*context), CancellationOf(context),
               response, [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
   return reactor;
 }
@@ -287,7 +300,7 @@ grpc::ServerUnaryReactor* VisionService::Segment(grpc::CallbackServerContext* co
 
 grpc::ServerBidiReactor<v1::ClassifyRequest, v1::ClassifyResponse>* VisionService::ClassifyStream(
     grpc::CallbackServerContext* context) {
-  return new ClassifyStreamReactor(manager_, image_limits_, context);
+  return new ClassifyStreamReactor(manager_, image_limits_, preprocess_pool_, context);
 }
 
 grpc::ServerUnaryReactor* VisionService::ListModels(grpc::CallbackServerContext* context,

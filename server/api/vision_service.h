@@ -25,6 +25,7 @@
 
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/server_callback.h"
+#include "server/api/work_pool.h"
 #include "server/image/decode.h"
 #include "server/model_manager.h"
 #include "vitserve/v1/vision.grpc.pb.h"
@@ -38,7 +39,9 @@ class VisionService final : public v1::Vision::CallbackService {
   // top_k when a request leaves it 0 (capped at the model's class count).
   static constexpr int kDefaultTopK = 5;
 
-  VisionService(ModelManager* manager, ImageLimits image_limits);
+  // `preprocess_pool` (not owned; may be null: then decoding runs on gRPC's thread) must
+  // outlive every call this service handles.
+  VisionService(ModelManager* manager, ImageLimits image_limits, WorkPool* preprocess_pool);
 
   grpc::ServerUnaryReactor* Classify(grpc::CallbackServerContext* context,
                                      const v1::ClassifyRequest* request,
@@ -64,6 +67,7 @@ class VisionService final : public v1::Vision::CallbackService {
 
   ModelManager* const manager_;
   const ImageLimits image_limits_;
+  WorkPool* const preprocess_pool_;
 };
 
 }  // namespace vitserve

@@ -1,0 +1,141 @@
+// timm-layout ViT building blocks (patch embedding, attention, MLP, pre-norm block) shared by the
+// TokenLearner, ViTTM and Fibottention models. Same child names as timm's `vision_transformer.py`
+// (and so as models/vit/), so checkpoints load by name:
+//   PatchEmbed: proj;  Attention: qkv, proj;  Mlp: fc1, fc2;  Block: norm1, attn, norm2, mlp.
+// models/vit/vision_transformer.cc keeps equivalent classes in an anonymous namespace; these are a
+// header-only copy so that the three families need no edit of models/vit/. Moving these classes to
+// models/layers/vit_block.h and using them from models/vit/ too would remove the duplication.
+// Ownership/thread-safety: ordinary torch::nn modules (see vision_model.h). Errors: c10::Error
+// from torch on bad shapes.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+
+#include <utility>
+
+#include "models/layers/init.h"
+
+namespace vitserve::vit_layers {
+
+inline constexpr double kLayerNormEps = 1e-6;  // timm ViT / Flax default.
+
+inline torch::nn::LayerNorm MakeLayerNorm(int64_t dim, double eps = kLayerNormEps) {
+  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(eps));
+}
+
+// Exact (erf) GELU as timm, or the tanh approximation that Flax's nn.gelu uses by default.
+inline at::Tensor Gelu(const at::Tensor& x, bool tanh_approximation) {
+  return at::gelu(x, tanh_approximation ? "tanh" : "none");
+}
+
+class PatchEmbedImpl : public torch::nn::Module {
+ public:
+  PatchEmbedImpl(int64_t patch, int64_t dim)
+      : proj_(register_module(
+            "proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, dim, patch).stride(patch)))) {}
+  // [B,3,H,W] → [B, (H/P)(W/P), D], patches in row-major order (ViT Eq. 1).
+  at::Tensor forward(const at::Tensor& x) { return proj_->forward(x).flatten(2).transpose(1, 2); }
+
+ private:
+  torch::nn::Conv2d proj_;
+};
+TORCH_MODULE(PatchEmbed);
+
+// Multi-head self-attention through at::scaled_dot_product_attention (fused kernels on GPU).
+class AttentionImpl : public torch::nn::Module {
+ public:
+  AttentionImpl(int64_t dim, int64_t heads)
+      : heads_(heads),
+        qkv_(register_module("qkv", torch::nn::Linear(dim, 3 * dim))),
+        proj_(register_module("proj", torch::nn::Linear(dim, dim))) {}
+
+  // [B,N,D] → [3, B, heads, N, D/heads].
+  at::Tensor Qkv(const at::Tensor& x) {
+    const int64_t batch = x.size(0), tokens = x.size(1), dim = x.size(2);
+    return qkv_->forward(x)
+        .reshape({batch, tokens, 3, heads_, dim / heads_})
+        .permute({2, 0, 3, 1, 4});
+  }
+  // [B, heads, N, D/heads] → [B,N,D] through the output projection.
+  at::Tensor Project(const at::Tensor& heads_out) {
+    const int64_t batch = heads_out.size(0), tokens = heads_out.size(2);
+    return proj_->forward(heads_out.transpose(1, 2).reshape({batch, tokens, -1}));
+  }
+  at::Tensor forward(const at::Tensor& x) {
+    const at::Tensor qkv = Qkv(x);
+    return Project(at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]));
+  }
+  int64_t heads() const { return heads_; }
+
+ private:
+  int64_t heads_;
+  torch::nn::Linear qkv_;
+  torch::nn::Linear proj_;
+};
+TORCH_MODULE(Attention);
+
+class MlpImpl : public torch::nn::Module {
+ public:
+  MlpImpl(int64_t in, int64_t hidden, int64_t out, bool tanh_gelu = false)
+      : tanh_gelu_(tanh_gelu),
+        fc1_(register_module("fc1", torch::nn::Linear(in, hidden))),
+        fc2_(register_module("fc2", torch::nn::Linear(hidden, out))) {}
+  at::Tensor forward(const at::Tensor& x) {
+    return fc2_->forward(Gelu(fc1_->forward(x), tanh_gelu_));
+  }
+
+ private:
+  bool tanh_gelu_;
+  torch::nn::Linear fc1_;
+  torch::nn::Linear fc2_;
+};
+TORCH_MODULE(Mlp);
+
+// Pre-norm transformer block (ViT Eq. 2–3): x + attn(norm1(x)), then x + mlp(norm2(x)).
+// AttentionModule is Attention or any module holder with forward(x) and the same `attn` name.
+template <typename AttentionModule>
+class BlockTImpl : public torch::nn::Module {
+ public:
+  BlockTImpl(int64_t dim, int64_t mlp_hidden, AttentionModule attention, bool tanh_gelu = false)
+      : norm1_(register_module("norm1", MakeLayerNorm(dim))),
+        attn_(register_module("attn", std::move(attention))),
+        norm2_(register_module("norm2", MakeLayerNorm(dim))),
+        mlp_(register_module("mlp", Mlp(dim, mlp_hidden, dim, tanh_gelu))) {}
+  at::Tensor forward(const at::Tensor& x) {
+    const at::Tensor y = x + attn_->forward(norm1_->forward(x));
+    return y + mlp_->forward(norm2_->forward(y));
+  }
+  AttentionModule& attn() { return attn_; }
+
+ private:
+  torch::nn::LayerNorm norm1_;
+  AttentionModule attn_;
+  torch::nn::LayerNorm norm2_;
+  Mlp mlp_;
+};
+
+class BlockImpl : public BlockTImpl<Attention> {
+ public:
+  BlockImpl(int64_t dim, int64_t heads, int64_t mlp_hidden, bool tanh_gelu = false)
+      : BlockTImpl<Attention>(dim, mlp_hidden, Attention(dim, heads), tanh_gelu) {}
+};
+TORCH_MODULE(Block);
+
+// timm's init_weights_vit_timm for every Linear below `module`: trunc-normal(0.02) weight, zero
+// bias. Patch convolutions and LayerNorms keep PyTorch's defaults, as in timm.
+inline void InitLinearsTimm(torch::nn::Module& module) {
+  c10::NoGradGuard no_grad;
+  for (const auto& child : module.modules(/*include_self=*/false)) {
+    if (auto* linear = dynamic_cast<torch::nn::LinearImpl*>(child.get())) {
+      layers::TruncNormal_(linear->weight, 0.02);
+      if (linear->bias.defined()) linear->bias.zero_();
+    }
+  }
+}
+
+}  // namespace vitserve::vit_layers

@@ -1,0 +1,238 @@
+#include "models/fibottention/fibottention.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "models/fibottention/fibottention_models.h"
+#include "models/fibottention/fibottention_vit.h"
+#include "models/registry.h"
+#include "models/weights/state_dict.h"
+
+namespace vitserve {
+namespace {
+
+using ::testing::ElementsAre;
+using Offsets = std::vector<std::vector<int64_t>>;
+
+// Hand computation for N = 30 patch tokens, h = 3 heads, w_min = 5, w_max = 30 // 3 = 10:
+//   i=1: ⌊φ⌋=1, a=⌊1·φ⌋=1, b=⌊1·φ²⌋=2,  w=5+int(2.5·0)=5  → 1,2,3,5,(8) → [1,2,3,5]
+//   i=2: ⌊2φ⌋=3, a=⌊3φ⌋=4, b=⌊3φ²⌋=7,  w=5+int(2.5·1)=7  → 4,7,(11)    → [4,7]
+//   i=3: ⌊3φ⌋=4, a=⌊4φ⌋=6, b=⌊4φ²⌋=10, w=5+int(2.5·2)=10 → 6,10,(16)   → [6,10]
+TEST(FibottentionMaskTest, HeadOffsetsMatchHandComputation) {
+  EXPECT_EQ(FibottentionHeadOffsets(30, 3), (Offsets{{1, 2, 3, 5}, {4, 7}, {6, 10}}));
+}
+
+// The official generate_head_indices(N=196, h=12, wmin=5, is_modified=False) and (h=6,
+// is_modified=True), printed by the released fibottention.py.
+TEST(FibottentionMaskTest, HeadOffsetsMatchOfficialCodeAt196Tokens) {
+  EXPECT_EQ(FibottentionHeadOffsets(196, 12), (Offsets{{1, 2, 3, 5},
+                                                       {4, 7},
+                                                       {6, 10},
+                                                       {9, 15},
+                                                       {12, 20},
+                                                       {14, 23},
+                                                       {17, 28},
+                                                       {19, 31},
+                                                       {22, 36},
+                                                       {25, 41},
+                                                       {27, 44},
+                                                       {30, 49}}));
+  EXPECT_EQ(FibottentionHeadOffsets(196, 6), (Offsets{{1, 2, 3, 5},
+                                                      {4, 7, 11},
+                                                      {6, 10, 16, 26},
+                                                      {9, 15, 24, 39},
+                                                      {12, 20, 32, 52},
+                                                      {14, 23, 37, 60}}));
+  EXPECT_EQ(FibottentionHeadOffsets(196, 6, 5, /*modified=*/true),
+            (Offsets{{0, 1, 1, 2, 3, 5},
+                     {1, 3, 4, 7, 11},
+                     {2, 4, 6, 10, 16, 26},
+                     {3, 6, 9, 15, 24, 39},
+                     {4, 8, 12, 20, 32, 52},
+                     {5, 9, 14, 23, 37, 60}}));
+}
+
+// Python 3: `random.seed(d); x = list(range(n)); random.shuffle(x); print(x)`.
+TEST(FibottentionMaskTest, HeadPermutationsMatchPythonRandomShuffle) {
+  EXPECT_THAT(PythonShuffledRange(12, 0), ElementsAre(1, 9, 8, 5, 10, 2, 3, 7, 4, 0, 11, 6));
+  EXPECT_THAT(PythonShuffledRange(12, 1), ElementsAre(7, 11, 0, 8, 5, 6, 3, 10, 4, 1, 9, 2));
+  EXPECT_THAT(PythonShuffledRange(12, 11), ElementsAre(2, 5, 0, 6, 10, 4, 1, 3, 9, 11, 8, 7));
+  EXPECT_THAT(PythonShuffledRange(6, 0), ElementsAre(4, 2, 1, 0, 5, 3));
+  EXPECT_THAT(PythonShuffledRange(6, 2), ElementsAre(2, 3, 1, 4, 5, 0));
+  EXPECT_THAT(PythonShuffledRange(3, 0), ElementsAre(0, 2, 1));
+  // shuffle(0, headindices) of the official code at N = 196, 12 heads.
+  const Offsets layer0 = FibottentionLayerOffsets(196, 12, 0);
+  EXPECT_EQ(layer0[0], (std::vector<int64_t>{4, 7}));
+  EXPECT_EQ(layer0[9], (std::vector<int64_t>{1, 2, 3, 5}));
+  EXPECT_EQ(layer0[11], (std::vector<int64_t>{17, 28}));
+}
+
+// Θ[j, j±o] = 1 on the patch order, class row and column all ones, no self diagonal.
+TEST(FibottentionMaskTest, DenseMaskMatchesHandComputation) {
+  const at::Tensor mask = FibottentionDenseMask({{1, 2}}, 6);
+  ASSERT_EQ(mask.sizes(), (at::IntArrayRef{1, 7, 7}));
+  // Token 1 (patch 0): patches 1, 2 → tokens 2, 3. Token 4 (patch 3): patches 2, 4, 1, 5.
+  EXPECT_TRUE(at::equal(mask[0][1], at::tensor({1.f, 0.f, 1.f, 1.f, 0.f, 0.f, 0.f})));
+  EXPECT_TRUE(at::equal(mask[0][4], at::tensor({1.f, 0.f, 1.f, 1.f, 0.f, 1.f, 1.f})));
+  EXPECT_TRUE(at::equal(mask[0][0], at::ones({7})));
+  EXPECT_EQ(mask[0].diagonal().sum().item<float>(), 1.f);  // Only the class token's.
+  // The official get_mask_attn_wythoff(q [1,3,31,·], depth_id=0): per-head sums and one row.
+  const at::Tensor official = FibottentionDenseMask(FibottentionLayerOffsets(30, 3, 0), 30);
+  EXPECT_EQ(official[0].sum().item<float>(), 279.f);
+  EXPECT_EQ(official[1].sum().item<float>(), 149.f);
+  EXPECT_EQ(official[2].sum().item<float>(), 159.f);
+  EXPECT_TRUE(at::equal(official[1][5].nonzero().flatten(), at::tensor({0, 11, 15}, at::kLong)));
+}
+
+TEST(FibottentionMaskTest, PatternListsTheDenseMaskNonZeros) {
+  for (bool class_token : {true, false}) {
+    const Offsets offsets = FibottentionLayerOffsets(49, 6, 3);
+    const at::Tensor mask = FibottentionDenseMask(offsets, 49, class_token);
+    const FibottentionPattern pattern = MakeFibottentionPattern(offsets, 49, class_token);
+    ASSERT_EQ(pattern.tokens, mask.size(1));
+    for (int64_t h = 0; h < 6; ++h) {
+      for (int64_t t = 0; t < pattern.tokens; ++t) {
+        const int64_t c = pattern.count[h][t].item<int64_t>();
+        const at::Tensor expected = mask[h][t].nonzero().flatten();
+        if (class_token && t == 0) {
+          EXPECT_EQ(c, pattern.tokens);
+          continue;
+        }
+        ASSERT_EQ(c, expected.numel()) << "head " << h << " row " << t;
+        EXPECT_TRUE(at::equal(pattern.index[h][t].narrow(0, 0, c), expected));
+      }
+    }
+  }
+}
+
+struct Qkv {
+  at::Tensor q, k, v;
+};
+Qkv RandomQkv(int64_t batch, int64_t heads, int64_t tokens, int64_t dim, double q_gain = 1.0) {
+  at::manual_seed(7);
+  return {at::randn({batch, heads, tokens, dim}) * q_gain, at::randn({batch, heads, tokens, dim}),
+          at::randn({batch, heads, tokens, dim})};
+}
+
+void ExpectKernelsMatchDense(int64_t patches, int64_t heads, int64_t dim, double q_gain) {
+  const Offsets offsets = FibottentionLayerOffsets(patches, heads, 1);
+  const at::Tensor mask = FibottentionDenseMask(offsets, patches);
+  const FibottentionPattern pattern = MakeFibottentionPattern(offsets, patches);
+  const Qkv x = RandomQkv(2, heads, patches + 1, dim, q_gain);
+  const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
+  for (auto semantics : {FibottentionSemantics::kOfficial, FibottentionSemantics::kNegInf}) {
+    const at::Tensor dense = DenseMaskedAttention(x.q, x.k, x.v, mask, semantics, scale);
+    const at::Tensor cpu = FibottentionAttentionCpu(x.q, x.k, x.v, pattern, semantics, scale);
+    const at::Tensor gather = FibottentionAttentionGather(x.q, x.k, x.v, pattern, semantics, scale);
+    const at::Tensor dispatched = FibottentionAttention(x.q, x.k, x.v, pattern, semantics, scale);
+    const std::string what = "semantics " + std::to_string(static_cast<int>(semantics));
+    EXPECT_LE((cpu - dense).abs().max().item<float>(), 1e-5f) << what;
+    EXPECT_LE((gather - dense).abs().max().item<float>(), 1e-5f) << what;
+    EXPECT_TRUE(at::equal(dispatched, cpu)) << what;
+  }
+  // The two semantics really differ (masked pairs keep weight in the official one).
+  EXPECT_GT((DenseMaskedAttention(x.q, x.k, x.v, mask, FibottentionSemantics::kOfficial, scale) -
+             DenseMaskedAttention(x.q, x.k, x.v, mask, FibottentionSemantics::kNegInf, scale))
+                .abs()
+                .max()
+                .item<float>(),
+            1e-2f);
+}
+
+TEST(FibottentionKernelTest, MatchesDenseMaskedAttentionSmall) {
+  ExpectKernelsMatchDense(30, 3, 8, 1.0);
+}
+
+TEST(FibottentionKernelTest, MatchesDenseMaskedAttentionDeitSmallShape) {
+  ExpectKernelsMatchDense(196, 6, 64, 1.0);
+}
+
+// Large logits of both signs: the running max must include the masked pairs' logit 0.
+TEST(FibottentionKernelTest, StaysExactWithLargeLogits) {
+  ExpectKernelsMatchDense(49, 6, 16, 12.0);
+}
+
+TEST(FibottentionKernelTest, HalfInputsRunThroughTheFloatKernel) {
+  const Offsets offsets = FibottentionLayerOffsets(30, 3, 0);
+  const FibottentionPattern pattern = MakeFibottentionPattern(offsets, 30);
+  const Qkv x = RandomQkv(1, 3, 31, 8);
+  const at::Tensor half =
+      FibottentionAttention(x.q.to(at::kBFloat16), x.k.to(at::kBFloat16), x.v.to(at::kBFloat16),
+                            pattern, FibottentionSemantics::kOfficial, 0.35);
+  EXPECT_EQ(half.scalar_type(), at::kBFloat16);
+  const at::Tensor dense = DenseMaskedAttention(x.q, x.k, x.v, FibottentionDenseMask(offsets, 30),
+                                                FibottentionSemantics::kOfficial, 0.35);
+  EXPECT_LE((half.to(at::kFloat) - dense).abs().max().item<float>(), 5e-2f);
+}
+
+ModelRegistry FibRegistry() {
+  ModelRegistry registry;
+  EXPECT_TRUE(RegisterFibottentionModels(registry).ok());
+  return registry;
+}
+
+TEST(FibottentionVitTest, RegistersNamesWithTimmPreprocessing) {
+  ModelRegistry registry = FibRegistry();
+  EXPECT_THAT(registry.Names(), ElementsAre("deit_small_fibottention", "vit_base_fibottention"));
+  EXPECT_FLOAT_EQ(registry.FindInfo("deit_small_fibottention").value()->mean[0], 0.485f);
+  EXPECT_FLOAT_EQ(registry.FindInfo("vit_base_fibottention").value()->mean[0], 0.5f);
+  EXPECT_EQ(RegisterFibottentionModels(registry).code(), absl::StatusCode::kAlreadyExists);
+}
+
+// Same tensors, names and shapes as timm's DeiT-S / ViT-B, so their checkpoints load.
+TEST(FibottentionVitTest, StateDictEqualsTimmDeitAndVit) {
+  const ModelRegistry builtin = BuiltinModelRegistry();
+  const ModelRegistry fib = FibRegistry();
+  for (const auto& [ours, timm] :
+       {std::pair<std::string, std::string>{"deit_small_fibottention", "deit_small_patch16_224"},
+        {"vit_base_fibottention", "vit_base_patch16_224"}}) {
+    const auto a = StateDictTensors(*fib.Create(ours).value());
+    const auto b = StateDictTensors(*builtin.Create(timm).value());
+    ASSERT_EQ(a.size(), b.size()) << ours;
+    for (const auto& [name, tensor] : b) {
+      ASSERT_EQ(a.count(name), 1u) << ours << " lacks " << name;
+      EXPECT_EQ(a.at(name).sizes(), tensor.sizes()) << name;
+    }
+  }
+}
+
+TEST(FibottentionVitTest, ForwardShapesSemanticsAndDeterminism) {
+  c10::InferenceMode guard;
+  FibottentionVitConfig config;  // Small: 64 px, patch 16 → 16 patches; 2 blocks, 4 heads.
+  config.img_size = 64;
+  config.embed_dim = 64;
+  config.depth = 2;
+  config.num_heads = 4;
+  config.num_classes = 10;
+  at::manual_seed(1);
+  auto model = MakeFibottentionVit(config);
+  model->eval();
+  config.semantics = FibottentionSemantics::kNegInf;
+  at::manual_seed(1);
+  auto neg_inf = MakeFibottentionVit(config);
+  neg_inf->eval();
+  for (int64_t batch : {1, 2}) {
+    const at::Tensor images = at::randn({batch, 3, 64, 64});
+    const at::Tensor logits = model->forward(images);
+    EXPECT_EQ(logits.sizes(), (at::IntArrayRef{batch, 10}));
+    EXPECT_TRUE(at::equal(logits, model->forward(images)));
+    EXPECT_FALSE(at::allclose(logits, neg_inf->forward(images)));
+  }
+  EXPECT_THROW(model->forward(at::randn({1, 3, 32, 32})), c10::Error);
+}
+
+TEST(FibottentionVitTest, RegisteredModelsForwardAtBatchOne) {
+  c10::InferenceMode guard;
+  auto model = FibRegistry().Create("deit_small_fibottention").value();
+  model->eval();
+  EXPECT_EQ(model->forward(at::randn({1, 3, 224, 224})).sizes(), (at::IntArrayRef{1, 1000}));
+}
+
+}  // namespace
+}  // namespace vitserve

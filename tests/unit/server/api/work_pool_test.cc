@@ -1,0 +1,75 @@
+#include "server/api/work_pool.h"
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+#include "absl/synchronization/barrier.h"
+#include "absl/synchronization/blocking_counter.h"
+#include "absl/synchronization/mutex.h"
+#include "gtest/gtest.h"
+
+namespace vitserve {
+namespace {
+
+TEST(WorkPoolTest, RunsEveryTaskOnItsWorkers) {
+  WorkPool pool(3);
+  EXPECT_EQ(pool.num_threads(), 3);
+  absl::Mutex mu;
+  std::set<std::thread::id> workers;
+  std::atomic<int> done{0};
+  absl::BlockingCounter finished(100);
+  for (int i = 0; i < 100; ++i) {
+    pool.Schedule([&] {
+      {
+        absl::MutexLock lock(&mu);
+        workers.insert(std::this_thread::get_id());
+      }
+      done.fetch_add(1);
+      finished.DecrementCount();
+    });
+  }
+  finished.Wait();
+  EXPECT_EQ(done.load(), 100);
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(workers.count(std::this_thread::get_id()), 0u);
+  EXPECT_LE(workers.size(), 3u);
+}
+
+TEST(WorkPoolTest, TasksRunConcurrently) {
+  // Two tasks that each wait for the other can only finish if they run at the same time.
+  WorkPool pool(2);
+  absl::Barrier both_started(2);
+  absl::BlockingCounter finished(2);
+  for (int i = 0; i < 2; ++i) {
+    pool.Schedule([&] {
+      both_started.Block();
+      finished.DecrementCount();
+    });
+  }
+  finished.Wait();
+}
+
+TEST(WorkPoolTest, DestructorRunsTasksAlreadyScheduled) {
+  std::atomic<int> done{0};
+  {
+    WorkPool pool(1);
+    for (int i = 0; i < 50; ++i) pool.Schedule([&] { done.fetch_add(1); });
+  }
+  EXPECT_EQ(done.load(), 50);
+}
+
+TEST(WorkPoolTest, NonPositiveSizeMeansOneThreadPerCore) {
+  WorkPool pool(0);
+  EXPECT_GE(pool.num_threads(), 1);
+}
+
+TEST(WorkPoolTest, TaskMayScheduleMoreWork) {
+  WorkPool pool(1);
+  absl::BlockingCounter finished(1);
+  pool.Schedule([&] { pool.Schedule([&] { finished.DecrementCount(); }); });
+  finished.Wait();
+}
+
+}  // namespace
+}  // namespace vitserve
