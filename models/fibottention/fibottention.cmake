@@ -2,7 +2,7 @@
 # models/CMakeLists.txt includes this file and adds
 #   ${VITSERVE_FIBOTTENTION_SOURCES}         always
 #   ${VITSERVE_FIBOTTENTION_CUDA_SOURCES}    when VITSERVE_WITH_CUDA is ON
-# to vitserve_models. Paths are relative to models/. Uses models/tokenlearner/vit_layers.h
+# to vitserve_models. Paths are relative to models/. Uses models/layers/vit_layers.h
 # (header-only).
 set(VITSERVE_FIBOTTENTION_SOURCES
   fibottention/fibottention.cc

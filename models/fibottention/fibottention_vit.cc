@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "models/layers/init.h"
-#include "models/tokenlearner/vit_layers.h"
+#include "models/layers/vit_layers.h"
 
 namespace vitserve {
 namespace {

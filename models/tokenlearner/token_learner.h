@@ -23,7 +23,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "models/tokenlearner/vit_layers.h"
+#include "models/layers/vit_layers.h"
 #include "models/vision_model.h"
 
 namespace vitserve {

@@ -10,92 +10,15 @@
 #include <vector>
 
 #include "models/layers/init.h"
+#include "models/layers/vit_layers.h"
 
 namespace vitserve {
 namespace {
 
 namespace nn = torch::nn;
-
-constexpr double kLayerNormEps = 1e-6;
-
-nn::LayerNorm MakeLayerNorm(int64_t dim) {
-  return nn::LayerNorm(nn::LayerNormOptions({dim}).eps(kLayerNormEps));
-}
-
-class PatchEmbedImpl : public nn::Module {
- public:
-  PatchEmbedImpl(int64_t patch, int64_t dim)
-      : proj_(register_module("proj", nn::Conv2d(nn::Conv2dOptions(3, dim, patch).stride(patch)))) {
-  }
-  // [B,3,H,W] → [B, (H/P)(W/P), D], patches in row-major order (Eq. 1).
-  torch::Tensor forward(const torch::Tensor& x) {
-    return proj_->forward(x).flatten(2).transpose(1, 2);
-  }
-
- private:
-  nn::Conv2d proj_;
-};
-TORCH_MODULE(PatchEmbed);
-
-// Multi-head self-attention (Sec. 3.1; timm's Attention with qkv_bias=True, no q/k norm).
-class AttentionImpl : public nn::Module {
- public:
-  AttentionImpl(int64_t dim, int64_t heads)
-      : heads_(heads),
-        qkv_(register_module("qkv", nn::Linear(dim, 3 * dim))),
-        proj_(register_module("proj", nn::Linear(dim, dim))) {}
-
-  torch::Tensor forward(const torch::Tensor& x) {
-    const int64_t batch = x.size(0), tokens = x.size(1), dim = x.size(2);
-    // [B,N,3D] → [3, B, heads, N, D/heads]
-    const at::Tensor qkv =
-        qkv_->forward(x).reshape({batch, tokens, 3, heads_, dim / heads_}).permute({2, 0, 3, 1, 4});
-    at::Tensor out = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]);
-    return proj_->forward(out.transpose(1, 2).reshape({batch, tokens, dim}));
-  }
-
- private:
-  int64_t heads_;
-  nn::Linear qkv_;
-  nn::Linear proj_;
-};
-TORCH_MODULE(Attention);
-
-class MlpImpl : public nn::Module {
- public:
-  MlpImpl(int64_t dim, int64_t hidden)
-      : fc1_(register_module("fc1", nn::Linear(dim, hidden))),
-        fc2_(register_module("fc2", nn::Linear(hidden, dim))) {}
-  torch::Tensor forward(const torch::Tensor& x) {
-    return fc2_->forward(at::gelu(fc1_->forward(x)));  // Exact (erf) GELU, as timm.
-  }
-
- private:
-  nn::Linear fc1_;
-  nn::Linear fc2_;
-};
-TORCH_MODULE(Mlp);
-
-// Pre-norm transformer block (Eq. 2–3).
-class BlockImpl : public nn::Module {
- public:
-  BlockImpl(int64_t dim, int64_t heads, int64_t mlp_hidden)
-      : norm1_(register_module("norm1", MakeLayerNorm(dim))),
-        attn_(register_module("attn", Attention(dim, heads))),
-        norm2_(register_module("norm2", MakeLayerNorm(dim))),
-        mlp_(register_module("mlp", Mlp(dim, mlp_hidden))) {}
-  torch::Tensor forward(const torch::Tensor& x) {
-    const at::Tensor y = x + attn_->forward(norm1_->forward(x));
-    return y + mlp_->forward(norm2_->forward(y));
-  }
-
- private:
-  nn::LayerNorm norm1_;
-  Attention attn_;
-  nn::LayerNorm norm2_;
-  Mlp mlp_;
-};
-TORCH_MODULE(Block);
+using vit_layers::Block;
+using vit_layers::MakeLayerNorm;
+using vit_layers::PatchEmbed;
 
 class VisionTransformer final : public VisionModel {
  public:
@@ -151,12 +74,7 @@ class VisionTransformer final : public VisionModel {
     layers::TruncNormal_(pos_embed_, 0.02);
     cls_token_.normal_(0.0, 1e-6);
     if (config_.distilled) layers::TruncNormal_(dist_token_, 0.02);
-    for (const auto& module : modules(/*include_self=*/false)) {
-      if (auto* linear = dynamic_cast<nn::LinearImpl*>(module.get())) {
-        layers::TruncNormal_(linear->weight, 0.02);
-        linear->bias.zero_();
-      }
-    }
+    vit_layers::InitLinearsTimm(*this);
   }
 
   VitConfig config_;

@@ -1,10 +1,7 @@
-// timm-layout ViT building blocks (patch embedding, attention, MLP, pre-norm block) shared by the
-// TokenLearner, ViTTM and Fibottention models. Same child names as timm's `vision_transformer.py`
-// (and so as models/vit/), so checkpoints load by name:
+// timm-layout ViT building blocks (patch embedding, attention, MLP, pre-norm block) shared by
+// ViT/DeiT (models/vit/) and the TokenLearner, ViTTM and Fibottention models. Same child names as
+// timm's `vision_transformer.py`, so checkpoints load by name:
 //   PatchEmbed: proj;  Attention: qkv, proj;  Mlp: fc1, fc2;  Block: norm1, attn, norm2, mlp.
-// models/vit/vision_transformer.cc keeps equivalent classes in an anonymous namespace; these are a
-// header-only copy so that the three families need no edit of models/vit/. Moving these classes to
-// models/layers/vit_block.h and using them from models/vit/ too would remove the duplication.
 // Ownership/thread-safety: ordinary torch::nn modules (see vision_model.h). Errors: c10::Error
 // from torch on bad shapes.
 #pragma once
