@@ -18,7 +18,9 @@ for ((i = 0; i < ${#args[@]}; i++)); do
   esac
 done
 
-"$BIN/vitserve" --grpc-port "$GRPC_PORT" "$@" &
+# Its own session: a Ctrl-C in the terminal reaches this script only, which forwards one SIGTERM
+# (a second signal would make vitserve skip the drain).
+setsid "$BIN/vitserve" --grpc-port "$GRPC_PORT" "$@" &
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER' INT TERM
 echo "[run] waiting for vitserve (pid $SERVER) on port $GRPC_PORT" >&2
