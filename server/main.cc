@@ -116,12 +116,12 @@ bool ApplyEnvironment() {
 }
 
 void ListModels(const ModelRegistry& registry) {
-  std::cout << absl::StrFormat("%-34s %-8s %-15s %6s %8s\n", "ARCHITECTURE", "FAMILY", "TASK",
+  std::cout << absl::StrFormat("%-34s %-12s %-15s %6s %8s\n", "ARCHITECTURE", "FAMILY", "TASK",
                                "INPUT", "CLASSES");
   for (const std::string& name : registry.Names()) {
     auto info = registry.FindInfo(name);
     if (!info.ok()) continue;
-    std::cout << absl::StrFormat("%-34s %-8s %-15s %6d %8d\n", name, (*info)->family,
+    std::cout << absl::StrFormat("%-34s %-12s %-15s %6d %8d\n", name, (*info)->family,
                                  std::string(ModelTaskName((*info)->task)), (*info)->input_size,
                                  (*info)->num_classes);
   }
