@@ -6,22 +6,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "models/shvit/shvit_models.h"
-#include "models/vit/vit_models.h"
-// Families still being written are compiled in only once their folder exists
-// (models/CMakeLists.txt defines VITSERVE_MODELS_HAS_<FAMILY>).
-#ifdef VITSERVE_MODELS_HAS_VIM
-#include "models/vim/vim_models.h"
-#endif
-#ifdef VITSERVE_MODELS_HAS_VITTM
-#include "models/vittm/vittm_models.h"
-#endif
-#ifdef VITSERVE_MODELS_HAS_TOKENLEARNER
-#include "models/tokenlearner/tokenlearner_models.h"
-#endif
-#ifdef VITSERVE_MODELS_HAS_FIBOTTENTION
 #include "models/fibottention/fibottention_models.h"
-#endif
+#include "models/shvit/shvit_models.h"
+#include "models/tokenlearner/tokenlearner_models.h"
+#include "models/vim/vim_models.h"
+#include "models/vit/vit_models.h"
+#include "models/vittm/vittm_models.h"
 
 namespace vitserve {
 
@@ -82,19 +72,10 @@ ModelRegistry BuiltinModelRegistry() {
   ModelRegistry registry;
   // The zoo's own names never collide, so a failure here is a programming error caught by the
   // registry unit test; it is reported loudly rather than silently skipping a family.
-  std::vector<absl::Status> results = {RegisterVitModels(registry), RegisterShvitModels(registry)};
-#ifdef VITSERVE_MODELS_HAS_VIM
-  results.push_back(RegisterVimModels(registry));
-#endif
-#ifdef VITSERVE_MODELS_HAS_VITTM
-  results.push_back(RegisterVittmModels(registry));
-#endif
-#ifdef VITSERVE_MODELS_HAS_TOKENLEARNER
-  results.push_back(RegisterTokenlearnerModels(registry));
-#endif
-#ifdef VITSERVE_MODELS_HAS_FIBOTTENTION
-  results.push_back(RegisterFibottentionModels(registry));
-#endif
+  const std::vector<absl::Status> results = {
+      RegisterVitModels(registry),    RegisterShvitModels(registry),
+      RegisterVimModels(registry),    RegisterVittmModels(registry),
+      RegisterTokenlearnerModels(registry), RegisterFibottentionModels(registry)};
   for (const absl::Status& status : results) {
     if (!status.ok()) {
       throw std::logic_error(
