@@ -5,9 +5,9 @@
 #
 # On the GPU host, in the project root, with .devdeps/ carried (like bench/gpu_box.sh):
 #   bash bench/vim_gpu_box.sh [OUTDIR]
-# Environment: VIM_STEPS (default "build check bench"), VIM_BUILD_DIR (default build-gpu),
-# VIM_AUTOWIRE=1 adds the Vim wiring (docs/vim.md, "Wiring") to THIS checkout's CMake files and
-# registry.cc when it is missing: only for a throw-away copy, such as the GPU box's.
+# Environment: VIM_STEPS (default "build check bench"; leave out build to use binaries already
+# in the build directory, e.g. built on a Debian 12 machine against the same LibTorch),
+# VIM_BUILD_DIR (default build-gpu).
 set -uo pipefail
 OUT="${1:-${OUT:-/tmp/vitserve-vim}}"
 mkdir -p "$OUT"
@@ -17,22 +17,6 @@ log() { echo "[vim_gpu_box $(date +%T)] $*"; }
 
 source .devdeps/bootstrap.sh || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-
-if [[ "${VIM_AUTOWIRE:-0}" == 1 ]]; then
-  grep -q "vim/vim.cmake" models/CMakeLists.txt || cat >> models/CMakeLists.txt <<'CMAKE'
-include(vim/vim.cmake)
-target_sources(vitserve_models PRIVATE ${VITSERVE_VIM_SOURCES})
-if(VITSERVE_WITH_CUDA)
-  target_sources(vitserve_models PRIVATE ${VITSERVE_VIM_CUDA_SOURCES})
-endif()
-CMAKE
-  if ! grep -q RegisterVimModels models/registry.cc; then
-    sed -i 's|#include "models/vit/vit_models.h"|&\n#include "models/vim/vim_models.h"|' models/registry.cc
-    sed -i 's|RegisterShvitModels(registry)}|RegisterShvitModels(registry), RegisterVimModels(registry)}|' models/registry.cc
-  fi
-  grep -q "add_subdirectory(vim)" tests/unit/models/CMakeLists.txt || echo 'add_subdirectory(vim)' >> tests/unit/models/CMakeLists.txt
-  grep -q "vim_bench.cmake" bench/CMakeLists.txt || echo 'include(vim_bench.cmake)' >> bench/CMakeLists.txt
-fi
 
 if [[ " $STEPS " == *" build "* ]]; then
   log "configure + build"

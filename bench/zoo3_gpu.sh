@@ -9,10 +9,8 @@
 # On the GPU host, in the project root, with .devdeps/ carried (like bench/gpu_box.sh):
 #   bash bench/zoo3_gpu.sh [OUTDIR]
 # Environment: ZOO3_STEPS (default "build check model attn flops"), ZOO3_BUILD_DIR (default
-# build-gpu), ZOO3_MODELS (default "vit_base_patch16_224 vittm_base vittm_base_28
-# vit_base_tokenlearner vit_base_fibottention"), ZOO3_AUTOWIRE=1 adds the zoo3 wiring (docs/zoo3.md,
-# "Wiring") to THIS checkout's CMake files and registry.cc when it is missing: only for a
-# throw-away copy, such as the GPU box's.
+# build-gpu; without the build step its bin/ must hold the binaries), ZOO3_MODELS (default
+# "vit_base_patch16_224 vittm_base vittm_base_28 vit_base_tokenlearner vit_base_fibottention").
 set -uo pipefail
 OUT="${1:-${OUT:-/tmp/vitserve-zoo3}}"
 mkdir -p "$OUT"
@@ -23,26 +21,6 @@ log() { echo "[zoo3_gpu $(date +%T)] $*"; }
 
 source .devdeps/bootstrap.sh || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-
-if [[ "${ZOO3_AUTOWIRE:-0}" == 1 ]]; then
-  for f in vittm tokenlearner fibottention; do
-    F=$(echo $f | tr a-z A-Z)
-    # The lead's generic loop (foreach(_family vim vittm tokenlearner fibottention)) names them all.
-    grep -q "$f" models/CMakeLists.txt || cat >> models/CMakeLists.txt <<CMAKE
-include($f/$f.cmake)
-target_sources(vitserve_models PRIVATE \${VITSERVE_${F}_SOURCES})
-if(VITSERVE_WITH_CUDA)
-  target_sources(vitserve_models PRIVATE \${VITSERVE_${F}_CUDA_SOURCES})
-endif()
-CMAKE
-    grep -q "$f" tests/unit/models/CMakeLists.txt || echo "add_subdirectory($f)" >> tests/unit/models/CMakeLists.txt
-  done
-  if ! grep -q RegisterFibottentionModels models/registry.cc; then
-    sed -i 's|#include "models/vit/vit_models.h"|&\n#include "models/vittm/vittm_models.h"\n#include "models/tokenlearner/tokenlearner_models.h"\n#include "models/fibottention/fibottention_models.h"|' models/registry.cc
-    sed -i 's|RegisterShvitModels(registry)|&, RegisterVittmModels(registry), RegisterTokenlearnerModels(registry), RegisterFibottentionModels(registry)|' models/registry.cc
-  fi
-  grep -q "zoo3_bench.cmake" bench/CMakeLists.txt || echo 'include(zoo3_bench.cmake)' >> bench/CMakeLists.txt
-fi
 
 if [[ " $STEPS " == *" build "* ]]; then
   log "configure + build"

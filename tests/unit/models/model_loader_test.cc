@@ -4,21 +4,17 @@
 #include <c10/core/InferenceMode.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <string>
 
 #include "models/weights/safetensors.h"
 #include "models/weights/state_dict.h"
+#include "tests/test_util/scoped_temp_dir.h"
 
 namespace vitserve {
 namespace {
 
 using ::testing::HasSubstr;
-
-std::string TempPath(const std::string& name) {
-  return ::testing::TempDir() + "model_loader_test_" + std::to_string(::getpid()) + "_" + name;
-}
 
 TEST(LoadModelTest, RandomWeightsWhenNoPathGiven) {
   absl::StatusOr<LoadedModel> loaded =
@@ -34,7 +30,8 @@ TEST(LoadModelTest, LoadsCheckpointAndReproducesOutputs) {
   const ModelRegistry registry = BuiltinModelRegistry();
   std::shared_ptr<VisionModel> source = registry.Create("shvit_s1").value();
   source->eval();
-  const std::string path = TempPath("shvit_s1.safetensors");
+  const ScopedTempDir temp;
+  const std::string path = temp.File("shvit_s1.safetensors");
   ASSERT_TRUE(WriteSafetensors(path, StateDictTensors(*source)).ok());
 
   LoadOptions options;
@@ -60,7 +57,8 @@ TEST(LoadModelTest, ParameterCountIsOfTheCheckpointLayoutEvenWhenFused) {
 
 TEST(LoadModelTest, MissingWeightsFileIsNotFound) {
   LoadOptions options;
-  options.weights_path = TempPath("nope.safetensors");
+  const ScopedTempDir temp;
+  options.weights_path = temp.File("nope.safetensors");
   absl::StatusOr<LoadedModel> loaded = LoadModel(BuiltinModelRegistry(), "shvit_s1", options);
   EXPECT_EQ(loaded.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(loaded.status().message(), HasSubstr("nope.safetensors"));

@@ -4,9 +4,7 @@
 #include <c10/core/InferenceMode.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <unistd.h>
 
-#include <cstdio>
 #include <map>
 #include <string>
 
@@ -14,6 +12,7 @@
 #include "models/registry.h"
 #include "models/vim/vim_models.h"
 #include "models/weights/state_dict.h"
+#include "tests/test_util/scoped_temp_dir.h"
 
 namespace vitserve {
 namespace {
@@ -140,13 +139,12 @@ TEST(VisionMambaTest, BadInputIsInvalidArgument) {
 TEST(VisionMambaTest, CheckpointRoundTripsThroughSafetensors) {
   const ModelRegistry registry = VimRegistry();
   std::shared_ptr<VisionModel> source = Create("vim_tiny");
-  const std::string path =
-      ::testing::TempDir() + "/vim_tiny_" + std::to_string(getpid()) + ".safetensors";
+  const ScopedTempDir temp;
+  const std::string path = temp.File("vim_tiny.safetensors");
   ASSERT_TRUE(WriteSafetensors(path, StateDictTensors(*source)).ok());
   LoadOptions options;
   options.weights_path = path;
   absl::StatusOr<LoadedModel> loaded = LoadModel(registry, "vim_tiny", options);
-  std::remove(path.c_str());
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   c10::InferenceMode guard;
   const at::Tensor images = at::randn({1, 3, 64, 64});  // 16 patches: cheap, and resampled.

@@ -3,22 +3,20 @@
 #include <ATen/ATen.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdint>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <string>
+
+#include "tests/test_util/scoped_temp_dir.h"
 
 namespace vitserve {
 namespace {
 
 using ::testing::HasSubstr;
-
-std::string TempPath(const std::string& name) {
-  return ::testing::TempDir() + "safetensors_test_" + std::to_string(::getpid()) + "_" + name;
-}
 
 // Writes a file by hand: 8-byte little-endian header length, header, data.
 void WriteRaw(const std::string& path, const std::string& header, const std::string& data,
@@ -33,7 +31,8 @@ void WriteRaw(const std::string& path, const std::string& header, const std::str
 }
 
 TEST(SafetensorsTest, RoundTripsF32F16Bf16AndMetadata) {
-  const std::string path = TempPath("roundtrip.safetensors");
+  const ScopedTempDir temp;
+  const std::string path = temp.File("roundtrip.safetensors");
   const std::map<std::string, at::Tensor> tensors = {
       {"a.weight", at::randn({2, 3})},
       {"b.half", at::randn({4}).to(at::kHalf)},
@@ -59,7 +58,8 @@ TEST(SafetensorsTest, RoundTripsF32F16Bf16AndMetadata) {
 }
 
 TEST(SafetensorsTest, ViewOutlivesTheFileObject) {
-  const std::string path = TempPath("view.safetensors");
+  const ScopedTempDir temp;
+  const std::string path = temp.File("view.safetensors");
   const at::Tensor expected = at::arange(10, at::kFloat);
   ASSERT_TRUE(WriteSafetensors(path, {{"x", expected}}).ok());
   at::Tensor view;
@@ -72,8 +72,9 @@ TEST(SafetensorsTest, ViewOutlivesTheFileObject) {
 }
 
 TEST(SafetensorsTest, ReadsUnalignedData) {
+  const ScopedTempDir temp;
   // An unpadded header puts F32 data at an odd address; the reader copies instead of viewing.
-  const std::string path = TempPath("unaligned.safetensors");
+  const std::string path = temp.File("unaligned.safetensors");
   const std::string header = R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
   ASSERT_NE((8 + header.size()) % 4, 0u);
   const float values[2] = {1.5f, -2.0f};
@@ -84,20 +85,26 @@ TEST(SafetensorsTest, ReadsUnalignedData) {
 }
 
 TEST(SafetensorsTest, MissingFileIsNotFound) {
-  absl::StatusOr<SafetensorsFile> file = SafetensorsFile::Open(TempPath("does_not_exist"));
+  const ScopedTempDir temp;
+  absl::StatusOr<SafetensorsFile> file = SafetensorsFile::Open(temp.File("does_not_exist"));
   EXPECT_EQ(file.status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(SafetensorsTest, UnknownTensorIsNotFound) {
-  const std::string path = TempPath("unknown.safetensors");
+  const ScopedTempDir temp;
+  const std::string path = temp.File("unknown.safetensors");
   ASSERT_TRUE(WriteSafetensors(path, {{"x", at::ones({1})}}).ok());
   EXPECT_EQ(SafetensorsFile::Open(path)->Tensor("y").status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST(SafetensorsTest, TruncatedFileNamesFileAndTensor) {
-  const std::string path = TempPath("truncated.safetensors");
+  const ScopedTempDir temp;
+  const std::string path = temp.File("truncated.safetensors");
   ASSERT_TRUE(WriteSafetensors(path, {{"first", at::ones({4})}, {"second", at::ones({64})}}).ok());
-  std::filesystem::resize_file(path, std::filesystem::file_size(path) - 10);
+  // POSIX, not std::filesystem: see server/config/file_util.h.
+  struct stat info {};
+  ASSERT_EQ(::stat(path.c_str(), &info), 0);
+  ASSERT_EQ(::truncate(path.c_str(), info.st_size - 10), 0);
   absl::StatusOr<SafetensorsFile> file = SafetensorsFile::Open(path);
   ASSERT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(file.status().message(), HasSubstr(path));
@@ -106,7 +113,8 @@ TEST(SafetensorsTest, TruncatedFileNamesFileAndTensor) {
 }
 
 TEST(SafetensorsTest, FileShorterThanLengthField) {
-  const std::string path = TempPath("tiny.safetensors");
+  const ScopedTempDir temp;
+  const std::string path = temp.File("tiny.safetensors");
   std::ofstream(path, std::ios::binary) << "abc";
   absl::StatusOr<SafetensorsFile> file = SafetensorsFile::Open(path);
   EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument);
@@ -114,7 +122,8 @@ TEST(SafetensorsTest, FileShorterThanLengthField) {
 }
 
 TEST(SafetensorsTest, HeaderLengthBeyondFile) {
-  const std::string path = TempPath("long_header.safetensors");
+  const ScopedTempDir temp;
+  const std::string path = temp.File("long_header.safetensors");
   WriteRaw(path, "{}", "", /*declared_header_size=*/1000);
   absl::StatusOr<SafetensorsFile> file = SafetensorsFile::Open(path);
   EXPECT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument);
@@ -122,13 +131,15 @@ TEST(SafetensorsTest, HeaderLengthBeyondFile) {
 }
 
 TEST(SafetensorsTest, AbsurdHeaderLength) {
-  const std::string path = TempPath("absurd_header.safetensors");
+  const ScopedTempDir temp;
+  const std::string path = temp.File("absurd_header.safetensors");
   WriteRaw(path, "{}", "", /*declared_header_size=*/~uint64_t{0});
   EXPECT_EQ(SafetensorsFile::Open(path).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(SafetensorsTest, BadJson) {
-  const std::string path = TempPath("bad_json.safetensors");
+  const ScopedTempDir temp;
+  const std::string path = temp.File("bad_json.safetensors");
   for (const std::string header :
        {"{not json}", R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]})",
         R"({"x":1,"x":2})", "[]", R"({"x":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}})",
@@ -141,8 +152,9 @@ TEST(SafetensorsTest, BadJson) {
 }
 
 TEST(SafetensorsTest, NonFloatDtypeIsListedButNotReadable) {
+  const ScopedTempDir temp;
   // timm state dicts carry I64 num_batches_tracked counters: the file must open.
-  const std::string path = TempPath("i64.safetensors");
+  const std::string path = temp.File("i64.safetensors");
   WriteRaw(path, R"({"step":{"dtype":"I64","shape":[1],"data_offsets":[0,8]}})",
            std::string(8, '\0'));
   absl::StatusOr<SafetensorsFile> file = SafetensorsFile::Open(path);
@@ -155,7 +167,8 @@ TEST(SafetensorsTest, NonFloatDtypeIsListedButNotReadable) {
 }
 
 TEST(SafetensorsTest, UnknownDtypeNamesTensorAndDtype) {
-  const std::string path = TempPath("q7.safetensors");
+  const ScopedTempDir temp;
+  const std::string path = temp.File("q7.safetensors");
   WriteRaw(path, R"({"w":{"dtype":"Q7","shape":[1],"data_offsets":[0,1]}})", std::string(1, '\0'));
   absl::StatusOr<SafetensorsFile> file = SafetensorsFile::Open(path);
   ASSERT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument);
@@ -164,7 +177,8 @@ TEST(SafetensorsTest, UnknownDtypeNamesTensorAndDtype) {
 }
 
 TEST(SafetensorsTest, ByteSizeMustMatchShape) {
-  const std::string path = TempPath("size_mismatch.safetensors");
+  const ScopedTempDir temp;
+  const std::string path = temp.File("size_mismatch.safetensors");
   WriteRaw(path, R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", std::string(8, '\0'));
   absl::StatusOr<SafetensorsFile> file = SafetensorsFile::Open(path);
   ASSERT_EQ(file.status().code(), absl::StatusCode::kInvalidArgument);
@@ -172,15 +186,17 @@ TEST(SafetensorsTest, ByteSizeMustMatchShape) {
 }
 
 TEST(SafetensorsTest, HugeShapeDoesNotOverflow) {
-  const std::string path = TempPath("huge_shape.safetensors");
+  const ScopedTempDir temp;
+  const std::string path = temp.File("huge_shape.safetensors");
   WriteRaw(path, R"({"w":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,0]}})",
            "");
   EXPECT_EQ(SafetensorsFile::Open(path).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(SafetensorsTest, WriterRejectsUnsupportedDtype) {
+  const ScopedTempDir temp;
   absl::Status status =
-      WriteSafetensors(TempPath("int.safetensors"), {{"ids", at::arange(3, at::kLong)}});
+      WriteSafetensors(temp.File("int.safetensors"), {{"ids", at::arange(3, at::kLong)}});
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(status.message(), HasSubstr("ids"));
 }

@@ -5,7 +5,6 @@
 #include <gtest/gtest.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/linear.h>
-#include <unistd.h>
 
 #include <fstream>
 #include <iterator>
@@ -15,6 +14,7 @@
 #include "models/model_loader.h"
 #include "models/registry.h"
 #include "models/weights/safetensors.h"
+#include "tests/test_util/scoped_temp_dir.h"
 
 namespace vitserve {
 namespace {
@@ -22,10 +22,6 @@ namespace {
 namespace nn = torch::nn;
 using ::testing::HasSubstr;
 using ::testing::Not;
-
-std::string TempPath(const std::string& name) {
-  return ::testing::TempDir() + "state_dict_test_" + std::to_string(::getpid()) + "_" + name;
-}
 
 // fc (Linear 4→3) and bn (BatchNorm1d 3): parameters and buffers, like a tiny model.
 class TinyNet : public nn::Module {
@@ -46,7 +42,8 @@ std::map<std::string, at::Tensor> RandomTinyNetState() {
 
 absl::Status LoadFrom(nn::Module& module, const std::map<std::string, at::Tensor>& state,
                       const std::string& name) {
-  const std::string path = TempPath(name);
+  const ScopedTempDir temp;
+  const std::string path = temp.File(name);
   absl::Status status = WriteSafetensors(path, state);
   if (!status.ok()) return status;
   absl::StatusOr<SafetensorsFile> file = SafetensorsFile::Open(path);
@@ -105,7 +102,8 @@ TEST(StateDictTest, WrongShapeIsNamedWithBothShapes) {
 TEST(StateDictTest, IntegerTensorForAParameterIsRejectedBeforeCopying) {
   TinyNet net;
   const at::Tensor before = net.fc->weight.clone();
-  const std::string path = TempPath("int_param.safetensors");
+  const ScopedTempDir temp;
+  const std::string path = temp.File("int_param.safetensors");
   // Write a valid file, then rewrite fc.bias's dtype: F32 [3] is 12 bytes, I32 [3] also 12.
   ASSERT_TRUE(WriteSafetensors(path, RandomTinyNetState()).ok());
   std::string bytes;
@@ -141,7 +139,8 @@ TEST(StateDictTest, ReportsAllProblemsAtOnce) {
 TEST(StateDictTest, WrongArchitectureGetsAHint) {
   const ModelRegistry registry = BuiltinModelRegistry();
   std::shared_ptr<VisionModel> shvit = registry.Create("shvit_s1").value();
-  const std::string path = TempPath("shvit_s1.safetensors");
+  const ScopedTempDir temp;
+  const std::string path = temp.File("shvit_s1.safetensors");
   ASSERT_TRUE(WriteSafetensors(path, StateDictTensors(*shvit)).ok());
 
   LoadOptions options;
