@@ -2,7 +2,8 @@
 // VisionTransformer layout and names (cls_token, pos_embed, patch_embed.proj, blocks.i.{norm1,
 // attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm, head; class-token classifier), so a timm
 // DeiT/ViT checkpoint loads unchanged; only the attention differs: per-head Fibonacci/Wythoff
-// dilated masks (fibottention.h), evaluated by the sparse kernel on the kept pairs only.
+// dilated masks (fibottention.h), evaluated by the sparse kernel on the kept pairs only. The
+// model is MakeVisionTransformer with a Fibottention attention in every block.
 // Layer i uses the heads' permutation of Python's random.seed(i) (the design); with
 // `shared_depth0_permutation` every layer uses depth 0's, as the released code ends up doing
 // through its global mask cache.

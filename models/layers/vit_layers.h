@@ -43,13 +43,16 @@ class PatchEmbedImpl : public torch::nn::Module {
 };
 TORCH_MODULE(PatchEmbed);
 
-// Multi-head self-attention through at::scaled_dot_product_attention (fused kernels on GPU).
+// timm's Attention: children qkv and proj, multi-head self-attention in between. Attend() is
+// at::scaled_dot_product_attention (fused kernels on GPU); a model with another attention (e.g.
+// Fibottention) subclasses this and overrides Attend(), keeping timm's names and projections.
 class AttentionImpl : public torch::nn::Module {
  public:
   AttentionImpl(int64_t dim, int64_t heads)
       : heads_(heads),
         qkv_(register_module("qkv", torch::nn::Linear(dim, 3 * dim))),
         proj_(register_module("proj", torch::nn::Linear(dim, dim))) {}
+  ~AttentionImpl() override = default;
 
   // [B,N,D] → [3, B, heads, N, D/heads].
   at::Tensor Qkv(const at::Tensor& x) {
@@ -63,9 +66,13 @@ class AttentionImpl : public torch::nn::Module {
     const int64_t batch = heads_out.size(0), tokens = heads_out.size(2);
     return proj_->forward(heads_out.transpose(1, 2).reshape({batch, tokens, -1}));
   }
+  // softmax(q kᵀ / √d) v per head; q, k, v: [B, heads, N, D/heads].
+  virtual at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+    return at::scaled_dot_product_attention(q, k, v);
+  }
   at::Tensor forward(const at::Tensor& x) {
     const at::Tensor qkv = Qkv(x);
-    return Project(at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]));
+    return Project(Attend(qkv[0], qkv[1], qkv[2]));
   }
   int64_t heads() const { return heads_; }
 
@@ -94,11 +101,12 @@ class MlpImpl : public torch::nn::Module {
 TORCH_MODULE(Mlp);
 
 // Pre-norm transformer block (ViT Eq. 2–3): x + attn(norm1(x)), then x + mlp(norm2(x)).
-// AttentionModule is Attention or any module holder with forward(x) and the same `attn` name.
-template <typename AttentionModule>
-class BlockTImpl : public torch::nn::Module {
+// The attention is SDPA's unless the caller passes a subclass of AttentionImpl.
+class BlockImpl : public torch::nn::Module {
  public:
-  BlockTImpl(int64_t dim, int64_t mlp_hidden, AttentionModule attention, bool tanh_gelu = false)
+  BlockImpl(int64_t dim, int64_t heads, int64_t mlp_hidden, bool tanh_gelu = false)
+      : BlockImpl(dim, mlp_hidden, Attention(dim, heads), tanh_gelu) {}
+  BlockImpl(int64_t dim, int64_t mlp_hidden, Attention attention, bool tanh_gelu = false)
       : norm1_(register_module("norm1", MakeLayerNorm(dim))),
         attn_(register_module("attn", std::move(attention))),
         norm2_(register_module("norm2", MakeLayerNorm(dim))),
@@ -107,19 +115,13 @@ class BlockTImpl : public torch::nn::Module {
     const at::Tensor y = x + attn_->forward(norm1_->forward(x));
     return y + mlp_->forward(norm2_->forward(y));
   }
-  AttentionModule& attn() { return attn_; }
+  Attention& attn() { return attn_; }
 
  private:
   torch::nn::LayerNorm norm1_;
-  AttentionModule attn_;
+  Attention attn_;
   torch::nn::LayerNorm norm2_;
   Mlp mlp_;
-};
-
-class BlockImpl : public BlockTImpl<Attention> {
- public:
-  BlockImpl(int64_t dim, int64_t heads, int64_t mlp_hidden, bool tanh_gelu = false)
-      : BlockTImpl<Attention>(dim, mlp_hidden, Attention(dim, heads), tanh_gelu) {}
 };
 TORCH_MODULE(Block);
 

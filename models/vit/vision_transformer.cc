@@ -16,13 +16,15 @@ namespace vitserve {
 namespace {
 
 namespace nn = torch::nn;
+using vit_layers::Attention;
 using vit_layers::Block;
 using vit_layers::MakeLayerNorm;
 using vit_layers::PatchEmbed;
 
 class VisionTransformer final : public VisionModel {
  public:
-  explicit VisionTransformer(const VitConfig& config) : config_(config) {
+  VisionTransformer(const VitConfig& config, const VitAttentionFactory& attention)
+      : config_(config) {
     TORCH_CHECK(config.img_size % config.patch_size == 0, "image size ", config.img_size,
                 " is not a multiple of the patch size ", config.patch_size);
     TORCH_CHECK(config.embed_dim % config.num_heads == 0, "embed_dim ", config.embed_dim,
@@ -37,7 +39,8 @@ class VisionTransformer final : public VisionModel {
     patch_embed_ = register_module("patch_embed", PatchEmbed(config.patch_size, dim));
     blocks_ = register_module("blocks", nn::ModuleList());
     for (int64_t i = 0; i < config.depth; ++i) {
-      Block block(dim, config.num_heads, dim * config.mlp_ratio);
+      Block block = attention ? Block(dim, dim * config.mlp_ratio, Attention(attention(i)))
+                              : Block(dim, config.num_heads, dim * config.mlp_ratio);
       blocks_->push_back(block);
       block_list_.push_back(block);
     }
@@ -89,8 +92,9 @@ class VisionTransformer final : public VisionModel {
 
 }  // namespace
 
-std::shared_ptr<VisionModel> MakeVisionTransformer(const VitConfig& config) {
-  return std::make_shared<VisionTransformer>(config);
+std::shared_ptr<VisionModel> MakeVisionTransformer(const VitConfig& config,
+                                                   VitAttentionFactory attention) {
+  return std::make_shared<VisionTransformer>(config, attention);
 }
 
 }  // namespace vitserve

@@ -13,11 +13,15 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "models/vision_model.h"
 
 namespace vitserve {
+namespace vit_layers {
+class AttentionImpl;
+}  // namespace vit_layers
 
 struct VitConfig {
   int64_t img_size = 224;
@@ -30,8 +34,16 @@ struct VitConfig {
   int64_t num_classes = 1000;
 };
 
+// Builds the attention of block `layer` (0-based): a subclass of vit_layers::AttentionImpl
+// (models/layers/vit_layers.h) with the config's width and heads. This is how a ViT variant that
+// differs only in its attention (Fibottention) reuses the whole model.
+using VitAttentionFactory =
+    std::function<std::shared_ptr<vit_layers::AttentionImpl>(int64_t layer)>;
+
 // A randomly initialised ViT/DeiT, initialised as timm does (trunc-normal 0.02 linears and
-// position embedding, cls token N(0, 1e-6)). Throws c10::Error on an inconsistent config.
-std::shared_ptr<VisionModel> MakeVisionTransformer(const VitConfig& config);
+// position embedding, cls token N(0, 1e-6)). Without `attention`, every block uses
+// scaled_dot_product_attention. Throws c10::Error on an inconsistent config.
+std::shared_ptr<VisionModel> MakeVisionTransformer(const VitConfig& config,
+                                                   VitAttentionFactory attention = {});
 
 }  // namespace vitserve

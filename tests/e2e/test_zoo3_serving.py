@@ -1,8 +1,5 @@
 """Each zoo3 model (ViTTM, TokenLearner, Fibottention) serves through the real vitserve binary:
 ModelMetadata and ModelInfer via Triton's own gRPC client, random weights, CPU.
-
-Needs the families wired into the registry (models/{vittm,tokenlearner,fibottention}/); until
-then the server exits with NOT_FOUND for these names and the tests fail with its log.
 """
 import numpy as np
 import pytest
