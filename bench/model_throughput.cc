@@ -7,7 +7,6 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
-#include <chrono>
 #include <cstdio>
 #include <exception>
 #include <functional>
@@ -18,16 +17,13 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
+#include "bench/bench_util.h"
 #include "common/flag_names.h"
 #include "models/model_loader.h"
 #include "models/registry.h"
 
 #ifdef VITSERVE_WITH_CUDA
 #include <ATen/cuda/CUDAGraph.h>
-#include <c10/cuda/CUDACachingAllocator.h>
-#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -45,16 +41,12 @@ ABSL_FLAG(bool, no_fuse, false, "Keep BatchNorm unfolded.");
 namespace vitserve {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-void Synchronize(const at::Device& device) {
-#ifdef VITSERVE_WITH_CUDA
-  if (device.is_cuda()) c10::cuda::device_synchronize();
-#endif
-}
-
 int Run() {
   const std::string model_name = absl::GetFlag(FLAGS_model);
+  // Flags first, so a typo fails before the model is built.
+  const std::vector<int64_t> batch_sizes =
+      bench::ParsePositiveList(absl::GetFlag(FLAGS_batch_sizes));
+  const at::ScalarType dtype = bench::ParsePrecision(absl::GetFlag(FLAGS_precision));
   ModelRegistry registry = BuiltinModelRegistry();
   LoadOptions options;
   options.fuse_for_inference = !absl::GetFlag(FLAGS_no_fuse);
@@ -65,9 +57,6 @@ int Run() {
   }
   const at::Device device(absl::GetFlag(FLAGS_device));
   const std::string precision = absl::GetFlag(FLAGS_precision);
-  const at::ScalarType dtype = precision == "fp16"   ? at::kHalf
-                               : precision == "bf16" ? at::kBFloat16
-                                                     : at::kFloat;
   if (device.is_cuda()) {
     at::globalContext().setBenchmarkCuDNN(true);
     // TF32 stays off so fp32 numbers are true fp32.
@@ -83,12 +72,7 @@ int Run() {
               precision.c_str(), static_cast<long long>(size), absl::GetFlag(FLAGS_cuda_graphs));
   std::printf("%6s %12s %12s %12s\n", "batch", "images/s", "ms/batch", "peak_MiB");
 
-  for (absl::string_view text : absl::StrSplit(absl::GetFlag(FLAGS_batch_sizes), ',')) {
-    int batch = 0;
-    if (!absl::SimpleAtoi(text, &batch) || batch < 1) {
-      std::fprintf(stderr, "error: bad batch size '%s'\n", std::string(text).c_str());
-      return 2;
-    }
+  for (const int64_t batch : batch_sizes) {
     c10::InferenceMode guard;
     at::Tensor input = at::randn({batch, 3, size, size}, at::TensorOptions().dtype(dtype).device(device));
     std::function<void()> step = [&] { (void)model.forward(input); };
@@ -96,7 +80,7 @@ int Run() {
     std::optional<at::cuda::CUDAGraph> graph;
     std::optional<c10::cuda::CUDAStreamGuard> stream_guard;
     if (device.is_cuda()) {
-      c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
+      bench::ResetPeakMemory(device);
       // Graph capture and replay need a non-default stream; eager runs use it too.
       stream_guard.emplace(c10::cuda::getStreamFromPool(false, device.index()));
     }
@@ -104,7 +88,7 @@ int Run() {
     for (int i = 0; i < absl::GetFlag(FLAGS_warmup); ++i) step();
 #ifdef VITSERVE_WITH_CUDA
     if (device.is_cuda() && absl::GetFlag(FLAGS_cuda_graphs)) {
-      Synchronize(device);
+      bench::Synchronize(device);
       graph.emplace();
       graph->capture_begin();
       (void)model.forward(input);
@@ -113,27 +97,12 @@ int Run() {
       step();
     }
 #endif
-    Synchronize(device);
-    const double budget = absl::GetFlag(FLAGS_seconds);
-    int64_t iterations = 0;
-    const auto start = Clock::now();
-    double elapsed = 0;
     // Synchronise every few steps only, so the GPU queue stays full.
-    while (elapsed < budget) {
-      for (int i = 0; i < 5; ++i) step();
-      iterations += 5;
-      Synchronize(device);
-      elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-    }
-    double peak_mib = 0;
-#ifdef VITSERVE_WITH_CUDA
-    if (device.is_cuda()) {
-      const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
-      peak_mib = stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak / 1048576.0;
-    }
-#endif
-    std::printf("%6d %12.1f %12.3f %12.1f\n", batch, iterations * batch / elapsed,
-                1000.0 * elapsed / iterations, peak_mib);
+    const bench::Timing t = bench::TimeSteps(step, device, absl::GetFlag(FLAGS_seconds),
+                                             /*min_iterations=*/5, /*sync_every=*/5);
+    std::printf("%6lld %12.1f %12.3f %12.1f\n", static_cast<long long>(batch),
+                t.iterations * batch / t.seconds, 1000.0 * t.seconds / t.iterations,
+                bench::PeakMemoryMiB(device));
     std::fflush(stdout);
   }
   return 0;

@@ -9,7 +9,7 @@ foreach(_vim_bench vitserve-vim-gpu-check:vim_gpu_check.cc vitserve-bench-vim-vs
   add_executable(${_target} ${CMAKE_CURRENT_LIST_DIR}/${_source})
   vitserve_target_defaults(${_target})
   vitserve_use_torch(${_target} PRIVATE)
-  target_link_libraries(${_target} PRIVATE vitserve_models absl::flags absl::flags_parse
+  target_link_libraries(${_target} PRIVATE vitserve_bench_util vitserve_models absl::flags absl::flags_parse
                         absl::flags_usage absl::strings)
   if(VITSERVE_WITH_CUDA)
     target_compile_definitions(${_target} PRIVATE VITSERVE_WITH_CUDA)

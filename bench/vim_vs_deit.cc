@@ -10,7 +10,6 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
-#include <chrono>
 #include <cstdio>
 #include <exception>
 #include <memory>
@@ -20,16 +19,11 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_util.h"
 #include "models/registry.h"
 #include "models/vim/vim_models.h"
 #include "models/vit/vision_transformer.h"
-
-#ifdef VITSERVE_WITH_CUDA
-#include <c10/cuda/CUDACachingAllocator.h>
-#include <c10/cuda/CUDAFunctions.h>
-#endif
 
 ABSL_FLAG(std::string, sizes, "224,512,1024,1248", "Comma-separated input sides in pixels.");
 ABSL_FLAG(std::string, batch_sizes, "128,32,8,8", "One batch size per input size.");
@@ -41,46 +35,6 @@ ABSL_FLAG(int, warmup, 3, "Warm-up iterations per case.");
 
 namespace vitserve {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-std::vector<int64_t> ParseList(const std::string& text) {
-  std::vector<int64_t> values;
-  for (absl::string_view part : absl::StrSplit(text, ',')) {
-    int64_t v = 0;
-    if (!absl::SimpleAtoi(part, &v) || v < 1) throw std::invalid_argument("bad number: " + text);
-    values.push_back(v);
-  }
-  return values;
-}
-
-void Synchronize(const at::Device& device) {
-#ifdef VITSERVE_WITH_CUDA
-  if (device.is_cuda()) c10::cuda::device_synchronize();
-#endif
-}
-
-void ResetPeak(const at::Device& device) {
-#ifdef VITSERVE_WITH_CUDA
-  if (device.is_cuda()) {
-    c10::cuda::CUDACachingAllocator::emptyCache();
-    c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
-  }
-#endif
-}
-
-double PeakMiB(const at::Device& device) {
-#ifdef VITSERVE_WITH_CUDA
-  if (device.is_cuda()) {
-    const auto stats =
-        c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
-    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
-               .peak /
-           1048576.0;
-  }
-#endif
-  return 0.0;
-}
 
 std::shared_ptr<VisionModel> Build(const std::string& name, int64_t size,
                                    const ModelRegistry& registry) {
@@ -95,17 +49,15 @@ std::shared_ptr<VisionModel> Build(const std::string& name, int64_t size,
 }
 
 int Run() {
-  const std::vector<int64_t> sizes = ParseList(absl::GetFlag(FLAGS_sizes));
-  const std::vector<int64_t> batches = ParseList(absl::GetFlag(FLAGS_batch_sizes));
+  const std::vector<int64_t> sizes = bench::ParsePositiveList(absl::GetFlag(FLAGS_sizes));
+  const std::vector<int64_t> batches = bench::ParsePositiveList(absl::GetFlag(FLAGS_batch_sizes));
   if (batches.size() != sizes.size()) {
     std::fprintf(stderr, "error: --batch_sizes needs one entry per --sizes entry\n");
     return 2;
   }
   const at::Device device(absl::GetFlag(FLAGS_device));
   const std::string precision = absl::GetFlag(FLAGS_precision);
-  const at::ScalarType dtype = precision == "fp16"   ? at::kHalf
-                               : precision == "bf16" ? at::kBFloat16
-                                                     : at::kFloat;
+  const at::ScalarType dtype = bench::ParsePrecision(precision);
   if (device.is_cuda()) at::globalContext().setAllowTF32CuBLAS(false);
   ModelRegistry registry;
   if (!RegisterVimModels(registry).ok()) throw std::runtime_error("registration failed");
@@ -122,24 +74,16 @@ int Run() {
         std::shared_ptr<VisionModel> model = Build(name, size, registry);
         model->to(device, dtype);
         model->eval();
-        ResetPeak(device);
+        bench::ResetPeakMemory(device);
         const at::Tensor input =
             at::randn({batch, 3, size, size}, at::TensorOptions().dtype(dtype).device(device));
         for (int w = 0; w < absl::GetFlag(FLAGS_warmup); ++w) (void)model->forward(input);
-        Synchronize(device);
-        int64_t iterations = 0;
-        double elapsed = 0;
-        const auto start = Clock::now();
-        while (elapsed < absl::GetFlag(FLAGS_seconds) || iterations < 3) {
-          (void)model->forward(input);
-          ++iterations;
-          Synchronize(device);
-          elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-        }
+        const bench::Timing t = bench::TimeSteps([&] { (void)model->forward(input); }, device,
+                                                 absl::GetFlag(FLAGS_seconds));
         std::printf("%-10s %6lld %6lld %7lld %12.1f %12.2f %12.1f\n", name.c_str(),
                     static_cast<long long>(size), static_cast<long long>(batch),
-                    static_cast<long long>(tokens), iterations * batch / elapsed,
-                    1000.0 * elapsed / iterations, PeakMiB(device));
+                    static_cast<long long>(tokens), t.iterations * batch / t.seconds,
+                    1000.0 * t.seconds / t.iterations, bench::PeakMemoryMiB(device));
       } catch (const std::exception& e) {
         const std::string what = e.what();
         const bool oom = what.find("out of memory") != std::string::npos;

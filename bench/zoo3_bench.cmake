@@ -5,7 +5,7 @@
 add_executable(vitserve-bench-fibottention ${CMAKE_CURRENT_LIST_DIR}/zoo3_fibottention_bench.cc)
 vitserve_target_defaults(vitserve-bench-fibottention)
 vitserve_use_torch(vitserve-bench-fibottention PRIVATE)
-target_link_libraries(vitserve-bench-fibottention PRIVATE vitserve_models absl::flags
+target_link_libraries(vitserve-bench-fibottention PRIVATE vitserve_bench_util vitserve_models absl::flags
                       absl::flags_parse absl::flags_usage absl::strings)
 if(VITSERVE_WITH_CUDA)
   target_compile_definitions(vitserve-bench-fibottention PRIVATE VITSERVE_WITH_CUDA)

@@ -10,7 +10,6 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -22,11 +21,8 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "bench/bench_util.h"
 #include "models/fibottention/fibottention.h"
-
-#ifdef VITSERVE_WITH_CUDA
-#include <c10/cuda/CUDAFunctions.h>
-#endif
 
 ABSL_FLAG(std::string, device, "cuda", "cpu, cuda or cuda:N.");
 ABSL_FLAG(std::string, precision, "fp16", "fp32, fp16 or bf16.");
@@ -44,35 +40,17 @@ ABSL_FLAG(int, check_max_tokens, 785, "Largest token count --check compares.");
 namespace vitserve {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-void Sync(const at::Device& device) {
-#ifdef VITSERVE_WITH_CUDA
-  if (device.is_cuda()) c10::cuda::device_synchronize();
-#endif
-}
-
 double SecondsPerCall(const std::function<void()>& call, const at::Device& device) {
   for (int i = 0; i < absl::GetFlag(FLAGS_warmup); ++i) call();
-  Sync(device);
-  int64_t calls = 0;
-  const auto start = Clock::now();
-  double elapsed = 0;
-  do {
-    call();
-    ++calls;
-    Sync(device);
-    elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-  } while (elapsed < absl::GetFlag(FLAGS_seconds));
-  return elapsed / static_cast<double>(calls);
+  const bench::Timing t =
+      bench::TimeSteps(call, device, absl::GetFlag(FLAGS_seconds), /*min_iterations=*/1);
+  return t.seconds / static_cast<double>(t.iterations);
 }
 
 int Run() {
   const at::Device device(absl::GetFlag(FLAGS_device));
   const std::string precision = absl::GetFlag(FLAGS_precision);
-  const at::ScalarType dtype = precision == "fp16"   ? at::kHalf
-                               : precision == "bf16" ? at::kBFloat16
-                                                     : at::kFloat;
+  const at::ScalarType dtype = bench::ParsePrecision(precision);
   const auto semantics = absl::GetFlag(FLAGS_semantics) == "neginf"
                              ? FibottentionSemantics::kNegInf
                              : FibottentionSemantics::kOfficial;

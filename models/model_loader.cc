@@ -1,6 +1,7 @@
 #include "models/model_loader.h"
 
 #include <exception>
+#include <unordered_set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -16,8 +17,13 @@ absl::StatusOr<LoadedModel> LoadModel(const ModelRegistry& registry, std::string
   VITSERVE_ASSIGN_OR_RETURN(const ModelInfo* info, registry.FindInfo(architecture));
   loaded.info = *info;
   VITSERVE_ASSIGN_OR_RETURN(loaded.module, registry.Create(architecture));
+  // A module registered under two names (ViTTM's memory_embedder is its patch_embed) appears
+  // twice in LibTorch's parameters(); PyTorch's parameters() and timm count it once, and so do we.
+  std::unordered_set<const c10::TensorImpl*> counted;
   for (const at::Tensor& parameter : loaded.module->parameters()) {
-    loaded.parameter_count += parameter.numel();
+    if (counted.insert(parameter.unsafeGetTensorImpl()).second) {
+      loaded.parameter_count += parameter.numel();
+    }
   }
   if (options.weights_path.empty()) {
     loaded.random_weights = true;

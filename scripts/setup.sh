@@ -11,6 +11,15 @@ BUILD_DIR="${BUILD_DIR:-build}"
 JOBS="${VITSERVE_JOBS:-$(nproc)}"
 log() { echo "[setup] $*" >&2; }
 
+# A fresh checkout needs about 5 GiB for .venv/ (torch) and 2 GiB for the build. Running out
+# midway shows up as a compiler that dies without a message, so say it up front.
+free_gib=$(( $(df -Pk . | awk 'NR==2 {print $4}') / 1048576 ))
+if [ ! -d .venv ] && [ "$free_gib" -lt 8 ]; then
+  log "WARNING: only ${free_gib} GiB free here; a first setup needs about 8 GiB (.venv/ 5, build 2)"
+elif [ "$free_gib" -lt 3 ]; then
+  log "WARNING: only ${free_gib} GiB free here; the build may run out of disk space"
+fi
+
 # --- Debian packages ---------------------------------------------------------------------
 APT_PACKAGES=(
   build-essential cmake ninja-build ccache git pkg-config python3 python3-venv python3-pip

@@ -56,7 +56,8 @@ ABSL_FLAG(double, shutdown_grace_seconds, 30,
           "on SIGTERM/SIGINT, how long accepted requests may take to finish");
 ABSL_FLAG(bool, list_models, false, "print the architectures this build can serve and exit");
 ABSL_FLAG(int, preprocess_threads, 0,
-          "threads that decode and preprocess images, off gRPC's threads (0: one per core)");
+          "threads that decode and preprocess images and convert ModelInfer tensors, off gRPC's "
+          "threads (0: one per core)");
 
 namespace vitserve {
 namespace {

@@ -144,7 +144,8 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
   preprocess_pool_ = std::make_unique<WorkPool>(options_.preprocess_threads);
   vision_ = std::make_unique<VisionService>(manager_.get(), options_.image_limits,
                                             preprocess_pool_.get());
-  inference_ = std::make_unique<InferenceService>(manager_.get(), std::string(VitserveVersion()));
+  inference_ = std::make_unique<InferenceService>(manager_.get(), std::string(VitserveVersion()),
+                                                  preprocess_pool_.get());
 
   // Both are process-wide switches of gRPC that only take effect for servers built afterwards.
   grpc::EnableDefaultHealthCheckService(true);

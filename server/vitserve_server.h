@@ -74,7 +74,8 @@ struct ServerOptions {
   ImageLimits image_limits;
   absl::Duration shutdown_grace = absl::Seconds(30);
   int grpc_max_message_bytes = 64 << 20;
-  // Threads that decode and preprocess images (0: one per hardware thread).
+  // Threads that decode and preprocess images and convert ModelInfer's tensors (0: one per
+  // hardware thread).
   int preprocess_threads = 0;
 };
 

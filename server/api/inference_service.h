@@ -11,8 +11,9 @@
 // INVALID_ARGUMENT (tensor name/datatype/shape/size), RESOURCE_EXHAUSTED (queue full),
 // DEADLINE_EXCEEDED, CANCELLED; repository load/unload pass on the ModelManager's status
 // (FAILED_PRECONDITION in quick mode).
-// Ownership: borrows the ModelManager, which must outlive the grpc::Server. ModelInfer holds its
-// model handle in its reactor until OnDone (a gRPC thread).
+// Ownership: borrows the ModelManager and the preprocessing WorkPool, which must outlive the
+// grpc::Server. ModelInfer holds its model handle in its reactor until OnDone (a gRPC thread);
+// its input conversion runs on the pool, so a large UINT8 batch does not hold a gRPC thread.
 // Thread-safety: called by gRPC from any number of threads; SetShuttingDown from any thread.
 #pragma once
 
@@ -22,6 +23,7 @@
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/server_callback.h"
 #include "inference/grpc_service.grpc.pb.h"
+#include "server/api/work_pool.h"
 #include "server/model_manager.h"
 
 namespace vitserve {
@@ -34,8 +36,10 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
   static constexpr char kPlatform[] = "vitserve_libtorch";
   static constexpr char kBackend[] = "vitserve";
 
-  // `version`: the server version reported by ServerMetadata.
-  InferenceService(ModelManager* manager, std::string version);
+  // `version`: the server version reported by ServerMetadata. `preprocess_pool` (borrowed, may
+  // be null: then inline on gRPC's thread) converts ModelInfer's input tensors.
+  InferenceService(ModelManager* manager, std::string version,
+                   WorkPool* preprocess_pool = nullptr);
 
   // From now on ServerReady answers false.
   void SetShuttingDown() { shutting_down_.store(true); }
@@ -83,6 +87,7 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
 
   ModelManager* const manager_;
   const std::string version_;
+  WorkPool* const preprocess_pool_;  // Not owned; may be null.
   std::atomic<bool> shutting_down_{false};
 };
 

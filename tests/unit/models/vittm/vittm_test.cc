@@ -8,6 +8,7 @@
 #include <map>
 #include <string>
 
+#include "models/model_loader.h"
 #include "models/registry.h"
 #include "models/vittm/vittm_models.h"
 #include "models/weights/safetensors.h"
@@ -89,6 +90,26 @@ TEST(VittmTest, StateDictMatchesOfficialNames) {
   EXPECT_EQ(b28.at("memory_embedder.proj.weight").sizes(), (at::IntArrayRef{768, 3, 28, 28}));
   EXPECT_NE(b28.at("memory_embedder.proj.weight").data_ptr(),
             b28.at("patch_embed.proj.weight").data_ptr());
+}
+
+// PyTorch's parameters() yields a shared module's tensors once; LibTorch's yields them under
+// each name. The reported count must be PyTorch's (what timm and the paper quote).
+TEST(VittmTest, ParameterCountCountsTheSharedEmbedderOnce) {
+  const ModelRegistry registry = VittmRegistry();
+  for (const char* name : {"vittm_small", "vittm_base_28"}) {
+    auto model = registry.Create(name).value();
+    int64_t every_name = 0;
+    for (const at::Tensor& p : model->parameters()) every_name += p.numel();
+    const std::map<std::string, at::Tensor> state = StateDictTensors(*model);
+    const bool shared = state.at("memory_embedder.proj.weight").data_ptr() ==
+                        state.at("patch_embed.proj.weight").data_ptr();
+    const int64_t embedder = state.at("patch_embed.proj.weight").numel() +
+                             state.at("patch_embed.proj.bias").numel();
+
+    absl::StatusOr<LoadedModel> loaded = LoadModel(registry, name, LoadOptions{});
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    EXPECT_EQ(loaded->parameter_count, shared ? every_name - embedder : every_name) << name;
+  }
 }
 
 // Parity with the official PyTorch code on tiny random models (testdata/, written by

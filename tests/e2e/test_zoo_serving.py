@@ -1,11 +1,14 @@
-"""Each zoo3 model (ViTTM, TokenLearner, Fibottention) serves through the real vitserve binary:
-ModelMetadata and ModelInfer via Triton's own gRPC client, random weights, CPU.
+"""Each model of zoo II (Vim) and zoo III (ViTTM, TokenLearner, Fibottention) serves through
+the real vitserve binary: ModelMetadata and ModelInfer via Triton's own gRPC client, random
+weights, CPU. (Zoo I's ViT/DeiT/SHViT are served by test_serving_weights.py and the KServe tests.)
 """
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-ZOO3_MODELS = [
+ZOO_MODELS = [
+    "vim_tiny",
+    "vim_small",
     "vittm_small",
     "vittm_base",
     "vittm_base_28",
@@ -23,7 +26,7 @@ def _infer(client, model, batch):
     return client.infer(model, [inp], outputs=[out]).as_numpy("logits")
 
 
-@pytest.mark.parametrize("model", ZOO3_MODELS)
+@pytest.mark.parametrize("model", ZOO_MODELS)
 def test_model_serves_model_infer(start_server, model):
     server = start_server(f"--model={model}", "--max-batch-size=2")
     client = grpcclient.InferenceServerClient(url=server.grpc_target)

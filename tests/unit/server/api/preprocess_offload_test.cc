@@ -1,0 +1,159 @@
+// Both inference RPCs do their CPU-heavy input work (Classify: decoding and preprocessing;
+// ModelInfer: converting the input tensor) on the preprocessing WorkPool, never on gRPC's
+// threads. The proof: while the pool's only worker is held, neither call can finish; once it is
+// released, both finish with correct answers.
+#include <memory>
+#include <string>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server.h"
+#include "grpcpp/server_builder.h"
+#include "gtest/gtest.h"
+#include "models/registry.h"
+#include "prometheus/registry.h"
+#include "server/api/inference_service.h"
+#include "server/api/vision_service.h"
+#include "server/api/work_pool.h"
+#include "server/metrics/server_metrics.h"
+#include "server/model_manager.h"
+
+namespace vitserve {
+namespace {
+
+constexpr char kModel[] = "shvit_s1";
+constexpr int64_t kSize = 224;
+// Long enough for an inline (wrong) implementation to answer on a slow, shared CI machine;
+// a correct one cannot answer at all while the pool is held, so this never fails spuriously.
+constexpr absl::Duration kHeldFor = absl::Seconds(2);
+constexpr absl::Duration kAnswerWithin = absl::Seconds(120);
+
+class PreprocessOffloadTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ModelManagerOptions options;
+    options.quick_model = kModel;
+    options.defaults.max_batch_size = 2;
+    auto manager = ModelManager::Create(options, &registry_, &metrics_);
+    ASSERT_TRUE(manager.ok()) << manager.status();
+    manager_ = *std::move(manager);
+    ASSERT_TRUE(manager_->LoadAll().ok());
+    vision_ = std::make_unique<VisionService>(manager_.get(), ImageLimits{}, &pool_);
+    inference_ = std::make_unique<InferenceService>(manager_.get(), "test", &pool_);
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(vision_.get());
+    builder.RegisterService(inference_.get());
+    server_ = builder.BuildAndStart();
+    ASSERT_NE(server_, nullptr);
+    channel_ = grpc::CreateChannel("127.0.0.1:" + std::to_string(port),
+                                   grpc::InsecureChannelCredentials());
+  }
+
+  void TearDown() override {
+    // A failed test may not have released the worker; the pool's destructor would wait for it.
+    if (!release_.HasBeenNotified()) release_.Notify();
+    if (server_ != nullptr) server_->Shutdown();
+  }
+
+  // Occupies the pool's only worker until release_ is notified.
+  void HoldThePool() {
+    absl::Notification holding;
+    pool_.Schedule([this, &holding] {
+      holding.Notify();
+      release_.WaitForNotification();
+    });
+    holding.WaitForNotification();
+  }
+
+  ModelRegistry registry_ = BuiltinModelRegistry();
+  prometheus::Registry prometheus_;
+  ServerMetrics metrics_{prometheus_};
+  std::unique_ptr<ModelManager> manager_;
+  WorkPool pool_{1};
+  absl::Notification release_;
+  std::unique_ptr<VisionService> vision_;
+  std::unique_ptr<InferenceService> inference_;
+  std::unique_ptr<grpc::Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+};
+
+TEST_F(PreprocessOffloadTest, ClassifyWaitsForThePool) {
+  auto stub = v1::Vision::NewStub(channel_);
+  v1::ClassifyRequest request;
+  request.set_model(kModel);
+  request.set_top_k(1);
+  v1::RawImage* raw = request.add_images()->mutable_raw();
+  raw->set_width(64);
+  raw->set_height(48);
+  raw->set_rgb8(std::string(64 * 48 * 3, '\x7f'));
+  v1::ClassifyResponse response;
+  grpc::ClientContext context;
+  grpc::Status status;
+  absl::Notification answered;
+
+  HoldThePool();
+  stub->async()->Classify(&context, &request, &response, [&](grpc::Status s) {
+    status = std::move(s);
+    answered.Notify();
+  });
+  EXPECT_FALSE(answered.WaitForNotificationWithTimeout(kHeldFor))
+      << "Classify answered while the preprocessing pool was held: it ran on a gRPC thread";
+  release_.Notify();
+  ASSERT_TRUE(answered.WaitForNotificationWithTimeout(kAnswerWithin));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.results_size(), 1);
+  EXPECT_EQ(response.results(0).classes_size(), 1);
+}
+
+TEST_F(PreprocessOffloadTest, ModelInferWaitsForThePool) {
+  auto stub = inference::GRPCInferenceService::NewStub(channel_);
+  inference::ModelInferRequest request;
+  request.set_model_name(kModel);
+  inference::ModelInferRequest::InferInputTensor* input = request.add_inputs();
+  input->set_name("input");
+  input->set_datatype("UINT8");
+  for (int64_t d : {int64_t{1}, int64_t{3}, kSize, kSize}) input->add_shape(d);
+  request.add_raw_input_contents(std::string(3 * kSize * kSize, '\x40'));
+  inference::ModelInferResponse response;
+  grpc::ClientContext context;
+  grpc::Status status;
+  absl::Notification answered;
+
+  HoldThePool();
+  stub->async()->ModelInfer(&context, &request, &response, [&](grpc::Status s) {
+    status = std::move(s);
+    answered.Notify();
+  });
+  EXPECT_FALSE(answered.WaitForNotificationWithTimeout(kHeldFor))
+      << "ModelInfer answered while the preprocessing pool was held: it ran on a gRPC thread";
+  release_.Notify();
+  ASSERT_TRUE(answered.WaitForNotificationWithTimeout(kAnswerWithin));
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.outputs_size(), 1);
+  EXPECT_EQ(response.outputs(0).name(), "logits");
+  ASSERT_EQ(response.outputs(0).shape_size(), 2);
+  EXPECT_EQ(response.outputs(0).shape(0), 1);
+  EXPECT_EQ(response.outputs(0).shape(1), 1000);
+  EXPECT_EQ(response.raw_output_contents(0).size(), 1000 * sizeof(float));
+}
+
+// Requests that fail validation are answered at once: only valid work waits for the pool.
+TEST_F(PreprocessOffloadTest, InvalidModelInferIsAnsweredWithoutThePool) {
+  auto stub = inference::GRPCInferenceService::NewStub(channel_);
+  inference::ModelInferRequest request;
+  request.set_model_name("no_such_model");
+  inference::ModelInferResponse response;
+  HoldThePool();
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  const grpc::Status status = stub->ModelInfer(&context, request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND) << status.error_message();
+}
+
+}  // namespace
+}  // namespace vitserve
