@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <memory>
 #include <thread>
 #include <utility>
@@ -13,6 +14,7 @@
 #include "server/api/kserve_tensor.h"
 #include "server/api/model_description.h"
 #include "server/api/model_statistics.h"
+#include "server/api/stream_reactor.h"
 #include "server/metrics/server_metrics.h"
 
 namespace vitserve {
@@ -49,6 +51,112 @@ class InferenceService::InferReactor final : public grpc::ServerUnaryReactor {
 
  private:
   std::shared_ptr<const ServableModel> model_;
+};
+
+namespace {
+
+// Runs one ModelInfer request on `model` and calls `finish` exactly once (on an executor or pool
+// thread, or inline when the request fails before it is queued) after filling `*response`.
+// Records the request's metrics. `request` and `response` must stay alive until `finish` runs.
+void RunModelInfer(const ServableModel& model, const inference::ModelInferRequest& request,
+                   absl::Time deadline, std::function<bool()> is_cancelled, WorkPool* pool,
+                   inference::ModelInferResponse* response,
+                   std::function<void(absl::Status)> finish) {
+  const absl::Time start = absl::Now();
+  ModelMetrics& metrics = model.metrics();
+  metrics.AddInflight(1);
+  auto complete = [&metrics, start, finish = std::move(finish)](absl::Status status) {
+    metrics.RecordRequest(status.code(), absl::Now() - start);
+    metrics.AddInflight(-1);
+    finish(std::move(status));
+  };
+
+  response->set_model_name(model.name());
+  response->set_model_version(kVersion);
+  response->set_id(request.id());
+  if (model.info().task != ModelTask::kClassification) {
+    return complete(absl::InvalidArgumentError(absl::StrCat(
+        "model '", model.name(), "' is a ", std::string(ModelTaskName(model.info().task)),
+        " model; ModelInfer serves classification models (output 'logits')")));
+  }
+  InferInputSpec spec;
+  spec.input_size = ModelInputSize(model);
+  spec.mean = ModelMean(model);
+  spec.std = ModelStd(model);
+  spec.max_batch_size = MaxRowsPerTask(model);
+  absl::Status outputs_ok = ValidateRequestedOutputs(request);
+  if (!outputs_ok.ok()) return complete(outputs_ok);
+  if (start >= deadline) {
+    return complete(absl::DeadlineExceededError("the request's deadline passed on arrival"));
+  }
+  // Converting the input (a copy of the whole batch; for UINT8 also the normalisation) is the
+  // CPU-heavy part of the call: it runs on the preprocessing pool, off gRPC's threads, as
+  // Classify's decoding does.
+  auto convert_and_schedule = [&model, &metrics, &request, response, spec, deadline,
+                               is_cancelled = std::move(is_cancelled),
+                               complete = std::move(complete)]() mutable {
+    if (is_cancelled()) return complete(absl::CancelledError("the client cancelled the request"));
+    const absl::Time preprocess_start = absl::Now();
+    absl::StatusOr<InferInput> input = ParseInferInput(request, spec);
+    metrics.ObservePreprocess(absl::Now() - preprocess_start);
+    if (!input.ok()) return complete(input.status());
+    ScheduleRows(model, std::move(input->tensor), deadline, std::move(is_cancelled),
+                 [complete = std::move(complete), response,
+                  batched = input->batched](absl::StatusOr<at::Tensor> logits) {
+                   if (!logits.ok()) return complete(logits.status());
+                   FillInferOutput(*logits, batched, response);
+                   complete(absl::OkStatus());
+                 });
+  };
+  if (pool == nullptr) return convert_and_schedule();
+  pool->Schedule(std::move(convert_and_schedule));
+}
+
+}  // namespace
+
+// ModelStreamInfer, as Triton answers it for models that are not decoupled: one response per
+// request, in completion order, each carrying the request's id. A failed request is answered
+// in-band (error_message, with the gRPC code name first) and the stream goes on.
+class InferenceService::StreamInferReactor final
+    : public StreamReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse> {
+ public:
+  StreamInferReactor(const InferenceService* service, grpc::CallbackServerContext* context)
+      : StreamReactor(kMaxPendingPerStream), service_(service), context_(context) {
+    StartReading();
+  }
+
+ private:
+  struct Item {
+    inference::ModelInferRequest request;
+    inference::ModelStreamInferResponse response;
+  };
+
+  void Process(inference::ModelInferRequest request) override {
+    auto item = std::make_shared<Item>();
+    item->request = std::move(request);
+    auto model = service_->GetModel(item->request.model_name(), item->request.model_version());
+    if (!model.ok()) return Done(*item, nullptr, model.status());
+    const ServableModel* raw = model->get();
+    HoldModel(*std::move(model));
+    RunModelInfer(*raw, item->request, DeadlineOf(*context_),
+                  [context = context_] { return context->IsCancelled(); },
+                  service_->preprocess_pool_, item->response.mutable_infer_response(),
+                  [this, item, raw](absl::Status status) { Done(*item, raw, status); });
+  }
+
+  void Done(Item& item, const ServableModel* model, const absl::Status& status) {
+    if (!status.ok()) {
+      item.response.set_error_message(absl::StrCat(
+          absl::StatusCodeToString(status.code()), ": ", status.message()));
+      item.response.mutable_infer_response()->clear_outputs();
+      item.response.mutable_infer_response()->clear_raw_output_contents();
+      item.response.mutable_infer_response()->set_id(item.request.id());
+    }
+    Complete(model, std::move(item.response));
+  }
+
+  const InferenceService* const service_;
+  grpc::CallbackServerContext* const context_;
 };
 
 InferenceService::InferenceService(ModelManager* manager, std::string version,
@@ -236,68 +344,17 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
                                                        inference::ModelInferResponse* response) {
   auto model = GetModel(request->model_name(), request->model_version());
   if (!model.ok()) return FinishWith(context, model.status());
-  const ServableModel& m = **model;
+  const ServableModel& served = **model;
   auto* reactor = new InferReactor(*std::move(model));
-
-  const absl::Time start = absl::Now();
-  ModelMetrics& metrics = m.metrics();
-  metrics.AddInflight(1);
-  auto finish = [reactor, &metrics, start](absl::Status status) {
-    metrics.RecordRequest(status.code(), absl::Now() - start);
-    metrics.AddInflight(-1);
-    reactor->Finish(ToGrpcStatus(status));
-  };
-
-  response->set_model_name(m.name());
-  response->set_model_version(kVersion);
-  response->set_id(request->id());
-  if (m.info().task != ModelTask::kClassification) {
-    finish(absl::InvalidArgumentError(
-        absl::StrCat("model '", m.name(), "' is a ", std::string(ModelTaskName(m.info().task)),
-                     " model; ModelInfer serves classification models (output 'logits')")));
-    return reactor;
-  }
-  InferInputSpec spec;
-  spec.input_size = ModelInputSize(m);
-  spec.mean = ModelMean(m);
-  spec.std = ModelStd(m);
-  spec.max_batch_size = MaxRowsPerTask(m);
-  absl::Status outputs_ok = ValidateRequestedOutputs(*request);
-  if (!outputs_ok.ok()) {
-    finish(outputs_ok);
-    return reactor;
-  }
-  const absl::Time deadline = DeadlineOf(*context);
-  if (start >= deadline) {
-    finish(absl::DeadlineExceededError("the request's deadline passed on arrival"));
-    return reactor;
-  }
-  // Converting the input (a copy of the whole batch; for UINT8 also the normalisation) is the
-  // CPU-heavy part of the call: it runs on the preprocessing pool, off gRPC's threads, as
-  // Classify's decoding does. `request`, `response` and `context` live until Finish.
-  auto convert_and_schedule = [&m, &metrics, request, response, context, spec, deadline,
-                               finish = std::move(finish)]() {
-    if (context->IsCancelled()) {
-      return finish(absl::CancelledError("the client cancelled the request"));
-    }
-    const absl::Time preprocess_start = absl::Now();
-    absl::StatusOr<InferInput> input = ParseInferInput(*request, spec);
-    metrics.ObservePreprocess(absl::Now() - preprocess_start);
-    if (!input.ok()) return finish(input.status());
-    ScheduleRows(
-        m, std::move(input->tensor), deadline, [context] { return context->IsCancelled(); },
-        [finish, response, batched = input->batched](absl::StatusOr<at::Tensor> logits) {
-          if (!logits.ok()) return finish(logits.status());
-          FillInferOutput(*logits, batched, response);
-          finish(absl::OkStatus());
-        });
-  };
-  if (preprocess_pool_ == nullptr) {
-    convert_and_schedule();
-  } else {
-    preprocess_pool_->Schedule(std::move(convert_and_schedule));
-  }
+  RunModelInfer(served, *request, DeadlineOf(*context),
+                [context] { return context->IsCancelled(); }, preprocess_pool_, response,
+                [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
   return reactor;
+}
+
+grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*
+InferenceService::ModelStreamInfer(grpc::CallbackServerContext* context) {
+  return new StreamInferReactor(this, context);
 }
 
 }  // namespace vitserve

@@ -4,8 +4,9 @@
 //
 // Every model has exactly one version, "1" (an empty version means it too). The tensor
 // conventions of ModelInfer (input "input" FP32/FP16/UINT8 [N,3,S,S], output "logits" FP32
-// [N,num_classes]) are described in server/api/kserve_tensor.h. ModelStreamInfer is not
-// implemented (UNIMPLEMENTED, gRPC's default).
+// [N,num_classes]) are described in server/api/kserve_tensor.h. ModelStreamInfer answers each
+// request of the stream as ModelInfer would, in completion order; a failed request gets an
+// in-band error_message ("NOT_FOUND: ...") and the stream goes on, as in Triton.
 //
 // Errors: NOT_FOUND (unknown model or version), UNAVAILABLE (model not ready, shutting down),
 // INVALID_ARGUMENT (tensor name/datatype/shape/size), RESOURCE_EXHAUSTED (queue full),
@@ -35,6 +36,8 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
                                                 "model_repository"};
   static constexpr char kPlatform[] = "vitserve_libtorch";
   static constexpr char kBackend[] = "vitserve";
+  // Requests of one ModelStreamInfer stream being processed at once, beyond which reads pause.
+  static constexpr int kMaxPendingPerStream = 32;
 
   // `version`: the server version reported by ServerMetadata. `preprocess_pool` (borrowed, may
   // be null: then inline on gRPC's thread) converts ModelInfer's input tensors.
@@ -62,6 +65,8 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
   grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* context,
                                        const inference::ModelInferRequest* request,
                                        inference::ModelInferResponse* response) override;
+  grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*
+  ModelStreamInfer(grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* ModelConfig(grpc::CallbackServerContext* context,
                                         const inference::ModelConfigRequest* request,
                                         inference::ModelConfigResponse* response) override;
@@ -80,6 +85,7 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
 
  private:
   class InferReactor;
+  class StreamInferReactor;
 
   // The model `name` at `version` ("" or "1"): NOT_FOUND / UNAVAILABLE otherwise.
   absl::StatusOr<std::shared_ptr<const ServableModel>> GetModel(const std::string& name,

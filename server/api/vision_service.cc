@@ -2,21 +2,19 @@
 
 #include <ATen/ATen.h>
 
-#include <deque>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "server/api/call_util.h"
 #include "server/api/classify.h"
 #include "server/api/grpc_status.h"
 #include "server/api/model_description.h"
+#include "server/api/stream_reactor.h"
 #include "server/metrics/server_metrics.h"
 
 namespace vitserve {
@@ -88,57 +86,20 @@ class VisionService::ClassifyReactor final : public grpc::ServerUnaryReactor {
   std::shared_ptr<const ServableModel> model_;
 };
 
+// ClassifyStream: StreamReactor (server/api/stream_reactor.h) running RunClassify per request;
+// the first failing request ends the stream with its status, prefixed with its request_id.
 class VisionService::ClassifyStreamReactor final
-    : public grpc::ServerBidiReactor<v1::ClassifyRequest, v1::ClassifyResponse> {
+    : public StreamReactor<v1::ClassifyRequest, v1::ClassifyResponse> {
  public:
   ClassifyStreamReactor(ModelManager* manager, const ImageLimits& limits, WorkPool* pool,
                         grpc::CallbackServerContext* context)
-      : manager_(manager), limits_(limits), pool_(pool), context_(context) {
-    reading_ = true;
-    StartRead(&read_request_);
+      : StreamReactor(kMaxPendingPerStream),
+        manager_(manager),
+        limits_(limits),
+        pool_(pool),
+        context_(context) {
+    StartReading();
   }
-
-  void OnReadDone(bool ok) override {
-    if (!ok) {  // The client half-closed (or the call ended).
-      {
-        absl::MutexLock lock(&mu_);
-        reading_ = false;
-        reads_done_ = true;
-      }
-      Pump();
-      return;
-    }
-    auto item = std::make_shared<Item>();
-    item->request = std::move(read_request_);
-    read_request_.Clear();
-    {
-      absl::MutexLock lock(&mu_);
-      reading_ = false;
-      if (finished_ || !error_.ok()) {  // The stream already failed: ignore what follows.
-        reads_done_ = true;
-        item = nullptr;
-      } else {
-        ++pending_;
-      }
-    }
-    if (item != nullptr) Process(item);
-    Pump();  // Reads the next request unless too many are pending or the stream failed.
-  }
-
-  void OnWriteDone(bool ok) override {
-    std::vector<std::shared_ptr<const ServableModel>> retired;
-    {
-      absl::MutexLock lock(&mu_);
-      writing_.reset();
-      if (!ok && error_.ok()) {
-        error_ = absl::CancelledError("the client stopped reading the stream");
-      }
-      retired.swap(retired_);
-    }
-    Pump();
-  }
-
-  void OnDone() override { delete this; }
 
  private:
   struct Item {
@@ -146,116 +107,32 @@ class VisionService::ClassifyStreamReactor final
     v1::ClassifyResponse response;
   };
 
-  void Process(std::shared_ptr<Item> item) {
+  void Process(v1::ClassifyRequest request) override {
+    auto item = std::make_shared<Item>();
+    item->request = std::move(request);
     absl::StatusOr<std::shared_ptr<const ServableModel>> model =
         manager_->Get(item->request.model());
-    if (!model.ok()) return ItemDone(*item, nullptr, model.status());
-    std::shared_ptr<const ServableModel> handle = *std::move(model);
-    const ServableModel* raw = handle.get();
-    {
-      // Kept by the stream until a gRPC callback releases it (see ItemDone).
-      absl::MutexLock lock(&mu_);
-      held_.push_back(handle);
-    }
-    RunClassify(*raw, limits_, pool_, item->request, DeadlineOf(*context_), CancellationOf(context_),
-                &item->response, [this, item, raw](absl::Status status) {
-                  ItemDone(*item, raw, std::move(status));
-                });
+    if (!model.ok()) return Done(*item, nullptr, model.status());
+    const ServableModel* raw = model->get();
+    HoldModel(*std::move(model));
+    RunClassify(*raw, limits_, pool_, item->request, DeadlineOf(*context_),
+                CancellationOf(context_), &item->response,
+                [this, item, raw](absl::Status status) { Done(*item, raw, std::move(status)); });
   }
 
-  // Runs on an executor thread (or inline): queues the response or records the failure, moves the
-  // item's model handle to retired_ (released on a gRPC thread), then writes or finishes.
-  void ItemDone(Item& item, const ServableModel* model, absl::Status status) {
-    {
-      absl::MutexLock lock(&mu_);
-      --pending_;
-      if (model != nullptr) {
-        for (auto it = held_.begin(); it != held_.end(); ++it) {
-          if (it->get() == model) {
-            retired_.push_back(std::move(*it));
-            held_.erase(it);
-            break;
-          }
-        }
-      }
-      if (status.ok()) {
-        if (error_.ok()) write_queue_.push_back(std::move(item.response));
-      } else if (error_.ok()) {
-        error_ = absl::Status(
-            status.code(),
-            item.request.request_id().empty()
-                ? std::string(status.message())
-                : absl::StrCat("request_id ", item.request.request_id(), ": ", status.message()));
-        write_queue_.clear();
-      }
-    }
-    Pump();
-  }
-
-  // Decides under the lock, acts outside it: starts the next write and/or read, or Finishes.
-  // Pump may run on an executor thread, which (unlike a gRPC reaction) does not keep the
-  // reactor alive: `acting_` counts threads between deciding and issuing a Start*, and Finish
-  // (after which OnDone may delete the reactor) waits until it is zero. The thread that
-  // finishes touches nothing afterwards.
-  void Pump() {
-    bool acted = false;
-    for (;;) {
-      v1::ClassifyResponse* to_write = nullptr;
-      bool read = false;
-      grpc::Status finish_status;
-      {
-        absl::MutexLock lock(&mu_);
-        if (acted) --acting_;
-        acted = false;
-        if (finished_) return;
-        if (!writing_ && !write_queue_.empty() && error_.ok()) {
-          writing_ = std::make_unique<v1::ClassifyResponse>(std::move(write_queue_.front()));
-          write_queue_.pop_front();
-          to_write = writing_.get();
-        }
-        if (!reading_ && !reads_done_ && error_.ok() && pending_ < kMaxPendingPerStream) {
-          reading_ = true;
-          read = true;
-        }
-        if (to_write != nullptr || read) {
-          ++acting_;
-          acted = true;
-        } else {
-          const bool idle = pending_ == 0 && !writing_ && write_queue_.empty() && acting_ == 0;
-          if (!idle || (!reads_done_ && error_.ok())) return;
-          finished_ = true;
-          finish_status = ToGrpcStatus(error_);
-        }
-      }
-      if (!acted) {
-        Finish(std::move(finish_status));
-        return;
-      }
-      if (to_write != nullptr) StartWrite(to_write);
-      if (read) StartRead(&read_request_);
-    }
+  void Done(Item& item, const ServableModel* model, const absl::Status& status) {
+    if (status.ok()) return Complete(model, std::move(item.response));
+    Complete(model, absl::Status(status.code(),
+                                 item.request.request_id().empty()
+                                     ? std::string(status.message())
+                                     : absl::StrCat("request_id ", item.request.request_id(),
+                                                    ": ", status.message())));
   }
 
   ModelManager* const manager_;
   const ImageLimits limits_;
   WorkPool* const pool_;
   grpc::CallbackServerContext* const context_;
-  // Written only by the thread that started the read (reads are never concurrent).
-  v1::ClassifyRequest read_request_;
-
-  absl::Mutex mu_;
-  bool reading_ ABSL_GUARDED_BY(mu_) = false;
-  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
-  int pending_ ABSL_GUARDED_BY(mu_) = 0;
-  int acting_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Status error_ ABSL_GUARDED_BY(mu_);
-  std::unique_ptr<v1::ClassifyResponse> writing_ ABSL_GUARDED_BY(mu_);
-  std::deque<v1::ClassifyResponse> write_queue_ ABSL_GUARDED_BY(mu_);
-  // Model handles of requests in flight, and of finished ones waiting to be released on a gRPC
-  // thread (OnWriteDone or OnDone).
-  std::vector<std::shared_ptr<const ServableModel>> held_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::shared_ptr<const ServableModel>> retired_ ABSL_GUARDED_BY(mu_);
 };
 
 VisionService::VisionService(ModelManager* manager, ImageLimits image_limits,

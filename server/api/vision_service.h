@@ -3,17 +3,18 @@
 //
 // Each inference RPC: take the call's deadline and cancellation from the context -> get the
 // model from the ModelManager (NOT_FOUND / UNAVAILABLE) -> check the model's task -> validate the
-// request -> decode and preprocess every image on the gRPC thread (errors name the image:
-// "image 2: ...") -> queue the rows on the model's batcher (split into tasks of at most
-// max_batch_size rows; RESOURCE_EXHAUSTED at once when its queue is full) -> postprocess on the
-// executor thread (softmax top-k + labels) -> finish. Every request that reached a model records
-// vitserve_requests_total{code}, its duration, its preprocessing time and the in-flight gauge.
+// request -> decode and preprocess every image on the preprocessing pool, off gRPC's threads
+// (errors name the image: "image 2: ...") -> queue the rows on the model's batcher (split into
+// tasks of at most max_batch_size rows; RESOURCE_EXHAUSTED at once when its queue is full) ->
+// postprocess on the executor thread (softmax top-k + labels) -> finish. Every request that
+// reached a model records vitserve_requests_total{code}, its duration, its preprocessing time and
+// the in-flight gauge.
 //
 // ClassifyStream: every request on the stream is processed independently and answered (with its
 // request_id) as soon as it completes, so responses may arrive out of order. At most
 // kMaxPendingPerStream requests of one stream are in the server at once (reads pause beyond
 // that). The first failing request ends the stream with its status (message prefixed with its
-// request_id); responses already completed are written first.
+// request_id); responses already completed are written first (server/api/stream_reactor.h).
 //
 // Detect and Segment answer UNIMPLEMENTED until a detection / segmentation model is registered.
 //

@@ -84,3 +84,48 @@ def test_statistics_count_inferences(client):
     assert int(stats["inference_count"]) >= 2
     assert int(stats["execution_count"]) >= 1
     assert int(stats["inference_stats"]["success"]["count"]) >= 1
+
+
+def test_stream_infer_answers_each_request_and_survives_errors(server):
+    """ModelStreamInfer: tritonclient's stream API gets one result per request, matched by id;
+    a failed request is answered in-band and the stream goes on serving."""
+    import queue
+
+    stream_client = grpcclient.InferenceServerClient(url=server.grpc_target)
+    answers = queue.Queue()
+    stream_client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    rng = np.random.default_rng(3)
+    images = rng.standard_normal((2, 3, 224, 224), dtype=np.float32)
+
+    def send(model, batch, request_id):
+        inp = grpcclient.InferInput("input", list(batch.shape), "FP32")
+        inp.set_data_from_numpy(batch)
+        stream_client.async_stream_infer(model, [inp], request_id=request_id,
+                                         outputs=[grpcclient.InferRequestedOutput("logits")])
+
+    try:
+        send(E2E_MODEL, images[0:1], "a")
+        send("no_such_model", images[0:1], "bad-model")
+        bad_shape = np.zeros((1, 3, 7, 7), dtype=np.float32)
+        send(E2E_MODEL, bad_shape, "bad-shape")
+        send(E2E_MODEL, images[1:2], "b")  # After the errors: the stream still serves.
+        results, errors = {}, []
+        for _ in range(4):
+            result, error = answers.get(timeout=120)
+            if error is not None:
+                errors.append(str(error))
+            else:
+                results[result.get_response().id] = result.as_numpy("logits")
+    finally:
+        stream_client.stop_stream()
+        stream_client.close()
+
+    assert sorted(results) == ["a", "b"]
+    assert len(errors) == 2
+    assert any("NOT_FOUND" in e and "no_such_model" in e for e in errors), errors
+    assert any("INVALID_ARGUMENT" in e for e in errors), errors
+    # Each streamed answer equals the unary answer for the same image.
+    unary_client = grpcclient.InferenceServerClient(url=server.grpc_target)
+    for request_id, row in (("a", 0), ("b", 1)):
+        unary = _infer(unary_client, images[row:row + 1]).as_numpy("logits")
+        np.testing.assert_allclose(results[request_id], unary, rtol=1e-4, atol=1e-4)

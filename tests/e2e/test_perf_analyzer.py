@@ -20,13 +20,16 @@ def _perf_analyzer_env():
     return env
 
 
-def test_perf_analyzer_runs_against_vitserve(server):
+@pytest.mark.parametrize("streaming", [False, True], ids=["unary", "streaming"])
+def test_perf_analyzer_runs_against_vitserve(server, streaming):
     exe = shutil.which("perf_analyzer", path=str(pathlib.Path(sys.executable).parent))
     assert exe, "perf_analyzer is missing from .venv (scripts/setup.sh installs it)"
+    # --streaming sends every request over one ModelStreamInfer stream per client thread.
     result = subprocess.run(
         [exe, "-m", E2E_MODEL, "-i", "grpc", "-u", server.grpc_target, "-b", "1",
          "--concurrency-range", "2", "--measurement-interval", "1500",
-         "--measurement-mode", "time_windows", "--max-trials", "3", "--stability-percentage", "999"],
+         "--measurement-mode", "time_windows", "--max-trials", "3", "--stability-percentage", "999"]
+        + (["--streaming"] if streaming else []),
         capture_output=True, text=True, timeout=240, env=_perf_analyzer_env())
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
