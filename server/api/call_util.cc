@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "server/metrics/server_metrics.h"
 #include "server/batching/inference_task.h"
 
 namespace vitserve {
@@ -108,6 +110,18 @@ void ScheduleRows(const ServableModel& model, at::Tensor input, absl::Time deadl
     }
   }
   call->Release(1, absl::OkStatus());
+}
+
+std::function<void(absl::Status)> TrackRequest(const ServableModel& model,
+                                               std::function<void(absl::Status)> finish) {
+  ModelMetrics& metrics = model.metrics();
+  const absl::Time start = absl::Now();
+  metrics.AddInflight(1);
+  return [&metrics, start, finish = std::move(finish)](absl::Status status) {
+    metrics.RecordRequest(status.code(), absl::Now() - start);
+    metrics.AddInflight(-1);
+    finish(std::move(status));
+  };
 }
 
 }  // namespace vitserve

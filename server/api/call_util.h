@@ -24,6 +24,13 @@ namespace vitserve {
 // The call's deadline, or absl::InfiniteFuture() when the client set none.
 absl::Time DeadlineOf(const grpc::CallbackServerContext& context);
 
+// Counts one request of `model` in flight (vitserve_inflight_requests) and returns `finish`
+// wrapped so that calling it records the request's code and duration
+// (vitserve_requests_total, vitserve_request_duration_seconds) and ends the in-flight count.
+// The returned function must be called exactly once.
+std::function<void(absl::Status)> TrackRequest(const ServableModel& model,
+                                               std::function<void(absl::Status)> finish);
+
 // The row limit of one task of `model` (its normalised batching.max_batch_size; >= 1).
 int64_t MaxRowsPerTask(const ServableModel& model);
 

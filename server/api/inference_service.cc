@@ -64,12 +64,7 @@ void RunModelInfer(const ServableModel& model, const inference::ModelInferReques
                    std::function<void(absl::Status)> finish) {
   const absl::Time start = absl::Now();
   ModelMetrics& metrics = model.metrics();
-  metrics.AddInflight(1);
-  auto complete = [&metrics, start, finish = std::move(finish)](absl::Status status) {
-    metrics.RecordRequest(status.code(), absl::Now() - start);
-    metrics.AddInflight(-1);
-    finish(std::move(status));
-  };
+  std::function<void(absl::Status)> complete = TrackRequest(model, std::move(finish));
 
   response->set_model_name(model.name());
   response->set_model_version(kVersion);

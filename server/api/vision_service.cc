@@ -29,12 +29,7 @@ void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool
                  std::function<void(absl::Status)> finish) {
   const absl::Time start = absl::Now();
   ModelMetrics& metrics = model.metrics();
-  metrics.AddInflight(1);
-  auto complete = [&metrics, start, finish = std::move(finish)](absl::Status status) {
-    metrics.RecordRequest(status.code(), absl::Now() - start);
-    metrics.AddInflight(-1);
-    finish(std::move(status));
-  };
+  std::function<void(absl::Status)> complete = TrackRequest(model, std::move(finish));
 
   response->set_model(model.name());
   response->set_request_id(request.request_id());
