@@ -7,7 +7,8 @@
 #   bash bench/gpu_box.sh [OUTDIR]
 # Environment: GPU_STEPS (default "build parity model serve"), BENCH_MODELS, BENCH_SECONDS
 # (per served-bench run, default 10), SERVE_MODELS (served one after another, default
-# shvit_s1), SERVE_PRECISION (fp16), SERVE_MAX_BATCH (64). Without the build step, binaries are taken from
+# shvit_s1), SERVE_PRECISION (fp16), SERVE_MAX_BATCH (64), SERVE_FLAGS (more vitserve flags,
+# e.g. --cuda-graphs). Without the build step, binaries are taken from
 # build-gpu/bin (e.g. built on a Debian 12 machine with the same LibTorch and copied there).
 set -uo pipefail
 OUT="${1:-${OUT:-/tmp/vitserve-gpu}}"
@@ -17,6 +18,7 @@ BENCH_MODELS="${BENCH_MODELS:-shvit_s1 shvit_s4 deit_tiny_patch16_224 deit_small
 SERVE_MODELS="${SERVE_MODELS:-shvit_s1}"
 SERVE_PRECISION="${SERVE_PRECISION:-fp16}"
 SERVE_MAX_BATCH="${SERVE_MAX_BATCH:-64}"
+SERVE_FLAGS="${SERVE_FLAGS:-}"  # e.g. --cuda-graphs
 B=build-gpu
 log() { echo "[gpu_box $(date +%T)] $*"; }
 
@@ -65,7 +67,7 @@ PY
     started=$(date +%s.%N)
     $B/bin/vitserve --model "$m" --device cuda --precision "$SERVE_PRECISION" \
       --max-batch-size "$SERVE_MAX_BATCH" --max-queue-delay-us 2000 --max-queue-size 4096 \
-      > "$OUT/server_$m.log" 2>&1 &
+      $SERVE_FLAGS > "$OUT/server_$m.log" 2>&1 &
     SERVER=$!
     ready=0
     for _ in $(seq 1 600); do

@@ -158,15 +158,21 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
   instance_options.warmup_iterations = static_cast<int>(config.warmup_iterations());
   // Warm-up sizes: {1, max_batch_size}; on CUDA every size the batcher can form (up to 64 of
   // them; beyond that powers of two plus the maximum), so that first-use costs per shape (kernel
-  // selection, workspace allocation) are paid at load rather than by requests.
+  // selection, workspace allocation) are paid at load rather than by requests. With CUDA graphs
+  // only the graph buckets ever run, so only they are warmed up (and then captured).
   const int64_t max_batch = batching.max_batch_size();
   instance_options.warmup_batch_sizes = {1};
-  if (device.is_cuda()) {
-    for (int64_t b = 2; b < max_batch; b = max_batch <= 64 ? b + 1 : b * 2) {
-      instance_options.warmup_batch_sizes.push_back(b);
+  if (device.is_cuda() && config.cuda_graphs()) {
+    instance_options.cuda_graph_batch_sizes = CudaGraphBatchSizes(max_batch);
+    instance_options.warmup_batch_sizes = instance_options.cuda_graph_batch_sizes;
+  } else {
+    if (device.is_cuda()) {
+      for (int64_t b = 2; b < max_batch; b = max_batch <= 64 ? b + 1 : b * 2) {
+        instance_options.warmup_batch_sizes.push_back(b);
+      }
     }
+    if (max_batch > 1) instance_options.warmup_batch_sizes.push_back(max_batch);
   }
-  if (max_batch > 1) instance_options.warmup_batch_sizes.push_back(max_batch);
   LoadOptions load_options;
   load_options.weights_path = weights_path;
   for (uint32_t i = 0; i < config.instance_count(); ++i) {

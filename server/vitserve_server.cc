@@ -136,6 +136,7 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
   manager_options.defaults.max_batch_size = static_cast<uint32_t>(options_.max_batch_size);
   manager_options.defaults.max_queue_delay_us = static_cast<uint64_t>(options_.max_queue_delay_us);
   manager_options.defaults.max_queue_size = static_cast<uint32_t>(options_.max_queue_size);
+  manager_options.defaults.cuda_graphs = options_.cuda_graphs;
   absl::StatusOr<std::unique_ptr<ModelManager>> manager =
       ModelManager::Create(std::move(manager_options), registry, metrics_.get());
   if (!manager.ok()) return manager.status();

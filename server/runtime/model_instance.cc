@@ -1,5 +1,6 @@
 #include "server/runtime/model_instance.h"
 
+#include <algorithm>
 #include <exception>
 #include <utility>
 
@@ -13,6 +14,7 @@
 #include "common/status_macros.h"
 
 #ifdef VITSERVE_WITH_CUDA
+#include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -25,6 +27,15 @@ struct ModelInstance::CudaState {
   // Page-locked staging buffer (flat, float32), grown to the largest batch seen, so H2D copies
   // can be asynchronous. Reuse is safe because Run() returns only after the stream finished.
   at::Tensor pinned;
+  // Captured forward passes, ascending by batch size (empty: eager execution).
+  struct Graph {
+    int64_t batch_size = 0;
+    at::Tensor input;   // Static [batch_size,3,S,S] in the serving dtype and memory format.
+    at::Tensor output;  // Static output of the captured forward.
+    std::unique_ptr<at::cuda::CUDAGraph> graph;
+  };
+  std::vector<Graph> graphs;
+  std::vector<int64_t> graph_sizes;  // graphs[i].batch_size, for BucketFor.
 };
 #else
 struct ModelInstance::CudaState {};
@@ -49,6 +60,18 @@ absl::Status TorchErrorToStatus(const std::exception_ptr& error, absl::string_vi
 }
 
 }  // namespace
+
+std::vector<int64_t> CudaGraphBatchSizes(int64_t max_batch_size) {
+  std::vector<int64_t> sizes;
+  for (int64_t b = 1; b < max_batch_size; b *= 2) sizes.push_back(b);
+  if (max_batch_size >= 1) sizes.push_back(max_batch_size);
+  return sizes;
+}
+
+int BucketFor(const std::vector<int64_t>& ascending_sizes, int64_t batch) {
+  const auto it = std::lower_bound(ascending_sizes.begin(), ascending_sizes.end(), batch);
+  return it == ascending_sizes.end() ? -1 : static_cast<int>(it - ascending_sizes.begin());
+}
 
 ModelInstance::ModelInstance(std::shared_ptr<VisionModel> module, InstanceOptions options)
     : module_(std::move(module)), options_(std::move(options)) {}
@@ -80,6 +103,7 @@ absl::StatusOr<std::unique_ptr<ModelInstance>> ModelInstance::Create(
       new ModelInstance(std::move(module), std::move(options)));
   VITSERVE_RETURN_IF_ERROR(instance->Prepare());
   VITSERVE_RETURN_IF_ERROR(instance->WarmUp());
+  VITSERVE_RETURN_IF_ERROR(instance->CaptureCudaGraphs());
   return instance;
 }
 
@@ -127,6 +151,62 @@ absl::Status ModelInstance::WarmUp() {
   return absl::OkStatus();
 }
 
+absl::Status ModelInstance::CaptureCudaGraphs() {
+  if (options_.cuda_graph_batch_sizes.empty() || !options_.device.is_cuda()) {
+    return absl::OkStatus();
+  }
+  if (options_.input_size <= 0) {
+    return absl::InvalidArgumentError("ModelInstance: CUDA graphs need a fixed input_size");
+  }
+#ifdef VITSERVE_WITH_CUDA
+  std::vector<int64_t> sizes = options_.cuda_graph_batch_sizes;
+  std::sort(sizes.begin(), sizes.end());
+  sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
+  const int64_t s = options_.input_size;
+  const at::MemoryFormat format =
+      options_.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  try {
+    c10::InferenceMode inference_mode;
+    c10::cuda::CUDAStreamGuard stream_guard(cuda_->stream);
+    const at::cuda::MempoolId_t pool = at::cuda::graph_pool_handle();
+    // Largest first: the shared pool grows once, and the smaller graphs fit in what it freed.
+    for (auto it = sizes.rbegin(); it != sizes.rend(); ++it) {
+      CudaState::Graph graph;
+      graph.batch_size = *it;
+      // Allocated outside the capture, so no graph's pool memory can alias a static input.
+      graph.input = at::zeros({*it, 3, s, s}, at::TensorOptions()
+                                                  .device(options_.device)
+                                                  .dtype(options_.dtype))
+                        .contiguous(format);
+      // One eager pass on this stream first: lazily created state (cuBLAS handles and
+      // workspaces, per-device copies a model caches) must exist before capture.
+      (void)module_->forward(graph.input);
+      cuda_->stream.synchronize();
+      graph.graph = std::make_unique<at::cuda::CUDAGraph>();
+      // Thread-local capture: other threads (other models loading or serving) may keep calling
+      // the CUDA API meanwhile.
+      graph.graph->capture_begin(pool, cudaStreamCaptureModeThreadLocal);
+      graph.output = module_->forward(graph.input);
+      graph.graph->capture_end();
+      cuda_->graphs.push_back(std::move(graph));
+    }
+    std::reverse(cuda_->graphs.begin(), cuda_->graphs.end());
+    for (const CudaState::Graph& graph : cuda_->graphs) {
+      cuda_->graph_sizes.push_back(graph.batch_size);
+    }
+  } catch (...) {
+    cuda_->graphs.clear();
+    cuda_->graph_sizes.clear();
+    return TorchErrorToStatus(
+        std::current_exception(),
+        absl::StrCat("capturing CUDA graphs on ", options_.device.str(),
+                     " (set cuda_graphs: false in the model config, or drop --cuda-graphs, to "
+                     "run this model eagerly)"));
+  }
+#endif
+  return absl::OkStatus();
+}
+
 absl::StatusOr<at::Tensor> ModelInstance::Run(const at::Tensor& batch) {
   if (!batch.defined() || batch.dim() != 4 || batch.size(0) < 1 || batch.size(1) != 3 ||
       !batch.device().is_cpu() || batch.scalar_type() != at::kFloat ||
@@ -162,6 +242,14 @@ at::Tensor ModelInstance::RunOrThrow(const at::Tensor& batch) {
     staged.copy_(batch);
     at::Tensor input =
         staged.to(options_.device, at::kFloat, /*non_blocking=*/true, /*copy=*/false);
+    const int bucket = BucketFor(cuda_->graph_sizes, batch.size(0));
+    if (bucket >= 0) {
+      CudaState::Graph& graph = cuda_->graphs[static_cast<size_t>(bucket)];
+      graph.input.narrow(0, 0, batch.size(0)).copy_(input);  // Casts to the serving dtype.
+      graph.graph->replay();
+      // Copied out before any other replay can reuse the graph pool's memory.
+      return graph.output.narrow(0, 0, batch.size(0)).to(at::kFloat).to(at::kCPU).contiguous();
+    }
     input = input.to(options_.dtype).contiguous(format);
     at::Tensor output = module_->forward(input);
     // A blocking D2H copy on the current (instance) stream: waits for the whole batch.

@@ -6,6 +6,12 @@
 // On CUDA, the batch is staged through a reused pinned host buffer and copied asynchronously on
 // the instance's own CUDA stream (from the pool), cast to the serving dtype on the device,
 // computed, and the result copied back (which synchronises that stream).
+// With cuda_graph_batch_sizes, Create() also captures one CUDA graph of the forward pass per
+// batch size (after warm-up), and Run() replays the smallest one that fits the batch: the batch
+// is copied into that graph's static input (rows beyond it keep stale data, which is harmless
+// because every zoo model computes each row independently in eval mode) and the first N rows of
+// its static output are copied back. Graphs share one memory pool; that is safe because replays
+// never overlap (one executor thread) and each output is copied out before the next replay.
 //
 // Ownership: the instance owns its module exclusively. A VisionModel is not Cloneable, so each
 // replica must come from its own LoadModel() call (the model manager does this); never give two
@@ -13,7 +19,8 @@
 // Thread-safety: NOT thread-safe. Create/Run/destruction must not overlap; the intended user is
 // the single DynamicBatcher executor thread bound to this instance.
 // Errors: Create: INVALID_ARGUMENT (null module, bad options, dtype not floating point), the
-// device errors of a failed move (INTERNAL / RESOURCE_EXHAUSTED), and warm-up failures.
+// device errors of a failed move (INTERNAL / RESOURCE_EXHAUSTED), and warm-up or CUDA-graph
+// capture failures (the message says how to run the model eagerly instead).
 // Run: INVALID_ARGUMENT (batch not CPU float32 [N,3,S,S] with S = input_size), RESOURCE_EXHAUSTED
 // (device out of memory), INTERNAL (any other torch error: a bug, since inputs are validated).
 #pragma once
@@ -41,6 +48,9 @@ struct InstanceOptions {
   // Warm-up batch sizes (each run warmup_iterations times at Create); empty: no warm-up.
   std::vector<int64_t> warmup_batch_sizes;
   int warmup_iterations = 1;
+  // CUDA only: batch sizes to capture a CUDA graph for (see the file comment); empty: eager.
+  // Batches larger than the largest run eagerly. Needs input_size > 0.
+  std::vector<int64_t> cuda_graph_batch_sizes;
   // Spatial size S of the [N,3,S,S] input; 0 skips the spatial check (and warm-up).
   int64_t input_size = 0;
   // cuDNN autotuning (a process-wide torch setting, set only when true and on CUDA). Off by
@@ -48,6 +58,13 @@ struct InstanceOptions {
   // re-running after warm-up and made serving 3x slower than without it.
   bool cudnn_benchmark = false;
 };
+
+// The batch-size buckets for CUDA graphs of a model batching up to `max_batch_size` (>= 1):
+// the powers of two below it, and itself (8 -> {1,2,4,8}; 12 -> {1,2,4,8,12}).
+std::vector<int64_t> CudaGraphBatchSizes(int64_t max_batch_size);
+
+// Index of the smallest of `ascending_sizes` that holds `batch` rows, or -1 when none does.
+int BucketFor(const std::vector<int64_t>& ascending_sizes, int64_t batch);
 
 class ModelInstance {
  public:
@@ -69,6 +86,7 @@ class ModelInstance {
   ModelInstance(std::shared_ptr<VisionModel> module, InstanceOptions options);
   absl::Status Prepare();
   absl::Status WarmUp();
+  absl::Status CaptureCudaGraphs();
   at::Tensor RunOrThrow(const at::Tensor& batch);
 
   std::shared_ptr<VisionModel> module_;

@@ -6,12 +6,17 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
 #include <torch/cuda.h>
 
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "absl/strings/str_cat.h"
+#include "models/model_loader.h"
 #include "models/registry.h"
+#include "models/weights/safetensors.h"
+#include "models/weights/state_dict.h"
 #include "server/config/file_util.h"
 #include "server/metrics/server_metrics.h"
 
@@ -294,6 +299,61 @@ TEST_F(ModelManagerTest, ServesOnCudaInHalfPrecisionWithTwoInstances) {
   absl::MutexLock lock(&mu);
   mu.Await(absl::Condition(+[](int* n) { return *n == kTasks; }, &finished));
   EXPECT_EQ(ok, kTasks);
+}
+
+// Every family captures into CUDA graphs and, replayed with padding, answers as the same weights
+// do eagerly on CPU. Runs only on a CUDA host.
+TEST_F(ModelManagerTest, CudaGraphsServeEveryFamilyWithTheEagerCpuAnswers) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  for (const char* architecture :
+       {"shvit_s1", "deit_tiny_patch16_224", "vim_tiny", "vittm_small", "vit_small_tokenlearner",
+        "deit_small_fibottention"}) {
+    SCOPED_TRACE(architecture);
+    const std::string name = std::string("g_") + architecture;
+    std::shared_ptr<VisionModel> source = registry_.Create(architecture).value();
+    ASSERT_TRUE(MakeDirectories(JoinPath(repo_, name)).ok());
+    ASSERT_TRUE(
+        WriteSafetensors(JoinPath(JoinPath(repo_, name), "model.safetensors"),
+                         StateDictTensors(*source))
+            .ok());
+    WriteConfig(name, absl::StrCat("architecture: \"", architecture, "\"\n",
+                                   "device: \"cuda:0\" precision: FP32 cuda_graphs: true\n",
+                                   "batching { max_batch_size: 4 max_queue_delay_us: 100 }"));
+  }
+  auto manager = RepositoryManager();
+  ASSERT_TRUE(manager->LoadAll().ok());
+  for (const char* architecture :
+       {"shvit_s1", "deit_tiny_patch16_224", "vim_tiny", "vittm_small", "vit_small_tokenlearner",
+        "deit_small_fibottention"}) {
+    SCOPED_TRACE(architecture);
+    const std::string name = std::string("g_") + architecture;
+    auto model = manager->Get(name);
+    ASSERT_TRUE(model.ok()) << model.status();
+    LoadOptions load;
+    load.weights_path = JoinPath(JoinPath(repo_, name), "model.safetensors");
+    absl::StatusOr<LoadedModel> cpu = LoadModel(registry_, architecture, load);
+    ASSERT_TRUE(cpu.ok()) << cpu.status();
+    for (int64_t rows : {3, 1}) {  // Padded into the bucket of 4, then exactly bucket 1.
+      at::manual_seed(rows);
+      const at::Tensor images = at::rand({rows, 3, 224, 224});
+      absl::Notification done;
+      absl::StatusOr<at::Tensor> result;
+      auto task = std::make_unique<InferenceTask>();
+      task->input = images;
+      task->on_done = [&](absl::StatusOr<at::Tensor> r) {
+        result = std::move(r);
+        done.Notify();
+      };
+      ASSERT_TRUE((*model)->Schedule(&task).ok());
+      done.WaitForNotification();
+      ASSERT_TRUE(result.ok()) << result.status();
+      c10::InferenceMode guard;
+      const at::Tensor expected = cpu->module->forward(images);
+      EXPECT_TRUE(at::allclose(*result, expected, 1e-3, 1e-3))
+          << "rows " << rows << ": max |diff| "
+          << (*result - expected).abs().max().item<float>();
+    }
+  }
 }
 
 TEST_F(ModelManagerTest, CreateValidatesOptions) {

@@ -143,6 +143,28 @@ TEST_F(ModelConfigTest, ExplicitValuesWin) {
   EXPECT_EQ(config.input().size(), 288u);
 }
 
+// cuda_graphs is `optional`: unset takes --cuda-graphs, an explicit false beats a true default.
+TEST_F(ModelConfigTest, CudaGraphsFollowTheFlagUnlessTheConfigSaysOtherwise) {
+  defaults_.cuda_graphs = true;
+  auto parsed = ParseModelConfigText(R"pb(architecture: "shvit_s1")pb", "a/config.pbtxt");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_TRUE(NormalizeModelConfig(registry_, defaults_, dir_.path() + "/a", "c", &*parsed).ok());
+  EXPECT_TRUE(parsed->cuda_graphs());
+
+  auto off = ParseModelConfigText(R"pb(architecture: "shvit_s1" cuda_graphs: false)pb",
+                                  "b/config.pbtxt");
+  ASSERT_TRUE(off.ok()) << off.status();
+  ASSERT_TRUE(NormalizeModelConfig(registry_, defaults_, dir_.path() + "/b", "c", &*off).ok());
+  EXPECT_FALSE(off->cuda_graphs());
+
+  defaults_.cuda_graphs = false;
+  auto on = ParseModelConfigText(R"pb(architecture: "shvit_s1" cuda_graphs: true)pb",
+                                 "c/config.pbtxt");
+  ASSERT_TRUE(on.ok()) << on.status();
+  ASSERT_TRUE(NormalizeModelConfig(registry_, defaults_, dir_.path() + "/c", "c", &*on).ok());
+  EXPECT_TRUE(on->cuda_graphs());
+}
+
 TEST_F(ModelConfigTest, ValidConfigPasses) {
   EXPECT_TRUE(Check("architecture: \"shvit_s1\"").ok());
 }

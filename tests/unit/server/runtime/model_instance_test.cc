@@ -173,6 +173,37 @@ TEST(DeviceTest, CudaNeedsACudaHost) {
   }
 }
 
+TEST(CudaGraphBucketsTest, PowersOfTwoBelowTheMaximumThenTheMaximum) {
+  EXPECT_EQ(CudaGraphBatchSizes(1), (std::vector<int64_t>{1}));
+  EXPECT_EQ(CudaGraphBatchSizes(8), (std::vector<int64_t>{1, 2, 4, 8}));
+  EXPECT_EQ(CudaGraphBatchSizes(12), (std::vector<int64_t>{1, 2, 4, 8, 12}));
+  EXPECT_EQ(CudaGraphBatchSizes(64).size(), 7u);
+}
+
+TEST(CudaGraphBucketsTest, SmallestBucketThatHoldsTheBatch) {
+  const std::vector<int64_t> buckets = {1, 2, 4, 8, 12};
+  EXPECT_EQ(BucketFor(buckets, 1), 0);
+  EXPECT_EQ(BucketFor(buckets, 3), 2);
+  EXPECT_EQ(BucketFor(buckets, 4), 2);
+  EXPECT_EQ(BucketFor(buckets, 9), 4);
+  EXPECT_EQ(BucketFor(buckets, 13), -1);  // Larger than every graph: runs eagerly.
+  EXPECT_EQ(BucketFor({}, 1), -1);
+}
+
+// CUDA graphs are a CUDA feature: on CPU the option changes nothing.
+TEST(ModelInstanceTest, CudaGraphSizesAreIgnoredOnCpu) {
+  auto model = std::make_shared<TinyModel>();
+  InstanceOptions options;
+  options.input_size = 8;
+  options.cuda_graph_batch_sizes = {1, 2, 4};
+  auto instance = ModelInstance::Create(model, options);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  const at::Tensor batch = Batch(3, 8);
+  absl::StatusOr<at::Tensor> out = (*instance)->Run(batch);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE(at::allclose(*out, Reference(*model, batch)));
+}
+
 // Runs only on a CUDA host (the lead's H100): pinned staging, stream, fp16 on device.
 TEST(ModelInstanceCudaTest, RunsOnCudaInHalfPrecision) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
@@ -200,6 +231,39 @@ TEST(ModelInstanceCudaTest, RunsOnCudaInHalfPrecision) {
     EXPECT_TRUE(at::allclose(*out, Reference(*reference, batch), 1e-2, 1e-2));
   }
   EXPECT_GT(GpuMemoryUsedBytes(options.device), 0.0);
+}
+
+
+// Runs only on a CUDA host: every batch size, inside a bucket, at a bucket's size and beyond the
+// largest one (eager), gives the eager instance's answer; padding rows never leak into results.
+TEST(ModelInstanceCudaTest, CudaGraphsGiveTheEagerResults) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  auto reference = std::make_shared<TinyModel>();
+  auto model = std::make_shared<TinyModel>();
+  {
+    c10::NoGradGuard no_grad;
+    for (size_t i = 0; i < model->parameters().size(); ++i) {
+      model->parameters()[i].copy_(reference->parameters()[i]);
+    }
+  }
+  InstanceOptions options;
+  options.device = c10::Device(c10::kCUDA, 0);
+  options.input_size = 16;
+  options.warmup_batch_sizes = {1, 2, 4};
+  options.cuda_graph_batch_sizes = CudaGraphBatchSizes(4);
+  auto instance = ModelInstance::Create(model, options);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  const int calls_after_capture = model->calls.load();
+  for (int64_t n : {4, 1, 3, 2, 6}) {  // A full bucket first, so later padding rows are stale.
+    at::manual_seed(n);
+    const at::Tensor batch = at::rand({n, 3, 16, 16}, at::kFloat);
+    absl::StatusOr<at::Tensor> out = (*instance)->Run(batch);
+    ASSERT_TRUE(out.ok()) << out.status();
+    ASSERT_EQ(out->size(0), n);
+    EXPECT_TRUE(at::allclose(*out, Reference(*reference, batch), 1e-4, 1e-4)) << "batch " << n;
+  }
+  // Replays do not call forward(); only the batch of 6 (beyond the largest graph) ran eagerly.
+  EXPECT_EQ(model->calls.load(), calls_after_capture + 1);
 }
 
 }  // namespace
