@@ -1,21 +1,10 @@
 #include "server/api/model_description.h"
 
 #include "absl/strings/str_cat.h"
+#include "server/config/model_config.h"
 
 namespace vitserve {
 namespace {
-
-v1::Task ToProtoTask(ModelTask task) {
-  switch (task) {
-    case ModelTask::kClassification:
-      return v1::CLASSIFICATION;
-    case ModelTask::kDetection:
-      return v1::DETECTION;
-    case ModelTask::kSegmentation:
-      return v1::SEGMENTATION;
-  }
-  return v1::TASK_UNSPECIFIED;
-}
 
 std::array<float, 3> ThreeOr(const google::protobuf::RepeatedField<float>& values,
                              const std::array<float, 3>& fallback) {

@@ -70,6 +70,8 @@ absl::Status FieldError(const std::string& config_path, absl::string_view field,
       absl::StrCat(config_path, ": field '", field, "' ", problem));
 }
 
+}  // namespace
+
 v1::Task ToProtoTask(ModelTask task) {
   switch (task) {
     case ModelTask::kClassification:
@@ -81,8 +83,6 @@ v1::Task ToProtoTask(ModelTask task) {
   }
   return v1::TASK_UNSPECIFIED;
 }
-
-}  // namespace
 
 absl::StatusOr<v1::ModelConfig> ParseModelConfigText(const std::string& text,
                                                      const std::string& path) {

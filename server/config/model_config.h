@@ -65,6 +65,9 @@ absl::Status NormalizeModelConfig(const ModelRegistry& registry, const ServerDef
 // Checks a normalised config. INVALID_ARGUMENT naming `config_path` and the field.
 absl::Status ValidateModelConfig(const v1::ModelConfig& config, const std::string& config_path);
 
+// The config enum of a registry task.
+v1::Task ToProtoTask(ModelTask task);
+
 // Checks device syntax only ("cpu", "cuda", "cuda:N"); whether the host has it is the runtime's
 // business (runtime/device.h).
 absl::Status ValidateDeviceString(const std::string& device);

@@ -48,6 +48,16 @@ at::Tensor Batch(int64_t n, int64_t size) {
   return at::rand({n, 3, size, size}, at::kFloat);
 }
 
+// A TinyModel with `source`'s weights (the instance under test moves its own to the device).
+std::shared_ptr<TinyModel> CopyOf(TinyModel& source) {
+  auto copy = std::make_shared<TinyModel>();
+  c10::NoGradGuard no_grad;
+  for (size_t i = 0; i < copy->parameters().size(); ++i) {
+    copy->parameters()[i].copy_(source.parameters()[i]);
+  }
+  return copy;
+}
+
 at::Tensor Reference(TinyModel& model, const at::Tensor& batch) {
   c10::InferenceMode guard;
   return model.forward(batch);
@@ -208,13 +218,7 @@ TEST(ModelInstanceTest, CudaGraphSizesAreIgnoredOnCpu) {
 TEST(ModelInstanceCudaTest, RunsOnCudaInHalfPrecision) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   auto reference = std::make_shared<TinyModel>();
-  auto model = std::make_shared<TinyModel>();
-  {
-    c10::NoGradGuard no_grad;
-    for (size_t i = 0; i < model->parameters().size(); ++i) {
-      model->parameters()[i].copy_(reference->parameters()[i]);
-    }
-  }
+  auto model = CopyOf(*reference);
   InstanceOptions options;
   options.device = c10::Device(c10::kCUDA, 0);
   options.dtype = at::kHalf;
@@ -239,13 +243,7 @@ TEST(ModelInstanceCudaTest, RunsOnCudaInHalfPrecision) {
 TEST(ModelInstanceCudaTest, CudaGraphsGiveTheEagerResults) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   auto reference = std::make_shared<TinyModel>();
-  auto model = std::make_shared<TinyModel>();
-  {
-    c10::NoGradGuard no_grad;
-    for (size_t i = 0; i < model->parameters().size(); ++i) {
-      model->parameters()[i].copy_(reference->parameters()[i]);
-    }
-  }
+  auto model = CopyOf(*reference);
   InstanceOptions options;
   options.device = c10::Device(c10::kCUDA, 0);
   options.input_size = 16;
