@@ -4,6 +4,7 @@
 #include <c10/core/InferenceMode.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 
 #include <cmath>
 #include <string>
@@ -169,6 +170,33 @@ TEST(FibottentionKernelTest, HalfInputsRunThroughTheFloatKernel) {
   const at::Tensor dense = DenseMaskedAttention(x.q, x.k, x.v, FibottentionDenseMask(offsets, 30),
                                                 FibottentionSemantics::kOfficial, 0.35);
   EXPECT_LE((half.to(at::kFloat) - dense).abs().max().item<float>(), 5e-2f);
+}
+
+// The CUDA kernel (through the dispatcher) against dense masked attention on the CPU, ViT-B's
+// head shape, both semantics, fp32 (1e-5) and fp16 / bf16 (5e-2). Runs only on a CUDA host.
+TEST(FibottentionKernelCudaTest, CudaKernelMatchesDenseMaskedAttention) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  for (int64_t patches : {196, 784}) {
+    const Offsets offsets = FibottentionLayerOffsets(patches, 12, 0);
+    const at::Tensor mask = FibottentionDenseMask(offsets, patches);
+    const FibottentionPattern pattern = PatternTo(MakeFibottentionPattern(offsets, patches),
+                                                  at::Device(at::kCUDA, 0));
+    const Qkv x = RandomQkv(2, 12, patches + 1, 64, 4.0);
+    const double scale = 0.125;
+    for (auto semantics : {FibottentionSemantics::kOfficial, FibottentionSemantics::kNegInf}) {
+      const at::Tensor dense = DenseMaskedAttention(x.q, x.k, x.v, mask, semantics, scale);
+      for (at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
+        const auto on_gpu = [dtype](const at::Tensor& t) { return t.to(at::kCUDA).to(dtype); };
+        const at::Tensor out = FibottentionAttention(on_gpu(x.q), on_gpu(x.k), on_gpu(x.v),
+                                                     pattern, semantics, scale);
+        ASSERT_EQ(out.scalar_type(), dtype);
+        const float error = (out.to(at::kCPU).to(at::kFloat) - dense).abs().max().item<float>();
+        EXPECT_LE(error, dtype == at::kFloat ? 1e-5f : 5e-2f)
+            << "tokens " << patches + 1 << " semantics " << static_cast<int>(semantics)
+            << " dtype " << c10::toString(dtype);
+      }
+    }
+  }
 }
 
 ModelRegistry FibRegistry() {

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The GPU runs still open, from binaries staged by bench/stage_gpu_binaries.sh: one device call
+# per step keeps each under the 10-minute limit.
+#   On the GPU box (carry .devdeps and .gpubin):  bash bench/gpu_pending.sh STEP [OUTDIR]
+# Steps:
+#   cudatests  the CUDA cases of the GoogleTest suites: CUDA graphs vs eager for every family,
+#              fp16 serving, the Vim scan/conv kernels and the Fibottention kernel vs CPU
+#   vimserve   vim_tiny and vim_small served by vitserve on CUDA (issue 4), client bench
+#   zoo3       Fibottention kernel check, model images/s vs ViT-B, kernel vs SDPA (issue 5)
+#   graphs     shvit_s1 served eagerly and with --cuda-graphs, same client bench (load time,
+#              latency, throughput)
+set -uo pipefail
+STEP="${1:?step: cudatests | vimserve | zoo3 | graphs}"
+OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
+mkdir -p "$OUT"
+source .devdeps/bootstrap.sh >/dev/null || exit 1
+TORCH_LIB="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+export LD_LIBRARY_PATH="$TORCH_LIB:/usr/local/cuda/lib64:$LD_LIBRARY_PATH"
+mkdir -p build-gpu/bin && cp .gpubin/* build-gpu/bin/
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+
+case "$STEP" in
+  cudatests)
+    status=0
+    for t in runtime_test model_manager_test vitserve_vim_test vitserve_fibottention_test; do
+      echo "== $t (CUDA cases)"
+      build-gpu/bin/$t --gtest_filter='*Cuda*:*CUDA*:*Gpu*' 2>&1 | tee "$OUT/$t.txt" | \
+        grep -E "^\[ *(OK|FAILED|SKIPPED|PASSED) *\]|Failure|max \|diff\|" || true
+      [[ ${PIPESTATUS[0]} == 0 ]] || status=1
+    done
+    exit $status
+    ;;
+  vimserve)
+    GPU_STEPS=serve SERVE_MODELS="vim_tiny vim_small" SERVE_MAX_BATCH=32 BENCH_SECONDS=5 \
+      bash bench/gpu_box.sh "$OUT"
+    ;;
+  zoo3)
+    ZOO3_STEPS="check model attn flops" bash bench/zoo3_gpu.sh "$OUT"
+    ;;
+  graphs)
+    GPU_STEPS=serve SERVE_MODELS=shvit_s1 BENCH_SECONDS=5 bash bench/gpu_box.sh "$OUT/eager"
+    GPU_STEPS=serve SERVE_MODELS=shvit_s1 BENCH_SECONDS=5 SERVE_FLAGS=--cuda-graphs \
+      bash bench/gpu_box.sh "$OUT/graphs"
+    ;;
+  *)
+    echo "unknown step '$STEP'" >&2
+    exit 2
+    ;;
+esac
