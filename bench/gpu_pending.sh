@@ -9,8 +9,9 @@
 #   zoo3       Fibottention kernel check, model images/s vs ViT-B, kernel vs SDPA (issue 5)
 #   graphs     shvit_s1 served eagerly and with --cuda-graphs, same client bench (load time,
 #              latency, throughput)
+#   parity     issue 3's timm parity on CUDA again, now with TF32 off in vitserve-run-model
 set -uo pipefail
-STEP="${1:?step: cudatests | vimserve | zoo3 | graphs}"
+STEP="${1:?step: cudatests | vimserve | zoo3 | graphs | parity}"
 OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
 source .devdeps/bootstrap.sh >/dev/null || exit 1
@@ -41,6 +42,9 @@ case "$STEP" in
     GPU_STEPS=serve SERVE_MODELS=shvit_s1 BENCH_SECONDS=5 bash bench/gpu_box.sh "$OUT/eager"
     GPU_STEPS=serve SERVE_MODELS=shvit_s1 BENCH_SECONDS=5 SERVE_FLAGS=--cuda-graphs \
       bash bench/gpu_box.sh "$OUT/graphs"
+    ;;
+  parity)
+    GPU_STEPS=parity bash bench/gpu_box.sh "$OUT"
     ;;
   *)
     echo "unknown step '$STEP'" >&2

@@ -101,6 +101,12 @@ absl::Status Run(const ModelRegistry& registry, const RunOptions& options) {
   }
   VITSERVE_ASSIGN_OR_RETURN(const at::ScalarType dtype, ParsePrecision(options.precision));
   VITSERVE_ASSIGN_OR_RETURN(const c10::Device device, ParseDevice(options.device));
+  if (device.is_cuda()) {
+    // A reference run: fp32 means fp32, so TF32 tensor-core math (LibTorch's default for cuDNN
+    // convolutions) is off for matmuls and convolutions alike.
+    at::globalContext().setAllowTF32CuBLAS(false);
+    at::globalContext().setAllowTF32CuDNN(false);
+  }
 
   VITSERVE_ASSIGN_OR_RETURN(SafetensorsFile input_file, SafetensorsFile::Open(options.input));
   VITSERVE_ASSIGN_OR_RETURN(at::Tensor input, input_file.Tensor("input"));
