@@ -147,6 +147,18 @@ absl::StatusOr<bool> RunHealth(VisionClient& client, const CliOptions& options,
   if (!live.ok()) return live.status();
   absl::StatusOr<bool> ready = client.ServerReady();
   if (!ready.ok()) return ready.status();
+  // The standard protocol too (what Kubernetes gRPC probes read). A server without it (some
+  // other KServe implementation) is judged on KServe alone.
+  using HealthResponse = grpc::health::v1::HealthCheckResponse;
+  absl::StatusOr<HealthResponse::ServingStatus> grpc_health = client.HealthCheck("");
+  std::string grpc_health_name;
+  if (grpc_health.ok()) {
+    grpc_health_name = HealthResponse::ServingStatus_Name(*grpc_health);
+  } else if (grpc_health.status().code() == absl::StatusCode::kUnimplemented) {
+    grpc_health_name = "UNIMPLEMENTED";
+  } else {
+    return grpc_health.status();
+  }
   struct ModelHealth {
     std::string name;
     bool ready;
@@ -162,7 +174,8 @@ absl::StatusOr<bool> RunHealth(VisionClient& client, const CliOptions& options,
     if (!list.ok()) return list.status();
     for (const auto& m : list->models()) models.push_back({m.name(), m.ready(), m.state()});
   }
-  bool serving = *live && *ready;
+  bool serving = *live && *ready &&
+                 (!grpc_health.ok() || *grpc_health == HealthResponse::SERVING);
   // With --model, that model must be ready too; without it, the server's readiness decides.
   if (!options.model.empty()) serving = serving && models.front().ready;
   const char* verdict = serving ? "SERVING" : "NOT_SERVING";
@@ -170,6 +183,7 @@ absl::StatusOr<bool> RunHealth(VisionClient& client, const CliOptions& options,
     JsonWriter w;
     w.BeginObject().Key("status").String(verdict).Key("live").Bool(*live).Key("ready").Bool(
         *ready);
+    w.Key("grpc_health").String(grpc_health_name);
     w.Key("models").BeginArray();
     for (const auto& m : models) {
       w.BeginObject().Key("name").String(m.name).Key("ready").Bool(m.ready).Key("state").String(
@@ -180,7 +194,7 @@ absl::StatusOr<bool> RunHealth(VisionClient& client, const CliOptions& options,
   } else {
     out << verdict << "\n";
     out << "  server: live " << (*live ? "yes" : "no") << ", ready " << (*ready ? "yes" : "no")
-        << "\n";
+        << ", grpc.health.v1 " << grpc_health_name << "\n";
     for (const auto& m : models) {
       out << "  model " << m.name << ": " << (m.ready ? "SERVING" : "NOT_SERVING");
       if (!m.state.empty()) out << " (" << m.state << ")";
@@ -379,7 +393,8 @@ Commands:
       List the served models: name, task, input size, readiness, architecture, parameters,
       precision, device; with --json one object per model per line.
   health [--model NAME] [--json]
-      Print SERVING or NOT_SERVING (KServe ServerLive + ServerReady), then per-model readiness.
+      Print SERVING or NOT_SERVING (KServe ServerLive + ServerReady, and the standard
+      grpc.health.v1 status when the server offers it), then per-model readiness.
       Exit status 0 only when the server (and --model, if given) is ready.
   bench --model NAME [--concurrency N | --rate R] [--duration T] [--warmup W] [--batch B]
         [--input jpeg|raw|tensor] [--image FILE] [--arrival constant|poisson] [--json]

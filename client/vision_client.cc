@@ -76,7 +76,8 @@ VisionClient::VisionClient(std::string target, std::shared_ptr<grpc::Channel> ch
       options_(options),
       channel_(std::move(channel)),
       vision_(v1::Vision::NewStub(channel_)),
-      kserve_(inference::GRPCInferenceService::NewStub(channel_)) {}
+      kserve_(inference::GRPCInferenceService::NewStub(channel_)),
+      health_(grpc::health::v1::Health::NewStub(channel_)) {}
 
 void VisionClient::Prepare(grpc::ClientContext& context) const {
   context.set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
@@ -138,6 +139,15 @@ absl::StatusOr<bool> VisionClient::ModelReady(const std::string& name) {
   auto response = Unary(*kserve_, &Stub::ModelReady, request);
   if (!response.ok()) return response.status();
   return response->ready();
+}
+
+absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> VisionClient::HealthCheck(
+    const std::string& service) {
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  auto response = Unary(*health_, &grpc::health::v1::Health::Stub::Check, request);
+  if (!response.ok()) return response.status();
+  return response->status();
 }
 
 absl::StatusOr<inference::ModelMetadataResponse> VisionClient::ModelMetadata(

@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "inference/grpc_service.grpc.pb.h"
 #include "vitserve/v1/vision.grpc.pb.h"
 
@@ -65,6 +66,13 @@ class VisionClient {
   absl::StatusOr<bool> ServerReady();
   absl::StatusOr<bool> ModelReady(const std::string& name);
   absl::StatusOr<inference::ModelMetadataResponse> ModelMetadata(const std::string& name);
+
+  // --- grpc.health.v1.Health ----------------------------------------------------------
+  // The standard health status of `service` ("" = the whole server): SERVING, NOT_SERVING,
+  // ...; NOT_FOUND for a service the server does not know, UNIMPLEMENTED for a server without
+  // the health protocol.
+  absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> HealthCheck(
+      const std::string& service);
   absl::StatusOr<inference::ModelInferResponse> ModelInfer(
       const inference::ModelInferRequest& request);
 
@@ -95,6 +103,7 @@ class VisionClient {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::Vision::Stub> vision_;
   std::unique_ptr<inference::GRPCInferenceService::Stub> kserve_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
 };
 
 }  // namespace vitserve::client

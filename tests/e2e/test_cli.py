@@ -49,7 +49,11 @@ def test_models_and_health(server):
     assert model["input_size"] == 224
     result = run_client("health", "--server", server.grpc_target)
     assert result.returncode == 0, result.stderr
-    assert "SERVING" in result.stdout
+    assert result.stdout.startswith("SERVING\n"), result.stdout
+    # Read through our own grpc.health.v1 stubs from gRPC's default health service.
+    assert "grpc.health.v1 SERVING" in result.stdout, result.stdout
+    result = run_client("health", "--server", server.grpc_target, "--json")
+    assert json.loads(result.stdout)["grpc_health"] == "SERVING", result.stdout
 
 
 def test_bench_closed_loop_reports_percentiles(server):

@@ -140,7 +140,18 @@ TEST_F(CommandsTest, HealthExitStatusFollowsReadiness) {
   options_.model = "";
   ASSERT_EQ(Run(), kExitOk) << err_.str();
   EXPECT_EQ(out_.str().rfind("SERVING\n", 0), 0u) << out_.str();
+  EXPECT_NE(out_.str().find("grpc.health.v1 SERVING"), std::string::npos) << out_.str();
   EXPECT_NE(out_.str().find("model loading_model: NOT_SERVING (LOADING)"), std::string::npos);
+  // The standard health protocol alone can make the server NOT_SERVING.
+  server_.health.status = grpc::health::v1::HealthCheckResponse::NOT_SERVING;
+  EXPECT_EQ(Run(), kExitFailure);
+  EXPECT_EQ(out_.str().rfind("NOT_SERVING\n", 0), 0u) << out_.str();
+  EXPECT_NE(out_.str().find("grpc.health.v1 NOT_SERVING"), std::string::npos) << out_.str();
+  options_.json = true;
+  EXPECT_EQ(Run(), kExitFailure);
+  EXPECT_NE(out_.str().find(R"("grpc_health":"NOT_SERVING")"), std::string::npos) << out_.str();
+  options_.json = false;
+  server_.health.status = grpc::health::v1::HealthCheckResponse::SERVING;
   server_.inference.ready = false;
   EXPECT_EQ(Run(), kExitFailure);
   EXPECT_EQ(out_.str().rfind("NOT_SERVING\n", 0), 0u);

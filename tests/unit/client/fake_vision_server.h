@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "inference/grpc_service.grpc.pb.h"
 #include "vitserve/v1/vision.grpc.pb.h"
 
@@ -164,7 +165,20 @@ class FakeInferenceService final : public inference::GRPCInferenceService::Servi
   inference::ModelInferRequest last_infer ABSL_GUARDED_BY(mu);
 };
 
-// Starts both services on 127.0.0.1:<free port>; stops on destruction.
+// grpc.health.v1 with a settable answer for the whole server ("").
+class FakeHealthService final : public grpc::health::v1::Health::Service {
+ public:
+  using Status = grpc::health::v1::HealthCheckResponse;
+  grpc::Status Check(grpc::ServerContext*, const grpc::health::v1::HealthCheckRequest* request,
+                     grpc::health::v1::HealthCheckResponse* response) override {
+    if (!request->service().empty()) return grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown");
+    response->set_status(status.load());
+    return grpc::Status::OK;
+  }
+  std::atomic<Status::ServingStatus> status{Status::SERVING};
+};
+
+// Starts the services on 127.0.0.1:<free port>; stops on destruction.
 class FakeServer {
  public:
   FakeServer() {
@@ -172,6 +186,7 @@ class FakeServer {
     builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
     builder.RegisterService(&vision);
     builder.RegisterService(&inference);
+    builder.RegisterService(&health);
     server_ = builder.BuildAndStart();
   }
   ~FakeServer() { server_->Shutdown(); }
@@ -181,6 +196,7 @@ class FakeServer {
 
   FakeVisionService vision;
   FakeInferenceService inference;
+  FakeHealthService health;
 
  private:
   int port_ = 0;
