@@ -18,6 +18,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -28,6 +29,18 @@
 namespace vitserve {
 
 using ModelFactory = std::function<std::shared_ptr<VisionModel>(const ModelInfo&)>;
+
+// The factory every family registers: `make(config)` with `config.num_classes` set to the
+// registered ModelInfo's class count. `Config` is the family's config struct.
+template <typename Config, typename Make>
+ModelFactory FactoryWithClassCount(Config config, Make make) {
+  return [config = std::move(config), make = std::move(make)](
+             const ModelInfo& info) -> std::shared_ptr<VisionModel> {
+    Config sized = config;
+    sized.num_classes = info.num_classes;
+    return make(sized);
+  };
+}
 
 class ModelRegistry {
  public:

@@ -22,11 +22,7 @@ absl::Status RegisterOne(ModelRegistry& registry, std::string name, std::string 
   info.std = std;
   info.crop_pct = 0.9;  // timm's pretrained_cfg of the DeiT/ViT weights these load.
   info.interpolation = "bicubic";
-  return registry.Register(std::move(info), [config](const ModelInfo& model_info) {
-    FibottentionVitConfig sized = config;
-    sized.num_classes = model_info.num_classes;
-    return MakeFibottentionVit(sized);
-  });
+  return registry.Register(std::move(info), FactoryWithClassCount(config, MakeFibottentionVit));
 }
 
 }  // namespace

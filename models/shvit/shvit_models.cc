@@ -34,13 +34,8 @@ absl::Status RegisterShvitModels(ModelRegistry& registry) {
     info.std = {0.229f, 0.224f, 0.225f};
     info.crop_pct = 0.875;
     info.interpolation = "bicubic";
-    ShvitConfig config = variant.config;
     VITSERVE_RETURN_IF_ERROR(
-        registry.Register(std::move(info), [config](const ModelInfo& model_info) {
-          ShvitConfig sized = config;
-          sized.num_classes = model_info.num_classes;
-          return MakeShvit(sized);
-        }));
+        registry.Register(std::move(info), FactoryWithClassCount(variant.config, MakeShvit)));
   }
   return absl::OkStatus();
 }

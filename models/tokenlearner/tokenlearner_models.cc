@@ -19,11 +19,7 @@ absl::Status RegisterOne(ModelRegistry& registry, std::string name, TokenLearner
   info.std = {0.229f, 0.224f, 0.225f};
   info.crop_pct = 0.875;
   info.interpolation = "bicubic";
-  return registry.Register(std::move(info), [config](const ModelInfo& model_info) {
-    TokenLearnerVitConfig sized = config;
-    sized.num_classes = model_info.num_classes;
-    return MakeTokenLearnerVit(sized);
-  });
+  return registry.Register(std::move(info), FactoryWithClassCount(config, MakeTokenLearnerVit));
 }
 
 }  // namespace

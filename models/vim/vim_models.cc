@@ -20,11 +20,7 @@ absl::Status RegisterOne(ModelRegistry& registry, std::string name, VimConfig co
   info.std = {0.229f, 0.224f, 0.225f};
   info.crop_pct = 0.875;  // main.py --eval-crop-ratio default.
   info.interpolation = "bicubic";
-  return registry.Register(std::move(info), [config](const ModelInfo& model_info) {
-    VimConfig sized = config;
-    sized.num_classes = model_info.num_classes;
-    return MakeVisionMamba(sized);
-  });
+  return registry.Register(std::move(info), FactoryWithClassCount(config, MakeVisionMamba));
 }
 
 }  // namespace

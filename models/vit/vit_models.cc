@@ -26,11 +26,11 @@ absl::Status RegisterOne(ModelRegistry& registry, std::string name, std::string 
   info.std = std;
   info.crop_pct = 0.9;  // timm's pretrained_cfg for every ViT/DeiT registered here.
   info.interpolation = "bicubic";
-  return registry.Register(std::move(info), [config](const ModelInfo& model_info) {
-    VitConfig sized = config;
-    sized.num_classes = model_info.num_classes;
-    return MakeVisionTransformer(sized);
-  });
+  // A lambda, not the function: MakeVisionTransformer has a defaulted second parameter.
+  return registry.Register(std::move(info),
+                           FactoryWithClassCount(config, [](const VitConfig& sized) {
+                             return MakeVisionTransformer(sized);
+                           }));
 }
 
 }  // namespace

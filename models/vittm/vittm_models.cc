@@ -19,11 +19,7 @@ absl::Status RegisterOne(ModelRegistry& registry, std::string name, VittmConfig 
   info.std = {0.229f, 0.224f, 0.225f};
   info.crop_pct = 0.875;  // Resize(256, bicubic) → CenterCrop(224).
   info.interpolation = "bicubic";
-  return registry.Register(std::move(info), [config](const ModelInfo& model_info) {
-    VittmConfig sized = config;
-    sized.num_classes = model_info.num_classes;
-    return std::shared_ptr<VisionModel>(MakeVittm(sized));
-  });
+  return registry.Register(std::move(info), FactoryWithClassCount(config, MakeVittm));
 }
 
 }  // namespace

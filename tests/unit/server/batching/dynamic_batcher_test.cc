@@ -92,6 +92,16 @@ std::unique_ptr<InferenceTask> MakeTask(Results& results, int id, int64_t rows =
   return task;
 }
 
+// Schedules one-row tasks first .. first + count - 1; stops at and returns the first refusal.
+absl::Status ScheduleTasks(DynamicBatcher& batcher, Results& results, int first, int count) {
+  for (int id = first; id < first + count; ++id) {
+    auto task = MakeTask(results, id);
+    absl::Status status = batcher.Schedule(&task);
+    if (!status.ok()) return status;
+  }
+  return absl::OkStatus();
+}
+
 BatchingOptions Options(int max_batch_size, absl::Duration delay) {
   BatchingOptions options;
   options.max_batch_size = max_batch_size;
@@ -130,10 +140,7 @@ TEST(DynamicBatcherTest, RunsPartialBatchAfterMaxQueueDelay) {
   auto batcher = DynamicBatcher::Create(Options(8, absl::Milliseconds(1)), {runner.AsRunner()},
                                         &clock, nullptr);
   ASSERT_TRUE(batcher.ok());
-  for (int id = 0; id < 3; ++id) {
-    auto task = MakeTask(results, id);
-    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
-  }
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 3).ok());
   ASSERT_TRUE(clock.BlockUntilWaiterWithDeadline(t0 + absl::Milliseconds(1)));
   EXPECT_EQ(results.size(), 0u);
   EXPECT_TRUE(runner.batch_rows().empty());
@@ -153,17 +160,11 @@ TEST(DynamicBatcherTest, ClosesBatchEarlyAtPreferredSize) {
   options.preferred_batch_sizes = {4, 2};
   auto batcher = DynamicBatcher::Create(options, {runner.AsRunner()}, &clock, nullptr);
   ASSERT_TRUE(batcher.ok());
-  for (int id = 0; id < 3; ++id) {
-    auto task = MakeTask(results, id);
-    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
-  }
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 3).ok());
   results.WaitFor(2);
   // Task 2 waits for a partner or the delay; two more rows make a preferred size of 2 again
   // (whether the executor sees {2, 3} or {2, 3, 4}), leaving task 4 alone.
-  for (int id = 3; id < 5; ++id) {
-    auto task = MakeTask(results, id);
-    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
-  }
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 3, 2).ok());
   results.WaitFor(4);
   ASSERT_TRUE(clock.BlockUntilWaiterWithDeadline(t0 + absl::Hours(1)));
   EXPECT_EQ(results.size(), 4u);
@@ -294,10 +295,7 @@ TEST(DynamicBatcherTest, QueueFullIsResourceExhaustedAndKeepsOwnership) {
   options.max_queue_size = 2;
   auto batcher = DynamicBatcher::Create(options, {runner.AsRunner()}, &clock, nullptr);
   ASSERT_TRUE(batcher.ok());
-  for (int id = 0; id < 2; ++id) {
-    auto task = MakeTask(results, id);
-    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
-  }
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 2).ok());
   auto third = MakeTask(results, 2);
   absl::Status status = (*batcher)->Schedule(&third);
   EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
@@ -366,10 +364,7 @@ TEST(DynamicBatcherTest, StopDrainsAcceptedTasks) {
   auto batcher =
       DynamicBatcher::Create(Options(4, absl::Hours(1)), {runner.AsRunner()}, &clock, nullptr);
   ASSERT_TRUE(batcher.ok());
-  for (int id = 0; id < 5; ++id) {
-    auto task = MakeTask(results, id);
-    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
-  }
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 5).ok());
   (*batcher)->Stop(absl::InfiniteDuration());
   ASSERT_EQ(results.size(), 5u);
   for (int id = 0; id < 5; ++id) ExpectDoubled(results, id);
@@ -401,10 +396,7 @@ TEST(DynamicBatcherTest, StopFailsTasksStillQueuedWhenGraceEnds) {
   };
   auto batcher = DynamicBatcher::Create(Options(1, absl::Hours(1)), {blocking}, &clock, nullptr);
   ASSERT_TRUE(batcher.ok());
-  for (int id = 0; id < 3; ++id) {
-    auto task = MakeTask(results, id);
-    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
-  }
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 3).ok());
   started.WaitForNotification();  // Task 0 is being computed; 1 and 2 are queued.
   EXPECT_EQ((*batcher)->QueueDepth(), 2);
   EXPECT_EQ((*batcher)->InflightTasks(), 3);
@@ -431,10 +423,7 @@ TEST(DynamicBatcherTest, RunnerErrorGoesToEveryTaskOfTheBatch) {
   };
   auto batcher = DynamicBatcher::Create(Options(2, absl::Hours(1)), {failing}, &clock, nullptr);
   ASSERT_TRUE(batcher.ok());
-  for (int id = 0; id < 2; ++id) {
-    auto task = MakeTask(results, id);
-    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
-  }
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 2).ok());
   results.WaitFor(2);
   for (int id = 0; id < 2; ++id) {
     EXPECT_EQ(results.Get(id).status().code(), absl::StatusCode::kResourceExhausted);
@@ -452,10 +441,7 @@ TEST(DynamicBatcherTest, RunnerExceptionsBecomeInternal) {
   };
   auto batcher = DynamicBatcher::Create(Options(1, absl::Hours(1)), {throwing}, &clock, nullptr);
   ASSERT_TRUE(batcher.ok());
-  for (int id = 0; id < 2; ++id) {
-    auto task = MakeTask(results, id);
-    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
-  }
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 2).ok());
   results.WaitFor(2);
   EXPECT_EQ(results.Get(0).status().code(), absl::StatusCode::kInternal);
   EXPECT_THAT(results.Get(0).status().message(), HasSubstr("shape mismatch in layer 3"));
@@ -471,10 +457,7 @@ TEST(DynamicBatcherTest, WrongOutputRowCountIsInternal) {
   };
   auto batcher = DynamicBatcher::Create(Options(2, absl::Hours(1)), {truncating}, &clock, nullptr);
   ASSERT_TRUE(batcher.ok());
-  for (int id = 0; id < 2; ++id) {
-    auto task = MakeTask(results, id);
-    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
-  }
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 2).ok());
   results.WaitFor(2);
   for (int id = 0; id < 2; ++id) {
     EXPECT_EQ(results.Get(id).status().code(), absl::StatusCode::kInternal);
@@ -505,10 +488,7 @@ TEST(DynamicBatcherTest, RunnersRunInParallel) {
   auto batcher = DynamicBatcher::Create(Options(1, absl::Hours(1)), {make_runner(), make_runner()},
                                         &clock, nullptr);
   ASSERT_TRUE(batcher.ok());
-  for (int id = 0; id < 2; ++id) {
-    auto task = MakeTask(results, id);
-    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
-  }
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 2).ok());
   results.WaitFor(2);
   EXPECT_EQ(saw_both.load(), 2);
   ExpectDoubled(results, 0);
