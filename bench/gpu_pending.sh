@@ -6,18 +6,20 @@
 #   cudatests  the CUDA cases of the GoogleTest suites: CUDA graphs vs eager for every family,
 #              fp16 serving, the Vim scan/conv kernels and the Fibottention kernel vs CPU
 #   vimserve   vim_tiny and vim_small served by vitserve on CUDA (issue 4), client bench
+#   vim        vim kernels and vim_tiny on CUDA vs the CPU reference at up to 6085 tokens, then the
+#              vim_tiny vs deit_tiny table (bench/vim_gpu_box.sh without its build step)
 #   zoo3       Fibottention kernel check, model images/s vs ViT-B, kernel vs SDPA (issue 5)
 #   graphs     shvit_s1 served eagerly and with --cuda-graphs, same client bench (load time,
 #              latency, throughput)
 #   parity     issue 3's timm parity on CUDA again, now with TF32 off in vitserve-run-model
 set -uo pipefail
-STEP="${1:?step: cudatests | vimserve | zoo3 | graphs | parity}"
+STEP="${1:?step: cudatests | vimserve | vim | zoo3 | graphs | parity}"
 OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
 source .devdeps/bootstrap.sh >/dev/null || exit 1
 TORCH_LIB="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
 export LD_LIBRARY_PATH="$TORCH_LIB:/usr/local/cuda/lib64:$LD_LIBRARY_PATH"
-mkdir -p build-gpu/bin && cp .gpubin/* build-gpu/bin/
+mkdir -p build-gpu && tar -xJf .gpubin/bin.tar.xz -C build-gpu
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
 case "$STEP" in
@@ -34,6 +36,9 @@ case "$STEP" in
   vimserve)
     GPU_STEPS=serve SERVE_MODELS="vim_tiny vim_small" SERVE_MAX_BATCH=32 BENCH_SECONDS=5 \
       bash bench/gpu_box.sh "$OUT"
+    ;;
+  vim)
+    VIM_STEPS="check bench" bash bench/vim_gpu_box.sh "$OUT"
     ;;
   zoo3)
     ZOO3_STEPS="check model attn flops" bash bench/zoo3_gpu.sh "$OUT"

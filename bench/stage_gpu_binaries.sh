@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Stages what bench/gpu_pending.sh runs on the GPU box: the binaries and the CUDA-capable test
-# binaries of a CUDA build made here (Debian 12, same torch wheel as the box), stripped, in
-# .gpubin/ (git-ignored; name it in the device call's carry, with .devdeps from
-# ../shared/device/prepare.sh).
+# binaries of a CUDA build made here (Debian 12, same torch wheel as the box), stripped and
+# packed into .gpubin/bin.tar.xz (git-ignored; name .gpubin in the device call's carry, with
+# .devdeps from ../shared/device/prepare.sh; the carry limit is 64 MiB in all, which the
+# unpacked binaries exceed).
 #   bash bench/stage_gpu_binaries.sh [BUILD_DIR]      (default build)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 B="${1:-build}"
-rm -rf .gpubin && mkdir -p .gpubin
+rm -rf .gpubin && mkdir -p .gpubin/bin
 for f in "$B"/bin/vitserve "$B"/bin/vitserve-client "$B"/bin/vitserve-bench-model \
          "$B"/bin/vitserve-bench-fibottention "$B"/bin/vitserve-vim-gpu-check \
-         "$B"/bin/vitserve-bench-vim-vs-deit "$B"/bin/vitserve-run-model \
+         "$B"/bin/vitserve-bench-vim-vs-deit "$B"/bin/vitserve-bench-vim-ops \
+         "$B"/bin/vitserve-run-model \
          "$B"/tests/runtime_test "$B"/tests/model_manager_test "$B"/tests/vitserve_vim_test \
          "$B"/tests/vitserve_fibottention_test; do
-  strip -o ".gpubin/$(basename "$f")" "$f"
+  strip -o ".gpubin/bin/$(basename "$f")" "$f"
 done
+tar -cJf .gpubin/bin.tar.xz -C .gpubin bin && rm -rf .gpubin/bin
 du -sh .gpubin

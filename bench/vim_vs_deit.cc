@@ -4,12 +4,15 @@
 // DeiT's position embedding is made for each size directly (VitConfig.img_size), which costs
 // the same as timm's interpolated embedding; Vim resamples its 224-px embedding per call, as
 // serving it would. Random weights, input already on the device, eval + InferenceMode.
-// A size whose batch runs out of memory prints "OOM" instead of numbers.
+// A size whose batch runs out of memory prints "OOM" instead of numbers. deit_tiny uses
+// scaled_dot_product_attention (fused, O(N) memory); deit_tiny_explicit materialises the
+// attention matrix, as the DeiT code the paper measured did.
 //
 //   vitserve-bench-vim-vs-deit --sizes 224,512,1024,1248 --batch_sizes 128,32,8,8 --precision fp16
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
+#include <cmath>
 #include <cstdio>
 #include <exception>
 #include <memory>
@@ -19,15 +22,19 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_util.h"
+#include "models/layers/vit_layers.h"
 #include "models/registry.h"
 #include "models/vim/vim_models.h"
 #include "models/vit/vision_transformer.h"
 
 ABSL_FLAG(std::string, sizes, "224,512,1024,1248", "Comma-separated input sides in pixels.");
 ABSL_FLAG(std::string, batch_sizes, "128,32,8,8", "One batch size per input size.");
-ABSL_FLAG(std::string, models, "vim_tiny,deit_tiny", "vim_tiny, vim_small, deit_tiny, deit_small.");
+ABSL_FLAG(std::string, models, "vim_tiny,deit_tiny,deit_tiny_explicit",
+          "vim_tiny, vim_small, deit_tiny, deit_small; a _explicit suffix (deit_tiny_explicit)\n"
+          "materialises the attention matrix as timm 0.4 did (the Vim paper's DeiT baseline).");
 ABSL_FLAG(std::string, precision, "fp16", "fp32, fp16 or bf16.");
 ABSL_FLAG(std::string, device, "cuda", "cuda or cpu.");
 ABSL_FLAG(double, seconds, 3.0, "Measured time per case (after warm-up).");
@@ -36,14 +43,30 @@ ABSL_FLAG(int, warmup, 3, "Warm-up iterations per case.");
 namespace vitserve {
 namespace {
 
+// The attention of timm 0.4 (which DeiT's and Vim's code used): the [N, N] score matrix is
+// materialised, (q·kᵀ)·scale → softmax → ·v. The Vim paper's DeiT numbers come from this form.
+class ExplicitAttention : public vit_layers::AttentionImpl {
+ public:
+  using vit_layers::AttentionImpl::AttentionImpl;
+  at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) override {
+    const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+    return at::matmul((at::matmul(q, k.transpose(-2, -1)) * scale).softmax(-1), v);
+  }
+};
+
 std::shared_ptr<VisionModel> Build(const std::string& name, int64_t size,
                                    const ModelRegistry& registry) {
-  if (name == "deit_tiny" || name == "deit_small") {
+  const bool explicit_attention = absl::EndsWith(name, "_explicit");
+  const std::string base = explicit_attention ? name.substr(0, name.size() - 9) : name;
+  if (base == "deit_tiny" || base == "deit_small") {
     VitConfig config;  // deit_{tiny,small}_patch16_224 widths, laid out for `size`.
     config.img_size = size;
-    config.embed_dim = name == "deit_tiny" ? 192 : 384;
-    config.num_heads = name == "deit_tiny" ? 3 : 6;
-    return MakeVisionTransformer(config);
+    config.embed_dim = base == "deit_tiny" ? 192 : 384;
+    config.num_heads = base == "deit_tiny" ? 3 : 6;
+    if (!explicit_attention) return MakeVisionTransformer(config);
+    return MakeVisionTransformer(config, [&config](int64_t /*layer*/) {
+      return std::make_shared<ExplicitAttention>(config.embed_dim, config.num_heads);
+    });
   }
   return registry.Create(name).value();
 }
@@ -62,7 +85,7 @@ int Run() {
   ModelRegistry registry;
   if (!RegisterVimModels(registry).ok()) throw std::runtime_error("registration failed");
   std::printf("device %s  precision %s\n", device.str().c_str(), precision.c_str());
-  std::printf("%-10s %6s %6s %7s %12s %12s %12s\n", "model", "px", "batch", "tokens", "images/s",
+  std::printf("%-18s %6s %6s %7s %12s %12s %12s\n", "model", "px", "batch", "tokens", "images/s",
               "ms/batch", "peak_MiB");
   for (absl::string_view name_view : absl::StrSplit(absl::GetFlag(FLAGS_models), ',')) {
     const std::string name(name_view);
@@ -80,14 +103,14 @@ int Run() {
         for (int w = 0; w < absl::GetFlag(FLAGS_warmup); ++w) (void)model->forward(input);
         const bench::Timing t = bench::TimeSteps([&] { (void)model->forward(input); }, device,
                                                  absl::GetFlag(FLAGS_seconds));
-        std::printf("%-10s %6lld %6lld %7lld %12.1f %12.2f %12.1f\n", name.c_str(),
+        std::printf("%-18s %6lld %6lld %7lld %12.1f %12.2f %12.1f\n", name.c_str(),
                     static_cast<long long>(size), static_cast<long long>(batch),
                     static_cast<long long>(tokens), t.iterations * batch / t.seconds,
                     1000.0 * t.seconds / t.iterations, bench::PeakMemoryMiB(device));
       } catch (const std::exception& e) {
         const std::string what = e.what();
         const bool oom = what.find("out of memory") != std::string::npos;
-        std::printf("%-10s %6lld %6lld %7lld %12s %12s %12s\n", name.c_str(),
+        std::printf("%-18s %6lld %6lld %7lld %12s %12s %12s\n", name.c_str(),
                     static_cast<long long>(size), static_cast<long long>(batch),
                     static_cast<long long>(tokens), oom ? "OOM" : "ERROR", "-", "-");
         if (!oom) std::fprintf(stderr, "error: %s\n", what.c_str());

@@ -46,10 +46,10 @@ ABSL_FLAG(std::string, precision, "fp32", "default precision: fp32, fp16 or bf16
 ABSL_FLAG(int32_t, max_batch_size, 8, "default most images per forward pass");
 ABSL_FLAG(int64_t, max_queue_delay_us, 1000,
           "default time the oldest queued image waits for a fuller batch (microseconds)");
-ABSL_FLAG(bool, cuda_graphs, false,
+ABSL_FLAG(bool, cuda_graphs, true,
           "default for CUDA models: capture a CUDA graph per batch-size bucket at load and replay "
           "it (batches padded to powers of two and max batch); faster small batches, shorter "
-          "warm-up");
+          "warm-up. --cuda-graphs=false (or cuda_graphs: false in a model config) runs eagerly");
 ABSL_FLAG(int32_t, max_queue_size, 256,
           "default most requests waiting per model; beyond it RESOURCE_EXHAUSTED at once");
 ABSL_FLAG(int64_t, max_image_bytes, vitserve::ImageLimits{}.max_encoded_bytes,

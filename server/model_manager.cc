@@ -173,6 +173,7 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
     }
     if (max_batch > 1) instance_options.warmup_batch_sizes.push_back(max_batch);
   }
+  instance_options.defer_warm_up = true;  // Done on the executor threads, below.
   LoadOptions load_options;
   load_options.weights_path = weights_path;
   for (uint32_t i = 0; i < config.instance_count(); ++i) {
@@ -243,14 +244,20 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
 
   // Runners and the observer point into the Core, never at the ServableModel: executor threads
   // hold no handle, so they can never drop the last one.
+  // Each instance warms up (and captures its CUDA graphs) on its own executor thread, the one
+  // that serves it (see ModelInstance::WarmUp for why the thread matters); the batcher starts
+  // taking requests only when every instance is warm.
   std::vector<BatchRunner> runners;
+  std::vector<ExecutorSetup> warm_ups;
   for (const std::unique_ptr<ModelInstance>& instance : core->instances) {
     ModelInstance* raw = instance.get();
     runners.push_back([raw](const at::Tensor& batch) { return raw->Run(batch); });
+    warm_ups.push_back([raw] { return raw->WarmUp(); });
   }
   core->observer = std::make_unique<Observer>(core.get());
-  absl::StatusOr<std::unique_ptr<DynamicBatcher>> batcher = DynamicBatcher::Create(
-      batching_options, std::move(runners), core->clock.get(), core->observer.get());
+  absl::StatusOr<std::unique_ptr<DynamicBatcher>> batcher =
+      DynamicBatcher::Create(batching_options, std::move(runners), core->clock.get(),
+                             core->observer.get(), std::move(warm_ups));
   if (!batcher.ok()) {
     return absl::Status(batcher.status().code(),
                         absl::StrCat("model '", name, "': ", batcher.status().message()));

@@ -71,7 +71,7 @@ struct ServerOptions {
   int max_batch_size = 8;
   int64_t max_queue_delay_us = 1000;
   int max_queue_size = 256;
-  bool cuda_graphs = false;  // CUDA graphs per batch-size bucket (models on CUDA only).
+  bool cuda_graphs = true;  // CUDA graphs per batch-size bucket (models on CUDA only).
   ImageLimits image_limits;
   absl::Duration shutdown_grace = absl::Seconds(30);
   int grpc_max_message_bytes = 64 << 20;

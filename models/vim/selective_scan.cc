@@ -2,6 +2,7 @@
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -48,6 +49,7 @@ void CheckInputs(const SelectiveScanInputs& in) {
   const at::ScalarType dtype = in.u.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
               "selective scan: unsupported dtype ", dtype, " (fp32, fp16 and bf16 are)");
+  TORCH_CHECK(in.chunks >= 0, "selective scan: chunks must be >= 0, got ", in.chunks);
 }
 
 at::Tensor Fp32(const at::Tensor& t) { return t.to(at::kFloat); }
@@ -105,7 +107,8 @@ at::Tensor SelectiveScanCuda(const SelectiveScanInputs& in) {
   p.delta_softplus = in.delta_softplus;
   p.reverse = in.reverse;
   p.out = out.data_ptr();
-  p.chunks = internal::ScanChunks(p.batch, p.channels, p.length);
+  p.chunks = in.chunks > 0 ? std::min(in.chunks, p.length)
+                           : internal::ScanChunks(p.batch, p.channels, p.length);
   at::Tensor workspace;
   if (p.chunks > 1) {
     workspace = at::empty({internal::ScanWorkspaceFloats(p.batch, p.channels, p.d_state, p.chunks)},
@@ -141,7 +144,47 @@ at::Tensor CausalConv1dSiluCuda(const at::Tensor& x_in, const at::Tensor& weight
   TORCH_CHECK(err == cudaSuccess, "causal conv1d kernel failed: ", cudaGetErrorString(err));
   return out;
 }
+at::Tensor AddRmsNormCuda(const at::Tensor& hidden_in, at::Tensor& residual,
+                          const at::Tensor& weight, double eps) {
+  const c10::cuda::CUDAGuard guard(hidden_in.device());
+  const at::Tensor hidden = hidden_in.contiguous();
+  const at::Tensor previous = residual.defined() ? residual.contiguous() : at::Tensor();
+  const at::Tensor w = Fp32(weight).contiguous();
+  at::Tensor next = at::empty(hidden.sizes(), hidden.options().dtype(at::kFloat));
+  at::Tensor out = at::empty(hidden.sizes(), hidden.options());
+  internal::AddRmsNormParams p;
+  p.dim = static_cast<int>(hidden.size(-1));
+  p.rows = p.dim == 0 ? 0 : hidden.numel() / p.dim;
+  p.eps = static_cast<float>(eps);
+  p.dtype = KernelDtype(hidden.scalar_type());
+  p.hidden = hidden.data_ptr();
+  p.residual = previous.defined() ? previous.data_ptr<float>() : nullptr;
+  p.residual_out = next.data_ptr<float>();
+  p.weight = w.data_ptr<float>();
+  p.out = out.data_ptr();
+  const cudaError_t err = internal::LaunchAddRmsNorm(p, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "add + RMSNorm kernel failed: ", cudaGetErrorString(err));
+  residual = next;
+  return out;
+}
 #endif  // VITSERVE_WITH_CUDA
+
+void CheckAddRmsNorm(const at::Tensor& hidden, const at::Tensor& residual,
+                     const at::Tensor& weight) {
+  TORCH_CHECK(hidden.dim() >= 1 && hidden.size(-1) > 0, "add + RMSNorm: hidden must be [..., D]");
+  const int64_t dim = hidden.size(-1);
+  TORCH_CHECK(weight.dim() == 1 && weight.size(0) == dim, "add + RMSNorm: weight must be [", dim,
+              "], got ", weight.sizes());
+  TORCH_CHECK(!residual.defined() ||
+                  (residual.sizes() == hidden.sizes() && residual.scalar_type() == at::kFloat),
+              "add + RMSNorm: residual must be fp32 ", hidden.sizes());
+  TORCH_CHECK(weight.device() == hidden.device() &&
+                  (!residual.defined() || residual.device() == hidden.device()),
+              "add + RMSNorm: all inputs must be on ", hidden.device());
+  const at::ScalarType dtype = hidden.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
+              "add + RMSNorm: unsupported dtype ", dtype);
+}
 
 void CheckConv(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   TORCH_CHECK(x.dim() == 3, "causal conv1d: x must be [B, L, D], got ", x.sizes());
@@ -244,6 +287,23 @@ at::Tensor CausalConv1dSiluReference(const at::Tensor& x_in, const at::Tensor& w
     }
   });
   return out.to(x_in.scalar_type());
+}
+
+at::Tensor AddRmsNormReference(const at::Tensor& hidden, at::Tensor& residual,
+                               const at::Tensor& weight, double eps) {
+  CheckAddRmsNorm(hidden, residual, weight);
+  residual = residual.defined() ? residual + Fp32(hidden) : Fp32(hidden);
+  const at::Tensor rstd = at::rsqrt(residual.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return (residual * rstd * Fp32(weight)).to(hidden.scalar_type());
+}
+
+at::Tensor AddRmsNorm(const at::Tensor& hidden, at::Tensor& residual, const at::Tensor& weight,
+                      double eps) {
+  CheckAddRmsNorm(hidden, residual, weight);
+#ifdef VITSERVE_WITH_CUDA
+  if (hidden.is_cuda()) return AddRmsNormCuda(hidden, residual, weight, eps);
+#endif
+  return AddRmsNormReference(hidden, residual, weight, eps);
 }
 
 at::Tensor SelectiveScan(const SelectiveScanInputs& in) {

@@ -1,4 +1,4 @@
-// The two sequence operators of a Mamba mixer (Gu & Dao, arXiv 2312.00752, Sec. 3.2, Alg. 2) as
+// The custom operators of a Vision Mamba block. The two sequence operators of a Mamba mixer (Gu & Dao, arXiv 2312.00752, Sec. 3.2, Alg. 2) as
 // Vision Mamba uses them (Zhu et al., arXiv 2401.09417, Sec. 3.2 and Alg. 1): the causal
 // depthwise conv1d followed by SiLU, and the selective scan with the D skip and the SiLU(z) gate.
 //
@@ -17,6 +17,8 @@
 // is how the official bidirectional ("bimamba v2") block runs its backward branch; here no
 // flipped copies are made. Likewise CausalConv1dSilu(reverse) is the anti-causal conv that
 // flip → causal conv → flip computes.
+//
+// Plus the block's fused residual add + RMSNorm (AddRmsNorm).
 //
 // Dispatch: CUDA tensors run the kernels of selective_scan_cuda.cu (when the build has CUDA; a
 // CUDA tensor in a CPU-only build is an error), CPU tensors the readable reference loops below.
@@ -40,6 +42,10 @@ struct SelectiveScanInputs {
   at::Tensor delta_bias;  // [D] fp32, or undefined
   bool delta_softplus = true;
   bool reverse = false;
+  // CUDA only: sequence chunks scanned in parallel (selective_scan_cuda.cu); 0 lets the kernel
+  // pick from the GPU fill (internal::ScanChunks). The result does not depend on it beyond
+  // rounding. Benchmarks set it to compare choices.
+  int chunks = 0;
 };
 
 // Returns out [B, L, D] contiguous, in u's dtype, on u's device.
@@ -51,11 +57,22 @@ at::Tensor SelectiveScan(const SelectiveScanInputs& in);
 at::Tensor CausalConv1dSilu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                             bool reverse);
 
+// The input of a Vim block (mamba_ssm's fused add + RMSNorm with residual_in_fp32):
+//   residual ← residual + hidden in fp32 (just hidden when residual is undefined),
+//   returns residual · rsqrt(mean(residual²) + eps) · weight, in hidden's dtype.
+// hidden [..., D]; weight [D]; residual undefined or fp32 of hidden's shape. `residual` is
+// replaced by a new fp32 tensor (the one passed in is not written).
+at::Tensor AddRmsNorm(const at::Tensor& hidden, at::Tensor& residual, const at::Tensor& weight,
+                      double eps);
+
 // The CPU reference implementations, callable directly (tests compare the kernels with them).
 // They accept CPU tensors only.
 at::Tensor SelectiveScanReference(const SelectiveScanInputs& in);
 at::Tensor CausalConv1dSiluReference(const at::Tensor& x, const at::Tensor& weight,
                                      const at::Tensor& bias, bool reverse);
+// Tensor-op composition; runs on any device.
+at::Tensor AddRmsNormReference(const at::Tensor& hidden, at::Tensor& residual,
+                               const at::Tensor& weight, double eps);
 
 // True when this build contains the CUDA kernels.
 bool HasCudaKernels();

@@ -1,5 +1,6 @@
-// CUDA kernels of the Vision Mamba mixer: the selective scan (selective_scan.h gives the
-// equations) and the causal depthwise conv1d + SiLU. Launchers: internal/scan_kernels.h.
+// CUDA kernels of the Vision Mamba blocks: the selective scan (selective_scan.h gives the
+// equations), the causal depthwise conv1d + SiLU, and the fused residual add + RMSNorm.
+// Launchers: internal/scan_kernels.h.
 //
 // Scan: one thread per (batch, channel, sequence chunk); a block holds kScanThreads consecutive
 // channels of one batch and chunk, so each time step's loads of u, delta and z are coalesced
@@ -21,6 +22,7 @@ namespace {
 
 constexpr int kScanThreads = 128;
 constexpr int kChunk = 64;
+constexpr int kGroup = 8;  // steps whose loads are issued together; divides kChunk
 constexpr float kLog2e = 1.4426950408889634f;
 
 __device__ __forceinline__ float ToFloat(float v) { return v; }
@@ -61,14 +63,18 @@ __global__ void __launch_bounds__(kScanThreads) SelectiveScanKernel(ScanParams p
   const int begin = chunk * chunk_len;
   const int end = min(p.length, begin + chunk_len);
 
-  const T* u = static_cast<const T*>(p.u.data) + batch * p.u.batch_stride + channel;
-  const T* delta = static_cast<const T*>(p.delta.data) + batch * p.delta.batch_stride + channel;
-  const T* z = p.z.data == nullptr
-                   ? nullptr
-                   : static_cast<const T*>(p.z.data) + batch * p.z.batch_stride + channel;
-  const T* b_base = static_cast<const T*>(p.B.data) + batch * p.B.batch_stride;
-  const T* c_base = static_cast<const T*>(p.C.data) + batch * p.C.batch_stride;
-  T* out = static_cast<T*>(p.out) + static_cast<int64_t>(batch) * p.length * p.channels + channel;
+  // __restrict__: `out` never aliases an input, so the compiler may issue the loads of later
+  // steps before the store of an earlier one.
+  const T* __restrict__ u = static_cast<const T*>(p.u.data) + batch * p.u.batch_stride + channel;
+  const T* __restrict__ delta =
+      static_cast<const T*>(p.delta.data) + batch * p.delta.batch_stride + channel;
+  const T* __restrict__ z =
+      p.z.data == nullptr ? nullptr
+                          : static_cast<const T*>(p.z.data) + batch * p.z.batch_stride + channel;
+  const T* __restrict__ b_base = static_cast<const T*>(p.B.data) + batch * p.B.batch_stride;
+  const T* __restrict__ c_base = static_cast<const T*>(p.C.data) + batch * p.C.batch_stride;
+  T* __restrict__ out =
+      static_cast<T*>(p.out) + static_cast<int64_t>(batch) * p.length * p.channels + channel;
   // Workspace entry of (batch, chunk j), state n, this channel.
   auto ws = [&](int j, int n) -> float* {
     return p.workspace +
@@ -105,27 +111,45 @@ __global__ void __launch_bounds__(kScanThreads) SelectiveScanKernel(ScanParams p
     }
     __syncthreads();
     if (!active) continue;
-    for (int s = 0; s < steps; ++s) {
-      const int t = p.reverse ? p.length - 1 - (sub + s) : sub + s;
-      const float u_t = ToFloat(u[t * p.u.length_stride]);
-      float dt = ToFloat(delta[t * p.delta.length_stride]) + bias;
-      if (p.delta_softplus) dt = Softplus(dt);
-      const float dt_u = dt * u_t;
-      if (kPass == 1) {
-        sum_dt += dt;
+    // Steps go in groups of kGroup: the group's loads of u, Δ and z are issued together, so
+    // one global-memory latency is paid per group rather than per step.
+    for (int s0 = 0; s0 < steps; s0 += kGroup) {
+      float u_g[kGroup], dt_g[kGroup], z_g[kGroup];
 #pragma unroll
-        for (int n = 0; n < kN; ++n) h[n] = exp2f(dt * a2[n]) * h[n] + dt_u * smem_b[s][n];
-        continue;
+      for (int k = 0; k < kGroup; ++k) {
+        if (s0 + k < steps) {
+          const int t = p.reverse ? p.length - 1 - (sub + s0 + k) : sub + s0 + k;
+          u_g[k] = ToFloat(u[t * p.u.length_stride]);
+          dt_g[k] = ToFloat(delta[t * p.delta.length_stride]);
+          z_g[k] = (kPass != 1 && z != nullptr) ? ToFloat(z[t * p.z.length_stride]) : 0.0f;
+        }
       }
-      float y = 0.0f;
 #pragma unroll
-      for (int n = 0; n < kN; ++n) {
-        h[n] = exp2f(dt * a2[n]) * h[n] + dt_u * smem_b[s][n];
-        y += smem_c[s][n] * h[n];
+      for (int k = 0; k < kGroup; ++k) {
+        if (s0 + k >= steps) break;
+        const int s = s0 + k;
+        const float u_t = u_g[k];
+        float dt = dt_g[k] + bias;
+        if (p.delta_softplus) dt = Softplus(dt);
+        const float dt_u = dt * u_t;
+        if (kPass == 1) {
+          sum_dt += dt;
+#pragma unroll
+          for (int n = 0; n < kN; ++n) h[n] = exp2f(dt * a2[n]) * h[n] + dt_u * smem_b[s][n];
+          continue;
+        }
+        // Four partial sums, so that y is not one chain of kN dependent FMAs.
+        float y_part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int n = 0; n < kN; ++n) {
+          h[n] = exp2f(dt * a2[n]) * h[n] + dt_u * smem_b[s][n];
+          y_part[n % 4] += smem_c[s][n] * h[n];
+        }
+        float y = (y_part[0] + y_part[1]) + (y_part[2] + y_part[3]) + d_skip * u_t;
+        if (z != nullptr) y *= Silu(z_g[k]);
+        const int t = p.reverse ? p.length - 1 - s - sub : sub + s;
+        out[static_cast<int64_t>(t) * p.channels] = FromFloat<T>(y);
       }
-      y += d_skip * u_t;
-      if (z != nullptr) y *= Silu(ToFloat(z[t * p.z.length_stride]));
-      out[static_cast<int64_t>(t) * p.channels] = FromFloat<T>(y);
     }
   }
   if (kPass == 1 && active) {
@@ -135,26 +159,78 @@ __global__ void __launch_bounds__(kScanThreads) SelectiveScanKernel(ScanParams p
   }
 }
 
-// One thread per output element; channels innermost so neighbouring threads read neighbouring
-// addresses. Taps outside [0, L) are the conv's zero padding.
-template <typename T>
-__global__ void CausalConv1dSiluKernel(ConvParams p) {
-  const int64_t total = static_cast<int64_t>(p.batch) * p.length * p.channels;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int channel = static_cast<int>(i % p.channels);
-    const int64_t bt = i / p.channels;
-    const int t = static_cast<int>(bt % p.length);
-    const int batch = static_cast<int>(bt / p.length);
-    const T* x = static_cast<const T*>(p.x.data) + batch * p.x.batch_stride + channel;
-    float acc = p.bias != nullptr ? p.bias[channel] : 0.0f;
-    for (int k = 0; k < p.kernel; ++k) {
-      const int src = p.reverse ? t + (p.kernel - 1) - k : t - (p.kernel - 1) + k;
-      if (src >= 0 && src < p.length) {
-        acc += p.weight[channel * p.kernel + k] * ToFloat(x[src * p.x.length_stride]);
-      }
+// One thread per (channel, kConvSteps consecutive tokens); channels innermost, so neighbouring
+// threads read neighbouring addresses. The thread loads the kConvSteps + kTaps − 1 inputs its
+// outputs need once, into registers, instead of kTaps loads per output. Taps outside [0, L)
+// are the conv's zero padding.
+constexpr int kConvThreads = 128;
+constexpr int kConvSteps = 16;
+
+template <typename T, int kTaps>
+__global__ void __launch_bounds__(kConvThreads) CausalConv1dSiluKernel(ConvParams p) {
+  const int channel = blockIdx.x * kConvThreads + threadIdx.x;
+  if (channel >= p.channels) return;
+  const int batch = blockIdx.z;
+  const int t0 = blockIdx.y * kConvSteps;
+  const T* __restrict__ x = static_cast<const T*>(p.x.data) + batch * p.x.batch_stride + channel;
+  T* __restrict__ out =
+      static_cast<T*>(p.out) + static_cast<int64_t>(batch) * p.length * p.channels + channel;
+  float w[kTaps];
+#pragma unroll
+  for (int k = 0; k < kTaps; ++k) w[k] = p.weight[channel * kTaps + k];
+  const float bias = p.bias != nullptr ? p.bias[channel] : 0.0f;
+  // window[j] holds token first + j: causal outputs t0… read t0−(K−1)…, anti-causal ones t0….
+  constexpr int kWindow = kConvSteps + kTaps - 1;
+  float window[kWindow];
+  const int first = p.reverse ? t0 : t0 - (kTaps - 1);
+#pragma unroll
+  for (int j = 0; j < kWindow; ++j) {
+    const int src = first + j;
+    window[j] = (src >= 0 && src < p.length)
+                    ? ToFloat(x[static_cast<int64_t>(src) * p.x.length_stride])
+                    : 0.0f;
+  }
+#pragma unroll
+  for (int i = 0; i < kConvSteps; ++i) {
+    const int t = t0 + i;
+    if (t >= p.length) break;
+    float acc = bias;
+#pragma unroll
+    for (int k = 0; k < kTaps; ++k) {
+      // Causal: tap k reads token t−(K−1)+k; anti-causal: token t+(K−1)−k.
+      acc += w[k] * (p.reverse ? window[i + (kTaps - 1) - k] : window[i + k]);
     }
-    static_cast<T*>(p.out)[i] = FromFloat<T>(Silu(acc));
+    out[static_cast<int64_t>(t) * p.channels] = FromFloat<T>(Silu(acc));
+  }
+}
+
+// One warp per row (token): residual_out = residual + hidden in fp32, then
+// out = residual_out · rsqrt(mean(residual_out²) + eps) · weight in T. One pass over the row
+// for the sum of squares, a second (from L1/L2) to scale.
+template <typename T>
+__global__ void AddRmsNormKernel(AddRmsNormParams p) {
+  constexpr int kWarp = 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (row >= p.rows) return;
+  const T* __restrict__ hidden = static_cast<const T*>(p.hidden) + row * p.dim;
+  // residual may be residual_out's buffer, so neither is __restrict__.
+  const float* residual = p.residual == nullptr ? nullptr : p.residual + row * p.dim;
+  float* residual_out = p.residual_out + row * p.dim;
+  float sum_sq = 0.0f;
+  for (int i = lane; i < p.dim; i += kWarp) {
+    const float v = ToFloat(hidden[i]) + (residual != nullptr ? residual[i] : 0.0f);
+    residual_out[i] = v;
+    sum_sq += v * v;
+  }
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+    sum_sq += __shfl_xor_sync(0xffffffffu, sum_sq, offset);
+  }
+  const float rstd = rsqrtf(sum_sq / static_cast<float>(p.dim) + p.eps);
+  T* out = static_cast<T*>(p.out) + row * p.dim;
+  for (int i = lane; i < p.dim; i += kWarp) {
+    out[i] = FromFloat<T>(residual_out[i] * rstd * p.weight[i]);
   }
 }
 
@@ -185,13 +261,36 @@ cudaError_t LaunchScanTyped(const ScanParams& p, cudaStream_t stream) {
   }
 }
 
+template <typename T, int kTaps>
+cudaError_t LaunchConvTaps(const ConvParams& p, cudaStream_t stream) {
+  const dim3 grid((p.channels + kConvThreads - 1) / kConvThreads,
+                  (p.length + kConvSteps - 1) / kConvSteps, p.batch);
+  CausalConv1dSiluKernel<T, kTaps><<<grid, kConvThreads, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
 template <typename T>
 cudaError_t LaunchConvTyped(const ConvParams& p, cudaStream_t stream) {
+  switch (p.kernel) {
+    case 1: return LaunchConvTaps<T, 1>(p, stream);
+    case 2: return LaunchConvTaps<T, 2>(p, stream);
+    case 3: return LaunchConvTaps<T, 3>(p, stream);
+    case 4: return LaunchConvTaps<T, 4>(p, stream);
+    case 5: return LaunchConvTaps<T, 5>(p, stream);
+    case 6: return LaunchConvTaps<T, 6>(p, stream);
+    case 7: return LaunchConvTaps<T, 7>(p, stream);
+    case 8: return LaunchConvTaps<T, 8>(p, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+template <typename T>
+cudaError_t LaunchAddRmsNormTyped(const AddRmsNormParams& p, cudaStream_t stream) {
   constexpr int kThreads = 256;
-  const int64_t total = static_cast<int64_t>(p.batch) * p.length * p.channels;
-  const int64_t blocks = (total + kThreads - 1) / kThreads;
-  const int grid = static_cast<int>(blocks < 65536 * 8 ? blocks : 65536 * 8);
-  CausalConv1dSiluKernel<T><<<grid, kThreads, 0, stream>>>(p);
+  constexpr int kRowsPerBlock = kThreads / 32;
+  const int64_t blocks = (p.rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
+  AddRmsNormKernel<T><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
@@ -215,7 +314,10 @@ cudaError_t LaunchSelectiveScan(const ScanParams& params, cudaStream_t stream) {
 
 cudaError_t LaunchCausalConv1dSilu(const ConvParams& params, cudaStream_t stream) {
   if (params.batch == 0 || params.length == 0 || params.channels == 0) return cudaSuccess;
-  if (params.kernel < 1 || params.kernel > 8) return cudaErrorInvalidValue;
+  if (params.kernel < 1 || params.kernel > 8 || params.batch > 65535 ||
+      (params.length + kConvSteps - 1) / kConvSteps > 65535) {
+    return cudaErrorInvalidValue;
+  }
   switch (params.dtype) {
     case ScanDtype::kFloat32:
       return LaunchConvTyped<float>(params, stream);
@@ -223,6 +325,20 @@ cudaError_t LaunchCausalConv1dSilu(const ConvParams& params, cudaStream_t stream
       return LaunchConvTyped<__half>(params, stream);
     case ScanDtype::kBFloat16:
       return LaunchConvTyped<__nv_bfloat16>(params, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t LaunchAddRmsNorm(const AddRmsNormParams& params, cudaStream_t stream) {
+  if (params.rows == 0) return cudaSuccess;
+  if (params.dim < 1) return cudaErrorInvalidValue;
+  switch (params.dtype) {
+    case ScanDtype::kFloat32:
+      return LaunchAddRmsNormTyped<float>(params, stream);
+    case ScanDtype::kFloat16:
+      return LaunchAddRmsNormTyped<__half>(params, stream);
+    case ScanDtype::kBFloat16:
+      return LaunchAddRmsNormTyped<__nv_bfloat16>(params, stream);
   }
   return cudaErrorInvalidValue;
 }

@@ -29,6 +29,7 @@ class RmsNormImpl : public nn::Module {
     const at::Tensor rstd = at::rsqrt(x_fp32.pow(2).mean(-1, /*keepdim=*/true) + eps_);
     return (x_fp32 * rstd * weight.to(at::kFloat)).to(out_dtype);
   }
+  double eps() const { return eps_; }
   at::Tensor weight;
 
  private:
@@ -153,8 +154,7 @@ class BlockImpl : public nn::Module {
         norm(register_module("norm", RmsNorm(c.embed_dim, c.norm_eps))) {}
 
   at::Tensor forward(const at::Tensor& hidden, at::Tensor& residual) {
-    residual = residual.defined() ? residual + hidden.to(at::kFloat) : hidden.to(at::kFloat);
-    return mixer->forward(norm->forward(residual, hidden.scalar_type()));
+    return mixer->forward(vim::AddRmsNorm(hidden, residual, norm->weight, norm->eps()));
   }
 
   Mixer mixer;

@@ -23,7 +23,7 @@ std::string ShapeString(c10::IntArrayRef sizes) {
 
 absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::Create(
     BatchingOptions options, std::vector<BatchRunner> runners, Clock* clock,
-    BatchObserver* observer) {
+    BatchObserver* observer, std::vector<ExecutorSetup> setups) {
   VITSERVE_RETURN_IF_ERROR(ValidateBatchingOptions(options));
   if (runners.empty()) {
     return absl::InvalidArgumentError("DynamicBatcher needs at least one runner");
@@ -31,16 +31,60 @@ absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::Create(
   for (const BatchRunner& runner : runners) {
     if (!runner) return absl::InvalidArgumentError("DynamicBatcher runner is empty");
   }
+  if (!setups.empty() && setups.size() != runners.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("DynamicBatcher got ", setups.size(), " executor setups for ",
+                     runners.size(), " runners; give one per runner or none"));
+  }
   if (clock == nullptr) return absl::InvalidArgumentError("DynamicBatcher clock is null");
 
   std::unique_ptr<DynamicBatcher> batcher(new DynamicBatcher(std::move(options), clock, observer));
+  setups.resize(runners.size());
+  {
+    absl::MutexLock lock(&batcher->mu_);
+    batcher->setups_pending_ = runners.size();
+  }
   batcher->threads_.reserve(runners.size());
-  for (BatchRunner& runner : runners) {
-    // Each thread owns its runner; the batcher outlives the threads (Stop joins them).
+  for (size_t i = 0; i < runners.size(); ++i) {
+    // Each thread owns its setup and runner; the batcher outlives the threads (Stop joins them).
     batcher->threads_.emplace_back(
-        [b = batcher.get(), r = std::move(runner)] { b->ExecutorLoop(r); });
+        [b = batcher.get(), i, setup = std::move(setups[i]), runner = std::move(runners[i])] {
+          b->ExecutorMain(i, setup, runner);
+        });
+  }
+  absl::Status setup_error;
+  {
+    absl::MutexLock lock(&batcher->mu_);
+    batcher->mu_.Await(absl::Condition(
+        +[](size_t* pending) { return *pending == 0; }, &batcher->setups_pending_));
+    setup_error = batcher->setup_error_;
+  }
+  if (!setup_error.ok()) {
+    batcher->Stop(absl::ZeroDuration());  // No task can be queued yet; this joins the threads.
+    return setup_error;
   }
   return batcher;
+}
+
+void DynamicBatcher::ExecutorMain(size_t index, const ExecutorSetup& setup,
+                                  const BatchRunner& runner) {
+  absl::Status status;
+  if (setup) {
+    try {
+      status = setup();
+    } catch (const std::exception& e) {
+      status = absl::InternalError(e.what());
+    }
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (!status.ok() && setup_error_.ok()) {
+      setup_error_ = absl::Status(status.code(),
+                                  absl::StrCat("executor ", index, ": ", status.message()));
+    }
+    --setups_pending_;
+  }
+  if (status.ok()) ExecutorLoop(runner);
 }
 
 DynamicBatcher::DynamicBatcher(BatchingOptions options, Clock* clock, BatchObserver* observer)

@@ -45,14 +45,21 @@ namespace vitserve {
 // Called from that instance's executor thread only; may throw (converted to INTERNAL).
 using BatchRunner = std::function<absl::StatusOr<at::Tensor>(const at::Tensor& batch)>;
 
+// Runs once on a runner's executor thread before that thread takes any batch (e.g. a model
+// instance's warm-up, which must happen on the thread that serves: see ModelInstance::WarmUp).
+using ExecutorSetup = std::function<absl::Status()>;
+
 class DynamicBatcher {
  public:
-  // Starts one executor thread per runner. INVALID_ARGUMENT for bad options (the field named),
-  // no runners, an empty runner or a null clock. `observer` may be null.
-  static absl::StatusOr<std::unique_ptr<DynamicBatcher>> Create(BatchingOptions options,
-                                                                std::vector<BatchRunner> runners,
-                                                                Clock* clock,
-                                                                BatchObserver* observer);
+  // Starts one executor thread per runner. With `setups` (empty, or one per runner; an entry
+  // may be empty), each thread first runs its setup, and Create returns only when every setup
+  // has finished; if one fails, the threads are stopped and joined and Create returns that
+  // error, prefixed with the executor's index. INVALID_ARGUMENT for bad options (the field
+  // named), no runners, an empty runner, a setups count that is not the runners', or a null
+  // clock. `observer` may be null.
+  static absl::StatusOr<std::unique_ptr<DynamicBatcher>> Create(
+      BatchingOptions options, std::vector<BatchRunner> runners, Clock* clock,
+      BatchObserver* observer, std::vector<ExecutorSetup> setups = {});
 
   DynamicBatcher(const DynamicBatcher&) = delete;
   DynamicBatcher& operator=(const DynamicBatcher&) = delete;
@@ -84,6 +91,8 @@ class DynamicBatcher {
  private:
   DynamicBatcher(BatchingOptions options, Clock* clock, BatchObserver* observer);
 
+  // Runs `setup` (if any) and reports it to Create, then, if it succeeded, ExecutorLoop.
+  void ExecutorMain(size_t index, const ExecutorSetup& setup, const BatchRunner& runner);
   void ExecutorLoop(const BatchRunner& runner);
   // Blocks until a batch is ready and removes it from the queue; empty when the executor should
   // exit (stopping and the queue is empty).
@@ -103,6 +112,10 @@ class DynamicBatcher {
   absl::CondVar cv_;
   std::deque<std::unique_ptr<InferenceTask>> queue_ ABSL_GUARDED_BY(mu_);
   int64_t computing_tasks_ ABSL_GUARDED_BY(mu_) = 0;
+  // Executor setups still running, and the first one's error; Create waits for the count to
+  // reach 0.
+  size_t setups_pending_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status setup_error_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   // Fixed by the first accepted task: its input's trailing sizes and dtype.
   bool have_input_signature_ ABSL_GUARDED_BY(mu_) = false;

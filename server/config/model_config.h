@@ -32,7 +32,7 @@ struct ServerDefaults {
   uint32_t max_queue_size = 256;
   uint64_t default_timeout_ms = 0;           // 0: no timeout for requests without a deadline
   uint32_t instance_count = 1;
-  bool cuda_graphs = false;                  // --cuda-graphs
+  bool cuda_graphs = true;                   // --cuda-graphs
 };
 
 // Limits enforced by ValidateModelConfig.

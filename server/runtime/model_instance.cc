@@ -102,9 +102,13 @@ absl::StatusOr<std::unique_ptr<ModelInstance>> ModelInstance::Create(
   std::unique_ptr<ModelInstance> instance(
       new ModelInstance(std::move(module), std::move(options)));
   VITSERVE_RETURN_IF_ERROR(instance->Prepare());
-  VITSERVE_RETURN_IF_ERROR(instance->WarmUp());
-  VITSERVE_RETURN_IF_ERROR(instance->CaptureCudaGraphs());
+  if (!instance->options_.defer_warm_up) VITSERVE_RETURN_IF_ERROR(instance->WarmUp());
   return instance;
+}
+
+absl::Status ModelInstance::WarmUp() {
+  VITSERVE_RETURN_IF_ERROR(RunWarmUpBatches());
+  return CaptureCudaGraphs();
 }
 
 absl::Status ModelInstance::Prepare() {
@@ -132,7 +136,7 @@ absl::Status ModelInstance::Prepare() {
   return absl::OkStatus();
 }
 
-absl::Status ModelInstance::WarmUp() {
+absl::Status ModelInstance::RunWarmUpBatches() {
   if (options_.input_size <= 0) return absl::OkStatus();
   for (int64_t batch_size : options_.warmup_batch_sizes) {
     if (batch_size < 1) continue;
@@ -200,8 +204,8 @@ absl::Status ModelInstance::CaptureCudaGraphs() {
     return TorchErrorToStatus(
         std::current_exception(),
         absl::StrCat("capturing CUDA graphs on ", options_.device.str(),
-                     " (set cuda_graphs: false in the model config, or drop --cuda-graphs, to "
-                     "run this model eagerly)"));
+                     " (set cuda_graphs: false in the model config, or pass "
+                     "--cuda-graphs=false, to run this model eagerly)"));
   }
 #endif
   return absl::OkStatus();

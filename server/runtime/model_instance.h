@@ -1,7 +1,8 @@
 // ModelInstance: one replica of a model on one device, driven by exactly one executor thread.
 //
 // Create() takes a freshly loaded module and prepares it for serving: eval(), moved to the
-// device and dtype, optionally channels-last, then warmed up. Run() executes one batch:
+// device and dtype, optionally channels-last, then warmed up (WarmUp(), or later by the owner on
+// the serving thread with defer_warm_up). Run() executes one batch:
 // CPU float32 [N,3,S,S] in, CPU float32 output ([N,num_classes] for classifiers) out.
 // On CUDA, the batch is staged through a reused pinned host buffer and copied asynchronously on
 // the instance's own CUDA stream (from the pool), cast to the serving dtype on the device,
@@ -16,11 +17,12 @@
 // Ownership: the instance owns its module exclusively. A VisionModel is not Cloneable, so each
 // replica must come from its own LoadModel() call (the model manager does this); never give two
 // instances the same module.
-// Thread-safety: NOT thread-safe. Create/Run/destruction must not overlap; the intended user is
-// the single DynamicBatcher executor thread bound to this instance.
+// Thread-safety: NOT thread-safe. Create/WarmUp/Run/destruction must not overlap; the intended
+// user is the single DynamicBatcher executor thread bound to this instance.
 // Errors: Create: INVALID_ARGUMENT (null module, bad options, dtype not floating point), the
-// device errors of a failed move (INTERNAL / RESOURCE_EXHAUSTED), and warm-up or CUDA-graph
-// capture failures (the message says how to run the model eagerly instead).
+// device errors of a failed move (INTERNAL / RESOURCE_EXHAUSTED), and WarmUp's errors.
+// WarmUp: the warm-up batch's error (INTERNAL / RESOURCE_EXHAUSTED) or a CUDA-graph capture
+// failure (the message says how to run the model eagerly instead).
 // Run: INVALID_ARGUMENT (batch not CPU float32 [N,3,S,S] with S = input_size), RESOURCE_EXHAUSTED
 // (device out of memory), INTERNAL (any other torch error: a bug, since inputs are validated).
 #pragma once
@@ -57,6 +59,9 @@ struct InstanceOptions {
   // default: measured on an H100 (shvit_s1, fp16, dynamic batches of 1..4 rows), autotuning kept
   // re-running after warm-up and made serving 3x slower than without it.
   bool cudnn_benchmark = false;
+  // true: Create() neither warms up nor captures CUDA graphs; the owner calls WarmUp() on the
+  // thread that will call Run() (the model manager does so on each executor thread).
+  bool defer_warm_up = false;
 };
 
 // The batch-size buckets for CUDA graphs of a model batching up to `max_batch_size` (>= 1):
@@ -78,6 +83,13 @@ class ModelInstance {
   // Runs one batch (see the file comment). Not thread-safe.
   absl::StatusOr<at::Tensor> Run(const at::Tensor& batch);
 
+  // Runs the warm-up batches, then captures the CUDA graphs. Create() calls it unless
+  // options.defer_warm_up; then call it once, on the thread that will call Run(), before the
+  // first Run(). The thread matters: LibTorch keeps cuDNN execution plans (and handles) per
+  // thread, so plans built while warming up on a loader thread are built again, per batch size,
+  // on the serving thread, by live requests (0.5–1 s each for shvit_s1 on an H100).
+  absl::Status WarmUp();
+
   const InstanceOptions& options() const { return options_; }
 
  private:
@@ -85,7 +97,7 @@ class ModelInstance {
 
   ModelInstance(std::shared_ptr<VisionModel> module, InstanceOptions options);
   absl::Status Prepare();
-  absl::Status WarmUp();
+  absl::Status RunWarmUpBatches();
   absl::Status CaptureCudaGraphs();
   at::Tensor RunOrThrow(const at::Tensor& batch);
 

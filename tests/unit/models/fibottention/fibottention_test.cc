@@ -173,7 +173,11 @@ TEST(FibottentionKernelTest, HalfInputsRunThroughTheFloatKernel) {
 }
 
 // The CUDA kernel (through the dispatcher) against dense masked attention on the CPU, ViT-B's
-// head shape, both semantics, fp32 (1e-5) and fp16 / bf16 (5e-2). Runs only on a CUDA host.
+// head shape, both semantics. The reference gets the same rounded inputs as the kernel (so a
+// bf16 run measures the kernel, not the rounding of q and k), and the error is relative to the
+// largest output: the official semantics add Σ V over all keys and subtract the kept part, so
+// fp32 rounding scales with V, not with each output. fp32 1e-5, fp16 / bf16 1e-2 (the output
+// itself is rounded to 8 or 11 bits). Runs only on a CUDA host.
 TEST(FibottentionKernelCudaTest, CudaKernelMatchesDenseMaskedAttention) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   for (int64_t patches : {196, 784}) {
@@ -184,14 +188,18 @@ TEST(FibottentionKernelCudaTest, CudaKernelMatchesDenseMaskedAttention) {
     const Qkv x = RandomQkv(2, 12, patches + 1, 64, 4.0);
     const double scale = 0.125;
     for (auto semantics : {FibottentionSemantics::kOfficial, FibottentionSemantics::kNegInf}) {
-      const at::Tensor dense = DenseMaskedAttention(x.q, x.k, x.v, mask, semantics, scale);
       for (at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
+        const auto rounded = [dtype](const at::Tensor& t) { return t.to(dtype).to(at::kFloat); };
+        const at::Tensor dense = DenseMaskedAttention(rounded(x.q), rounded(x.k), rounded(x.v),
+                                                      mask, semantics, scale);
         const auto on_gpu = [dtype](const at::Tensor& t) { return t.to(at::kCUDA).to(dtype); };
         const at::Tensor out = FibottentionAttention(on_gpu(x.q), on_gpu(x.k), on_gpu(x.v),
                                                      pattern, semantics, scale);
         ASSERT_EQ(out.scalar_type(), dtype);
-        const float error = (out.to(at::kCPU).to(at::kFloat) - dense).abs().max().item<float>();
-        EXPECT_LE(error, dtype == at::kFloat ? 1e-5f : 5e-2f)
+        const float error = ((out.to(at::kCPU).to(at::kFloat) - dense).abs().max() /
+                             dense.abs().max())
+                                .item<float>();
+        EXPECT_LE(error, dtype == at::kFloat ? 1e-5f : 1e-2f)
             << "tokens " << patches + 1 << " semantics " << static_cast<int>(semantics)
             << " dtype " << c10::toString(dtype);
       }

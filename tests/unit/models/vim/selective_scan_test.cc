@@ -123,6 +123,9 @@ TEST(SelectiveScanTest, RejectsMismatchedShapes) {
   in = RandomInputs(1, 5, 4, 4);
   in.u = in.u.to(at::kDouble);
   EXPECT_THROW(SelectiveScan(in), c10::Error);
+  in = RandomInputs(1, 5, 4, 4);
+  in.chunks = -1;
+  EXPECT_THROW(SelectiveScan(in), c10::Error);
 }
 
 // The official causal conv: nn.Conv1d(groups=D, padding=K−1) on [B, D, L], first L outputs.
@@ -149,6 +152,43 @@ TEST(CausalConv1dTest, MatchesOfficialConvBothDirections) {
                            OfficialConv(short_x, w, at::Tensor()), 1e-5, 1e-6));
 }
 
+// mamba_ssm's add + RMSNorm written out in float64: r = residual + hidden,
+// r / sqrt(mean(r²) + eps) · w.
+at::Tensor AddRmsNormFormula(const at::Tensor& hidden, const at::Tensor& residual,
+                             const at::Tensor& weight, double eps) {
+  at::Tensor r = hidden.to(at::kDouble);
+  if (residual.defined()) r = r + residual.to(at::kDouble);
+  return r / at::sqrt(r.pow(2).mean(-1, /*keepdim=*/true) + eps) * weight.to(at::kDouble);
+}
+
+TEST(AddRmsNormTest, ReferenceMatchesFormulaAndKeepsTheResidualInFloat) {
+  c10::InferenceMode guard;
+  at::manual_seed(8);
+  const at::Tensor hidden = at::randn({2, 5, 24}).to(at::kBFloat16);
+  const at::Tensor weight = at::rand({24}) + 0.5;
+  const at::Tensor first = at::randn({2, 5, 24});
+  at::Tensor residual = first;
+  const at::Tensor out = AddRmsNormReference(hidden, residual, weight, 1e-5);
+  EXPECT_EQ(out.scalar_type(), at::kBFloat16);
+  EXPECT_EQ(residual.scalar_type(), at::kFloat);
+  EXPECT_LT(MaxRelError(residual, first + hidden.to(at::kFloat)), 1e-7);
+  EXPECT_LT(MaxRelError(out, AddRmsNormFormula(hidden, first, weight, 1e-5)), 1e-2);
+  EXPECT_FALSE(residual.is_same(first)) << "the residual passed in must not be written";
+
+  at::Tensor no_residual;  // The first block: the residual starts as the hidden state.
+  const at::Tensor out0 = AddRmsNormReference(first, no_residual, weight, 1e-5);
+  EXPECT_TRUE(at::equal(no_residual, first));
+  EXPECT_LT(MaxRelError(out0, AddRmsNormFormula(first, at::Tensor(), weight, 1e-5)), 1e-6);
+}
+
+TEST(AddRmsNormTest, RejectsMismatchedInputs) {
+  at::Tensor residual = at::zeros({2, 3, 8});
+  at::Tensor half_residual = at::zeros({2, 3, 8}, at::kHalf);
+  EXPECT_THROW(AddRmsNorm(at::randn({2, 3, 8}), residual, at::ones({7}), 1e-5), c10::Error);
+  EXPECT_THROW(AddRmsNorm(at::randn({2, 4, 8}), residual, at::ones({8}), 1e-5), c10::Error);
+  EXPECT_THROW(AddRmsNorm(at::randn({2, 3, 8}), half_residual, at::ones({8}), 1e-5), c10::Error);
+}
+
 // CUDA kernels against the CPU reference; skipped where there is no GPU (CI).
 class CudaKernelTest : public ::testing::Test {
  protected:
@@ -169,8 +209,15 @@ TEST_F(CudaKernelTest, ScanMatchesReference) {
            {&gpu.u, &gpu.delta, &gpu.A, &gpu.B, &gpu.C, &gpu.D, &gpu.z, &gpu.delta_bias}) {
         *t = t->cuda();
       }
-      EXPECT_LT(MaxRelError(SelectiveScan(gpu), SelectiveScanReference(in)), 1e-5)
+      const at::Tensor want = SelectiveScanReference(in);
+      EXPECT_LT(MaxRelError(SelectiveScan(gpu), want), 1e-5)
           << "length " << length << " reverse " << reverse;
+      for (const int chunks : {1, 7, 2000}) {  // Fixed chunk counts; more than L is clamped.
+        SelectiveScanInputs fixed = gpu;
+        fixed.chunks = chunks;
+        EXPECT_LT(MaxRelError(SelectiveScan(fixed), want), 1e-5)
+            << "length " << length << " reverse " << reverse << " chunks " << chunks;
+      }
       for (at::Tensor* t : {&gpu.u, &gpu.delta, &gpu.B, &gpu.C, &gpu.z}) *t = t->to(at::kBFloat16);
       for (at::Tensor* t : {&in.u, &in.delta, &in.B, &in.C, &in.z}) *t = t->to(at::kBFloat16);
       EXPECT_LT(MaxRelError(SelectiveScan(gpu), SelectiveScanReference(in)), 1e-2)
@@ -179,17 +226,62 @@ TEST_F(CudaKernelTest, ScanMatchesReference) {
   }
 }
 
+// A batch large enough that the scan runs in one chunk (no pass 1/pass 2 split), at 224 px.
+TEST_F(CudaKernelTest, ScanMatchesReferenceInOneChunk) {
+  c10::InferenceMode guard;
+  at::manual_seed(7);
+  for (const bool reverse : {false, true}) {
+    SelectiveScanInputs in = RandomInputs(170, 197, 384, 16);
+    in.reverse = reverse;
+    SelectiveScanInputs gpu = in;
+    for (at::Tensor* t :
+         {&gpu.u, &gpu.delta, &gpu.A, &gpu.B, &gpu.C, &gpu.D, &gpu.z, &gpu.delta_bias}) {
+      *t = t->cuda();
+    }
+    EXPECT_LT(MaxRelError(SelectiveScan(gpu), SelectiveScanReference(in)), 1e-5)
+        << "reverse " << reverse;
+  }
+}
+
+TEST_F(CudaKernelTest, AddRmsNormMatchesReference) {
+  c10::InferenceMode guard;
+  at::manual_seed(9);
+  for (const int64_t dim : {192, 384, 100}) {
+    for (const at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
+      const at::Tensor hidden = at::randn({3, 197, dim}).to(dtype);
+      const at::Tensor weight = at::rand({dim}) + 0.5;
+      const at::Tensor first = at::randn({3, 197, dim});
+      for (const bool with_residual : {false, true}) {
+        at::Tensor cpu_residual = with_residual ? first : at::Tensor();
+        at::Tensor gpu_residual = with_residual ? first.cuda() : at::Tensor();
+        const at::Tensor want = AddRmsNormReference(hidden, cpu_residual, weight, 1e-5);
+        const at::Tensor got = AddRmsNorm(hidden.cuda(), gpu_residual, weight.cuda(), 1e-5);
+        const double tolerance = dtype == at::kFloat ? 1e-5 : 1e-2;
+        EXPECT_LT(MaxRelError(got, want), tolerance) << "dim " << dim << " dtype " << dtype;
+        EXPECT_LT(MaxRelError(gpu_residual, cpu_residual), 1e-6) << "dim " << dim;
+        EXPECT_EQ(got.scalar_type(), dtype);
+      }
+    }
+  }
+}
+
 TEST_F(CudaKernelTest, ConvMatchesReference) {
   c10::InferenceMode guard;
   at::manual_seed(6);
-  const at::Tensor xz = at::randn({3, 77, 2 * 130});
-  const at::Tensor x = xz.narrow(2, 0, 130);  // A strided view, as the model passes it.
-  const at::Tensor w = at::randn({130, 1, 4});
-  const at::Tensor b = at::randn({130});
-  for (const bool reverse : {false, true}) {
-    EXPECT_LT(MaxRelError(CausalConv1dSilu(x.cuda(), w.cuda(), b.cuda(), reverse),
-                          CausalConv1dSiluReference(x, w, b, reverse)),
-              1e-6);
+  // Lengths around the kernel's 16-token tiles; Vim's 4 taps plus other widths.
+  for (const int64_t length : {1, 15, 16, 17, 77}) {
+    for (const int64_t taps : {4, 2, 7}) {
+      const at::Tensor xz = at::randn({3, length, 2 * 130});
+      const at::Tensor x = xz.narrow(2, 0, 130);  // A strided view, as the model passes it.
+      const at::Tensor w = at::randn({130, 1, taps});
+      const at::Tensor b = at::randn({130});
+      for (const bool reverse : {false, true}) {
+        EXPECT_LT(MaxRelError(CausalConv1dSilu(x.cuda(), w.cuda(), b.cuda(), reverse),
+                              CausalConv1dSiluReference(x, w, b, reverse)),
+                  1e-6)
+            << "length " << length << " taps " << taps << " reverse " << reverse;
+      }
+    }
   }
 }
 

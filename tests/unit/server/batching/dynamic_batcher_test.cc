@@ -7,6 +7,7 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
@@ -569,6 +570,79 @@ TEST(DynamicBatcherTest, CreateValidatesArguments) {
       DynamicBatcher::Create(Options(0, absl::Hours(1)), {runner.AsRunner()}, &clock, nullptr)
           .status();
   EXPECT_THAT(status.message(), HasSubstr("max_batch_size"));
+}
+
+// Each executor runs its setup on its own thread before its first batch, and Create returns
+// only after every setup finished (the model manager's warm-ups rely on both).
+TEST(DynamicBatcherTest, SetupsRunOnTheirExecutorThreadsBeforeCreateReturns) {
+  RealClock clock;
+  constexpr int kExecutors = 2;
+  absl::Mutex mu;
+  std::vector<std::thread::id> setup_thread(kExecutors), batch_threads[kExecutors];
+  std::atomic<int> setups_done{0};
+  std::vector<BatchRunner> runners;
+  std::vector<ExecutorSetup> setups;
+  for (int i = 0; i < kExecutors; ++i) {
+    setups.push_back([&, i] {
+      absl::SleepFor(absl::Milliseconds(50));  // Create must wait for this.
+      absl::MutexLock lock(&mu);
+      setup_thread[i] = std::this_thread::get_id();
+      ++setups_done;
+      return absl::OkStatus();
+    });
+    runners.push_back([&, i](const at::Tensor& batch) -> absl::StatusOr<at::Tensor> {
+      absl::MutexLock lock(&mu);
+      batch_threads[i].push_back(std::this_thread::get_id());
+      return batch * 2;
+    });
+  }
+  auto batcher = DynamicBatcher::Create(Options(1, absl::ZeroDuration()), std::move(runners),
+                                        &clock, nullptr, std::move(setups));
+  ASSERT_TRUE(batcher.ok()) << batcher.status();
+  EXPECT_EQ(setups_done.load(), kExecutors);
+  Results results;
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 20).ok());
+  results.WaitFor(20);
+  for (int id = 0; id < 20; ++id) ExpectDoubled(results, id);
+  absl::MutexLock lock(&mu);
+  EXPECT_NE(setup_thread[0], setup_thread[1]);
+  for (int i = 0; i < kExecutors; ++i) {
+    EXPECT_NE(setup_thread[i], std::this_thread::get_id());
+    for (std::thread::id id : batch_threads[i]) EXPECT_EQ(id, setup_thread[i]) << "executor " << i;
+  }
+}
+
+TEST(DynamicBatcherTest, FailedSetupFailsCreateWithTheExecutorNamed) {
+  RealClock clock;
+  RecordingRunner first, second;
+  std::vector<ExecutorSetup> setups = {
+      [] { return absl::OkStatus(); },
+      [] { return absl::ResourceExhaustedError("warm-up at batch size 8: out of memory"); }};
+  auto batcher = DynamicBatcher::Create(Options(4, absl::ZeroDuration()),
+                                        {first.AsRunner(), second.AsRunner()}, &clock, nullptr,
+                                        std::move(setups));
+  EXPECT_EQ(batcher.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(batcher.status().message(), HasSubstr("executor 1: warm-up at batch size 8"));
+  // A throwing setup becomes INTERNAL instead of ending the process.
+  batcher = DynamicBatcher::Create(
+      Options(4, absl::ZeroDuration()), {first.AsRunner()}, &clock, nullptr,
+      {[]() -> absl::Status { throw std::runtime_error("cuda driver gone"); }});
+  EXPECT_EQ(batcher.status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(batcher.status().message(), HasSubstr("cuda driver gone"));
+  EXPECT_TRUE(first.batch_rows().empty());
+}
+
+TEST(DynamicBatcherTest, SetupsMustBeOnePerRunnerOrNone) {
+  FakeClock clock;
+  RecordingRunner runner;
+  auto batcher = DynamicBatcher::Create(Options(4, absl::Hours(1)), {runner.AsRunner()}, &clock,
+                                        nullptr, {ExecutorSetup(), ExecutorSetup()});
+  EXPECT_EQ(batcher.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(batcher.status().message(), HasSubstr("2 executor setups for 1 runners"));
+  // An empty entry is allowed: that executor has nothing to set up.
+  EXPECT_TRUE(DynamicBatcher::Create(Options(4, absl::Hours(1)), {runner.AsRunner()}, &clock,
+                                     nullptr, {ExecutorSetup()})
+                  .ok());
 }
 
 TEST(ValidateBatchingOptionsTest, NamesTheBadField) {

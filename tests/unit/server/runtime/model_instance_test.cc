@@ -89,6 +89,19 @@ TEST(ModelInstanceTest, WarmsUpEachBatchSize) {
   EXPECT_EQ(model->calls.load(), 4);
 }
 
+TEST(ModelInstanceTest, DeferredWarmUpRunsOnlyWhenCalled) {
+  auto model = std::make_shared<TinyModel>();
+  InstanceOptions options;
+  options.input_size = 8;
+  options.warmup_batch_sizes = {1, 4};
+  options.defer_warm_up = true;
+  auto instance = ModelInstance::Create(model, options);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  EXPECT_EQ(model->calls.load(), 0);
+  ASSERT_TRUE((*instance)->WarmUp().ok());
+  EXPECT_EQ(model->calls.load(), 2);
+}
+
 TEST(ModelInstanceTest, Bfloat16OnCpuIsCloseToFloat32) {
   auto reference = std::make_shared<TinyModel>();
   auto model = std::make_shared<TinyModel>();
