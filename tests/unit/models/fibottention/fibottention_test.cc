@@ -207,6 +207,28 @@ TEST(FibottentionKernelCudaTest, CudaKernelMatchesDenseMaskedAttention) {
   }
 }
 
+// Head dims that make the kernel use 8, 16 and 32 lanes per key (and a ragged last slot).
+TEST(FibottentionKernelCudaTest, EveryLaneGroupingMatchesDense) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const int64_t patches = 49;
+  const Offsets offsets = FibottentionLayerOffsets(patches, 3, 2);
+  const at::Tensor mask = FibottentionDenseMask(offsets, patches);
+  const FibottentionPattern pattern = PatternTo(MakeFibottentionPattern(offsets, patches),
+                                                at::Device(at::kCUDA, 0));
+  for (int64_t dim : {24, 64, 100, 200}) {
+    const Qkv x = RandomQkv(2, 3, patches + 1, dim, 2.0);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(dim));
+    for (auto semantics : {FibottentionSemantics::kOfficial, FibottentionSemantics::kNegInf}) {
+      const at::Tensor dense = DenseMaskedAttention(x.q, x.k, x.v, mask, semantics, scale);
+      const at::Tensor out = FibottentionAttention(x.q.cuda(), x.k.cuda(), x.v.cuda(), pattern,
+                                                   semantics, scale);
+      const float error =
+          ((out.cpu() - dense).abs().max() / dense.abs().max()).item<float>();
+      EXPECT_LE(error, 1e-5f) << "dim " << dim << " semantics " << static_cast<int>(semantics);
+    }
+  }
+}
+
 ModelRegistry FibRegistry() {
   ModelRegistry registry;
   EXPECT_TRUE(RegisterFibottentionModels(registry).ok());
