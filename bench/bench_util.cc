@@ -1,10 +1,17 @@
 #include "bench/bench_util.h"
 
 #include <chrono>
+#include <cstdio>
+#include <exception>
 #include <stdexcept>
 
+#include <c10/util/Exception.h>
+
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "common/flag_names.h"
 
 #ifdef VITSERVE_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -73,6 +80,23 @@ Timing TimeSteps(const std::function<void()>& step, const at::Device& device,
     timing.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   }
   return timing;
+}
+
+int RunBenchmark(int argc, char** argv, const char* usage, const std::function<int()>& run,
+                 const char* error_prefix) {
+  absl::SetProgramUsageMessage(usage);
+  std::vector<std::string> args = NormalizeFlagNames(argc, argv);
+  std::vector<char*> pointers = ArgvPointers(args);
+  absl::ParseCommandLine(static_cast<int>(pointers.size()), pointers.data());
+  try {
+    return run();
+  } catch (const c10::Error& e) {  // Without LibTorch's C++ backtrace.
+    std::fprintf(stderr, "%s: %s\n", error_prefix, e.what_without_backtrace());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", error_prefix, e.what());
+    return 1;
+  }
 }
 
 }  // namespace vitserve::bench

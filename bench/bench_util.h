@@ -34,6 +34,12 @@ struct Timing {
   double seconds = 0;
 };
 
+// A benchmark's main(): sets the --help usage text, parses the flags (dashes or underscores, as
+// the server accepts them), then runs `run`; an exception (a bad --device, a CUDA failure)
+// prints "<error_prefix>: <what>" and returns 1.
+int RunBenchmark(int argc, char** argv, const char* usage, const std::function<int()>& run,
+                 const char* error_prefix = "error");
+
 // Runs `step` for at least `budget_seconds` and `min_iterations`, synchronising the device
 // every `sync_every` steps only, so that the GPU queue stays full between clock reads.
 Timing TimeSteps(const std::function<void()>& step, const at::Device& device,

@@ -15,10 +15,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "bench/bench_util.h"
-#include "common/flag_names.h"
 #include "models/model_loader.h"
 #include "models/registry.h"
 
@@ -112,16 +109,9 @@ int Run() {
 }  // namespace vitserve
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  return vitserve::bench::RunBenchmark(
+      argc, argv,
       "Model-only throughput of a vitserve zoo model (random weights, input on the device).\n"
-      "  vitserve-bench-model --model shvit_s1 --device cuda --precision fp16 --batch-sizes 1,32,256");
-  std::vector<std::string> args = vitserve::NormalizeFlagNames(argc, argv);
-  std::vector<char*> pointers = vitserve::ArgvPointers(args);
-  absl::ParseCommandLine(static_cast<int>(pointers.size()), pointers.data());
-  try {
-    return vitserve::Run();
-  } catch (const std::exception& e) {  // c10::Error from a bad --device, or CUDA failures
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
+      "  vitserve-bench-model --model shvit_s1 --device cuda --precision fp16 --batch-sizes 1,32,256",
+      vitserve::Run);
 }

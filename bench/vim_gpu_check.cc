@@ -15,8 +15,7 @@
 #include <string>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
+#include "bench/bench_util.h"
 #include "models/model_loader.h"
 #include "models/registry.h"
 #include "models/vim/selective_scan.h"
@@ -146,12 +145,8 @@ int Run() {
 }  // namespace vitserve
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Vim CUDA kernels and model against the CPU reference.");
-  absl::ParseCommandLine(argc, argv);
-  try {
-    return vitserve::Run();
-  } catch (const std::exception& e) {
-    std::printf("FAIL exception: %s\n", e.what());
-    return 1;
-  }
+  return vitserve::bench::RunBenchmark(
+      argc, argv,
+      "Vim CUDA kernels and model against the CPU reference.",
+      vitserve::Run, "FAIL exception");
 }

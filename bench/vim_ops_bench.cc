@@ -16,8 +16,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "bench/bench_util.h"
 #include "models/vim/selective_scan.h"
 
@@ -140,14 +138,9 @@ int Run() {
 }  // namespace vitserve
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  return vitserve::bench::RunBenchmark(
+      argc, argv,
       "Per-operator time of a Vision Mamba layer at a given input size and batch.\n"
-      "  vitserve-bench-vim-ops --image_size 224 --batch 128 --precision fp16");
-  absl::ParseCommandLine(argc, argv);
-  try {
-    return vitserve::Run();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
+      "  vitserve-bench-vim-ops --image_size 224 --batch 128 --precision fp16",
+      vitserve::Run);
 }

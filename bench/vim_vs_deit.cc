@@ -20,8 +20,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_util.h"
@@ -125,14 +123,9 @@ int Run() {
 }  // namespace vitserve
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  return vitserve::bench::RunBenchmark(
+      argc, argv,
       "images/s and peak GPU memory, vim_tiny vs deit_tiny, per input size.\n"
-      "  vitserve-bench-vim-vs-deit --sizes 224,512,1024,1248 --batch_sizes 128,32,8,8");
-  absl::ParseCommandLine(argc, argv);
-  try {
-    return vitserve::Run();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
+      "  vitserve-bench-vim-vs-deit --sizes 224,512,1024,1248 --batch_sizes 128,32,8,8",
+      vitserve::Run);
 }

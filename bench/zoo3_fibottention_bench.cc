@@ -17,8 +17,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_util.h"
@@ -140,7 +138,8 @@ int Run() {
 }  // namespace vitserve
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Fibottention kernel vs dense SDPA.");
-  absl::ParseCommandLine(argc, argv);
-  return vitserve::Run();
+  return vitserve::bench::RunBenchmark(
+      argc, argv,
+      "Fibottention kernel vs dense SDPA.",
+      vitserve::Run);
 }
