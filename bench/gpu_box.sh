@@ -8,7 +8,7 @@
 # Environment: GPU_STEPS (default "build parity model serve"), BENCH_MODELS, BENCH_SECONDS
 # (per served-bench run, default 10), SERVE_MODELS (served one after another, default
 # shvit_s1), SERVE_PRECISION (fp16), SERVE_MAX_BATCH (64), SERVE_FLAGS (more vitserve flags,
-# e.g. --cuda-graphs). Without the build step, binaries are taken from
+# e.g. --cuda-graphs=false to serve eagerly). Without the build step, binaries are taken from
 # build-gpu/bin (e.g. built on a Debian 12 machine with the same LibTorch and copied there).
 set -uo pipefail
 OUT="${1:-${OUT:-/tmp/vitserve-gpu}}"
@@ -18,7 +18,7 @@ BENCH_MODELS="${BENCH_MODELS:-shvit_s1 shvit_s4 deit_tiny_patch16_224 deit_small
 SERVE_MODELS="${SERVE_MODELS:-shvit_s1}"
 SERVE_PRECISION="${SERVE_PRECISION:-fp16}"
 SERVE_MAX_BATCH="${SERVE_MAX_BATCH:-64}"
-SERVE_FLAGS="${SERVE_FLAGS:-}"  # e.g. --cuda-graphs
+SERVE_FLAGS="${SERVE_FLAGS:-}"  # e.g. --cuda-graphs=false
 B=build-gpu
 log() { echo "[gpu_box $(date +%T)] $*"; }
 

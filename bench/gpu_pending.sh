@@ -9,8 +9,8 @@
 #   vim        vim kernels and vim_tiny on CUDA vs the CPU reference at up to 6085 tokens, then the
 #              vim_tiny vs deit_tiny table (bench/vim_gpu_box.sh without its build step)
 #   zoo3       Fibottention kernel check, model images/s vs ViT-B, kernel vs SDPA (issue 5)
-#   graphs     shvit_s1 served eagerly and with --cuda-graphs, same client bench (load time,
-#              latency, throughput)
+#   graphs     shvit_s1 served eagerly (--cuda-graphs=false) and with CUDA graphs (the default),
+#              same client bench (load time, latency, throughput)
 #   parity     issue 3's timm parity on CUDA again, now with TF32 off in vitserve-run-model
 set -uo pipefail
 STEP="${1:?step: cudatests | vimserve | vim | zoo3 | graphs | parity}"
@@ -44,9 +44,9 @@ case "$STEP" in
     ZOO3_STEPS="check model attn flops" bash bench/zoo3_gpu.sh "$OUT"
     ;;
   graphs)
-    GPU_STEPS=serve SERVE_MODELS=shvit_s1 BENCH_SECONDS=5 bash bench/gpu_box.sh "$OUT/eager"
-    GPU_STEPS=serve SERVE_MODELS=shvit_s1 BENCH_SECONDS=5 SERVE_FLAGS=--cuda-graphs \
-      bash bench/gpu_box.sh "$OUT/graphs"
+    GPU_STEPS=serve SERVE_MODELS=shvit_s1 BENCH_SECONDS=5 SERVE_FLAGS=--cuda-graphs=false \
+      bash bench/gpu_box.sh "$OUT/eager"
+    GPU_STEPS=serve SERVE_MODELS=shvit_s1 BENCH_SECONDS=5 bash bench/gpu_box.sh "$OUT/graphs"
     ;;
   parity)
     GPU_STEPS=parity bash bench/gpu_box.sh "$OUT"
