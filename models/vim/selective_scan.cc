@@ -37,11 +37,18 @@ void CheckInputs(const SelectiveScanInputs& in) {
   CheckSequence(in.B, "B", batch, length, state);
   CheckSequence(in.C, "C", batch, length, state);
   if (in.z.defined()) CheckSequence(in.z, "z", batch, length, channels);
+  if (in.average_with.defined()) {
+    CheckSequence(in.average_with, "average_with", batch, length, channels);
+    TORCH_CHECK(in.average_with.scalar_type() == in.u.scalar_type(),
+                "selective scan: average_with must have u's dtype ", in.u.scalar_type(), ", got ",
+                in.average_with.scalar_type());
+  }
   for (const at::Tensor* t : {&in.D, &in.delta_bias}) {
     TORCH_CHECK(!t->defined() || (t->dim() == 1 && t->size(0) == channels),
                 "selective scan: D and delta_bias must be [", channels, "]");
   }
-  for (const at::Tensor* t : {&in.delta, &in.A, &in.B, &in.C, &in.D, &in.z, &in.delta_bias}) {
+  for (const at::Tensor* t :
+       {&in.delta, &in.A, &in.B, &in.C, &in.D, &in.z, &in.delta_bias, &in.average_with}) {
     TORCH_CHECK(!t->defined() || t->device() == in.u.device(),
                 "selective scan: all inputs must be on ", in.u.device(), ", one is on ",
                 t->device());
@@ -85,6 +92,8 @@ at::Tensor SelectiveScanCuda(const SelectiveScanInputs& in) {
   const at::Tensor b = KernelOperand(in.B, dtype);
   const at::Tensor c = KernelOperand(in.C, dtype);
   const at::Tensor z = in.z.defined() ? KernelOperand(in.z, dtype) : at::Tensor();
+  const at::Tensor average_with =
+      in.average_with.defined() ? in.average_with.contiguous() : at::Tensor();
   const at::Tensor a = Fp32(in.A).contiguous();
   const at::Tensor d = in.D.defined() ? Fp32(in.D).contiguous() : at::Tensor();
   const at::Tensor bias = in.delta_bias.defined() ? Fp32(in.delta_bias).contiguous() : at::Tensor();
@@ -101,6 +110,7 @@ at::Tensor SelectiveScanCuda(const SelectiveScanInputs& in) {
   p.B = StridedOf(b);
   p.C = StridedOf(c);
   if (z.defined()) p.z = StridedOf(z);
+  p.average_with = average_with.defined() ? average_with.data_ptr() : nullptr;
   p.A = a.data_ptr<float>();
   p.D = d.defined() ? d.data_ptr<float>() : nullptr;
   p.delta_bias = bias.defined() ? bias.data_ptr<float>() : nullptr;
@@ -223,6 +233,8 @@ at::Tensor SelectiveScanReference(const SelectiveScanInputs& in) {
   const at::Tensor bias_f = in.delta_bias.defined() ? Fp32(in.delta_bias) : at::zeros({channels});
   const bool gated = in.z.defined();
   const at::Tensor z_f = gated ? Fp32(in.z) : at::zeros({1, 1, 1});
+  const bool averaged = in.average_with.defined();
+  const at::Tensor avg_f = averaged ? Fp32(in.average_with) : at::zeros({1, 1, 1});
   at::Tensor out = at::empty({batch, length, channels}, at::kFloat);
 
   const auto u = u_f.accessor<float, 3>();
@@ -233,6 +245,7 @@ at::Tensor SelectiveScanReference(const SelectiveScanInputs& in) {
   const auto d_skip = d_f.accessor<float, 1>();
   const auto bias = bias_f.accessor<float, 1>();
   const auto z = z_f.accessor<float, 3>();
+  const auto avg = avg_f.accessor<float, 3>();
   auto y = out.accessor<float, 3>();
   // One independent recurrence per (batch, channel); they run in parallel.
   at::parallel_for(0, batch * channels, 1, [&](int64_t begin, int64_t end) {
@@ -251,6 +264,7 @@ at::Tensor SelectiveScanReference(const SelectiveScanInputs& in) {
         }
         acc += d_skip[d] * u[bi][t][d];
         if (gated) acc *= Silu(z[bi][t][d]);
+        if (averaged) acc = 0.5f * (avg[bi][t][d] + acc);
         y[bi][t][d] = acc;
       }
     }

@@ -46,6 +46,10 @@ struct SelectiveScanInputs {
   // pick from the GPU fill (internal::ScanChunks). The result does not depend on it beyond
   // rounding. Benchmarks set it to compare choices.
   int chunks = 0;
+  // Optional [B, L, D] in u's dtype: the result is (average_with + y) / 2, computed in fp32
+  // before rounding. Bimamba v2 averages its two directions this way; passing the forward
+  // output to the backward scan saves a pass over both.
+  at::Tensor average_with;
 };
 
 // Returns out [B, L, D] contiguous, in u's dtype, on u's device.

@@ -71,9 +71,9 @@ class MixerImpl : public nn::Module {
     const at::Tensor xz = in_proj_->forward(hidden);  // [B, L, 2·inner]
     const at::Tensor x = xz.narrow(2, 0, inner_);
     const at::Tensor z = xz.narrow(2, inner_, inner_);
-    at::Tensor y = Scan(forward_, x, z, /*reverse=*/false);
-    y.add_(Scan(backward_, x, z, /*reverse=*/true)).mul_(0.5);  // (y_f + y_b) / 2
-    return out_proj_->forward(y);
+    const at::Tensor y_forward = Scan(forward_, x, z, /*reverse=*/false, at::Tensor());
+    // (y_f + y_b) / 2, averaged inside the backward scan.
+    return out_proj_->forward(Scan(backward_, x, z, /*reverse=*/true, y_forward));
   }
 
   // Official initialisation of the mixer's own parameters (Mamba.__init__); Linear and Conv1d
@@ -117,8 +117,10 @@ class MixerImpl : public nn::Module {
     return dir;
   }
 
-  // One direction: conv → SiLU → x_proj → Δ, B, C → gated selective scan; [B, L, inner] out.
-  at::Tensor Scan(const Direction& dir, const at::Tensor& x, const at::Tensor& z, bool reverse) {
+  // One direction: conv → SiLU → x_proj → Δ, B, C → gated selective scan; [B, L, inner] out,
+  // averaged with `average_with` when that is defined.
+  at::Tensor Scan(const Direction& dir, const at::Tensor& x, const at::Tensor& z, bool reverse,
+                  const at::Tensor& average_with) {
     const at::Tensor u = vim::CausalConv1dSilu(x, dir.conv->weight, dir.conv->bias, reverse);
     const at::Tensor x_dbl = at::linear(u, dir.x_proj->weight);  // [B, L, dt_rank + 2N]
     vim::SelectiveScanInputs in;
@@ -132,6 +134,7 @@ class MixerImpl : public nn::Module {
     in.delta_bias = dir.dt_proj->bias.to(at::kFloat);
     in.delta_softplus = true;
     in.reverse = reverse;
+    in.average_with = average_with;
     return vim::SelectiveScan(in);
   }
 

@@ -36,6 +36,8 @@ struct ScanParams {
   bool delta_softplus = true;
   bool reverse = false;
   void* out = nullptr;  // [batch, length, channels]
+  // Contiguous [batch, length, channels] of `dtype`, or null: out = (average_with + y) / 2.
+  const void* average_with = nullptr;
   // Sequence chunks scanned in parallel (ScanChunks()); with more than one, `workspace` holds
   // ScanWorkspaceFloats() floats of device memory.
   int chunks = 1;

@@ -106,6 +106,20 @@ TEST(SelectiveScanTest, OptionalInputsAndStridedViews) {
   }
 }
 
+// bimamba v2's (y_f + y_b) / 2, done inside the scan.
+TEST(SelectiveScanTest, AveragesWithTheGivenOutput) {
+  c10::InferenceMode guard;
+  at::manual_seed(10);
+  SelectiveScanInputs in = RandomInputs(2, 9, 5, 4);
+  const at::Tensor plain = SelectiveScanReference(in);
+  in.average_with = at::randn({2, 9, 5});
+  EXPECT_LT(MaxRelError(SelectiveScan(in), (in.average_with + plain) / 2), 1e-6);
+  in.average_with = at::randn({2, 9, 5}, at::kDouble);  // Not u's dtype.
+  EXPECT_THROW(SelectiveScan(in), c10::Error);
+  in.average_with = at::randn({2, 8, 5});
+  EXPECT_THROW(SelectiveScan(in), c10::Error);
+}
+
 TEST(SelectiveScanTest, HalfPrecisionInputsAccumulateInFloat) {
   at::manual_seed(3);
   const SelectiveScanInputs in = RandomInputs(1, 64, 8, 16);
@@ -212,6 +226,12 @@ TEST_F(CudaKernelTest, ScanMatchesReference) {
       const at::Tensor want = SelectiveScanReference(in);
       EXPECT_LT(MaxRelError(SelectiveScan(gpu), want), 1e-5)
           << "length " << length << " reverse " << reverse;
+      SelectiveScanInputs averaged = gpu;  // The backward scan of bimamba v2.
+      averaged.average_with = at::randn_like(want).cuda();
+      EXPECT_LT(MaxRelError(SelectiveScan(averaged),
+                            (averaged.average_with.cpu() + want) / 2),
+                1e-5)
+          << "averaged, length " << length << " reverse " << reverse;
       for (const int chunks : {1, 7, 2000}) {  // Fixed chunk counts; more than L is clamped.
         SelectiveScanInputs fixed = gpu;
         fixed.chunks = chunks;
@@ -238,8 +258,11 @@ TEST_F(CudaKernelTest, ScanMatchesReferenceInOneChunk) {
          {&gpu.u, &gpu.delta, &gpu.A, &gpu.B, &gpu.C, &gpu.D, &gpu.z, &gpu.delta_bias}) {
       *t = t->cuda();
     }
-    EXPECT_LT(MaxRelError(SelectiveScan(gpu), SelectiveScanReference(in)), 1e-5)
-        << "reverse " << reverse;
+    const at::Tensor want = SelectiveScanReference(in);
+    EXPECT_LT(MaxRelError(SelectiveScan(gpu), want), 1e-5) << "reverse " << reverse;
+    gpu.average_with = at::randn_like(want).cuda();
+    EXPECT_LT(MaxRelError(SelectiveScan(gpu), (gpu.average_with.cpu() + want) / 2), 1e-5)
+        << "averaged, reverse " << reverse;
   }
 }
 
