@@ -7,8 +7,8 @@
 // On CUDA, the batch is staged through a reused pinned host buffer and copied asynchronously on
 // the instance's own CUDA stream (from the pool), cast to the serving dtype on the device,
 // computed, and the result copied back (which synchronises that stream).
-// With cuda_graph_batch_sizes, Create() also captures one CUDA graph of the forward pass per
-// batch size (after warm-up), and Run() replays the smallest one that fits the batch: the batch
+// With cuda_graph_batch_sizes, WarmUp() also captures one CUDA graph of the forward pass per
+// batch size (after the warm-up batches), and Run() replays the smallest one that fits the batch: the batch
 // is copied into that graph's static input (rows beyond it keep stale data, which is harmless
 // because every zoo model computes each row independently in eval mode) and the first N rows of
 // its static output are copied back. Graphs share one memory pool; that is safe because replays
