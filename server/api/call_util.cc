@@ -62,6 +62,10 @@ struct SplitCall {
 
 }  // namespace
 
+std::function<bool()> CancellationOf(grpc::CallbackServerContext* context) {
+  return [context] { return context->IsCancelled(); };
+}
+
 absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
   const auto deadline = context.deadline();
   // No client deadline reads as system_clock::time_point::max() (or something close to it).

@@ -24,6 +24,10 @@ namespace vitserve {
 // The call's deadline, or absl::InfiniteFuture() when the client set none.
 absl::Time DeadlineOf(const grpc::CallbackServerContext& context);
 
+// Whether the client has cancelled the call (or it has otherwise ended), polled by work that runs
+// after the handler returned. `context` must outlive every call of the returned function.
+std::function<bool()> CancellationOf(grpc::CallbackServerContext* context);
+
 // Counts one request of `model` in flight (vitserve_inflight_requests) and returns `finish`
 // wrapped so that calling it records the request's code and duration
 // (vitserve_requests_total, vitserve_request_duration_seconds) and ends the in-flight count.

@@ -134,7 +134,7 @@ class InferenceService::StreamInferReactor final
     const ServableModel* raw = model->get();
     HoldModel(*std::move(model));
     RunModelInfer(*raw, item->request, DeadlineOf(*context_),
-                  [context = context_] { return context->IsCancelled(); },
+                  CancellationOf(context_),
                   service_->preprocess_pool_, item->response.mutable_infer_response(),
                   [this, item, raw](absl::Status status) { Done(*item, raw, status); });
   }
@@ -341,8 +341,8 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
   if (!model.ok()) return FinishWith(context, model.status());
   const ServableModel& served = **model;
   auto* reactor = new InferReactor(*std::move(model));
-  RunModelInfer(served, *request, DeadlineOf(*context),
-                [context] { return context->IsCancelled(); }, preprocess_pool_, response,
+  RunModelInfer(served, *request, DeadlineOf(*context), CancellationOf(context), preprocess_pool_,
+                response,
                 [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
   return reactor;
 }

@@ -65,10 +65,6 @@ void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool
   pool->Schedule(std::move(decode_and_schedule));
 }
 
-std::function<bool()> CancellationOf(grpc::CallbackServerContext* context) {
-  return [context] { return context->IsCancelled(); };
-}
-
 }  // namespace
 
 // A unary call that holds its model handle until OnDone (a gRPC thread).
@@ -145,8 +141,9 @@ grpc::ServerUnaryReactor* VisionService::Classify(grpc::CallbackServerContext* c
   }
   const ServableModel& served = **model;
   auto* reactor = new ClassifyReactor(*std::move(model));
-  RunClassify(served, image_limits_, preprocess_pool_, *request, DeadlineOf(*context), CancellationOf(context),
-              response, [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
+  RunClassify(served, image_limits_, preprocess_pool_, *request, DeadlineOf(*context),
+              CancellationOf(context), response,
+              [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
   return reactor;
 }
 
