@@ -2,11 +2,14 @@
 // ModelInfer: converting the input tensor) on the preprocessing WorkPool, never on gRPC's
 // threads. The proof: while the pool's only worker is held, neither call can finish; once it is
 // released, both finish with correct answers.
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "grpcpp/client_context.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
@@ -70,6 +73,30 @@ class PreprocessOffloadTest : public ::testing::Test {
     holding.WaitForNotification();
   }
 
+  // Holds the pool, starts an asynchronous call on `context` through `start` (given the
+  // completion callback), checks that it cannot answer while the pool is held, releases the
+  // pool and returns the call's status once it answers.
+  grpc::Status AnswerOnlyAfterRelease(
+      const char* rpc, grpc::ClientContext& context,
+      const std::function<void(std::function<void(grpc::Status)>)>& start) {
+    grpc::Status status;
+    absl::Notification answered;
+    HoldThePool();
+    start([&](grpc::Status s) {
+      status = std::move(s);
+      answered.Notify();
+    });
+    EXPECT_FALSE(answered.WaitForNotificationWithTimeout(kHeldFor))
+        << rpc << " answered while the preprocessing pool was held: it ran on a gRPC thread";
+    release_.Notify();
+    if (!answered.WaitForNotificationWithTimeout(kAnswerWithin)) {
+      ADD_FAILURE() << rpc << " did not answer within " << kAnswerWithin << " of the release";
+      context.TryCancel();  // The callback writes `status`: make it come before returning.
+      answered.WaitForNotification();
+    }
+    return status;
+  }
+
   ModelRegistry registry_ = BuiltinModelRegistry();
   prometheus::Registry prometheus_;
   ServerMetrics metrics_{prometheus_};
@@ -93,18 +120,9 @@ TEST_F(PreprocessOffloadTest, ClassifyWaitsForThePool) {
   raw->set_rgb8(std::string(64 * 48 * 3, '\x7f'));
   v1::ClassifyResponse response;
   grpc::ClientContext context;
-  grpc::Status status;
-  absl::Notification answered;
-
-  HoldThePool();
-  stub->async()->Classify(&context, &request, &response, [&](grpc::Status s) {
-    status = std::move(s);
-    answered.Notify();
+  const grpc::Status status = AnswerOnlyAfterRelease("Classify", context, [&](auto done) {
+    stub->async()->Classify(&context, &request, &response, std::move(done));
   });
-  EXPECT_FALSE(answered.WaitForNotificationWithTimeout(kHeldFor))
-      << "Classify answered while the preprocessing pool was held: it ran on a gRPC thread";
-  release_.Notify();
-  ASSERT_TRUE(answered.WaitForNotificationWithTimeout(kAnswerWithin));
   ASSERT_TRUE(status.ok()) << status.error_message();
   ASSERT_EQ(response.results_size(), 1);
   EXPECT_EQ(response.results(0).classes_size(), 1);
@@ -121,18 +139,9 @@ TEST_F(PreprocessOffloadTest, ModelInferWaitsForThePool) {
   request.add_raw_input_contents(std::string(3 * kSize * kSize, '\x40'));
   inference::ModelInferResponse response;
   grpc::ClientContext context;
-  grpc::Status status;
-  absl::Notification answered;
-
-  HoldThePool();
-  stub->async()->ModelInfer(&context, &request, &response, [&](grpc::Status s) {
-    status = std::move(s);
-    answered.Notify();
+  const grpc::Status status = AnswerOnlyAfterRelease("ModelInfer", context, [&](auto done) {
+    stub->async()->ModelInfer(&context, &request, &response, std::move(done));
   });
-  EXPECT_FALSE(answered.WaitForNotificationWithTimeout(kHeldFor))
-      << "ModelInfer answered while the preprocessing pool was held: it ran on a gRPC thread";
-  release_.Notify();
-  ASSERT_TRUE(answered.WaitForNotificationWithTimeout(kAnswerWithin));
   ASSERT_TRUE(status.ok()) << status.error_message();
   ASSERT_EQ(response.outputs_size(), 1);
   EXPECT_EQ(response.outputs(0).name(), "logits");
