@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/strings/match.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_util.h"
 #include "models/layers/vit_layers.h"
@@ -54,8 +54,8 @@ class ExplicitAttention : public vit_layers::AttentionImpl {
 
 std::shared_ptr<VisionModel> Build(const std::string& name, int64_t size,
                                    const ModelRegistry& registry) {
-  const bool explicit_attention = absl::EndsWith(name, "_explicit");
-  const std::string base = explicit_attention ? name.substr(0, name.size() - 9) : name;
+  const std::string base(absl::StripSuffix(name, "_explicit"));
+  const bool explicit_attention = base.size() != name.size();
   if (base == "deit_tiny" || base == "deit_small") {
     VitConfig config;  // deit_{tiny,small}_patch16_224 widths, laid out for `size`.
     config.img_size = size;
