@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "common/status_macros.h"
 
 namespace vitserve {
@@ -17,6 +18,20 @@ namespace {
 
 std::string ShapeString(c10::IntArrayRef sizes) {
   return absl::StrCat("[", absl::StrJoin(sizes, ","), "]");
+}
+
+// Runs `fn` (returning a Status or StatusOr) and turns what it throws into INTERNAL
+// "<what>: <message>" (c10::Error without its C++ backtrace): a runner or setup that throws
+// must fail its tasks or its start-up, not end the executor thread.
+template <typename Fn>
+auto CatchToInternal(absl::string_view what, Fn&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat(what, ": ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(what, ": ", e.what()));
+  }
 }
 
 }  // namespace
@@ -68,14 +83,8 @@ absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::Create(
 
 void DynamicBatcher::ExecutorMain(size_t index, const ExecutorSetup& setup,
                                   const BatchRunner& runner) {
-  absl::Status status;
-  if (setup) {
-    try {
-      status = setup();
-    } catch (const std::exception& e) {
-      status = absl::InternalError(e.what());
-    }
-  }
+  const absl::Status status =
+      setup ? CatchToInternal("executor setup failed", setup) : absl::OkStatus();
   {
     absl::MutexLock lock(&mu_);
     if (!status.ok() && setup_error_.ok()) {
@@ -266,23 +275,14 @@ void DynamicBatcher::RunBatch(const BatchRunner& runner,
   for (const auto& task : live) total_rows += task->rows();
 
   const absl::Time start = clock_->Now();
-  absl::StatusOr<at::Tensor> output;
-  try {
-    at::Tensor input;
-    if (live.size() == 1) {
-      input = live.front()->input;
-    } else {
-      std::vector<at::Tensor> inputs;
-      inputs.reserve(live.size());
-      for (const auto& task : live) inputs.push_back(task->input);
-      input = at::cat(inputs, 0);
-    }
-    output = runner(input);
-  } catch (const c10::Error& e) {
-    output = absl::InternalError(absl::StrCat("model runner failed: ", e.what_without_backtrace()));
-  } catch (const std::exception& e) {
-    output = absl::InternalError(absl::StrCat("model runner failed: ", e.what()));
-  }
+  absl::StatusOr<at::Tensor> output =
+      CatchToInternal("model runner failed", [&]() -> absl::StatusOr<at::Tensor> {
+        if (live.size() == 1) return runner(live.front()->input);
+        std::vector<at::Tensor> inputs;
+        inputs.reserve(live.size());
+        for (const auto& task : live) inputs.push_back(task->input);
+        return runner(at::cat(inputs, 0));
+      });
   if (output.ok() && (!output->defined() || output->dim() == 0 || output->size(0) != total_rows)) {
     output = absl::InternalError(absl::StrCat(
         "model runner returned ",
