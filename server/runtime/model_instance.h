@@ -57,7 +57,9 @@ struct InstanceOptions {
   int64_t input_size = 0;
   // cuDNN autotuning (a process-wide torch setting, set only when true and on CUDA). Off by
   // default: measured on an H100 (shvit_s1, fp16, dynamic batches of 1..4 rows), autotuning kept
-  // re-running after warm-up and made serving 3x slower than without it.
+  // re-running after warm-up and made serving 3x slower than without it. That run warmed up on
+  // the loading thread, and cuDNN's caches are per thread (see WarmUp()); autotuning has not
+  // been measured since warm-up moved to the serving thread.
   bool cudnn_benchmark = false;
   // true: Create() neither warms up nor captures CUDA graphs; the owner calls WarmUp() on the
   // thread that will call Run() (the model manager does so on each executor thread).
