@@ -68,7 +68,7 @@ find_package(Threads REQUIRED)
 find_package(Protobuf REQUIRED)
 find_package(gRPC CONFIG REQUIRED)
 find_package(absl CONFIG REQUIRED)
-find_package(OpenCV REQUIRED COMPONENTS core imgproc imgcodecs)
+include(VitserveOpenCV)      # core, imgproc, imgcodecs without libopencv-dev
 find_package(prometheus-cpp CONFIG REQUIRED)
 if(VITSERVE_BUILD_TESTS)
   find_package(GTest REQUIRED)

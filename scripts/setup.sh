@@ -21,23 +21,18 @@ elif [ "$free_gib" -lt 3 ]; then
 fi
 
 # --- Debian packages ---------------------------------------------------------------------
-APT_PACKAGES=(
-  build-essential cmake ninja-build ccache git pkg-config python3 python3-venv python3-pip
-  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libabsl-dev prometheus-cpp-dev
-  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
-  libgtest-dev libgmock-dev libbenchmark-dev
-  libb64-0d   # perf_analyzer's runtime dependency (e2e tests)
-)
+mapfile -t APT_PACKAGES < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' scripts/debian-packages.txt)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
-  log "installing Debian packages: ${missing[*]}"
+  log "installing ${#missing[@]} Debian packages: ${missing[*]}"
+  started=$SECONDS
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  log "Debian packages installed in $((SECONDS - started)) s"
 fi
 
 # --- Python packages into .venv/ ---------------------------------------------------------
@@ -49,6 +44,7 @@ stamp=.venv/.requirements.sha256
 want="$(cat requirements-dev.txt requirements-vim.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "installing Python packages (torch 2.11 is large: the first time takes minutes)"
+  started=$SECONDS
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q --progress-bar off -r requirements-dev.txt
   # mamba-ssm only for its pure-PyTorch reference scan: no CUDA extensions, no dependency
@@ -57,6 +53,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install -q --progress-bar off --no-build-isolation --no-deps \
     -r requirements-vim.txt
   echo "$want" > "$stamp"
+  log "Python packages installed in $((SECONDS - started)) s"
 fi
 
 [ "${1:-}" = "--no-build" ] && exit 0
@@ -67,4 +64,6 @@ if [ ! -f "$BUILD_DIR/build.ninja" ]; then
   cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="${VITSERVE_BUILD_TYPE:-Release}" >/dev/null
 fi
 log "building in $BUILD_DIR/ with $JOBS jobs"
+started=$SECONDS
 cmake --build "$BUILD_DIR" -j "$JOBS"
+log "built in $((SECONDS - started)) s"

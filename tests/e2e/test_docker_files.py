@@ -14,7 +14,9 @@ def _files_setup_reads():
     text = (ROOT / "scripts/setup.sh").read_text()
     names = sorted(set(re.findall(r"\brequirements-[a-z]+\.txt\b", text)))
     assert names, "setup.sh reads no requirements file? the pattern is out of date"
-    return names
+    lists = sorted(set(re.findall(r"\bscripts/[a-z-]+\.txt\b", text)))
+    assert "scripts/debian-packages.txt" in lists, "setup.sh no longer reads its package list?"
+    return names + lists
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES)
