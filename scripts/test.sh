@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs every test: CTest (unit + integration) and the
-# pytest end-to-end suite against the real binaries. Exit status 0 only when all pass.
+# Installs what is missing, builds, and runs every test: CTest (unit and integration) and the
+# pytest end-to-end suite against the real binaries. Exit status 0 only when all pass and no
+# test other than a CUDA one (without a GPU) was skipped; the last line sums up both suites.
 #   scripts/test.sh [extra pytest args...]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,8 +10,15 @@ BUILD_DIR="${BUILD_DIR:-build}"
 scripts/setup.sh
 
 echo "[test] CTest: unit and integration suites" >&2
-ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" --timeout 600
+started=$SECONDS
+ctest --test-dir "$BUILD_DIR" --output-on-failure -j "$(nproc)" --timeout 600 \
+  --output-junit "$ROOT/$BUILD_DIR/ctest-junit.xml"
+echo "[test] CTest took $((SECONDS - started)) s" >&2
 
 echo "[test] pytest: end-to-end suite against $BUILD_DIR/bin" >&2
+started=$SECONDS
 export VITSERVE_BUILD_DIR="$ROOT/$BUILD_DIR"
-.venv/bin/python -m pytest tests/e2e -q -rs "$@"
+.venv/bin/python -m pytest tests/e2e -q -rs --junitxml "$BUILD_DIR/pytest-junit.xml" "$@"
+echo "[test] pytest took $((SECONDS - started)) s" >&2
+
+.venv/bin/python scripts/test_report.py "$BUILD_DIR/ctest-junit.xml" "$BUILD_DIR/pytest-junit.xml"

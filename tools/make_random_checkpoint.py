@@ -21,14 +21,21 @@ import torch
 
 
 def randomise_batchnorms(model: torch.nn.Module, generator: torch.Generator) -> None:
-    """Random running stats, weight and bias for every BatchNorm of `model`, in place."""
+    """Random running stats, weight and bias for every BatchNorm of `model`, in place.
+
+    Each BatchNorm's gain (weight / sqrt(running_var + eps)) is drawn from [1, 1.5], so the
+    signal survives depth and the logits depend on the input. With gains below 1 (as this tool
+    drew them before 2026-12-01) SHViT's many conv+BN layers shrank the input's contribution
+    until the logits of two different images agreed to 1e-7: a parity check at 1e-4 could then
+    not see a bug anywhere before the head."""
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 n = module.num_features
                 module.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
                 module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
-                module.weight.copy_(torch.rand(n, generator=generator) * 1.5 - 0.75)
+                gain = torch.rand(n, generator=generator) * 0.5 + 1.0
+                module.weight.copy_(gain * (module.running_var + module.eps).sqrt())
                 module.bias.copy_(torch.randn(n, generator=generator) * 0.2)
 
 

@@ -75,6 +75,16 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
   return absl::FromChrono(deadline);
 }
 
+absl::Status CheckStillWanted(absl::Time deadline, const std::function<bool()>& is_cancelled) {
+  if (absl::Now() >= deadline) {
+    return absl::DeadlineExceededError("the request's deadline passed before it was scheduled");
+  }
+  if (is_cancelled && is_cancelled()) {
+    return absl::CancelledError("the client cancelled the request");
+  }
+  return absl::OkStatus();
+}
+
 int64_t MaxRowsPerTask(const ServableModel& model) {
   const int64_t max_batch = model.config().batching().max_batch_size();
   return max_batch > 0 ? max_batch : 1;

@@ -28,6 +28,12 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext& context);
 // after the handler returned. `context` must outlive every call of the returned function.
 std::function<bool()> CancellationOf(grpc::CallbackServerContext* context);
 
+// Whether work for a call should still start: DEADLINE_EXCEEDED once `deadline` has passed
+// (checked first: gRPC also marks a call cancelled when its deadline expires, and the deadline
+// is the reason a user needs to see, in the reply and in vitserve_requests_total), CANCELLED
+// when `is_cancelled` (may be empty) says so, OK otherwise.
+absl::Status CheckStillWanted(absl::Time deadline, const std::function<bool()>& is_cancelled);
+
 // Counts one request of `model` in flight (vitserve_inflight_requests) and returns `finish`
 // wrapped so that calling it records the request's code and duration
 // (vitserve_requests_total, vitserve_request_duration_seconds) and ends the in-flight count.

@@ -90,7 +90,9 @@ void RunModelInfer(const ServableModel& model, const inference::ModelInferReques
   auto convert_and_schedule = [&model, &metrics, &request, response, spec, deadline,
                                is_cancelled = std::move(is_cancelled),
                                complete = std::move(complete)]() mutable {
-    if (is_cancelled()) return complete(absl::CancelledError("the client cancelled the request"));
+    if (absl::Status wanted = CheckStillWanted(deadline, is_cancelled); !wanted.ok()) {
+      return complete(std::move(wanted));
+    }
     const absl::Time preprocess_start = absl::Now();
     absl::StatusOr<InferInput> input = ParseInferInput(request, spec);
     metrics.ObservePreprocess(absl::Now() - preprocess_start);

@@ -44,8 +44,8 @@ void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool
   auto decode_and_schedule = [&model, &limits, &request, &metrics, start, deadline, response,
                               is_cancelled = std::move(is_cancelled),
                               complete = std::move(complete), k = *top_k]() mutable {
-    if (is_cancelled && is_cancelled()) {
-      return complete(absl::CancelledError("the client cancelled the request"));
+    if (absl::Status wanted = CheckStillWanted(deadline, is_cancelled); !wanted.ok()) {
+      return complete(std::move(wanted));
     }
     const absl::Time preprocess_start = absl::Now();
     absl::StatusOr<at::Tensor> input =

@@ -259,12 +259,14 @@ void DynamicBatcher::RunBatch(const BatchRunner& runner,
   live.reserve(batch.size());
   for (std::unique_ptr<InferenceTask>& task : batch) {
     if (observer_ != nullptr) observer_->OnTaskDequeued(now - task->enqueue_time);
-    if (task->is_cancelled && task->is_cancelled()) {
-      FailTask(*task, absl::CancelledError("request was cancelled before it ran"));
-    } else if (now >= task->deadline) {
+    // The deadline first: gRPC also cancels a call whose deadline expired, and the deadline is
+    // the reason the caller needs to see.
+    if (now >= task->deadline) {
       FailTask(*task, absl::DeadlineExceededError(absl::StrCat(
                           "deadline passed after ", absl::FormatDuration(now - task->enqueue_time),
                           " in the batching queue; the request was not run")));
+    } else if (task->is_cancelled && task->is_cancelled()) {
+      FailTask(*task, absl::CancelledError("request was cancelled before it ran"));
     } else {
       live.push_back(std::move(task));
     }

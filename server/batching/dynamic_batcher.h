@@ -8,8 +8,8 @@
 //   2. Else, if a prefix of P has exactly a preferred batch size of rows -> run the largest one.
 //   3. Else, if the oldest task has waited max_queue_delay, or the batcher is draining -> run P.
 //   4. Else wait (for a new task, or until the oldest task's delay passes).
-// Just before compute, tasks whose is_cancelled() is true fail with CANCELLED and tasks whose
-// deadline has passed fail with DEADLINE_EXCEEDED; neither is computed. The rest are
+// Just before compute, tasks whose deadline has passed fail with DEADLINE_EXCEEDED and (the
+// others) tasks whose is_cancelled() is true fail with CANCELLED; neither is computed. The rest are
 // concatenated along dim 0, run, and each gets back its own rows of the output. A runner error
 // (status, c10::Error or std::exception -> INTERNAL) or an output with the wrong row count
 // (INTERNAL) goes to every task of the batch.

@@ -64,7 +64,8 @@ class ServerProcess:
             return e.code, e.read().decode()
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return pathlib.Path(self.log_path).read_text()
 
     def wait_ready(self, timeout_s: float = 120.0):

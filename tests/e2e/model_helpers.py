@@ -36,13 +36,6 @@ MODEL_INPUT_SIZES = {
     "shvit_s3": 224,
     "shvit_s4": 256,
 }
-# Checked on every run; the rest only with VITSERVE_PARITY_ALL=1.
-FAST_MODELS = {
-    "vit_tiny_patch16_224",
-    "deit_tiny_patch16_224",
-    "deit_tiny_distilled_patch16_224",
-    "shvit_s1",
-}
 
 
 def build_dir() -> Path:

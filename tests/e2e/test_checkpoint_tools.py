@@ -3,6 +3,8 @@ vitserve-run-model loads and that reproduce timm's logits."""
 from __future__ import annotations
 
 import pytest
+import safetensors.torch as safetensors_torch
+import timm  # noqa: F401  (the reference models; a missing package fails, never skips)
 import torch
 
 from model_helpers import (
@@ -13,9 +15,6 @@ from model_helpers import (
     run_python_tool,
     save_input,
 )
-
-pytest.importorskip("timm")
-safetensors_torch = pytest.importorskip("safetensors.torch")
 
 TOLERANCE = 1e-4
 

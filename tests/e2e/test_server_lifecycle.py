@@ -4,6 +4,8 @@ import subprocess
 import threading
 import time
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from conftest import binary, sample_images
 
 
@@ -50,30 +52,56 @@ def test_repository_serves_models_and_reports_config_errors(start_server, tmp_pa
     assert result.returncode == 0, result.stderr
 
 
+def _inflight_requests(server, model):
+    """vitserve_inflight_requests of `model` from /metrics (None while /metrics is down)."""
+    try:
+        status, text = server.http_get("/metrics")
+    except OSError:
+        return None
+    if status != 200:
+        return None
+    for family in text_string_to_metric_families(text):
+        if family.name == "vitserve_inflight_requests":
+            return sum(s.value for s in family.samples if s.labels.get("model") == model)
+    return 0
+
+
 def test_sigterm_drains_accepted_requests_then_exits_zero(start_server):
-    server = start_server("--model=deit_tiny_patch16_224", "--max-batch-size=2")
+    # vit_base on two CPU cores takes a good part of a second per image, so four requests of
+    # four images each (--batch 4: one request per client; eight batches of two) are still
+    # computing or queued when SIGTERM arrives.
+    model = "vit_base_patch16_224"
+    server = start_server(f"--model={model}", "--max-batch-size=2")
     image = str(sample_images()[0])
     results = []
+    lock = threading.Lock()
 
     def classify():
-        results.append(subprocess.run(
+        result = subprocess.run(
             [str(binary("vitserve-client")), "classify", "--server", server.grpc_target,
-             "--model", "deit_tiny_patch16_224", image, image, image, image],
-            capture_output=True, text=True, timeout=120))
+             "--model", model, "--batch", "4", "--json", image, image, image, image],
+            capture_output=True, text=True, timeout=300)
+        with lock:
+            results.append(result)
 
     threads = [threading.Thread(target=classify) for _ in range(4)]
     for t in threads:
         t.start()
-    # Give the requests time to be accepted, then ask the server to stop.
-    time.sleep(1.5)
-    code = server.stop()
+    # SIGTERM only once the server has accepted all four (counted in flight, none finished).
+    deadline = time.monotonic() + 120
+    while _inflight_requests(server, model) != 4:
+        assert time.monotonic() < deadline, f"requests never all in flight:\n{server.log()}"
+        assert not results, [r.stderr for r in results]  # One finished before the others began.
+        time.sleep(0.02)
+    code = server.stop(timeout_s=240)
     for t in threads:
         t.join()
     assert code == 0, server.log()
-    accepted = [r for r in results if "UNAVAILABLE" not in r.stderr]
-    assert accepted, [r.stderr for r in results]
-    for r in accepted:
-        assert r.returncode == 0, r.stderr
+    # Every request the server accepted before SIGTERM completes: none is cut off.
+    assert len(results) == 4
+    for r in results:
+        assert r.returncode == 0, (r.stderr, server.log())
+        assert len(r.stdout.strip().splitlines()) == 4, r.stdout  # One JSON line per image.
 
 
 def test_bad_flags_exit_nonzero_with_message():

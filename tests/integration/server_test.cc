@@ -1,6 +1,9 @@
 // End-to-end tests of the server's wiring: a real VitServer in-process on ephemeral ports,
-// serving shvit_s1 with random weights on CPU, driven through the generated gRPC stubs (the
-// client library is tested on its own) and plain HTTP.
+// driven through the generated gRPC stubs (the client library is tested on its own) and plain
+// HTTP. The models are the deterministic test models of tests/test_util/test_models.h: a
+// fixed-weight probe whose outputs tell images apart by orders of magnitude more than the
+// batch-to-batch rounding, and the same probe behind a ComputeGate, which holds a batch in
+// compute for as long as a test needs (deadlines, full queues, drain) instead of sleeping.
 #include <ATen/ATen.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -11,6 +14,8 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <map>
 #include <memory>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -20,7 +25,13 @@
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -35,6 +46,7 @@
 #include "server/image/preprocess.h"
 #include "server/model_manager.h"
 #include "server/vitserve_server.h"
+#include "tests/test_util/test_models.h"
 #include "vitserve/v1/vision.grpc.pb.h"
 
 namespace vitserve {
@@ -42,7 +54,9 @@ namespace {
 
 using ::testing::HasSubstr;
 
-constexpr char kModel[] = "shvit_s1";
+constexpr char kModel[] = "test_probe";  // kProbeModel
+constexpr int kClasses = static_cast<int>(kTestModelClasses);
+constexpr int64_t kSize = kTestModelInputSize;
 
 // A width x height RGB8 image, different for every `seed`: a gradient plus a seeded pattern.
 std::string MakeRgb(int width, int height, int seed) {
@@ -153,7 +167,7 @@ void ExpectWellFormed(const v1::Classification& result, size_t k) {
   for (int i = 0; i < result.classes_size(); ++i) {
     const v1::ClassScore& c = result.classes(i);
     EXPECT_GE(c.index(), 0);
-    EXPECT_LT(c.index(), 1000);
+    EXPECT_LT(c.index(), kClasses);
     EXPECT_FALSE(c.label().empty());
     EXPECT_GT(c.score(), 0.0f);
     if (i > 0) {
@@ -164,13 +178,15 @@ void ExpectWellFormed(const v1::Classification& result, size_t k) {
   EXPECT_LE(sum, 1.0f + 1e-5f);
 }
 
-// Largest difference between two probabilities of the same image computed in different batches:
-// a few float ulps at 1e-3 (random weights give near-uniform probabilities of ~1e-3).
-constexpr float kSame = 2e-9f;
+// The same image computed in different batches: float rounding only (a few 1e-7).
+constexpr float kSame = 1e-5f;
+// Different images through the probe model differ by ~1e-1 in some class probability; a mix-up
+// between two of them is at least this large (checked for each pair the tests use).
+constexpr float kApart = 1e-2f;
 
 // The full probability vector of `result` (top_k = all classes), by class index.
 std::vector<float> ByClass(const v1::Classification& result) {
-  std::vector<float> p(1000, -1.0f);
+  std::vector<float> p(kClasses, -1.0f);
   for (const v1::ClassScore& c : result.classes()) p[c.index()] = c.score();
   return p;
 }
@@ -181,10 +197,42 @@ float MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
   return diff;
 }
 
+// Sum of the samples of Prometheus series `name` whose labels include every one of `labels`
+// (text exposition format); 0 when there is none.
+double MetricSum(const std::string& exposition, const std::string& name,
+                 const std::map<std::string, std::string>& labels) {
+  double sum = 0;
+  for (absl::string_view line : absl::StrSplit(exposition, '\n')) {
+    if (!absl::StartsWith(line, name + "{")) continue;
+    const size_t close = line.rfind('}');
+    if (close == absl::string_view::npos) continue;
+    const absl::string_view label_text = line.substr(name.size() + 1, close - name.size() - 1);
+    bool all = true;
+    for (const auto& [key, value] : labels) {
+      all = all && absl::StrContains(label_text, absl::StrCat(key, "=\"", value, "\""));
+    }
+    double sample = 0;
+    if (all && absl::SimpleAtod(absl::StripAsciiWhitespace(line.substr(close + 1)), &sample)) {
+      sum += sample;
+    }
+  }
+  return sum;
+}
+
+// Polls `done` every millisecond for up to `timeout`; whether it became true.
+bool WaitFor(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(30)) {
+  const absl::Time give_up = absl::Now() + timeout;
+  while (!done()) {
+    if (absl::Now() > give_up) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
+
 class ServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    registry_ = BuiltinModelRegistry();
+    registry_ = RegistryWithTestModels(&gate_);
     auto server = VitServer::Start(TestOptions(), &registry_);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -195,6 +243,15 @@ class ServerTest : public ::testing::Test {
     if (server_) server_->Shutdown();
   }
 
+  // The probability vector of one raw image, classified alone.
+  std::vector<float> ClassifyAlone(const v1::Image& image) {
+    v1::ClassifyResponse response;
+    grpc::Status status = client_->Classify(OneImage(image, kClasses), &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return status.ok() ? ByClass(response.results(0)) : std::vector<float>(kClasses, -1.0f);
+  }
+
+  ComputeGate gate_;  // Unused by the probe model; the registry needs one.
   ModelRegistry registry_;
   std::unique_ptr<VitServer> server_;
   std::unique_ptr<Client> client_;
@@ -214,42 +271,49 @@ TEST_F(ServerTest, ClassifiesEncodedAndRawImages) {
 
   // PNG is lossless, so it must give exactly what the raw pixels give; several images in one
   // request (more than max_batch_size = 4, so split over tasks) come back in order.
-  v1::ClassifyResponse raw_response;
-  ASSERT_TRUE(client_->Classify(OneImage(RawImage(rgb, 320, 240), 1000), &raw_response).ok());
-  ExpectWellFormed(raw_response.results(0), 1000);
+  const std::vector<float> raw = ClassifyAlone(RawImage(rgb, 320, 240));
   v1::ClassifyRequest many;
   many.set_model(kModel);
-  many.set_top_k(1000);
+  many.set_top_k(kClasses);
+  std::vector<std::vector<float>> expected;
   for (int i = 0; i < 6; ++i) {
-    *many.add_images() = i == 3 ? EncodedImage(Encode(rgb, 320, 240, ".png"))
-                                : RawImage(MakeRgb(64, 48, 10 + i), 64, 48);
+    if (i == 3) {
+      *many.add_images() = EncodedImage(Encode(rgb, 320, 240, ".png"));
+      expected.push_back(raw);
+    } else {
+      *many.add_images() = RawImage(MakeRgb(64, 48, 10 + i), 64, 48);
+      expected.push_back(ClassifyAlone(many.images(i)));
+    }
   }
   v1::ClassifyResponse many_response;
   grpc::Status status = client_->Classify(many, &many_response);
   ASSERT_TRUE(status.ok()) << status.error_message();
   ASSERT_EQ(many_response.results_size(), 6);
-  // Random weights give near-uniform probabilities: compare whole vectors, not rankings.
-  EXPECT_LT(MaxAbsDiff(ByClass(many_response.results(3)), ByClass(raw_response.results(0))), kSame);
-  EXPECT_GT(MaxAbsDiff(ByClass(many_response.results(2)), ByClass(raw_response.results(0))),
-            10 * kSame);
+  for (int i = 0; i < 6; ++i) {
+    ExpectWellFormed(many_response.results(i), kClasses);
+    EXPECT_LT(MaxAbsDiff(ByClass(many_response.results(i)), expected[i]), kSame) << "image " << i;
+    for (int j = 0; j < 6; ++j) {
+      if (MaxAbsDiff(expected[i], expected[j]) > kApart) {
+        EXPECT_GT(MaxAbsDiff(ByClass(many_response.results(i)), expected[j]), kApart)
+            << "image " << i << " came back with image " << j << "'s result";
+      }
+    }
+  }
+  EXPECT_GT(MaxAbsDiff(expected[2], raw), kApart) << "the test images must differ";
 }
 
 TEST_F(ServerTest, ConcurrentClientsGetTheirOwnResults) {
-  // Random weights give nearly uniform probabilities (~1e-3 each), so images are told apart by
-  // their whole probability vector (top_k = 1000), not by their top classes.
   constexpr int kImages = 8;
   std::vector<v1::Image> images;
   std::vector<std::vector<float>> alone;
   for (int i = 0; i < kImages; ++i) {
     images.push_back(RawImage(MakeRgb(96, 80, 100 + i), 96, 80));
-    v1::ClassifyResponse response;
-    ASSERT_TRUE(client_->Classify(OneImage(images.back(), 1000), &response).ok());
-    alone.push_back(ByClass(response.results(0)));
+    alone.push_back(ClassifyAlone(images.back()));
   }
   // A mix-up would be visible: every pair of images is far apart compared with kSame.
   for (int i = 0; i < kImages; ++i) {
     for (int j = i + 1; j < kImages; ++j) {
-      ASSERT_GT(MaxAbsDiff(alone[i], alone[j]), 10 * kSame) << "images " << i << ", " << j;
+      ASSERT_GT(MaxAbsDiff(alone[i], alone[j]), kApart) << "images " << i << ", " << j;
     }
   }
 
@@ -263,7 +327,7 @@ TEST_F(ServerTest, ConcurrentClientsGetTheirOwnResults) {
       Client client(server_->grpc_port());
       for (int r = 0; r < kPerThread; ++r) {
         const int which = (t * kPerThread + r) % kImages;
-        v1::ClassifyRequest request = OneImage(images[which], 1000);
+        v1::ClassifyRequest request = OneImage(images[which], kClasses);
         request.set_request_id(absl::StrCat(t, "/", r));
         v1::ClassifyResponse response;
         grpc::Status status = client.Classify(request, &response);
@@ -290,29 +354,35 @@ TEST_F(ServerTest, BadInputsGetTheRightCodeAndTheServerKeepsServing) {
     v1::ClassifyResponse response;
     return client_->Classify(request, &response);
   };
+  int invalid_sent = 0;
 
   v1::ClassifyRequest unknown = OneImage(good);
   unknown.set_model("no_such_model");
   EXPECT_EQ(code_of(unknown).error_code(), grpc::StatusCode::NOT_FOUND);
 
   grpc::Status garbage = code_of(OneImage(EncodedImage("definitely not an image")));
+  ++invalid_sent;
   EXPECT_EQ(garbage.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(garbage.error_message(), HasSubstr("image 0"));
 
   v1::ClassifyRequest no_images;
   no_images.set_model(kModel);
+  ++invalid_sent;
   EXPECT_EQ(code_of(no_images).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 
-  grpc::Status too_many = code_of(OneImage(good, 1001));
+  grpc::Status too_many = code_of(OneImage(good, kClasses + 1));
+  ++invalid_sent;
   EXPECT_EQ(too_many.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_THAT(too_many.error_message(), HasSubstr("1..1000"));
+  EXPECT_THAT(too_many.error_message(), HasSubstr(absl::StrCat("1..", kClasses)));
 
   v1::ClassifyRequest short_raw = OneImage(RawImage(std::string(100, 'x'), 64, 64));
+  ++invalid_sent;
   EXPECT_EQ(code_of(short_raw).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 
   v1::ClassifyRequest second_bad = OneImage(good);
   second_bad.add_images();  // Neither encoded nor raw.
   grpc::Status second = code_of(second_bad);
+  ++invalid_sent;
   EXPECT_EQ(second.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(second.error_message(), HasSubstr("image 1"));
 
@@ -333,22 +403,52 @@ TEST_F(ServerTest, BadInputsGetTheRightCodeAndTheServerKeepsServing) {
     EXPECT_EQ(client_->vision->GetModel(&context, request, &response).error_code(),
               grpc::StatusCode::NOT_FOUND);
   }
-  {
-    v1::ClassifyResponse response;
-    EXPECT_EQ(client_->Classify(OneImage(good), &response, absl::Microseconds(1)).error_code(),
-              grpc::StatusCode::DEADLINE_EXCEEDED);
-  }
 
   // top_k 0 is "unset": the default, 5.
   v1::ClassifyResponse response;
   ASSERT_TRUE(client_->Classify(OneImage(good, 0), &response).ok());
   ExpectWellFormed(response.results(0), 5);
 
-  // The bad requests above were counted by code.
+  // Each bad request above was counted once under its code, and the good ones as OK.
   auto [status, metrics] = HttpGet(server_->http_port(), "/metrics");
   EXPECT_EQ(status, 200);
-  EXPECT_THAT(metrics, HasSubstr("vitserve_requests_total"));
-  EXPECT_THAT(metrics, HasSubstr("code=\"INVALID_ARGUMENT\""));
+  EXPECT_EQ(MetricSum(metrics, "vitserve_requests_total",
+                      {{"model", kModel}, {"code", "INVALID_ARGUMENT"}}),
+            invalid_sent)
+      << metrics;
+  EXPECT_EQ(MetricSum(metrics, "vitserve_requests_total", {{"model", kModel}, {"code", "OK"}}), 1)
+      << metrics;
+}
+
+// --max-image-bytes and --max-image-pixels reach the RPCs: a request over either limit gets
+// RESOURCE_EXHAUSTED naming the flag, and one just inside them is served.
+TEST(ServerImageLimitsTest, RequestsOverTheImageLimitsAreRefusedNamingTheFlag) {
+  ComputeGate gate;
+  ModelRegistry registry = RegistryWithTestModels(&gate);
+  ServerOptions options = TestOptions();
+  const std::string png = Encode(MakeRgb(64, 64, 8), 64, 64, ".png");
+  options.image_limits.max_encoded_bytes = static_cast<int64_t>(png.size());
+  options.image_limits.max_pixels = 64 * 64;
+  auto server = VitServer::Start(options, &registry);
+  ASSERT_TRUE(server.ok()) << server.status();
+  Client client((*server)->grpc_port());
+  v1::ClassifyResponse response;
+
+  EXPECT_TRUE(client.Classify(OneImage(EncodedImage(png)), &response).ok());
+  EXPECT_TRUE(client.Classify(OneImage(RawImage(MakeRgb(64, 64, 8), 64, 64)), &response).ok());
+
+  grpc::Status too_big = client.Classify(OneImage(EncodedImage(png + std::string(1, '\0'))),
+                                         &response);
+  EXPECT_EQ(too_big.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << too_big.error_message();
+  EXPECT_THAT(too_big.error_message(), HasSubstr("--max-image-bytes"));
+
+  grpc::Status too_many_pixels =
+      client.Classify(OneImage(RawImage(MakeRgb(65, 64, 8), 65, 64)), &response);
+  EXPECT_EQ(too_many_pixels.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(too_many_pixels.error_message(), HasSubstr("--max-image-pixels"));
+
+  EXPECT_TRUE(client.Classify(OneImage(EncodedImage(png)), &response).ok());  // Still serving.
+  (*server)->Shutdown();
 }
 
 inference::ModelInferRequest InferRequest(const std::string& datatype, std::vector<int64_t> shape,
@@ -367,6 +467,16 @@ inference::ModelInferRequest InferRequest(const std::string& datatype, std::vect
 std::string Bytes(const at::Tensor& t) {
   const at::Tensor c = t.contiguous();
   return std::string(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size());
+}
+
+// The [rows, kClasses] FP32 logits of a ModelInfer response.
+at::Tensor Logits(const inference::ModelInferResponse& response) {
+  const std::string& bytes = response.raw_output_contents(0);
+  at::Tensor logits = at::empty({static_cast<int64_t>(bytes.size() / sizeof(float) / kClasses),
+                                 kClasses},
+                                at::kFloat);
+  std::memcpy(logits.data_ptr(), bytes.data(), bytes.size());
+  return logits;
 }
 
 TEST_F(ServerTest, KServeProtocol) {
@@ -392,8 +502,8 @@ TEST_F(ServerTest, KServeProtocol) {
     ASSERT_TRUE(kserve.ModelMetadata(&context, request, &response).ok());
     ASSERT_EQ(response.inputs_size(), 1);
     EXPECT_EQ(response.inputs(0).name(), "input");
-    EXPECT_THAT(response.inputs(0).shape(), ::testing::ElementsAre(-1, 3, 224, 224));
-    EXPECT_THAT(response.outputs(0).shape(), ::testing::ElementsAre(-1, 1000));
+    EXPECT_THAT(response.inputs(0).shape(), ::testing::ElementsAre(-1, 3, kSize, kSize));
+    EXPECT_THAT(response.outputs(0).shape(), ::testing::ElementsAre(-1, kClasses));
   }
   {
     grpc::ClientContext context;
@@ -407,10 +517,9 @@ TEST_F(ServerTest, KServeProtocol) {
   }
 
   // The same pixels through Classify (raw RGB8) and ModelInfer (FP32, preprocessed here the
-  // way the server does it) give the same top-1 class and probability.
+  // way the server does it) give the same probabilities for every class.
   const std::string rgb = MakeRgb(200, 150, 7);
-  v1::ClassifyResponse classified;
-  ASSERT_TRUE(client_->Classify(OneImage(RawImage(rgb, 200, 150), 1), &classified).ok());
+  const std::vector<float> classified = ClassifyAlone(RawImage(rgb, 200, 150));
   auto model = server_->model_manager().Get(kModel);
   ASSERT_TRUE(model.ok());
   auto decoded = RgbImageFromRaw(rgb, 200, 150, ImageLimits{});
@@ -418,6 +527,7 @@ TEST_F(ServerTest, KServeProtocol) {
   auto pre = Preprocess(*decoded, (*model)->preprocess_spec());
   ASSERT_TRUE(pre.ok());
   const at::Tensor normalised = pre->tensor.unsqueeze(0).contiguous();
+  const v1::ModelConfig config = (*model)->config();
   model->reset();
 
   auto infer = [&](const inference::ModelInferRequest& request,
@@ -426,26 +536,40 @@ TEST_F(ServerTest, KServeProtocol) {
     return kserve.ModelInfer(&context, request, response);
   };
   inference::ModelInferResponse fp32;
-  grpc::Status status = infer(InferRequest("FP32", {1, 3, 224, 224}, Bytes(normalised)), &fp32);
+  grpc::Status status =
+      infer(InferRequest("FP32", {1, 3, kSize, kSize}, Bytes(normalised)), &fp32);
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(fp32.id(), "infer-1");
   EXPECT_EQ(fp32.model_version(), "1");
   ASSERT_EQ(fp32.outputs_size(), 1);
   EXPECT_EQ(fp32.outputs(0).name(), "logits");
-  EXPECT_THAT(fp32.outputs(0).shape(), ::testing::ElementsAre(1, 1000));
-  ASSERT_EQ(fp32.raw_output_contents(0).size(), 1000 * sizeof(float));
-  at::Tensor logits = at::empty({1, 1000}, at::kFloat);
-  std::memcpy(logits.data_ptr(), fp32.raw_output_contents(0).data(), 1000 * sizeof(float));
-  const at::Tensor probs = logits.softmax(1);
-  const int64_t best = probs.argmax(1).item<int64_t>();
-  EXPECT_EQ(best, classified.results(0).classes(0).index());
-  EXPECT_NEAR(probs[0][best].item<float>(), classified.results(0).classes(0).score(), 1e-5);
+  EXPECT_EQ(fp32.outputs(0).datatype(), "FP32");
+  EXPECT_THAT(fp32.outputs(0).shape(), ::testing::ElementsAre(1, kClasses));
+  ASSERT_EQ(fp32.raw_output_contents(0).size(), kClasses * sizeof(float));
+  const at::Tensor fp32_logits = Logits(fp32);
+  const at::Tensor probs = fp32_logits.softmax(1);
+  const std::vector<float> kserve_probs(probs.data_ptr<float>(),
+                                        probs.data_ptr<float>() + kClasses);
+  EXPECT_LT(MaxAbsDiff(kserve_probs, classified), kSame);
 
-  // UINT8: raw pixels, normalised by the server. Compare with FP32 of the same pixels.
-  auto handle = server_->model_manager().Get(kModel);
-  ASSERT_TRUE(handle.ok());
-  const v1::ModelConfig config = (*handle)->config();
-  handle->reset();
+  // FP16: the same normalised input rounded to half precision gives the FP32 logits within
+  // fp16 rounding (inputs carry ~3 significant digits; logits are O(1)).
+  inference::ModelInferResponse fp16;
+  status = infer(InferRequest("FP16", {1, 3, kSize, kSize}, Bytes(normalised.to(at::kHalf))),
+                 &fp16);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(fp16.outputs(0).datatype(), "FP32");
+  const double fp16_error = (Logits(fp16) - fp32_logits).abs().max().item<double>();
+  EXPECT_LT(fp16_error, 2e-2);
+  // ... and differs from the logits of another image by far more: the input was really read.
+  const at::Tensor other = normalised.flip(3).contiguous();
+  inference::ModelInferResponse other_response;
+  ASSERT_TRUE(infer(InferRequest("FP16", {1, 3, kSize, kSize}, Bytes(other.to(at::kHalf))),
+                    &other_response)
+                  .ok());
+  EXPECT_GT((Logits(other_response) - fp32_logits).abs().max().item<double>(), 50 * fp16_error);
+
+  // UINT8: raw pixels [C,H,W], normalised by the server. Compare with FP32 of the same pixels.
   const at::Tensor mean =
       at::tensor(std::vector<float>(config.input().mean().begin(), config.input().mean().end()))
           .view({1, 3, 1, 1});
@@ -454,29 +578,26 @@ TEST_F(ServerTest, KServeProtocol) {
           .view({1, 3, 1, 1});
   const at::Tensor pixels = (normalised * stdev + mean).mul(255).round().clamp(0, 255);
   inference::ModelInferResponse u8, f32;
-  ASSERT_TRUE(infer(InferRequest("UINT8", {3, 224, 224}, Bytes(pixels.to(at::kByte))), &u8).ok());
   ASSERT_TRUE(
-      infer(InferRequest("FP32", {1, 3, 224, 224}, Bytes(((pixels / 255) - mean) / stdev)), &f32)
-          .ok());
-  EXPECT_THAT(u8.outputs(0).shape(), ::testing::ElementsAre(1000));  // Unbatched input.
-  EXPECT_EQ(u8.raw_output_contents(0).size(), f32.raw_output_contents(0).size());
-  {
-    const float* a = reinterpret_cast<const float*>(u8.raw_output_contents(0).data());
-    const float* b = reinterpret_cast<const float*>(f32.raw_output_contents(0).data());
-    float max_diff = 0;
-    for (int i = 0; i < 1000; ++i) max_diff = std::max(max_diff, std::fabs(a[i] - b[i]));
-    EXPECT_LT(max_diff, 1e-3f);
-  }
+      infer(InferRequest("UINT8", {3, kSize, kSize}, Bytes(pixels.to(at::kByte))), &u8).ok());
+  ASSERT_TRUE(infer(InferRequest("FP32", {1, 3, kSize, kSize},
+                                 Bytes(((pixels / 255) - mean) / stdev)),
+                    &f32)
+                  .ok());
+  EXPECT_THAT(u8.outputs(0).shape(), ::testing::ElementsAre(kClasses));  // Unbatched input.
+  ASSERT_EQ(u8.raw_output_contents(0).size(), f32.raw_output_contents(0).size());
+  EXPECT_LT((Logits(u8) - Logits(f32)).abs().max().item<double>(), 1e-4);
 
   // Bad tensors: INVALID_ARGUMENT naming what is allowed.
   const std::string good_bytes = Bytes(normalised);
   inference::ModelInferResponse ignored;
   for (const auto& [request, expected] :
        std::vector<std::pair<inference::ModelInferRequest, std::string>>{
-           {InferRequest("FP32", {1, 3, 128, 128}, good_bytes), "expected [N,3,224,224]"},
-           {InferRequest("INT64", {1, 3, 224, 224}, good_bytes), "allowed: FP32"},
-           {InferRequest("FP32", {1, 3, 224, 224}, good_bytes.substr(8)), "bytes"},
-           {InferRequest("FP32", {5, 3, 224, 224},
+           {InferRequest("FP32", {1, 3, 128, 128}, good_bytes),
+            absl::StrCat("expected [N,3,", kSize, ",", kSize, "]")},
+           {InferRequest("INT64", {1, 3, kSize, kSize}, good_bytes), "allowed: FP32"},
+           {InferRequest("FP32", {1, 3, kSize, kSize}, good_bytes.substr(8)), "bytes"},
+           {InferRequest("FP32", {5, 3, kSize, kSize},
                          good_bytes + good_bytes + good_bytes + good_bytes + good_bytes),
             "max_batch_size"},
        }) {
@@ -485,7 +606,7 @@ TEST_F(ServerTest, KServeProtocol) {
     EXPECT_THAT(bad.error_message(), HasSubstr(expected));
   }
   {
-    inference::ModelInferRequest request = InferRequest("FP32", {1, 3, 224, 224}, good_bytes);
+    inference::ModelInferRequest request = InferRequest("FP32", {1, 3, kSize, kSize}, good_bytes);
     request.add_outputs()->set_name("probabilities");
     EXPECT_EQ(infer(request, &ignored).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
     request.set_model_name("nope");
@@ -498,7 +619,8 @@ TEST_F(ServerTest, KServeProtocol) {
     ASSERT_TRUE(kserve.ModelStatistics(&context, request, &response).ok());
     ASSERT_EQ(response.model_stats_size(), 1);
     EXPECT_EQ(response.model_stats(0).name(), kModel);
-    EXPECT_GE(response.model_stats(0).inference_count(), 4u);
+    // One Classify and five ModelInfer calls succeeded, one image each.
+    EXPECT_EQ(response.model_stats(0).inference_count(), 6u);
   }
   {
     grpc::ClientContext context;
@@ -556,9 +678,9 @@ TEST_F(ServerTest, HealthCatalogueAndHttpEndpoints) {
     EXPECT_TRUE(d.ready());
     EXPECT_EQ(d.state(), "READY");
     EXPECT_TRUE(d.random_weights());
-    EXPECT_EQ(d.input_size(), 224u);
+    EXPECT_EQ(d.input_size(), static_cast<uint32_t>(kSize));
     EXPECT_EQ(d.labels_size(), 0);  // Labels only in GetModel.
-    EXPECT_GT(d.parameter_count(), 0);
+    EXPECT_EQ(d.parameter_count(), 3 * kSize * kSize * kClasses + kClasses);
   }
   {
     grpc::ClientContext context;
@@ -566,7 +688,7 @@ TEST_F(ServerTest, HealthCatalogueAndHttpEndpoints) {
     request.set_name(kModel);
     v1::ModelDescription d;
     ASSERT_TRUE(client_->vision->GetModel(&context, request, &d).ok());
-    EXPECT_EQ(d.labels_size(), 1000);
+    EXPECT_EQ(d.labels_size(), kClasses);
     EXPECT_EQ(d.batching().max_batch_size(), 4u);
   }
 
@@ -574,15 +696,21 @@ TEST_F(ServerTest, HealthCatalogueAndHttpEndpoints) {
   EXPECT_EQ(HttpGet(server_->http_port(), "/v2/health/ready").first, 200);
   auto [status, metrics] = HttpGet(server_->http_port(), "/metrics");
   EXPECT_EQ(status, 200);
-  EXPECT_THAT(metrics, HasSubstr("vitserve_model_ready"));
+  EXPECT_EQ(MetricSum(metrics, "vitserve_model_ready", {{"model", kModel}}), 1) << metrics;
 }
 
-TEST_F(ServerTest, ClassifyStreamAnswersEachRequestWithItsId) {
+TEST_F(ServerTest, ClassifyStreamAnswersEachRequestWithItsOwnResult) {
+  constexpr int kRequests = 6;
+  std::vector<v1::Image> images;
+  std::vector<std::vector<float>> alone;
+  for (int i = 0; i < kRequests; ++i) {
+    images.push_back(RawImage(MakeRgb(64, 64, 20 + i), 64, 64));
+    alone.push_back(ClassifyAlone(images.back()));
+  }
   grpc::ClientContext context;
   auto stream = client_->vision->ClassifyStream(&context);
-  constexpr int kRequests = 6;
   for (int i = 0; i < kRequests; ++i) {
-    v1::ClassifyRequest request = OneImage(RawImage(MakeRgb(64, 64, 20 + i), 64, 64), 2);
+    v1::ClassifyRequest request = OneImage(images[i], kClasses);
     request.set_request_id(absl::StrCat("s", i));
     ASSERT_TRUE(stream->Write(request));
   }
@@ -591,7 +719,21 @@ TEST_F(ServerTest, ClassifyStreamAnswersEachRequestWithItsId) {
   for (int i = 0; i < kRequests; ++i) {
     ASSERT_TRUE(stream->Read(&response));
     ids.insert(response.request_id());
-    ExpectWellFormed(response.results(0), 2);
+    ASSERT_EQ(response.results_size(), 1);
+    ExpectWellFormed(response.results(0), kClasses);
+    int which = -1;
+    ASSERT_TRUE(absl::SimpleAtoi(absl::StripPrefix(response.request_id(), "s"), &which));
+    ASSERT_GE(which, 0);
+    ASSERT_LT(which, kRequests);
+    // The streamed result of each request equals its unary result, and no other image's.
+    EXPECT_LT(MaxAbsDiff(ByClass(response.results(0)), alone[which]), kSame)
+        << response.request_id();
+    for (int j = 0; j < kRequests; ++j) {
+      if (j != which) {
+        EXPECT_GT(MaxAbsDiff(ByClass(response.results(0)), alone[j]), kApart)
+            << response.request_id() << " came back with image " << j << "'s result";
+      }
+    }
   }
   EXPECT_EQ(ids.size(), static_cast<size_t>(kRequests));
 
@@ -607,101 +749,234 @@ TEST_F(ServerTest, ClassifyStreamAnswersEachRequestWithItsId) {
   EXPECT_THAT(status.error_message(), HasSubstr("bad-one"));
 }
 
-// A server of its own, so its settings and shutdown do not affect the others.
-class DedicatedServerTest : public ::testing::Test {
- protected:
-  std::unique_ptr<VitServer> Start(ServerOptions options) {
-    registry_ = BuiltinModelRegistry();
-    auto server = VitServer::Start(std::move(options), &registry_);
-    EXPECT_TRUE(server.ok()) << server.status();
-    return server.ok() ? *std::move(server) : nullptr;
-  }
-  ModelRegistry registry_;
-};
+// Classify calls made with the callback API: each one's status arrives when the server answers,
+// so a test can check which calls are answered while a batch is held in compute.
+class AsyncCalls {
+ public:
+  explicit AsyncCalls(Client* client) : client_(client) {}
+  // Waits for every call (each has its own deadline).
+  ~AsyncCalls() { WaitForAll(); }
 
-// Sends `count` Classify calls at once (callback API); returns their statuses.
-std::vector<grpc::Status> Flood(Client& client, int count, const v1::Image& image) {
+  // Starts one call; returns its index. `timeout` is its gRPC deadline.
+  int Start(v1::ClassifyRequest request, absl::Duration timeout = absl::Seconds(60)) {
+    auto call = std::make_unique<Call>();
+    call->request = std::move(request);
+    call->context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    Call* raw = call.get();
+    int index;
+    {
+      absl::MutexLock lock(&mu_);
+      index = static_cast<int>(calls_.size());
+      calls_.push_back(std::move(call));
+    }
+    client_->vision->async()->Classify(&raw->context, &raw->request, &raw->response,
+                                       [this, raw](grpc::Status status) {
+                                         absl::MutexLock lock(&mu_);
+                                         raw->status = std::move(status);
+                                         raw->answered = true;
+                                       });
+    return index;
+  }
+
+  bool Answered(int index) const {
+    absl::MutexLock lock(&mu_);
+    return calls_[index]->answered;
+  }
+  int AnsweredCount() const {
+    absl::MutexLock lock(&mu_);
+    int answered = 0;
+    for (const auto& call : calls_) answered += call->answered ? 1 : 0;
+    return answered;
+  }
+  // Waits for call `index` to be answered (bounded by its own deadline) and returns its status.
+  grpc::Status Wait(int index) {
+    absl::MutexLock lock(&mu_);
+    Call* call = calls_[index].get();
+    mu_.Await(absl::Condition(&call->answered));
+    return call->status;
+  }
+  void WaitForAll() {
+    for (int i = 0; i < static_cast<int>(Size()); ++i) Wait(i);
+  }
+  std::vector<grpc::Status> Statuses() {
+    WaitForAll();
+    absl::MutexLock lock(&mu_);
+    std::vector<grpc::Status> statuses;
+    for (const auto& call : calls_) statuses.push_back(call->status);
+    return statuses;
+  }
+
+ private:
   struct Call {
     grpc::ClientContext context;
     v1::ClassifyRequest request;
     v1::ClassifyResponse response;
     grpc::Status status;
+    bool answered = false;
   };
-  std::vector<std::unique_ptr<Call>> calls;
-  absl::Mutex mu;
-  int remaining = count;
-  for (int i = 0; i < count; ++i) {
-    calls.push_back(std::make_unique<Call>());
-    Call* call = calls.back().get();
-    call->request = OneImage(image);
-    client.vision->async()->Classify(&call->context, &call->request, &call->response,
-                                     [&, call](grpc::Status status) {
-                                       absl::MutexLock lock(&mu);
-                                       call->status = std::move(status);
-                                       --remaining;
-                                     });
+  size_t Size() const {
+    absl::MutexLock lock(&mu_);
+    return calls_.size();
   }
-  absl::MutexLock lock(&mu);
-  mu.Await(absl::Condition(
-      +[](int* remaining) { return *remaining == 0; }, &remaining));
-  std::vector<grpc::Status> statuses;
-  for (const auto& call : calls) statuses.push_back(call->status);
-  return statuses;
-}
 
-TEST_F(DedicatedServerTest, FullQueueAnswersResourceExhaustedAtOnce) {
-  ServerOptions options = TestOptions();
-  options.max_batch_size = 1;
-  options.max_queue_size = 1;
-  auto server = Start(options);
-  ASSERT_NE(server, nullptr);
-  Client client(server->grpc_port());
-  const v1::Image image = RawImage(MakeRgb(64, 64, 5), 64, 64);
+  Client* client_;
+  mutable absl::Mutex mu_;
+  std::vector<std::unique_ptr<Call>> calls_ ABSL_GUARDED_BY(mu_);
+};
 
-  int ok = 0, exhausted = 0;
-  for (const grpc::Status& status : Flood(client, 24, image)) {
-    if (status.ok()) {
-      ++ok;
-    } else {
-      EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED)
-          << status.error_message();
-      ++exhausted;
+// A server of its own serving kGatedModel, so a test can hold a batch in compute.
+class GatedServerTest : public ::testing::Test {
+ protected:
+  static ServerOptions GatedOptions() {
+    ServerOptions options = TestOptions();
+    options.model = kGatedModel;
+    options.max_batch_size = 1;
+    return options;
+  }
+  void Start(ServerOptions options) {
+    registry_ = RegistryWithTestModels(&gate_);
+    auto server = VitServer::Start(std::move(options), &registry_);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    client_ = std::make_unique<Client>(server_->grpc_port());
+    gate_.ResetCounts();  // Forget the warm-up batches.
+  }
+  void TearDown() override {
+    gate_.Release();
+    client_.reset();
+    if (server_) server_->Shutdown();
+  }
+  int64_t QueueDepth() {
+    auto model = server_->model_manager().Get(kGatedModel);
+    return model.ok() ? (*model)->QueueDepth() : -1;
+  }
+  static v1::ClassifyRequest Request(int images, int seed) {
+    v1::ClassifyRequest request;
+    request.set_model(kGatedModel);
+    for (int i = 0; i < images; ++i) {
+      *request.add_images() = RawImage(MakeRgb(40, 40, seed + i), 40, 40);
     }
+    return request;
   }
-  EXPECT_GE(ok, 1);
-  EXPECT_GE(exhausted, 1);
+  // Holds compute, starts one call and waits until its batch is being computed.
+  void HoldOneBatchInCompute(AsyncCalls& calls) {
+    gate_.Hold();
+    calls.Start(Request(1, 1));
+    ASSERT_TRUE(gate_.WaitForBatches(1, absl::Seconds(30)));
+  }
+  std::string Metrics() { return HttpGet(server_->http_port(), "/metrics").second; }
+
+  ComputeGate gate_;
+  ModelRegistry registry_;
+  std::unique_ptr<VitServer> server_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(GatedServerTest, FullQueueAnswersResourceExhaustedWhileTheQueueIsFull) {
+  ServerOptions options = GatedOptions();
+  options.max_queue_size = 2;
+  Start(options);
+  AsyncCalls calls(client_.get());
+  absl::Cleanup release_gate = [this] { gate_.Release(); };  // Before `calls` waits, on failure.
+  HoldOneBatchInCompute(calls);
+  // Two more fill the queue (max_queue_size = 2) while the first is computing.
+  calls.Start(Request(1, 2));
+  calls.Start(Request(1, 3));
+  ASSERT_TRUE(WaitFor([&] { return QueueDepth() == 2; }));
+  // The next one is refused at once: answered while compute is still held, so no batch had to
+  // finish first.
+  const int refused = calls.Start(Request(1, 4), absl::Seconds(10));
+  const grpc::Status status = calls.Wait(refused);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("queue"));
+  EXPECT_EQ(gate_.BatchesEntered(), 1);
+  EXPECT_EQ(calls.AnsweredCount(), 1);
+
+  gate_.Release();
+  const std::vector<grpc::Status> statuses = calls.Statuses();
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].error_message();
+  EXPECT_EQ(gate_.BatchSizes(), std::vector<int64_t>({1, 1, 1}));  // The refused one never ran.
   v1::ClassifyResponse response;
-  EXPECT_TRUE(client.Classify(OneImage(image), &response).ok());
+  EXPECT_TRUE(client_->Classify(Request(1, 5), &response).ok());
 }
 
-TEST_F(DedicatedServerTest, ShutdownFinishesAcceptedRequests) {
-  ServerOptions options = TestOptions();
-  options.max_batch_size = 1;
-  auto server = Start(options);
-  ASSERT_NE(server, nullptr);
-  Client client(server->grpc_port());
-  const v1::Image image = RawImage(MakeRgb(64, 64, 6), 64, 64);
-  constexpr int kCalls = 6;
+// A request of several images is split into max_batch_size tasks; when a later task does not
+// fit in the queue, the request fails with RESOURCE_EXHAUSTED only after its queued tasks ran
+// (nothing is left behind computing for a finished call), and the server keeps serving.
+TEST_F(GatedServerTest, RequestWhoseLaterChunkIsRefusedFailsAfterItsQueuedChunksRan) {
+  ServerOptions options = GatedOptions();
+  options.max_queue_size = 2;
+  Start(options);
+  AsyncCalls calls(client_.get());
+  absl::Cleanup release_gate = [this] { gate_.Release(); };  // Before `calls` waits, on failure.
+  HoldOneBatchInCompute(calls);
+  const int split = calls.Start(Request(4, 10));  // Chunks 1 and 2 queue; chunk 3 is refused.
+  ASSERT_TRUE(WaitFor([&] { return QueueDepth() == 2; }));
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_FALSE(calls.Answered(split)) << "answered while its queued chunks were still waiting";
 
-  std::vector<grpc::Status> statuses;
-  std::thread flood([&] { statuses = Flood(client, kCalls, image); });
-  // Wait until every call has been accepted (queued, computing or done), then shut down.
-  for (;;) {
-    auto model = server->model_manager().Get(kModel);
-    ASSERT_TRUE(model.ok());
-    const ModelStatisticsSnapshot stats = (*model)->Statistics();
-    if ((*model)->InflightTasks() + static_cast<int64_t>(stats.success.count) >= kCalls) break;
-    model->reset();
-    absl::SleepFor(absl::Milliseconds(1));
-  }
-  server->Shutdown();
-  flood.join();
-  for (const grpc::Status& status : statuses) {
-    EXPECT_TRUE(status.ok()) << status.error_code() << ": " << status.error_message();
-  }
+  gate_.Release();
+  const grpc::Status status = calls.Wait(split);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_TRUE(calls.Wait(0).ok());
+  EXPECT_EQ(gate_.BatchSizes(), std::vector<int64_t>({1, 1, 1}));  // Held one + two chunks.
+  EXPECT_EQ(QueueDepth(), 0);
   v1::ClassifyResponse response;
-  EXPECT_FALSE(client.Classify(OneImage(image), &response, absl::Seconds(2)).ok());
-  EXPECT_EQ(HttpGet(server->http_port(), "/v2/health/ready").first, -1);  // HTTP stopped.
+  EXPECT_TRUE(client_->Classify(Request(2, 20), &response).ok());
+}
+
+// A request whose deadline passes while it waits behind a batch is dropped by the server
+// before compute, and counted as DEADLINE_EXCEEDED (not CANCELLED: the deadline is the reason).
+TEST_F(GatedServerTest, ServerDropsARequestWhoseDeadlinePassedInTheQueue) {
+  Start(GatedOptions());
+  AsyncCalls calls(client_.get());
+  absl::Cleanup release_gate = [this] { gate_.Release(); };  // Before `calls` waits, on failure.
+  HoldOneBatchInCompute(calls);
+  const int late = calls.Start(Request(1, 30), absl::Milliseconds(200));
+  ASSERT_TRUE(WaitFor([&] { return QueueDepth() == 1; }));
+  EXPECT_EQ(calls.Wait(late).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  gate_.Release();
+  EXPECT_TRUE(calls.Wait(0).ok());
+  // The executor takes the expired request next and must drop it, not compute it.
+  ASSERT_TRUE(WaitFor([&] { return QueueDepth() == 0; }));
+  ASSERT_TRUE(WaitFor([&] {
+    return MetricSum(Metrics(), "vitserve_requests_total",
+                     {{"model", kGatedModel}, {"code", "DEADLINE_EXCEEDED"}}) == 1;
+  })) << Metrics();
+  EXPECT_EQ(gate_.BatchSizes(), std::vector<int64_t>({1}));  // Compute never saw it.
+  EXPECT_EQ(MetricSum(Metrics(), "vitserve_requests_total",
+                      {{"model", kGatedModel}, {"code", "CANCELLED"}}),
+            0);
+  v1::ClassifyResponse response;
+  EXPECT_TRUE(client_->Classify(Request(1, 31), &response).ok());
+}
+
+// Shutdown with requests computing and queued: every accepted request succeeds, new ones are
+// refused, and the servers stop.
+TEST_F(GatedServerTest, ShutdownFinishesAcceptedRequests) {
+  Start(GatedOptions());
+  AsyncCalls calls(client_.get());
+  absl::Cleanup release_gate = [this] { gate_.Release(); };  // Before `calls` waits, on failure.
+  HoldOneBatchInCompute(calls);
+  constexpr int kQueued = 3;
+  for (int i = 0; i < kQueued; ++i) calls.Start(Request(1, 40 + i));
+  ASSERT_TRUE(WaitFor([&] { return QueueDepth() == kQueued; }));
+
+  std::thread shutdown([&] { server_->Shutdown(); });
+  // While it drains, a new call is refused.
+  absl::SleepFor(absl::Milliseconds(200));
+  v1::ClassifyResponse response;
+  EXPECT_FALSE(client_->Classify(Request(1, 50), &response, absl::Seconds(5)).ok());
+  EXPECT_EQ(calls.AnsweredCount(), 0) << "an accepted request was answered before it ran";
+  gate_.Release();
+  shutdown.join();
+  const std::vector<grpc::Status> statuses = calls.Statuses();
+  for (size_t i = 0; i < statuses.size(); ++i) {
+    EXPECT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].error_code() << " "
+                                  << statuses[i].error_message();
+  }
+  EXPECT_EQ(gate_.BatchSizes(), std::vector<int64_t>(1 + kQueued, 1));
+  EXPECT_EQ(HttpGet(server_->http_port(), "/v2/health/ready").first, -1);  // HTTP stopped.
 }
 
 }  // namespace

@@ -1,10 +1,12 @@
 #include "client/bench.h"
 
 #include <atomic>
+#include <cmath>
 #include <thread>
 #include <vector>
 
 #include "client/commands.h"
+#include "absl/synchronization/mutex.h"
 #include "client/vision_client.h"
 #include "gtest/gtest.h"
 #include "tests/unit/client/fake_vision_server.h"
@@ -120,10 +122,14 @@ TEST(BenchTest, OpenLoopFiresAboutRateTimesDuration) {
   EXPECT_EQ(result->errors, 0);
 }
 
-TEST(BenchTest, PoissonOpenLoopIsRoughlyOnRate) {
-  std::atomic<int64_t> started{0};
+TEST(BenchTest, PoissonOpenLoopIsOnRateWithExponentialGaps) {
+  absl::Mutex mu;
+  std::vector<absl::Time> starts;
   StartCallFn start = [&](std::function<void(absl::Status)> done) {
-    ++started;
+    {
+      absl::MutexLock lock(&mu);
+      starts.push_back(absl::Now());
+    }
     done(absl::OkStatus());  // completes inline
   };
   BenchOptions options;
@@ -132,9 +138,26 @@ TEST(BenchTest, PoissonOpenLoopIsRoughlyOnRate) {
   options.duration = absl::Milliseconds(500);
   absl::StatusOr<BenchResult> result = RunBench(start, options, nullptr);
   ASSERT_TRUE(result.ok());
-  EXPECT_EQ(result->requests, started.load());
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(result->requests, static_cast<int64_t>(starts.size()));
   EXPECT_GE(result->requests, 150);  // expectation 250, standard deviation ~16
   EXPECT_LE(result->requests, 350);
+  // What makes it Poisson: exponential gaps have a coefficient of variation (stddev / mean) of
+  // 1, a fixed-interval pacer about 0 (sleeping late only adds variation, never removes it).
+  // With ~250 gaps the estimate's spread is ~0.1, so 0.6 cannot be reached by a fixed pacer
+  // and is missed by a Poisson one with probability far below 1e-4.
+  std::vector<double> gaps;
+  for (size_t i = 1; i < starts.size(); ++i) {
+    gaps.push_back(absl::ToDoubleSeconds(starts[i] - starts[i - 1]));
+  }
+  ASSERT_GT(gaps.size(), 100u);
+  double mean = 0;
+  for (double g : gaps) mean += g;
+  mean /= gaps.size();
+  double variance = 0;
+  for (double g : gaps) variance += (g - mean) * (g - mean);
+  variance /= gaps.size() - 1;
+  EXPECT_GT(std::sqrt(variance) / mean, 0.6) << "gaps look fixed, not exponential";
 }
 
 TEST(BenchTest, TensorWorkloadUsesModelMetadata) {

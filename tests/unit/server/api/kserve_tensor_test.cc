@@ -47,27 +47,54 @@ TEST(KServeTensorTest, Fp32IsTakenAsNormalised) {
 }
 
 TEST(KServeTensorTest, Uint8IsNormalisedByTheServer) {
-  auto input = ParseInferInput(Request("UINT8", {3, 2, 2}, std::string(12, '\xff')), Spec());
+  std::string pixels(12, '\0');
+  for (int i = 0; i < 12; ++i) pixels[i] = static_cast<char>(i * 20);  // [C,H,W]
+  auto input = ParseInferInput(Request("UINT8", {3, 2, 2}, pixels), Spec());
   ASSERT_TRUE(input.ok()) << input.status();
   EXPECT_FALSE(input->batched);
-  // (1 - 0.5) / std per channel.
-  EXPECT_FLOAT_EQ(input->tensor[0][0][0][0].item<float>(), 2.0f);
-  EXPECT_FLOAT_EQ(input->tensor[0][1][0][0].item<float>(), 1.0f);
-  EXPECT_FLOAT_EQ(input->tensor[0][2][0][0].item<float>(), 0.5f);
+  ASSERT_EQ(input->tensor.sizes(), (std::vector<int64_t>{1, 3, 2, 2}));
+  // (p / 255 - 0.5) / std, per element and per channel.
+  const float stds[3] = {0.25f, 0.5f, 1.0f};
+  for (int c = 0; c < 3; ++c) {
+    for (int y = 0; y < 2; ++y) {
+      for (int x = 0; x < 2; ++x) {
+        const float p = static_cast<float>((c * 4 + y * 2 + x) * 20);
+        EXPECT_NEAR(input->tensor[0][c][y][x].item<float>(), (p / 255 - 0.5f) / stds[c], 1e-6)
+            << c << "," << y << "," << x;
+      }
+    }
+  }
 }
 
-TEST(KServeTensorTest, Fp16AndTypedContents) {
-  const at::Tensor half = at::full({1, 3, 2, 2}, 1.5, at::kHalf);
+TEST(KServeTensorTest, Fp16IsConvertedElementByElement) {
+  // Distinct values, exactly representable in half precision, in NCHW order: any reordering,
+  // truncation or misread of the half bits shows.
+  const at::Tensor expected = (at::arange(24, at::kFloat) * 0.25f - 3.0f).view({2, 3, 2, 2});
+  const at::Tensor half = expected.to(at::kHalf).contiguous();
   auto input = ParseInferInput(
-      Request("FP16", {1, 3, 2, 2}, std::string(static_cast<const char*>(half.data_ptr()), 12 * 2)),
+      Request("FP16", {2, 3, 2, 2},
+              std::string(static_cast<const char*>(half.data_ptr()), half.numel() * 2)),
       Spec());
   ASSERT_TRUE(input.ok()) << input.status();
-  EXPECT_FLOAT_EQ(input->tensor[0][1][1][0].item<float>(), 1.5f);
+  EXPECT_TRUE(input->batched);
+  EXPECT_EQ(input->tensor.sizes(), expected.sizes());
+  // The server computes in the model's dtype; the conversion itself must be exact here.
+  EXPECT_TRUE(at::equal(input->tensor.to(at::kFloat), expected))
+      << input->tensor.to(at::kFloat) << " vs " << expected;
+}
 
+TEST(KServeTensorTest, TypedFp32ContentsEqualRawBytes) {
+  std::vector<float> values(12);
+  for (int i = 0; i < 12; ++i) values[i] = 0.5f * i - 1.0f;
   inference::ModelInferRequest typed = Request("FP32", {1, 3, 2, 2}, "");
   typed.clear_raw_input_contents();
-  for (int i = 0; i < 12; ++i) typed.mutable_inputs(0)->mutable_contents()->add_fp32_contents(i);
-  ASSERT_TRUE(ParseInferInput(typed, Spec()).ok());
+  for (float v : values) typed.mutable_inputs(0)->mutable_contents()->add_fp32_contents(v);
+  auto from_typed = ParseInferInput(typed, Spec());
+  auto from_raw = ParseInferInput(Request("FP32", {1, 3, 2, 2}, FloatBytes(values)), Spec());
+  ASSERT_TRUE(from_typed.ok()) << from_typed.status();
+  ASSERT_TRUE(from_raw.ok()) << from_raw.status();
+  EXPECT_TRUE(at::equal(from_typed->tensor, from_raw->tensor));
+  EXPECT_FLOAT_EQ(from_typed->tensor[0][2][1][1].item<float>(), values[11]);
 }
 
 TEST(KServeTensorTest, RejectsWhatIsNotAllowedAndSaysWhatIs) {

@@ -1,5 +1,6 @@
 #include "server/api/work_pool.h"
 
+#include <algorithm>
 #include <atomic>
 #include <set>
 #include <thread>
@@ -60,8 +61,10 @@ TEST(WorkPoolTest, DestructorRunsTasksAlreadyScheduled) {
 }
 
 TEST(WorkPoolTest, NonPositiveSizeMeansOneThreadPerCore) {
-  WorkPool pool(0);
-  EXPECT_GE(pool.num_threads(), 1);
+  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  EXPECT_EQ(WorkPool(0).num_threads(), cores);
+  EXPECT_EQ(WorkPool(-3).num_threads(), cores);
+  EXPECT_EQ(WorkPool(3).num_threads(), 3);
 }
 
 TEST(WorkPoolTest, TaskMayScheduleMoreWork) {

@@ -288,6 +288,27 @@ TEST(DynamicBatcherTest, DropsCancelledRequestsBeforeCompute) {
   EXPECT_THAT(runner.batch_rows(), ElementsAre(1));
 }
 
+// gRPC cancels a call whose deadline expired, so an expired task usually reads as cancelled
+// too: the deadline is the reason reported.
+TEST(DynamicBatcherTest, ExpiredAndCancelledTaskFailsWithDeadlineExceeded) {
+  FakeClock clock;
+  RecordingRunner runner;
+  Results results;
+  const absl::Time t0 = clock.Now();
+  auto batcher = DynamicBatcher::Create(Options(4, absl::Milliseconds(10)), {runner.AsRunner()},
+                                        &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  auto task = MakeTask(results, 0);
+  task->deadline = t0 + absl::Milliseconds(5);
+  task->is_cancelled = [] { return true; };
+  ASSERT_TRUE((*batcher)->Schedule(&task).ok());
+  ASSERT_TRUE(clock.BlockUntilWaiterWithDeadline(t0 + absl::Milliseconds(10)));
+  clock.AdvanceBy(absl::Milliseconds(10));
+  results.WaitFor(1);
+  EXPECT_EQ(results.Get(0).status().code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(runner.batch_rows().empty());
+}
+
 TEST(DynamicBatcherTest, QueueFullIsResourceExhaustedAndKeepsOwnership) {
   FakeClock clock;
   RecordingRunner runner;
@@ -669,10 +690,12 @@ TEST(DynamicBatcherTest, ConcurrentProducersWithRealClockEachGetTheirOwnRows) {
   Results results;
   absl::Mutex mu;
   int64_t largest_batch = 0;
+  int64_t batches = 0;
   auto make_runner = [&]() -> BatchRunner {
     return [&](const at::Tensor& batch) -> absl::StatusOr<at::Tensor> {
       absl::MutexLock lock(&mu);
       largest_batch = std::max(largest_batch, batch.size(0));
+      ++batches;
       return batch * 2;
     };
   };
@@ -698,6 +721,11 @@ TEST(DynamicBatcherTest, ConcurrentProducersWithRealClockEachGetTheirOwnRows) {
   ASSERT_EQ(results.size(), static_cast<size_t>(kProducers * kTasksEach));
   for (int id = 0; id < kProducers * kTasksEach; ++id) ExpectDoubled(results, id, 1 + id % 3);
   EXPECT_LE(largest_batch, 8);
+  // Tasks were really batched together (1200 tasks of 1-3 rows arrive far faster than two
+  // executors with a 200 us delay run them one by one), so the row routing above was exercised
+  // across tasks of one batch.
+  EXPECT_GT(largest_batch, 3);
+  EXPECT_LT(batches, kProducers * kTasksEach);
 }
 
 TEST(RealClockTest, WaitReturnsAtDeadline) {

@@ -119,6 +119,56 @@ TEST(DecodeImageTest, AppliesExifOrientation) {
   ExpectColor(*image, 5, 10, {0, 0, 255}, 40);
 }
 
+// width x height RGB with four coloured quadrants: red, green (top), blue, white (bottom).
+cv::Mat QuadrantsRgb(int width, int height) {
+  cv::Mat rgb(height, width, CV_8UC3);
+  for (int y = 0; y < height; ++y) {
+    for (int x = 0; x < width; ++x) {
+      const bool right = x >= width / 2, bottom = y >= height / 2;
+      rgb.at<cv::Vec3b>(y, x) = bottom ? (right ? cv::Vec3b(255, 255, 255) : cv::Vec3b(0, 0, 255))
+                                       : (right ? cv::Vec3b(0, 255, 0) : cv::Vec3b(255, 0, 0));
+    }
+  }
+  return rgb;
+}
+
+// All eight EXIF orientations, the mirrored ones (2, 4, 5, 7) included: four distinct
+// quadrants tell every rotation and reflection apart.
+TEST(DecodeImageTest, AppliesEveryExifOrientationIncludingMirrors) {
+  const cv::Mat stored = QuadrantsRgb(40, 20);
+  const std::string jpeg = Encode(stored, ".jpg", {cv::IMWRITE_JPEG_QUALITY, 95});
+  for (int orientation = 1; orientation <= 8; ++orientation) {
+    SCOPED_TRACE(orientation);
+    // What the EXIF specification says a viewer shows.
+    cv::Mat upright, transposed;
+    switch (orientation) {
+      case 1: upright = stored.clone(); break;
+      case 2: cv::flip(stored, upright, 1); break;                       // mirror left-right
+      case 3: cv::rotate(stored, upright, cv::ROTATE_180); break;
+      case 4: cv::flip(stored, upright, 0); break;                       // mirror top-bottom
+      case 5: cv::transpose(stored, upright); break;                     // main diagonal
+      case 6: cv::rotate(stored, upright, cv::ROTATE_90_CLOCKWISE); break;
+      case 7:                                                            // anti-diagonal
+        cv::transpose(stored, transposed);
+        cv::flip(transposed, upright, -1);
+        break;
+      case 8: cv::rotate(stored, upright, cv::ROTATE_90_COUNTERCLOCKWISE); break;
+    }
+    const std::string with_exif =
+        jpeg.substr(0, 2) + ExifOrientationSegment(orientation) + jpeg.substr(2);
+    absl::StatusOr<RgbImage> image = DecodeImage(with_exif, ImageLimits());
+    ASSERT_TRUE(image.ok()) << image.status();
+    ASSERT_EQ(image->width(), upright.cols);
+    ASSERT_EQ(image->height(), upright.rows);
+    for (int qy : {1, 3}) {
+      for (int qx : {1, 3}) {
+        const int x = upright.cols * qx / 4, y = upright.rows * qy / 4;
+        ExpectColor(*image, x, y, upright.at<cv::Vec3b>(y, x), 40);
+      }
+    }
+  }
+}
+
 TEST(DecodeImageTest, RejectsTooManyEncodedBytes) {
   ImageLimits limits;
   limits.max_encoded_bytes = 100;

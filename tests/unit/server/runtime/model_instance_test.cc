@@ -17,7 +17,10 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// Linear classifier over mean-pooled pixels: [N,3,S,S] -> [N,4]. Counts forward calls.
+// Linear classifier over position-weighted pooled pixels: [N,3,S,S] -> [N,4]. Each pixel is
+// weighted by its row-major position, so the output depends on where every value sits: rows
+// of the batch swapped, H and W transposed or channels reordered by a layout bug all change it
+// (plain mean pooling would hide the last two). Counts forward calls.
 class TinyModel : public VisionModel {
  public:
   TinyModel() {
@@ -26,7 +29,10 @@ class TinyModel : public VisionModel {
   torch::Tensor forward(torch::Tensor images) override {
     ++calls;
     last_dtype = images.scalar_type();
-    return linear_->forward(images.mean({2, 3}));
+    const int64_t h = images.size(2), w = images.size(3);
+    const at::Tensor position =
+        at::arange(h * w, images.options()).view({1, 1, h, w}) * (4.0 / (h * w));
+    return linear_->forward((images * position).mean({2, 3}));
   }
   std::atomic<int> calls{0};
   at::ScalarType last_dtype = at::kFloat;
@@ -135,6 +141,18 @@ TEST(ModelInstanceTest, ChannelsLastGivesSameResult) {
   absl::StatusOr<at::Tensor> out = (*instance)->Run(batch);
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_TRUE(at::allclose(*out, Reference(*model, batch), 1e-5, 1e-6));
+}
+
+// The test model really sees layout: a transposed or channel-swapped batch gives other logits,
+// so the tests above would catch an instance that reorders its input.
+TEST(ModelInstanceTest, TinyModelOutputDependsOnLayout) {
+  TinyModel model;
+  const at::Tensor batch = Batch(2, 6);
+  const at::Tensor out = Reference(model, batch);
+  EXPECT_GT((Reference(model, batch.transpose(2, 3).contiguous()) - out).abs().max().item<float>(),
+            1e-3);
+  EXPECT_GT((Reference(model, batch.flip(1).contiguous()) - out).abs().max().item<float>(), 1e-3);
+  EXPECT_GT((Reference(model, batch.flip(0).contiguous()) - out).abs().max().item<float>(), 1e-3);
 }
 
 TEST(ModelInstanceTest, ThrowingModuleBecomesInternalStatus) {

@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Sums up the JUnit reports of one scripts/test.sh run (CTest and pytest): every skipped test
+with its reason, and one closing line with the totals.
+
+A skipped test counts as not run, never as passed. Only CUDA tests may skip (this machine may
+have no GPU): they are the ones with "Cuda" in their name. Any other skip (a missing Python
+package, an unset variable, a test someone disabled) fails the run, so a suite cannot shrink
+unnoticed.
+
+    scripts/test_report.py REPORT.xml [REPORT.xml ...]
+
+Exit status 1 when a test failed or a non-CUDA test was skipped, 0 otherwise.
+"""
+from __future__ import annotations
+
+import re
+import sys
+import xml.etree.ElementTree as ElementTree
+
+
+def _skip_reason(case: ElementTree.Element, skipped: ElementTree.Element) -> str:
+    message = (skipped.get("message") or skipped.text or "").strip()
+    # CTest's JUnit only says "Skipped"; GoogleTest's own reason follows "Skipped" in the output.
+    output = case.findtext("system-out") or ""
+    match = re.search(r"Skipped\s*\n\s*(\S[^\n]*)", output)
+    if match and (not message or message.lower() == "skipped"):
+        message = match.group(1).strip()
+    return message or "no reason given"
+
+
+def main(paths: list[str]) -> int:
+    passed = failed = 0
+    skipped: list[tuple[str, str]] = []
+    for path in paths:
+        root = ElementTree.parse(path).getroot()
+        for case in root.iter("testcase"):
+            name = case.get("name", "?")
+            classname = case.get("classname", "")
+            full = f"{classname}::{name}" if classname and classname not in name else name
+            skip = case.find("skipped")
+            if skip is not None:
+                skipped.append((full, _skip_reason(case, skip)))
+            elif case.find("failure") is not None or case.find("error") is not None or \
+                    case.get("status") in ("fail", "failed"):
+                failed += 1
+            else:
+                passed += 1
+
+    not_allowed = [(name, reason) for name, reason in skipped if "Cuda" not in name]
+    if skipped:
+        print(f"[test] {len(skipped)} skipped (not run, not counted as passed):")
+        for name, reason in skipped:
+            mark = "" if "Cuda" not in name else " (CUDA only: allowed without a GPU)"
+            print(f"[test]   {name}: {reason}{mark}")
+    if not_allowed:
+        print(f"[test] FAIL: {len(not_allowed)} non-CUDA test(s) skipped; they must run here")
+    print(f"total: {passed} passed, {failed + len(not_allowed)} failed, {len(skipped)} skipped")
+    return 1 if failed or not_allowed else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,63 @@
+// Small deterministic models for server-level tests, registered under their own architecture
+// names so a test serves them through the real VitServer and ModelManager.
+//
+// kProbeModel ("test_probe"): 32x32 input, 10 classes, logits = fixed weights . flattened input.
+//   The weights are a fixed formula (no random numbers), different for every pixel position and
+//   channel, so (a) different images give probability vectors that differ by ~1e-1 while the
+//   same image in different batches agrees to ~1e-7, and (b) a layout bug (rows swapped,
+//   channels or H/W transposed) changes the result.
+// kGatedModel ("test_gated"): the probe model, whose forward() first reports to a ComputeGate
+//   and blocks while the gate is held: a test can keep a batch "computing" for as long as it
+//   needs (deadlines, full queues, drain) without sleeping and guessing.
+//
+// Ownership: RegisterTestModels borrows `gate`, which must outlive every model built from the
+// registry.
+// Thread-safety: ComputeGate is thread-safe; the models follow VisionModel's contract.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "models/registry.h"
+
+namespace vitserve {
+
+inline constexpr char kProbeModel[] = "test_probe";
+inline constexpr char kGatedModel[] = "test_gated";
+inline constexpr int64_t kTestModelInputSize = 32;
+inline constexpr int64_t kTestModelClasses = 10;
+
+// Where a kGatedModel's forward passes are counted and, while held, stopped.
+class ComputeGate {
+ public:
+  // Forward passes entering from now on wait until Release().
+  void Hold();
+  void Release();
+  // Clears the counts (e.g. of the warm-up batches a model runs at load).
+  void ResetCounts();
+  // Waits until at least `batches` forward passes have entered since the last ResetCounts;
+  // false on timeout.
+  bool WaitForBatches(int64_t batches, absl::Duration timeout);
+  int64_t BatchesEntered() const;
+  // The batch sizes of every forward pass since the last ResetCounts, in order.
+  std::vector<int64_t> BatchSizes() const;
+
+  // Called by the model: counts a batch of `rows`, then waits while held.
+  void Enter(int64_t rows);
+
+ private:
+  mutable absl::Mutex mu_;
+  bool held_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<int64_t> batch_sizes_ ABSL_GUARDED_BY(mu_);
+};
+
+// Registers kProbeModel and, bound to `gate`, kGatedModel.
+void RegisterTestModels(ModelRegistry& registry, ComputeGate* gate);
+
+// A registry with the builtin zoo and the test models.
+ModelRegistry RegistryWithTestModels(ComputeGate* gate);
+
+}  // namespace vitserve
