@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/thread_name.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/security/server_credentials.h"
@@ -205,7 +206,10 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
     loaded_ = true;
   }
   UpdateHealth();
-  monitor_ = std::thread([this] { MonitorLoop(); });
+  monitor_ = std::thread([this] {
+    SetCurrentThreadName("monitor");
+    MonitorLoop();
+  });
   return absl::OkStatus();
 }
 

@@ -2,13 +2,20 @@
 
 #include <utility>
 
+#include "common/thread_name.h"
+
 namespace vitserve {
 
 WorkPool::WorkPool(int num_threads) {
   if (num_threads < 1) num_threads = static_cast<int>(std::thread::hardware_concurrency());
   if (num_threads < 1) num_threads = 1;
   threads_.reserve(num_threads);
-  for (int i = 0; i < num_threads; ++i) threads_.emplace_back([this] { WorkerLoop(); });
+  for (int i = 0; i < num_threads; ++i) {
+    threads_.emplace_back([this] {
+      SetCurrentThreadName("preprocess");
+      WorkerLoop();
+    });
+  }
 }
 
 WorkPool::~WorkPool() {

@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "common/status_macros.h"
+#include "common/thread_name.h"
 
 namespace vitserve {
 namespace {
@@ -64,6 +65,7 @@ absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::Create(
     // Each thread owns its setup and runner; the batcher outlives the threads (Stop joins them).
     batcher->threads_.emplace_back(
         [b = batcher.get(), i, setup = std::move(setups[i]), runner = std::move(runners[i])] {
+          SetCurrentThreadName(absl::StrCat("executor-", i));
           b->ExecutorMain(i, setup, runner);
         });
   }

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/thread_name.h"
 
 namespace vitserve {
 namespace {
@@ -104,9 +105,15 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   }
   std::unique_ptr<HttpServer> server(
       new HttpServer(fd, pipe_fds[0], pipe_fds[1], ntohs(addr.sin_port), std::move(routes)));
-  server->accept_thread_ = std::thread([s = server.get()] { s->AcceptLoop(); });
+  server->accept_thread_ = std::thread([s = server.get()] {
+    SetCurrentThreadName("http-accept");
+    s->AcceptLoop();
+  });
   for (int i = 0; i < kNumWorkers; ++i) {
-    server->workers_.emplace_back([s = server.get()] { s->WorkerLoop(); });
+    server->workers_.emplace_back([s = server.get()] {
+      SetCurrentThreadName("http-worker");
+      s->WorkerLoop();
+    });
   }
   return server;
 }

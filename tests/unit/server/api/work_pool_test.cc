@@ -1,8 +1,11 @@
 #include "server/api/work_pool.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <atomic>
 #include <set>
+#include <string>
 #include <thread>
 
 #include "absl/synchronization/barrier.h"
@@ -65,6 +68,24 @@ TEST(WorkPoolTest, NonPositiveSizeMeansOneThreadPerCore) {
   EXPECT_EQ(WorkPool(0).num_threads(), cores);
   EXPECT_EQ(WorkPool(-3).num_threads(), cores);
   EXPECT_EQ(WorkPool(3).num_threads(), 3);
+}
+
+// Named threads let an operator read per-stage CPU time from /proc/PID/task/*/comm.
+TEST(WorkPoolTest, ThreadsAreNamedPreprocess) {
+  WorkPool pool(2);
+  absl::Mutex mu;
+  std::string name;
+  absl::BlockingCounter finished(1);
+  pool.Schedule([&] {
+    char buffer[16] = {};
+    pthread_getname_np(pthread_self(), buffer, sizeof(buffer));
+    absl::MutexLock lock(&mu);
+    name = buffer;
+    finished.DecrementCount();
+  });
+  finished.Wait();
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(name, "preprocess");
 }
 
 TEST(WorkPoolTest, TaskMayScheduleMoreWork) {

@@ -1,12 +1,14 @@
 #include "server/batching/dynamic_batcher.h"
 
 #include <ATen/ATen.h>
+#include <pthread.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <atomic>
 #include <map>
 #include <memory>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -307,6 +309,25 @@ TEST(DynamicBatcherTest, ExpiredAndCancelledTaskFailsWithDeadlineExceeded) {
   results.WaitFor(1);
   EXPECT_EQ(results.Get(0).status().code(), absl::StatusCode::kDeadlineExceeded);
   EXPECT_TRUE(runner.batch_rows().empty());
+}
+
+TEST(DynamicBatcherTest, ExecutorThreadsAreNamedByIndex) {
+  FakeClock clock;
+  absl::Mutex mu;
+  std::set<std::string> names;
+  auto runner = [&](const at::Tensor& batch) -> absl::StatusOr<at::Tensor> { return batch; };
+  auto setup = [&]() -> absl::Status {
+    char buffer[16] = {};
+    pthread_getname_np(pthread_self(), buffer, sizeof(buffer));
+    absl::MutexLock lock(&mu);
+    names.insert(buffer);
+    return absl::OkStatus();
+  };
+  auto batcher = DynamicBatcher::Create(Options(2, absl::Hours(1)), {runner, runner}, &clock,
+                                        nullptr, {setup, setup});
+  ASSERT_TRUE(batcher.ok()) << batcher.status();
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(names, (std::set<std::string>{"executor-0", "executor-1"}));
 }
 
 TEST(DynamicBatcherTest, QueueFullIsResourceExhaustedAndKeepsOwnership) {

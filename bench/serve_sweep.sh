@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# The served-path sweep of issue 11, in one command on the GPU box (within 10 minutes): the
+# anchors (timm in PyTorch, eager fp16 batch 256; our model alone from a CUDA graph at the
+# server's max batch) and vitserve serving the same model (raw RGB8 at concurrency 1/64/256,
+# photo-like JPEG 224x224 and 640x480, KServe through perf_analyzer when one is carried), all
+# in the same run, then a table of ratios. Per-thread CPU time of the server (by thread name,
+# from /proc) is printed for the raw run at the highest concurrency; with PROFILE=1 a gperftools
+# CPU profile of that run is reported too (carry .prof/ with libprofiler.so, see below).
+#
+# On the GPU box, in the project root, with .devdeps/ carried (../shared/device/README.md):
+#   bash bench/serve_sweep.sh [OUTDIR]
+# Environment:
+#   SWEEP_MODELS   models (default "shvit_s1 deit_tiny_patch16_224 vit_base_patch16_224")
+#   MAX_BATCH      the server's --max-batch-size and the model-only batch (default 128)
+#   QUEUE_DELAY_US the server's --max-queue-delay-us (default 1000)
+#   SECONDS_EACH   seconds per served measurement (default 5)
+#   CONCURRENCY    served concurrencies for raw images (default "1 64 256")
+#   SERVE_FLAGS    more vitserve flags
+#   BUILD          1 (default when build-gpu/bin/vitserve is missing): build on the box first
+#   PROFILE        1: LD_PRELOAD .prof/libprofiler.so into vitserve (CPUPROFILE) for the raw
+#                  run at the highest concurrency and print the top of google-pprof --text
+#   PERF_ANALYZER  path of a perf_analyzer binary to run against the KServe API (optional)
+set -uo pipefail
+OUT="${1:-${OUT:-/tmp/vitserve-sweep}}"
+mkdir -p "$OUT"
+MODELS="${SWEEP_MODELS:-shvit_s1 deit_tiny_patch16_224 vit_base_patch16_224}"
+MAX_BATCH="${MAX_BATCH:-128}"
+QUEUE_DELAY_US="${QUEUE_DELAY_US:-1000}"
+T="${SECONDS_EACH:-5}"
+CONCURRENCY="${CONCURRENCY:-1 64 256}"
+SERVE_FLAGS="${SERVE_FLAGS:-}"
+B=build-gpu
+C=$B/bin/vitserve-client
+RESULTS="$OUT/results.tsv"
+log() { echo "[sweep $(date +%T)] $*"; }
+record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$RESULTS"; }  # model, measurement, img/s
+: > "$RESULTS"
+
+source .devdeps/bootstrap.sh > /dev/null || exit 1
+TORCH_LIB="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+export LD_LIBRARY_PATH="$TORCH_LIB:/usr/local/cuda/lib64:$LD_LIBRARY_PATH"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+nproc | sed 's/^/cores: /'
+
+if [[ "${BUILD:-}" == 1 || ! -x $B/bin/vitserve ]]; then
+  log "configure + build"
+  cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DVITSERVE_BUILD_TESTS=OFF \
+    -DCMAKE_PREFIX_PATH="$DEPS_CMAKE_PREFIX_PATH" $DEPS_CMAKE_ARGS > "$OUT/configure.log" 2>&1 \
+    || { tail -40 "$OUT/configure.log"; exit 1; }
+  ninja -C $B vitserve vitserve-client vitserve-bench-model > "$OUT/build.log" 2>&1 \
+    || { grep -B5 -A20 "error" "$OUT/build.log" | head -80; exit 1; }
+  log "built"
+fi
+
+# Photo-like JPEGs (smooth regions, edges, mild noise: what cameras produce; white noise decodes
+# several times slower and is no realistic load).
+python3 - "$OUT" <<'PY'
+import sys, numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+rng = np.random.default_rng(0)
+for w, h in ((224, 224), (640, 480)):
+    y, x = np.mgrid[0:h, 0:w] / max(w, h)
+    base = np.stack([120 + 100 * np.sin(3 * x + 1), 90 + 80 * np.cos(2 * y), 140 + 60 * x * y], -1)
+    img = Image.fromarray(base.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(12):
+        x0, y0 = rng.integers(0, w), rng.integers(0, h)
+        r = int(rng.integers(h // 12, h // 4))
+        draw.ellipse((x0 - r, y0 - r, x0 + r, y0 + r), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
+    img = img.filter(ImageFilter.GaussianBlur(1.2))
+    noisy = np.asarray(img).astype(np.int16) + rng.normal(0, 3, (h, w, 3)).astype(np.int16)
+    Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(f"{sys.argv[1]}/photo_{w}x{h}.jpg", quality=90)
+PY
+ls -la "$OUT"/photo_*.jpg | awk '{print "photo: " $NF " " $5 " bytes"}'
+
+# --- anchors: timm eager fp16 batch 256, channels_last, random weights -------------------------
+log "timm anchors"
+python3 - $MODELS <<'PY' | tee "$OUT/timm.txt"
+import sys, torch, timm
+torch.backends.cudnn.benchmark = True
+for name in sys.argv[1:]:
+    model = timm.create_model(name, pretrained=False).cuda().half().eval().to(memory_format=torch.channels_last)
+    size = model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
+    x = torch.randn(256, 3, size, size, device="cuda", dtype=torch.half).to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for _ in range(5):
+            model(x)
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        n = 20
+        for _ in range(n):
+            model(x)
+        end.record()
+        torch.cuda.synchronize()
+    print(f"timm\t{name}\t{256 * n / (start.elapsed_time(end) / 1000):.0f}")
+PY
+grep -P '^timm\t' "$OUT/timm.txt" | while IFS=$'\t' read -r _ m v; do record "$m" timm_eager_b256 "$v"; done
+
+# --- our model alone, CUDA graph at MAX_BATCH -------------------------------------------------
+for m in $MODELS; do
+  $B/bin/vitserve-bench-model --model "$m" --device cuda --precision fp16 --batch-sizes "1,$MAX_BATCH" \
+    --cuda-graphs --seconds 2 > "$OUT/model_$m.txt" 2>&1
+  v=$(awk -v b="$MAX_BATCH" '$1 == b {print $2}' "$OUT/model_$m.txt")
+  ms1=$(awk '$1 == 1 {print $3}' "$OUT/model_$m.txt")
+  record "$m" model_graph_b$MAX_BATCH "${v:-nan}"
+  record "$m" model_graph_b1_ms "${ms1:-nan}"
+  log "$m alone: $v img/s at batch $MAX_BATCH, $ms1 ms at batch 1"
+done
+
+# Per-thread CPU seconds of process $1, by thread name: "name seconds" lines.
+thread_cpu() {
+  for t in /proc/"$1"/task/*; do
+    printf '%s %s\n' "$(cat "$t/comm" 2>/dev/null)" "$(awk '{print $14 + $15}' "$t/stat" 2>/dev/null)"
+  done | awk -v hz="$(getconf CLK_TCK)" '{cpu[$1] += $2} END {for (n in cpu) printf "%s %.2f\n", n, cpu[n] / hz}'
+}
+
+bench() {  # model label args... -> records img/s
+  local m=$1 label=$2; shift 2
+  $C bench --server localhost:8001 --model "$m" --duration "$T" --warmup 1 --json "$@" \
+    > "$OUT/bench_${m}_$label.json" 2> "$OUT/bench_${m}_$label.err"
+  local v p50
+  v=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(round(d['throughput_img_s']))" "$OUT/bench_${m}_$label.json" 2>/dev/null)
+  p50=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(d['p50_ms'])" "$OUT/bench_${m}_$label.json" 2>/dev/null)
+  record "$m" "$label" "${v:-nan}"
+  record "$m" "${label}_p50_ms" "${p50:-nan}"
+  log "$m $label: ${v:-?} img/s, p50 ${p50:-?} ms"
+}
+
+top_c=${CONCURRENCY##* }
+for m in $MODELS; do
+  log "serving $m: fp16, max batch $MAX_BATCH, queue delay $QUEUE_DELAY_US us"
+  PRELOAD=""
+  if [[ "${PROFILE:-}" == 1 ]]; then PRELOAD="$PWD/.prof/libprofiler.so"; fi
+  setsid env ${PRELOAD:+LD_PRELOAD=$PRELOAD CPUPROFILE=$OUT/cpu_$m.prof CPUPROFILE_FREQUENCY=250} \
+    $B/bin/vitserve --model "$m" --device cuda --precision fp16 --max-batch-size "$MAX_BATCH" \
+    --max-queue-delay-us "$QUEUE_DELAY_US" --max-queue-size 16384 $SERVE_FLAGS \
+    > "$OUT/server_$m.log" 2>&1 &
+  SERVER=$!
+  ready=0
+  for _ in $(seq 1 600); do
+    kill -0 $SERVER 2>/dev/null || break
+    $C health --server localhost:8001 > /dev/null 2>&1 && { ready=1; break; }
+    sleep 0.25
+  done
+  [[ $ready == 1 ]] || { log "$m: server not ready"; tail -20 "$OUT/server_$m.log"; kill -KILL $SERVER; continue; }
+  for c in $CONCURRENCY; do
+    if [[ $c == "$top_c" ]]; then thread_cpu $SERVER > "$OUT/threads_before_$m.txt"; fi
+    bench "$m" raw_c$c --input raw --concurrency "$c"
+    if [[ $c == "$top_c" ]]; then
+      thread_cpu $SERVER > "$OUT/threads_after_$m.txt"
+      echo "server CPU seconds by thread during raw_c$c ($T s + 1 s warm-up):"
+      join <(sort "$OUT/threads_before_$m.txt") <(sort "$OUT/threads_after_$m.txt") \
+        | awk '{printf "  %-16s %7.2f\n", $1, $3 - $2}' | sort -k2 -nr | head -12
+    fi
+  done
+  bench "$m" raw16_c32 --input raw --batch 16 --concurrency 32
+  bench "$m" jpeg224_c$top_c --input jpeg --image "$OUT/photo_224x224.jpg" --concurrency "$top_c"
+  bench "$m" jpeg640_c$top_c --input jpeg --image "$OUT/photo_640x480.jpg" --concurrency "$top_c"
+  bench "$m" jpeg224_c1 --input jpeg --image "$OUT/photo_224x224.jpg" --concurrency 1
+  if [[ -n "${PERF_ANALYZER:-}" && -x "${PERF_ANALYZER}" ]]; then
+    for dtype in UINT8 FP32; do
+      "$PERF_ANALYZER" -m "$m" -i grpc -u localhost:8001 --concurrency-range 64 \
+        --measurement-interval 4000 --input-data random -b 1 \
+        $([[ $dtype == UINT8 ]] && echo --shape input:3,224,224) > "$OUT/pa_${m}_$dtype.txt" 2>&1
+      v=$(grep -oP 'throughput: \K[0-9.]+' "$OUT/pa_${m}_$dtype.txt" | tail -1)
+      record "$m" "perf_analyzer_c64_$dtype" "${v:-nan}"
+    done
+  fi
+  python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8002/metrics').read().decode())" > "$OUT/metrics_$m.txt" 2>/dev/null
+  kill -TERM $SERVER; wait $SERVER 2>/dev/null
+  if [[ "${PROFILE:-}" == 1 && -s "$OUT/cpu_$m.prof" ]]; then
+    echo "== CPU profile of vitserve serving $m (top 40 by own time)"
+    perl .prof/pprof --text --nodecount=40 $B/bin/vitserve "$OUT/cpu_$m.prof" 2> /dev/null | head -48
+  fi
+done
+
+log "table"
+python3 - "$RESULTS" <<'PY' | tee "$OUT/table.txt"
+import sys, collections
+rows = collections.defaultdict(dict)
+for line in open(sys.argv[1]):
+    m, k, v = line.rstrip("\n").split("\t")
+    try:
+        rows[m][k] = float(v)
+    except ValueError:
+        pass
+for m, r in rows.items():
+    alone = next((v for k, v in r.items() if k.startswith("model_graph_b") and not k.endswith("_ms")), None)
+    timm = r.get("timm_eager_b256")
+    print(f"\n{m}: model alone (graph) {alone and round(alone)} img/s, timm eager b256 {timm and round(timm)} img/s, graph b1 {r.get('model_graph_b1_ms')} ms")
+    print(f"  {'measurement':24s} {'img/s':>9s} {'p50 ms':>8s} {'vs alone':>9s} {'vs timm':>8s}")
+    for k, v in r.items():
+        if k.endswith("_p50_ms") or k.startswith(("model_", "timm_")):
+            continue
+        p50 = r.get(k + "_p50_ms", float("nan"))
+        print(f"  {k:24s} {v:9.0f} {p50:8.2f} {v / alone if alone else float('nan'):9.1%} {v / timm if timm else float('nan'):8.2f}")
+PY
+log "done"
