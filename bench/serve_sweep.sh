@@ -20,6 +20,9 @@
 #   PROFILE        1: LD_PRELOAD .prof/libprofiler.so into vitserve (CPUPROFILE) for the raw
 #                  run at the highest concurrency and print the top of google-pprof --text
 #   PERF_ANALYZER  path of a perf_analyzer binary to run against the KServe API (optional)
+#   SWEEP_BUILD_DIR  where the binaries are (default build-gpu: $SWEEP_BUILD_DIR/bin/vitserve, ...)
+#   SWEEP_CLIENT   the vitserve-client to load with (default $SWEEP_BUILD_DIR/bin/vitserve-client)
+#   CLIENT_FLAGS   more vitserve-client bench flags (e.g. "--channels 4")
 set -uo pipefail
 OUT="${1:-${OUT:-/tmp/vitserve-sweep}}"
 mkdir -p "$OUT"
@@ -29,8 +32,9 @@ QUEUE_DELAY_US="${QUEUE_DELAY_US:-1000}"
 T="${SECONDS_EACH:-5}"
 CONCURRENCY="${CONCURRENCY:-1 64 256}"
 SERVE_FLAGS="${SERVE_FLAGS:-}"
-B=build-gpu
-C=$B/bin/vitserve-client
+B="${SWEEP_BUILD_DIR:-build-gpu}"  # binaries in $B/bin
+C="${SWEEP_CLIENT:-$B/bin/vitserve-client}"
+CLIENT_FLAGS="${CLIENT_FLAGS:-}"
 RESULTS="$OUT/results.tsv"
 log() { echo "[sweep $(date +%T)] $*"; }
 record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$RESULTS"; }  # model, measurement, img/s
@@ -117,7 +121,7 @@ thread_cpu() {
 
 bench() {  # model label args... -> records img/s
   local m=$1 label=$2; shift 2
-  $C bench --server localhost:8001 --model "$m" --duration "$T" --warmup 1 --json "$@" \
+  $C bench --server localhost:8001 --model "$m" --duration "$T" --warmup 1 --json $CLIENT_FLAGS "$@" \
     > "$OUT/bench_${m}_$label.json" 2> "$OUT/bench_${m}_$label.err"
   local v p50
   v=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(round(d['throughput_img_s']))" "$OUT/bench_${m}_$label.json" 2>/dev/null)
@@ -132,7 +136,7 @@ for m in $MODELS; do
   log "serving $m: fp16, max batch $MAX_BATCH, queue delay $QUEUE_DELAY_US us"
   PRELOAD=""
   if [[ "${PROFILE:-}" == 1 ]]; then PRELOAD="$PWD/.prof/libprofiler.so"; fi
-  setsid env ${PRELOAD:+LD_PRELOAD=$PRELOAD CPUPROFILE=$OUT/cpu_$m.prof CPUPROFILE_FREQUENCY=250} \
+  setsid env ${PRELOAD:+LD_PRELOAD=$PRELOAD LD_LIBRARY_PATH=$PWD/.prof:$LD_LIBRARY_PATH CPUPROFILE=$OUT/cpu_$m.prof CPUPROFILE_FREQUENCY=250} \
     $B/bin/vitserve --model "$m" --device cuda --precision fp16 --max-batch-size "$MAX_BATCH" \
     --max-queue-delay-us "$QUEUE_DELAY_US" --max-queue-size 16384 $SERVE_FLAGS \
     > "$OUT/server_$m.log" 2>&1 &

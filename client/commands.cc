@@ -1,10 +1,12 @@
 #include "client/commands.h"
 
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "client/grpc_status.h"
@@ -227,18 +229,32 @@ absl::StatusOr<BenchOptions> BenchOptionsFrom(const CliOptions& o) {
 int RunBenchCommand(const CliOptions& options, std::ostream& out, std::ostream& err) {
   absl::StatusOr<BenchOptions> bench_options = BenchOptionsFrom(options);
   if (!bench_options.ok()) return Usage(err, bench_options.status().message());
-  auto client = ConnectFrom(options);
-  if (!client.ok()) return Usage(err, client.status().message());
-  absl::StatusOr<BenchWorkload> workload = MakeBenchWorkload(**client, options);
-  if (!workload.ok()) {
-    if (absl::IsInvalidArgument(workload.status()) &&
-        workload.status().message().rfind("--", 0) == 0) {
-      return Usage(err, workload.status().message());
+  // One client (connection) per channel, each with its own workload; calls go round robin.
+  std::vector<std::unique_ptr<VisionClient>> clients;
+  std::vector<StartCallFn> starts;
+  absl::StatusOr<BenchWorkload> workload;
+  for (int i = 0; i < options.channels; ++i) {
+    auto client = ConnectFrom(options);
+    if (!client.ok()) return Usage(err, client.status().message());
+    workload = MakeBenchWorkload(**client, options);
+    if (!workload.ok()) {
+      if (absl::IsInvalidArgument(workload.status()) &&
+          workload.status().message().rfind("--", 0) == 0) {
+        return Usage(err, workload.status().message());
+      }
+      return Fail(err, workload.status());
     }
-    return Fail(err, workload.status());
+    clients.push_back(*std::move(client));
+    starts.push_back(workload->start_call);
   }
-  absl::StatusOr<BenchResult> result =
-      RunBench(workload->start_call, *bench_options, &err);
+  StartCallFn start_call = starts.front();
+  if (starts.size() > 1) {
+    start_call = [starts, next = std::make_shared<std::atomic<size_t>>(0)](
+                     std::function<void(absl::Status)> done) {
+      starts[next->fetch_add(1, std::memory_order_relaxed) % starts.size()](std::move(done));
+    };
+  }
+  absl::StatusOr<BenchResult> result = RunBench(start_call, *bench_options, &err);
   if (!result.ok()) return Usage(err, result.status().message());
   BenchDescription description{options.model, workload->rpc, workload->input, *bench_options};
   out << (options.json ? BenchJson(description, *result) + "\n"
@@ -397,7 +413,8 @@ Commands:
       grpc.health.v1 status when the server offers it), then per-model readiness.
       Exit status 0 only when the server (and --model, if given) is ready.
   bench --model NAME [--concurrency N | --rate R] [--duration T] [--warmup W] [--batch B]
-        [--input jpeg|raw|tensor] [--image FILE] [--arrival constant|poisson] [--json]
+        [--input jpeg|raw|tensor] [--image FILE] [--arrival constant|poisson] [--channels C]
+        [--json]
       Load test. Closed loop (default): N requests outstanding, each next one sent when one
       completes. Open loop (--rate R): R requests/s sent on schedule whatever the completions.
       Runs W + T seconds (default 0 + 10); prints progress each second to stderr and then
@@ -407,7 +424,9 @@ Commands:
       Inputs: jpeg = the --image file (encoded, decoded by the server; default when --image is
       given); raw = a synthetic RGB8 image of the model's input size (default otherwise);
       tensor = a zero FP32 tensor through KServe ModelInfer, as perf_analyzer sends.
-      The RPC follows the model's task (Classify, Detect or Segment).
+      The RPC follows the model's task (Classify, Detect or Segment). --channels C spreads the
+      requests round robin over C connections (default 1), so that one connection's thread
+      does not limit the load on a many-core server.
   help
       This text.
 
@@ -459,6 +478,7 @@ int RunCli(const CliOptions& options, std::ostream& out, std::ostream& err) {
                                    options.args.front(), "'"));
   }
   if (options.batch < 1) return Usage(err, "--batch must be >= 1");
+  if (options.channels < 1) return Usage(err, "--channels must be >= 1");
   if (options.top_k < 0) return Usage(err, "--top-k must be >= 0");
   if (options.max_detections < 0) return Usage(err, "--max-detections must be >= 0");
   if (!options.output_dir.empty() && cmd != "segment") {

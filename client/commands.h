@@ -39,6 +39,7 @@ struct CliOptions {
   std::string output_dir;          // segment: write <image stem>.mask.png files here
   // bench
   int concurrency = 1;
+  int channels = 1;                // connections the requests are spread over
   double rate = 0;                 // > 0: open loop
   std::string arrival = "constant";  // or "poisson"
   double duration_s = 10;

@@ -24,6 +24,9 @@ ABSL_FLAG(double, score_threshold, 0, "detect: minimum score (0: server default,
 ABSL_FLAG(int, max_detections, 0, "detect: most boxes per image (0: server default, 100)");
 ABSL_FLAG(std::string, output_dir, "", "segment: directory for <stem>.mask.png files");
 ABSL_FLAG(int, concurrency, 1, "bench: outstanding requests (closed loop)");
+ABSL_FLAG(int, channels, 1,
+          "bench: gRPC connections the requests are spread over (round robin), so one "
+          "connection's thread is not the load generator's limit");
 ABSL_FLAG(double, rate, 0, "bench: requests per second (open loop; 0: closed loop)");
 ABSL_FLAG(std::string, arrival, "constant", "bench: open-loop schedule, constant or poisson");
 ABSL_FLAG(double, duration, 10, "bench: measured seconds");
@@ -124,6 +127,7 @@ int main(int raw_argc, char** raw_argv) {
   options.max_detections = absl::GetFlag(FLAGS_max_detections);
   options.output_dir = absl::GetFlag(FLAGS_output_dir);
   options.concurrency = absl::GetFlag(FLAGS_concurrency);
+  options.channels = absl::GetFlag(FLAGS_channels);
   options.rate = absl::GetFlag(FLAGS_rate);
   options.arrival = absl::GetFlag(FLAGS_arrival);
   options.duration_s = absl::GetFlag(FLAGS_duration);

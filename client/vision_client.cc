@@ -6,6 +6,7 @@
 #include <grpcpp/client_context.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
+#include <grpc/grpc.h>
 #include <grpcpp/support/channel_arguments.h>
 
 #include "client/grpc_status.h"
@@ -55,6 +56,9 @@ absl::StatusOr<std::unique_ptr<VisionClient>> VisionClient::Connect(std::string 
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_bytes);
   args.SetMaxSendMessageSize(options.max_message_bytes);
+  // A connection of its own: channels with equal arguments would otherwise share one through
+  // gRPC's global subchannel pool (bench --channels relies on separate connections).
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   auto channel =
       grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
   if (channel == nullptr) {

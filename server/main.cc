@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include <ATen/Parallel.h>
 #include <opencv2/core/utility.hpp>
 
 #include "absl/flags/flag.h"
@@ -59,6 +60,11 @@ ABSL_FLAG(int64_t, max_image_pixels, vitserve::ImageLimits{}.max_pixels,
 ABSL_FLAG(double, shutdown_grace_seconds, 30,
           "on SIGTERM/SIGINT, how long accepted requests may take to finish");
 ABSL_FLAG(bool, list_models, false, "print the architectures this build can serve and exit");
+ABSL_FLAG(int, intra_op_threads, 0,
+          "LibTorch intra-op threads for CPU tensor work (0: 1 when --device is cuda, since "
+          "requests already run in parallel on the preprocessing pool and parallel copies of "
+          "small tensors only spin; otherwise LibTorch's default, one per core, for CPU "
+          "models)");
 ABSL_FLAG(int, preprocess_threads, 0,
           "threads that decode and preprocess images and convert ModelInfer tensors, off gRPC's "
           "threads (0: one per core)");
@@ -103,6 +109,7 @@ constexpr const char* kFlagNames[] = {"grpc_port",
                                       "max_image_pixels",
                                       "shutdown_grace_seconds",
                                       "preprocess_threads",
+                                      "intra_op_threads",
                                       "list_models"};
 
 // Applies VITSERVE_<FLAG> environment variables; the command line, parsed afterwards, wins.
@@ -218,6 +225,19 @@ int Run(int argc, char** argv) {
   // Requests are decoded concurrently on the preprocessing pool; OpenCV's own thread pool on
   // top of that would only oversubscribe the cores.
   cv::setNumThreads(1);
+  // The same for LibTorch's CPU work (copies, concatenation, top-k) when the models run on a
+  // GPU: measured on the H200 (2026-12-01, shvit_s1, 256 clients), OpenMP spin-waiting in
+  // small parallel copies called from many threads at once was the largest CPU cost.
+  const int intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
+  if (intra_op_threads < 0) {
+    std::cerr << "vitserve: --intra-op-threads must be >= 0\n";
+    return 2;
+  }
+  if (intra_op_threads > 0) {
+    at::set_num_threads(intra_op_threads);
+  } else if (absl::StartsWith(options.device, "cuda")) {
+    at::set_num_threads(1);
+  }
   if (!options.model.empty() && !options.model_repository.empty()) {
     std::cerr << "vitserve: give either --model (quick mode) or --model-repository, not both\n";
     return 2;

@@ -291,6 +291,10 @@ ServableModel::~ServableModel() {
 
 void ServableModel::Stop(absl::Duration grace) const { core_->batcher->Stop(grace); }
 
+void ServableModel::AnnounceArrival() const { core_->batcher->AnnounceArrival(); }
+
+void ServableModel::WithdrawArrival() const { core_->batcher->WithdrawArrival(); }
+
 absl::Status ServableModel::Schedule(std::unique_ptr<InferenceTask>* task) const {
   Core* const core = core_.get();
   auto reject = [core](absl::Status status) {

@@ -114,6 +114,10 @@ class ServableModel {
   // was. Errors: INVALID_ARGUMENT (null task, no on_done, wrong shape/dtype/device),
   // RESOURCE_EXHAUSTED (queue full), UNAVAILABLE (the model is shutting down).
   absl::Status Schedule(std::unique_ptr<InferenceTask>* task) const;
+  // DynamicBatcher::AnnounceArrival / WithdrawArrival: a request for this model is being
+  // decoded, so waiting for a fuller batch may pay (see BatchingOptions::idle_dispatch).
+  void AnnounceArrival() const;
+  void WithdrawArrival() const;
 
   ModelStatisticsSnapshot Statistics() const;
   int64_t QueueDepth() const;

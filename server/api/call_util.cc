@@ -92,7 +92,7 @@ int64_t MaxRowsPerTask(const ServableModel& model) {
 
 void ScheduleRows(const ServableModel& model, at::Tensor input, absl::Time deadline,
                   std::function<bool()> is_cancelled,
-                  std::function<void(absl::StatusOr<at::Tensor>)> done) {
+                  std::function<void(absl::StatusOr<at::Tensor>)> done, bool announced) {
   const int64_t rows = input.size(0);
   const int64_t per_task = MaxRowsPerTask(model);
   const int chunks = static_cast<int>((rows + per_task - 1) / per_task);
@@ -112,13 +112,17 @@ void ScheduleRows(const ServableModel& model, at::Tensor input, absl::Time deadl
     task->input = chunks == 1 ? input : input.narrow(0, begin, length).contiguous();
     task->deadline = deadline;
     task->is_cancelled = is_cancelled;
+    // The last chunk ends the announcement: until it is queued, more rows are on their way.
+    task->ends_announcement = announced && scheduled == chunks - 1;
     const int chunk = scheduled;
     task->on_done = [call, chunk](absl::StatusOr<at::Tensor> result) {
       call->ChunkDone(chunk, std::move(result));
     };
     absl::Status status = model.Schedule(&task);
     if (!status.ok()) {
-      // This chunk and the ones after it never run.
+      // This chunk and the ones after it never run (the last one's announcement ended in
+      // Schedule; an earlier one's never reaches it).
+      if (announced && scheduled < chunks - 1) model.WithdrawArrival();
       call->Release(chunks - scheduled, std::move(status));
       break;
     }

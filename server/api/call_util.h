@@ -48,9 +48,11 @@ int64_t MaxRowsPerTask(const ServableModel& model);
 // tasks and calls `done` exactly once: with the [N,...] concatenated outputs in input order, or
 // with the first error (RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE while stopping,
 // DEADLINE_EXCEEDED, CANCELLED, or the runner's error). If a later chunk cannot be queued, the
-// chunks already queued still complete before `done` reports the error.
+// chunks already queued still complete before `done` reports the error. With `announced`, the
+// request was announced to `model` (ServableModel::AnnounceArrival) and this call ends that
+// announcement.
 void ScheduleRows(const ServableModel& model, at::Tensor input, absl::Time deadline,
                   std::function<bool()> is_cancelled,
-                  std::function<void(absl::StatusOr<at::Tensor>)> done);
+                  std::function<void(absl::StatusOr<at::Tensor>)> done, bool announced = false);
 
 }  // namespace vitserve

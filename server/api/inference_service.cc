@@ -87,23 +87,29 @@ void RunModelInfer(const ServableModel& model, const inference::ModelInferReques
   // Converting the input (a copy of the whole batch; for UINT8 also the normalisation) is the
   // CPU-heavy part of the call: it runs on the preprocessing pool, off gRPC's threads, as
   // Classify's decoding does.
+  model.AnnounceArrival();  // Ended by ScheduleRows or, on failure, withdrawn below.
   auto convert_and_schedule = [&model, &metrics, &request, response, spec, deadline,
                                is_cancelled = std::move(is_cancelled),
                                complete = std::move(complete)]() mutable {
     if (absl::Status wanted = CheckStillWanted(deadline, is_cancelled); !wanted.ok()) {
+      model.WithdrawArrival();
       return complete(std::move(wanted));
     }
     const absl::Time preprocess_start = absl::Now();
     absl::StatusOr<InferInput> input = ParseInferInput(request, spec);
     metrics.ObservePreprocess(absl::Now() - preprocess_start);
-    if (!input.ok()) return complete(input.status());
+    if (!input.ok()) {
+      model.WithdrawArrival();
+      return complete(input.status());
+    }
     ScheduleRows(model, std::move(input->tensor), deadline, std::move(is_cancelled),
                  [complete = std::move(complete), response,
                   batched = input->batched](absl::StatusOr<at::Tensor> logits) {
                    if (!logits.ok()) return complete(logits.status());
                    FillInferOutput(*logits, batched, response);
                    complete(absl::OkStatus());
-                 });
+                 },
+                 /*announced=*/true);
   };
   if (pool == nullptr) return convert_and_schedule();
   pool->Schedule(std::move(convert_and_schedule));

@@ -41,17 +41,23 @@ void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool
     return complete(absl::DeadlineExceededError("the request's deadline passed on arrival"));
   }
   // Decoding is the CPU-heavy part of a request: it runs on the pool, off gRPC's threads.
+  // Announced meanwhile, so the batcher knows these rows are on their way.
+  model.AnnounceArrival();
   auto decode_and_schedule = [&model, &limits, &request, &metrics, start, deadline, response,
                               is_cancelled = std::move(is_cancelled),
                               complete = std::move(complete), k = *top_k]() mutable {
     if (absl::Status wanted = CheckStillWanted(deadline, is_cancelled); !wanted.ok()) {
+      model.WithdrawArrival();
       return complete(std::move(wanted));
     }
     const absl::Time preprocess_start = absl::Now();
     absl::StatusOr<at::Tensor> input =
         DecodeAndPreprocess(request.images(), limits, model.preprocess_spec());
     metrics.ObservePreprocess(absl::Now() - preprocess_start);
-    if (!input.ok()) return complete(input.status());
+    if (!input.ok()) {
+      model.WithdrawArrival();
+      return complete(input.status());
+    }
 
     const std::vector<std::string>* labels = &model.labels();
     ScheduleRows(model, *std::move(input), deadline, std::move(is_cancelled),
@@ -59,7 +65,8 @@ void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool
                   response](absl::StatusOr<at::Tensor> logits) {
                    if (!logits.ok()) return complete(logits.status());
                    complete(FillClassifications(*logits, k, *labels, response));
-                 });
+                 },
+                 /*announced=*/true);
   };
   if (pool == nullptr) return decode_and_schedule();
   pool->Schedule(std::move(decode_and_schedule));

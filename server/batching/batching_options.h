@@ -26,6 +26,11 @@ struct BatchingOptions {
   int max_queue_size = 256;
   // Deadline applied (from the enqueue time) to tasks that carry none. Positive or infinite.
   absl::Duration default_timeout = absl::InfiniteDuration();
+  // true: the queue delay is spent only while more work is announced (DynamicBatcher::
+  // AnnounceArrival: requests accepted and still being decoded); with nothing on its way an
+  // idle executor runs what is queued at once, so a lone request does not wait for company
+  // that cannot come. false: Triton's rule, the oldest task waits up to max_queue_delay.
+  bool idle_dispatch = true;
 };
 
 absl::Status ValidateBatchingOptions(const BatchingOptions& options);

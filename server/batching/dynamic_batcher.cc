@@ -109,6 +109,25 @@ DynamicBatcher::DynamicBatcher(BatchingOptions options, Clock* clock, BatchObser
 DynamicBatcher::~DynamicBatcher() { Stop(absl::InfiniteDuration()); }
 
 absl::Status DynamicBatcher::Schedule(std::unique_ptr<InferenceTask>* task) {
+  const bool ends_announcement = task != nullptr && *task != nullptr && (*task)->ends_announcement;
+  absl::Status status = Enqueue(task);
+  if (ends_announcement) WithdrawArrival();
+  return status;
+}
+
+void DynamicBatcher::AnnounceArrival() {
+  absl::MutexLock lock(&mu_);
+  ++announced_;
+}
+
+void DynamicBatcher::WithdrawArrival() {
+  absl::MutexLock lock(&mu_);
+  if (announced_ > 0) --announced_;
+  // An executor waiting out the queue delay for this request may now run what is queued.
+  if (announced_ == 0) cv_.SignalAll();
+}
+
+absl::Status DynamicBatcher::Enqueue(std::unique_ptr<InferenceTask>* task) {
   if (task == nullptr || *task == nullptr) {
     return absl::InvalidArgumentError("Schedule needs a task");
   }
@@ -209,7 +228,10 @@ size_t DynamicBatcher::ReadyTaskCountLocked(absl::Time now) const {
   const bool full = rows == options_.max_batch_size || fit < queue_.size();
   if (full) return fit;
   if (preferred_prefix > 0) return preferred_prefix;
-  if (stopping_ || now >= queue_.front()->enqueue_time + options_.max_queue_delay) return fit;
+  if (stopping_ || (options_.idle_dispatch && announced_ == 0) ||
+      now >= queue_.front()->enqueue_time + options_.max_queue_delay) {
+    return fit;
+  }
   return 0;
 }
 

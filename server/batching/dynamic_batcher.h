@@ -6,8 +6,13 @@
 // split across batches. Let P be the longest queue prefix whose rows fit in max_batch_size.
 //   1. "Full": P has max_batch_size rows, or the next task does not fit -> run P.
 //   2. Else, if a prefix of P has exactly a preferred batch size of rows -> run the largest one.
-//   3. Else, if the oldest task has waited max_queue_delay, or the batcher is draining -> run P.
-//   4. Else wait (for a new task, or until the oldest task's delay passes).
+//   3. Else, if the oldest task has waited max_queue_delay, or the batcher is draining, or
+//      (idle_dispatch) no request is announced as on its way -> run P.
+//   4. Else wait (for a new task, the end of an announcement, or the oldest task's delay).
+// Announcements (AnnounceArrival, ended by the task flagged ends_announcement or by
+// WithdrawArrival) let the services say "a request for this model is being decoded": only then
+// is waiting for a fuller batch worth it. Without any, a request arriving at an idle model runs
+// at once instead of after max_queue_delay.
 // Just before compute, tasks whose deadline has passed fail with DEADLINE_EXCEEDED and (the
 // others) tasks whose is_cancelled() is true fail with CANCELLED; neither is computed. The rest are
 // concatenated along dim 0, run, and each gets back its own rows of the output. A runner error
@@ -76,6 +81,13 @@ class DynamicBatcher {
   //   UNAVAILABLE: Stop has been called.
   absl::Status Schedule(std::unique_ptr<InferenceTask>* task);
 
+  // A request is on its way (accepted, still being decoded): executors may wait up to
+  // max_queue_delay for it. Each call must be ended exactly once: by scheduling a task with
+  // ends_announcement set (accepted or not), or by WithdrawArrival when the request fails
+  // before it reaches Schedule. Never blocks for long.
+  void AnnounceArrival();
+  void WithdrawArrival();
+
   // Stops accepting tasks, keeps running accepted ones until the queue is empty or `grace`
   // (on the batcher's clock) has passed, then fails whatever is still queued with UNAVAILABLE
   // and joins the executor threads (a batch already being computed always finishes).
@@ -101,6 +113,8 @@ class DynamicBatcher {
   size_t ReadyTaskCountLocked(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RunBatch(const BatchRunner& runner, std::vector<std::unique_ptr<InferenceTask>> batch);
   void FailTask(InferenceTask& task, absl::Status status);
+  // Schedule's work; the announcement, if any, is ended by Schedule.
+  absl::Status Enqueue(std::unique_ptr<InferenceTask>* task);
 
   const BatchingOptions options_;
   Clock* const clock_;
@@ -112,6 +126,7 @@ class DynamicBatcher {
   absl::CondVar cv_;
   std::deque<std::unique_ptr<InferenceTask>> queue_ ABSL_GUARDED_BY(mu_);
   int64_t computing_tasks_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t announced_ ABSL_GUARDED_BY(mu_) = 0;  // Requests on their way (AnnounceArrival).
   // Executor setups still running, and the first one's error; Create waits for the count to
   // reach 0.
   size_t setups_pending_ ABSL_GUARDED_BY(mu_) = 0;

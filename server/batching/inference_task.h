@@ -37,6 +37,10 @@ struct InferenceTask {
   // thread) or call Stop.
   std::function<void(absl::StatusOr<at::Tensor>)> on_done;
 
+  // True on the last task of a request that was announced (DynamicBatcher::AnnounceArrival):
+  // Schedule then ends that announcement, whether it accepts the task or not.
+  bool ends_announcement = false;
+
   // Set by Schedule to the batcher clock's Now().
   absl::Time enqueue_time;
 

@@ -172,6 +172,21 @@ TEST_F(CommandsTest, BenchJsonSummary) {
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
 }
 
+TEST_F(CommandsTest, BenchChannelsSpreadCallsOverSeparateConnections) {
+  options_.command = "bench";
+  options_.json = true;
+  options_.concurrency = 6;
+  options_.channels = 3;
+  options_.duration_s = 0.3;
+  ASSERT_EQ(Run(), kExitOk) << err_.str();
+  EXPECT_GT(server_.vision.classify_calls.load(), 3);
+  absl::MutexLock lock(&server_.vision.mu);
+  // Each channel is its own TCP connection, so the server sees three client ports.
+  EXPECT_EQ(server_.vision.classify_peers.size(), 3u);
+  options_.channels = 0;
+  EXPECT_EQ(Run(), kExitUsage);
+}
+
 TEST_F(CommandsTest, BenchUnknownModelFailsFast) {
   options_.command = "bench";
   options_.model = "nope";

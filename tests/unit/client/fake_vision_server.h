@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <memory>
+#include <set>
 #include <string>
 
 #include <grpcpp/grpcpp.h>
@@ -20,12 +21,13 @@ namespace vitserve::client::testing {
 
 class FakeVisionService final : public v1::Vision::Service {
  public:
-  grpc::Status Classify(grpc::ServerContext*, const v1::ClassifyRequest* request,
+  grpc::Status Classify(grpc::ServerContext* context, const v1::ClassifyRequest* request,
                         v1::ClassifyResponse* response) override {
     const int64_t n = ++classify_calls;
     {
       absl::MutexLock lock(&mu);
       last_classify = *request;
+      classify_peers.insert(context->peer());
     }
     if (fail_every > 0 && n % fail_every == 0) {
       ++classify_failures;
@@ -112,6 +114,7 @@ class FakeVisionService final : public v1::Vision::Service {
   absl::Mutex mu;
   v1::ClassifyRequest last_classify ABSL_GUARDED_BY(mu);
   std::atomic<int64_t> classify_calls{0};
+  std::set<std::string> classify_peers ABSL_GUARDED_BY(mu);  // "ipv4:127.0.0.1:PORT" per connection
   std::atomic<int64_t> classify_failures{0};
   // Classify fails with RESOURCE_EXHAUSTED on every fail_every-th call (0: never).
   std::atomic<int64_t> fail_every{0};

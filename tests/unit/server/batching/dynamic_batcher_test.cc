@@ -105,10 +105,13 @@ absl::Status ScheduleTasks(DynamicBatcher& batcher, Results& results, int first,
   return absl::OkStatus();
 }
 
-BatchingOptions Options(int max_batch_size, absl::Duration delay) {
+// Triton's rule (the oldest task waits out the queue delay) unless a test asks for idle
+// dispatch: most tests here are about the delay, preferred sizes and ordering.
+BatchingOptions Options(int max_batch_size, absl::Duration delay, bool idle_dispatch = false) {
   BatchingOptions options;
   options.max_batch_size = max_batch_size;
   options.max_queue_delay = delay;
+  options.idle_dispatch = idle_dispatch;
   return options;
 }
 
@@ -152,6 +155,93 @@ TEST(DynamicBatcherTest, RunsPartialBatchAfterMaxQueueDelay) {
   clock.AdvanceBy(absl::Microseconds(1));
   results.WaitFor(3);
   EXPECT_THAT(runner.batch_rows(), ElementsAre(3));
+}
+
+// Idle dispatch: with nothing announced, a lone request runs at once (no clock advance).
+TEST(DynamicBatcherTest, IdleDispatchRunsALoneTaskWithoutWaitingOutTheDelay) {
+  FakeClock clock;
+  RecordingRunner runner;
+  Results results;
+  auto batcher = DynamicBatcher::Create(Options(8, absl::Hours(1), /*idle_dispatch=*/true),
+                                        {runner.AsRunner()}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 1).ok());
+  results.WaitFor(1);
+  ExpectDoubled(results, 0);
+  EXPECT_THAT(runner.batch_rows(), ElementsAre(1));
+}
+
+// An announced request is waited for (up to the delay), and joins the batch when it comes.
+TEST(DynamicBatcherTest, IdleDispatchWaitsForAnAnnouncedRequestAndBatchesIt) {
+  FakeClock clock;
+  RecordingRunner runner;
+  Results results;
+  const absl::Time t0 = clock.Now();
+  auto batcher = DynamicBatcher::Create(Options(8, absl::Milliseconds(5), /*idle_dispatch=*/true),
+                                        {runner.AsRunner()}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  (*batcher)->AnnounceArrival();  // The second request, still being decoded.
+  (*batcher)->AnnounceArrival();  // The first.
+  auto first = MakeTask(results, 0);
+  first->ends_announcement = true;
+  ASSERT_TRUE((*batcher)->Schedule(&first).ok());
+  // One announcement is still open: the executor waits for it, until the delay at most.
+  ASSERT_TRUE(clock.BlockUntilWaiterWithDeadline(t0 + absl::Milliseconds(5)));
+  EXPECT_TRUE(runner.batch_rows().empty());
+  auto second = MakeTask(results, 1);
+  second->ends_announcement = true;
+  ASSERT_TRUE((*batcher)->Schedule(&second).ok());
+  results.WaitFor(2);  // Without advancing the clock: nothing more is on its way.
+  EXPECT_THAT(runner.batch_rows(), ElementsAre(2));
+  ExpectDoubled(results, 0);
+  ExpectDoubled(results, 1);
+}
+
+// A withdrawn announcement (the request failed before Schedule) releases the wait at once, and
+// the queue delay still bounds the wait for one that never ends.
+TEST(DynamicBatcherTest, IdleDispatchWithdrawalReleasesTheWaitAndTheDelayBoundsIt) {
+  FakeClock clock;
+  RecordingRunner runner;
+  Results results;
+  const absl::Time t0 = clock.Now();
+  auto batcher = DynamicBatcher::Create(Options(8, absl::Milliseconds(5), /*idle_dispatch=*/true),
+                                        {runner.AsRunner()}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  (*batcher)->AnnounceArrival();
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 1).ok());
+  ASSERT_TRUE(clock.BlockUntilWaiterWithDeadline(t0 + absl::Milliseconds(5)));
+  (*batcher)->WithdrawArrival();
+  results.WaitFor(1);
+  EXPECT_THAT(runner.batch_rows(), ElementsAre(1));
+
+  (*batcher)->AnnounceArrival();  // Never ended: only the delay releases task 1.
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 1, 1).ok());
+  const absl::Time t1 = clock.Now();
+  ASSERT_TRUE(clock.BlockUntilWaiterWithDeadline(t1 + absl::Milliseconds(5)));
+  EXPECT_THAT(runner.batch_rows(), ElementsAre(1));
+  clock.AdvanceBy(absl::Milliseconds(5));
+  results.WaitFor(2);
+  EXPECT_THAT(runner.batch_rows(), ElementsAre(1, 1));
+}
+
+// A task flagged ends_announcement ends it even when Schedule refuses it.
+TEST(DynamicBatcherTest, RefusedTaskStillEndsItsAnnouncement) {
+  FakeClock clock;
+  RecordingRunner runner;
+  Results results;
+  auto batcher = DynamicBatcher::Create(Options(2, absl::Hours(1), /*idle_dispatch=*/true),
+                                        {runner.AsRunner()}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  (*batcher)->AnnounceArrival();
+  (*batcher)->AnnounceArrival();
+  auto too_big = MakeTask(results, 0, /*rows=*/3);  // More rows than max_batch_size.
+  too_big->ends_announcement = true;
+  EXPECT_EQ((*batcher)->Schedule(&too_big).code(), absl::StatusCode::kInvalidArgument);
+  auto good = MakeTask(results, 1);
+  good->ends_announcement = true;
+  ASSERT_TRUE((*batcher)->Schedule(&good).ok());
+  results.WaitFor(1);  // Both announcements ended: runs without the (hour-long) delay.
+  ExpectDoubled(results, 1);
 }
 
 TEST(DynamicBatcherTest, ClosesBatchEarlyAtPreferredSize) {
