@@ -247,11 +247,11 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
   // Each instance warms up (and captures its CUDA graphs) on its own executor thread, the one
   // that serves it (see ModelInstance::WarmUp for why the thread matters); the batcher starts
   // taking requests only when every instance is warm.
-  std::vector<BatchRunner> runners;
+  std::vector<PartsRunner> runners;
   std::vector<ExecutorSetup> warm_ups;
   for (const std::unique_ptr<ModelInstance>& instance : core->instances) {
     ModelInstance* raw = instance.get();
-    runners.push_back([raw](const at::Tensor& batch) { return raw->Run(batch); });
+    runners.push_back([raw](const BatchParts& parts) { return raw->RunParts(parts); });
     warm_ups.push_back([raw] { return raw->WarmUp(); });
   }
   core->observer = std::make_unique<Observer>(core.get());

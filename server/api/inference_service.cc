@@ -88,7 +88,7 @@ void RunModelInfer(const ServableModel& model, const inference::ModelInferReques
   // CPU-heavy part of the call: it runs on the preprocessing pool, off gRPC's threads, as
   // Classify's decoding does.
   model.AnnounceArrival();  // Ended by ScheduleRows or, on failure, withdrawn below.
-  auto convert_and_schedule = [&model, &metrics, &request, response, spec, deadline,
+  auto convert_and_schedule = [&model, &metrics, &request, response, spec, deadline, pool,
                                is_cancelled = std::move(is_cancelled),
                                complete = std::move(complete)]() mutable {
     if (absl::Status wanted = CheckStillWanted(deadline, is_cancelled); !wanted.ok()) {
@@ -102,12 +102,16 @@ void RunModelInfer(const ServableModel& model, const inference::ModelInferReques
       model.WithdrawArrival();
       return complete(input.status());
     }
+    // The reply is filled on the pool, off the model's executor thread (as Classify's).
+    auto fill = [complete, response, batched = input->batched](absl::StatusOr<at::Tensor> logits) {
+      if (!logits.ok()) return complete(logits.status());
+      FillInferOutput(*logits, batched, response);
+      complete(absl::OkStatus());
+    };
     ScheduleRows(model, std::move(input->tensor), deadline, std::move(is_cancelled),
-                 [complete = std::move(complete), response,
-                  batched = input->batched](absl::StatusOr<at::Tensor> logits) {
-                   if (!logits.ok()) return complete(logits.status());
-                   FillInferOutput(*logits, batched, response);
-                   complete(absl::OkStatus());
+                 [fill = std::move(fill), pool](absl::StatusOr<at::Tensor> logits) {
+                   if (pool == nullptr) return fill(std::move(logits));
+                   pool->ScheduleFirst([fill, logits = std::move(logits)]() { fill(logits); });
                  },
                  /*announced=*/true);
   };

@@ -43,7 +43,7 @@ void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool
   // Decoding is the CPU-heavy part of a request: it runs on the pool, off gRPC's threads.
   // Announced meanwhile, so the batcher knows these rows are on their way.
   model.AnnounceArrival();
-  auto decode_and_schedule = [&model, &limits, &request, &metrics, start, deadline, response,
+  auto decode_and_schedule = [&model, &limits, &request, &metrics, start, deadline, response, pool,
                               is_cancelled = std::move(is_cancelled),
                               complete = std::move(complete), k = *top_k]() mutable {
     if (absl::Status wanted = CheckStillWanted(deadline, is_cancelled); !wanted.ok()) {
@@ -60,11 +60,16 @@ void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool
     }
 
     const std::vector<std::string>* labels = &model.labels();
+    // Softmax, top-k and the reply run on the pool, not on the model's executor thread, which
+    // would otherwise do this for every request of a batch before it could start the next.
+    auto fill = [complete, k, labels, response](absl::StatusOr<at::Tensor> logits) {
+      if (!logits.ok()) return complete(logits.status());
+      complete(FillClassifications(*logits, k, *labels, response));
+    };
     ScheduleRows(model, *std::move(input), deadline, std::move(is_cancelled),
-                 [complete = std::move(complete), k, labels,
-                  response](absl::StatusOr<at::Tensor> logits) {
-                   if (!logits.ok()) return complete(logits.status());
-                   complete(FillClassifications(*logits, k, *labels, response));
+                 [fill = std::move(fill), pool](absl::StatusOr<at::Tensor> logits) {
+                   if (pool == nullptr) return fill(std::move(logits));
+                   pool->ScheduleFirst([fill, logits = std::move(logits)]() { fill(logits); });
                  },
                  /*announced=*/true);
   };

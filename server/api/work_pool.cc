@@ -31,6 +31,11 @@ void WorkPool::Schedule(std::function<void()> task) {
   tasks_.push_back(std::move(task));
 }
 
+void WorkPool::ScheduleFirst(std::function<void()> task) {
+  absl::MutexLock lock(&mu_);
+  tasks_.push_front(std::move(task));
+}
+
 void WorkPool::WorkerLoop() {
   while (true) {
     std::function<void()> task;

@@ -28,6 +28,9 @@ class WorkPool {
 
   // Queues `task` to run on a worker. Never blocks.
   void Schedule(std::function<void()> task);
+  // Queues `task` ahead of every waiting task (completions of computed requests go before
+  // decoding new ones, so finished work leaves the server first). Never blocks.
+  void ScheduleFirst(std::function<void()> task);
 
   int num_threads() const { return static_cast<int>(threads_.size()); }
 

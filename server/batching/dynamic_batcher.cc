@@ -40,11 +40,29 @@ auto CatchToInternal(absl::string_view what, Fn&& fn) -> decltype(fn()) {
 absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::Create(
     BatchingOptions options, std::vector<BatchRunner> runners, Clock* clock,
     BatchObserver* observer, std::vector<ExecutorSetup> setups) {
+  std::vector<PartsRunner> parts_runners;
+  parts_runners.reserve(runners.size());
+  for (BatchRunner& runner : runners) {
+    if (!runner) {
+      parts_runners.emplace_back();  // Reported as empty below.
+      continue;
+    }
+    parts_runners.push_back([runner = std::move(runner)](const BatchParts& parts) {
+      return parts.size() == 1 ? runner(parts.front()) : runner(at::cat(parts, 0));
+    });
+  }
+  return Create(std::move(options), std::move(parts_runners), clock, observer,
+                std::move(setups));
+}
+
+absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::Create(
+    BatchingOptions options, std::vector<PartsRunner> runners, Clock* clock,
+    BatchObserver* observer, std::vector<ExecutorSetup> setups) {
   VITSERVE_RETURN_IF_ERROR(ValidateBatchingOptions(options));
   if (runners.empty()) {
     return absl::InvalidArgumentError("DynamicBatcher needs at least one runner");
   }
-  for (const BatchRunner& runner : runners) {
+  for (const PartsRunner& runner : runners) {
     if (!runner) return absl::InvalidArgumentError("DynamicBatcher runner is empty");
   }
   if (!setups.empty() && setups.size() != runners.size()) {
@@ -84,7 +102,7 @@ absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::Create(
 }
 
 void DynamicBatcher::ExecutorMain(size_t index, const ExecutorSetup& setup,
-                                  const BatchRunner& runner) {
+                                  const PartsRunner& runner) {
   const absl::Status status =
       setup ? CatchToInternal("executor setup failed", setup) : absl::OkStatus();
   {
@@ -260,7 +278,7 @@ std::vector<std::unique_ptr<InferenceTask>> DynamicBatcher::NextBatch() {
   }
 }
 
-void DynamicBatcher::ExecutorLoop(const BatchRunner& runner) {
+void DynamicBatcher::ExecutorLoop(const PartsRunner& runner) {
   while (true) {
     std::vector<std::unique_ptr<InferenceTask>> batch = NextBatch();
     if (batch.empty()) return;
@@ -276,7 +294,7 @@ void DynamicBatcher::FailTask(InferenceTask& task, absl::Status status) {
   task.on_done(std::move(status));
 }
 
-void DynamicBatcher::RunBatch(const BatchRunner& runner,
+void DynamicBatcher::RunBatch(const PartsRunner& runner,
                               std::vector<std::unique_ptr<InferenceTask>> batch) {
   const absl::Time now = clock_->Now();
   std::vector<std::unique_ptr<InferenceTask>> live;
@@ -303,11 +321,10 @@ void DynamicBatcher::RunBatch(const BatchRunner& runner,
   const absl::Time start = clock_->Now();
   absl::StatusOr<at::Tensor> output =
       CatchToInternal("model runner failed", [&]() -> absl::StatusOr<at::Tensor> {
-        if (live.size() == 1) return runner(live.front()->input);
-        std::vector<at::Tensor> inputs;
-        inputs.reserve(live.size());
-        for (const auto& task : live) inputs.push_back(task->input);
-        return runner(at::cat(inputs, 0));
+        BatchParts parts;
+        parts.reserve(live.size());
+        for (const auto& task : live) parts.push_back(task->input);
+        return runner(parts);
       });
   if (output.ok() && (!output->defined() || output->dim() == 0 || output->size(0) != total_rows)) {
     output = absl::InternalError(absl::StrCat(

@@ -50,6 +50,13 @@ namespace vitserve {
 // Called from that instance's executor thread only; may throw (converted to INTERNAL).
 using BatchRunner = std::function<absl::StatusOr<at::Tensor>(const at::Tensor& batch)>;
 
+// The same, given the batch as its tasks hold it: parts[i] is the i-th task's [rows_i, ...]
+// input, in queue order (N = the sum of rows_i). The runner assembles the rows where it needs
+// them (a model instance: straight into its pinned staging buffer), so the batcher never makes
+// a concatenated copy first.
+using BatchParts = std::vector<at::Tensor>;
+using PartsRunner = std::function<absl::StatusOr<at::Tensor>(const BatchParts& parts)>;
+
 // Runs once on a runner's executor thread before that thread takes any batch (e.g. a model
 // instance's warm-up, which must happen on the thread that serves: see ModelInstance::WarmUp).
 using ExecutorSetup = std::function<absl::Status()>;
@@ -62,6 +69,10 @@ class DynamicBatcher {
   // error, prefixed with the executor's index. INVALID_ARGUMENT for bad options (the field
   // named), no runners, an empty runner, a setups count that is not the runners', or a null
   // clock. `observer` may be null.
+  static absl::StatusOr<std::unique_ptr<DynamicBatcher>> Create(
+      BatchingOptions options, std::vector<PartsRunner> runners, Clock* clock,
+      BatchObserver* observer, std::vector<ExecutorSetup> setups = {});
+  // The same with runners that take the concatenated batch (the batcher concatenates).
   static absl::StatusOr<std::unique_ptr<DynamicBatcher>> Create(
       BatchingOptions options, std::vector<BatchRunner> runners, Clock* clock,
       BatchObserver* observer, std::vector<ExecutorSetup> setups = {});
@@ -104,14 +115,14 @@ class DynamicBatcher {
   DynamicBatcher(BatchingOptions options, Clock* clock, BatchObserver* observer);
 
   // Runs `setup` (if any) and reports it to Create, then, if it succeeded, ExecutorLoop.
-  void ExecutorMain(size_t index, const ExecutorSetup& setup, const BatchRunner& runner);
-  void ExecutorLoop(const BatchRunner& runner);
+  void ExecutorMain(size_t index, const ExecutorSetup& setup, const PartsRunner& runner);
+  void ExecutorLoop(const PartsRunner& runner);
   // Blocks until a batch is ready and removes it from the queue; empty when the executor should
   // exit (stopping and the queue is empty).
   std::vector<std::unique_ptr<InferenceTask>> NextBatch() ABSL_LOCKS_EXCLUDED(mu_);
   // Number of leading queue tasks to run now, or 0 to keep waiting.
   size_t ReadyTaskCountLocked(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RunBatch(const BatchRunner& runner, std::vector<std::unique_ptr<InferenceTask>> batch);
+  void RunBatch(const PartsRunner& runner, std::vector<std::unique_ptr<InferenceTask>> batch);
   void FailTask(InferenceTask& task, absl::Status status);
   // Schedule's work; the announcement, if any, is ended by Schedule.
   absl::Status Enqueue(std::unique_ptr<InferenceTask>* task);

@@ -212,38 +212,59 @@ absl::Status ModelInstance::CaptureCudaGraphs() {
 }
 
 absl::StatusOr<at::Tensor> ModelInstance::Run(const at::Tensor& batch) {
-  if (!batch.defined() || batch.dim() != 4 || batch.size(0) < 1 || batch.size(1) != 3 ||
-      !batch.device().is_cpu() || batch.scalar_type() != at::kFloat ||
-      (options_.input_size > 0 &&
-       (batch.size(2) != options_.input_size || batch.size(3) != options_.input_size))) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model input must be a CPU float32 [N,3,", options_.input_size, ",",
-        options_.input_size, "] tensor with N >= 1; got ",
-        batch.defined() ? absl::StrCat(c10::toString(batch.scalar_type()), " ",
-                                       batch.device().str(), " ", c10::str(batch.sizes()))
-                        : std::string("an undefined tensor")));
+  return RunParts({batch});
+}
+
+absl::StatusOr<at::Tensor> ModelInstance::RunParts(const std::vector<at::Tensor>& parts) {
+  int64_t rows = 0;
+  for (const at::Tensor& batch : parts) {
+    if (!batch.defined() || batch.dim() != 4 || batch.size(0) < 1 || batch.size(1) != 3 ||
+        !batch.device().is_cpu() || batch.scalar_type() != at::kFloat ||
+        (options_.input_size > 0 &&
+         (batch.size(2) != options_.input_size || batch.size(3) != options_.input_size)) ||
+        (rows > 0 && batch.sizes().slice(1) != parts.front().sizes().slice(1))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model input must be a CPU float32 [N,3,", options_.input_size, ",",
+          options_.input_size, "] tensor with N >= 1; got ",
+          batch.defined() ? absl::StrCat(c10::toString(batch.scalar_type()), " ",
+                                         batch.device().str(), " ", c10::str(batch.sizes()))
+                          : std::string("an undefined tensor")));
+    }
+    rows += batch.size(0);
+  }
+  if (parts.empty()) {
+    return absl::InvalidArgumentError("model input must have at least one part");
   }
   try {
-    return RunOrThrow(batch);
+    return RunOrThrow(parts, rows);
   } catch (...) {
     return TorchErrorToStatus(std::current_exception(),
                               absl::StrCat("inference on ", options_.device.str()));
   }
 }
 
-at::Tensor ModelInstance::RunOrThrow(const at::Tensor& batch) {
+at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64_t rows) {
   c10::InferenceMode inference_mode;
   const at::MemoryFormat format =
       options_.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  std::vector<int64_t> batch_sizes = parts.front().sizes().vec();
+  batch_sizes[0] = rows;
 #ifdef VITSERVE_WITH_CUDA
   if (cuda_ != nullptr) {
     c10::cuda::CUDAStreamGuard stream_guard(cuda_->stream);
-    const int64_t numel = batch.numel();
+    const int64_t row_numel = parts.front().numel() / parts.front().size(0);
+    const int64_t numel = rows * row_numel;
     if (!cuda_->pinned.defined() || cuda_->pinned.numel() < numel) {
       cuda_->pinned = at::empty({numel}, at::TensorOptions().dtype(at::kFloat).pinned_memory(true));
     }
-    at::Tensor staged = cuda_->pinned.narrow(0, 0, numel).view(batch.sizes());
-    staged.copy_(batch);
+    // Each part straight into the staging buffer: one host copy per row, no concatenation.
+    int64_t offset = 0;
+    for (const at::Tensor& part : parts) {
+      cuda_->pinned.narrow(0, offset, part.numel()).view(part.sizes()).copy_(part);
+      offset += part.numel();
+    }
+    at::Tensor staged = cuda_->pinned.narrow(0, 0, numel).view(batch_sizes);
+    const at::Tensor& batch = staged;
     at::Tensor input =
         staged.to(options_.device, at::kFloat, /*non_blocking=*/true, /*copy=*/false);
     const int bucket = BucketFor(cuda_->graph_sizes, batch.size(0));
@@ -260,7 +281,7 @@ at::Tensor ModelInstance::RunOrThrow(const at::Tensor& batch) {
     return output.to(at::kFloat).to(at::kCPU).contiguous();
   }
 #endif
-  at::Tensor input = batch;
+  at::Tensor input = parts.size() == 1 ? parts.front() : at::cat(parts, 0);
   if (options_.dtype != at::kFloat) input = input.to(options_.dtype);
   input = input.contiguous(format);
   at::Tensor output = module_->forward(input);

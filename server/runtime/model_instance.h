@@ -84,6 +84,10 @@ class ModelInstance {
 
   // Runs one batch (see the file comment). Not thread-safe.
   absl::StatusOr<at::Tensor> Run(const at::Tensor& batch);
+  // Runs the batch made of `parts` (each CPU float32 [n_i,3,S,S], rows in order), as Run does
+  // with their concatenation; on CUDA each part is copied once, straight into the pinned
+  // staging buffer, instead of being concatenated first.
+  absl::StatusOr<at::Tensor> RunParts(const std::vector<at::Tensor>& parts);
 
   // Runs the warm-up batches, then captures the CUDA graphs. Create() calls it unless
   // options.defer_warm_up; then call it once, on the thread that will call Run(), before the
@@ -101,7 +105,7 @@ class ModelInstance {
   absl::Status Prepare();
   absl::Status RunWarmUpBatches();
   absl::Status CaptureCudaGraphs();
-  at::Tensor RunOrThrow(const at::Tensor& batch);
+  at::Tensor RunOrThrow(const std::vector<at::Tensor>& parts, int64_t rows);
 
   std::shared_ptr<VisionModel> module_;
   const InstanceOptions options_;

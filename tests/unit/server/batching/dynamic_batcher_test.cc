@@ -244,6 +244,38 @@ TEST(DynamicBatcherTest, RefusedTaskStillEndsItsAnnouncement) {
   ExpectDoubled(results, 1);
 }
 
+// A parts runner gets each task's own input, in queue order, not a concatenated copy.
+TEST(DynamicBatcherTest, PartsRunnerGetsEachTasksInputInOrder) {
+  FakeClock clock;
+  Results results;
+  absl::Mutex mu;
+  std::vector<std::vector<int64_t>> seen;  // Per batch: the rows of each part.
+  std::vector<const void*> data;           // Per part: its storage, to prove no copy was made.
+  PartsRunner runner = [&](const BatchParts& parts) -> absl::StatusOr<at::Tensor> {
+    absl::MutexLock lock(&mu);
+    std::vector<int64_t> rows;
+    for (const at::Tensor& part : parts) {
+      rows.push_back(part.size(0));
+      data.push_back(part.data_ptr());
+    }
+    seen.push_back(rows);
+    return at::cat(parts, 0) * 2;
+  };
+  auto batcher = DynamicBatcher::Create(Options(6, absl::Hours(1)), {runner}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  std::vector<const void*> inputs;
+  for (int id = 0; id < 3; ++id) {
+    auto task = MakeTask(results, id, /*rows=*/id + 1);  // 1 + 2 + 3 rows: a full batch of 6.
+    inputs.push_back(task->input.data_ptr());
+    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
+  }
+  results.WaitFor(3);
+  for (int id = 0; id < 3; ++id) ExpectDoubled(results, id, id + 1);
+  absl::MutexLock lock(&mu);
+  EXPECT_THAT(seen, ElementsAre(ElementsAre(1, 2, 3)));
+  EXPECT_EQ(data, inputs);
+}
+
 TEST(DynamicBatcherTest, ClosesBatchEarlyAtPreferredSize) {
   FakeClock clock;
   RecordingRunner runner;
@@ -687,7 +719,19 @@ TEST(DynamicBatcherTest, ReportsToObserver) {
 TEST(DynamicBatcherTest, CreateValidatesArguments) {
   FakeClock clock;
   RecordingRunner runner;
-  EXPECT_EQ(DynamicBatcher::Create(Options(4, absl::Hours(1)), {}, &clock, nullptr).status().code(),
+  EXPECT_EQ(DynamicBatcher::Create(Options(4, absl::Hours(1)), std::vector<BatchRunner>(), &clock,
+                                   nullptr)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DynamicBatcher::Create(Options(4, absl::Hours(1)), std::vector<PartsRunner>(), &clock,
+                                   nullptr)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DynamicBatcher::Create(Options(4, absl::Hours(1)), {PartsRunner()}, &clock, nullptr)
+                .status()
+                .code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(DynamicBatcher::Create(Options(4, absl::Hours(1)), {BatchRunner()}, &clock, nullptr)
                 .status()

@@ -143,6 +143,25 @@ TEST(ModelInstanceTest, ChannelsLastGivesSameResult) {
   EXPECT_TRUE(at::allclose(*out, Reference(*model, batch), 1e-5, 1e-6));
 }
 
+// A batch given as parts (as the batcher hands over its tasks' rows) gives exactly what their
+// concatenation gives, row by row in order; parts of different shapes are refused.
+TEST(ModelInstanceTest, RunPartsEqualsRunOnTheConcatenation) {
+  auto model = std::make_shared<TinyModel>();
+  auto reference = CopyOf(*model);
+  InstanceOptions options;
+  options.input_size = 6;
+  auto instance = ModelInstance::Create(model, options);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  const at::Tensor batch = Batch(5, 6);
+  absl::StatusOr<at::Tensor> out =
+      (*instance)->RunParts({batch.narrow(0, 0, 2), batch.narrow(0, 2, 1), batch.narrow(0, 3, 2)});
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE(at::allclose(*out, Reference(*reference, batch), 1e-5, 1e-6));
+  EXPECT_EQ((*instance)->RunParts({batch, Batch(1, 4)}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*instance)->RunParts({}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 // The test model really sees layout: a transposed or channel-swapped batch gives other logits,
 // so the tests above would catch an instance that reorders its input.
 TEST(ModelInstanceTest, TinyModelOutputDependsOnLayout) {
@@ -290,9 +309,16 @@ TEST(ModelInstanceCudaTest, CudaGraphsGiveTheEagerResults) {
     ASSERT_TRUE(out.ok()) << out.status();
     ASSERT_EQ(out->size(0), n);
     EXPECT_TRUE(at::allclose(*out, Reference(*reference, batch), 1e-4, 1e-4)) << "batch " << n;
+    if (n > 1) {  // The same rows as two parts, staged one after the other.
+      absl::StatusOr<at::Tensor> parts =
+          (*instance)->RunParts({batch.narrow(0, 0, 1), batch.narrow(0, 1, n - 1)});
+      ASSERT_TRUE(parts.ok()) << parts.status();
+      EXPECT_TRUE(at::allclose(*parts, Reference(*reference, batch), 1e-4, 1e-4)) << "parts " << n;
+    }
   }
-  // Replays do not call forward(); only the batch of 6 (beyond the largest graph) ran eagerly.
-  EXPECT_EQ(model->calls.load(), calls_after_capture + 1);
+  // Replays do not call forward(); only the batches of 6 (beyond the largest graph, whole and
+  // in parts) ran eagerly.
+  EXPECT_EQ(model->calls.load(), calls_after_capture + 2);
 }
 
 }  // namespace
