@@ -25,7 +25,6 @@
 #include <thread>
 #include <vector>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -839,10 +838,12 @@ class GatedServerTest : public ::testing::Test {
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     client_ = std::make_unique<Client>(server_->grpc_port());
+    calls_ = std::make_unique<AsyncCalls>(client_.get());
     gate_.ResetCounts();  // Forget the warm-up batches.
   }
   void TearDown() override {
-    gate_.Release();
+    gate_.Release();  // First, so that a failed test's held calls can finish.
+    calls_.reset();   // Waits for every call.
     client_.reset();
     if (server_) server_->Shutdown();
   }
@@ -870,14 +871,14 @@ class GatedServerTest : public ::testing::Test {
   ModelRegistry registry_;
   std::unique_ptr<VitServer> server_;
   std::unique_ptr<Client> client_;
+  std::unique_ptr<AsyncCalls> calls_;  // Calls made with the callback API, on client_.
 };
 
 TEST_F(GatedServerTest, FullQueueAnswersResourceExhaustedWhileTheQueueIsFull) {
   ServerOptions options = GatedOptions();
   options.max_queue_size = 2;
   Start(options);
-  AsyncCalls calls(client_.get());
-  absl::Cleanup release_gate = [this] { gate_.Release(); };  // Before `calls` waits, on failure.
+  AsyncCalls& calls = *calls_;
   HoldOneBatchInCompute(calls);
   // Two more fill the queue (max_queue_size = 2) while the first is computing.
   calls.Start(Request(1, 2));
@@ -907,8 +908,7 @@ TEST_F(GatedServerTest, RequestWhoseLaterChunkIsRefusedFailsAfterItsQueuedChunks
   ServerOptions options = GatedOptions();
   options.max_queue_size = 2;
   Start(options);
-  AsyncCalls calls(client_.get());
-  absl::Cleanup release_gate = [this] { gate_.Release(); };  // Before `calls` waits, on failure.
+  AsyncCalls& calls = *calls_;
   HoldOneBatchInCompute(calls);
   const int split = calls.Start(Request(4, 10));  // Chunks 1 and 2 queue; chunk 3 is refused.
   ASSERT_TRUE(WaitFor([&] { return QueueDepth() == 2; }));
@@ -929,12 +929,14 @@ TEST_F(GatedServerTest, RequestWhoseLaterChunkIsRefusedFailsAfterItsQueuedChunks
 // before compute, and counted as DEADLINE_EXCEEDED (not CANCELLED: the deadline is the reason).
 TEST_F(GatedServerTest, ServerDropsARequestWhoseDeadlinePassedInTheQueue) {
   Start(GatedOptions());
-  AsyncCalls calls(client_.get());
-  absl::Cleanup release_gate = [this] { gate_.Release(); };  // Before `calls` waits, on failure.
+  AsyncCalls& calls = *calls_;
   HoldOneBatchInCompute(calls);
   const int late = calls.Start(Request(1, 30), absl::Milliseconds(200));
   ASSERT_TRUE(WaitFor([&] { return QueueDepth() == 1; }));
   EXPECT_EQ(calls.Wait(late).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // gRPC sends the deadline as a timeout, so the server's copy ends a little after the client's
+  // (by the time the request took to arrive): give it ample time to pass there too.
+  absl::SleepFor(absl::Milliseconds(200));
   gate_.Release();
   EXPECT_TRUE(calls.Wait(0).ok());
   // The executor takes the expired request next and must drop it, not compute it.
@@ -955,8 +957,7 @@ TEST_F(GatedServerTest, ServerDropsARequestWhoseDeadlinePassedInTheQueue) {
 // refused, and the servers stop.
 TEST_F(GatedServerTest, ShutdownFinishesAcceptedRequests) {
   Start(GatedOptions());
-  AsyncCalls calls(client_.get());
-  absl::Cleanup release_gate = [this] { gate_.Release(); };  // Before `calls` waits, on failure.
+  AsyncCalls& calls = *calls_;
   HoldOneBatchInCompute(calls);
   constexpr int kQueued = 3;
   for (int i = 0; i < kQueued; ++i) calls.Start(Request(1, 40 + i));
