@@ -19,13 +19,13 @@ import xml.etree.ElementTree as ElementTree
 
 
 def _skip_reason(case: ElementTree.Element, skipped: ElementTree.Element) -> str:
-    message = (skipped.get("message") or skipped.text or "").strip()
-    # CTest's JUnit only says "Skipped"; GoogleTest's own reason follows "Skipped" in the output.
+    # CTest's JUnit gives only a generic message (SKIP_REGULAR_EXPRESSION_MATCHED); GoogleTest's
+    # own reason is the line after "file:line: Skipped" in the test's output.
     output = case.findtext("system-out") or ""
-    match = re.search(r"Skipped\s*\n\s*(\S[^\n]*)", output)
-    if match and (not message or message.lower() == "skipped"):
-        message = match.group(1).strip()
-    return message or "no reason given"
+    match = re.search(r": Skipped\s*\n\s*(\S[^\n]*)", output)
+    if match:
+        return match.group(1).strip()
+    return (skipped.get("message") or skipped.text or "").strip() or "no reason given"
 
 
 def main(paths: list[str]) -> int:
