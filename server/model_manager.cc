@@ -229,6 +229,7 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
   }
   spec.interpolation = config.input().interpolation() == "bilinear" ? Interpolation::kBilinear
                                                                     : Interpolation::kBicubic;
+  spec.pin_memory = device.is_cuda();  // Rows the GPU copies from directly (ModelInstance).
 
   BatchingOptions batching_options;
   batching_options.max_batch_size = static_cast<int>(batching.max_batch_size());

@@ -37,6 +37,15 @@ int RoundHalfEven(double x) { return static_cast<int>(std::nearbyint(x)); }
 
 absl::StatusOr<PreprocessedImage> Preprocess(const RgbImage& image, const PreprocessSpec& spec) {
   VITSERVE_RETURN_IF_ERROR(ValidateSpec(spec));
+  PreprocessedImage out;
+  out.tensor = at::empty({3, spec.input_size, spec.input_size}, at::kFloat);
+  VITSERVE_ASSIGN_OR_RETURN(out.geometry, PreprocessInto(image, spec, out.tensor.data_ptr<float>()));
+  return out;
+}
+
+absl::StatusOr<CropGeometry> PreprocessInto(const RgbImage& image, const PreprocessSpec& spec,
+                                            float* chw) {
+  VITSERVE_RETURN_IF_ERROR(ValidateSpec(spec));
   if (image.pixels.empty() || image.pixels.type() != CV_8UC3) {
     return absl::InvalidArgumentError("Preprocess needs a non-empty 8-bit RGB image");
   }
@@ -52,8 +61,7 @@ absl::StatusOr<PreprocessedImage> Preprocess(const RgbImage& image, const Prepro
   const int resized_width = static_cast<int>(landscape ? target_long : target_short);
   const int resized_height = static_cast<int>(landscape ? target_short : target_long);
 
-  PreprocessedImage out;
-  CropGeometry& g = out.geometry;
+  CropGeometry g;
   g.original_width = width;
   g.original_height = height;
   g.scale = static_cast<double>(target_short) / static_cast<double>(short_side);
@@ -87,8 +95,7 @@ absl::StatusOr<PreprocessedImage> Preprocess(const RgbImage& image, const Prepro
       table[c][v] = (static_cast<float>(v) / 255.0f - spec.mean[c]) / spec.std[c];
     }
   }
-  out.tensor = at::empty({3, spec.input_size, spec.input_size}, at::kFloat);
-  float* planes = out.tensor.data_ptr<float>();
+  float* planes = chw;
   const int64_t plane = int64_t{size} * size;
   for (int y = 0; y < size; ++y) {
     const uint8_t* row = crop.ptr<uint8_t>(y);
@@ -101,7 +108,7 @@ absl::StatusOr<PreprocessedImage> Preprocess(const RgbImage& image, const Prepro
       b[x] = table[2][row[3 * x + 2]];
     }
   }
-  return out;
+  return g;
 }
 
 }  // namespace vitserve

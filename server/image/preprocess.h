@@ -36,6 +36,10 @@ struct PreprocessSpec {
   std::array<float, 3> mean{0.485f, 0.456f, 0.406f};
   std::array<float, 3> std{0.229f, 0.224f, 0.225f};
   Interpolation interpolation = Interpolation::kBicubic;
+  // Where a request's batch of preprocessed rows is allocated (DecodeAndPreprocess): true for
+  // models on CUDA, so the rows are written once, into page-locked memory the GPU copies from
+  // directly (needs a CUDA build and device).
+  bool pin_memory = false;
 };
 
 // Model-input pixel (u, v) (0-based, pixel centres at +0.5) covers original pixel coordinates
@@ -58,5 +62,10 @@ struct PreprocessedImage {
 };
 
 absl::StatusOr<PreprocessedImage> Preprocess(const RgbImage& image, const PreprocessSpec& spec);
+
+// The same, writing the [3, S, S] float32 planes into `chw` (3 * S * S floats, e.g. one row of a
+// batch tensor, which may live in pinned memory) instead of a tensor of its own.
+absl::StatusOr<CropGeometry> PreprocessInto(const RgbImage& image, const PreprocessSpec& spec,
+                                            float* chw);
 
 }  // namespace vitserve

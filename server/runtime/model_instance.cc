@@ -27,6 +27,9 @@ struct ModelInstance::CudaState {
   // Page-locked staging buffer (flat, float32), grown to the largest batch seen, so H2D copies
   // can be asynchronous. Reuse is safe because Run() returns only after the stream finished.
   at::Tensor pinned;
+  // Device buffer (flat, float32) that page-locked parts are copied into directly, grown like
+  // `pinned`; reuse is safe because work on the instance's stream runs in order.
+  at::Tensor device_staging;
   // Captured forward passes, ascending by batch size (empty: eager execution).
   struct Graph {
     int64_t batch_size = 0;
@@ -126,7 +129,7 @@ absl::Status ModelInstance::Prepare() {
       if (options_.cudnn_benchmark) at::globalContext().setBenchmarkCuDNN(true);
       cuda_ = std::make_unique<CudaState>(CudaState{
           c10::cuda::getStreamFromPool(/*isHighPriority=*/false, options_.device.index()),
-          at::Tensor()});
+          at::Tensor(), at::Tensor()});
     }
 #endif
   } catch (...) {
@@ -254,26 +257,47 @@ at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64
     c10::cuda::CUDAStreamGuard stream_guard(cuda_->stream);
     const int64_t row_numel = parts.front().numel() / parts.front().size(0);
     const int64_t numel = rows * row_numel;
-    if (!cuda_->pinned.defined() || cuda_->pinned.numel() < numel) {
-      cuda_->pinned = at::empty({numel}, at::TensorOptions().dtype(at::kFloat).pinned_memory(true));
+    const bool all_pinned = std::all_of(parts.begin(), parts.end(), [](const at::Tensor& part) {
+      return part.is_contiguous() && part.is_pinned();
+    });
+    at::Tensor input;
+    if (all_pinned) {
+      // Page-locked rows (the services write requests there for CUDA models): one asynchronous
+      // copy per part into a device buffer, and no host copy at all.
+      if (!cuda_->device_staging.defined() || cuda_->device_staging.numel() < numel) {
+        cuda_->device_staging = at::empty(
+            {numel}, at::TensorOptions().dtype(at::kFloat).device(options_.device));
+      }
+      int64_t offset = 0;
+      for (const at::Tensor& part : parts) {
+        cuda_->device_staging.narrow(0, offset, part.numel())
+            .view(part.sizes())
+            .copy_(part, /*non_blocking=*/true);
+        offset += part.numel();
+      }
+      input = cuda_->device_staging.narrow(0, 0, numel).view(batch_sizes);
+    } else {
+      if (!cuda_->pinned.defined() || cuda_->pinned.numel() < numel) {
+        cuda_->pinned =
+            at::empty({numel}, at::TensorOptions().dtype(at::kFloat).pinned_memory(true));
+      }
+      // Each part straight into the staging buffer: one host copy per row, no concatenation.
+      int64_t offset = 0;
+      for (const at::Tensor& part : parts) {
+        cuda_->pinned.narrow(0, offset, part.numel()).view(part.sizes()).copy_(part);
+        offset += part.numel();
+      }
+      input = cuda_->pinned.narrow(0, 0, numel)
+                  .view(batch_sizes)
+                  .to(options_.device, at::kFloat, /*non_blocking=*/true, /*copy=*/false);
     }
-    // Each part straight into the staging buffer: one host copy per row, no concatenation.
-    int64_t offset = 0;
-    for (const at::Tensor& part : parts) {
-      cuda_->pinned.narrow(0, offset, part.numel()).view(part.sizes()).copy_(part);
-      offset += part.numel();
-    }
-    at::Tensor staged = cuda_->pinned.narrow(0, 0, numel).view(batch_sizes);
-    const at::Tensor& batch = staged;
-    at::Tensor input =
-        staged.to(options_.device, at::kFloat, /*non_blocking=*/true, /*copy=*/false);
-    const int bucket = BucketFor(cuda_->graph_sizes, batch.size(0));
+    const int bucket = BucketFor(cuda_->graph_sizes, rows);
     if (bucket >= 0) {
       CudaState::Graph& graph = cuda_->graphs[static_cast<size_t>(bucket)];
-      graph.input.narrow(0, 0, batch.size(0)).copy_(input);  // Casts to the serving dtype.
+      graph.input.narrow(0, 0, rows).copy_(input);  // Casts to the serving dtype.
       graph.graph->replay();
       // Copied out before any other replay can reuse the graph pool's memory.
-      return graph.output.narrow(0, 0, batch.size(0)).to(at::kFloat).to(at::kCPU).contiguous();
+      return graph.output.narrow(0, 0, rows).to(at::kFloat).to(at::kCPU).contiguous();
     }
     input = input.to(options_.dtype).contiguous(format);
     at::Tensor output = module_->forward(input);

@@ -2,8 +2,12 @@
 
 #include <ATen/ATen.h>
 
+#include <string>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/image/decode.h"
+#include "server/image/preprocess.h"
 
 namespace vitserve {
 namespace {
@@ -47,9 +51,23 @@ TEST(ClassifyTest, PreprocessesEveryImageAndNamesTheBadOne) {
   PreprocessSpec spec;
   spec.input_size = 8;
   v1::ClassifyRequest request = RequestWith(2, 0);
+  std::string gradient(4 * 2 * 3, '\0');
+  for (size_t i = 0; i < gradient.size(); ++i) gradient[i] = static_cast<char>(i * 10);
+  request.mutable_images(1)->mutable_raw()->set_rgb8(gradient);
   auto batch = DecodeAndPreprocess(request.images(), ImageLimits{}, spec);
   ASSERT_TRUE(batch.ok()) << batch.status();
   EXPECT_EQ(batch->sizes(), (std::vector<int64_t>{2, 3, 8, 8}));
+  // Each row is exactly that image's own preprocessing, in request order.
+  for (int i = 0; i < 2; ++i) {
+    const v1::RawImage& raw = request.images(i).raw();
+    auto rgb = RgbImageFromRaw(raw.rgb8(), static_cast<int>(raw.width()),
+                               static_cast<int>(raw.height()), ImageLimits{});
+    ASSERT_TRUE(rgb.ok()) << rgb.status();
+    auto alone = Preprocess(*rgb, spec);
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    EXPECT_TRUE(at::equal((*batch)[i], alone->tensor)) << "row " << i;
+  }
+  EXPECT_FALSE(at::equal((*batch)[0], (*batch)[1])) << "the test images must differ";
 
   request.add_images()->set_encoded("not an image");
   auto bad = DecodeAndPreprocess(request.images(), ImageLimits{}, spec);

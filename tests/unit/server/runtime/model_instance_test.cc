@@ -314,11 +314,18 @@ TEST(ModelInstanceCudaTest, CudaGraphsGiveTheEagerResults) {
           (*instance)->RunParts({batch.narrow(0, 0, 1), batch.narrow(0, 1, n - 1)});
       ASSERT_TRUE(parts.ok()) << parts.status();
       EXPECT_TRUE(at::allclose(*parts, Reference(*reference, batch), 1e-4, 1e-4)) << "parts " << n;
+      // Page-locked parts (what the services hand over for CUDA models) go to the GPU directly.
+      const at::Tensor pinned = batch.pin_memory();
+      absl::StatusOr<at::Tensor> from_pinned =
+          (*instance)->RunParts({pinned.narrow(0, 0, n - 1), pinned.narrow(0, n - 1, 1)});
+      ASSERT_TRUE(from_pinned.ok()) << from_pinned.status();
+      EXPECT_TRUE(at::allclose(*from_pinned, Reference(*reference, batch), 1e-4, 1e-4))
+          << "pinned parts " << n;
     }
   }
-  // Replays do not call forward(); only the batches of 6 (beyond the largest graph, whole and
-  // in parts) ran eagerly.
-  EXPECT_EQ(model->calls.load(), calls_after_capture + 2);
+  // Replays do not call forward(); only the batches of 6 (beyond the largest graph: whole, in
+  // parts and in pinned parts) ran eagerly.
+  EXPECT_EQ(model->calls.load(), calls_after_capture + 3);
 }
 
 }  // namespace
