@@ -8,7 +8,7 @@ configured and built tree really used and fails, naming the package, when:
   * a system file the build used (every absolute path in the CMake cache: package config
     directories, include directories, libraries, programs; every header the compiler read, from
     `ninja -t deps`; every library on a link line, from build.ninja) belongs to a Debian package
-    that is neither in scripts/debian-packages.txt nor pulled in by one that is, nor part of every
+    that is neither in setup.sh's APT_PACKAGES nor pulled in by one that is, nor part of every
     Debian system (Essential or Priority: required);
   * a library that perf_analyzer (run by the e2e tests) loads is missing or comes from such a
     package;
@@ -18,7 +18,7 @@ configured and built tree really used and fails, naming the package, when:
 Optional toolchains that setup.sh does not install on purpose (the CUDA toolkit under
 /usr/local/cuda*, which turns on the CUDA kernels when present) are reported, not failed.
 
-    scripts/check_dependencies.py --build-dir build [--packages FILE] [--requirements F ...]
+    scripts/check_dependencies.py --build-dir build [--setup FILE] [--requirements F ...]
 
 Exit status 0 when nothing is missing, 1 otherwise; the report goes to standard output.
 Python's standard library only, so it runs before and outside .venv.
@@ -53,12 +53,15 @@ class Report:
     system_paths: int = 0
 
 
-def read_package_list(path: Path) -> list[str]:
+def read_package_list(setup_script: Path) -> list[str]:
+    """The Debian packages of setup.sh's APT_PACKAGES=( ... ) array (comments allowed)."""
+    text = setup_script.read_text()
+    match = re.search(r"^APT_PACKAGES=\((.*?)^\)", text, re.M | re.S)
+    if not match:
+        raise SystemExit(f"{setup_script}: no APT_PACKAGES=( ... ) array")
     names = []
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            names.append(line)
+    for line in match.group(1).splitlines():
+        names.extend(line.split("#", 1)[0].split())
     return names
 
 
@@ -195,7 +198,7 @@ def check_system_files(paths: set[str], allowed: set[str], owners: FileOwners,
     for package, used in sorted(missing.items()):
         shown = ", ".join(used[:3]) + (f" and {len(used) - 3} more" if len(used) > 3 else "")
         report.problems.append(
-            f"the build uses files of {package}, which scripts/debian-packages.txt does not "
+            f"the build uses files of {package}, which scripts/setup.sh does not "
             f"bring: {shown}")
     optional = sorted({p.split("/")[3] for p in paths if p.startswith(OPTIONAL_PREFIXES)})
     if optional:
@@ -224,7 +227,7 @@ def check_perf_analyzer(venv: Path, allowed: set[str], owners: FileOwners,
             if found and not found & allowed:
                 report.problems.append(
                     f"perf_analyzer loads {match.group(1)} from {', '.join(sorted(found))}, "
-                    "which scripts/debian-packages.txt does not bring")
+                    "which scripts/setup.sh does not bring")
 
 
 def normalise(name: str) -> str:
@@ -303,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--build-dir", type=Path, default=ROOT / "build",
                         help="a configured and built tree (default: build/)")
-    parser.add_argument("--packages", type=Path, default=ROOT / "scripts/debian-packages.txt",
-                        help="the Debian package list setup.sh installs")
+    parser.add_argument("--setup", type=Path, default=ROOT / "scripts/setup.sh",
+                        help="the setup script whose APT_PACKAGES array lists what is installed")
     parser.add_argument("--requirements", type=Path, nargs="+",
                         default=[ROOT / "requirements-dev.txt", ROOT / "requirements-vim.txt"],
                         help="the Python requirements files setup.sh installs")
@@ -314,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.build_dir / "CMakeCache.txt").exists():
         print(f"{args.build_dir} is not a configured build (no CMakeCache.txt)")
         return 1
-    listed = read_package_list(args.packages)
+    listed = read_package_list(args.setup)
     absent = [p for p in listed if not installed_package_installed(p)]
     report = Report()
     if absent:

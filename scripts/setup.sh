@@ -21,7 +21,18 @@ elif [ "$free_gib" -lt 3 ]; then
 fi
 
 # --- Debian packages ---------------------------------------------------------------------
-mapfile -t APT_PACKAGES < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' scripts/debian-packages.txt)
+# What building and testing need; scripts/check_dependencies.py (run by
+# tests/e2e/test_system_deps.py) fails when the build or the tests use a system file that no
+# package here, or one it depends on, brings.
+APT_PACKAGES=(
+  build-essential cmake ninja-build ccache git pkg-config python3 python3-venv python3-pip
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev prometheus-cpp-dev
+  # The three OpenCV modules we use, not libopencv-dev: cmake/VitserveOpenCV.cmake says why.
+  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libb64-0d   # perf_analyzer's runtime dependency (e2e tests)
+)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -28,13 +28,13 @@ def test_everything_the_build_and_tests_use_is_installed_by_setup():
 
 
 def test_guard_fails_and_names_a_debian_package_missing_from_the_list(tmp_path):
-    listed = (ROOT / "scripts/debian-packages.txt").read_text().splitlines()
+    setup = (ROOT / "scripts/setup.sh").read_text()
     # Nothing else on the list depends on imgcodecs, so removing it must leave the build's use of
     # imgcodecs.hpp and libopencv_imgcodecs.so unaccounted for.
-    assert "libopencv-imgcodecs-dev" in listed
-    broken = tmp_path / "debian-packages.txt"
-    broken.write_text("\n".join(p for p in listed if p != "libopencv-imgcodecs-dev") + "\n")
-    code, output = _check("--packages", str(broken))
+    assert " libopencv-imgcodecs-dev" in setup
+    broken = tmp_path / "setup.sh"
+    broken.write_text(setup.replace(" libopencv-imgcodecs-dev", "", 1))
+    code, output = _check("--setup", str(broken))
     assert code == 1, output
     assert "MISSING: the build uses files of libopencv-imgcodecs-dev" in output, output
 
