@@ -85,6 +85,14 @@ absl::Status CheckStillWanted(absl::Time deadline, const std::function<bool()>& 
   return absl::OkStatus();
 }
 
+std::function<void(absl::StatusOr<at::Tensor>)> OnPool(
+    WorkPool* pool, std::function<void(absl::StatusOr<at::Tensor>)> fill) {
+  if (pool == nullptr) return fill;
+  return [pool, fill = std::move(fill)](absl::StatusOr<at::Tensor> result) {
+    pool->ScheduleFirst([fill, result = std::move(result)]() { fill(result); });
+  };
+}
+
 int64_t MaxRowsPerTask(const ServableModel& model) {
   const int64_t max_batch = model.config().batching().max_batch_size();
   return max_batch > 0 ? max_batch : 1;

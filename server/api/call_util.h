@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "grpcpp/server_context.h"
+#include "server/api/work_pool.h"
 #include "server/model_manager.h"
 
 namespace vitserve {
@@ -40,6 +41,12 @@ absl::Status CheckStillWanted(absl::Time deadline, const std::function<bool()>& 
 // The returned function must be called exactly once.
 std::function<void(absl::Status)> TrackRequest(const ServableModel& model,
                                                std::function<void(absl::Status)> finish);
+
+// `fill` wrapped so that it runs on `pool` (ahead of queued work: WorkPool::ScheduleFirst)
+// rather than on the executor thread that completes a batch, which would otherwise build every
+// reply of the batch before it could take the next one. With a null pool, `fill` runs inline.
+std::function<void(absl::StatusOr<at::Tensor>)> OnPool(
+    WorkPool* pool, std::function<void(absl::StatusOr<at::Tensor>)> fill);
 
 // The row limit of one task of `model` (its normalised batching.max_batch_size; >= 1).
 int64_t MaxRowsPerTask(const ServableModel& model);

@@ -109,11 +109,7 @@ void RunModelInfer(const ServableModel& model, const inference::ModelInferReques
       complete(absl::OkStatus());
     };
     ScheduleRows(model, std::move(input->tensor), deadline, std::move(is_cancelled),
-                 [fill = std::move(fill), pool](absl::StatusOr<at::Tensor> logits) {
-                   if (pool == nullptr) return fill(std::move(logits));
-                   pool->ScheduleFirst([fill, logits = std::move(logits)]() { fill(logits); });
-                 },
-                 /*announced=*/true);
+                 OnPool(pool, std::move(fill)), /*announced=*/true);
   };
   if (pool == nullptr) return convert_and_schedule();
   pool->Schedule(std::move(convert_and_schedule));

@@ -60,18 +60,13 @@ void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool
     }
 
     const std::vector<std::string>* labels = &model.labels();
-    // Softmax, top-k and the reply run on the pool, not on the model's executor thread, which
-    // would otherwise do this for every request of a batch before it could start the next.
+    // Softmax, top-k and the reply run on the pool (OnPool), not on the executor thread.
     auto fill = [complete, k, labels, response](absl::StatusOr<at::Tensor> logits) {
       if (!logits.ok()) return complete(logits.status());
       complete(FillClassifications(*logits, k, *labels, response));
     };
     ScheduleRows(model, *std::move(input), deadline, std::move(is_cancelled),
-                 [fill = std::move(fill), pool](absl::StatusOr<at::Tensor> logits) {
-                   if (pool == nullptr) return fill(std::move(logits));
-                   pool->ScheduleFirst([fill, logits = std::move(logits)]() { fill(logits); });
-                 },
-                 /*announced=*/true);
+                 OnPool(pool, std::move(fill)), /*announced=*/true);
   };
   if (pool == nullptr) return decode_and_schedule();
   pool->Schedule(std::move(decode_and_schedule));
