@@ -15,8 +15,9 @@ configured and built tree really used and fails, naming the package, when:
   * a Python module that the tests, tools or benchmarks import is not installed in .venv, or comes
     from a distribution that neither requirements file names.
 
-Optional toolchains that setup.sh does not install on purpose (the CUDA toolkit under
-/usr/local/cuda*, which turns on the CUDA kernels when present) are reported, not failed.
+The CUDA toolkit, which setup.sh does not install on purpose (it turns on the CUDA kernels when
+present), is reported, not failed; anything else under /usr/local fails, since no package of a
+fresh machine puts it there.
 
     scripts/check_dependencies.py --build-dir build [--setup FILE] [--requirements F ...]
 
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OPTIONAL_PREFIXES = ("/usr/local/cuda",)  # the CUDA toolkit: optional, never installed by setup.sh
+LOCAL_PREFIX = "/usr/local"  # where nothing of a fresh Debian machine's packages lives
 PYTHON_SOURCES = ("tests/e2e/*.py", "tools/*.py", "bench/*.py", "scripts/*.py")
 # Modules that come from a path the user gives, not from a package (module: why).
 NOT_FROM_PACKAGES = {
@@ -182,15 +183,41 @@ def ninja_paths(build_dir: Path) -> set[str]:
     return paths
 
 
+def is_cuda_toolkit_path(path: str, local_prefix: str = LOCAL_PREFIX) -> bool:
+    """True for the CUDA toolkit's files, which setup.sh leaves to the user on purpose.
+
+    They live under /usr/local/cuda*, but the toolkit's installer also puts nvcc into
+    /usr/local/bin and links include/, lib64/ and targets/ into /usr/local. When CMake finds nvcc
+    as /usr/local/bin/nvcc (PATH without /usr/local/cuda/bin, as under CI), FindCUDA names
+    /usr/local itself the toolkit root and its headers /usr/local/include/cuda*.h. So a path under
+    /usr/local counts as the toolkit's when it resolves into a cuda* directory there, or when the
+    same relative path exists inside one (the prefix itself included)."""
+    roots = sorted(glob.glob(os.path.join(local_prefix, "cuda*")))
+    real = os.path.realpath(path)
+    for root in roots:
+        real_root = os.path.realpath(root)
+        if real == real_root or real.startswith(real_root + os.sep):
+            return True
+    if path == local_prefix or path.startswith(local_prefix + os.sep):
+        relative = path[len(local_prefix):]
+        return any(os.path.lexists(root + relative) for root in roots)
+    return False
+
+
 def check_system_files(paths: set[str], allowed: set[str], owners: FileOwners,
-                       report: Report) -> None:
+                       report: Report, local_prefix: str = LOCAL_PREFIX) -> None:
     missing: dict[str, list[str]] = {}
+    cuda: list[str] = []
     for path in sorted(paths):
-        if path.startswith(OPTIONAL_PREFIXES):
+        if is_cuda_toolkit_path(path, local_prefix):
+            cuda.append(path)
             continue
         found = owners.owners(path)
         if not found:
-            if path.startswith("/usr/") and not path.startswith("/usr/local/"):
+            if path == local_prefix or path.startswith(local_prefix + os.sep):
+                report.problems.append(f"{path} was installed by hand (no Debian package owns "
+                                       "it): a fresh machine does not have it")
+            elif path.startswith("/usr/"):
                 report.problems.append(f"{path} belongs to no Debian package")
             continue
         if not found & allowed:
@@ -200,10 +227,10 @@ def check_system_files(paths: set[str], allowed: set[str], owners: FileOwners,
         report.problems.append(
             f"the build uses files of {package}, which scripts/setup.sh does not "
             f"bring: {shown}")
-    optional = sorted({p.split("/")[3] for p in paths if p.startswith(OPTIONAL_PREFIXES)})
-    if optional:
-        report.notes.append(f"optional, not installed by setup.sh: /usr/local/{', '.join(optional)} "
-                            "(the CUDA toolkit: CUDA kernels are built because it is here)")
+    if cuda:
+        report.notes.append(f"optional, not installed by setup.sh: {len(cuda)} files of the CUDA "
+                            f"toolkit, such as {cuda[0]} (CUDA kernels are built because it is "
+                            "here)")
 
 
 def check_perf_analyzer(venv: Path, allowed: set[str], owners: FileOwners,

@@ -5,6 +5,7 @@ The checker (scripts/check_dependencies.py) reads the configured, built tree tha
 runs against. The two negative tests prove the guard can fail: with a needed package taken out
 of a copy of the list (or a requirement out of a copy of requirements-dev.txt) it must fail and
 name what is missing."""
+import importlib.util
 import subprocess
 import sys
 
@@ -47,3 +48,53 @@ def test_guard_fails_and_names_a_python_module_no_requirement_brings(tmp_path):
     code, output = _check("--requirements", str(broken), str(ROOT / "requirements-vim.txt"))
     assert code == 1, output
     assert "Python module 'safetensors'" in output and "no requirements file names" in output, output
+
+
+def _load_checker():
+    spec = importlib.util.spec_from_file_location("check_dependencies", CHECKER)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fake_local_prefix(tmp_path):
+    """A /usr/local laid out as the CUDA toolkit's installer leaves it, plus one header that a
+    user put there by hand."""
+    local = tmp_path / "local"
+    toolkit = local / "cuda-13.0"
+    for relative in ("bin/nvcc", "include/cuda_runtime.h", "lib64/libcudart.so"):
+        (toolkit / relative).parent.mkdir(parents=True, exist_ok=True)
+        (toolkit / relative).write_text("")
+    (local / "cuda").symlink_to(toolkit)
+    (local / "lib64").symlink_to(toolkit / "lib64")
+    (local / "bin").mkdir()
+    (local / "bin/nvcc").write_text("#!/bin/sh\n")  # the installer's wrapper
+    (local / "include").mkdir()
+    (local / "include/cuda_runtime.h").write_text("")  # a copy, not a link
+    (local / "include/hand_made.h").write_text("")
+    return local
+
+
+def test_cuda_toolkit_files_under_usr_local_are_optional_wherever_cmake_found_them(tmp_path):
+    # CI's PATH lacks /usr/local/cuda/bin: CMake then finds nvcc as /usr/local/bin/nvcc and calls
+    # /usr/local itself the toolkit root. That must count as the (optional) toolkit.
+    checker = _load_checker()
+    local = _fake_local_prefix(tmp_path)
+    for path in (local, local / "cuda", local / "cuda/include/cuda_runtime.h", local / "bin/nvcc",
+                 local / "include/cuda_runtime.h", local / "lib64/libcudart.so"):
+        assert checker.is_cuda_toolkit_path(str(path), str(local)), path
+    assert not checker.is_cuda_toolkit_path(str(local / "include/hand_made.h"), str(local))
+    assert not checker.is_cuda_toolkit_path("/usr/include/stdio.h", str(local))
+
+
+def test_guard_fails_on_a_file_installed_by_hand_under_usr_local(tmp_path):
+    checker = _load_checker()
+    local = _fake_local_prefix(tmp_path)
+    report = checker.Report()
+    paths = {str(local), str(local / "bin/nvcc"), str(local / "include/hand_made.h")}
+    checker.check_system_files(paths, allowed=set(), owners=checker.FileOwners(), report=report,
+                               local_prefix=str(local))
+    assert report.problems == [f"{local / 'include/hand_made.h'} was installed by hand (no Debian "
+                               "package owns it): a fresh machine does not have it"], report
+    assert "2 files of the CUDA toolkit" in report.notes[0], report
