@@ -51,6 +51,11 @@ ABSL_FLAG(bool, cuda_graphs, true,
           "default for CUDA models: capture a CUDA graph per batch-size bucket at load and replay "
           "it (batches padded to powers of two and max batch); faster small batches, shorter "
           "warm-up. --cuda-graphs=false (or cuda_graphs: false in a model config) runs eagerly");
+ABSL_FLAG(bool, device_preprocessing, true,
+          "default for CUDA models: Classify images go to the GPU as uint8 pixels and are "
+          "resized, cropped and normalised there, a batch at a time, so the CPU only decodes. "
+          "--device-preprocessing=false (or device_preprocessing: false in a model config) "
+          "preprocesses every image on the CPU");
 ABSL_FLAG(int32_t, max_queue_size, 256,
           "default most requests waiting per model; beyond it RESOURCE_EXHAUSTED at once");
 ABSL_FLAG(int64_t, max_image_bytes, vitserve::ImageLimits{}.max_encoded_bytes,
@@ -105,6 +110,7 @@ constexpr const char* kFlagNames[] = {"grpc_port",
                                       "max_queue_delay_us",
                                       "max_queue_size",
                                       "cuda_graphs",
+                                      "device_preprocessing",
                                       "max_image_bytes",
                                       "max_image_pixels",
                                       "shutdown_grace_seconds",
@@ -218,6 +224,7 @@ int Run(int argc, char** argv) {
   options.max_queue_delay_us = absl::GetFlag(FLAGS_max_queue_delay_us);
   options.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  options.device_preprocessing = absl::GetFlag(FLAGS_device_preprocessing);
   options.image_limits.max_encoded_bytes = absl::GetFlag(FLAGS_max_image_bytes);
   options.image_limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
   options.shutdown_grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds));

@@ -148,6 +148,18 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
   core->clock = std::move(clock);
   core->metrics = metrics;
 
+  PreprocessSpec& spec = model->preprocess_spec_;
+  spec.input_size = config.input().size();
+  spec.crop_pct = config.input().crop_pct();
+  for (int c = 0; c < 3; ++c) {
+    spec.mean[c] = config.input().mean(c);
+    spec.std[c] = config.input().std(c);
+  }
+  spec.interpolation = config.input().interpolation() == "bilinear" ? Interpolation::kBilinear
+                                                                    : Interpolation::kBicubic;
+  spec.pin_memory = device.is_cuda();  // Rows the GPU copies from directly (ModelInstance).
+  spec.on_device = config.device_preprocessing();
+
   // One LoadModel per instance: a VisionModel cannot be cloned, and instances must not share a
   // module (each lives on its own stream and executor thread).
   const v1::BatchingPolicy& batching = config.batching();
@@ -155,6 +167,7 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
   instance_options.device = device;
   instance_options.dtype = ToScalarType(config.precision());
   instance_options.input_size = config.input().size();
+  if (spec.on_device) instance_options.image_preprocess = spec;
   instance_options.warmup_iterations = static_cast<int>(config.warmup_iterations());
   // Warm-up sizes: {1, max_batch_size}; on CUDA every size the batcher can form (up to 64 of
   // them; beyond that powers of two plus the maximum), so that first-use costs per shape (kernel
@@ -220,16 +233,6 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
     }
   }
 
-  PreprocessSpec& spec = model->preprocess_spec_;
-  spec.input_size = config.input().size();
-  spec.crop_pct = config.input().crop_pct();
-  for (int c = 0; c < 3; ++c) {
-    spec.mean[c] = config.input().mean(c);
-    spec.std[c] = config.input().std(c);
-  }
-  spec.interpolation = config.input().interpolation() == "bilinear" ? Interpolation::kBilinear
-                                                                    : Interpolation::kBicubic;
-  spec.pin_memory = device.is_cuda();  // Rows the GPU copies from directly (ModelInstance).
 
   BatchingOptions batching_options;
   batching_options.max_batch_size = static_cast<int>(batching.max_batch_size());
@@ -310,12 +313,17 @@ absl::Status ServableModel::Schedule(std::unique_ptr<InferenceTask>* task) const
   if (!t.on_done) return reject(absl::InvalidArgumentError("Schedule: task has no on_done"));
   const int64_t size = config_.input().size();
   const at::Tensor& in = t.input;
-  if (!in.defined() || in.dim() != 4 || in.size(0) < 1 || in.size(1) != 3 ||
-      in.size(2) != size || in.size(3) != size || !in.device().is_cpu() ||
-      in.scalar_type() != at::kFloat) {
+  const bool rows = in.defined() && in.dim() == 4 && in.size(0) >= 1 && in.size(1) == 3 &&
+                    in.size(2) == size && in.size(3) == size && in.device().is_cpu() &&
+                    in.scalar_type() == at::kFloat;
+  // Images for the instance to preprocess on its device (DecodeAndPreprocess, on_device).
+  const bool images = preprocess_spec_.on_device && in.defined() && in.dim() == 4 &&
+                      in.size(0) >= 1 && in.size(1) >= 1 && in.size(2) >= 1 &&
+                      in.size(3) == 3 && in.device().is_cpu() && in.scalar_type() == at::kByte;
+  if (!rows && !images) {
     return reject(absl::InvalidArgumentError(absl::StrCat(
-        "model '", name(), "' takes preprocessed CPU float32 [N,3,", size, ",", size,
-        "] input; got ",
+        "model '", name(), "' takes preprocessed CPU float32 [N,3,", size, ",", size, "] input",
+        preprocess_spec_.on_device ? " or CPU uint8 [N,H,W,3] images" : "", "; got ",
         in.defined() ? absl::StrCat(c10::toString(in.scalar_type()), " ", in.device().str(),
                                     " ", c10::str(in.sizes()))
                      : std::string("an undefined tensor"))));

@@ -108,7 +108,8 @@ class ServableModel {
   ModelMetrics& metrics() const { return *metrics_; }
 
   // Non-blocking: hands one request's preprocessed rows ([rows,3,S,S] CPU float32, S =
-  // config().input().size(), 1 <= rows <= max_batch_size) to the model's batcher. On OK the
+  // config().input().size(), 1 <= rows <= max_batch_size), or with device preprocessing its
+  // images ([rows,H,W,3] CPU uint8, see DecodeAndPreprocess), to the model's batcher. On OK the
   // batcher owns the task and calls its on_done exactly once with [rows,num_classes] CPU float32
   // logits or an error (DynamicBatcher::Schedule documents them); on error `*task` is left as it
   // was. Errors: INVALID_ARGUMENT (null task, no on_done, wrong shape/dtype/device),

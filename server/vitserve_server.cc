@@ -138,6 +138,7 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
   manager_options.defaults.max_queue_delay_us = static_cast<uint64_t>(options_.max_queue_delay_us);
   manager_options.defaults.max_queue_size = static_cast<uint32_t>(options_.max_queue_size);
   manager_options.defaults.cuda_graphs = options_.cuda_graphs;
+  manager_options.defaults.device_preprocessing = options_.device_preprocessing;
   absl::StatusOr<std::unique_ptr<ModelManager>> manager =
       ModelManager::Create(std::move(manager_options), registry, metrics_.get());
   if (!manager.ok()) return manager.status();

@@ -73,6 +73,7 @@ v1::ModelDescription DescribeModel(const ServableModel& model, const ModelStatus
   *d.mutable_batching() = config.batching();
   d.set_random_weights(model.random_weights());
   d.set_instance_count(config.instance_count() > 0 ? config.instance_count() : 1);
+  d.set_device_preprocessing(config.device_preprocessing());
   return d;
 }
 

@@ -51,8 +51,14 @@ absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::Create(
       return parts.size() == 1 ? runner(parts.front()) : runner(at::cat(parts, 0));
     });
   }
-  return Create(std::move(options), std::move(parts_runners), clock, observer,
-                std::move(setups));
+  absl::StatusOr<std::unique_ptr<DynamicBatcher>> batcher =
+      Create(std::move(options), std::move(parts_runners), clock, observer, std::move(setups));
+  if (batcher.ok()) {
+    // Concatenation needs every task to have the first one's trailing shape and dtype.
+    absl::MutexLock lock(&(*batcher)->mu_);
+    (*batcher)->uniform_inputs_ = true;
+  }
+  return batcher;
 }
 
 absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::Create(
@@ -165,7 +171,7 @@ absl::Status DynamicBatcher::Enqueue(std::unique_ptr<InferenceTask>* task) {
 
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("batcher is shutting down");
-  if (have_input_signature_) {
+  if (uniform_inputs_ && have_input_signature_) {
     if (trailing != c10::IntArrayRef(trailing_shape_) || t.input.dtype() != dtype_) {
       return absl::InvalidArgumentError(
           absl::StrCat("task input has trailing shape ", ShapeString(trailing), " and dtype ",

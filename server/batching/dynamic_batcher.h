@@ -87,7 +87,8 @@ class DynamicBatcher {
   // call its on_done exactly once; on any error `*task` is left untouched and on_done is not
   // called. Errors:
   //   INVALID_ARGUMENT: null task, no on_done, input undefined or without rows, more rows than
-  //     max_batch_size, or a trailing shape / dtype different from the first accepted task's;
+  //     max_batch_size, or (with BatchRunners only) a trailing shape / dtype different from
+  //     the first accepted task's;
   //   RESOURCE_EXHAUSTED: max_queue_size tasks are already waiting;
   //   UNAVAILABLE: Stop has been called.
   absl::Status Schedule(std::unique_ptr<InferenceTask>* task);
@@ -143,6 +144,11 @@ class DynamicBatcher {
   size_t setups_pending_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Status setup_error_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Set for batchers created with BatchRunners, which concatenate: then the first accepted task
+  // fixes the trailing sizes and dtype every later task must have. A PartsRunner gets each
+  // task's input as it is and checks the parts itself (a model instance takes float rows and
+  // uint8 images of any size in one batch).
+  bool uniform_inputs_ ABSL_GUARDED_BY(mu_) = false;
   // Fixed by the first accepted task: its input's trailing sizes and dtype.
   bool have_input_signature_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<int64_t> trailing_shape_ ABSL_GUARDED_BY(mu_);

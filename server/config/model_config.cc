@@ -178,6 +178,10 @@ absl::Status NormalizeModelConfig(const ModelRegistry& registry, const ServerDef
   if (config->instance_count() == 0) config->set_instance_count(defaults.instance_count);
   if (config->warmup_iterations() == 0) config->set_warmup_iterations(1);
   if (!config->has_cuda_graphs()) config->set_cuda_graphs(defaults.cuda_graphs);
+  if (!config->has_device_preprocessing()) {
+    config->set_device_preprocessing(defaults.device_preprocessing &&
+                                     absl::StartsWith(config->device(), "cuda"));
+  }
 
   v1::BatchingPolicy* batching = config->mutable_batching();
   if (batching->max_batch_size() == 0) batching->set_max_batch_size(defaults.max_batch_size);

@@ -68,8 +68,8 @@ absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, const ImageLimits
   return image;
 }
 
-absl::StatusOr<RgbImage> RgbImageFromRaw(std::string_view rgb8, int width, int height,
-                                         const ImageLimits& limits) {
+absl::Status ValidateRawImage(std::string_view rgb8, int width, int height,
+                              const ImageLimits& limits) {
   if (width <= 0 || height <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("raw image width and height must be positive, got ", width, "x", height));
@@ -83,6 +83,12 @@ absl::StatusOr<RgbImage> RgbImageFromRaw(std::string_view rgb8, int width, int h
                                                    "* 3), got ",
                                                    rgb8.size()));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RgbImage> RgbImageFromRaw(std::string_view rgb8, int width, int height,
+                                         const ImageLimits& limits) {
+  VITSERVE_RETURN_IF_ERROR(ValidateRawImage(rgb8, width, height, limits));
   RgbImage image;
   try {
     image.pixels.create(height, width, CV_8UC3);

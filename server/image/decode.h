@@ -30,6 +30,12 @@ struct ImageLimits {
 
 absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, const ImageLimits& limits);
 
+// Checks raw RGB8 pixels (row-major, 3 bytes per pixel, R G B) as RgbImageFromRaw does:
+// INVALID_ARGUMENT for non-positive sizes or a byte count other than width * height * 3,
+// RESOURCE_EXHAUSTED beyond the limits.
+absl::Status ValidateRawImage(std::string_view rgb8, int width, int height,
+                              const ImageLimits& limits);
+
 // Copies `rgb8` (row-major, 3 bytes per pixel, R G B) into an RgbImage.
 absl::StatusOr<RgbImage> RgbImageFromRaw(std::string_view rgb8, int width, int height,
                                          const ImageLimits& limits);

@@ -13,7 +13,12 @@
 namespace vitserve {
 namespace {
 
-absl::Status ValidateSpec(const PreprocessSpec& spec) {
+// Python's round() on x.5 values: half to even (std::nearbyint in the default rounding mode).
+int RoundHalfEven(double x) { return static_cast<int>(std::nearbyint(x)); }
+
+}  // namespace
+
+absl::Status ValidatePreprocessSpec(const PreprocessSpec& spec) {
   if (spec.input_size < 1 || spec.input_size > 8192) {
     return absl::InvalidArgumentError(
         absl::StrCat("input_size must be in [1, 8192], got ", spec.input_size));
@@ -30,13 +35,33 @@ absl::Status ValidateSpec(const PreprocessSpec& spec) {
   return absl::OkStatus();
 }
 
-// Python's round() on x.5 values: half to even (std::nearbyint in the default rounding mode).
-int RoundHalfEven(double x) { return static_cast<int>(std::nearbyint(x)); }
+CropGeometry ComputeCropGeometry(int width, int height, const PreprocessSpec& spec) {
+  const int size = static_cast<int>(spec.input_size);
+  const int64_t target_short =
+      static_cast<int64_t>(std::floor(static_cast<double>(spec.input_size) / spec.crop_pct));
+  const bool landscape = width >= height;
+  const int64_t short_side = landscape ? height : width;
+  const int64_t long_side = landscape ? width : height;
+  const int64_t target_long = target_short * long_side / short_side;  // int() truncation.
+  CropGeometry g;
+  g.original_width = width;
+  g.original_height = height;
+  g.scale = static_cast<double>(target_short) / static_cast<double>(short_side);
+  g.resized_width = static_cast<int>(landscape ? target_long : target_short);
+  g.resized_height = static_cast<int>(landscape ? target_short : target_long);
+  g.crop_x = RoundHalfEven((g.resized_width - size) / 2.0);
+  g.crop_y = RoundHalfEven((g.resized_height - size) / 2.0);
+  return g;
+}
 
-}  // namespace
+ResizeFilter ResizeFilterFor(const CropGeometry& geometry, const PreprocessSpec& spec) {
+  if (geometry.scale < 1.0) return ResizeFilter::kArea;  // Shrinking: see the file comment.
+  return spec.interpolation == Interpolation::kBicubic ? ResizeFilter::kCubic
+                                                       : ResizeFilter::kLinear;
+}
 
 absl::StatusOr<PreprocessedImage> Preprocess(const RgbImage& image, const PreprocessSpec& spec) {
-  VITSERVE_RETURN_IF_ERROR(ValidateSpec(spec));
+  VITSERVE_RETURN_IF_ERROR(ValidatePreprocessSpec(spec));
   PreprocessedImage out;
   out.tensor = at::empty({3, spec.input_size, spec.input_size}, at::kFloat);
   VITSERVE_ASSIGN_OR_RETURN(out.geometry, PreprocessInto(image, spec, out.tensor.data_ptr<float>()));
@@ -45,41 +70,25 @@ absl::StatusOr<PreprocessedImage> Preprocess(const RgbImage& image, const Prepro
 
 absl::StatusOr<CropGeometry> PreprocessInto(const RgbImage& image, const PreprocessSpec& spec,
                                             float* chw) {
-  VITSERVE_RETURN_IF_ERROR(ValidateSpec(spec));
+  VITSERVE_RETURN_IF_ERROR(ValidatePreprocessSpec(spec));
   if (image.pixels.empty() || image.pixels.type() != CV_8UC3) {
     return absl::InvalidArgumentError("Preprocess needs a non-empty 8-bit RGB image");
   }
-  const int width = image.width();
-  const int height = image.height();
   const int size = static_cast<int>(spec.input_size);
-  const int64_t target_short =
-      static_cast<int64_t>(std::floor(static_cast<double>(spec.input_size) / spec.crop_pct));
-  const bool landscape = width >= height;
-  const int64_t short_side = landscape ? height : width;
-  const int64_t long_side = landscape ? width : height;
-  const int64_t target_long = target_short * long_side / short_side;  // int() truncation.
-  const int resized_width = static_cast<int>(landscape ? target_long : target_short);
-  const int resized_height = static_cast<int>(landscape ? target_short : target_long);
-
-  CropGeometry g;
-  g.original_width = width;
-  g.original_height = height;
-  g.scale = static_cast<double>(target_short) / static_cast<double>(short_side);
-  g.resized_width = resized_width;
-  g.resized_height = resized_height;
-  g.crop_x = RoundHalfEven((resized_width - size) / 2.0);
-  g.crop_y = RoundHalfEven((resized_height - size) / 2.0);
+  const CropGeometry g = ComputeCropGeometry(image.width(), image.height(), spec);
+  const int resized_width = g.resized_width;
+  const int resized_height = g.resized_height;
 
   cv::Mat crop;
   try {
     cv::Mat resized;
-    if (resized_width == width && resized_height == height) {
+    if (resized_width == image.width() && resized_height == image.height()) {
       resized = image.pixels;
     } else {
-      const bool shrinking = target_short < short_side;
-      const int method = shrinking                                       ? cv::INTER_AREA
-                         : spec.interpolation == Interpolation::kBicubic ? cv::INTER_CUBIC
-                                                                         : cv::INTER_LINEAR;
+      const ResizeFilter filter = ResizeFilterFor(g, spec);
+      const int method = filter == ResizeFilter::kArea    ? cv::INTER_AREA
+                         : filter == ResizeFilter::kCubic ? cv::INTER_CUBIC
+                                                          : cv::INTER_LINEAR;
       cv::resize(image.pixels, resized, cv::Size(resized_width, resized_height), 0, 0, method);
     }
     crop = resized(cv::Rect(g.crop_x, g.crop_y, size, size));

@@ -23,8 +23,10 @@
 #include <array>
 #include <cstdint>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/image/image.h"
+#include "server/image/resize_weights.h"
 
 namespace vitserve {
 
@@ -40,7 +42,19 @@ struct PreprocessSpec {
   // models on CUDA, so the rows are written once, into page-locked memory the GPU copies from
   // directly (needs a CUDA build and device).
   bool pin_memory = false;
+  // Classify images go to the model as uint8 pixels, and the model's instance resizes, crops and
+  // normalises them on its device (TensorPreprocessor): set from the model config's
+  // device_preprocessing. Requests whose images differ in size, or are more than
+  // kMaxDeviceResizeFactor times larger than needed, are still preprocessed here.
+  bool on_device = false;
 };
+
+// Largest shrink factor (source short side over resized short side) that device preprocessing
+// takes: beyond it the resize matrices grow with the image while the output does not.
+inline constexpr double kMaxDeviceResizeFactor = 2.0;
+
+// INVALID_ARGUMENT for a spec Preprocess cannot use (see below).
+absl::Status ValidatePreprocessSpec(const PreprocessSpec& spec);
 
 // Model-input pixel (u, v) (0-based, pixel centres at +0.5) covers original pixel coordinates
 //   x = (u + crop_x + 0.5) / scale - 0.5,   y = (v + crop_y + 0.5) / scale - 0.5.
@@ -60,6 +74,14 @@ struct PreprocessedImage {
   at::Tensor tensor;  // [3, S, S] float32, CPU, contiguous, RGB channel order.
   CropGeometry geometry;
 };
+
+// Where a width x height image lands: the resize to the spec's shorter side and the centre crop.
+// Needs positive sizes and a valid spec.
+CropGeometry ComputeCropGeometry(int width, int height, const PreprocessSpec& spec);
+
+// The filter Preprocess resizes with for that geometry: kArea when shrinking, else the spec's
+// interpolation (kCubic or kLinear).
+ResizeFilter ResizeFilterFor(const CropGeometry& geometry, const PreprocessSpec& spec);
 
 absl::StatusOr<PreprocessedImage> Preprocess(const RgbImage& image, const PreprocessSpec& spec);
 

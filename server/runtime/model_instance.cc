@@ -30,6 +30,8 @@ struct ModelInstance::CudaState {
   // Device buffer (flat, float32) that page-locked parts are copied into directly, grown like
   // `pinned`; reuse is safe because work on the instance's stream runs in order.
   at::Tensor device_staging;
+  // Device buffer (flat, uint8) for image parts, grown and reused like `device_staging`.
+  at::Tensor device_bytes;
   // Captured forward passes, ascending by batch size (empty: eager execution).
   struct Graph {
     int64_t batch_size = 0;
@@ -77,7 +79,9 @@ int BucketFor(const std::vector<int64_t>& ascending_sizes, int64_t batch) {
 }
 
 ModelInstance::ModelInstance(std::shared_ptr<VisionModel> module, InstanceOptions options)
-    : module_(std::move(module)), options_(std::move(options)) {}
+    : module_(std::move(module)), options_(std::move(options)) {
+  if (options_.image_preprocess.has_value()) preprocessor_.emplace(*options_.image_preprocess);
+}
 
 ModelInstance::~ModelInstance() = default;
 
@@ -92,6 +96,14 @@ absl::StatusOr<std::unique_ptr<ModelInstance>> ModelInstance::Create(
   }
   if (options.input_size < 0 || options.warmup_iterations < 0) {
     return absl::InvalidArgumentError("ModelInstance: negative input_size or warmup_iterations");
+  }
+  if (options.image_preprocess.has_value()) {
+    VITSERVE_RETURN_IF_ERROR(ValidatePreprocessSpec(*options.image_preprocess));
+    if (options.image_preprocess->input_size != options.input_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ModelInstance: image_preprocess.input_size ", options.image_preprocess->input_size,
+          " differs from input_size ", options.input_size));
+    }
   }
   if (options.device.is_cuda()) {
 #ifndef VITSERVE_WITH_CUDA
@@ -128,8 +140,7 @@ absl::Status ModelInstance::Prepare() {
     if (options_.device.is_cuda()) {
       if (options_.cudnn_benchmark) at::globalContext().setBenchmarkCuDNN(true);
       cuda_ = std::make_unique<CudaState>(CudaState{
-          c10::cuda::getStreamFromPool(/*isHighPriority=*/false, options_.device.index()),
-          at::Tensor(), at::Tensor()});
+          c10::cuda::getStreamFromPool(/*isHighPriority=*/false, options_.device.index())});
     }
 #endif
   } catch (...) {
@@ -218,25 +229,48 @@ absl::StatusOr<at::Tensor> ModelInstance::Run(const at::Tensor& batch) {
   return RunParts({batch});
 }
 
+namespace {
+
+bool IsImagePart(const at::Tensor& part) {
+  return part.defined() && part.dim() == 4 && part.size(0) >= 1 && part.size(1) >= 1 &&
+         part.size(2) >= 1 && part.size(3) == 3 && part.device().is_cpu() &&
+         part.scalar_type() == at::kByte;
+}
+
+// Consecutive image parts whose images share one size are preprocessed as one run.
+bool SameImageSize(const at::Tensor& a, const at::Tensor& b) {
+  return a.scalar_type() == at::kByte && b.scalar_type() == at::kByte && a.size(1) == b.size(1) &&
+         a.size(2) == b.size(2);
+}
+
+}  // namespace
+
 absl::StatusOr<at::Tensor> ModelInstance::RunParts(const std::vector<at::Tensor>& parts) {
-  int64_t rows = 0;
-  for (const at::Tensor& batch : parts) {
-    if (!batch.defined() || batch.dim() != 4 || batch.size(0) < 1 || batch.size(1) != 3 ||
-        !batch.device().is_cpu() || batch.scalar_type() != at::kFloat ||
-        (options_.input_size > 0 &&
-         (batch.size(2) != options_.input_size || batch.size(3) != options_.input_size)) ||
-        (rows > 0 && batch.sizes().slice(1) != parts.front().sizes().slice(1))) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "model input must be a CPU float32 [N,3,", options_.input_size, ",",
-          options_.input_size, "] tensor with N >= 1; got ",
-          batch.defined() ? absl::StrCat(c10::toString(batch.scalar_type()), " ",
-                                         batch.device().str(), " ", c10::str(batch.sizes()))
-                          : std::string("an undefined tensor")));
-    }
-    rows += batch.size(0);
-  }
   if (parts.empty()) {
     return absl::InvalidArgumentError("model input must have at least one part");
+  }
+  const int64_t s = options_.input_size;
+  int64_t rows = 0;
+  for (const at::Tensor& part : parts) {
+    const bool rows_part =
+        part.defined() && part.dim() == 4 && part.size(0) >= 1 && part.size(1) == 3 &&
+        part.device().is_cpu() && part.scalar_type() == at::kFloat &&
+        (s > 0 ? part.size(2) == s && part.size(3) == s
+               : part.sizes().slice(1) == parts.front().sizes().slice(1));
+    if (!rows_part && IsImagePart(part) && !preprocessor_.has_value()) {
+      return absl::InvalidArgumentError(
+          "model input has uint8 image parts, but this instance was created without "
+          "image_preprocess (device preprocessing is off for the model)");
+    }
+    if (!rows_part && !IsImagePart(part)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "model input must be a CPU float32 [N,3,", s, ",", s, "] tensor with N >= 1",
+          preprocessor_.has_value() ? " or CPU uint8 [N,H,W,3] images" : "", "; got ",
+          part.defined() ? absl::StrCat(c10::toString(part.scalar_type()), " ",
+                                        part.device().str(), " ", c10::str(part.sizes()))
+                         : std::string("an undefined tensor")));
+    }
+    rows += part.size(0);
   }
   try {
     return RunOrThrow(parts, rows);
@@ -246,68 +280,133 @@ absl::StatusOr<at::Tensor> ModelInstance::RunParts(const std::vector<at::Tensor>
   }
 }
 
+template <typename ImagesOfRun>
+void ModelInstance::AssembleInput(const std::vector<at::Tensor>& parts,
+                                  const ImagesOfRun& images_of_run, at::Tensor target) {
+  int64_t row = 0;
+  size_t i = 0;
+  while (i < parts.size()) {
+    if (parts[i].scalar_type() != at::kByte) {
+      target.narrow(0, row, parts[i].size(0)).copy_(parts[i]);  // Casts to the serving dtype.
+      row += parts[i].size(0);
+      ++i;
+      continue;
+    }
+    size_t j = i + 1;
+    while (j < parts.size() && SameImageSize(parts[j - 1], parts[j])) ++j;
+    const at::Tensor images = images_of_run(i, j);
+    preprocessor_->Run(images, target.narrow(0, row, images.size(0)));
+    row += images.size(0);
+    i = j;
+  }
+}
+
 at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64_t rows) {
   c10::InferenceMode inference_mode;
   const at::MemoryFormat format =
       options_.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  std::vector<int64_t> batch_sizes = parts.front().sizes().vec();
-  batch_sizes[0] = rows;
+  const bool has_images = std::any_of(parts.begin(), parts.end(), [](const at::Tensor& part) {
+    return part.scalar_type() == at::kByte;
+  });
+  // [rows, 3, S, S]: S from the options, or from the (float) parts when input_size is 0.
+  std::vector<int64_t> batch_sizes = {rows, 3, options_.input_size, options_.input_size};
+  if (options_.input_size <= 0) {
+    batch_sizes = parts.front().sizes().vec();
+    batch_sizes[0] = rows;
+  }
 #ifdef VITSERVE_WITH_CUDA
   if (cuda_ != nullptr) {
     c10::cuda::CUDAStreamGuard stream_guard(cuda_->stream);
-    const int64_t row_numel = parts.front().numel() / parts.front().size(0);
-    const int64_t numel = rows * row_numel;
-    const bool all_pinned = std::all_of(parts.begin(), parts.end(), [](const at::Tensor& part) {
-      return part.is_contiguous() && part.is_pinned();
-    });
-    at::Tensor input;
-    if (all_pinned) {
-      // Page-locked rows (the services write requests there for CUDA models): one asynchronous
-      // copy per part into a device buffer, and no host copy at all.
-      if (!cuda_->device_staging.defined() || cuda_->device_staging.numel() < numel) {
-        cuda_->device_staging = at::empty(
-            {numel}, at::TensorOptions().dtype(at::kFloat).device(options_.device));
+    const at::TensorOptions on_device = at::TensorOptions().device(options_.device);
+    // Buffers sized for the whole batch: float elements and image bytes.
+    int64_t floats = 0;
+    int64_t bytes = 0;
+    int64_t pageable_floats = 0;  // Float parts not page-locked: staged through `pinned`.
+    for (const at::Tensor& part : parts) {
+      if (part.scalar_type() == at::kByte) {
+        bytes += part.numel();
+      } else {
+        floats += part.numel();
+        if (!part.is_pinned() || !part.is_contiguous()) pageable_floats += part.numel();
       }
-      int64_t offset = 0;
-      for (const at::Tensor& part : parts) {
-        cuda_->device_staging.narrow(0, offset, part.numel())
-            .view(part.sizes())
-            .copy_(part, /*non_blocking=*/true);
-        offset += part.numel();
-      }
-      input = cuda_->device_staging.narrow(0, 0, numel).view(batch_sizes);
-    } else {
-      if (!cuda_->pinned.defined() || cuda_->pinned.numel() < numel) {
-        cuda_->pinned =
-            at::empty({numel}, at::TensorOptions().dtype(at::kFloat).pinned_memory(true));
-      }
-      // Each part straight into the staging buffer: one host copy per row, no concatenation.
-      int64_t offset = 0;
-      for (const at::Tensor& part : parts) {
-        cuda_->pinned.narrow(0, offset, part.numel()).view(part.sizes()).copy_(part);
-        offset += part.numel();
-      }
-      input = cuda_->pinned.narrow(0, 0, numel)
-                  .view(batch_sizes)
-                  .to(options_.device, at::kFloat, /*non_blocking=*/true, /*copy=*/false);
     }
+    auto grow = [](at::Tensor& buffer, int64_t numel, const at::TensorOptions& options) {
+      if (!buffer.defined() || buffer.numel() < numel) buffer = at::empty({numel}, options);
+    };
+    grow(cuda_->device_staging, floats, on_device.dtype(at::kFloat));
+    grow(cuda_->device_bytes, bytes, on_device.dtype(at::kByte));
+    grow(cuda_->pinned, pageable_floats, at::TensorOptions().dtype(at::kFloat).pinned_memory(true));
+    // Each part to the device once, in order: page-locked parts (the services write requests
+    // there for CUDA models) straight from where they are, others through `pinned`. Reusing the
+    // buffers is safe because RunOrThrow returns only after the stream has finished with them.
+    std::vector<at::Tensor> device_parts;
+    std::vector<int64_t> byte_offsets;  // Per part: where its images start in device_bytes.
+    device_parts.reserve(parts.size());
+    int64_t float_offset = 0;
+    int64_t byte_offset = 0;
+    int64_t pinned_offset = 0;
+    for (const at::Tensor& part : parts) {
+      at::Tensor source = part;
+      at::Tensor destination;
+      if (part.scalar_type() == at::kByte) {
+        destination = cuda_->device_bytes.narrow(0, byte_offset, part.numel()).view(part.sizes());
+        byte_offsets.push_back(byte_offset);
+        byte_offset += part.numel();
+      } else {
+        destination =
+            cuda_->device_staging.narrow(0, float_offset, part.numel()).view(part.sizes());
+        byte_offsets.push_back(-1);
+        float_offset += part.numel();
+        if (!part.is_pinned() || !part.is_contiguous()) {
+          source = cuda_->pinned.narrow(0, pinned_offset, part.numel()).view(part.sizes());
+          source.copy_(part);
+          pinned_offset += part.numel();
+        }
+      }
+      destination.copy_(source, /*non_blocking=*/true);
+      device_parts.push_back(std::move(destination));
+    }
+    // A run of image parts was copied back to back: one view over all its images.
+    auto images_of_run = [&](size_t i, size_t j) {
+      int64_t images = 0;
+      for (size_t k = i; k < j; ++k) images += device_parts[k].size(0);
+      const at::Tensor& first = device_parts[i];
+      return cuda_->device_bytes
+          .narrow(0, byte_offsets[i], images * first.size(1) * first.size(2) * 3)
+          .view({images, first.size(1), first.size(2), 3});
+    };
     const int bucket = BucketFor(cuda_->graph_sizes, rows);
     if (bucket >= 0) {
       CudaState::Graph& graph = cuda_->graphs[static_cast<size_t>(bucket)];
-      graph.input.narrow(0, 0, rows).copy_(input);  // Casts to the serving dtype.
+      AssembleInput(device_parts, images_of_run, graph.input.narrow(0, 0, rows));
       graph.graph->replay();
       // Copied out before any other replay can reuse the graph pool's memory.
       return graph.output.narrow(0, 0, rows).to(at::kFloat).to(at::kCPU).contiguous();
     }
-    input = input.to(options_.dtype).contiguous(format);
+    at::Tensor input = at::empty(batch_sizes, on_device.dtype(options_.dtype), format);
+    AssembleInput(device_parts, images_of_run, input);
     at::Tensor output = module_->forward(input);
     // A blocking D2H copy on the current (instance) stream: waits for the whole batch.
     return output.to(at::kFloat).to(at::kCPU).contiguous();
   }
 #endif
-  at::Tensor input = parts.size() == 1 ? parts.front() : at::cat(parts, 0);
-  if (options_.dtype != at::kFloat) input = input.to(options_.dtype);
-  input = input.contiguous(format);
+  at::Tensor input;
+  if (!has_images) {
+    input = parts.size() == 1 ? parts.front() : at::cat(parts, 0);
+    if (options_.dtype != at::kFloat) input = input.to(options_.dtype);
+    input = input.contiguous(format);
+  } else {
+    input = at::empty(batch_sizes, at::TensorOptions().dtype(options_.dtype), format);
+    AssembleInput(
+        parts,
+        [&parts](size_t i, size_t j) {
+          return j == i + 1 ? parts[i]
+                            : at::cat(std::vector<at::Tensor>(parts.begin() + static_cast<long>(i),
+                                                              parts.begin() + static_cast<long>(j)),
+                                      0);
+        },
+        input);
+  }
   at::Tensor output = module_->forward(input);
   return output.to(at::kFloat).contiguous();
 }

@@ -23,12 +23,14 @@
 // device errors of a failed move (INTERNAL / RESOURCE_EXHAUSTED), and WarmUp's errors.
 // WarmUp: the warm-up batch's error (INTERNAL / RESOURCE_EXHAUSTED) or a CUDA-graph capture
 // failure (the message says how to run the model eagerly instead).
-// Run: INVALID_ARGUMENT (batch not CPU float32 [N,3,S,S] with S = input_size), RESOURCE_EXHAUSTED
+// Run: INVALID_ARGUMENT (batch not CPU float32 [N,3,S,S] with S = input_size, or, for RunParts,
+// a part that is neither that nor an accepted image part), RESOURCE_EXHAUSTED
 // (device out of memory), INTERNAL (any other torch error: a bug, since inputs are validated).
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -37,6 +39,8 @@
 
 #include "absl/status/statusor.h"
 #include "models/vision_model.h"
+#include "server/image/preprocess.h"
+#include "server/image/tensor_preprocess.h"
 
 namespace vitserve {
 
@@ -64,6 +68,10 @@ struct InstanceOptions {
   // true: Create() neither warms up nor captures CUDA graphs; the owner calls WarmUp() on the
   // thread that will call Run() (the model manager does so on each executor thread).
   bool defer_warm_up = false;
+  // Set: RunParts also takes image parts, uint8 [n, h, w, 3] RGB pixels (the n images of a part
+  // share one size), and resizes, crops and normalises them on the instance's device with this
+  // spec (TensorPreprocessor); its input_size must equal input_size.
+  std::optional<PreprocessSpec> image_preprocess;
 };
 
 // The batch-size buckets for CUDA graphs of a model batching up to `max_batch_size` (>= 1):
@@ -84,9 +92,12 @@ class ModelInstance {
 
   // Runs one batch (see the file comment). Not thread-safe.
   absl::StatusOr<at::Tensor> Run(const at::Tensor& batch);
-  // Runs the batch made of `parts` (each CPU float32 [n_i,3,S,S], rows in order), as Run does
-  // with their concatenation; on CUDA each part is copied once, straight into the pinned
-  // staging buffer, instead of being concatenated first.
+  // Runs the batch made of `parts` (rows in order), as Run does with their concatenation. A part
+  // is a CPU float32 [n_i,3,S,S] tensor of preprocessed rows or, with
+  // options.image_preprocess, a CPU uint8 [n_i,h_i,w_i,3] tensor of images. On CUDA each part
+  // is copied to the device once (asynchronously when page-locked), without concatenating
+  // first, and consecutive image parts of one size are preprocessed together, straight into
+  // the CUDA graph's static input.
   absl::StatusOr<at::Tensor> RunParts(const std::vector<at::Tensor>& parts);
 
   // Runs the warm-up batches, then captures the CUDA graphs. Create() calls it unless
@@ -106,10 +117,17 @@ class ModelInstance {
   absl::Status RunWarmUpBatches();
   absl::Status CaptureCudaGraphs();
   at::Tensor RunOrThrow(const std::vector<at::Tensor>& parts, int64_t rows);
+  // Writes the rows of `parts` (already on target's device; see RunOrThrow) into `target`
+  // ([rows,3,S,S], serving dtype), casting float parts and preprocessing image parts.
+  // `images_of_run(i, j)` returns parts i..j-1 (image parts of one size) as one [n,h,w,3] tensor.
+  template <typename ImagesOfRun>
+  void AssembleInput(const std::vector<at::Tensor>& parts, const ImagesOfRun& images_of_run,
+                     at::Tensor target);
 
   std::shared_ptr<VisionModel> module_;
   const InstanceOptions options_;
   std::unique_ptr<CudaState> cuda_;
+  std::optional<TensorPreprocessor> preprocessor_;  // Set with options.image_preprocess.
 };
 
 }  // namespace vitserve

@@ -1,5 +1,7 @@
 #include "server/api/classify.h"
 
+#include <cstring>
+
 #include <ATen/ATen.h>
 
 #include <string>
@@ -80,6 +82,59 @@ TEST(ClassifyTest, PreprocessesEveryImageAndNamesTheBadOne) {
   request.mutable_images(0)->Clear();
   EXPECT_THAT(DecodeAndPreprocess(request.images(), ImageLimits{}, spec).status().message(),
               HasSubstr("image 0: empty"));
+}
+
+// With device preprocessing, same-size images travel as they are, one uint8 [N,H,W,3] tensor in
+// request order (raw and decoded alike); mixed sizes, or images over twice what the model
+// resizes to, are preprocessed here as before.
+TEST(ClassifyTest, DevicePreprocessingSendsSameSizeImagesAsPixels) {
+  PreprocessSpec spec;
+  spec.input_size = 8;  // Resized to 9 on the shorter side.
+  spec.on_device = true;
+  v1::ClassifyRequest request = RequestWith(2, 0);
+  std::string gradient(4 * 2 * 3, '\0');
+  for (size_t i = 0; i < gradient.size(); ++i) gradient[i] = static_cast<char>(i * 10);
+  request.mutable_images(1)->mutable_raw()->set_rgb8(gradient);
+  auto pixels = DecodeAndPreprocess(request.images(), ImageLimits{}, spec);
+  ASSERT_TRUE(pixels.ok()) << pixels.status();
+  EXPECT_EQ(pixels->scalar_type(), at::kByte);
+  EXPECT_EQ(pixels->sizes(), (std::vector<int64_t>{2, 2, 4, 3}));
+  for (int i = 0; i < 2; ++i) {
+    const std::string& bytes = request.images(i).raw().rgb8();
+    EXPECT_EQ(std::memcmp((*pixels)[i].data_ptr(), bytes.data(), bytes.size()), 0) << i;
+  }
+
+  // A third image of another size: the whole request is preprocessed on the CPU.
+  auto* other = request.add_images()->mutable_raw();
+  other->set_width(3);
+  other->set_height(3);
+  other->set_rgb8(std::string(27, '\x10'));
+  auto rows = DecodeAndPreprocess(request.images(), ImageLimits{}, spec);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_EQ(rows->scalar_type(), at::kFloat);
+  EXPECT_EQ(rows->sizes(), (std::vector<int64_t>{3, 3, 8, 8}));
+  spec.on_device = false;
+  auto cpu = DecodeAndPreprocess(request.images(), ImageLimits{}, spec);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  EXPECT_TRUE(at::equal(*rows, *cpu));
+
+  // 18 pixels on the shorter side is exactly twice 9: still the device's; 19 is not.
+  spec.on_device = true;
+  for (const auto& [side, on_device] : std::vector<std::pair<int, bool>>{{18, true}, {19, false}}) {
+    v1::ClassifyRequest large;
+    auto* raw = large.add_images()->mutable_raw();
+    raw->set_width(static_cast<uint32_t>(side));
+    raw->set_height(static_cast<uint32_t>(side));
+    raw->set_rgb8(std::string(static_cast<size_t>(side * side * 3), '\x20'));
+    auto out = DecodeAndPreprocess(large.images(), ImageLimits{}, spec);
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_EQ(out->scalar_type() == at::kByte, on_device) << side;
+  }
+
+  // Errors keep naming the image.
+  request.mutable_images(1)->mutable_raw()->set_rgb8("short");
+  EXPECT_THAT(DecodeAndPreprocess(request.images(), ImageLimits{}, spec).status().message(),
+              HasSubstr("image 1: "));
 }
 
 TEST(ClassifyTest, RanksClassesWithLabels) {

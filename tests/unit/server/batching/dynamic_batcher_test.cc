@@ -276,6 +276,37 @@ TEST(DynamicBatcherTest, PartsRunnerGetsEachTasksInputInOrder) {
   EXPECT_EQ(data, inputs);
 }
 
+// A PartsRunner checks its parts itself: tasks of other trailing shapes and dtypes (a model
+// instance's float rows and uint8 images of any size) share a batch, each handed over as is.
+TEST(DynamicBatcherTest, PartsRunnerTakesTasksOfDifferentShapesAndDtypes) {
+  FakeClock clock;
+  Results results;
+  absl::Mutex mu;
+  std::vector<std::string> seen;  // Per part: dtype and shape.
+  PartsRunner runner = [&](const BatchParts& parts) -> absl::StatusOr<at::Tensor> {
+    absl::MutexLock lock(&mu);
+    int64_t rows = 0;
+    for (const at::Tensor& part : parts) {
+      seen.push_back(absl::StrCat(std::string(part.dtype().name()), c10::str(part.sizes())));
+      rows += part.size(0);
+    }
+    return at::zeros({rows, 1});
+  };
+  auto batcher = DynamicBatcher::Create(Options(4, absl::Hours(1)), {runner}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  const std::vector<at::Tensor> inputs = {at::zeros({1, 2}), at::zeros({2, 5, 7, 3}, at::kByte),
+                                          at::zeros({1, 4, 4, 3}, at::kByte)};
+  for (int id = 0; id < 3; ++id) {
+    auto task = MakeTask(results, id, 1);
+    task->input = inputs[static_cast<size_t>(id)];
+    ASSERT_TRUE((*batcher)->Schedule(&task).ok()) << id;
+  }
+  results.WaitFor(3);
+  absl::MutexLock lock(&mu);
+  EXPECT_THAT(seen, ElementsAre("float[1, 2]", "unsigned char[2, 5, 7, 3]",
+                                "unsigned char[1, 4, 4, 3]"));
+}
+
 TEST(DynamicBatcherTest, ClosesBatchEarlyAtPreferredSize) {
   FakeClock clock;
   RecordingRunner runner;

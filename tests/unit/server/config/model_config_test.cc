@@ -165,6 +165,31 @@ TEST_F(ModelConfigTest, CudaGraphsFollowTheFlagUnlessTheConfigSaysOtherwise) {
   EXPECT_TRUE(on->cuda_graphs());
 }
 
+// device_preprocessing is `optional`: unset takes --device-preprocessing for models on CUDA and
+// is off on CPU; an explicit value wins either way.
+TEST_F(ModelConfigTest, DevicePreprocessingFollowsTheFlagOnCudaUnlessTheConfigSaysOtherwise) {
+  struct Case {
+    const char* text;
+    bool flag;
+    bool expected;
+  };
+  const Case cases[] = {
+      {R"pb(architecture: "shvit_s1" device: "cuda")pb", true, true},
+      {R"pb(architecture: "shvit_s1" device: "cuda:0")pb", false, false},
+      {R"pb(architecture: "shvit_s1" device: "cpu")pb", true, false},
+      {R"pb(architecture: "shvit_s1" device: "cuda" device_preprocessing: false)pb", true, false},
+      {R"pb(architecture: "shvit_s1" device: "cpu" device_preprocessing: true)pb", false, true},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.text);
+    defaults_.device_preprocessing = c.flag;
+    auto parsed = ParseModelConfigText(c.text, "a/config.pbtxt");
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    ASSERT_TRUE(NormalizeModelConfig(registry_, defaults_, dir_.path() + "/a", "c", &*parsed).ok());
+    EXPECT_EQ(parsed->device_preprocessing(), c.expected);
+  }
+}
+
 TEST_F(ModelConfigTest, ValidConfigPasses) {
   EXPECT_TRUE(Check("architecture: \"shvit_s1\"").ok());
 }

@@ -1,7 +1,9 @@
 #include "server/runtime/model_instance.h"
 
 #include <atomic>
+#include <cstring>
 #include <memory>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
@@ -10,6 +12,8 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/image/image.h"
+#include "server/image/preprocess.h"
 #include "server/runtime/device.h"
 
 namespace vitserve {
@@ -67,6 +71,57 @@ std::shared_ptr<TinyModel> CopyOf(TinyModel& source) {
 at::Tensor Reference(TinyModel& model, const at::Tensor& batch) {
   c10::InferenceMode guard;
   return model.forward(batch);
+}
+
+
+// uint8 [n, height, width, 3] images with smooth, distinct content per image (seeded).
+at::Tensor Images(int64_t n, int64_t height, int64_t width, int seed) {
+  const at::Tensor y = at::arange(height, at::kFloat).view({1, height, 1, 1});
+  const at::Tensor x = at::arange(width, at::kFloat).view({1, 1, width, 1});
+  const at::Tensor channel = at::arange(3, at::kFloat).view({1, 1, 1, 3});
+  const at::Tensor image = at::arange(n, at::kFloat).view({n, 1, 1, 1}) + seed;
+  return (127.5 + 120.0 * at::sin(x * (0.3 + 0.1 * channel) + y * 0.2 + image))
+      .round()
+      .to(at::kByte);
+}
+
+// What the CPU path makes of `images` (Preprocess, i.e. OpenCV), as float rows.
+at::Tensor PreprocessedOnCpu(const at::Tensor& images, const PreprocessSpec& spec) {
+  std::vector<at::Tensor> rows;
+  for (int64_t i = 0; i < images.size(0); ++i) {
+    const at::Tensor image = images[i].contiguous();
+    cv::Mat pixels(static_cast<int>(image.size(0)), static_cast<int>(image.size(1)), CV_8UC3);
+    std::memcpy(pixels.data, image.data_ptr(), static_cast<size_t>(image.numel()));
+    absl::StatusOr<PreprocessedImage> out = Preprocess(RgbImage{pixels}, spec);
+    EXPECT_TRUE(out.ok()) << out.status();
+    rows.push_back(out->tensor);
+  }
+  return at::stack(rows);
+}
+
+PreprocessSpec SmallSpec() {
+  PreprocessSpec spec;
+  spec.input_size = 16;  // Resized to 18 on the shorter side, then cropped.
+  return spec;
+}
+
+// A mixed batch, as the batcher hands it over: runs of image parts (two sizes, enlarged and
+// shrunk, one part of two images) around a part of preprocessed float rows.
+struct MixedBatch {
+  std::vector<at::Tensor> parts;
+  at::Tensor rows;  // The same batch preprocessed on the CPU, [6, 3, 16, 16].
+};
+MixedBatch MakeMixedBatch() {
+  const PreprocessSpec spec = SmallSpec();
+  MixedBatch batch;
+  const at::Tensor a = Images(2, 12, 20, 0);  // Enlarged (cubic).
+  const at::Tensor b = Images(1, 12, 20, 5);  // Same size as a: one run with it.
+  const at::Tensor floats = PreprocessedOnCpu(Images(1, 30, 30, 7), spec);
+  const at::Tensor c = Images(2, 40, 33, 9);  // Shrunk (area).
+  batch.parts = {a, b, floats, c};
+  batch.rows = at::cat({PreprocessedOnCpu(a, spec), PreprocessedOnCpu(b, spec), floats,
+                        PreprocessedOnCpu(c, spec)});
+  return batch;
 }
 
 TEST(ModelInstanceTest, RunsOnCpuAndReturnsFloat32) {
@@ -326,6 +381,78 @@ TEST(ModelInstanceCudaTest, CudaGraphsGiveTheEagerResults) {
   // Replays do not call forward(); only the batches of 6 (beyond the largest graph: whole, in
   // parts and in pinned parts) ran eagerly.
   EXPECT_EQ(model->calls.load(), calls_after_capture + 3);
+}
+
+// With image_preprocess, uint8 image parts are resized, cropped and normalised by the instance
+// (the tensor ops a CUDA instance runs on the GPU) and give what CPU-preprocessed rows give, up
+// to OpenCV's 8-bit rounding; without it they are refused.
+TEST(ModelInstanceTest, ImagePartsArePreprocessedByTheInstance) {
+  at::manual_seed(3);
+  auto model = std::make_shared<TinyModel>();
+  auto reference = CopyOf(*model);
+  InstanceOptions options;
+  options.input_size = 16;
+  options.image_preprocess = SmallSpec();
+  auto instance = ModelInstance::Create(model, options);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  const MixedBatch batch = MakeMixedBatch();
+  absl::StatusOr<at::Tensor> out = (*instance)->RunParts(batch.parts);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(0), 6);
+  const at::Tensor expected = Reference(*reference, batch.rows);
+  // One grey level is 0.0175 after normalisation; the model averages thousands of pixels.
+  EXPECT_TRUE(at::allclose(*out, expected, 0, 5e-3)) << (*out - expected).abs().max();
+  // Rows in order: the same parts reversed give other logits.
+  std::vector<at::Tensor> reversed(batch.parts.rbegin(), batch.parts.rend());
+  absl::StatusOr<at::Tensor> swapped = (*instance)->RunParts(reversed);
+  ASSERT_TRUE(swapped.ok()) << swapped.status();
+  EXPECT_FALSE(at::allclose(*swapped, expected, 0, 5e-2)) << (*swapped - expected).abs().max();
+
+  InstanceOptions plain;
+  plain.input_size = 16;
+  auto without = ModelInstance::Create(CopyOf(*reference), plain);
+  ASSERT_TRUE(without.ok()) << without.status();
+  absl::StatusOr<at::Tensor> refused = (*without)->RunParts({Images(1, 12, 20, 0)});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr("uint8"));
+  // A spec whose input size is not the instance's is refused at Create.
+  InstanceOptions mismatched = options;
+  mismatched.image_preprocess->input_size = 32;
+  EXPECT_EQ(ModelInstance::Create(CopyOf(*reference), mismatched).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Runs only on a CUDA host: the same mixed batch, page-locked as the services hand it over,
+// through CUDA graphs (a bucket) and eagerly (beyond the largest), in half precision.
+TEST(ModelInstanceCudaTest, ImagePartsArePreprocessedOnTheGpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(3);
+  auto reference = std::make_shared<TinyModel>();
+  auto model = CopyOf(*reference);
+  InstanceOptions options;
+  options.device = c10::Device(c10::kCUDA, 0);
+  options.dtype = at::kHalf;
+  options.input_size = 16;
+  options.image_preprocess = SmallSpec();
+  options.warmup_batch_sizes = {1, 8};
+  options.cuda_graph_batch_sizes = {1, 8};
+  auto instance = ModelInstance::Create(model, options);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  const MixedBatch batch = MakeMixedBatch();
+  const at::Tensor expected = Reference(*reference, batch.rows);
+  std::vector<at::Tensor> pinned;
+  for (const at::Tensor& part : batch.parts) pinned.push_back(part.pin_memory());
+  for (const std::vector<at::Tensor>* parts :
+       std::vector<const std::vector<at::Tensor>*>{&batch.parts, &pinned}) {
+    absl::StatusOr<at::Tensor> out = (*instance)->RunParts(*parts);  // 6 rows: graph of 8.
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_TRUE(at::allclose(*out, expected, 0, 1e-2)) << (*out - expected).abs().max();
+  }
+  std::vector<at::Tensor> twice = pinned;  // 12 rows: beyond the largest graph, eager.
+  twice.insert(twice.end(), pinned.begin(), pinned.end());
+  absl::StatusOr<at::Tensor> eager = (*instance)->RunParts(twice);
+  ASSERT_TRUE(eager.ok()) << eager.status();
+  EXPECT_TRUE(at::allclose(*eager, at::cat({expected, expected}), 0, 1e-2));
 }
 
 }  // namespace
