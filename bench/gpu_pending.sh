@@ -12,8 +12,11 @@
 #   graphs     shvit_s1 served eagerly (--cuda-graphs=false) and with CUDA graphs (the default),
 #              same client bench (load time, latency, throughput)
 #   parity     issue 3's timm parity on CUDA again, now with TF32 off in vitserve-run-model
+#   devpre     device preprocessing (issue 11): its parity with CPU preprocessing on shvit_s1
+#              (bench/preprocess_parity.sh), then the served sweep with it on and off in one
+#              call; its CUDA unit test is part of `cudatests`
 set -uo pipefail
-STEP="${1:?step: cudatests | vimserve | vim | zoo3 | graphs | parity}"
+STEP="${1:?step: cudatests | vimserve | vim | zoo3 | graphs | parity | devpre}"
 OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
 source .devdeps/bootstrap.sh >/dev/null || exit 1
@@ -50,6 +53,12 @@ case "$STEP" in
     ;;
   parity)
     GPU_STEPS=parity bash bench/gpu_box.sh "$OUT"
+    ;;
+  devpre)
+    bash bench/preprocess_parity.sh "$OUT/parity" shvit_s1
+    export SWEEP_MODELS=shvit_s1 SECONDS_EACH=3 CLIENT_FLAGS="--channels 4"
+    SERVE_FLAGS=--device-preprocessing=true bash bench/serve_sweep.sh "$OUT/on"
+    SERVE_FLAGS=--device-preprocessing=false bash bench/serve_sweep.sh "$OUT/off"
     ;;
   *)
     echo "unknown step '$STEP'" >&2

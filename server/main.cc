@@ -51,11 +51,11 @@ ABSL_FLAG(bool, cuda_graphs, true,
           "default for CUDA models: capture a CUDA graph per batch-size bucket at load and replay "
           "it (batches padded to powers of two and max batch); faster small batches, shorter "
           "warm-up. --cuda-graphs=false (or cuda_graphs: false in a model config) runs eagerly");
-ABSL_FLAG(bool, device_preprocessing, true,
+ABSL_FLAG(bool, device_preprocessing, false,
           "default for CUDA models: Classify images go to the GPU as uint8 pixels and are "
-          "resized, cropped and normalised there, a batch at a time, so the CPU only decodes. "
-          "--device-preprocessing=false (or device_preprocessing: false in a model config) "
-          "preprocesses every image on the CPU");
+          "resized, cropped and normalised there, a batch at a time, so the CPU only decodes "
+          "(device_preprocessing: true|false in a model config decides per model). Off by "
+          "default until it has been measured on a GPU (docs/performance.md)");
 ABSL_FLAG(int32_t, max_queue_size, 256,
           "default most requests waiting per model; beyond it RESOURCE_EXHAUSTED at once");
 ABSL_FLAG(int64_t, max_image_bytes, vitserve::ImageLimits{}.max_encoded_bytes,

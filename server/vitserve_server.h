@@ -74,7 +74,7 @@ struct ServerOptions {
   bool cuda_graphs = true;  // CUDA graphs per batch-size bucket (models on CUDA only).
   // Classify images resized and normalised on the GPU (models on CUDA only; see
   // ModelConfig.device_preprocessing).
-  bool device_preprocessing = true;
+  bool device_preprocessing = false;
   ImageLimits image_limits;
   absl::Duration shutdown_grace = absl::Seconds(30);
   int grpc_max_message_bytes = 64 << 20;

@@ -33,7 +33,7 @@ struct ServerDefaults {
   uint64_t default_timeout_ms = 0;           // 0: no timeout for requests without a deadline
   uint32_t instance_count = 1;
   bool cuda_graphs = true;                   // --cuda-graphs
-  bool device_preprocessing = true;          // --device-preprocessing (models on CUDA only)
+  bool device_preprocessing = false;         // --device-preprocessing (models on CUDA only)
 };
 
 // Limits enforced by ValidateModelConfig.
