@@ -57,7 +57,9 @@ ABSL_FLAG(bool, device_preprocessing, false,
           "(device_preprocessing: true|false in a model config decides per model). Off by "
           "default until it has been measured on a GPU (docs/performance.md)");
 ABSL_FLAG(int32_t, max_queue_size, 256,
-          "default most requests waiting per model; beyond it RESOURCE_EXHAUSTED at once");
+          "default most requests waiting per model, being decoded or queued; a request beyond "
+          "it (and beyond the batches computing) is refused with RESOURCE_EXHAUSTED on arrival, "
+          "before it is decoded, so overload cannot pile up work or memory");
 ABSL_FLAG(int64_t, max_image_bytes, vitserve::ImageLimits{}.max_encoded_bytes,
           "largest encoded image accepted (bytes)");
 ABSL_FLAG(int64_t, max_image_pixels, vitserve::ImageLimits{}.max_pixels,

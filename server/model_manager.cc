@@ -1,5 +1,7 @@
 #include "server/model_manager.h"
 
+#include <atomic>
+
 #include <algorithm>
 #include <thread>
 #include <utility>
@@ -73,6 +75,9 @@ struct ServableModel::Core {
   std::unique_ptr<Observer> observer;
   std::vector<std::unique_ptr<ModelInstance>> instances;
   std::unique_ptr<DynamicBatcher> batcher;
+  // Requests admitted and not yet answered (Admit / EndAdmission), and their limit.
+  std::atomic<int64_t> admitted{0};
+  int64_t admission_limit = 0;
 };
 
 namespace {
@@ -267,6 +272,9 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
                         absl::StrCat("model '", name, "': ", batcher.status().message()));
   }
   core->batcher = *std::move(batcher);
+  core->admission_limit =
+      static_cast<int64_t>(batching.max_queue_size()) +
+      static_cast<int64_t>(core->instances.size()) * static_cast<int64_t>(batching.max_batch_size());
   model->core_ = std::move(core);
 
   if (model->random_weights_) {
@@ -294,6 +302,23 @@ ServableModel::~ServableModel() {
 }
 
 void ServableModel::Stop(absl::Duration grace) const { core_->batcher->Stop(grace); }
+
+absl::Status ServableModel::Admit() const {
+  const int64_t before = core_->admitted.fetch_add(1, std::memory_order_relaxed);
+  if (before < core_->admission_limit) return absl::OkStatus();
+  core_->admitted.fetch_sub(1, std::memory_order_relaxed);
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "model '", name(), "' is overloaded: ", core_->admission_limit,
+      " requests are already in flight (max_queue_size ", config_.batching().max_queue_size(),
+      " waiting plus ", core_->admission_limit - config_.batching().max_queue_size(),
+      " computing); retry later"));
+}
+
+void ServableModel::EndAdmission() const {
+  core_->admitted.fetch_sub(1, std::memory_order_relaxed);
+}
+
+int64_t ServableModel::AdmissionLimit() const { return core_->admission_limit; }
 
 void ServableModel::AnnounceArrival() const { core_->batcher->AnnounceArrival(); }
 

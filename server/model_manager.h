@@ -115,6 +115,17 @@ class ServableModel {
   // was. Errors: INVALID_ARGUMENT (null task, no on_done, wrong shape/dtype/device),
   // RESOURCE_EXHAUSTED (queue full), UNAVAILABLE (the model is shutting down).
   absl::Status Schedule(std::unique_ptr<InferenceTask>* task) const;
+
+  // Admission at the door, before a request is decoded: a request holds one admission from
+  // its arrival until its reply. OK, or RESOURCE_EXHAUSTED (saying why) when AdmissionLimit()
+  // requests already hold one: overload is then refused at once instead of piling up decoded
+  // requests in front of the batcher's queue (memory and waiting time bounded by the config).
+  // Every OK must be ended by exactly one EndAdmission().
+  absl::Status Admit() const;
+  void EndAdmission() const;
+  // max_queue_size requests waiting (being decoded or queued) plus the most that can be
+  // computing at once (instance_count batches of max_batch_size single-image requests).
+  int64_t AdmissionLimit() const;
   // DynamicBatcher::AnnounceArrival / WithdrawArrival: a request for this model is being
   // decoded, so waiting for a fuller batch may pay (see BatchingOptions::idle_dispatch).
   void AnnounceArrival() const;

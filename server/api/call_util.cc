@@ -138,6 +138,19 @@ void ScheduleRows(const ServableModel& model, at::Tensor input, absl::Time deadl
   call->Release(1, absl::OkStatus());
 }
 
+std::function<void(absl::Status)> AdmitRequest(const ServableModel& model,
+                                               std::function<void(absl::Status)> finish) {
+  if (absl::Status admitted = model.Admit(); !admitted.ok()) {
+    finish(std::move(admitted));
+    return nullptr;
+  }
+  // `model` outlives the call (the caller holds its handle until the reactor's OnDone).
+  return [&model, finish = std::move(finish)](absl::Status status) {
+    model.EndAdmission();
+    finish(std::move(status));
+  };
+}
+
 std::function<void(absl::Status)> TrackRequest(const ServableModel& model,
                                                std::function<void(absl::Status)> finish) {
   ModelMetrics& metrics = model.metrics();

@@ -42,6 +42,12 @@ absl::Status CheckStillWanted(absl::Time deadline, const std::function<bool()>& 
 std::function<void(absl::Status)> TrackRequest(const ServableModel& model,
                                                std::function<void(absl::Status)> finish);
 
+// Admits a request of `model` at the door (ServableModel::Admit), before any decoding. Returns
+// `finish` wrapped so that calling it ends the admission; or, when the model is overloaded, calls
+// `finish` with RESOURCE_EXHAUSTED at once and returns an empty function (the request is over).
+std::function<void(absl::Status)> AdmitRequest(const ServableModel& model,
+                                               std::function<void(absl::Status)> finish);
+
 // `fill` wrapped so that it runs on `pool` (ahead of queued work: WorkPool::ScheduleFirst)
 // rather than on the executor thread that completes a batch, which would otherwise build every
 // reply of the batch before it could take the next one. With a null pool, `fill` runs inline.

@@ -84,6 +84,8 @@ void RunModelInfer(const ServableModel& model, const inference::ModelInferReques
   if (start >= deadline) {
     return complete(absl::DeadlineExceededError("the request's deadline passed on arrival"));
   }
+  complete = AdmitRequest(model, std::move(complete));
+  if (!complete) return;  // Overloaded: answered RESOURCE_EXHAUSTED, nothing converted.
   // Converting the input (a copy of the whole batch; for UINT8 also the normalisation) is the
   // CPU-heavy part of the call: it runs on the preprocessing pool, off gRPC's threads, as
   // Classify's decoding does.

@@ -40,6 +40,8 @@ void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool
   if (start >= deadline) {
     return complete(absl::DeadlineExceededError("the request's deadline passed on arrival"));
   }
+  complete = AdmitRequest(model, std::move(complete));
+  if (!complete) return;  // Overloaded: answered RESOURCE_EXHAUSTED, nothing decoded.
   // Decoding is the CPU-heavy part of a request: it runs on the pool, off gRPC's threads.
   // Announced meanwhile, so the batcher knows these rows are on their way.
   model.AnnounceArrival();

@@ -903,6 +903,45 @@ TEST_F(GatedServerTest, FullQueueAnswersResourceExhaustedWhileTheQueueIsFull) {
   EXPECT_TRUE(client_->Classify(Request(1, 5), &response).ok());
 }
 
+// Overload is refused at the door: once max_queue_size requests wait and a batch computes (the
+// admission limit), further requests get RESOURCE_EXHAUSTED on arrival, before they are
+// decoded, so neither decoded work nor memory piles up in front of the queue; the limit
+// frees as requests are answered.
+TEST_F(GatedServerTest, OverloadIsRefusedBeforeDecoding) {
+  ServerOptions options = GatedOptions();
+  options.max_queue_size = 2;
+  Start(options);
+  auto model = server_->model_manager().Get(kGatedModel);
+  ASSERT_TRUE(model.ok());
+  EXPECT_EQ((*model)->AdmissionLimit(), 3);  // 2 waiting + 1 instance x max_batch_size 1.
+  auto decoded = [&] {
+    return MetricSum(Metrics(), "vitserve_preprocess_duration_seconds_count",
+                     {{"model", kGatedModel}});
+  };
+  const double decoded_before = decoded();
+  AsyncCalls& calls = *calls_;
+  HoldOneBatchInCompute(calls);
+  calls.Start(Request(1, 2));
+  calls.Start(Request(1, 3));
+  ASSERT_TRUE(WaitFor([&] { return QueueDepth() == 2; }));
+  constexpr int kFlood = 24;
+  std::vector<int> flood;
+  for (int i = 0; i < kFlood; ++i) flood.push_back(calls.Start(Request(1, 100 + i)));
+  for (int call : flood) {
+    const grpc::Status status = calls.Wait(call);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr("overloaded"));
+  }
+  // Only the three admitted requests were ever decoded.
+  EXPECT_EQ(decoded() - decoded_before, 3) << Metrics();
+  EXPECT_EQ(gate_.BatchesEntered(), 1);
+
+  gate_.Release();
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(calls.Wait(i).ok()) << i;
+  v1::ClassifyResponse response;
+  EXPECT_TRUE(client_->Classify(Request(1, 5), &response).ok());  // Admissions were given back.
+}
+
 // A request of several images is split into max_batch_size tasks; when a later task does not
 // fit in the queue, the request fails with RESOURCE_EXHAUSTED only after its queued tasks ran
 // (nothing is left behind computing for a finished call), and the server keeps serving.
