@@ -260,7 +260,16 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
   std::vector<ExecutorSetup> warm_ups;
   for (const std::unique_ptr<ModelInstance>& instance : core->instances) {
     ModelInstance* raw = instance.get();
-    runners.push_back([raw](const BatchParts& parts) { return raw->RunParts(parts); });
+    ModelMetrics* metrics = core->metrics;
+    runners.push_back([raw, metrics](const BatchParts& parts) -> absl::StatusOr<at::Tensor> {
+      BatchStages stages;
+      absl::StatusOr<at::Tensor> output = raw->RunParts(parts, &stages);
+      if (output.ok()) {
+        metrics->ObserveComputeStages(stages.input_seconds, stages.forward_seconds,
+                                      stages.output_seconds);
+      }
+      return output;
+    });
     warm_ups.push_back([raw] { return raw->WarmUp(); });
   }
   core->observer = std::make_unique<Observer>(core.get());

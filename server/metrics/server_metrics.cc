@@ -36,6 +36,13 @@ void ModelMetrics::ObserveCompute(absl::Duration d) {
   compute_duration_->Observe(absl::ToDoubleSeconds(d));
 }
 
+void ModelMetrics::ObserveComputeStages(double input_seconds, double forward_seconds,
+                                        double output_seconds) {
+  compute_stages_[0]->Observe(input_seconds);
+  compute_stages_[1]->Observe(forward_seconds);
+  compute_stages_[2]->Observe(output_seconds);
+}
+
 void ModelMetrics::ObserveBatchSize(int64_t rows) {
   batch_size_->Observe(static_cast<double>(rows));
 }
@@ -73,6 +80,13 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry)
                             .Name("vitserve_compute_duration_seconds")
                             .Help("Model execution time of one batch, in seconds.")
                             .Register(registry)),
+      compute_stage_duration_(
+          prometheus::BuildHistogram()
+              .Name("vitserve_compute_stage_duration_seconds")
+              .Help("One batch's execution by stage, in seconds: input (copies to the device "
+                    "and device preprocessing), forward (the model), output (results back to "
+                    "the host).")
+              .Register(registry)),
       batch_size_(prometheus::BuildHistogram()
                       .Name("vitserve_batch_size")
                       .Help("Rows (images) per executed batch.")
@@ -113,6 +127,12 @@ ModelMetrics& ServerMetrics::ForModel(const std::string& model, const std::strin
   m.queue_duration_ = &queue_duration_.Add(labels, DurationBuckets());
   m.preprocess_duration_ = &preprocess_duration_.Add(labels, DurationBuckets());
   m.compute_duration_ = &compute_duration_.Add(labels, DurationBuckets());
+  const char* const stages[] = {"input", "forward", "output"};
+  for (size_t i = 0; i < m.compute_stages_.size(); ++i) {
+    prometheus::Labels with_stage = labels;
+    with_stage["stage"] = stages[i];
+    m.compute_stages_[i] = &compute_stage_duration_.Add(with_stage, DurationBuckets());
+  }
   m.batch_size_ = &batch_size_.Add(labels, BatchSizeBuckets());
   m.queue_depth_ = &queue_depth_.Add(labels);
   m.inflight_ = &inflight_.Add(labels);

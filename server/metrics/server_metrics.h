@@ -5,6 +5,9 @@
 //   vitserve_queue_duration_seconds{model,task}          histogram, 100 us .. 10 s
 //   vitserve_preprocess_duration_seconds{model,task}     histogram, 100 us .. 10 s
 //   vitserve_compute_duration_seconds{model,task}        histogram, 100 us .. 10 s
+//   vitserve_compute_stage_duration_seconds{model,task,stage}  histogram, 100 us .. 10 s; one
+//       batch's compute split into stage="input" (copies to the device and device
+//       preprocessing), "forward" (the model) and "output" (results back to the host)
 //   vitserve_batch_size{model,task}                      histogram, buckets 1, 2, 4, ..., 256
 //   vitserve_queue_depth{model,task}                     gauge
 //   vitserve_inflight_requests{model,task}               gauge
@@ -57,6 +60,8 @@ class ModelMetrics {
   void ObserveQueue(absl::Duration d);
   void ObservePreprocess(absl::Duration d);
   void ObserveCompute(absl::Duration d);
+  // One batch's stages, in seconds (vitserve_compute_stage_duration_seconds).
+  void ObserveComputeStages(double input_seconds, double forward_seconds, double output_seconds);
   void ObserveBatchSize(int64_t rows);
   void SetQueueDepth(int64_t depth);
   void AddInflight(int64_t delta);
@@ -78,6 +83,7 @@ class ModelMetrics {
   prometheus::Histogram* queue_duration_ = nullptr;
   prometheus::Histogram* preprocess_duration_ = nullptr;
   prometheus::Histogram* compute_duration_ = nullptr;
+  std::array<prometheus::Histogram*, 3> compute_stages_{};  // input, forward, output
   prometheus::Histogram* batch_size_ = nullptr;
   prometheus::Gauge* queue_depth_ = nullptr;
   prometheus::Gauge* inflight_ = nullptr;
@@ -104,6 +110,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Histogram>& queue_duration_;
   prometheus::Family<prometheus::Histogram>& preprocess_duration_;
   prometheus::Family<prometheus::Histogram>& compute_duration_;
+  prometheus::Family<prometheus::Histogram>& compute_stage_duration_;
   prometheus::Family<prometheus::Histogram>& batch_size_;
   prometheus::Family<prometheus::Gauge>& queue_depth_;
   prometheus::Family<prometheus::Gauge>& inflight_;

@@ -1,6 +1,7 @@
 #include "server/runtime/model_instance.h"
 
 #include <algorithm>
+#include <chrono>
 #include <exception>
 #include <utility>
 
@@ -14,6 +15,7 @@
 #include "common/status_macros.h"
 
 #ifdef VITSERVE_WITH_CUDA
+#include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -41,6 +43,9 @@ struct ModelInstance::CudaState {
   };
   std::vector<Graph> graphs;
   std::vector<int64_t> graph_sizes;  // graphs[i].batch_size, for BucketFor.
+  // Timing events (BatchStages): before the input, after it, after the forward pass, after the
+  // output copy. Reused: each batch records them again after the previous batch finished.
+  std::vector<at::cuda::CUDAEvent> stage_events;
 };
 #else
 struct ModelInstance::CudaState {};
@@ -141,6 +146,7 @@ absl::Status ModelInstance::Prepare() {
       if (options_.cudnn_benchmark) at::globalContext().setBenchmarkCuDNN(true);
       cuda_ = std::make_unique<CudaState>(CudaState{
           c10::cuda::getStreamFromPool(/*isHighPriority=*/false, options_.device.index())});
+      for (int i = 0; i < 4; ++i) cuda_->stage_events.emplace_back(cudaEventDefault);  // Timed.
     }
 #endif
   } catch (...) {
@@ -245,7 +251,8 @@ bool SameImageSize(const at::Tensor& a, const at::Tensor& b) {
 
 }  // namespace
 
-absl::StatusOr<at::Tensor> ModelInstance::RunParts(const std::vector<at::Tensor>& parts) {
+absl::StatusOr<at::Tensor> ModelInstance::RunParts(const std::vector<at::Tensor>& parts,
+                                                   BatchStages* stages) {
   if (parts.empty()) {
     return absl::InvalidArgumentError("model input must have at least one part");
   }
@@ -273,7 +280,7 @@ absl::StatusOr<at::Tensor> ModelInstance::RunParts(const std::vector<at::Tensor>
     rows += part.size(0);
   }
   try {
-    return RunOrThrow(parts, rows);
+    return RunOrThrow(parts, rows, stages);
   } catch (...) {
     return TorchErrorToStatus(std::current_exception(),
                               absl::StrCat("inference on ", options_.device.str()));
@@ -301,7 +308,8 @@ void ModelInstance::AssembleInput(const std::vector<at::Tensor>& parts,
   }
 }
 
-at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64_t rows) {
+at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64_t rows,
+                                     BatchStages* stages) {
   c10::InferenceMode inference_mode;
   const at::MemoryFormat format =
       options_.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
@@ -317,6 +325,22 @@ at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64
 #ifdef VITSERVE_WITH_CUDA
   if (cuda_ != nullptr) {
     c10::cuda::CUDAStreamGuard stream_guard(cuda_->stream);
+    std::vector<at::cuda::CUDAEvent>& events = cuda_->stage_events;
+    events[0].record(cuda_->stream);
+    // Ends the batch: the output on the host, the stage times from the events (the output copy
+    // synchronised the stream, so the last event completes at once).
+    auto finish = [&](at::Tensor output_on_device) {
+      events[2].record(cuda_->stream);
+      at::Tensor output = output_on_device.to(at::kFloat).to(at::kCPU).contiguous();
+      events[3].record(cuda_->stream);
+      if (stages != nullptr) {
+        events[3].synchronize();
+        stages->input_seconds = events[0].elapsed_time(events[1]) / 1e3;
+        stages->forward_seconds = events[1].elapsed_time(events[2]) / 1e3;
+        stages->output_seconds = events[2].elapsed_time(events[3]) / 1e3;
+      }
+      return output;
+    };
     const at::TensorOptions on_device = at::TensorOptions().device(options_.device);
     // Buffers sized for the whole batch: float elements and image bytes.
     int64_t floats = 0;
@@ -379,17 +403,20 @@ at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64
     if (bucket >= 0) {
       CudaState::Graph& graph = cuda_->graphs[static_cast<size_t>(bucket)];
       AssembleInput(device_parts, images_of_run, graph.input.narrow(0, 0, rows));
+      events[1].record(cuda_->stream);
       graph.graph->replay();
       // Copied out before any other replay can reuse the graph pool's memory.
-      return graph.output.narrow(0, 0, rows).to(at::kFloat).to(at::kCPU).contiguous();
+      return finish(graph.output.narrow(0, 0, rows));
     }
     at::Tensor input = at::empty(batch_sizes, on_device.dtype(options_.dtype), format);
     AssembleInput(device_parts, images_of_run, input);
-    at::Tensor output = module_->forward(input);
-    // A blocking D2H copy on the current (instance) stream: waits for the whole batch.
-    return output.to(at::kFloat).to(at::kCPU).contiguous();
+    events[1].record(cuda_->stream);
+    // finish's D2H copy is blocking on the instance stream: it waits for the whole batch.
+    return finish(module_->forward(input));
   }
 #endif
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point input_start = Clock::now();
   at::Tensor input;
   if (!has_images) {
     input = parts.size() == 1 ? parts.front() : at::cat(parts, 0);
@@ -407,8 +434,17 @@ at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64
         },
         input);
   }
+  const Clock::time_point forward_start = Clock::now();
   at::Tensor output = module_->forward(input);
-  return output.to(at::kFloat).contiguous();
+  const Clock::time_point output_start = Clock::now();
+  output = output.to(at::kFloat).contiguous();
+  if (stages != nullptr) {
+    auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+    stages->input_seconds = seconds(forward_start - input_start);
+    stages->forward_seconds = seconds(output_start - forward_start);
+    stages->output_seconds = seconds(Clock::now() - output_start);
+  }
+  return output;
 }
 
 }  // namespace vitserve

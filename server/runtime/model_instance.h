@@ -81,6 +81,16 @@ std::vector<int64_t> CudaGraphBatchSizes(int64_t max_batch_size);
 // Index of the smallest of `ascending_sizes` that holds `batch` rows, or -1 when none does.
 int BucketFor(const std::vector<int64_t>& ascending_sizes, int64_t batch);
 
+// Where one batch's time went, in seconds: assembling the input on the device (copies and, for
+// image parts, preprocessing), the forward pass (or CUDA graph replay), and bringing the output
+// back to the host. On CUDA measured with CUDA events on the instance's stream (GPU time,
+// including waits for the host between stages); on CPU with the host's clock.
+struct BatchStages {
+  double input_seconds = 0;
+  double forward_seconds = 0;
+  double output_seconds = 0;
+};
+
 class ModelInstance {
  public:
   static absl::StatusOr<std::unique_ptr<ModelInstance>> Create(
@@ -98,7 +108,9 @@ class ModelInstance {
   // is copied to the device once (asynchronously when page-locked), without concatenating
   // first, and consecutive image parts of one size are preprocessed together, straight into
   // the CUDA graph's static input.
-  absl::StatusOr<at::Tensor> RunParts(const std::vector<at::Tensor>& parts);
+  // With `stages`, also reports where the batch's time went (see BatchStages; set on success).
+  absl::StatusOr<at::Tensor> RunParts(const std::vector<at::Tensor>& parts,
+                                      BatchStages* stages = nullptr);
 
   // Runs the warm-up batches, then captures the CUDA graphs. Create() calls it unless
   // options.defer_warm_up; then call it once, on the thread that will call Run(), before the
@@ -116,7 +128,7 @@ class ModelInstance {
   absl::Status Prepare();
   absl::Status RunWarmUpBatches();
   absl::Status CaptureCudaGraphs();
-  at::Tensor RunOrThrow(const std::vector<at::Tensor>& parts, int64_t rows);
+  at::Tensor RunOrThrow(const std::vector<at::Tensor>& parts, int64_t rows, BatchStages* stages);
   // Writes the rows of `parts` (already on target's device; see RunOrThrow) into `target`
   // ([rows,3,S,S], serving dtype), casting float parts and preprocessing image parts.
   // `images_of_run(i, j)` returns parts i..j-1 (image parts of one size) as one [n,h,w,3] tensor.

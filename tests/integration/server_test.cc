@@ -419,6 +419,20 @@ TEST_F(ServerTest, BadInputsGetTheRightCodeAndTheServerKeepsServing) {
       << metrics;
   EXPECT_EQ(MetricSum(metrics, "vitserve_requests_total", {{"model", kModel}, {"code", "OK"}}), 1)
       << metrics;
+  // Every computed batch (the warm-up's are not counted) is split into its three stages.
+  const double batches =
+      MetricSum(metrics, "vitserve_compute_duration_seconds_count", {{"model", kModel}});
+  EXPECT_GE(batches, 1) << metrics;
+  for (const char* stage : {"input", "forward", "output"}) {
+    EXPECT_EQ(MetricSum(metrics, "vitserve_compute_stage_duration_seconds_count",
+                        {{"model", kModel}, {"stage", stage}}),
+              batches)
+        << stage << "\n" << metrics;
+  }
+  EXPECT_GT(MetricSum(metrics, "vitserve_compute_stage_duration_seconds_sum",
+                      {{"model", kModel}, {"stage", "forward"}}),
+            0)
+      << metrics;
 }
 
 // --max-image-bytes and --max-image-pixels reach the RPCs: a request over either limit gets

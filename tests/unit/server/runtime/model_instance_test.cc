@@ -1,6 +1,8 @@
 #include "server/runtime/model_instance.h"
 
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -381,6 +383,31 @@ TEST(ModelInstanceCudaTest, CudaGraphsGiveTheEagerResults) {
   // Replays do not call forward(); only the batches of 6 (beyond the largest graph: whole, in
   // parts and in pinned parts) ran eagerly.
   EXPECT_EQ(model->calls.load(), calls_after_capture + 3);
+}
+
+// RunParts reports where the batch's time went: each stage non-negative, the forward pass
+// (a model that sleeps) at least as long as it slept, and the stages within the call's time.
+TEST(ModelInstanceTest, ReportsTheStagesOfABatch) {
+  class SlowModel : public TinyModel {
+   public:
+    torch::Tensor forward(torch::Tensor images) override {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      return TinyModel::forward(images);
+    }
+  };
+  InstanceOptions options;
+  options.input_size = 8;
+  auto instance = ModelInstance::Create(std::make_shared<SlowModel>(), options);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  BatchStages stages;
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<at::Tensor> out = (*instance)->RunParts({Batch(2, 8), Batch(1, 8)}, &stages);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_GE(stages.input_seconds, 0.0);
+  EXPECT_GE(stages.forward_seconds, 0.020);
+  EXPECT_GE(stages.output_seconds, 0.0);
+  EXPECT_LE(stages.input_seconds + stages.forward_seconds + stages.output_seconds, wall);
 }
 
 // With image_preprocess, uint8 image parts are resized, cropped and normalised by the instance
