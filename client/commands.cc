@@ -435,6 +435,10 @@ Common flags:
   --timeout SECONDS    deadline of each call (default 30)
   --batch B            images per request (default 1: one request per image, sent in order)
   --json               machine-readable output, one JSON object per line
+  --tls-ca FILE        connect over TLS, trusting the CA certificates (PEM) in FILE
+  --tls-cert FILE --tls-key FILE
+                       mutual TLS: this client's certificate and key (PEM)
+  --token-file FILE    send the bearer token on FILE's first line with every call (needs TLS)
 
 Errors: a failed call prints "error: <CODE>: <server message>" to stderr, e.g.
   error: NOT_FOUND: model 'foo' is not loaded

@@ -34,6 +34,11 @@ ABSL_FLAG(double, warmup, 0, "bench: warm-up seconds before measuring");
 ABSL_FLAG(std::string, input, "", "bench: jpeg, raw or tensor (default: jpeg with --image, "
                                   "else raw)");
 ABSL_FLAG(std::string, image, "", "bench: image file for --input jpeg");
+ABSL_FLAG(std::string, tls_ca, "", "TLS: PEM CA certificates that signed the server's certificate");
+ABSL_FLAG(std::string, tls_cert, "", "mutual TLS: this client's PEM certificate (with --tls-key)");
+ABSL_FLAG(std::string, tls_key, "", "mutual TLS: this client's PEM private key");
+ABSL_FLAG(std::string, token_file, "",
+          "file whose first line is the bearer token sent with every call (needs --tls-ca)");
 
 namespace {
 
@@ -120,6 +125,10 @@ int main(int raw_argc, char** raw_argv) {
   options.model = absl::GetFlag(FLAGS_model);
   const double timeout_s = absl::GetFlag(FLAGS_timeout);
   options.client.timeout = timeout_s > 0 ? absl::Seconds(timeout_s) : absl::ZeroDuration();
+  options.client.tls_ca_file = absl::GetFlag(FLAGS_tls_ca);
+  options.client.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.client.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  options.client.token_file = absl::GetFlag(FLAGS_token_file);
   options.json = absl::GetFlag(FLAGS_json);
   options.batch = absl::GetFlag(FLAGS_batch);
   options.top_k = absl::GetFlag(FLAGS_top_k);

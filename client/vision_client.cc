@@ -1,6 +1,8 @@
 #include "client/vision_client.h"
 
 #include <chrono>
+#include <fstream>
+#include <sstream>
 #include <utility>
 
 #include <grpcpp/client_context.h>
@@ -9,6 +11,8 @@
 #include <grpc/grpc.h>
 #include <grpcpp/support/channel_arguments.h>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "client/grpc_status.h"
 
 namespace vitserve::client {
@@ -42,6 +46,67 @@ void StartAsync(Rpc rpc, VisionClient::DoneCallback done,
 
 }  // namespace
 
+namespace {
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("--", flag, ": cannot read '", path, "'"));
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  if (absl::StripAsciiWhitespace(contents.str()).empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": '", path, "' is empty"));
+  }
+  return contents.str();
+}
+
+// Plaintext, TLS or mutual TLS, with the bearer token as call credentials.
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
+    const ClientOptions& options) {
+  if (options.tls_ca_file.empty()) {
+    if (!options.tls_cert_file.empty() || !options.tls_key_file.empty()) {
+      return absl::InvalidArgumentError(
+          "--tls-cert/--tls-key need --tls-ca (the CA that signed the server's certificate)");
+    }
+    if (!options.token_file.empty()) {
+      return absl::InvalidArgumentError(
+          "--token-file needs --tls-ca: a token is never sent over a plaintext connection");
+    }
+    return grpc::InsecureChannelCredentials();
+  }
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("mutual TLS needs both --tls-cert and --tls-key");
+  }
+  grpc::SslCredentialsOptions ssl;
+  absl::StatusOr<std::string> ca = ReadPem(options.tls_ca_file, "tls-ca");
+  if (!ca.ok()) return ca.status();
+  ssl.pem_root_certs = *std::move(ca);
+  if (!options.tls_cert_file.empty()) {
+    absl::StatusOr<std::string> cert = ReadPem(options.tls_cert_file, "tls-cert");
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = ReadPem(options.tls_key_file, "tls-key");
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = *std::move(cert);
+    ssl.pem_private_key = *std::move(key);
+  }
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::SslCredentials(ssl);
+  if (!options.token_file.empty()) {
+    absl::StatusOr<std::string> text = ReadPem(options.token_file, "token-file");
+    if (!text.ok()) return text.status();
+    const std::string token(
+        absl::StripAsciiWhitespace(absl::string_view(*text).substr(0, text->find('\n'))));
+    if (token.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--token-file: '", options.token_file, "' has an empty first line"));
+    }
+    // Sends "authorization: Bearer <token>" with every call.
+    credentials = grpc::CompositeChannelCredentials(credentials,
+                                                    grpc::AccessTokenCredentials(token));
+  }
+  return credentials;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<VisionClient>> VisionClient::Connect(std::string target,
                                                                     ClientOptions options) {
   if (target.empty()) {
@@ -59,8 +124,10 @@ absl::StatusOr<std::unique_ptr<VisionClient>> VisionClient::Connect(std::string 
   // A connection of its own: channels with equal arguments would otherwise share one through
   // gRPC's global subchannel pool (bench --channels relies on separate connections).
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  auto channel =
-      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      ChannelCredentials(options);
+  if (!credentials.ok()) return credentials.status();
+  auto channel = grpc::CreateCustomChannel(target, *credentials, args);
   if (channel == nullptr) {
     return absl::InvalidArgumentError("cannot create a channel to '" + target + "'");
   }

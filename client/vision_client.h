@@ -32,6 +32,13 @@ struct ClientOptions {
   absl::Duration timeout = absl::Seconds(30);
   // Largest message sent or received (a batch of large images or segmentation masks).
   int max_message_bytes = 64 * 1024 * 1024;
+  // TLS: the PEM CA certificates that signed the server's certificate (empty: plaintext). For
+  // mutual TLS also this client's PEM certificate and key.
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  // A file whose first line is the bearer token sent with every call (needs TLS).
+  std::string token_file;
 };
 
 class VisionClient {
@@ -39,7 +46,9 @@ class VisionClient {
   // Called once when an asynchronous call finishes, on a gRPC thread: it must not block.
   using DoneCallback = std::function<void(absl::Status)>;
 
-  // Creates a channel to `target` ("host:port", "dns:///host:port", "unix:/path"; plaintext).
+  // Creates a channel to `target` ("host:port", "dns:///host:port", "unix:/path"), plaintext or,
+  // with options.tls_ca_file, TLS (INVALID_ARGUMENT / NOT_FOUND for unusable TLS or token
+  // options, saying which).
   // Connecting is lazy: an unreachable server shows up as UNAVAILABLE on the first call.
   // INVALID_ARGUMENT for an empty target or nonsensical options.
   static absl::StatusOr<std::unique_ptr<VisionClient>> Connect(std::string target,

@@ -72,6 +72,18 @@ ABSL_FLAG(int, intra_op_threads, 0,
           "requests already run in parallel on the preprocessing pool and parallel copies of "
           "small tensors only spin; otherwise LibTorch's default, one per core, for CPU "
           "models)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain: serve gRPC over TLS (with --tls-key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA certificates: mutual TLS, only clients with a certificate this CA signed may "
+          "connect");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "file whose first line is a bearer token every gRPC call must send as 'authorization: "
+          "Bearer <token>' (else UNAUTHENTICATED); needs TLS");
+ABSL_FLAG(bool, auth_exempt_health, true,
+          "with --auth-token-file, let grpc.health.v1.Health calls (Kubernetes probes) through "
+          "without a token");
 ABSL_FLAG(int, preprocess_threads, 0,
           "threads that decode and preprocess images and convert ModelInfer tensors, off gRPC's "
           "threads (0: one per core)");
@@ -97,6 +109,8 @@ Examples:
   vitserve                                         # shvit_s1, random weights, CPU
   vitserve --model deit_tiny_patch16_224 --weights deit_tiny.safetensors
   vitserve --model-repository /models --device cuda --precision fp16
+  vitserve --tls-cert server.pem --tls-key server.key [--tls-client-ca ca.pem]
+           [--auth-token-file token.txt]             # TLS, mutual TLS, bearer token
   vitserve --list-models)";
 
 // The flags that may also come from VITSERVE_<NAME>.
@@ -117,6 +131,11 @@ constexpr const char* kFlagNames[] = {"grpc_port",
                                       "max_image_pixels",
                                       "shutdown_grace_seconds",
                                       "preprocess_threads",
+                                      "tls_cert",
+                                      "tls_key",
+                                      "tls_client_ca",
+                                      "auth_token_file",
+                                      "auth_exempt_health",
                                       "intra_op_threads",
                                       "list_models"};
 
@@ -231,6 +250,11 @@ int Run(int argc, char** argv) {
   options.image_limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
   options.shutdown_grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds));
   options.preprocess_threads = absl::GetFlag(FLAGS_preprocess_threads);
+  options.security.cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.security.key_file = absl::GetFlag(FLAGS_tls_key);
+  options.security.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
+  options.security.token_file = absl::GetFlag(FLAGS_auth_token_file);
+  options.security.token_exempt_health = absl::GetFlag(FLAGS_auth_exempt_health);
   // Requests are decoded concurrently on the preprocessing pool; OpenCV's own thread pool on
   // top of that would only oversubscribe the cores.
   cv::setNumThreads(1);

@@ -155,7 +155,10 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   const std::string address = ListenAddress(options_.host, options_.grpc_port);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &grpc_port_);
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      MakeServerCredentials(options_.security);
+  if (!credentials.ok()) return credentials.status();
+  builder.AddListeningPort(address, *credentials, &grpc_port_);
   builder.SetMaxReceiveMessageSize(options_.grpc_max_message_bytes);
   builder.SetMaxSendMessageSize(options_.grpc_max_message_bytes);
   builder.RegisterService(vision_.get());

@@ -32,6 +32,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "models/registry.h"
+#include "server/api/security.h"
 #include "server/image/decode.h"
 
 namespace grpc {
@@ -81,6 +82,8 @@ struct ServerOptions {
   // Threads that decode and preprocess images and convert ModelInfer's tensors (0: one per
   // hardware thread).
   int preprocess_threads = 0;
+  // TLS, mutual TLS and a bearer token for the gRPC port (server/api/security.h).
+  SecurityOptions security;
 };
 
 class VitServer {

@@ -1,0 +1,121 @@
+#include "server/api/security.h"
+
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+#include "grpcpp/security/server_credentials.h"
+
+namespace vitserve {
+namespace {
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", what, " '", path, "'"));
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  std::string text = contents.str();
+  if (absl::StripAsciiWhitespace(text).empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(what, " '", path, "' is empty"));
+  }
+  return text;
+}
+
+// Equal strings, compared without an early exit, so the time taken says nothing of how much of a
+// guessed token was right.
+bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
+  unsigned char difference = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i) {
+    difference |= static_cast<unsigned char>(a[i] ^ (i < b.size() ? b[i] : 0));
+  }
+  return difference == 0;
+}
+
+}  // namespace
+
+BearerTokenChecker::BearerTokenChecker(std::string token, bool exempt_health)
+    : expected_(absl::StrCat("Bearer ", token)), exempt_health_(exempt_health) {}
+
+grpc::Status BearerTokenChecker::Process(const InputMetadata& auth_metadata,
+                                         grpc::AuthContext* /*context*/,
+                                         OutputMetadata* consumed_auth_metadata,
+                                         OutputMetadata* /*response_metadata*/) {
+  if (exempt_health_) {
+    const auto path = auth_metadata.find(":path");
+    if (path != auth_metadata.end() &&
+        absl::StartsWith(absl::string_view(path->second.data(), path->second.size()),
+                         "/grpc.health.v1.Health/")) {
+      return grpc::Status::OK;
+    }
+  }
+  const auto authorization = auth_metadata.find("authorization");
+  if (authorization == auth_metadata.end()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "this server needs a bearer token: send 'authorization: Bearer <token>' "
+                        "(vitserve-client --token-file FILE)");
+  }
+  const absl::string_view given(authorization->second.data(), authorization->second.size());
+  if (!ConstantTimeEquals(given, expected_)) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "wrong bearer token");
+  }
+  consumed_auth_metadata->insert(std::make_pair(std::string(authorization->first.data(),
+                                                            authorization->first.size()),
+                                                std::string(given)));
+  return grpc::Status::OK;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+    const SecurityOptions& options) {
+  const bool tls = !options.cert_file.empty() || !options.key_file.empty();
+  if (!tls) {
+    if (!options.client_ca_file.empty()) {
+      return absl::InvalidArgumentError(
+          "--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS with client "
+          "certificates)");
+    }
+    if (!options.token_file.empty()) {
+      return absl::InvalidArgumentError(
+          "--auth-token-file needs --tls-cert and --tls-key: a bearer token sent in plaintext "
+          "can be read off the network by anyone on the path");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  if (options.cert_file.empty() || options.key_file.empty()) {
+    return absl::InvalidArgumentError("TLS needs both --tls-cert and --tls-key");
+  }
+  grpc::SslServerCredentialsOptions ssl;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  absl::StatusOr<std::string> cert = ReadWholeFile(options.cert_file, "TLS certificate");
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadWholeFile(options.key_file, "TLS private key");
+  if (!key.ok()) return key.status();
+  pair.cert_chain = *std::move(cert);
+  pair.private_key = *std::move(key);
+  ssl.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!options.client_ca_file.empty()) {
+    absl::StatusOr<std::string> ca = ReadWholeFile(options.client_ca_file, "client CA");
+    if (!ca.ok()) return ca.status();
+    ssl.pem_root_certs = *std::move(ca);
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::SslServerCredentials(ssl);
+  if (!options.token_file.empty()) {
+    absl::StatusOr<std::string> token = ReadWholeFile(options.token_file, "auth token file");
+    if (!token.ok()) return token.status();
+    const std::string first_line(
+        absl::StripAsciiWhitespace(absl::string_view(*token).substr(0, token->find('\n'))));
+    if (first_line.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("auth token file '", options.token_file, "' has an empty first line"));
+    }
+    credentials->SetAuthMetadataProcessor(
+        std::make_shared<BearerTokenChecker>(first_line, options.token_exempt_health));
+  }
+  return credentials;
+}
+
+}  // namespace vitserve
