@@ -72,6 +72,9 @@ ABSL_FLAG(int, intra_op_threads, 0,
           "requests already run in parallel on the preprocessing pool and parallel copies of "
           "small tensors only spin; otherwise LibTorch's default, one per core, for CPU "
           "models)");
+ABSL_FLAG(std::string, http_address, "0.0.0.0",
+          "IPv4 address of the HTTP port (/metrics, /v2/health/*): e.g. 127.0.0.1 or an "
+          "internal interface, to keep metrics off the network that reaches --host");
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain: serve gRPC over TLS (with --tls-key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls-cert");
@@ -131,6 +134,7 @@ constexpr const char* kFlagNames[] = {"grpc_port",
                                       "max_image_pixels",
                                       "shutdown_grace_seconds",
                                       "preprocess_threads",
+                                      "http_address",
                                       "tls_cert",
                                       "tls_key",
                                       "tls_client_ca",
@@ -250,6 +254,7 @@ int Run(int argc, char** argv) {
   options.image_limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
   options.shutdown_grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds));
   options.preprocess_threads = absl::GetFlag(FLAGS_preprocess_threads);
+  options.http_address = absl::GetFlag(FLAGS_http_address);
   options.security.cert_file = absl::GetFlag(FLAGS_tls_cert);
   options.security.key_file = absl::GetFlag(FLAGS_tls_key);
   options.security.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);

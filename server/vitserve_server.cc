@@ -182,7 +182,7 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
                    : HttpResponse{503, "text/plain", "not ready\n"};
   };
   absl::StatusOr<std::unique_ptr<HttpServer>> http =
-      HttpServer::Start(options_.http_port, std::move(routes));
+      HttpServer::Start(options_.http_port, std::move(routes), options_.http_address);
   if (!http.ok()) {
     return absl::Status(
         http.status().code(),

@@ -60,6 +60,7 @@ const char* VitserveVersion();
 struct ServerOptions {
   int grpc_port = 8001;          // 0: an ephemeral port (see VitServer::grpc_port()).
   int http_port = 8002;          // 0: an ephemeral port.
+  std::string http_address = "0.0.0.0";  // /metrics and health listening address (IPv4).
   std::string host = "0.0.0.0";  // gRPC listening address.
   // Quick mode: one architecture from the registry, optionally with a .safetensors file (random
   // weights without one). Exclusive with model_repository; neither means kDefaultQuickModel.

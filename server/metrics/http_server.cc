@@ -74,9 +74,15 @@ int RemainingMs(absl::Time deadline) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
-    int port, absl::flat_hash_map<std::string, HttpHandler> routes) {
+    int port, absl::flat_hash_map<std::string, HttpHandler> routes, const std::string& address) {
   if (port < 0 || port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("HTTP port must be in [0, 65535], got ", port));
+  }
+  in_addr listen_address{};
+  if (::inet_pton(AF_INET, address.c_str(), &listen_address) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "HTTP address must be a dotted IPv4 address such as 0.0.0.0 or 127.0.0.1, got '",
+        address, "'"));
   }
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return ErrnoStatus(errno, "socket");
@@ -84,12 +90,12 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_ANY);
+  addr.sin_addr = listen_address;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || ::listen(fd, 128) != 0) {
     const int error = errno;
     ::close(fd);
-    return ErrnoStatus(error, absl::StrCat("cannot listen for HTTP on 0.0.0.0:", port));
+    return ErrnoStatus(error, absl::StrCat("cannot listen for HTTP on ", address, ":", port));
   }
   socklen_t len = sizeof(addr);
   if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {

@@ -6,7 +6,7 @@
 // pthread_create fails on GPU hosts ("null context when constructing CivetServer"). This server
 // uses std::thread (default 8 MiB stack) and plain POSIX sockets.
 //
-// Behaviour: binds 0.0.0.0:port; one accept thread and a few connection threads; one request per
+// Behaviour: binds address:port (IPv4; 0.0.0.0 by default); one accept thread and a few connection threads; one request per
 // connection (Connection: close; responses carry Content-Length). GET and HEAD only: an unknown
 // path is 404, another method on a known path is 405; the query string is ignored for routing.
 // A request line plus headers over 16 KiB is 431; a client that does not send its headers within
@@ -16,7 +16,8 @@
 // Ownership: the server owns its sockets, threads and routes.
 // Thread-safety: handlers run on connection threads, possibly concurrently; they must be
 // thread-safe. Stop and bound_port may be called from any thread; Stop is idempotent.
-// Errors: Start returns INVALID_ARGUMENT for a port outside [0, 65535] and the errno-based
+// Errors: Start returns INVALID_ARGUMENT for a port outside [0, 65535] or an address that is not
+// a dotted IPv4 address, and the errno-based
 // status (e.g. UNAVAILABLE / ALREADY_EXISTS-like codes) when the socket cannot be bound.
 #pragma once
 
@@ -45,9 +46,11 @@ using HttpHandler = std::function<HttpResponse()>;
 
 class HttpServer {
  public:
-  // `routes` maps exact paths ("/metrics") to handlers. Port 0 picks an ephemeral port.
+  // `routes` maps exact paths ("/metrics") to handlers. Port 0 picks an ephemeral port;
+  // `address` is the local IPv4 address to listen on ("127.0.0.1": this host only).
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(
-      int port, absl::flat_hash_map<std::string, HttpHandler> routes);
+      int port, absl::flat_hash_map<std::string, HttpHandler> routes,
+      const std::string& address = "0.0.0.0");
 
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

@@ -24,6 +24,20 @@ using ::testing::EndsWith;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
+// A client socket connected to `ip` (host order), or -1 when the connection was refused.
+int TryConnect(int port, uint32_t ip) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(ip);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 // A connected client socket (blocking, with a 30 s receive timeout as a safety net).
 int Connect(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -79,6 +93,21 @@ TEST(HttpServerTest, ServesARouteOnAnEphemeralPort) {
   EXPECT_THAT(response, HasSubstr("Connection: close\r\n"));
   EXPECT_THAT(response, EndsWith("\r\n\r\nvitserve_up 1\n"));
   EXPECT_THAT(Get(port, "/metrics?debug=1"), StartsWith("HTTP/1.1 200 OK\r\n"));
+}
+
+// --http-address: the server listens on the address given only (127.0.0.2 is loopback too, but
+// not 127.0.0.1), and refuses one that is not an IPv4 address.
+TEST(HttpServerTest, ListensOnTheGivenAddressOnly) {
+  auto server = HttpServer::Start(0, TestRoutes(), "127.0.0.2");
+  ASSERT_TRUE(server.ok()) << server.status();
+  const int port = (*server)->bound_port();
+  const int there = TryConnect(port, 0x7f000002);
+  EXPECT_GE(there, 0);
+  if (there >= 0) ::close(there);
+  EXPECT_EQ(TryConnect(port, INADDR_LOOPBACK), -1);
+  auto bad = HttpServer::Start(0, TestRoutes(), "localhost");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bad.status().message(), HasSubstr("IPv4"));
 }
 
 TEST(HttpServerTest, HeadSendsHeadersOnly) {
