@@ -32,7 +32,7 @@ for round in $(seq 1 "$ROUNDS"); do
 import json, sys
 d = json.load(open(sys.argv[1]))
 print(f"round {sys.argv[2]}: accepted {d['throughput_img_s']:.1f} img/s, p50 {d['p50_ms']:.0f} ms, "
-      f"p99 {d['p99_ms']:.0f} ms, max {d['max_ms']:.0f} ms, answered OK {d['requests']}, "
+      f"p99 {d['p99_ms']:.0f} ms, max {d['max_ms']:.0f} ms, requests sent {d['requests']}, "
       f"errors {d.get('errors_by_code', {})}; resident memory after: {sys.argv[3]} MiB")
 PY
   sleep "$GAP"
