@@ -243,10 +243,11 @@ bool IsImagePart(const at::Tensor& part) {
          part.scalar_type() == at::kByte;
 }
 
-// Consecutive image parts whose images share one size are preprocessed as one run.
-bool SameImageSize(const at::Tensor& a, const at::Tensor& b) {
-  return a.scalar_type() == at::kByte && b.scalar_type() == at::kByte && a.size(1) == b.size(1) &&
-         a.size(2) == b.size(2);
+// Consecutive parts that are handled as one run: float rows (one copy into the input), or
+// image parts whose images share one size (preprocessed together).
+bool SameRun(const at::Tensor& a, const at::Tensor& b) {
+  if (a.scalar_type() != b.scalar_type()) return false;
+  return a.scalar_type() != at::kByte || (a.size(1) == b.size(1) && a.size(2) == b.size(2));
 }
 
 }  // namespace
@@ -287,23 +288,21 @@ absl::StatusOr<at::Tensor> ModelInstance::RunParts(const std::vector<at::Tensor>
   }
 }
 
-template <typename ImagesOfRun>
-void ModelInstance::AssembleInput(const std::vector<at::Tensor>& parts,
-                                  const ImagesOfRun& images_of_run, at::Tensor target) {
+template <typename RunOf>
+void ModelInstance::AssembleInput(const std::vector<at::Tensor>& parts, const RunOf& run_of,
+                                  at::Tensor target) {
   int64_t row = 0;
   size_t i = 0;
   while (i < parts.size()) {
-    if (parts[i].scalar_type() != at::kByte) {
-      target.narrow(0, row, parts[i].size(0)).copy_(parts[i]);  // Casts to the serving dtype.
-      row += parts[i].size(0);
-      ++i;
-      continue;
-    }
     size_t j = i + 1;
-    while (j < parts.size() && SameImageSize(parts[j - 1], parts[j])) ++j;
-    const at::Tensor images = images_of_run(i, j);
-    preprocessor_->Run(images, target.narrow(0, row, images.size(0)));
-    row += images.size(0);
+    while (j < parts.size() && SameRun(parts[j - 1], parts[j])) ++j;
+    const at::Tensor run = run_of(i, j);
+    if (run.scalar_type() == at::kByte) {
+      preprocessor_->Run(run, target.narrow(0, row, run.size(0)));
+    } else {
+      target.narrow(0, row, run.size(0)).copy_(run);  // Casts to the serving dtype.
+    }
+    row += run.size(0);
     i = j;
   }
 }
@@ -364,7 +363,7 @@ at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64
     // there for CUDA models) straight from where they are, others through `pinned`. Reusing the
     // buffers is safe because RunOrThrow returns only after the stream has finished with them.
     std::vector<at::Tensor> device_parts;
-    std::vector<int64_t> byte_offsets;  // Per part: where its images start in device_bytes.
+    std::vector<int64_t> offsets;  // Per part: where it starts in device_bytes / device_staging.
     device_parts.reserve(parts.size());
     int64_t float_offset = 0;
     int64_t byte_offset = 0;
@@ -374,12 +373,12 @@ at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64
       at::Tensor destination;
       if (part.scalar_type() == at::kByte) {
         destination = cuda_->device_bytes.narrow(0, byte_offset, part.numel()).view(part.sizes());
-        byte_offsets.push_back(byte_offset);
+        offsets.push_back(byte_offset);
         byte_offset += part.numel();
       } else {
         destination =
             cuda_->device_staging.narrow(0, float_offset, part.numel()).view(part.sizes());
-        byte_offsets.push_back(-1);
+        offsets.push_back(float_offset);
         float_offset += part.numel();
         if (!part.is_pinned() || !part.is_contiguous()) {
           source = cuda_->pinned.narrow(0, pinned_offset, part.numel()).view(part.sizes());
@@ -390,26 +389,29 @@ at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64
       destination.copy_(source, /*non_blocking=*/true);
       device_parts.push_back(std::move(destination));
     }
-    // A run of image parts was copied back to back: one view over all its images.
-    auto images_of_run = [&](size_t i, size_t j) {
-      int64_t images = 0;
-      for (size_t k = i; k < j; ++k) images += device_parts[k].size(0);
-      const at::Tensor& first = device_parts[i];
-      return cuda_->device_bytes
-          .narrow(0, byte_offsets[i], images * first.size(1) * first.size(2) * 3)
-          .view({images, first.size(1), first.size(2), 3});
+    // A run's parts were copied back to back: one view over all of it.
+    auto run_of = [&](size_t i, size_t j) {
+      int64_t rows_in_run = 0;
+      for (size_t k = i; k < j; ++k) rows_in_run += device_parts[k].size(0);
+      std::vector<int64_t> sizes = device_parts[i].sizes().vec();
+      sizes[0] = rows_in_run;
+      const int64_t numel = device_parts[i].numel() / device_parts[i].size(0) * rows_in_run;
+      const at::Tensor& buffer = device_parts[i].scalar_type() == at::kByte
+                                     ? cuda_->device_bytes
+                                     : cuda_->device_staging;
+      return buffer.narrow(0, offsets[i], numel).view(sizes);
     };
     const int bucket = BucketFor(cuda_->graph_sizes, rows);
     if (bucket >= 0) {
       CudaState::Graph& graph = cuda_->graphs[static_cast<size_t>(bucket)];
-      AssembleInput(device_parts, images_of_run, graph.input.narrow(0, 0, rows));
+      AssembleInput(device_parts, run_of, graph.input.narrow(0, 0, rows));
       events[1].record(cuda_->stream);
       graph.graph->replay();
       // Copied out before any other replay can reuse the graph pool's memory.
       return finish(graph.output.narrow(0, 0, rows));
     }
     at::Tensor input = at::empty(batch_sizes, on_device.dtype(options_.dtype), format);
-    AssembleInput(device_parts, images_of_run, input);
+    AssembleInput(device_parts, run_of, input);
     events[1].record(cuda_->stream);
     // finish's D2H copy is blocking on the instance stream: it waits for the whole batch.
     return finish(module_->forward(input));

@@ -130,10 +130,11 @@ class ModelInstance {
   absl::Status CaptureCudaGraphs();
   at::Tensor RunOrThrow(const std::vector<at::Tensor>& parts, int64_t rows, BatchStages* stages);
   // Writes the rows of `parts` (already on target's device; see RunOrThrow) into `target`
-  // ([rows,3,S,S], serving dtype), casting float parts and preprocessing image parts.
-  // `images_of_run(i, j)` returns parts i..j-1 (image parts of one size) as one [n,h,w,3] tensor.
-  template <typename ImagesOfRun>
-  void AssembleInput(const std::vector<at::Tensor>& parts, const ImagesOfRun& images_of_run,
+  // ([rows,3,S,S], serving dtype), a run of consecutive parts at a time: float rows copied (and
+  // cast) at once, image parts of one size preprocessed together. `run_of(i, j)` returns parts
+  // i..j-1 of one run as one tensor ([n,3,S,S] float or [n,h,w,3] uint8).
+  template <typename RunOf>
+  void AssembleInput(const std::vector<at::Tensor>& parts, const RunOf& run_of,
                      at::Tensor target);
 
   std::shared_ptr<VisionModel> module_;
