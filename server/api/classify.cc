@@ -50,11 +50,14 @@ struct SourceImage {
   int height = 0;
 };
 
-absl::StatusOr<SourceImage> ReadImage(const v1::Image& image, const ImageLimits& limits) {
+absl::StatusOr<SourceImage> ReadImage(const v1::Image& image, const ImageLimits& limits,
+                                      const PreprocessSpec& spec) {
   SourceImage source;
   switch (image.data_case()) {
     case v1::Image::kEncoded: {
-      absl::StatusOr<RgbImage> decoded = DecodeImage(image.encoded(), limits);
+      // Classification needs no original coordinates, so large JPEGs may decode reduced.
+      const int reduce_to = spec.jpeg_dct_downscale ? static_cast<int>(ResizedShortSide(spec)) : 0;
+      absl::StatusOr<RgbImage> decoded = DecodeImage(image.encoded(), limits, reduce_to);
       if (!decoded.ok()) return decoded.status();
       source.decoded = *std::move(decoded);
       source.width = source.decoded.width();
@@ -107,7 +110,7 @@ absl::StatusOr<at::Tensor> DecodeAndPreprocess(
   std::vector<SourceImage> sources;
   sources.reserve(static_cast<size_t>(images.size()));
   for (int i = 0; i < images.size(); ++i) {
-    absl::StatusOr<SourceImage> source = ReadImage(images[i], limits);
+    absl::StatusOr<SourceImage> source = ReadImage(images[i], limits, spec);
     if (!source.ok()) return WithImageIndex(i, source.status());
     sources.push_back(*std::move(source));
   }

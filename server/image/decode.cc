@@ -1,5 +1,6 @@
 #include "server/image/decode.h"
 
+#include <algorithm>
 #include <cstring>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -30,7 +31,8 @@ absl::Status CheckDimensions(int64_t width, int64_t height, const ImageLimits& l
 
 }  // namespace
 
-absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, const ImageLimits& limits) {
+absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, const ImageLimits& limits,
+                                     int reduce_to_short_side) {
   if (encoded.empty()) return absl::InvalidArgumentError("image data is empty");
   if (static_cast<int64_t>(encoded.size()) > limits.max_encoded_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -40,12 +42,30 @@ absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, const ImageLimits
   VITSERVE_ASSIGN_OR_RETURN(const ImageHeader header, ReadImageHeader(encoded));
   VITSERVE_RETURN_IF_ERROR(CheckDimensions(header.width, header.height, limits));
 
+  // libjpeg scales by 1/2, 1/4 or 1/8 while decoding; the largest that keeps enough pixels.
+  int factor = 1;
+  if (reduce_to_short_side > 0 && header.format == ImageFormat::kJpeg) {
+    const int64_t short_side = std::min(header.width, header.height);
+    for (int candidate : {8, 4, 2}) {
+      if ((short_side + candidate - 1) / candidate >= reduce_to_short_side) {
+        factor = candidate;
+        break;
+      }
+    }
+  }
+  const int flags = factor == 8   ? cv::IMREAD_REDUCED_COLOR_8
+                    : factor == 4 ? cv::IMREAD_REDUCED_COLOR_4
+                    : factor == 2 ? cv::IMREAD_REDUCED_COLOR_2
+                                  : cv::IMREAD_COLOR;
+  const int64_t expected_width = (header.width + factor - 1) / factor;
+  const int64_t expected_height = (header.height + factor - 1) / factor;
+
   RgbImage image;
   try {
     // imdecode only reads the buffer; the const_cast is for cv::Mat's constructor.
     const cv::Mat buffer(1, static_cast<int>(encoded.size()), CV_8UC1,
                          const_cast<char*>(encoded.data()));
-    cv::Mat pixels = cv::imdecode(buffer, cv::IMREAD_COLOR);
+    cv::Mat pixels = cv::imdecode(buffer, flags);
     if (pixels.empty() || pixels.type() != CV_8UC3) {
       return absl::InvalidArgumentError(absl::StrCat("could not decode the ",
                                                      ImageFormatName(header.format),
@@ -58,12 +78,13 @@ absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, const ImageLimits
         "could not decode the ", ImageFormatName(header.format), " image: ", e.what()));
   }
   // The decoder must agree with the header (up to the EXIF rotation's swap).
-  const bool same = image.width() == header.width && image.height() == header.height;
-  const bool swapped = image.width() == header.height && image.height() == header.width;
+  const bool same = image.width() == expected_width && image.height() == expected_height;
+  const bool swapped = image.width() == expected_height && image.height() == expected_width;
   if (!same && !swapped) {
     return absl::InvalidArgumentError(absl::StrCat(
         "malformed ", ImageFormatName(header.format), " image: header says ", header.width, "x",
-        header.height, " but it decoded to ", image.width(), "x", image.height()));
+        header.height, factor > 1 ? absl::StrCat(" (1/", factor, " of it when reduced)") : "",
+        " but it decoded to ", image.width(), "x", image.height()));
   }
   return image;
 }

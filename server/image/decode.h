@@ -28,7 +28,15 @@ struct ImageLimits {
   int max_side = 16384;                    // Longest allowed width or height.
 };
 
-absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, const ImageLimits& limits);
+// With `reduce_to_short_side` > 0, a JPEG whose shorter side is at least twice that is decoded at
+// 1/2, 1/4 or 1/8 of its size (libjpeg's DCT-domain scaling, through OpenCV's
+// IMREAD_REDUCED_COLOR_*): the largest reduction that keeps the shorter side at least
+// `reduce_to_short_side` (ceil(side / factor), as libjpeg rounds). Decoding is then several
+// times faster, and the following resize has less to do. Other formats decode at full size.
+// The image is then smaller than the original: callers that map coordinates back (detection,
+// segmentation) must not ask for this.
+absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, const ImageLimits& limits,
+                                     int reduce_to_short_side = 0);
 
 // Checks raw RGB8 pixels (row-major, 3 bytes per pixel, R G B) as RgbImageFromRaw does:
 // INVALID_ARGUMENT for non-positive sizes or a byte count other than width * height * 3,

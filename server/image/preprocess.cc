@@ -35,10 +35,13 @@ absl::Status ValidatePreprocessSpec(const PreprocessSpec& spec) {
   return absl::OkStatus();
 }
 
+int64_t ResizedShortSide(const PreprocessSpec& spec) {
+  return static_cast<int64_t>(std::floor(static_cast<double>(spec.input_size) / spec.crop_pct));
+}
+
 CropGeometry ComputeCropGeometry(int width, int height, const PreprocessSpec& spec) {
   const int size = static_cast<int>(spec.input_size);
-  const int64_t target_short =
-      static_cast<int64_t>(std::floor(static_cast<double>(spec.input_size) / spec.crop_pct));
+  const int64_t target_short = ResizedShortSide(spec);
   const bool landscape = width >= height;
   const int64_t short_side = landscape ? height : width;
   const int64_t long_side = landscape ? width : height;

@@ -47,6 +47,10 @@ struct PreprocessSpec {
   // device_preprocessing. Requests whose images differ in size, or are more than
   // kMaxDeviceResizeFactor times larger than needed, are still preprocessed here.
   bool on_device = false;
+  // Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale in libjpeg's DCT domain, down to no less
+  // than ResizedShortSide (DecodeImage's reduce_to_short_side): several times faster than a
+  // full decode followed by a large shrink, at a cost of about one grey level (decode_test).
+  bool jpeg_dct_downscale = true;
 };
 
 // Largest shrink factor (source short side over resized short side) that device preprocessing
@@ -74,6 +78,9 @@ struct PreprocessedImage {
   at::Tensor tensor;  // [3, S, S] float32, CPU, contiguous, RGB channel order.
   CropGeometry geometry;
 };
+
+// The shorter side images are resized to: floor(input_size / crop_pct).
+int64_t ResizedShortSide(const PreprocessSpec& spec);
 
 // Where a width x height image lands: the resize to the spec's shorter side and the centre crop.
 // Needs positive sizes and a valid spec.

@@ -1,5 +1,7 @@
 #include "server/image/decode.h"
 
+#include <cmath>
+
 #include <fstream>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -117,6 +119,54 @@ TEST(DecodeImageTest, AppliesExifOrientation) {
   ASSERT_TRUE(image.ok()) << image.status();
   EXPECT_EQ(image->width(), 40);
   ExpectColor(*image, 5, 10, {0, 0, 255}, 40);
+}
+
+// Large JPEGs decode reduced in the DCT domain: by the largest of 2, 4 and 8 that keeps the
+// shorter side at least the target (sizes rounded up, as libjpeg does), with EXIF orientation
+// still applied; the pixels are within about a grey level of a full decode shrunk the same way.
+// Small JPEGs and other formats decode at full size.
+TEST(DecodeImageTest, ReducesLargeJpegsInTheDctDomain) {
+  cv::Mat rgb(770, 1030, CV_8UC3);  // Odd sizes: 1030 / 2 = 515, 770 / 2 = 385.
+  for (int y = 0; y < rgb.rows; ++y) {
+    for (int x = 0; x < rgb.cols; ++x) {
+      rgb.at<cv::Vec3b>(y, x) = cv::Vec3b(static_cast<uint8_t>(128 + 100 * std::sin(x * 0.01)),
+                                          static_cast<uint8_t>(128 + 100 * std::cos(y * 0.013)),
+                                          static_cast<uint8_t>((x + y) / 8 % 256));
+    }
+  }
+  cv::GaussianBlur(rgb, rgb, cv::Size(5, 5), 1.5);
+  const std::string jpeg = Encode(rgb, ".jpg", {cv::IMWRITE_JPEG_QUALITY, 92});
+  struct Case {
+    int target;
+    int width, height;
+  };
+  for (const Case& c : {Case{0, 1030, 770}, Case{400, 1030, 770}, Case{385, 515, 385},
+                        Case{256, 515, 385}, Case{193, 258, 193}, Case{96, 129, 97},
+                        Case{50, 129, 97}}) {
+    SCOPED_TRACE(c.target);
+    absl::StatusOr<RgbImage> image = DecodeImage(jpeg, ImageLimits(), c.target);
+    ASSERT_TRUE(image.ok()) << image.status();
+    EXPECT_EQ(image->width(), c.width);
+    EXPECT_EQ(image->height(), c.height);
+    if (c.width == 1030) continue;
+    absl::StatusOr<RgbImage> full = DecodeImage(jpeg, ImageLimits());
+    ASSERT_TRUE(full.ok());
+    cv::Mat shrunk;
+    cv::resize(full->pixels, shrunk, cv::Size(c.width, c.height), 0, 0, cv::INTER_AREA);
+    cv::Mat difference;
+    cv::absdiff(shrunk, image->pixels, difference);
+    EXPECT_LT(cv::mean(difference.reshape(1))[0], 1.5);
+  }
+  // EXIF orientation 6 still turns the reduced image upright.
+  const std::string rotated = jpeg.substr(0, 2) + ExifOrientationSegment(6) + jpeg.substr(2);
+  absl::StatusOr<RgbImage> upright = DecodeImage(rotated, ImageLimits(), 256);
+  ASSERT_TRUE(upright.ok()) << upright.status();
+  EXPECT_EQ(upright->width(), 385);
+  EXPECT_EQ(upright->height(), 515);
+  // PNG: no DCT, full size.
+  absl::StatusOr<RgbImage> png = DecodeImage(Encode(rgb, ".png"), ImageLimits(), 256);
+  ASSERT_TRUE(png.ok());
+  EXPECT_EQ(png->width(), 1030);
 }
 
 // width x height RGB with four coloured quadrants: red, green (top), blue, white (bottom).
