@@ -64,6 +64,9 @@ ABSL_FLAG(int64_t, max_image_bytes, vitserve::ImageLimits{}.max_encoded_bytes,
           "largest encoded image accepted (bytes)");
 ABSL_FLAG(int64_t, max_image_pixels, vitserve::ImageLimits{}.max_pixels,
           "largest decoded image accepted (width * height)");
+ABSL_FLAG(int32_t, max_images_per_request, vitserve::ImageLimits{}.max_images_per_request,
+          "most images in one Classify request (each becomes a model input row of about 0.6 MB "
+          "whatever its encoded size); beyond it RESOURCE_EXHAUSTED");
 ABSL_FLAG(double, shutdown_grace_seconds, 30,
           "on SIGTERM/SIGINT, how long accepted requests may take to finish");
 ABSL_FLAG(bool, list_models, false, "print the architectures this build can serve and exit");
@@ -132,6 +135,7 @@ constexpr const char* kFlagNames[] = {"grpc_port",
                                       "device_preprocessing",
                                       "max_image_bytes",
                                       "max_image_pixels",
+                                      "max_images_per_request",
                                       "shutdown_grace_seconds",
                                       "preprocess_threads",
                                       "http_address",
@@ -252,6 +256,7 @@ int Run(int argc, char** argv) {
   options.device_preprocessing = absl::GetFlag(FLAGS_device_preprocessing);
   options.image_limits.max_encoded_bytes = absl::GetFlag(FLAGS_max_image_bytes);
   options.image_limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
+  options.image_limits.max_images_per_request = absl::GetFlag(FLAGS_max_images_per_request);
   options.shutdown_grace = absl::Seconds(absl::GetFlag(FLAGS_shutdown_grace_seconds));
   options.preprocess_threads = absl::GetFlag(FLAGS_preprocess_threads);
   options.http_address = absl::GetFlag(FLAGS_http_address);

@@ -90,6 +90,11 @@ absl::Status ValidateOptions(const ServerOptions& o) {
   if (o.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("shutdown grace must be >= 0");
   }
+  if (o.image_limits.max_images_per_request < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max-images-per-request ", o.image_limits.max_images_per_request,
+        " must be at least 1"));
+  }
   if (o.grpc_max_message_bytes < 1) {
     return absl::InvalidArgumentError("grpc max message bytes must be positive");
   }

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <cstring>
+#include <optional>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -10,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "models/heads/topk.h"
+#include "server/image/image_header.h"
 
 namespace vitserve {
 namespace {
@@ -42,26 +44,39 @@ absl::StatusOr<int64_t> ValidateClassifyRequest(const v1::ClassifyRequest& reque
 
 namespace {
 
-// One request image before preprocessing: raw pixels still in the request, or decoded.
+// One request image, checked but not decoded yet: its raw pixels (validated) or its encoded
+// bytes, and the size it will decode to (for a JPEG, after DCT reduction; before EXIF rotation,
+// which DecodeAndPreprocess checks after decoding).
 struct SourceImage {
-  std::string_view raw;  // Raw RGB8 bytes (validated), or empty when decoded.
-  RgbImage decoded;
+  const v1::Image* image = nullptr;
   int width = 0;
   int height = 0;
 };
 
-absl::StatusOr<SourceImage> ReadImage(const v1::Image& image, const ImageLimits& limits,
-                                      const PreprocessSpec& spec) {
+int ReduceTo(const PreprocessSpec& spec) {
+  // Classification needs no original coordinates, so large JPEGs may decode reduced.
+  return spec.jpeg_dct_downscale ? static_cast<int>(ResizedShortSide(spec)) : 0;
+}
+
+absl::StatusOr<SourceImage> Inspect(const v1::Image& image, const ImageLimits& limits,
+                                    const PreprocessSpec& spec) {
   SourceImage source;
+  source.image = &image;
   switch (image.data_case()) {
     case v1::Image::kEncoded: {
-      // Classification needs no original coordinates, so large JPEGs may decode reduced.
-      const int reduce_to = spec.jpeg_dct_downscale ? static_cast<int>(ResizedShortSide(spec)) : 0;
-      absl::StatusOr<RgbImage> decoded = DecodeImage(image.encoded(), limits, reduce_to);
-      if (!decoded.ok()) return decoded.status();
-      source.decoded = *std::move(decoded);
-      source.width = source.decoded.width();
-      source.height = source.decoded.height();
+      if (image.encoded().empty()) return absl::InvalidArgumentError("image data is empty");
+      if (static_cast<int64_t>(image.encoded().size()) > limits.max_encoded_bytes) {
+        // DecodeImage's own check and message, before any parsing.
+        return DecodeImage(image.encoded(), limits).status();
+      }
+      absl::StatusOr<ImageHeader> header = ReadImageHeader(image.encoded());
+      if (!header.ok()) return header.status();
+      const int factor =
+          header->format == ImageFormat::kJpeg
+              ? JpegReductionFactor(header->width, header->height, ReduceTo(spec))
+              : 1;
+      source.width = static_cast<int>((header->width + factor - 1) / factor);
+      source.height = static_cast<int>((header->height + factor - 1) / factor);
       return source;
     }
     case v1::Image::kRaw:
@@ -72,12 +87,20 @@ absl::StatusOr<SourceImage> ReadImage(const v1::Image& image, const ImageLimits&
           !valid.ok()) {
         return valid;
       }
-      source.raw = image.raw().rgb8();
       return source;
     default:
       return absl::InvalidArgumentError(
           "empty; set either `encoded` (JPEG, PNG, BMP or WebP bytes) or `raw`");
   }
+}
+
+// The image's RGB pixels: decoded (large JPEGs reduced), or the raw bytes copied.
+absl::StatusOr<RgbImage> Pixels(const SourceImage& source, const ImageLimits& limits,
+                                const PreprocessSpec& spec) {
+  if (source.image->data_case() == v1::Image::kEncoded) {
+    return DecodeImage(source.image->encoded(), limits, ReduceTo(spec));
+  }
+  return RgbImageFromRaw(source.image->raw().rgb8(), source.width, source.height, limits);
 }
 
 absl::StatusOr<at::Tensor> Allocate(std::vector<int64_t> sizes, at::ScalarType dtype,
@@ -102,36 +125,63 @@ bool ForDevice(const std::vector<SourceImage>& sources, const PreprocessSpec& sp
          1.0;
 }
 
+// The device path: every image's pixels, one at a time, into one [N,H,W,3] uint8 tensor. Empty
+// (not an error) when an image decodes to another size than announced (an EXIF rotation): the
+// request then takes the CPU path.
+absl::StatusOr<std::optional<at::Tensor>> PixelsForDevice(const std::vector<SourceImage>& sources,
+                                                          const ImageLimits& limits,
+                                                          const PreprocessSpec& spec) {
+  const int width = sources.front().width;
+  const int height = sources.front().height;
+  const size_t image_bytes = static_cast<size_t>(width) * static_cast<size_t>(height) * 3;
+  VITSERVE_ASSIGN_OR_RETURN(
+      at::Tensor pixels,
+      Allocate({static_cast<int64_t>(sources.size()), height, width, 3}, at::kByte,
+               spec.pin_memory));
+  uint8_t* next = pixels.data_ptr<uint8_t>();
+  for (size_t i = 0; i < sources.size(); ++i) {
+    const SourceImage& source = sources[i];
+    if (source.image->data_case() == v1::Image::kRaw) {
+      std::memcpy(next, source.image->raw().rgb8().data(), image_bytes);
+    } else {
+      absl::StatusOr<RgbImage> decoded = DecodeImage(source.image->encoded(), limits, ReduceTo(spec));
+      if (!decoded.ok()) return WithImageIndex(static_cast<int>(i), decoded.status());
+      if (decoded->width() != width || decoded->height() != height) return std::nullopt;
+      std::memcpy(next, decoded->pixels.data, image_bytes);  // Decoded images are continuous.
+    }
+    next += image_bytes;
+  }
+  return std::optional<at::Tensor>(std::move(pixels));
+}
+
 }  // namespace
 
 absl::StatusOr<at::Tensor> DecodeAndPreprocess(
     const google::protobuf::RepeatedPtrField<v1::Image>& images, const ImageLimits& limits,
     const PreprocessSpec& spec) {
+  if (images.empty()) return absl::InvalidArgumentError("no images");
+  if (images.size() > limits.max_images_per_request) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "request has ", images.size(), " images; the limit is ", limits.max_images_per_request,
+        " per request (configurable with the server flag --max-images-per-request); send them "
+        "in several requests"));
+  }
+  // Checked (and sized) first, decoded later one at a time, so that a request never holds more
+  // than one decoded image besides its model input.
   std::vector<SourceImage> sources;
   sources.reserve(static_cast<size_t>(images.size()));
   for (int i = 0; i < images.size(); ++i) {
-    absl::StatusOr<SourceImage> source = ReadImage(images[i], limits, spec);
+    absl::StatusOr<SourceImage> source = Inspect(images[i], limits, spec);
     if (!source.ok()) return WithImageIndex(i, source.status());
-    sources.push_back(*std::move(source));
+    sources.push_back(*source);
   }
-  if (sources.empty()) return absl::InvalidArgumentError("no images");
 
   if (ForDevice(sources, spec)) {
-    // The pixels as they are, one [N,H,W,3] uint8 tensor (page-locked for a model on CUDA):
-    // the model's instance resizes and normalises them on its device.
-    const int64_t image_bytes = int64_t{sources.front().width} * sources.front().height * 3;
-    VITSERVE_ASSIGN_OR_RETURN(
-        at::Tensor pixels,
-        Allocate({images.size(), sources.front().height, sources.front().width, 3}, at::kByte,
-                 spec.pin_memory));
-    uint8_t* next = pixels.data_ptr<uint8_t>();
-    for (const SourceImage& source : sources) {
-      std::memcpy(next, source.raw.empty() ? source.decoded.pixels.data
-                                           : reinterpret_cast<const uint8_t*>(source.raw.data()),
-                  static_cast<size_t>(image_bytes));
-      next += image_bytes;
-    }
-    return pixels;
+    // The pixels as they are (page-locked for a model on CUDA): the model's instance resizes
+    // and normalises them on its device.
+    VITSERVE_ASSIGN_OR_RETURN(std::optional<at::Tensor> pixels,
+                              PixelsForDevice(sources, limits, spec));
+    if (pixels.has_value()) return *std::move(pixels);
   }
 
   // One [N,3,S,S] float tensor, each image preprocessed straight into its row (no per-image
@@ -143,14 +193,9 @@ absl::StatusOr<at::Tensor> DecodeAndPreprocess(
   float* next_row = batch.data_ptr<float>();
   const int64_t row_floats = 3 * spec.input_size * spec.input_size;
   for (int i = 0; i < images.size(); ++i) {
-    SourceImage& source = sources[static_cast<size_t>(i)];
-    if (!source.raw.empty()) {
-      absl::StatusOr<RgbImage> copied =
-          RgbImageFromRaw(source.raw, source.width, source.height, limits);
-      if (!copied.ok()) return WithImageIndex(i, copied.status());
-      source.decoded = *std::move(copied);
-    }
-    absl::StatusOr<CropGeometry> geometry = PreprocessInto(source.decoded, spec, next_row);
+    absl::StatusOr<RgbImage> rgb = Pixels(sources[static_cast<size_t>(i)], limits, spec);
+    if (!rgb.ok()) return WithImageIndex(i, rgb.status());
+    absl::StatusOr<CropGeometry> geometry = PreprocessInto(*rgb, spec, next_row);
     if (!geometry.ok()) return WithImageIndex(i, geometry.status());
     next_row += row_floats;
   }

@@ -31,6 +31,16 @@ absl::Status CheckDimensions(int64_t width, int64_t height, const ImageLimits& l
 
 }  // namespace
 
+int JpegReductionFactor(int64_t width, int64_t height, int reduce_to_short_side) {
+  if (reduce_to_short_side <= 0) return 1;
+  // libjpeg scales by 1/2, 1/4 or 1/8 while decoding; the largest that keeps enough pixels.
+  const int64_t short_side = std::min(width, height);
+  for (int factor : {8, 4, 2}) {
+    if ((short_side + factor - 1) / factor >= reduce_to_short_side) return factor;
+  }
+  return 1;
+}
+
 absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, const ImageLimits& limits,
                                      int reduce_to_short_side) {
   if (encoded.empty()) return absl::InvalidArgumentError("image data is empty");
@@ -42,17 +52,9 @@ absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, const ImageLimits
   VITSERVE_ASSIGN_OR_RETURN(const ImageHeader header, ReadImageHeader(encoded));
   VITSERVE_RETURN_IF_ERROR(CheckDimensions(header.width, header.height, limits));
 
-  // libjpeg scales by 1/2, 1/4 or 1/8 while decoding; the largest that keeps enough pixels.
-  int factor = 1;
-  if (reduce_to_short_side > 0 && header.format == ImageFormat::kJpeg) {
-    const int64_t short_side = std::min(header.width, header.height);
-    for (int candidate : {8, 4, 2}) {
-      if ((short_side + candidate - 1) / candidate >= reduce_to_short_side) {
-        factor = candidate;
-        break;
-      }
-    }
-  }
+  const int factor = header.format == ImageFormat::kJpeg
+                         ? JpegReductionFactor(header.width, header.height, reduce_to_short_side)
+                         : 1;
   const int flags = factor == 8   ? cv::IMREAD_REDUCED_COLOR_8
                     : factor == 4 ? cv::IMREAD_REDUCED_COLOR_4
                     : factor == 2 ? cv::IMREAD_REDUCED_COLOR_2

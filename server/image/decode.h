@@ -26,6 +26,9 @@ struct ImageLimits {
   int64_t max_encoded_bytes = 32LL << 20;  // Server flag --max-image-bytes.
   int64_t max_pixels = 40'000'000;         // Server flag --max-image-pixels.
   int max_side = 16384;                    // Longest allowed width or height.
+  // Images in one request (server flag --max-images-per-request): each becomes a model input
+  // row of about 0.6 MB, whatever its encoded size, so this bounds a request's memory.
+  int max_images_per_request = 256;
 };
 
 // With `reduce_to_short_side` > 0, a JPEG whose shorter side is at least twice that is decoded at
@@ -37,6 +40,10 @@ struct ImageLimits {
 // segmentation) must not ask for this.
 absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, const ImageLimits& limits,
                                      int reduce_to_short_side = 0);
+
+// The reduction DecodeImage applies to a JPEG of that stored size: 1, 2, 4 or 8 (its decoded
+// sides are ceil(side / factor)).
+int JpegReductionFactor(int64_t width, int64_t height, int reduce_to_short_side);
 
 // Checks raw RGB8 pixels (row-major, 3 bytes per pixel, R G B) as RgbImageFromRaw does:
 // INVALID_ARGUMENT for non-positive sizes or a byte count other than width * height * 3,

@@ -1,6 +1,8 @@
 #include "server/api/classify.h"
 
 #include <cstring>
+#include <fstream>
+#include <iterator>
 
 #include <ATen/ATen.h>
 
@@ -135,6 +137,42 @@ TEST(ClassifyTest, DevicePreprocessingSendsSameSizeImagesAsPixels) {
   request.mutable_images(1)->mutable_raw()->set_rgb8("short");
   EXPECT_THAT(DecodeAndPreprocess(request.images(), ImageLimits{}, spec).status().message(),
               HasSubstr("image 1: "));
+}
+
+// A request may not carry more images than --max-images-per-request: each becomes a model
+// input row whatever its encoded size, so tiny images would otherwise multiply memory.
+TEST(ClassifyTest, RefusesMoreImagesThanTheLimit) {
+  PreprocessSpec spec;
+  spec.input_size = 8;
+  ImageLimits limits;
+  limits.max_images_per_request = 3;
+  EXPECT_TRUE(DecodeAndPreprocess(RequestWith(3, 0).images(), limits, spec).ok());
+  auto refused = DecodeAndPreprocess(RequestWith(4, 0).images(), limits, spec);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(refused.status().message(), HasSubstr("--max-images-per-request"));
+}
+
+// A JPEG whose EXIF orientation turns it (stored 320x240, shown 240x320) decodes to another
+// size than its header says: with device preprocessing the request falls back to the CPU path
+// instead of mixing sizes, and gives exactly what that path gives.
+TEST(ClassifyTest, DevicePreprocessingFallsBackForARotatedJpeg) {
+  std::ifstream file(std::string(VITSERVE_SAMPLE_DIR) + "/sunset_exif_rotated_240x320.jpg",
+                     std::ios::binary);
+  ASSERT_TRUE(file.good());
+  const std::string jpeg((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  v1::ClassifyRequest request;
+  request.add_images()->set_encoded(jpeg);
+  PreprocessSpec spec;
+  spec.input_size = 224;
+  spec.crop_pct = 1.0;  // Resized to 224 on the shorter side: within twice, so device-eligible.
+  spec.on_device = true;
+  auto device = DecodeAndPreprocess(request.images(), ImageLimits{}, spec);
+  ASSERT_TRUE(device.ok()) << device.status();
+  EXPECT_EQ(device->scalar_type(), at::kFloat);
+  spec.on_device = false;
+  auto cpu = DecodeAndPreprocess(request.images(), ImageLimits{}, spec);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  EXPECT_TRUE(at::equal(*device, *cpu));
 }
 
 TEST(ClassifyTest, RanksClassesWithLabels) {
