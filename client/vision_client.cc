@@ -1,8 +1,6 @@
 #include "client/vision_client.h"
 
 #include <chrono>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include <grpcpp/client_context.h>
@@ -11,9 +9,8 @@
 #include <grpc/grpc.h>
 #include <grpcpp/support/channel_arguments.h>
 
-#include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "client/grpc_status.h"
+#include "common/credential_file.h"
 
 namespace vitserve::client {
 namespace {
@@ -48,17 +45,6 @@ void StartAsync(Rpc rpc, VisionClient::DoneCallback done,
 
 namespace {
 
-absl::StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("--", flag, ": cannot read '", path, "'"));
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  if (absl::StripAsciiWhitespace(contents.str()).empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": '", path, "' is empty"));
-  }
-  return contents.str();
-}
-
 // Plaintext, TLS or mutual TLS, with the bearer token as call credentials.
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
     const ClientOptions& options) {
@@ -77,30 +63,24 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
     return absl::InvalidArgumentError("mutual TLS needs both --tls-cert and --tls-key");
   }
   grpc::SslCredentialsOptions ssl;
-  absl::StatusOr<std::string> ca = ReadPem(options.tls_ca_file, "tls-ca");
+  absl::StatusOr<std::string> ca = ReadCredentialFile(options.tls_ca_file, "--tls-ca");
   if (!ca.ok()) return ca.status();
   ssl.pem_root_certs = *std::move(ca);
   if (!options.tls_cert_file.empty()) {
-    absl::StatusOr<std::string> cert = ReadPem(options.tls_cert_file, "tls-cert");
+    absl::StatusOr<std::string> cert = ReadCredentialFile(options.tls_cert_file, "--tls-cert");
     if (!cert.ok()) return cert.status();
-    absl::StatusOr<std::string> key = ReadPem(options.tls_key_file, "tls-key");
+    absl::StatusOr<std::string> key = ReadCredentialFile(options.tls_key_file, "--tls-key");
     if (!key.ok()) return key.status();
     ssl.pem_cert_chain = *std::move(cert);
     ssl.pem_private_key = *std::move(key);
   }
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::SslCredentials(ssl);
   if (!options.token_file.empty()) {
-    absl::StatusOr<std::string> text = ReadPem(options.token_file, "token-file");
-    if (!text.ok()) return text.status();
-    const std::string token(
-        absl::StripAsciiWhitespace(absl::string_view(*text).substr(0, text->find('\n'))));
-    if (token.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--token-file: '", options.token_file, "' has an empty first line"));
-    }
+    absl::StatusOr<std::string> token = ReadTokenFile(options.token_file, "--token-file");
+    if (!token.ok()) return token.status();
     // Sends "authorization: Bearer <token>" with every call.
     credentials = grpc::CompositeChannelCredentials(credentials,
-                                                    grpc::AccessTokenCredentials(token));
+                                                    grpc::AccessTokenCredentials(*token));
   }
   return credentials;
 }

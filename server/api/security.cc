@@ -1,29 +1,15 @@
 #include "server/api/security.h"
 
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "absl/strings/strip.h"
+#include "common/credential_file.h"
 #include "grpcpp/security/server_credentials.h"
 
 namespace vitserve {
 namespace {
-
-absl::StatusOr<std::string> ReadWholeFile(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", what, " '", path, "'"));
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  std::string text = contents.str();
-  if (absl::StripAsciiWhitespace(text).empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(what, " '", path, "' is empty"));
-  }
-  return text;
-}
 
 // Equal strings, compared without an early exit, so the time taken says nothing of how much of a
 // guessed token was right.
@@ -89,31 +75,25 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
   }
   grpc::SslServerCredentialsOptions ssl;
   grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-  absl::StatusOr<std::string> cert = ReadWholeFile(options.cert_file, "TLS certificate");
+  absl::StatusOr<std::string> cert = ReadCredentialFile(options.cert_file, "--tls-cert");
   if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::string> key = ReadWholeFile(options.key_file, "TLS private key");
+  absl::StatusOr<std::string> key = ReadCredentialFile(options.key_file, "--tls-key");
   if (!key.ok()) return key.status();
   pair.cert_chain = *std::move(cert);
   pair.private_key = *std::move(key);
   ssl.pem_key_cert_pairs.push_back(std::move(pair));
   if (!options.client_ca_file.empty()) {
-    absl::StatusOr<std::string> ca = ReadWholeFile(options.client_ca_file, "client CA");
+    absl::StatusOr<std::string> ca = ReadCredentialFile(options.client_ca_file, "--tls-client-ca");
     if (!ca.ok()) return ca.status();
     ssl.pem_root_certs = *std::move(ca);
     ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::SslServerCredentials(ssl);
   if (!options.token_file.empty()) {
-    absl::StatusOr<std::string> token = ReadWholeFile(options.token_file, "auth token file");
+    absl::StatusOr<std::string> token = ReadTokenFile(options.token_file, "--auth-token-file");
     if (!token.ok()) return token.status();
-    const std::string first_line(
-        absl::StripAsciiWhitespace(absl::string_view(*token).substr(0, token->find('\n'))));
-    if (first_line.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("auth token file '", options.token_file, "' has an empty first line"));
-    }
     credentials->SetAuthMetadataProcessor(
-        std::make_shared<BearerTokenChecker>(first_line, options.token_exempt_health));
+        std::make_shared<BearerTokenChecker>(*std::move(token), options.token_exempt_health));
   }
   return credentials;
 }
