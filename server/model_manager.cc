@@ -1,8 +1,7 @@
 #include "server/model_manager.h"
 
-#include <atomic>
-
 #include <algorithm>
+#include <atomic>
 #include <thread>
 #include <utility>
 
@@ -238,7 +237,6 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
     }
   }
 
-
   BatchingOptions batching_options;
   batching_options.max_batch_size = static_cast<int>(batching.max_batch_size());
   batching_options.max_queue_delay = absl::Microseconds(batching.max_queue_delay_us());
@@ -351,9 +349,7 @@ absl::Status ServableModel::Schedule(std::unique_ptr<InferenceTask>* task) const
                     in.size(2) == size && in.size(3) == size && in.device().is_cpu() &&
                     in.scalar_type() == at::kFloat;
   // Images for the instance to preprocess on its device (DecodeAndPreprocess, on_device).
-  const bool images = preprocess_spec_.on_device && in.defined() && in.dim() == 4 &&
-                      in.size(0) >= 1 && in.size(1) >= 1 && in.size(2) >= 1 &&
-                      in.size(3) == 3 && in.device().is_cpu() && in.scalar_type() == at::kByte;
+  const bool images = preprocess_spec_.on_device && IsImagePart(in);
   if (!rows && !images) {
     return reject(absl::InvalidArgumentError(absl::StrCat(
         "model '", name(), "' takes preprocessed CPU float32 [N,3,", size, ",", size, "] input",

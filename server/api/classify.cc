@@ -11,7 +11,6 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "models/heads/topk.h"
-#include "server/image/image_header.h"
 
 namespace vitserve {
 namespace {
@@ -64,19 +63,11 @@ absl::StatusOr<SourceImage> Inspect(const v1::Image& image, const ImageLimits& l
   source.image = &image;
   switch (image.data_case()) {
     case v1::Image::kEncoded: {
-      if (image.encoded().empty()) return absl::InvalidArgumentError("image data is empty");
-      if (static_cast<int64_t>(image.encoded().size()) > limits.max_encoded_bytes) {
-        // DecodeImage's own check and message, before any parsing.
-        return DecodeImage(image.encoded(), limits).status();
-      }
-      absl::StatusOr<ImageHeader> header = ReadImageHeader(image.encoded());
-      if (!header.ok()) return header.status();
-      const int factor =
-          header->format == ImageFormat::kJpeg
-              ? JpegReductionFactor(header->width, header->height, ReduceTo(spec))
-              : 1;
-      source.width = static_cast<int>((header->width + factor - 1) / factor);
-      source.height = static_cast<int>((header->height + factor - 1) / factor);
+      absl::StatusOr<EncodedImageInfo> info =
+          InspectEncodedImage(image.encoded(), limits, ReduceTo(spec));
+      if (!info.ok()) return info.status();
+      source.width = static_cast<int>(info->width);
+      source.height = static_cast<int>(info->height);
       return source;
     }
     case v1::Image::kRaw:

@@ -29,8 +29,7 @@ absl::Status CheckDimensions(int64_t width, int64_t height, const ImageLimits& l
   return absl::OkStatus();
 }
 
-}  // namespace
-
+// The reduction for a JPEG of that stored size: 1, 2, 4 or 8.
 int JpegReductionFactor(int64_t width, int64_t height, int reduce_to_short_side) {
   if (reduce_to_short_side <= 0) return 1;
   // libjpeg scales by 1/2, 1/4 or 1/8 while decoding; the largest that keeps enough pixels.
@@ -41,8 +40,11 @@ int JpegReductionFactor(int64_t width, int64_t height, int reduce_to_short_side)
   return 1;
 }
 
-absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, const ImageLimits& limits,
-                                     int reduce_to_short_side) {
+}  // namespace
+
+absl::StatusOr<EncodedImageInfo> InspectEncodedImage(std::string_view encoded,
+                                                     const ImageLimits& limits,
+                                                     int reduce_to_short_side) {
   if (encoded.empty()) return absl::InvalidArgumentError("image data is empty");
   if (static_cast<int64_t>(encoded.size()) > limits.max_encoded_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -51,16 +53,26 @@ absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, const ImageLimits
   }
   VITSERVE_ASSIGN_OR_RETURN(const ImageHeader header, ReadImageHeader(encoded));
   VITSERVE_RETURN_IF_ERROR(CheckDimensions(header.width, header.height, limits));
+  EncodedImageInfo info;
+  info.format = header.format;
+  info.stored_width = header.width;
+  info.stored_height = header.height;
+  info.reduction = header.format == ImageFormat::kJpeg
+                       ? JpegReductionFactor(header.width, header.height, reduce_to_short_side)
+                       : 1;
+  info.width = (header.width + info.reduction - 1) / info.reduction;
+  info.height = (header.height + info.reduction - 1) / info.reduction;
+  return info;
+}
 
-  const int factor = header.format == ImageFormat::kJpeg
-                         ? JpegReductionFactor(header.width, header.height, reduce_to_short_side)
-                         : 1;
-  const int flags = factor == 8   ? cv::IMREAD_REDUCED_COLOR_8
-                    : factor == 4 ? cv::IMREAD_REDUCED_COLOR_4
-                    : factor == 2 ? cv::IMREAD_REDUCED_COLOR_2
-                                  : cv::IMREAD_COLOR;
-  const int64_t expected_width = (header.width + factor - 1) / factor;
-  const int64_t expected_height = (header.height + factor - 1) / factor;
+absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, const ImageLimits& limits,
+                                     int reduce_to_short_side) {
+  VITSERVE_ASSIGN_OR_RETURN(const EncodedImageInfo info,
+                            InspectEncodedImage(encoded, limits, reduce_to_short_side));
+  const int flags = info.reduction == 8   ? cv::IMREAD_REDUCED_COLOR_8
+                    : info.reduction == 4 ? cv::IMREAD_REDUCED_COLOR_4
+                    : info.reduction == 2 ? cv::IMREAD_REDUCED_COLOR_2
+                                          : cv::IMREAD_COLOR;
 
   RgbImage image;
   try {
@@ -70,22 +82,23 @@ absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, const ImageLimits
     cv::Mat pixels = cv::imdecode(buffer, flags);
     if (pixels.empty() || pixels.type() != CV_8UC3) {
       return absl::InvalidArgumentError(absl::StrCat("could not decode the ",
-                                                     ImageFormatName(header.format),
+                                                     ImageFormatName(info.format),
                                                      " image (corrupt or truncated data)"));
     }
     cv::cvtColor(pixels, pixels, cv::COLOR_BGR2RGB);  // In place: no second full-size buffer.
     image.pixels = std::move(pixels);
   } catch (const cv::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "could not decode the ", ImageFormatName(header.format), " image: ", e.what()));
+        "could not decode the ", ImageFormatName(info.format), " image: ", e.what()));
   }
   // The decoder must agree with the header (up to the EXIF rotation's swap).
-  const bool same = image.width() == expected_width && image.height() == expected_height;
-  const bool swapped = image.width() == expected_height && image.height() == expected_width;
+  const bool same = image.width() == info.width && image.height() == info.height;
+  const bool swapped = image.width() == info.height && image.height() == info.width;
   if (!same && !swapped) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "malformed ", ImageFormatName(header.format), " image: header says ", header.width, "x",
-        header.height, factor > 1 ? absl::StrCat(" (1/", factor, " of it when reduced)") : "",
+        "malformed ", ImageFormatName(info.format), " image: header says ", info.stored_width, "x",
+        info.stored_height,
+        info.reduction > 1 ? absl::StrCat(" (1/", info.reduction, " of it when reduced)") : "",
         " but it decoded to ", image.width(), "x", image.height()));
   }
   return image;

@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/image/image.h"
+#include "server/image/image_header.h"
 
 namespace vitserve {
 
@@ -41,9 +42,20 @@ struct ImageLimits {
 absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, const ImageLimits& limits,
                                      int reduce_to_short_side = 0);
 
-// The reduction DecodeImage applies to a JPEG of that stored size: 1, 2, 4 or 8 (its decoded
-// sides are ceil(side / factor)).
-int JpegReductionFactor(int64_t width, int64_t height, int reduce_to_short_side);
+// What DecodeImage checks before it decodes, and what it will decode to, without decoding: the
+// same errors (INVALID_ARGUMENT for empty or unrecognised data, RESOURCE_EXHAUSTED beyond the
+// limits) and the size of the result before any EXIF rotation.
+struct EncodedImageInfo {
+  ImageFormat format = ImageFormat::kJpeg;
+  int64_t stored_width = 0;  // As the header says.
+  int64_t stored_height = 0;
+  int reduction = 1;  // 1, 2, 4 or 8 (see DecodeImage's reduce_to_short_side).
+  int64_t width = 0;  // What DecodeImage gives: ceil(stored / reduction), as libjpeg rounds.
+  int64_t height = 0;
+};
+absl::StatusOr<EncodedImageInfo> InspectEncodedImage(std::string_view encoded,
+                                                     const ImageLimits& limits,
+                                                     int reduce_to_short_side = 0);
 
 // Checks raw RGB8 pixels (row-major, 3 bytes per pixel, R G B) as RgbImageFromRaw does:
 // INVALID_ARGUMENT for non-positive sizes or a byte count other than width * height * 3,

@@ -235,13 +235,13 @@ absl::StatusOr<at::Tensor> ModelInstance::Run(const at::Tensor& batch) {
   return RunParts({batch});
 }
 
-namespace {
-
 bool IsImagePart(const at::Tensor& part) {
   return part.defined() && part.dim() == 4 && part.size(0) >= 1 && part.size(1) >= 1 &&
          part.size(2) >= 1 && part.size(3) == 3 && part.device().is_cpu() &&
          part.scalar_type() == at::kByte;
 }
+
+namespace {
 
 // Consecutive parts that are handled as one run: float rows (one copy into the input), or
 // image parts whose images share one size (preprocessed together).

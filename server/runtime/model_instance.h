@@ -78,6 +78,10 @@ struct InstanceOptions {
 // the powers of two below it, and itself (8 -> {1,2,4,8}; 12 -> {1,2,4,8,12}).
 std::vector<int64_t> CudaGraphBatchSizes(int64_t max_batch_size);
 
+// Whether `part` is an image part RunParts takes with image_preprocess: a CPU uint8
+// [n >= 1, h >= 1, w >= 1, 3] tensor of RGB pixels.
+bool IsImagePart(const at::Tensor& part);
+
 // Index of the smallest of `ascending_sizes` that holds `batch` rows, or -1 when none does.
 int BucketFor(const std::vector<int64_t>& ascending_sizes, int64_t batch);
 
