@@ -29,27 +29,9 @@ for name in cpu_pre gpu_pre; do
     "$MODEL" "${PARITY_DEVICE:-cuda}" "$on" > "$OUT/repo/$name/config.pbtxt"
 done
 
-# Photo-like images (gradients, shapes, mild noise) of sizes that exercise each resize.
-python3 - "$OUT/images" <<'PY'
-import sys, numpy as np
-from PIL import Image, ImageDraw, ImageFilter
-rng = np.random.default_rng(1)
-sizes = [(224, 224), (200, 150), (256, 256), (300, 400), (500, 375), (640, 480), (1280, 720)]
-for w, h in sizes:
-    y, x = np.mgrid[0:h, 0:w] / max(w, h)
-    base = np.stack([120 + 100 * np.sin(5 * x + 1), 90 + 80 * np.cos(4 * y), 140 + 60 * x * y], -1)
-    img = Image.fromarray(base.clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(img)
-    for _ in range(14):
-        x0, y0 = rng.integers(0, w), rng.integers(0, h)
-        r = int(rng.integers(max(2, h // 14), max(3, h // 4)))
-        draw.ellipse((x0 - r, y0 - r, x0 + r, y0 + r), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
-    img = img.filter(ImageFilter.GaussianBlur(1.0))
-    noisy = (np.asarray(img).astype(np.int16) + rng.normal(0, 4, (h, w, 3)).astype(np.int16)).clip(0, 255)
-    out = Image.fromarray(noisy.astype(np.uint8))
-    out.save(f"{sys.argv[1]}/photo_{w}x{h}.jpg", quality=90)
-    out.save(f"{sys.argv[1]}/photo_{w}x{h}.png")
-PY
+# Photo-like images of sizes that exercise each resize, as JPEG and PNG.
+python3 bench/make_photos.py "$OUT/images" 224x224 200x150 256x256 300x400 500x375 640x480 \
+  1280x720 --seed 1 --png || exit 1
 
 $B/bin/vitserve --model-repository "$OUT/repo" --grpc-port "$PORT" --http-port 0 \
   > "$OUT/server.log" 2>&1 &

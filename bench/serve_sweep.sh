@@ -56,25 +56,8 @@ if [[ "${BUILD:-}" == 1 || ! -x $B/bin/vitserve ]]; then
   log "built"
 fi
 
-# Photo-like JPEGs (smooth regions, edges, mild noise: what cameras produce; white noise decodes
-# several times slower and is no realistic load).
-python3 - "$OUT" <<'PY'
-import sys, numpy as np
-from PIL import Image, ImageDraw, ImageFilter
-rng = np.random.default_rng(0)
-for w, h in ((224, 224), (640, 480)):
-    y, x = np.mgrid[0:h, 0:w] / max(w, h)
-    base = np.stack([120 + 100 * np.sin(3 * x + 1), 90 + 80 * np.cos(2 * y), 140 + 60 * x * y], -1)
-    img = Image.fromarray(base.clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(img)
-    for _ in range(12):
-        x0, y0 = rng.integers(0, w), rng.integers(0, h)
-        r = int(rng.integers(h // 12, h // 4))
-        draw.ellipse((x0 - r, y0 - r, x0 + r, y0 + r), fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
-    img = img.filter(ImageFilter.GaussianBlur(1.2))
-    noisy = np.asarray(img).astype(np.int16) + rng.normal(0, 3, (h, w, 3)).astype(np.int16)
-    Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(f"{sys.argv[1]}/photo_{w}x{h}.jpg", quality=90)
-PY
+# Photo-like JPEGs (bench/make_photos.py says why not white noise).
+python3 bench/make_photos.py "$OUT" 224x224 640x480 || exit 1
 ls -la "$OUT"/photo_*.jpg | awk '{print "photo: " $NF " " $5 " bytes"}'
 
 # --- anchors: timm eager fp16 batch 256, channels_last, random weights -------------------------
