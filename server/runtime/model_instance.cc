@@ -312,9 +312,6 @@ at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64
   c10::InferenceMode inference_mode;
   const at::MemoryFormat format =
       options_.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  const bool has_images = std::any_of(parts.begin(), parts.end(), [](const at::Tensor& part) {
-    return part.scalar_type() == at::kByte;
-  });
   // [rows, 3, S, S]: S from the options, or from the (float) parts when input_size is 0.
   std::vector<int64_t> batch_sizes = {rows, 3, options_.input_size, options_.input_size};
   if (options_.input_size <= 0) {
@@ -419,6 +416,9 @@ at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64
 #endif
   using Clock = std::chrono::steady_clock;
   const Clock::time_point input_start = Clock::now();
+  const bool has_images = std::any_of(parts.begin(), parts.end(), [](const at::Tensor& part) {
+    return part.scalar_type() == at::kByte;
+  });
   at::Tensor input;
   if (!has_images) {
     input = parts.size() == 1 ? parts.front() : at::cat(parts, 0);
