@@ -15,8 +15,12 @@
 #   devpre     device preprocessing (issue 11): its parity with CPU preprocessing on shvit_s1
 #              (bench/preprocess_parity.sh), then the served sweep with it on and off in one
 #              call; its CUDA unit test is part of `cudatests`
+#   instances  the served sweep (device preprocessing, the default) with one and with two model
+#              instances per GPU, for $SWEEP_MODELS (default shvit_s1); PROFILE=1 profiles
+#              the one-instance server (carry .prof); the outputs are packed into
+#              OUTDIR/instances.tar.gz (the device tool brings back only a few files)
 set -uo pipefail
-STEP="${1:?step: cudatests | vimserve | vim | zoo3 | graphs | parity | devpre}"
+STEP="${1:?step: cudatests | vimserve | vim | zoo3 | graphs | parity | devpre | instances}"
 OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
 source .devdeps/bootstrap.sh >/dev/null || exit 1
@@ -59,6 +63,14 @@ case "$STEP" in
     export SWEEP_MODELS=shvit_s1 SECONDS_EACH=3 CLIENT_FLAGS="--channels 4"
     SERVE_FLAGS=--device-preprocessing=true bash bench/serve_sweep.sh "$OUT/on"
     SERVE_FLAGS=--device-preprocessing=false bash bench/serve_sweep.sh "$OUT/off"
+    ;;
+  instances)
+    export SWEEP_MODELS="${SWEEP_MODELS:-shvit_s1}" SECONDS_EACH="${SECONDS_EACH:-3}" \
+      CLIENT_FLAGS="${CLIENT_FLAGS:---channels 4}"
+    SERVE_FLAGS=--instance-count=1 bash bench/serve_sweep.sh "$OUT/instances1"
+    PROFILE=0 SERVE_FLAGS=--instance-count=2 bash bench/serve_sweep.sh "$OUT/instances2"
+    tar -czf "$OUT/instances.tar.gz" -C "$OUT" --exclude='*.jpg' instances1 instances2 && \
+      rm -rf "$OUT/instances1" "$OUT/instances2"
     ;;
   *)
     echo "unknown step '$STEP'" >&2

@@ -104,14 +104,22 @@ thread_cpu() {
 
 bench() {  # model label args... -> records img/s
   local m=$1 label=$2; shift 2
-  $C bench --server localhost:8001 --model "$m" --duration "$T" --warmup 1 --json $CLIENT_FLAGS "$@" \
-    > "$OUT/bench_${m}_$label.json" 2> "$OUT/bench_${m}_$label.err"
-  local v p50
+  # The client's own CPU seconds too (it shares the box's cores with the server): a load
+  # generator near the cores' limit would cap the numbers, not the server.
+  python3 -c 'import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:], stdout=open(sys.argv[1], "w"))
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(f"client_cpu_s {u.ru_utime + u.ru_stime:.2f}", file=sys.stderr)
+sys.exit(code)' "$OUT/bench_${m}_$label.json" \
+    $C bench --server localhost:8001 --model "$m" --duration "$T" --warmup 1 --json $CLIENT_FLAGS "$@" \
+    2> "$OUT/bench_${m}_$label.err"
+  local v p50 cpu
   v=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(round(d['throughput_img_s']))" "$OUT/bench_${m}_$label.json" 2>/dev/null)
   p50=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(d['p50_ms'])" "$OUT/bench_${m}_$label.json" 2>/dev/null)
+  cpu=$(awk '$1 == "client_cpu_s" {print $2}' "$OUT/bench_${m}_$label.err")
   record "$m" "$label" "${v:-nan}"
   record "$m" "${label}_p50_ms" "${p50:-nan}"
-  log "$m $label: ${v:-?} img/s, p50 ${p50:-?} ms"
+  log "$m $label: ${v:-?} img/s, p50 ${p50:-?} ms, client CPU ${cpu:-?} s in $((T + 1)) s"
 }
 
 top_c=${CONCURRENCY##* }
@@ -119,7 +127,9 @@ for m in $MODELS; do
   log "serving $m: fp16, max batch $MAX_BATCH, queue delay $QUEUE_DELAY_US us"
   PRELOAD=""
   if [[ "${PROFILE:-}" == 1 ]]; then PRELOAD="$PWD/.prof/libprofiler.so"; fi
-  setsid env ${PRELOAD:+LD_PRELOAD=$PRELOAD LD_LIBRARY_PATH=$PWD/.prof:$LD_LIBRARY_PATH CPUPROFILE=$OUT/cpu_$m.prof CPUPROFILE_FREQUENCY=250} \
+  # With CPUPROFILESIGNAL, gperftools profiles only between two SIGUSR2s (the raw run at the
+  # highest concurrency, below) and writes $OUT/cpu_$m.prof.0.
+  setsid env ${PRELOAD:+LD_PRELOAD=$PRELOAD LD_LIBRARY_PATH=$PWD/.prof:$LD_LIBRARY_PATH CPUPROFILE=$OUT/cpu_$m.prof CPUPROFILESIGNAL=12 CPUPROFILE_FREQUENCY=250} \
     $B/bin/vitserve --model "$m" --device cuda --precision fp16 --max-batch-size "$MAX_BATCH" \
     --max-queue-delay-us "$QUEUE_DELAY_US" --max-queue-size 16384 $SERVE_FLAGS \
     > "$OUT/server_$m.log" 2>&1 &
@@ -132,9 +142,13 @@ for m in $MODELS; do
   done
   [[ $ready == 1 ]] || { log "$m: server not ready"; tail -20 "$OUT/server_$m.log"; kill -KILL $SERVER; continue; }
   for c in $CONCURRENCY; do
-    if [[ $c == "$top_c" ]]; then thread_cpu $SERVER > "$OUT/threads_before_$m.txt"; fi
+    if [[ $c == "$top_c" ]]; then
+      thread_cpu $SERVER > "$OUT/threads_before_$m.txt"
+      [[ -n "$PRELOAD" ]] && kill -USR2 $SERVER  # Profile this run only.
+    fi
     bench "$m" raw_c$c --input raw --concurrency "$c"
     if [[ $c == "$top_c" ]]; then
+      [[ -n "$PRELOAD" ]] && kill -USR2 $SERVER
       thread_cpu $SERVER > "$OUT/threads_after_$m.txt"
       echo "server CPU seconds by thread during raw_c$c ($T s + 1 s warm-up):"
       join <(sort "$OUT/threads_before_$m.txt") <(sort "$OUT/threads_after_$m.txt") \
@@ -155,10 +169,28 @@ for m in $MODELS; do
     done
   fi
   python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8002/metrics').read().decode())" > "$OUT/metrics_$m.txt" 2>/dev/null
+  # Where a served image's time went, over all of this model's runs (histogram sum / count).
+  python3 - "$OUT/metrics_$m.txt" <<'PY'
+import re, sys
+sums, counts = {}, {}
+for line in open(sys.argv[1]):
+    m = re.match(r'(vitserve_\w+?)_(sum|count)\{([^}]*)\} (\S+)', line)
+    if not m:
+        continue
+    stage = re.search(r'stage="(\w+)"', m.group(3))
+    key = m.group(1) + (f"[{stage.group(1)}]" if stage else "")
+    (sums if m.group(2) == "sum" else counts)[key] = (sums if m.group(2) == "sum" else counts).get(key, 0) + float(m.group(4))
+print("server-side means over the model's runs:")
+for key in sorted(sums):
+    if counts.get(key):
+        unit = "" if key.startswith("vitserve_batch_size") else " ms"
+        scale = 1 if unit == "" else 1e3
+        print(f"  {key:58s} {sums[key] / counts[key] * scale:9.3f}{unit}  (n={counts[key]:.0f})")
+PY
   kill -TERM $SERVER; wait $SERVER 2>/dev/null
-  if [[ "${PROFILE:-}" == 1 && -s "$OUT/cpu_$m.prof" ]]; then
+  if [[ "${PROFILE:-}" == 1 && -s "$OUT/cpu_$m.prof.0" ]]; then
     echo "== CPU profile of vitserve serving $m (top 40 by own time)"
-    perl .prof/pprof --text --nodecount=40 $B/bin/vitserve "$OUT/cpu_$m.prof" 2> /dev/null | head -48
+    perl .prof/pprof --text --nodecount=40 $B/bin/vitserve "$OUT/cpu_$m.prof.0" 2> /dev/null | head -48
   fi
 done
 

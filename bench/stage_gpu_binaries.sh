@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Stages what bench/gpu_pending.sh runs on the GPU box: the binaries and the CUDA-capable test
-# binaries of a CUDA build made here (Debian 12, same torch wheel as the box), stripped and
-# packed into .gpubin/bin.tar.xz (git-ignored; name .gpubin in the device call's carry, with
-# .devdeps from ../shared/device/prepare.sh; the carry limit is 64 MiB in all, which the
-# unpacked binaries exceed).
+# binaries of a CUDA build made here (Debian 12, same torch wheel as the box), without debug
+# sections (symbols kept, for profiles) and packed into .gpubin/bin.tar.xz (git-ignored; name
+# .gpubin in the device call's carry, with .devdeps from ../shared/device/prepare.sh; the carry
+# limit is 64 MiB in all, which the unpacked binaries exceed).
 #   bash bench/stage_gpu_binaries.sh [BUILD_DIR]      (default build)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,7 +15,8 @@ for f in "$B"/bin/vitserve "$B"/bin/vitserve-client "$B"/bin/vitserve-bench-mode
          "$B"/bin/vitserve-run-model \
          "$B"/tests/runtime_test "$B"/tests/model_manager_test "$B"/tests/vitserve_vim_test \
          "$B"/tests/vitserve_fibottention_test; do
-  strip -o ".gpubin/bin/$(basename "$f")" "$f"
+  # Debug sections go, the symbol table stays: gperftools profiles on the box need names.
+  strip --strip-debug -o ".gpubin/bin/$(basename "$f")" "$f"
 done
 tar -cJf .gpubin/bin.tar.xz -C .gpubin bin && rm -rf .gpubin/bin
 du -sh .gpubin

@@ -83,6 +83,11 @@ absl::Status ValidateOptions(const ServerOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("max queue size ", o.max_queue_size, " must be at least 1"));
   }
+  if (o.instance_count < 0 || o.instance_count > static_cast<int>(kMaxInstanceCount)) {
+    return absl::InvalidArgumentError(absl::StrCat("--instance-count ", o.instance_count,
+                                                   " is outside 0..", kMaxInstanceCount,
+                                                   " (0: 2 on a GPU, 1 on CPU)"));
+  }
   if (o.max_queue_delay_us < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("max queue delay ", o.max_queue_delay_us, "us must be >= 0"));
@@ -142,6 +147,7 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
   manager_options.defaults.max_batch_size = static_cast<uint32_t>(options_.max_batch_size);
   manager_options.defaults.max_queue_delay_us = static_cast<uint64_t>(options_.max_queue_delay_us);
   manager_options.defaults.max_queue_size = static_cast<uint32_t>(options_.max_queue_size);
+  manager_options.defaults.instance_count = static_cast<uint32_t>(options_.instance_count);
   manager_options.defaults.cuda_graphs = options_.cuda_graphs;
   manager_options.defaults.device_preprocessing = options_.device_preprocessing;
   absl::StatusOr<std::unique_ptr<ModelManager>> manager =

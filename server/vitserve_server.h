@@ -73,10 +73,12 @@ struct ServerOptions {
   int max_batch_size = 8;
   int64_t max_queue_delay_us = 1000;
   int max_queue_size = 256;
+  // Model instances per model (ModelConfig.instance_count); 0: 2 on CUDA, 1 on CPU.
+  int instance_count = 0;
   bool cuda_graphs = true;  // CUDA graphs per batch-size bucket (models on CUDA only).
   // Classify images resized and normalised on the GPU (models on CUDA only; see
   // ModelConfig.device_preprocessing).
-  bool device_preprocessing = false;
+  bool device_preprocessing = true;
   ImageLimits image_limits;
   absl::Duration shutdown_grace = absl::Seconds(30);
   int grpc_max_message_bytes = 64 << 20;

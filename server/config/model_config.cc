@@ -175,7 +175,12 @@ absl::Status NormalizeModelConfig(const ModelRegistry& registry, const ServerDef
   if (config->precision() == v1::PRECISION_UNSPECIFIED) {
     config->set_precision(defaults.precision);
   }
-  if (config->instance_count() == 0) config->set_instance_count(defaults.instance_count);
+  if (config->instance_count() == 0) {
+    config->set_instance_count(defaults.instance_count > 0 ? defaults.instance_count
+                               : absl::StartsWith(config->device(), "cuda")
+                                   ? kAutoInstanceCountOnCuda
+                                   : 1);
+  }
   if (config->warmup_iterations() == 0) config->set_warmup_iterations(1);
   if (!config->has_cuda_graphs()) config->set_cuda_graphs(defaults.cuda_graphs);
   if (!config->has_device_preprocessing()) {

@@ -42,6 +42,7 @@
 #include "grpcpp/support/byte_buffer.h"
 #include "gtest/gtest.h"
 #include "inference/grpc_service.grpc.pb.h"
+#include "server/config/model_config.h"
 #include "server/image/decode.h"
 #include "server/image/preprocess.h"
 #include "server/model_manager.h"
@@ -464,6 +465,37 @@ TEST(ServerImageLimitsTest, RequestsOverTheImageLimitsAreRefusedNamingTheFlag) {
 
   EXPECT_TRUE(client.Classify(OneImage(EncodedImage(png)), &response).ok());  // Still serving.
   (*server)->Shutdown();
+}
+
+// --instance-count reaches quick mode's model (two instances, each serving), and a count
+// outside 0..kMaxInstanceCount is refused at start, naming the flag. 0 (automatic) is one on CPU.
+TEST(ServerInstanceCountTest, TheFlagSetsTheModelsInstancesAndIsChecked) {
+  ComputeGate gate;
+  ModelRegistry registry = RegistryWithTestModels(&gate);
+  for (int bad : {-1, static_cast<int>(kMaxInstanceCount) + 1}) {
+    ServerOptions options = TestOptions();
+    options.instance_count = bad;
+    auto refused = VitServer::Start(options, &registry);
+    ASSERT_FALSE(refused.ok()) << bad;
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(refused.status().message(), HasSubstr("--instance-count"));
+  }
+  for (int count : {0, 2}) {
+    ServerOptions options = TestOptions();
+    options.instance_count = count;
+    auto server = VitServer::Start(options, &registry);
+    ASSERT_TRUE(server.ok()) << server.status();
+    Client client((*server)->grpc_port());
+    grpc::ClientContext context;
+    v1::GetModelRequest get;
+    get.set_name(kModel);
+    v1::ModelDescription description;
+    ASSERT_TRUE(client.vision->GetModel(&context, get, &description).ok());
+    EXPECT_EQ(description.instance_count(), count == 0 ? 1u : 2u) << count;
+    v1::ClassifyResponse response;
+    EXPECT_TRUE(client.Classify(OneImage(RawImage(MakeRgb(64, 64, 8), 64, 64)), &response).ok());
+    (*server)->Shutdown();
+  }
 }
 
 inference::ModelInferRequest InferRequest(const std::string& datatype, std::vector<int64_t> shape,

@@ -120,7 +120,7 @@ TEST_F(ModelConfigTest, NormalizationFillsFromArchitectureAndDefaults) {
   EXPECT_EQ(config.batching().max_batch_size(), 32u);
   EXPECT_EQ(config.batching().max_queue_delay_us(), 1000u);
   EXPECT_EQ(config.batching().max_queue_size(), 256u);
-  EXPECT_EQ(config.instance_count(), 1u);
+  EXPECT_EQ(config.instance_count(), kAutoInstanceCountOnCuda);  // On CUDA, no flag given.
   EXPECT_EQ(config.weights(), "model.safetensors");
   EXPECT_EQ(config.labels(), "labels.txt");
   EXPECT_TRUE(ValidateModelConfig(config, "c").ok());
@@ -132,6 +132,30 @@ TEST_F(ModelConfigTest, NormalizationFillsFromArchitectureAndDefaults) {
   EXPECT_THAT(deit.input().mean(), ElementsAre(0.485f, 0.456f, 0.406f));
   EXPECT_THAT(deit.input().std(), ElementsAre(0.229f, 0.224f, 0.225f));
   EXPECT_EQ(deit.labels(), "");  // No labels.txt in that directory.
+}
+
+// instance_count: the config's value, else --instance-count, else (0) 2 on CUDA and 1 on CPU.
+TEST_F(ModelConfigTest, InstanceCountComesFromTheConfigTheFlagOrTheDevice) {
+  struct Case {
+    const char* text;
+    uint32_t flag;
+    uint32_t expected;
+  };
+  const Case cases[] = {
+      {R"pb(architecture: "shvit_s1" device: "cuda")pb", 0, kAutoInstanceCountOnCuda},
+      {R"pb(architecture: "shvit_s1" device: "cuda:1")pb", 0, kAutoInstanceCountOnCuda},
+      {R"pb(architecture: "shvit_s1" device: "cpu")pb", 0, 1},
+      {R"pb(architecture: "shvit_s1" device: "cuda")pb", 3, 3},
+      {R"pb(architecture: "shvit_s1" device: "cpu")pb", 3, 3},
+      {R"pb(architecture: "shvit_s1" device: "cuda" instance_count: 1)pb", 3, 1},
+  };
+  for (const Case& c : cases) {
+    defaults_.instance_count = c.flag;
+    auto parsed = ParseModelConfigText(c.text, "m/config.pbtxt");
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    ASSERT_TRUE(NormalizeModelConfig(registry_, defaults_, dir_.path() + "/m", "c", &*parsed).ok());
+    EXPECT_EQ(parsed->instance_count(), c.expected) << c.text << " flag " << c.flag;
+  }
 }
 
 TEST_F(ModelConfigTest, ExplicitValuesWin) {

@@ -469,8 +469,16 @@ TEST(ModelInstanceCudaTest, ImagePartsArePreprocessedOnTheGpu) {
   const at::Tensor expected = Reference(*reference, batch.rows);
   std::vector<at::Tensor> pinned;
   for (const at::Tensor& part : batch.parts) pinned.push_back(part.pin_memory());
+  // Page-locked views that start inside their storage (as ScheduleRows' chunks of a request do):
+  // the DMA must start at the view, not at the storage.
+  std::vector<at::Tensor> pinned_views;
+  for (const at::Tensor& part : batch.parts) {
+    at::Tensor doubled = at::cat({at::zeros_like(part), part}).pin_memory();
+    pinned_views.push_back(doubled.narrow(0, part.size(0), part.size(0)));
+    ASSERT_GT(pinned_views.back().storage_offset(), 0);
+  }
   for (const std::vector<at::Tensor>* parts :
-       std::vector<const std::vector<at::Tensor>*>{&batch.parts, &pinned}) {
+       std::vector<const std::vector<at::Tensor>*>{&batch.parts, &pinned, &pinned_views}) {
     absl::StatusOr<at::Tensor> out = (*instance)->RunParts(*parts);  // 6 rows: graph of 8.
     ASSERT_TRUE(out.ok()) << out.status();
     EXPECT_TRUE(at::allclose(*out, expected, 0, 1e-2)) << (*out - expected).abs().max();
