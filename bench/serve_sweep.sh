@@ -23,6 +23,8 @@
 #   SWEEP_BUILD_DIR  where the binaries are (default build-gpu: $SWEEP_BUILD_DIR/bin/vitserve, ...)
 #   SWEEP_CLIENT   the vitserve-client to load with (default $SWEEP_BUILD_DIR/bin/vitserve-client)
 #   CLIENT_FLAGS   more vitserve-client bench flags (e.g. "--channels 4")
+#   ANCHORS        0: skip the timm and model-alone anchors (a second sweep in the same call,
+#                  whose ratios then use the first one's anchors)
 set -uo pipefail
 OUT="${1:-${OUT:-/tmp/vitserve-sweep}}"
 mkdir -p "$OUT"
@@ -61,6 +63,7 @@ python3 bench/make_photos.py "$OUT" 224x224 640x480 || exit 1
 ls -la "$OUT"/photo_*.jpg | awk '{print "photo: " $NF " " $5 " bytes"}'
 
 # --- anchors: timm eager fp16 batch 256, channels_last, random weights -------------------------
+if [[ "${ANCHORS:-1}" != 0 ]]; then
 log "timm anchors"
 python3 - $MODELS <<'PY' | tee "$OUT/timm.txt"
 import sys, torch, timm
@@ -94,6 +97,7 @@ for m in $MODELS; do
   record "$m" model_graph_b1_ms "${ms1:-nan}"
   log "$m alone: $v img/s at batch $MAX_BATCH, $ms1 ms at batch 1"
 done
+fi  # ANCHORS
 
 # Per-thread CPU seconds of process $1, by thread name: "name seconds" lines.
 thread_cpu() {

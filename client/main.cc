@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/flag_names.h"
+#include "common/mutex_mode.h"
 #include "client/commands.h"
 
 ABSL_FLAG(std::string, server, vitserve::client::kDefaultServer, "server address HOST:PORT");
@@ -96,6 +97,7 @@ std::string CheckFlags(int argc, char** argv) {
 }  // namespace
 
 int main(int raw_argc, char** raw_argv) {
+  vitserve::UseReleaseMutexes();
   namespace vc = vitserve::client;
   std::vector<std::string> normalized = vitserve::NormalizeFlagNames(raw_argc, raw_argv);
   std::vector<char*> argv_storage = vitserve::ArgvPointers(normalized);

@@ -26,6 +26,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "common/flag_names.h"
+#include "common/mutex_mode.h"
 #include "models/registry.h"
 #include "server/log.h"
 #include "server/model_manager.h"
@@ -223,6 +224,7 @@ void PrintBanner(VitServer& server) {
 }
 
 int Run(int argc, char** argv) {
+  UseReleaseMutexes();
   absl::SetProgramUsageMessage(kUsage);
   // --help lists this file's flags (absl's default looks for <program>.cc or <program>_main.cc).
   absl::FlagsUsageConfig usage_config;
