@@ -29,6 +29,28 @@ TEST(TopKSoftmaxTest, ReturnsBestClassesInOrderWithProbabilities) {
   EXPECT_EQ((*top)[1][1].index, 0);
 }
 
+// Against torch: softmax, then a stable descending sort (equal probabilities in ascending class
+// order), on ImageNet-sized rows with many exactly equal logits, for k = 1, 5 and every class.
+TEST(TopKSoftmaxTest, MatchesTorchSoftmaxAndStableSortOnLargeRowsWithTies) {
+  at::manual_seed(7);
+  // Logits on a coarse grid (multiples of 1/4 in [-8, 8)): about 15 classes share each value.
+  const at::Tensor logits = at::randint(-32, 32, {3, 1000}).to(at::kFloat) / 4;
+  const at::Tensor probs = logits.softmax(1);
+  const auto [sorted, indices] = probs.sort(/*stable=*/true, /*dim=*/1, /*descending=*/true);
+  for (int64_t k : {1, 5, 1000}) {
+    absl::StatusOr<std::vector<std::vector<ClassScore>>> top = TopKSoftmax(logits, k);
+    ASSERT_TRUE(top.ok()) << top.status();
+    ASSERT_EQ(top->size(), 3u);
+    for (int64_t r = 0; r < 3; ++r) {
+      ASSERT_EQ((*top)[r].size(), static_cast<size_t>(k));
+      for (int64_t j = 0; j < k; ++j) {
+        ASSERT_EQ((*top)[r][j].index, indices[r][j].item<int64_t>()) << "row " << r << " rank " << j;
+        ASSERT_NEAR((*top)[r][j].score, sorted[r][j].item<float>(), 1e-6);
+      }
+    }
+  }
+}
+
 TEST(TopKSoftmaxTest, AcceptsReducedPrecisionLogits) {
   const at::Tensor logits = at::tensor({0.5f, -1.0f, 4.0f}, at::kFloat).view({1, 3});
   auto top = TopKSoftmax(logits.to(at::kBFloat16), 3);
