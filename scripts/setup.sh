@@ -32,6 +32,7 @@ APT_PACKAGES=(
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libb64-0d   # perf_analyzer's runtime dependency (e2e tests)
+  prometheus  # prometheus + promtool: tests/e2e/test_prometheus.py scrapes vitserve with them
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

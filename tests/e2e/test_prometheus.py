@@ -1,0 +1,227 @@
+"""A real Prometheus (Debian's 2.42) scrapes two vitserve processes under load, with the
+project's scrape job, alert rules and the queries of its dashboard and prometheus-adapter rules.
+
+Kubernetes discovery cannot run here: the scrape job is deploy/prometheus/scrape-config.yaml's
+with static targets in place of `kubernetes_sd_configs`, labelled with the `namespace` and `pod`
+that its relabelling would give. Everything else (metrics path, rule files, queries) is the
+deployed files' own.
+"""
+import json
+import pathlib
+import re
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+import yaml
+
+from conftest import E2E_MODEL, ROOT, ServerProcess, binary, free_port
+
+DEPLOY = ROOT / "deploy"
+NAMESPACE = "e2e"
+PODS = ("vitserve-0", "vitserve-1")
+# Grafana's $__rate_interval: at least four scrape intervals (1 s here).
+RATE_INTERVAL = "20s"
+# Dashboard panels of metrics that only a model on a GPU exports.
+GPU_ONLY_METRICS = ("vitserve_gpu_memory_used_bytes",)
+
+
+def prometheus_binary(name):
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is missing: scripts/setup.sh installs Debian's `prometheus`")
+    return path
+
+
+def test_alert_rules_check_and_unit_tests_pass():
+    rules = DEPLOY / "prometheus" / "alerts.yaml"
+    check = subprocess.run([prometheus_binary("promtool"), "check", "rules", str(rules)],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    tests = DEPLOY / "prometheus" / "alerts_test.yaml"
+    result = subprocess.run([prometheus_binary("promtool"), "test", "rules", str(tests)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # Every alert of the rule file has a test group.
+    alerts = {rule["alert"] for group in yaml.safe_load(rules.read_text())["groups"]
+              for rule in group["rules"] if "alert" in rule}
+    tested = {case["alertname"] for test in yaml.safe_load(tests.read_text())["tests"]
+              for case in test["alert_rule_test"]}
+    assert alerts == tested
+
+
+class Prometheus:
+    def __init__(self, config_path, data_dir, log_path):
+        self.port = free_port()
+        self._log = open(log_path, "w")
+        self.log_path = log_path
+        self.proc = subprocess.Popen(
+            [prometheus_binary("prometheus"), f"--config.file={config_path}",
+             f"--storage.tsdb.path={data_dir}", f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=self._log, stderr=subprocess.STDOUT)
+
+    def api(self, path, **params):
+        url = f"http://127.0.0.1:{self.port}/api/v1/{path}"
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.load(response)
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr):
+        return self.api("query", query=expr)["result"]
+
+    def wait_until(self, what, condition, timeout_s=60):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(pathlib.Path(self.log_path).read_text())
+            try:
+                if condition():
+                    return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"{what} after {timeout_s}s:\n"
+                           + pathlib.Path(self.log_path).read_text()[-3000:])
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self._log.close()
+
+
+def scrape_config(servers):
+    """The deployed scrape job, with static targets in place of Kubernetes discovery."""
+    job = yaml.safe_load((DEPLOY / "prometheus" / "scrape-config.yaml").read_text())
+    [job] = job["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    job.pop("kubernetes_sd_configs")
+    job.pop("relabel_configs")
+    job["scrape_interval"] = "1s"
+    job["scrape_timeout"] = "1s"
+    job["static_configs"] = [
+        {"targets": [f"127.0.0.1:{server.http_port}"],
+         "labels": {"namespace": NAMESPACE, "pod": pod}}
+        for server, pod in zip(servers, PODS)]
+    return {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(DEPLOY / "prometheus" / "alerts.yaml")],
+        "scrape_configs": [job],
+    }
+
+
+def dashboard_queries():
+    dashboard = json.loads((DEPLOY / "grafana" / "vitserve-dashboard.json").read_text())
+    exprs = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("expr"), str):
+                exprs.append(node["expr"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(dashboard.get("panels", []))
+    variables = {v["name"]: v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+                 for v in dashboard["templating"]["list"] if v["type"] == "query"}
+    return exprs, variables
+
+
+def grafana_expand(expr):
+    return (expr.replace("$__rate_interval", RATE_INTERVAL)
+            .replace("$namespace", NAMESPACE).replace("$model", ".*"))
+
+
+def adapter_queries():
+    """metricsQuery of every adapter rule, expanded as prometheus-adapter does for the pods."""
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "adapter-rules.yaml").read_text())["rules"]
+    expanded = []
+    for rule in rules:
+        series = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", rule["seriesQuery"]).group(0)
+        matchers = f'namespace="{NAMESPACE}",pod=~"{"|".join(PODS)}"'
+        expanded.append((rule["name"]["as"], rule["metricsQuery"]
+                         .replace("<<.Series>>", series)
+                         .replace("<<.LabelMatchers>>", matchers)
+                         .replace("<<.GroupBy>>", "pod")))
+    return expanded
+
+
+def test_prometheus_scrapes_two_servers_and_every_query_has_data(tmp_path):
+    servers = [ServerProcess([f"--model={E2E_MODEL}", "--max-batch-size=8"],
+                             tmp_path / f"vitserve{i}.log") for i in range(2)]
+    prometheus = None
+    load = []
+    try:
+        for server in servers:
+            server.wait_ready()
+        config = tmp_path / "prometheus.yml"
+        config.write_text(yaml.safe_dump(scrape_config(servers)))
+        check = subprocess.run([prometheus_binary("promtool"), "check", "config", str(config)],
+                               capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr
+        prometheus = Prometheus(config, tmp_path / "tsdb", tmp_path / "prometheus.log")
+        prometheus.wait_until(
+            "both targets up",
+            lambda: sorted(t["labels"]["pod"] for t in prometheus.api("targets")["activeTargets"]
+                           if t["health"] == "up") == list(PODS))
+
+        # Load on both, long enough for several scrapes and rule evaluations.
+        for server in servers:
+            load.append(subprocess.Popen(
+                [str(binary("vitserve-client")), "bench", f"--server={server.grpc_target}",
+                 f"--model={E2E_MODEL}", "--concurrency=4", "--duration=8", "--input=raw"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for proc in load:
+            assert proc.wait(timeout=120) == 0
+        prometheus.wait_until(
+            "recording rules with data",
+            lambda: prometheus.query("vitserve:requests:rate5m")
+            and prometheus.query("vitserve:request_duration_seconds:p99_5m"))
+
+        empty = []
+        exprs, variables = dashboard_queries()
+        assert len(exprs) >= 20, exprs
+        for expr in exprs:
+            if any(metric in expr for metric in GPU_ONLY_METRICS):
+                continue  # CPU servers export no GPU memory: checked to be that panel only.
+            if not prometheus.query(grafana_expand(expr)):
+                empty.append(("dashboard", expr))
+        assert sum(any(m in e for m in GPU_ONLY_METRICS) for e in exprs) == 1
+        for name, query in variables.items():
+            # label_values(metric{matchers}, label) -> the label's values among the series.
+            metric, label = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", query).groups()
+            values = prometheus.api(f"label/{label}/values", **{"match[]": grafana_expand(metric)})
+            if not values:
+                empty.append(("dashboard variable", name))
+        for name, query in adapter_queries():
+            result = prometheus.query(query)
+            pods = sorted(sample["metric"].get("pod") for sample in result)
+            if pods != list(PODS):
+                empty.append(("adapter " + name, f"{query} -> pods {pods}"))
+        for group in prometheus.api("rules")["groups"]:
+            for rule in group["rules"]:
+                assert rule["health"] == "ok", rule
+                if rule["type"] == "recording" and not prometheus.query(rule["name"]):
+                    empty.append(("recording rule", rule["name"]))
+        assert not empty, "queries without data:\n" + "\n".join(map(str, empty))
+
+        # Both pods' requests are in the fleet-wide rate, labelled for the adapter.
+        per_pod = prometheus.query(f'sum by (pod) (vitserve_requests_total{{namespace="{NAMESPACE}"}})')
+        assert sorted(s["metric"]["pod"] for s in per_pod) == list(PODS)
+        assert all(float(s["value"][1]) > 0 for s in per_pod)
+    finally:
+        for proc in load:
+            if proc.poll() is None:
+                proc.kill()
+        if prometheus is not None:
+            prometheus.stop()
+        for server in servers:
+            server.stop()
