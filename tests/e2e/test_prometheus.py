@@ -53,6 +53,22 @@ def test_alert_rules_check_and_unit_tests_pass():
     assert alerts == tested
 
 
+def test_dashboard_panels_have_unique_ids_do_not_overlap_and_use_the_datasource_variable():
+    panels = json.loads((DEPLOY / "grafana" / "vitserve-dashboard.json").read_text())["panels"]
+    ids = [panel["id"] for panel in panels]
+    assert len(ids) == len(set(ids)), ids
+    cells = {}
+    for panel in panels:
+        g = panel["gridPos"]
+        assert g["x"] + g["w"] <= 24, panel["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f'{panel["title"]} overlaps {cells[(x, y)]}'
+                cells[(x, y)] = panel["title"]
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] == "${datasource}", panel["title"]
+
+
 class Prometheus:
     def __init__(self, config_path, data_dir, log_path):
         self.port = free_port()
