@@ -19,7 +19,9 @@
 #   BUILD          1 (default when build-gpu/bin/vitserve is missing): build on the box first
 #   PROFILE        1: LD_PRELOAD .prof/libprofiler.so into vitserve (CPUPROFILE) for the raw
 #                  run at the highest concurrency and print the top of google-pprof --text
-#   PERF_ANALYZER  path of a perf_analyzer binary to run against the KServe API (optional)
+#   PERF_ANALYZER  perf_analyzer to run against the KServe API (default $SWEEP_BUILD_DIR/bin/pa/
+#                  perf_analyzer when bench/stage_gpu_binaries.sh staged it; libraries beside it
+#                  are found through LD_LIBRARY_PATH)
 #   SWEEP_BUILD_DIR  where the binaries are (default build-gpu: $SWEEP_BUILD_DIR/bin/vitserve, ...)
 #   SWEEP_CLIENT   the vitserve-client to load with (default $SWEEP_BUILD_DIR/bin/vitserve-client)
 #   CLIENT_FLAGS   more vitserve-client bench flags (e.g. "--channels 4")
@@ -37,6 +39,7 @@ SERVE_FLAGS="${SERVE_FLAGS:-}"
 B="${SWEEP_BUILD_DIR:-build-gpu}"  # binaries in $B/bin
 C="${SWEEP_CLIENT:-$B/bin/vitserve-client}"
 CLIENT_FLAGS="${CLIENT_FLAGS:-}"
+PA="${PERF_ANALYZER:-$B/bin/pa/perf_analyzer}"
 RESULTS="$OUT/results.tsv"
 log() { echo "[sweep $(date +%T)] $*"; }
 record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$RESULTS"; }  # model, measurement, img/s
@@ -163,14 +166,18 @@ for m in $MODELS; do
   bench "$m" jpeg224_c$top_c --input jpeg --image "$OUT/photo_224x224.jpg" --concurrency "$top_c"
   bench "$m" jpeg640_c$top_c --input jpeg --image "$OUT/photo_640x480.jpg" --concurrency "$top_c"
   bench "$m" jpeg224_c1 --input jpeg --image "$OUT/photo_224x224.jpg" --concurrency 1
-  if [[ -n "${PERF_ANALYZER:-}" && -x "${PERF_ANALYZER}" ]]; then
-    for dtype in UINT8 FP32; do
-      "$PERF_ANALYZER" -m "$m" -i grpc -u localhost:8001 --concurrency-range 64 \
-        --measurement-interval 4000 --input-data random -b 1 \
-        $([[ $dtype == UINT8 ]] && echo --shape input:3,224,224) > "$OUT/pa_${m}_$dtype.txt" 2>&1
-      v=$(grep -oP 'throughput: \K[0-9.]+' "$OUT/pa_${m}_$dtype.txt" | tail -1)
-      record "$m" "perf_analyzer_c64_$dtype" "${v:-nan}"
-    done
+  # KServe ModelInfer with an FP32 [1,3,S,S] tensor (the input the model's metadata declares),
+  # from our client and from Triton's perf_analyzer: the issue wants the two within 10%.
+  bench "$m" kserve_fp32_c64 --input tensor --concurrency 64
+  if [[ -x "$PA" ]]; then
+    LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" "$PA" -m "$m" -i grpc -u localhost:8001 \
+      --concurrency-range 64 --measurement-interval 3000 --measurement-mode time_windows \
+      --max-trials 3 --stability-percentage 999 -b 1 > "$OUT/pa_${m}_fp32_c64.txt" 2>&1
+    v=$(grep -oP 'throughput: \K[0-9.]+' "$OUT/pa_${m}_fp32_c64.txt" | tail -1)
+    p50=$(grep -oP 'p50 latency: \K[0-9]+' "$OUT/pa_${m}_fp32_c64.txt" | tail -1)
+    record "$m" perf_analyzer_fp32_c64 "${v:-nan}"
+    [[ -n "$p50" ]] && record "$m" perf_analyzer_fp32_c64_p50_ms "$(awk -v u="$p50" 'BEGIN {print u / 1000}')"
+    log "$m perf_analyzer_fp32_c64: ${v:-?} infer/s (KServe, FP32)"
   fi
   python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8002/metrics').read().decode())" > "$OUT/metrics_$m.txt" 2>/dev/null
   # Where a served image's time went, over all of this model's runs (histogram sum / count).

@@ -18,5 +18,13 @@ for f in "$B"/bin/vitserve "$B"/bin/vitserve-client "$B"/bin/vitserve-bench-mode
   # Debug sections go, the symbol table stays: gperftools profiles on the box need names.
   strip --strip-debug -o ".gpubin/bin/$(basename "$f")" "$f"
 done
+# Triton's perf_analyzer from the PyPI wheel in .venv/, with the two libraries the box lacks
+# (libb64 from Debian, the CUDA 12 runtime it links from nvidia-cuda-runtime-cu12): the sweep
+# measures the KServe API with it (bin/pa/, LD_LIBRARY_PATH=bin/pa).
+if [[ -x .venv/bin/perf_analyzer ]]; then
+  mkdir -p .gpubin/bin/pa
+  cp .venv/bin/perf_analyzer /usr/lib/x86_64-linux-gnu/libb64.so.0d .gpubin/bin/pa/
+  cp "$(.venv/bin/python -c 'import nvidia.cuda_runtime, os; print(os.path.join(list(nvidia.cuda_runtime.__path__)[0], "lib", "libcudart.so.12"))')" .gpubin/bin/pa/
+fi
 tar -cJf .gpubin/bin.tar.xz -C .gpubin bin && rm -rf .gpubin/bin
 du -sh .gpubin

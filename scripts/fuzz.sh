@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # libFuzzer over the parsers that read untrusted bytes (issue 14): the safetensors header JSON
-# parser and the image header reader + decoder. Builds each target with clang
+# parser, the image header reader + decoder, and the config.pbtxt parser + validator (a model
+# repository's files). Builds each target with clang
 # (-fsanitize=fuzzer,address,undefined) into build-fuzz/ and runs it for SECONDS (default 60)
 # from a seed corpus of our own files (tests/fuzz/corpus/<target>, grown by the run). A crash
 # leaves build-fuzz/crash-* and fails the script: turn each into a regression test.
 #   scripts/fuzz.sh [SECONDS]
 # Needs clang and libclang-rt-14-dev (apt-get install clang libclang-rt-14-dev), besides what
-# scripts/setup.sh installs; not part of CI yet.
+# scripts/setup.sh installs, and the build in build/ (config_fuzz links its model libraries,
+# which the config code's model registry needs); not part of CI yet.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SECONDS_EACH="${1:-60}"
@@ -18,15 +20,38 @@ ABSL=$(pkg-config --libs absl_status absl_statusor absl_strings)
 clang++ "${FLAGS[@]}" tests/fuzz/json_fuzz.cc models/weights/internal/json.cc $ABSL -o "$B/json_fuzz"
 clang++ "${FLAGS[@]}" tests/fuzz/image_fuzz.cc server/image/decode.cc server/image/image_header.cc \
   $ABSL -lopencv_core -lopencv_imgproc -lopencv_imgcodecs -o "$B/image_fuzz"
+# The config code, instrumented; the model registry it calls comes uninstrumented from build/,
+# with LibTorch (and its CUDA runtime, when the build has CUDA) from the torch wheel in .venv/.
+TORCH="$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
+CUDART="$TORCH/../nvidia/cu13/lib"
+TORCH_LIBS=(-L"$TORCH/lib" -Wl,-rpath,"$TORCH/lib" -ltorch -ltorch_cpu -lc10)
+if [[ -e "$TORCH/lib/libtorch_cuda.so" && -d "$CUDART" ]]; then
+  TORCH_LIBS+=(-ltorch_cuda -lc10_cuda -L"$CUDART" -Wl,-rpath,"$CUDART" -l:libcudart.so.13)
+fi
+[[ -f build/models/libvitserve_models.a ]] || { echo "fuzz: build/ is missing: run scripts/setup.sh first"; exit 2; }
+clang++ "${FLAGS[@]}" -Ibuild/proto/gen -idirafter "$TORCH/include" \
+  -idirafter "$TORCH/include/torch/csrc/api/include" -D_GLIBCXX_USE_CXX11_ABI=1 \
+  tests/fuzz/config_fuzz.cc server/config/model_config.cc server/config/file_util.cc \
+  build/proto/gen/vitserve/v1/model_config.pb.cc \
+  -Wl,--start-group $(find build/models -name '*.a' | sort) -Wl,--end-group \
+  $ABSL $(pkg-config --libs absl_str_format) -lprotobuf "${TORCH_LIBS[@]}" -o "$B/config_fuzz"
 
 # Seeds: our own sample images, and safetensors-style headers.
-mkdir -p "$B/corpus/json" "$B/corpus/image"
+mkdir -p "$B/corpus/json" "$B/corpus/image" "$B/corpus/config"
 cp tests/e2e/data/*.jpg tests/e2e/data/*.png tests/e2e/data/*.webp "$B/corpus/image/"
 printf '%s' '{"__metadata__":{"format":"pt"},"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]}}' > "$B/corpus/json/header.json"
 printf '%s' '{"a":[1,-2.5e3,true,false,null,"\u00e9\ud83d\ude00\n"]}' > "$B/corpus/json/values.json"
+cat > "$B/corpus/config/full.pbtxt" <<'PBTXT'
+name: "m" architecture: "shvit_s1"
+device: "cuda"  precision: FP16  instance_count: 2
+batching { max_batch_size: 32 max_queue_delay_us: 2000 max_queue_size: 512 default_timeout_ms: 100 }
+input { size: 224 mean: [0.485, 0.456, 0.406] std: [0.229, 0.224, 0.225] crop_pct: 0.875 interpolation: "bicubic" }
+weights: "model.safetensors"  labels: "labels.txt"  cuda_graphs: false  device_preprocessing: true
+PBTXT
+printf '%s\n' 'architecture: "deit_tiny_patch16_224"' > "$B/corpus/config/minimal.pbtxt"
 
 status=0
-for target in json image; do
+for target in json image config; do
   echo "[fuzz] ${target}_fuzz for ${SECONDS_EACH} s"
   if ! (cd "$B" && ./"${target}_fuzz" -max_total_time="$SECONDS_EACH" -max_len=65536 \
           -rss_limit_mb=2048 -print_final_stats=1 "corpus/$target" 2>&1 | tail -12); then
