@@ -53,8 +53,10 @@ printf '%s\n' 'architecture: "deit_tiny_patch16_224"' > "$B/corpus/config/minima
 status=0
 for target in json image config; do
   echo "[fuzz] ${target}_fuzz for ${SECONDS_EACH} s"
+  dict=()  # Field names and values for the text-format parser (libprotobuf is not instrumented).
+  [[ -f "tests/fuzz/$target.dict" ]] && dict=(-dict="$PWD/tests/fuzz/$target.dict")
   if ! (cd "$B" && ./"${target}_fuzz" -max_total_time="$SECONDS_EACH" -max_len=65536 \
-          -rss_limit_mb=2048 -print_final_stats=1 "corpus/$target" 2>&1 | tail -12); then
+          -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" "corpus/$target" 2>&1 | tail -12); then
     status=1
   fi
 done
