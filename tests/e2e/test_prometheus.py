@@ -7,33 +7,19 @@ that its relabelling would give. Everything else (metrics path, rule files, quer
 deployed files' own.
 """
 import json
-import pathlib
 import re
-import shutil
 import subprocess
-import time
-import urllib.parse
-import urllib.request
 
-import pytest
 import yaml
 
-from conftest import E2E_MODEL, ROOT, ServerProcess, binary, free_port
+from conftest import E2E_MODEL, ServerProcess, binary
+from prometheus_helpers import DEPLOY, NAMESPACE, prometheus_binary, start_prometheus
 
-DEPLOY = ROOT / "deploy"
-NAMESPACE = "e2e"
 PODS = ("vitserve-0", "vitserve-1")
 # Grafana's $__rate_interval: at least four scrape intervals (1 s here).
 RATE_INTERVAL = "20s"
 # Dashboard panels of metrics that only a model on a GPU exports.
 GPU_ONLY_METRICS = ("vitserve_gpu_memory_used_bytes",)
-
-
-def prometheus_binary(name):
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} is missing: scripts/setup.sh installs Debian's `prometheus`")
-    return path
 
 
 def test_alert_rules_check_and_unit_tests_pass():
@@ -67,68 +53,6 @@ def test_dashboard_panels_have_unique_ids_do_not_overlap_and_use_the_datasource_
                 cells[(x, y)] = panel["title"]
         for target in panel.get("targets", []):
             assert target["datasource"]["uid"] == "${datasource}", panel["title"]
-
-
-class Prometheus:
-    def __init__(self, config_path, data_dir, log_path):
-        self.port = free_port()
-        self._log = open(log_path, "w")
-        self.log_path = log_path
-        self.proc = subprocess.Popen(
-            [prometheus_binary("prometheus"), f"--config.file={config_path}",
-             f"--storage.tsdb.path={data_dir}", f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=self._log, stderr=subprocess.STDOUT)
-
-    def api(self, path, **params):
-        url = f"http://127.0.0.1:{self.port}/api/v1/{path}"
-        if params:
-            url += "?" + urllib.parse.urlencode(params)
-        with urllib.request.urlopen(url, timeout=10) as response:
-            body = json.load(response)
-        assert body["status"] == "success", body
-        return body["data"]
-
-    def query(self, expr):
-        return self.api("query", query=expr)["result"]
-
-    def wait_until(self, what, condition, timeout_s=60):
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(pathlib.Path(self.log_path).read_text())
-            try:
-                if condition():
-                    return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"{what} after {timeout_s}s:\n"
-                           + pathlib.Path(self.log_path).read_text()[-3000:])
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        self._log.close()
-
-
-def scrape_config(servers):
-    """The deployed scrape job, with static targets in place of Kubernetes discovery."""
-    job = yaml.safe_load((DEPLOY / "prometheus" / "scrape-config.yaml").read_text())
-    [job] = job["scrape_configs"]
-    assert job["metrics_path"] == "/metrics"
-    job.pop("kubernetes_sd_configs")
-    job.pop("relabel_configs")
-    job["scrape_interval"] = "1s"
-    job["scrape_timeout"] = "1s"
-    job["static_configs"] = [
-        {"targets": [f"127.0.0.1:{server.http_port}"],
-         "labels": {"namespace": NAMESPACE, "pod": pod}}
-        for server, pod in zip(servers, PODS)]
-    return {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(DEPLOY / "prometheus" / "alerts.yaml")],
-        "scrape_configs": [job],
-    }
 
 
 def dashboard_queries():
@@ -178,16 +102,7 @@ def test_prometheus_scrapes_two_servers_and_every_query_has_data(tmp_path):
     try:
         for server in servers:
             server.wait_ready()
-        config = tmp_path / "prometheus.yml"
-        config.write_text(yaml.safe_dump(scrape_config(servers)))
-        check = subprocess.run([prometheus_binary("promtool"), "check", "config", str(config)],
-                               capture_output=True, text=True)
-        assert check.returncode == 0, check.stdout + check.stderr
-        prometheus = Prometheus(config, tmp_path / "tsdb", tmp_path / "prometheus.log")
-        prometheus.wait_until(
-            "both targets up",
-            lambda: sorted(t["labels"]["pod"] for t in prometheus.api("targets")["activeTargets"]
-                           if t["health"] == "up") == list(PODS))
+        prometheus = start_prometheus(servers, PODS, tmp_path)
 
         # Load on both, long enough for several scrapes and rule evaluations.
         for server in servers:
