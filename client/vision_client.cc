@@ -11,6 +11,7 @@
 
 #include "client/grpc_status.h"
 #include "common/credential_file.h"
+#include "common/status_macros.h"
 
 namespace vitserve::client {
 namespace {
@@ -63,24 +64,21 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
     return absl::InvalidArgumentError("mutual TLS needs both --tls-cert and --tls-key");
   }
   grpc::SslCredentialsOptions ssl;
-  absl::StatusOr<std::string> ca = ReadCredentialFile(options.tls_ca_file, "--tls-ca");
-  if (!ca.ok()) return ca.status();
-  ssl.pem_root_certs = *std::move(ca);
+  VITSERVE_ASSIGN_OR_RETURN(ssl.pem_root_certs,
+                            ReadCredentialFile(options.tls_ca_file, "--tls-ca"));
   if (!options.tls_cert_file.empty()) {
-    absl::StatusOr<std::string> cert = ReadCredentialFile(options.tls_cert_file, "--tls-cert");
-    if (!cert.ok()) return cert.status();
-    absl::StatusOr<std::string> key = ReadCredentialFile(options.tls_key_file, "--tls-key");
-    if (!key.ok()) return key.status();
-    ssl.pem_cert_chain = *std::move(cert);
-    ssl.pem_private_key = *std::move(key);
+    VITSERVE_ASSIGN_OR_RETURN(ssl.pem_cert_chain,
+                              ReadCredentialFile(options.tls_cert_file, "--tls-cert"));
+    VITSERVE_ASSIGN_OR_RETURN(ssl.pem_private_key,
+                              ReadCredentialFile(options.tls_key_file, "--tls-key"));
   }
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::SslCredentials(ssl);
   if (!options.token_file.empty()) {
-    absl::StatusOr<std::string> token = ReadTokenFile(options.token_file, "--token-file");
-    if (!token.ok()) return token.status();
+    VITSERVE_ASSIGN_OR_RETURN(std::string token,
+                              ReadTokenFile(options.token_file, "--token-file"));
     // Sends "authorization: Bearer <token>" with every call.
     credentials = grpc::CompositeChannelCredentials(credentials,
-                                                    grpc::AccessTokenCredentials(*token));
+                                                    grpc::AccessTokenCredentials(token));
   }
   return credentials;
 }

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "common/status_macros.h"
 
 namespace vitserve {
 
@@ -34,9 +35,8 @@ inline absl::StatusOr<std::string> ReadCredentialFile(const std::string& path,
 // The token on the file's first line, without surrounding whitespace.
 inline absl::StatusOr<std::string> ReadTokenFile(const std::string& path,
                                                  absl::string_view what) {
-  absl::StatusOr<std::string> text = ReadCredentialFile(path, what);
-  if (!text.ok()) return text.status();
-  std::string token(absl::StripAsciiWhitespace(absl::string_view(*text).substr(0, text->find('\n'))));
+  VITSERVE_ASSIGN_OR_RETURN(const std::string text, ReadCredentialFile(path, what));
+  std::string token(absl::StripAsciiWhitespace(absl::string_view(text).substr(0, text.find('\n'))));
   if (token.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": '", path, "' has an empty first line"));
   }

@@ -133,9 +133,10 @@ absl::StatusOr<std::optional<at::Tensor>> PixelsForDevice(const std::vector<Sour
   for (size_t i = 0; i < sources.size(); ++i) {
     const SourceImage& source = sources[i];
     if (source.image->data_case() == v1::Image::kRaw) {
+      // Straight from the request's bytes (Pixels would copy them into an image first).
       std::memcpy(next, source.image->raw().rgb8().data(), image_bytes);
     } else {
-      absl::StatusOr<RgbImage> decoded = DecodeImage(source.image->encoded(), limits, ReduceTo(spec));
+      absl::StatusOr<RgbImage> decoded = Pixels(source, limits, spec);
       if (!decoded.ok()) return WithImageIndex(static_cast<int>(i), decoded.status());
       if (decoded->width() != width || decoded->height() != height) return std::nullopt;
       std::memcpy(next, decoded->pixels.data, image_bytes);  // Decoded images are continuous.

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/credential_file.h"
+#include "common/status_macros.h"
 #include "grpcpp/security/server_credentials.h"
 
 namespace vitserve {
@@ -75,25 +76,20 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
   }
   grpc::SslServerCredentialsOptions ssl;
   grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-  absl::StatusOr<std::string> cert = ReadCredentialFile(options.cert_file, "--tls-cert");
-  if (!cert.ok()) return cert.status();
-  absl::StatusOr<std::string> key = ReadCredentialFile(options.key_file, "--tls-key");
-  if (!key.ok()) return key.status();
-  pair.cert_chain = *std::move(cert);
-  pair.private_key = *std::move(key);
+  VITSERVE_ASSIGN_OR_RETURN(pair.cert_chain, ReadCredentialFile(options.cert_file, "--tls-cert"));
+  VITSERVE_ASSIGN_OR_RETURN(pair.private_key, ReadCredentialFile(options.key_file, "--tls-key"));
   ssl.pem_key_cert_pairs.push_back(std::move(pair));
   if (!options.client_ca_file.empty()) {
-    absl::StatusOr<std::string> ca = ReadCredentialFile(options.client_ca_file, "--tls-client-ca");
-    if (!ca.ok()) return ca.status();
-    ssl.pem_root_certs = *std::move(ca);
+    VITSERVE_ASSIGN_OR_RETURN(ssl.pem_root_certs,
+                              ReadCredentialFile(options.client_ca_file, "--tls-client-ca"));
     ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::SslServerCredentials(ssl);
   if (!options.token_file.empty()) {
-    absl::StatusOr<std::string> token = ReadTokenFile(options.token_file, "--auth-token-file");
-    if (!token.ok()) return token.status();
+    VITSERVE_ASSIGN_OR_RETURN(std::string token,
+                              ReadTokenFile(options.token_file, "--auth-token-file"));
     credentials->SetAuthMetadataProcessor(
-        std::make_shared<BearerTokenChecker>(*std::move(token), options.token_exempt_health));
+        std::make_shared<BearerTokenChecker>(std::move(token), options.token_exempt_health));
   }
   return credentials;
 }

@@ -175,17 +175,15 @@ absl::Status NormalizeModelConfig(const ModelRegistry& registry, const ServerDef
   if (config->precision() == v1::PRECISION_UNSPECIFIED) {
     config->set_precision(defaults.precision);
   }
+  const bool on_cuda = absl::StartsWith(config->device(), "cuda");
   if (config->instance_count() == 0) {
-    config->set_instance_count(defaults.instance_count > 0 ? defaults.instance_count
-                               : absl::StartsWith(config->device(), "cuda")
-                                   ? kAutoInstanceCountOnCuda
-                                   : 1);
+    const uint32_t automatic = on_cuda ? kAutoInstanceCountOnCuda : 1;
+    config->set_instance_count(defaults.instance_count > 0 ? defaults.instance_count : automatic);
   }
   if (config->warmup_iterations() == 0) config->set_warmup_iterations(1);
   if (!config->has_cuda_graphs()) config->set_cuda_graphs(defaults.cuda_graphs);
   if (!config->has_device_preprocessing()) {
-    config->set_device_preprocessing(defaults.device_preprocessing &&
-                                     absl::StartsWith(config->device(), "cuda"));
+    config->set_device_preprocessing(defaults.device_preprocessing && on_cuda);
   }
 
   v1::BatchingPolicy* batching = config->mutable_batching();

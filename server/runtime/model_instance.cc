@@ -381,6 +381,7 @@ at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64
     int64_t byte_offset = 0;
     int64_t pinned_offset = 0;
     for (const at::Tensor& part : parts) {
+      const bool page_locked = FromPinnedAllocator(part);
       at::Tensor source = part;
       at::Tensor destination;
       if (part.scalar_type() == at::kByte) {
@@ -392,13 +393,13 @@ at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64
             cuda_->device_staging.narrow(0, float_offset, part.numel()).view(part.sizes());
         offsets.push_back(float_offset);
         float_offset += part.numel();
-        if (!FromPinnedAllocator(part)) {
+        if (!page_locked) {
           source = cuda_->pinned.narrow(0, pinned_offset, part.numel()).view(part.sizes());
           source.copy_(part);
           pinned_offset += part.numel();
         }
       }
-      if (part.scalar_type() == at::kByte && !FromPinnedAllocator(part)) {
+      if (part.scalar_type() == at::kByte && !page_locked) {
         destination.copy_(part, /*non_blocking=*/true);  // Pageable bytes: torch stages them.
       } else {
         // Page-locked and contiguous: one asynchronous DMA, issued directly. Through copy_
