@@ -113,10 +113,9 @@ class Autoscaler:
                               else int(start * (1 - policy.value / 100)))
         if not limits:
             return None
-        # Max: the policy allowing the largest change; Min: the smallest.
-        largest_change = rules.select_policy == "Max"
-        return (max(limits) if largest_change else min(limits)) if up else \
-            (min(limits) if largest_change else max(limits))
+        # Max: the policy allowing the largest change (the highest limit going up, the lowest
+        # going down); Min: the smallest.
+        return max(limits) if (rules.select_policy == "Max") == up else min(limits)
 
     def sync(self, now_s: float, values) -> int:
         desired = min(max(self._raw_desired(values), self.spec.min_replicas),

@@ -1,6 +1,7 @@
 """A real Prometheus (Debian's) for the e2e tests, scraping vitserve with the deployed job."""
 import json
 import pathlib
+import re
 import shutil
 import subprocess
 import time
@@ -85,6 +86,19 @@ def scrape_config(servers, pods):
     }
 
 
+
+
+def expand_adapter_query(rule, label_matchers, group_by):
+    """A prometheus-adapter rule's metricsQuery, with its templates filled in as the adapter
+    does: the series name from seriesQuery, the label matchers and the grouping labels."""
+    series = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", rule["seriesQuery"]).group(0)
+    return (rule["metricsQuery"].replace("<<.Series>>", series)
+            .replace("<<.LabelMatchers>>", label_matchers)
+            .replace("<<.GroupBy>>", group_by))
+
+
+def adapter_rules():
+    return yaml.safe_load((DEPLOY / "prometheus" / "adapter-rules.yaml").read_text())["rules"]
 
 
 def start_prometheus(servers, pods, tmp_path):

@@ -10,10 +10,11 @@ the server: the trace shows the controller's decisions on the measured signal, n
 recovering. Writes hpa_trace.json and hpa_trace.png (load, p99 latency, signal, replicas) to
 $VITSERVE_HPA_TRACE_DIR (docs/images holds the run shown in docs/deployment.md) or a temp dir.
 """
+import bisect
+import itertools
 import json
 import os
 import pathlib
-import re
 import subprocess
 import sys
 import threading
@@ -22,7 +23,8 @@ import time
 import yaml
 
 from conftest import E2E_MODEL, ROOT, ServerProcess, binary
-from prometheus_helpers import DEPLOY, NAMESPACE, start_prometheus
+from prometheus_helpers import (DEPLOY, NAMESPACE, adapter_rules, expand_adapter_query,
+                                start_prometheus)
 
 sys.path.insert(0, str(ROOT / "tools"))
 import hpa_model  # noqa: E402
@@ -30,6 +32,8 @@ import hpa_model  # noqa: E402
 POD = "vitserve-0"
 # (phase, seconds, offered load as a multiple of the measured capacity)
 PHASES = (("light", 30, 0.2), ("overload", 90, 2.0), ("steady", 60, 0.6), ("low", 330, 0.1))
+# When each phase ends, in seconds from the start of the load.
+PHASE_ENDS = tuple(itertools.accumulate(seconds for _, seconds, _ in PHASES))
 
 
 def capacity_img_s(server):
@@ -47,12 +51,8 @@ def hpa_metric_query():
     hpa = yaml.safe_load((DEPLOY / "base" / "hpa.yaml").read_text())
     [metric] = hpa["spec"]["metrics"]
     name = metric["pods"]["metric"]["name"]
-    rules = yaml.safe_load((DEPLOY / "prometheus" / "adapter-rules.yaml").read_text())["rules"]
-    [rule] = [r for r in rules if r["name"]["as"] == name]
-    series = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", rule["seriesQuery"]).group(0)
-    return (rule["metricsQuery"].replace("<<.Series>>", series)
-            .replace("<<.LabelMatchers>>", f'namespace="{NAMESPACE}",pod="{POD}"')
-            .replace("<<.GroupBy>>", "pod"))
+    [rule] = [r for r in adapter_rules() if r["name"]["as"] == name]
+    return expand_adapter_query(rule, f'namespace="{NAMESPACE}",pod="{POD}"', "pod")
 
 
 def offer_load(server, rates, stop):
@@ -80,12 +80,10 @@ def plot(trace, path):
                 where="post")
         ax.set_ylabel(label, fontsize=8)
         ax.grid(alpha=0.3)
-    start = 0
-    for phase, seconds, _ in PHASES:
+    for (phase, _, _), start in zip(PHASES, (0,) + PHASE_ENDS[:-1]):
         for ax in axes:
             ax.axvline(start, color="grey", lw=0.5)
         axes[0].text(start + 2, axes[0].get_ylim()[1] * 0.85, phase, fontsize=8)
-        start += seconds
     axes[-1].set_xlabel("seconds")
     fig.suptitle(f"vitserve {E2E_MODEL} on CPU: HPA signal and decisions (one sync per 15 s)")
     fig.tight_layout()
@@ -113,7 +111,7 @@ def test_hpa_scales_up_under_overload_holds_steady_and_scales_down_after_the_win
         start = time.monotonic()
         loader.start()
         trace = []
-        total = sum(seconds for _, seconds, _ in PHASES)
+        total = PHASE_ENDS[-1]
         sync = 0
         while sync * hpa_model.SYNC_PERIOD_S <= total:
             time.sleep(max(0.0, start + sync * hpa_model.SYNC_PERIOD_S - time.monotonic()))
@@ -128,11 +126,7 @@ def test_hpa_scales_up_under_overload_holds_steady_and_scales_down_after_the_win
                 p99_s = None
             before = hpa.replicas
             replicas = hpa.sync(t, [inflight / before] * before)
-            elapsed, phase_index = 0, 0
-            for phase_index, (_, seconds, _) in enumerate(PHASES):
-                if t < elapsed + seconds:
-                    break
-                elapsed += seconds
+            phase_index = min(bisect.bisect_right(PHASE_ENDS, t), len(PHASES) - 1)
             trace.append({"t": t, "phase": PHASES[phase_index][0], "rate": rates[phase_index],
                           "inflight_total": inflight, "per_pod": inflight / before,
                           "p99_s": p99_s, "replicas": replicas})
@@ -150,11 +144,7 @@ def test_hpa_scales_up_under_overload_holds_steady_and_scales_down_after_the_win
          "target_average": spec.target_average, "trace": trace}, indent=1))
     plot(trace, out_dir / "hpa_trace.png")
 
-    ends = {}
-    elapsed = 0
-    for phase, seconds, _ in PHASES:
-        elapsed += seconds
-        ends[phase] = elapsed
+    ends = {phase: end for (phase, _, _), end in zip(PHASES, PHASE_ENDS)}
     replicas = [row["replicas"] for row in trace]
     peak = max(replicas)
     # Scale up under overload: above the minimum before the overload phase ends.

@@ -13,7 +13,8 @@ import subprocess
 import yaml
 
 from conftest import E2E_MODEL, ServerProcess, binary
-from prometheus_helpers import DEPLOY, NAMESPACE, prometheus_binary, start_prometheus
+from prometheus_helpers import (DEPLOY, NAMESPACE, adapter_rules, expand_adapter_query,
+                                prometheus_binary, start_prometheus)
 
 PODS = ("vitserve-0", "vitserve-1")
 # Grafana's $__rate_interval: at least four scrape intervals (1 s here).
@@ -82,16 +83,9 @@ def grafana_expand(expr):
 
 def adapter_queries():
     """metricsQuery of every adapter rule, expanded as prometheus-adapter does for the pods."""
-    rules = yaml.safe_load((DEPLOY / "prometheus" / "adapter-rules.yaml").read_text())["rules"]
-    expanded = []
-    for rule in rules:
-        series = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", rule["seriesQuery"]).group(0)
-        matchers = f'namespace="{NAMESPACE}",pod=~"{"|".join(PODS)}"'
-        expanded.append((rule["name"]["as"], rule["metricsQuery"]
-                         .replace("<<.Series>>", series)
-                         .replace("<<.LabelMatchers>>", matchers)
-                         .replace("<<.GroupBy>>", "pod")))
-    return expanded
+    matchers = f'namespace="{NAMESPACE}",pod=~"{"|".join(PODS)}"'
+    return [(rule["name"]["as"], expand_adapter_query(rule, matchers, "pod"))
+            for rule in adapter_rules()]
 
 
 def test_prometheus_scrapes_two_servers_and_every_query_has_data(tmp_path):
