@@ -19,8 +19,12 @@
 #              instances per GPU, for $SWEEP_MODELS (default shvit_s1); PROFILE=1 profiles
 #              the one-instance server (carry .prof); the outputs are packed into
 #              OUTDIR/instances.tar.gz (the device tool brings back only a few files)
+#   variants   the served sweep once per variant in $VARIANTS ("label:server flags[:client
+#              flags];...", default "inst2:--instance-count=2;inst4:--instance-count=4";
+#              client flags default to $CLIENT_FLAGS), anchors measured in the first only, for
+#              $SWEEP_MODELS; outputs packed into OUTDIR/variants.tar.gz
 set -uo pipefail
-STEP="${1:?step: cudatests | vimserve | vim | zoo3 | graphs | parity | devpre | instances}"
+STEP="${1:?step: cudatests | vimserve | vim | zoo3 | graphs | parity | devpre | instances | variants}"
 OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
 source .devdeps/bootstrap.sh >/dev/null || exit 1
@@ -32,7 +36,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 case "$STEP" in
   cudatests)
     status=0
-    for t in runtime_test model_manager_test vitserve_vim_test vitserve_fibottention_test; do
+    for t in runtime_test tensor_preprocess_test model_manager_test vitserve_vim_test vitserve_fibottention_test; do
       echo "== $t (CUDA cases)"
       build-gpu/bin/$t --gtest_filter='*Cuda*:*CUDA*:*Gpu*' 2>&1 | tee "$OUT/$t.txt" | \
         grep -E "^\[ *(OK|FAILED|SKIPPED|PASSED) *\]|Failure|max \|diff\|" || true
@@ -71,6 +75,25 @@ case "$STEP" in
     PROFILE=0 SERVE_FLAGS=--instance-count=2 bash bench/serve_sweep.sh "$OUT/instances2"
     tar -czf "$OUT/instances.tar.gz" -C "$OUT" --exclude='*.jpg' instances1 instances2 && \
       rm -rf "$OUT/instances1" "$OUT/instances2"
+    ;;
+  variants)
+    export SWEEP_MODELS="${SWEEP_MODELS:-shvit_s1}" SECONDS_EACH="${SECONDS_EACH:-3}" \
+      CLIENT_FLAGS="${CLIENT_FLAGS:---channels 4}"
+    anchors=1
+    labels=()
+    IFS=';' read -ra variants <<< "${VARIANTS:-inst2:--instance-count=2;inst4:--instance-count=4}"
+    for variant in "${variants[@]}"; do
+      IFS=':' read -r label serve_flags client_flags <<< "$variant"
+      labels+=("$label")
+      client_flags="${client_flags:-$CLIENT_FLAGS}"
+      echo "== variant $label: server '$serve_flags', client '$client_flags'"
+      ANCHORS=$anchors SERVE_FLAGS="$serve_flags" CLIENT_FLAGS="$client_flags" \
+        bash bench/serve_sweep.sh "$OUT/$label"
+      anchors=0
+      PROFILE=0  # Profile the first variant only.
+    done
+    tar -czf "$OUT/variants.tar.gz" -C "$OUT" --exclude='*.jpg' "${labels[@]}" && \
+      (cd "$OUT" && rm -rf "${labels[@]}")
     ;;
   *)
     echo "unknown step '$STEP'" >&2

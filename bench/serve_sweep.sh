@@ -25,6 +25,8 @@
 #   SWEEP_BUILD_DIR  where the binaries are (default build-gpu: $SWEEP_BUILD_DIR/bin/vitserve, ...)
 #   SWEEP_CLIENT   the vitserve-client to load with (default $SWEEP_BUILD_DIR/bin/vitserve-client)
 #   CLIENT_FLAGS   more vitserve-client bench flags (e.g. "--channels 4")
+#   SPLIT_CLIENTS  client processes for one more raw row at the highest concurrency, the load
+#                  split between them (default 2; 1: no such row): is the client the limit?
 #   ANCHORS        0: skip the timm and model-alone anchors (a second sweep in the same call,
 #                  whose ratios then use the first one's anchors)
 set -uo pipefail
@@ -90,15 +92,16 @@ for name in sys.argv[1:]:
 PY
 grep -P '^timm\t' "$OUT/timm.txt" | while IFS=$'\t' read -r _ m v; do record "$m" timm_eager_b256 "$v"; done
 
-# --- our model alone, CUDA graph at MAX_BATCH -------------------------------------------------
+# --- our model alone, CUDA graph at MAX_BATCH (and smaller batches) -------------------------------------------------
 for m in $MODELS; do
-  $B/bin/vitserve-bench-model --model "$m" --device cuda --precision fp16 --batch-sizes "1,$MAX_BATCH" \
+  $B/bin/vitserve-bench-model --model "$m" --device cuda --precision fp16 --batch-sizes "1,16,32,64,$MAX_BATCH" \
     --cuda-graphs --seconds 2 > "$OUT/model_$m.txt" 2>&1
   v=$(awk -v b="$MAX_BATCH" '$1 == b {print $2}' "$OUT/model_$m.txt")
   ms1=$(awk '$1 == 1 {print $3}' "$OUT/model_$m.txt")
   record "$m" model_graph_b$MAX_BATCH "${v:-nan}"
   record "$m" model_graph_b1_ms "${ms1:-nan}"
   log "$m alone: $v img/s at batch $MAX_BATCH, $ms1 ms at batch 1"
+  grep -E '^ +[0-9]+ ' "$OUT/model_$m.txt"  # Every batch size: the served batches are smaller.
 done
 fi  # ANCHORS
 
@@ -129,6 +132,59 @@ sys.exit(code)' "$OUT/bench_${m}_$label.json" \
   log "$m $label: ${v:-?} img/s, p50 ${p50:-?} ms, client CPU ${cpu:-?} s in $((T + 1)) s"
 }
 
+# The same load from $SPLIT_CLIENTS client processes at once (each with its share of the
+# concurrency), throughputs summed: when this row beats the one-client row at the same total
+# concurrency, the load generator, not the server, was the limit.
+bench_split() {  # model label clients concurrency args...
+  local m=$1 label=$2 n=$3 c=$4 i v
+  shift 4
+  local pids=()
+  for i in $(seq 1 "$n"); do
+    $C bench --server localhost:8001 --model "$m" --duration "$T" --warmup 1 --json $CLIENT_FLAGS \
+      --concurrency $((c / n)) "$@" > "$OUT/bench_${m}_${label}_$i.json" 2> "$OUT/bench_${m}_${label}_$i.err" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  v=$(python3 -c 'import json, sys; print(round(sum(json.load(open(f))["throughput_img_s"] for f in sys.argv[1:])))' \
+      "$OUT"/bench_"${m}_${label}"_*.json 2>/dev/null)
+  record "$m" "$label" "${v:-nan}"
+  log "$m $label: ${v:-?} img/s from $n client processes"
+}
+
+# /metrics of the running server into $1.
+scrape() {
+  python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8002/metrics').read().decode())" > "$1" 2>/dev/null
+}
+# Where a served image's time went (histogram sum / count): over snapshot $2, or between
+# snapshots $3 (before) and $2 (after). $1 says which window.
+stage_means() {
+  python3 - "$@" <<'PY'
+import re, sys
+def read(path):
+    sums, counts = {}, {}
+    for line in open(path):
+        m = re.match(r'(vitserve_\w+?)_(sum|count)\{([^}]*)\} (\S+)', line)
+        if not m:
+            continue
+        stage = re.search(r'stage="(\w+)"', m.group(3))
+        key = m.group(1) + (f"[{stage.group(1)}]" if stage else "")
+        table = sums if m.group(2) == "sum" else counts
+        table[key] = table.get(key, 0) + float(m.group(4))
+    return sums, counts
+sums, counts = read(sys.argv[2])
+if len(sys.argv) > 3:
+    before_sums, before_counts = read(sys.argv[3])
+    sums = {k: v - before_sums.get(k, 0) for k, v in sums.items()}
+    counts = {k: v - before_counts.get(k, 0) for k, v in counts.items()}
+print(f"server-side means {sys.argv[1]}:")
+for key in sorted(sums):
+    if counts.get(key):
+        unit = "" if key.startswith("vitserve_batch_size") else " ms"
+        scale = 1 if unit == "" else 1e3
+        print(f"  {key:58s} {sums[key] / counts[key] * scale:9.3f}{unit}  (n={counts[key]:.0f})")
+PY
+}
+
 top_c=${CONCURRENCY##* }
 for m in $MODELS; do
   log "serving $m: fp16, max batch $MAX_BATCH, queue delay $QUEUE_DELAY_US us"
@@ -151,17 +207,23 @@ for m in $MODELS; do
   for c in $CONCURRENCY; do
     if [[ $c == "$top_c" ]]; then
       thread_cpu $SERVER > "$OUT/threads_before_$m.txt"
+      scrape "$OUT/metrics_before_top_$m.txt"
       [[ -n "$PRELOAD" ]] && kill -USR2 $SERVER  # Profile this run only.
     fi
     bench "$m" raw_c$c --input raw --concurrency "$c"
     if [[ $c == "$top_c" ]]; then
       [[ -n "$PRELOAD" ]] && kill -USR2 $SERVER
       thread_cpu $SERVER > "$OUT/threads_after_$m.txt"
+      scrape "$OUT/metrics_after_top_$m.txt"
+      stage_means "during raw_c$c" "$OUT/metrics_after_top_$m.txt" "$OUT/metrics_before_top_$m.txt"
       echo "server CPU seconds by thread during raw_c$c ($T s + 1 s warm-up):"
       join <(sort "$OUT/threads_before_$m.txt") <(sort "$OUT/threads_after_$m.txt") \
         | awk '{printf "  %-16s %7.2f\n", $1, $3 - $2}' | sort -k2 -nr | head -12
     fi
   done
+  if [[ "${SPLIT_CLIENTS:-2}" -gt 1 ]]; then
+    bench_split "$m" "raw_c${top_c}_${SPLIT_CLIENTS:-2}clients" "${SPLIT_CLIENTS:-2}" "$top_c" --input raw
+  fi
   bench "$m" raw16_c32 --input raw --batch 16 --concurrency 32
   bench "$m" jpeg224_c$top_c --input jpeg --image "$OUT/photo_224x224.jpg" --concurrency "$top_c"
   bench "$m" jpeg640_c$top_c --input jpeg --image "$OUT/photo_640x480.jpg" --concurrency "$top_c"
@@ -169,6 +231,8 @@ for m in $MODELS; do
   # KServe ModelInfer with an FP32 [1,3,S,S] tensor (the input the model's metadata declares),
   # from our client and from Triton's perf_analyzer: the issue wants the two within 10%.
   bench "$m" kserve_fp32_c64 --input tensor --concurrency 64
+  # perf_analyzer's threads share one gRPC connection: the same here, for a like-for-like pair.
+  bench "$m" kserve_fp32_c64_1conn --input tensor --concurrency 64 --channels 1
   if [[ -x "$PA" ]]; then
     LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" "$PA" -m "$m" -i grpc -u localhost:8001 \
       --concurrency-range 64 --measurement-interval 3000 --measurement-mode time_windows \
@@ -179,29 +243,14 @@ for m in $MODELS; do
     [[ -n "$p50" ]] && record "$m" perf_analyzer_fp32_c64_p50_ms "$(awk -v u="$p50" 'BEGIN {print u / 1000}')"
     log "$m perf_analyzer_fp32_c64: ${v:-?} infer/s (KServe, FP32)"
   fi
-  python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8002/metrics').read().decode())" > "$OUT/metrics_$m.txt" 2>/dev/null
-  # Where a served image's time went, over all of this model's runs (histogram sum / count).
-  python3 - "$OUT/metrics_$m.txt" <<'PY'
-import re, sys
-sums, counts = {}, {}
-for line in open(sys.argv[1]):
-    m = re.match(r'(vitserve_\w+?)_(sum|count)\{([^}]*)\} (\S+)', line)
-    if not m:
-        continue
-    stage = re.search(r'stage="(\w+)"', m.group(3))
-    key = m.group(1) + (f"[{stage.group(1)}]" if stage else "")
-    (sums if m.group(2) == "sum" else counts)[key] = (sums if m.group(2) == "sum" else counts).get(key, 0) + float(m.group(4))
-print("server-side means over the model's runs:")
-for key in sorted(sums):
-    if counts.get(key):
-        unit = "" if key.startswith("vitserve_batch_size") else " ms"
-        scale = 1 if unit == "" else 1e3
-        print(f"  {key:58s} {sums[key] / counts[key] * scale:9.3f}{unit}  (n={counts[key]:.0f})")
-PY
+  scrape "$OUT/metrics_$m.txt"
+  stage_means "over the model's runs" "$OUT/metrics_$m.txt"
   kill -TERM $SERVER; wait $SERVER 2>/dev/null
   if [[ "${PROFILE:-}" == 1 && -s "$OUT/cpu_$m.prof.0" ]]; then
     echo "== CPU profile of vitserve serving $m (top 40 by own time)"
     perl .prof/pprof --text --nodecount=40 $B/bin/vitserve "$OUT/cpu_$m.prof.0" 2> /dev/null | head -48
+    echo "== the same profile, top 60 by cumulative time"
+    perl .prof/pprof --text --cum --nodecount=60 $B/bin/vitserve "$OUT/cpu_$m.prof.0" 2> /dev/null | head -68
   fi
 done
 

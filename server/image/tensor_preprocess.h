@@ -9,6 +9,9 @@
 // The result equals Preprocess's but where OpenCV's fixed-point resize rounds a pixel the other
 // way: such pixels are one grey level (1 / (255 * std) after normalisation) apart.
 //
+// On a CUDA device (CUDA builds) the same arithmetic runs as one fused kernel
+// (internal/preprocess_kernel.h): a read of the pixels and a write of the input per batch.
+//
 // Ownership: owns its cache of weight matrices (one pair per source image size, on the device
 // they were used on; at most kMaxCachedSizes pairs, then the cache starts over).
 // Thread-safety: NOT thread-safe: one per model instance, used by its executor thread.
@@ -38,9 +41,17 @@ class TensorPreprocessor {
 
  private:
   struct Weights {
+    c10::Device device = c10::kCPU;  // Where the tensors below are.
     at::Tensor columns;  // [w, S] float32: the column resize, transposed.
     at::Tensor rows;     // [h, S] float32: the row resize, transposed.
+    // The same resizes as taps for the fused CUDA kernel: per output index, the first source
+    // index (int32 [S]) and `taps` consecutive weights (float32 [S, taps]).
+    at::Tensor column_start, column_weights, row_start, row_weights;
+    int64_t column_taps = 0;
+    int64_t row_taps = 0;
   };
+  // images on a CUDA device: one fused kernel instead of the tensor ops.
+  void RunFused(const at::Tensor& images, const Weights& weights, at::Tensor out);
   const Weights& WeightsFor(int64_t height, int64_t width, const at::Tensor& like);
 
   const PreprocessSpec spec_;

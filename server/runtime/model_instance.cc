@@ -374,68 +374,70 @@ at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64
     // Each part to the device once, in order: page-locked parts (the services write requests
     // there for CUDA models) straight from where they are, others through `pinned`. Reusing the
     // buffers is safe because RunOrThrow returns only after the stream has finished with them.
-    std::vector<at::Tensor> device_parts;
+    // A batch has a part per request, so this loop works on offsets and raw pointers: a
+    // narrow()/view() per part costs more CPU than the copy it describes.
     std::vector<int64_t> offsets;  // Per part: where it starts in device_bytes / device_staging.
-    device_parts.reserve(parts.size());
+    offsets.reserve(parts.size());
+    uint8_t* const device_bytes = static_cast<uint8_t*>(cuda_->device_bytes.data_ptr());
+    float* const device_floats = cuda_->device_staging.data_ptr<float>();
+    float* const pinned_floats = cuda_->pinned.data_ptr<float>();
     int64_t float_offset = 0;
     int64_t byte_offset = 0;
     int64_t pinned_offset = 0;
     for (const at::Tensor& part : parts) {
       const bool page_locked = FromPinnedAllocator(part);
-      at::Tensor source = part;
-      at::Tensor destination;
+      const void* source = part.data_ptr();
+      void* destination = nullptr;
       if (part.scalar_type() == at::kByte) {
-        destination = cuda_->device_bytes.narrow(0, byte_offset, part.numel()).view(part.sizes());
         offsets.push_back(byte_offset);
+        destination = device_bytes + byte_offset;
         byte_offset += part.numel();
+        if (!page_locked) {  // Pageable bytes: torch stages them.
+          cuda_->device_bytes.narrow(0, offsets.back(), part.numel())
+              .view(part.sizes())
+              .copy_(part, /*non_blocking=*/true);
+          continue;
+        }
       } else {
-        destination =
-            cuda_->device_staging.narrow(0, float_offset, part.numel()).view(part.sizes());
         offsets.push_back(float_offset);
+        destination = device_floats + float_offset;
         float_offset += part.numel();
         if (!page_locked) {
-          source = cuda_->pinned.narrow(0, pinned_offset, part.numel()).view(part.sizes());
-          source.copy_(part);
+          at::Tensor staged = cuda_->pinned.narrow(0, pinned_offset, part.numel());
+          staged.view(part.sizes()).copy_(part);
+          source = pinned_floats + pinned_offset;
           pinned_offset += part.numel();
         }
       }
-      if (part.scalar_type() == at::kByte && !page_locked) {
-        destination.copy_(part, /*non_blocking=*/true);  // Pageable bytes: torch stages them.
-      } else {
-        // Page-locked and contiguous: one asynchronous DMA, issued directly. Through copy_
-        // it costs about ten times the CPU (dispatch, TensorIterator, and an event recorded
-        // for torch's host allocator per part), and a batch has a part per request. The
-        // source stays valid: the batcher frees parts only after RunOrThrow, which returns
-        // after the stream has finished (finish's blocking copy).
-        C10_CUDA_CHECK(cudaMemcpyAsync(destination.data_ptr(), source.data_ptr(),
-                                       source.nbytes(), cudaMemcpyHostToDevice,
-                                       cuda_->stream.stream()));
-      }
-      device_parts.push_back(std::move(destination));
+      // Page-locked and contiguous: one asynchronous DMA, issued directly. Through copy_ it
+      // costs about ten times the CPU (dispatch, TensorIterator, and an event recorded for
+      // torch's host allocator per part). The source stays valid: the batcher frees parts only
+      // after RunOrThrow, which returns after the stream has finished (finish's blocking copy).
+      C10_CUDA_CHECK(cudaMemcpyAsync(destination, source, part.nbytes(), cudaMemcpyHostToDevice,
+                                     cuda_->stream.stream()));
     }
     // A run's parts were copied back to back: one view over all of it.
     auto run_of = [&](size_t i, size_t j) {
       int64_t rows_in_run = 0;
-      for (size_t k = i; k < j; ++k) rows_in_run += device_parts[k].size(0);
-      std::vector<int64_t> sizes = device_parts[i].sizes().vec();
+      for (size_t k = i; k < j; ++k) rows_in_run += parts[k].size(0);
+      std::vector<int64_t> sizes = parts[i].sizes().vec();
       sizes[0] = rows_in_run;
-      const int64_t numel = device_parts[i].numel() / device_parts[i].size(0) * rows_in_run;
-      const at::Tensor& buffer = device_parts[i].scalar_type() == at::kByte
-                                     ? cuda_->device_bytes
-                                     : cuda_->device_staging;
+      const int64_t numel = parts[i].numel() / parts[i].size(0) * rows_in_run;
+      const at::Tensor& buffer =
+          parts[i].scalar_type() == at::kByte ? cuda_->device_bytes : cuda_->device_staging;
       return buffer.narrow(0, offsets[i], numel).view(sizes);
     };
     const int bucket = BucketFor(cuda_->graph_sizes, rows);
     if (bucket >= 0) {
       CudaState::Graph& graph = cuda_->graphs[static_cast<size_t>(bucket)];
-      AssembleInput(device_parts, run_of, graph.input.narrow(0, 0, rows));
+      AssembleInput(parts, run_of, graph.input.narrow(0, 0, rows));
       events[1].record(cuda_->stream);
       graph.graph->replay();
       // Copied out before any other replay can reuse the graph pool's memory.
       return finish(graph.output.narrow(0, 0, rows));
     }
     at::Tensor input = at::empty(batch_sizes, on_device.dtype(options_.dtype), format);
-    AssembleInput(device_parts, run_of, input);
+    AssembleInput(parts, run_of, input);
     events[1].record(cuda_->stream);
     // finish's D2H copy is blocking on the instance stream: it waits for the whole batch.
     return finish(module_->forward(input));

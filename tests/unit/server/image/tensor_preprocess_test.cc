@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
 #include <vector>
@@ -159,6 +160,45 @@ TEST(TensorPreprocessorTest, MatchesPreprocessWithinOneGreyLevel) {
     EXPECT_LT((actual - expected).abs().mean().item<double>(), 0.3 * grey_level);
     EXPECT_EQ(input[0].eq(99.0).all().item<bool>(), true);  // Other rows untouched.
     EXPECT_EQ(input[3].eq(99.0).all().item<bool>(), true);
+  }
+}
+
+// On a CUDA device the preprocessor runs one fused kernel (internal/preprocess_kernel.h) in
+// place of the tensor ops: the same arithmetic in another summation order, so a value that lands
+// within float rounding of a half grey level may round the other way. Compared with the tensor
+// ops on the CPU: at most one grey level apart, and almost every value identical; float16 and
+// channels-last output (a CUDA graph's static input) included.
+TEST(TensorPreprocessorCudaTest, FusedKernelMatchesTheTensorOps) {
+  if (!at::globalContext().hasCUDA()) GTEST_SKIP() << "no CUDA device";
+  PreprocessSpec spec;
+  TensorPreprocessor on_cpu(spec);
+  TensorPreprocessor on_gpu(spec);
+  const double grey_level = 1.0 / (255.0 * 0.224);
+  for (const auto& [width, height] :
+       std::vector<std::pair<int, int>>{{224, 224}, {640, 480}, {300, 500}, {120, 90}, {448, 260}}) {
+    SCOPED_TRACE(testing::Message() << width << "x" << height);
+    at::Tensor batch = at::empty({3, height, width, 3}, at::kByte);
+    for (int i = 0; i < 3; ++i) {
+      const cv::Mat image = PhotoLike(width, height, 10 + i);
+      std::memcpy(batch[i].data_ptr(), image.data, image.total() * 3);
+    }
+    at::Tensor expected = at::empty({3, 3, 224, 224}, at::kFloat);
+    on_cpu.Run(batch, expected);
+    const at::Tensor on_device = batch.to(at::kCUDA);
+    at::Tensor fp32 = at::full({3, 3, 224, 224}, 99.0, at::TensorOptions().device(at::kCUDA));
+    on_gpu.Run(on_device, fp32);
+    const at::Tensor difference = (fp32.cpu() - expected).abs();
+    EXPECT_LE(difference.max().item<double>(), 1.01 * grey_level);
+    EXPECT_LT(difference.gt(1e-4).to(at::kFloat).mean().item<double>(), 1e-3);
+    // Rows 1..3 of a channels-last float16 input, as a CUDA graph's static input.
+    at::Tensor half = at::full({5, 3, 224, 224}, 99.0,
+                               at::TensorOptions().device(at::kCUDA).dtype(at::kHalf))
+                          .contiguous(at::MemoryFormat::ChannelsLast);
+    on_gpu.Run(on_device, half.narrow(0, 1, 3));
+    const at::Tensor half_rows = half.narrow(0, 1, 3).to(at::kFloat).cpu();
+    EXPECT_LE((half_rows - expected).abs().max().item<double>(), 1.01 * grey_level + 0.01);
+    EXPECT_TRUE(half[0].eq(99.0).all().item<bool>());  // Other rows untouched.
+    EXPECT_TRUE(half[4].eq(99.0).all().item<bool>());
   }
 }
 
