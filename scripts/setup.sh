@@ -31,6 +31,7 @@ APT_PACKAGES=(
   # The three OpenCV modules we use, not libopencv-dev: cmake/VitserveOpenCV.cmake says why.
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  nlohmann-json3-dev  # JSON (header-only): vitserve-shapes' COCO files
   libb64-0d   # perf_analyzer's runtime dependency (e2e tests)
   prometheus  # prometheus + promtool: tests/e2e/test_prometheus.py scrapes vitserve with them
 )
