@@ -4,6 +4,7 @@
 #   On the GPU box (carry .devdeps and .gpubin):  bash bench/gpu_pending.sh STEP [OUTDIR]
 # Steps:
 #   cudatests  the CUDA cases of the GoogleTest suites: CUDA graphs vs eager for every family,
+#              the fused preprocessing kernel, NMS and label maps on CUDA vs CPU,
 #              fp16 serving, the Vim scan/conv kernels and the Fibottention kernel vs CPU
 #   vimserve   vim_tiny and vim_small served by vitserve on CUDA (issue 4), client bench
 #   vim        vim kernels and vim_tiny on CUDA vs the CPU reference at up to 6085 tokens, then the
@@ -36,7 +37,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 case "$STEP" in
   cudatests)
     status=0
-    for t in runtime_test tensor_preprocess_test model_manager_test vitserve_vim_test vitserve_fibottention_test; do
+    for t in runtime_test tensor_preprocess_test dense_output_test heads_test model_manager_test vitserve_vim_test vitserve_fibottention_test; do
       echo "== $t (CUDA cases)"
       build-gpu/bin/$t --gtest_filter='*Cuda*:*CUDA*:*Gpu*' 2>&1 | tee "$OUT/$t.txt" | \
         grep -E "^\[ *(OK|FAILED|SKIPPED|PASSED) *\]|Failure|max \|diff\|" || true
