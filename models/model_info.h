@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace vitserve {
 
@@ -30,6 +31,9 @@ struct ModelInfo {
   double crop_pct = 0.875;
   std::string interpolation = "bicubic";  // "bicubic" | "bilinear"
   int64_t num_classes = 1000;
+  // Every task this architecture can be built for (ModelRegistry::CreateForTask), `task` first:
+  // backbones with feature maps also carry dense heads.
+  std::vector<ModelTask> tasks{ModelTask::kClassification};
 };
 
 }  // namespace vitserve

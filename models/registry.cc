@@ -1,11 +1,13 @@
 #include "models/registry.h"
 
+#include <algorithm>
 #include <exception>
 #include <stdexcept>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/status_macros.h"
 #include "models/fibottention/fibottention_models.h"
 #include "models/shvit/shvit_models.h"
 #include "models/tokenlearner/tokenlearner_models.h"
@@ -43,22 +45,50 @@ absl::StatusOr<const ModelInfo*> ModelRegistry::FindInfo(std::string_view archit
   return &it->second.info;
 }
 
+absl::StatusOr<std::shared_ptr<VisionModel>> ModelRegistry::Build(const Entry& entry,
+                                                                  const ModelInfo& info) const {
+  std::shared_ptr<VisionModel> model;
+  try {
+    model = entry.factory(info);
+  } catch (const std::exception& e) {  // c10::Error derives from std::exception.
+    return absl::InternalError(
+        absl::StrCat("building model '", info.architecture, "' failed: ", e.what()));
+  }
+  if (model == nullptr) {
+    return absl::InternalError(absl::StrCat("factory of '", info.architecture, "' returned null"));
+  }
+  return model;
+}
+
 absl::StatusOr<std::shared_ptr<VisionModel>> ModelRegistry::Create(
     std::string_view architecture) const {
   auto it = entries_.find(architecture);
   if (it == entries_.end()) return absl::NotFoundError(UnknownModelMessage(architecture));
-  std::shared_ptr<VisionModel> model;
-  try {
-    model = it->second.factory(it->second.info);
-  } catch (const std::exception& e) {  // c10::Error derives from std::exception.
-    return absl::InternalError(
-        absl::StrCat("building model '", std::string(architecture), "' failed: ", e.what()));
+  return Build(it->second, it->second.info);
+}
+
+absl::StatusOr<ModelRegistry::TaskModel> ModelRegistry::CreateForTask(
+    std::string_view architecture, ModelTask task, int64_t num_classes) const {
+  auto it = entries_.find(architecture);
+  if (it == entries_.end()) return absl::NotFoundError(UnknownModelMessage(architecture));
+  const ModelInfo& registered = it->second.info;
+  if (std::find(registered.tasks.begin(), registered.tasks.end(), task) == registered.tasks.end()) {
+    std::vector<std::string> supported;
+    for (ModelTask t : registered.tasks) supported.emplace_back(ModelTaskName(t));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "architecture '", registered.architecture, "' cannot be built for ",
+        std::string(ModelTaskName(task)), "; it supports: ", absl::StrJoin(supported, ", ")));
   }
-  if (model == nullptr) {
-    return absl::InternalError(
-        absl::StrCat("factory of '", std::string(architecture), "' returned null"));
+  if (num_classes < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a model needs at least one class, got ", num_classes));
   }
-  return model;
+  TaskModel built;
+  built.info = registered;
+  built.info.task = task;
+  built.info.num_classes = num_classes;
+  VITSERVE_ASSIGN_OR_RETURN(built.model, Build(it->second, built.info));
+  return built;
 }
 
 std::vector<std::string> ModelRegistry::Names() const {

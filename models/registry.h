@@ -54,6 +54,16 @@ class ModelRegistry {
   absl::StatusOr<const ModelInfo*> FindInfo(std::string_view architecture) const;
   // A new model with random weights, in train() mode, on CPU, fp32.
   absl::StatusOr<std::shared_ptr<VisionModel>> Create(std::string_view architecture) const;
+  // The same architecture built for `task` with `num_classes` classes (the registered info
+  // with those two replaced is in `info`): e.g. shvit_s1 as a segmentation model. INVALID_ARGUMENT
+  // when the architecture does not support the task (the message lists what it supports) or
+  // num_classes < 1.
+  struct TaskModel {
+    ModelInfo info;
+    std::shared_ptr<VisionModel> model;
+  };
+  absl::StatusOr<TaskModel> CreateForTask(std::string_view architecture, ModelTask task,
+                                          int64_t num_classes) const;
   std::vector<std::string> Names() const;  // Sorted.
 
  private:
@@ -62,6 +72,7 @@ class ModelRegistry {
     ModelFactory factory;
   };
   std::string UnknownModelMessage(std::string_view architecture) const;
+  absl::StatusOr<std::shared_ptr<VisionModel>> Build(const Entry& entry, const ModelInfo& info) const;
 
   std::map<std::string, Entry, std::less<>> entries_;
 };

@@ -8,6 +8,11 @@
 
 namespace vitserve {
 
+std::vector<torch::Tensor> VisionModel::Features(const torch::Tensor& images) {
+  TORCH_CHECK(false, "this backbone gives no spatial feature maps (no detection or segmentation "
+                     "heads can use it)");
+}
+
 absl::StatusOr<torch::Tensor> ForwardOrStatus(VisionModel& model, const torch::Tensor& images) {
   try {
     return model.forward(images);

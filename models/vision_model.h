@@ -17,9 +17,19 @@
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 
+#include <cstdint>
+#include <vector>
+
 #include "absl/status/statusor.h"
 
 namespace vitserve {
+
+// A spatial feature map that a backbone gives to detection and segmentation heads: its channel
+// count and its stride (input pixels per map cell).
+struct FeatureLevel {
+  int64_t channels = 0;
+  int64_t stride = 0;
+};
 
 class VisionModel : public torch::nn::Module {
  public:
@@ -30,6 +40,13 @@ class VisionModel : public torch::nn::Module {
   // Folds BatchNorm into the neighbouring conv/linear (inference only; idempotent). After this
   // the named parameters no longer match the checkpoint.
   virtual void FuseForInference() {}
+
+  // Backbones with spatial feature maps (which detection and segmentation heads build on)
+  // override both: the levels, finest first, and the maps for a batch of images
+  // ([N, channels, ceil(H / stride), ceil(W / stride)] per level, the sizes a chain of stride-2
+  // convolutions gives). The defaults: no levels, and Features throws c10::Error.
+  virtual std::vector<FeatureLevel> FeatureLevels() const { return {}; }
+  virtual std::vector<torch::Tensor> Features(const torch::Tensor& images);
 };
 
 // Runs model.forward(images), turning a c10::Error (bad shape, dtype or device) into

@@ -207,14 +207,40 @@ class Shvit final : public VisionModel {
                                config.attention[i], config.depth[i]));
       prev = config.embed_dim[i];
     }
-    head_ = register_module("head", layers::NormLinear(prev, config.num_classes));
+    if (config.classifier) {
+      head_ = register_module("head", layers::NormLinear(prev, config.num_classes));
+    }
+    levels_ = {{stem / 4, 4}, {stem / 2, 8}, {config.embed_dim[0], 16}, {config.embed_dim[1], 32},
+               {config.embed_dim[2], 64}};
   }
 
   torch::Tensor forward(torch::Tensor images) override {
     TORCH_CHECK(images.dim() == 4 && images.size(1) == 3, "SHViT expects images [N,3,H,W], got ",
                 images.sizes());
+    TORCH_CHECK(!head_.is_empty(), "this SHViT was built without a classifier (Features only)");
     at::Tensor x = stages_->forward(patch_embed_->forward(images));
     return head_->forward(x.mean({2, 3}));
+  }
+
+  std::vector<FeatureLevel> FeatureLevels() const override { return levels_; }
+
+  std::vector<torch::Tensor> Features(const torch::Tensor& images) override {
+    TORCH_CHECK(images.dim() == 4 && images.size(1) == 3, "SHViT expects images [N,3,H,W], got ",
+                images.sizes());
+    std::vector<torch::Tensor> maps;
+    at::Tensor x = images;
+    size_t index = 0;
+    for (nn::AnyModule& layer : *patch_embed_) {
+      x = layer.forward(x);
+      // After the ReLUs that follow the second and third convolutions: strides 4 and 8.
+      if (index == 3 || index == 5) maps.push_back(x);
+      ++index;
+    }
+    for (nn::AnyModule& stage : *stages_) {
+      x = stage.forward(x);
+      maps.push_back(x);
+    }
+    return maps;
   }
 
   void FuseForInference() override {
@@ -235,6 +261,7 @@ class Shvit final : public VisionModel {
   nn::Sequential patch_embed_{nullptr};
   nn::Sequential stages_{nullptr};
   layers::NormLinear head_{nullptr};
+  std::vector<FeatureLevel> levels_;
 };
 
 }  // namespace

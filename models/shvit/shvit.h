@@ -17,6 +17,8 @@
 // kernel centre), and the head's BN1d+Linear; GroupNorm stays.
 // Paper section/equation numbers are not cited more precisely than this on purpose: they
 // could not be checked here; Fig. 5 (architecture overview) and the module names are.
+// Feature maps (FeatureLevels/Features): the stem after its second and third convolutions
+// (strides 4 and 8, C1/4 and C1/2 channels) and each stage's output (strides 16, 32, 64).
 // Ownership/thread-safety/errors: see vision_model.h. forward() accepts any H, W ≥ 1.
 #pragma once
 
@@ -36,6 +38,9 @@ struct ShvitConfig {
   std::array<bool, 3> attention{false, true, true};  // timm's types ("i", "s", "s").
   int64_t qk_dim = 16;
   int64_t num_classes = 1000;
+  // false: no classification head ("head.*"); the model then serves only Features(), for a
+  // detection or segmentation head.
+  bool classifier = true;
 };
 
 // A randomly initialised SHViT as timm initialises it (BN γ = 0 on each residual branch's last

@@ -1,8 +1,10 @@
 #include "models/shvit/shvit_models.h"
 
+#include <string>
 #include <utility>
 
 #include "common/status_macros.h"
+#include "models/dense/segmentation.h"
 #include "models/registry.h"
 #include "models/shvit/shvit.h"
 
@@ -34,8 +36,21 @@ absl::Status RegisterShvitModels(ModelRegistry& registry) {
     info.std = {0.229f, 0.224f, 0.225f};
     info.crop_pct = 0.875;
     info.interpolation = "bicubic";
-    VITSERVE_RETURN_IF_ERROR(
-        registry.Register(std::move(info), FactoryWithClassCount(variant.config, MakeShvit)));
+    // Classification as timm builds it, or the backbone without its classifier under a
+    // segmentation decoder (models/dense/segmentation.h).
+    info.tasks = {ModelTask::kClassification, ModelTask::kSegmentation};
+    ModelFactory factory = [config = variant.config](const ModelInfo& built) {
+      ShvitConfig sized = config;
+      sized.num_classes = built.num_classes;
+      if (built.task == ModelTask::kClassification) return MakeShvit(sized);
+      TORCH_CHECK(built.task == ModelTask::kSegmentation, "SHViT cannot be built for ",
+                  std::string(ModelTaskName(built.task)));
+      sized.classifier = false;
+      SegmentationOptions options;
+      options.num_classes = built.num_classes;
+      return MakeSegmentationModel(MakeShvit(sized), options);
+    };
+    VITSERVE_RETURN_IF_ERROR(registry.Register(std::move(info), std::move(factory)));
   }
   return absl::OkStatus();
 }
