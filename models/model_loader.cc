@@ -15,8 +15,17 @@ absl::StatusOr<LoadedModel> LoadModel(const ModelRegistry& registry, std::string
                                       const LoadOptions& options) {
   LoadedModel loaded;
   VITSERVE_ASSIGN_OR_RETURN(const ModelInfo* info, registry.FindInfo(architecture));
-  loaded.info = *info;
-  VITSERVE_ASSIGN_OR_RETURN(loaded.module, registry.Create(architecture));
+  if (options.task.has_value() || options.num_classes > 0) {
+    VITSERVE_ASSIGN_OR_RETURN(
+        ModelRegistry::TaskModel built,
+        registry.CreateForTask(architecture, options.task.value_or(info->task),
+                               options.num_classes > 0 ? options.num_classes : info->num_classes));
+    loaded.info = std::move(built.info);
+    loaded.module = std::move(built.model);
+  } else {
+    loaded.info = *info;
+    VITSERVE_ASSIGN_OR_RETURN(loaded.module, registry.Create(architecture));
+  }
   // A module registered under two names (ViTTM's memory_embedder is its patch_embed) appears
   // twice in LibTorch's parameters(); PyTorch's parameters() and timm count it once, and so do we.
   std::unordered_set<const c10::TensorImpl*> counted;

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -27,6 +28,10 @@ namespace vitserve {
 struct LoadOptions {
   std::string weights_path;  // .safetensors; empty -> random initialisation (as timm initialises)
   bool fuse_for_inference = true;
+  // The architecture built for another task it supports, or with another class count
+  // (ModelRegistry::CreateForTask); unset / 0: as registered.
+  std::optional<ModelTask> task;
+  int64_t num_classes = 0;
 };
 
 struct LoadedModel {

@@ -193,6 +193,8 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
   instance_options.defer_warm_up = true;  // Done on the executor threads, below.
   LoadOptions load_options;
   load_options.weights_path = weights_path;
+  load_options.task = FromProtoTask(config.task());
+  load_options.num_classes = config.num_classes();
   for (uint32_t i = 0; i < config.instance_count(); ++i) {
     absl::StatusOr<LoadedModel> loaded = LoadModel(registry, config.architecture(), load_options);
     if (!loaded.ok()) {
@@ -451,9 +453,8 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ModelManager::BuildModel(const st
                                                               options_.defaults));
     model_dir = repository_->ModelDir(name);
   }
-  VITSERVE_ASSIGN_OR_RETURN(const ModelInfo* info, registry_->FindInfo(config.architecture()));
   ModelMetrics& model_metrics =
-      metrics_->ForModel(config.name(), std::string(ModelTaskName(info->task)));
+      metrics_->ForModel(config.name(), std::string(ModelTaskName(FromProtoTask(config.task()))));
   const absl::Time start = absl::Now();
   VITSERVE_ASSIGN_OR_RETURN(
       std::shared_ptr<ServableModel> model,

@@ -14,6 +14,7 @@
 #include "server/api/classify.h"
 #include "server/api/grpc_status.h"
 #include "server/api/model_description.h"
+#include "server/api/segment.h"
 #include "server/api/stream_reactor.h"
 #include "server/metrics/server_metrics.h"
 
@@ -74,12 +75,65 @@ void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool
   pool->Schedule(std::move(decode_and_schedule));
 }
 
+// Runs one SegmentRequest on `model`, like RunClassify: the images decoded whole and stretched
+// to the model's input on the pool, the label maps made and encoded on the pool after the
+// batch ran. `request` and `response` must stay alive until `finish` runs.
+void RunSegment(const ServableModel& model, const ImageLimits& limits, WorkPool* pool,
+                const v1::SegmentRequest& request, absl::Time deadline,
+                std::function<bool()> is_cancelled, v1::SegmentResponse* response,
+                std::function<void(absl::Status)> finish) {
+  const absl::Time start = absl::Now();
+  ModelMetrics& metrics = model.metrics();
+  std::function<void(absl::Status)> complete = TrackRequest(model, std::move(finish));
+
+  response->set_model(model.name());
+  response->set_request_id(request.request_id());
+  if (absl::Status valid = ValidateSegmentRequest(request, model.name(), model.info().task);
+      !valid.ok()) {
+    return complete(std::move(valid));
+  }
+  if (start >= deadline) {
+    return complete(absl::DeadlineExceededError("the request's deadline passed on arrival"));
+  }
+  complete = AdmitRequest(model, std::move(complete));
+  if (!complete) return;  // Overloaded: answered RESOURCE_EXHAUSTED, nothing decoded.
+  model.AnnounceArrival();
+  auto decode_and_schedule = [&model, &limits, &request, &metrics, deadline, response, pool,
+                              is_cancelled = std::move(is_cancelled),
+                              complete = std::move(complete)]() mutable {
+    if (absl::Status wanted = CheckStillWanted(deadline, is_cancelled); !wanted.ok()) {
+      model.WithdrawArrival();
+      return complete(std::move(wanted));
+    }
+    const absl::Time preprocess_start = absl::Now();
+    absl::StatusOr<WholeImageBatch> batch = DecodeAndPreprocessWhole(
+        request.images(), limits, model.preprocess_spec(), kSegmentationResizeMode);
+    metrics.ObservePreprocess(absl::Now() - preprocess_start);
+    if (!batch.ok()) {
+      model.WithdrawArrival();
+      return complete(batch.status());
+    }
+    auto geometries = std::make_shared<std::vector<InputGeometry>>(std::move(batch->geometries));
+    const std::vector<std::string>* labels = &model.labels();
+    auto fill = [complete, geometries, labels, response,
+                 format = request.format()](absl::StatusOr<at::Tensor> scores) {
+      if (!scores.ok()) return complete(scores.status());
+      complete(FillSegmentations(*scores, *geometries, format, *labels, response));
+    };
+    ScheduleRows(model, std::move(batch->input), deadline, std::move(is_cancelled),
+                 OnPool(pool, std::move(fill)), /*announced=*/true);
+  };
+  if (pool == nullptr) return decode_and_schedule();
+  pool->Schedule(std::move(decode_and_schedule));
+}
+
 }  // namespace
 
 // A unary call that holds its model handle until OnDone (a gRPC thread).
-class VisionService::ClassifyReactor final : public grpc::ServerUnaryReactor {
+class VisionService::ModelCallReactor final : public grpc::ServerUnaryReactor {
  public:
-  explicit ClassifyReactor(std::shared_ptr<const ServableModel> model) : model_(std::move(model)) {}
+  explicit ModelCallReactor(std::shared_ptr<const ServableModel> model)
+      : model_(std::move(model)) {}
   void OnDone() override { delete this; }
 
  private:
@@ -144,12 +198,12 @@ grpc::ServerUnaryReactor* VisionService::Classify(grpc::CallbackServerContext* c
                                                   v1::ClassifyResponse* response) {
   absl::StatusOr<std::shared_ptr<const ServableModel>> model = manager_->Get(request->model());
   if (!model.ok()) {
-    auto* reactor = new ClassifyReactor(nullptr);
+    auto* reactor = new ModelCallReactor(nullptr);
     reactor->Finish(ToGrpcStatus(model.status()));
     return reactor;
   }
   const ServableModel& served = **model;
-  auto* reactor = new ClassifyReactor(*std::move(model));
+  auto* reactor = new ModelCallReactor(*std::move(model));
   RunClassify(served, image_limits_, preprocess_pool_, *request, DeadlineOf(*context),
               CancellationOf(context), response,
               [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
@@ -169,10 +223,17 @@ grpc::ServerUnaryReactor* VisionService::Detect(grpc::CallbackServerContext* con
 grpc::ServerUnaryReactor* VisionService::Segment(grpc::CallbackServerContext* context,
                                                  const v1::SegmentRequest* request,
                                                  v1::SegmentResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(grpc::Status(
-      grpc::StatusCode::UNIMPLEMENTED,
-      "Segment is not implemented yet: no segmentation model is registered (planned)"));
+  absl::StatusOr<std::shared_ptr<const ServableModel>> model = manager_->Get(request->model());
+  if (!model.ok()) {
+    auto* reactor = new ModelCallReactor(nullptr);
+    reactor->Finish(ToGrpcStatus(model.status()));
+    return reactor;
+  }
+  const ServableModel& served = **model;
+  auto* reactor = new ModelCallReactor(*std::move(model));
+  RunSegment(served, image_limits_, preprocess_pool_, *request, DeadlineOf(*context),
+             CancellationOf(context), response,
+             [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
   return reactor;
 }
 

@@ -63,7 +63,7 @@ class VisionService final : public v1::Vision::CallbackService {
                                      v1::ModelDescription* response) override;
 
  private:
-  class ClassifyReactor;
+  class ModelCallReactor;
   class ClassifyStreamReactor;
 
   ModelManager* const manager_;

@@ -84,6 +84,17 @@ v1::Task ToProtoTask(ModelTask task) {
   return v1::TASK_UNSPECIFIED;
 }
 
+ModelTask FromProtoTask(v1::Task task) {
+  switch (task) {
+    case v1::DETECTION:
+      return ModelTask::kDetection;
+    case v1::SEGMENTATION:
+      return ModelTask::kSegmentation;
+    default:
+      return ModelTask::kClassification;
+  }
+}
+
 absl::StatusOr<v1::ModelConfig> ParseModelConfigText(const std::string& text,
                                                      const std::string& path) {
   v1::ModelConfig config;
@@ -145,11 +156,26 @@ absl::Status NormalizeModelConfig(const ModelRegistry& registry, const ServerDef
   if (config->task() == v1::TASK_UNSPECIFIED) {
     config->set_task(arch_task);
   } else if (config->task() != arch_task) {
-    return FieldError(config_path, "task",
-                      absl::StrCat("is ", v1::Task_Name(config->task()), " but architecture '",
-                                   info.architecture, "' is a ", std::string(ModelTaskName(info.task)),
-                                   " model"));
+    std::vector<std::string> supported;
+    bool supports = false;
+    for (ModelTask task : info.tasks) {
+      supported.emplace_back(v1::Task_Name(ToProtoTask(task)));
+      supports = supports || ToProtoTask(task) == config->task();
+    }
+    if (!supports) {
+      return FieldError(config_path, "task",
+                        absl::StrCat("is ", v1::Task_Name(config->task()), " but architecture '",
+                                     info.architecture, "' can only be built for ",
+                                     absl::StrJoin(supported, ", ")));
+    }
+    if (config->num_classes() == 0) {
+      return FieldError(config_path, "num_classes",
+                        absl::StrCat("must be set: architecture '", info.architecture,
+                                     "' has no class count of its own for ",
+                                     v1::Task_Name(config->task())));
+    }
   }
+  if (config->num_classes() == 0) config->set_num_classes(static_cast<uint32_t>(info.num_classes));
 
   if (!model_dir.empty()) {
     if (config->weights().empty()) config->set_weights(kDefaultWeightsFile);
@@ -182,8 +208,14 @@ absl::Status NormalizeModelConfig(const ModelRegistry& registry, const ServerDef
   }
   if (config->warmup_iterations() == 0) config->set_warmup_iterations(1);
   if (!config->has_cuda_graphs()) config->set_cuda_graphs(defaults.cuda_graphs);
+  // Device preprocessing is classification's (a resize and centre crop on the device);
+  // detection and segmentation keep the whole image and map their outputs back to it.
+  const bool classifies = config->task() == v1::CLASSIFICATION;
   if (!config->has_device_preprocessing()) {
-    config->set_device_preprocessing(defaults.device_preprocessing && on_cuda);
+    config->set_device_preprocessing(defaults.device_preprocessing && on_cuda && classifies);
+  } else if (config->device_preprocessing() && !classifies) {
+    return FieldError(config_path, "device_preprocessing",
+                      "applies to classification models only");
   }
 
   v1::BatchingPolicy* batching = config->mutable_batching();

@@ -72,8 +72,9 @@ absl::Status NormalizeModelConfig(const ModelRegistry& registry, const ServerDef
 // Checks a normalised config. INVALID_ARGUMENT naming `config_path` and the field.
 absl::Status ValidateModelConfig(const v1::ModelConfig& config, const std::string& config_path);
 
-// The config enum of a registry task.
+// The config enum of a registry task, and back (TASK_UNSPECIFIED gives classification).
 v1::Task ToProtoTask(ModelTask task);
+ModelTask FromProtoTask(v1::Task task);
 
 // Checks device syntax only ("cpu", "cuda", "cuda:N"); whether the host has it is the runtime's
 // business (runtime/device.h).

@@ -1203,3 +1203,257 @@ TEST_F(DevicePreprocessingServerTest, AnswersAsCpuPreprocessingDoes) {
 
 }  // namespace
 }  // namespace vitserve
+
+namespace vitserve {
+namespace {
+
+// Three bands, dark | mid grey | bright, across the width (or down the height when `rows`;
+// bright first when `reversed`): the segmentation probe labels them 1 | 0 | 2.
+std::string Bands(int width, int height, bool rows, bool reversed = false) {
+  std::string rgb(static_cast<size_t>(width) * height * 3, '\0');
+  for (int y = 0; y < height; ++y) {
+    for (int x = 0; x < width; ++x) {
+      const int position = rows ? y : x;
+      const int along = reversed ? (rows ? height : width) - 1 - position : position;
+      const int length = rows ? height : width;
+      const char level = along * 3 < length ? 0 : along * 3 < 2 * length ? 127 : static_cast<char>(255);
+      std::memset(&rgb[(static_cast<size_t>(y) * width + x) * 3], level, 3);
+    }
+  }
+  return rgb;
+}
+
+// The label at (x, y) of a map in either wire format.
+int LabelAt(const v1::SegmentationMap& map, v1::SegmentRequest::MaskFormat format, int x, int y) {
+  if (format == v1::SegmentRequest::RAW) {
+    const size_t i = (static_cast<size_t>(y) * map.width() + x) * 2;
+    return static_cast<uint8_t>(map.mask()[i]) | (static_cast<uint8_t>(map.mask()[i + 1]) << 8);
+  }
+  const cv::Mat decoded = cv::imdecode(
+      std::vector<uchar>(map.mask().begin(), map.mask().end()), cv::IMREAD_UNCHANGED);
+  return decoded.type() == CV_8UC1 ? decoded.at<uint8_t>(y, x) : decoded.at<uint16_t>(y, x);
+}
+
+class SegmentationServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    WriteModel("probe_seg", absl::StrCat("architecture: \"", kSegmentationProbe,
+                                         "\" allow_random_weights: true\n"
+                                         "batching { max_batch_size: 8 max_queue_delay_us: 20000 }\n"));
+    WriteModel("probe_cls",
+               absl::StrCat("architecture: \"", kProbeModel, "\" allow_random_weights: true\n"));
+    // A zoo backbone with the segmentation decoder, from the config alone.
+    WriteModel("shvit_seg",
+               "architecture: \"shvit_s1\" task: SEGMENTATION num_classes: 6 "
+               "allow_random_weights: true input { size: 64 }\n"
+               "batching { max_batch_size: 2 }\n");
+    registry_ = RegistryWithTestModels(&gate_);
+    ServerOptions options = TestOptions();
+    options.model.clear();
+    options.model_repository = repository_.path();
+    auto server = VitServer::Start(options, &registry_);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    client_ = std::make_unique<Client>(server_->grpc_port());
+  }
+  void TearDown() override {
+    client_.reset();
+    if (server_) server_->Shutdown();
+  }
+  void WriteModel(const std::string& name, const std::string& config) {
+    const std::string dir = repository_.File(name);
+    ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
+    FILE* file = fopen((dir + "/config.pbtxt").c_str(), "w");
+    ASSERT_NE(file, nullptr);
+    fputs(config.c_str(), file);
+    fclose(file);
+  }
+  grpc::Status Segment(const v1::SegmentRequest& request, v1::SegmentResponse* response,
+                       Client* client = nullptr) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    return (client != nullptr ? client : client_.get())->vision->Segment(&context, request, response);
+  }
+
+  ScopedTempDir repository_;
+  ComputeGate gate_;
+  ModelRegistry registry_;
+  std::unique_ptr<VitServer> server_;
+  std::unique_ptr<Client> client_;
+};
+
+struct BandImage {
+  v1::Image image;
+  int width;
+  int height;
+  bool rows;
+  bool reversed;
+};
+
+// Three images whose maps differ even after stretching to the model's square input, so a map
+// sent to the wrong image shows.
+std::vector<BandImage> BandImages() {
+  return {
+      {EncodedImage(Encode(Bands(90, 60, false), 90, 60, ".png")), 90, 60, false, false},
+      {RawImage(Bands(40, 100, true), 40, 100), 40, 100, true, false},
+      {RawImage(Bands(200, 50, false, true), 200, 50), 200, 50, false, true},
+  };
+}
+
+// Each image's map has its own size and the bands where the image has them: at the centre of
+// each band, dark -> 1, grey -> 0, bright -> 2.
+void ExpectBands(const v1::SegmentationMap& map, const BandImage& image,
+                 v1::SegmentRequest::MaskFormat format) {
+  ASSERT_EQ(static_cast<int>(map.width()), image.width);
+  ASSERT_EQ(static_cast<int>(map.height()), image.height);
+  const int expected[3] = {image.reversed ? 2 : 1, 0, image.reversed ? 1 : 2};
+  for (int band = 0; band < 3; ++band) {
+    for (int across : {1, 2, 3}) {  // Quarter, half, three quarters across the bands.
+      const int along_length = image.rows ? image.height : image.width;
+      const int across_length = image.rows ? image.width : image.height;
+      const int along = (2 * band + 1) * along_length / 6;
+      const int other = across * across_length / 4;
+      const int x = image.rows ? other : along;
+      const int y = image.rows ? along : other;
+      EXPECT_EQ(LabelAt(map, format, x, y), expected[band])
+          << image.width << "x" << image.height << " at (" << x << ", " << y << ")";
+    }
+  }
+}
+
+TEST_F(SegmentationServerTest, EachImageGetsItsOwnMapAtItsOwnSize) {
+  for (auto format : {v1::SegmentRequest::PNG, v1::SegmentRequest::RAW}) {
+    SCOPED_TRACE(v1::SegmentRequest::MaskFormat_Name(format));
+    const std::vector<BandImage> images = BandImages();
+    v1::SegmentRequest request;
+    request.set_model("probe_seg");
+    request.set_format(format);
+    request.set_request_id("r1");
+    for (const BandImage& image : images) *request.add_images() = image.image;
+    v1::SegmentResponse response;
+    const grpc::Status status = Segment(request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(response.model(), "probe_seg");
+    EXPECT_EQ(response.request_id(), "r1");
+    EXPECT_THAT(response.labels(), ::testing::ElementsAre("0", "1", "2"));
+    ASSERT_EQ(response.results_size(), 3);
+    for (int i = 0; i < 3; ++i) {
+      ExpectBands(response.results(i), images[static_cast<size_t>(i)], format);
+      if (format == v1::SegmentRequest::RAW) {
+        EXPECT_EQ(response.results(i).mask().size(),
+                  static_cast<size_t>(images[static_cast<size_t>(i)].width) *
+                      images[static_cast<size_t>(i)].height * 2);
+      }
+    }
+  }
+}
+
+// Requests from several clients at once share batches (up to 8 rows, 20 ms delay): each still
+// gets the maps of its own images.
+TEST_F(SegmentationServerTest, ConcurrentRequestsGetTheirOwnMaps) {
+  const std::vector<BandImage> images = BandImages();
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      Client client(server_->grpc_port());
+      const BandImage& image = images[static_cast<size_t>(t % 3)];
+      for (int round = 0; round < 3; ++round) {
+        v1::SegmentRequest request;
+        request.set_model("probe_seg");
+        *request.add_images() = image.image;
+        v1::SegmentResponse response;
+        if (!Segment(request, &response, &client).ok() || response.results_size() != 1) {
+          ++failures;
+          continue;
+        }
+        const v1::SegmentationMap& map = response.results(0);
+        if (static_cast<int>(map.width()) != image.width ||
+            static_cast<int>(map.height()) != image.height) {
+          ++failures;
+          continue;
+        }
+        const int length = image.rows ? image.height : image.width;
+        const int centre = length / 2, first = length / 6, last = 5 * length / 6;
+        auto at = [&](int along) {
+          return image.rows ? LabelAt(map, v1::SegmentRequest::PNG, image.width / 2, along)
+                            : LabelAt(map, v1::SegmentRequest::PNG, along, image.height / 2);
+        };
+        const int low = image.reversed ? 2 : 1, high = image.reversed ? 1 : 2;
+        if (at(first) != low || at(centre) != 0 || at(last) != high) ++failures;
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+TEST_F(SegmentationServerTest, ABackboneWithTheDecoderServesFromItsConfig) {
+  v1::SegmentRequest request;
+  request.set_model("shvit_seg");
+  *request.add_images() = RawImage(MakeRgb(120, 80, 3), 120, 80);
+  *request.add_images() = EncodedImage(Encode(MakeRgb(50, 70, 4), 50, 70, ".jpg"));
+  v1::SegmentResponse response;
+  const grpc::Status status = Segment(request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.results_size(), 2);
+  EXPECT_EQ(response.results(0).width(), 120u);
+  EXPECT_EQ(response.results(0).height(), 80u);
+  EXPECT_EQ(response.results(1).width(), 50u);
+  EXPECT_EQ(response.results(1).height(), 70u);
+  EXPECT_EQ(response.labels_size(), 6);
+  const cv::Mat map = cv::imdecode(std::vector<uchar>(response.results(0).mask().begin(),
+                                                      response.results(0).mask().end()),
+                                   cv::IMREAD_UNCHANGED);
+  ASSERT_EQ(map.size(), cv::Size(120, 80));
+  double max_class = 0;
+  cv::minMaxLoc(map, nullptr, &max_class);
+  EXPECT_LT(max_class, 6);
+  v1::GetModelRequest get;
+  get.set_name("shvit_seg");
+  v1::ModelDescription description;
+  grpc::ClientContext context;
+  ASSERT_TRUE(client_->vision->GetModel(&context, get, &description).ok());
+  EXPECT_EQ(description.task(), v1::SEGMENTATION);
+  EXPECT_EQ(description.num_classes(), 6u);
+}
+
+TEST_F(SegmentationServerTest, WrongTaskAndBadRequestsAreRefusedAndTheServerKeepsServing) {
+  auto segment = [this](const std::string& model, std::vector<v1::Image> images) {
+    v1::SegmentRequest request;
+    request.set_model(model);
+    for (v1::Image& image : images) *request.add_images() = std::move(image);
+    v1::SegmentResponse response;
+    return Segment(request, &response);
+  };
+  const v1::Image good = RawImage(Bands(40, 40, false), 40, 40);
+  grpc::Status status = segment("probe_cls", {good});
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), ::testing::HasSubstr("Segment needs a segmentation model"));
+  status = segment("probe_seg", {});
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  status = segment("probe_seg", {good, EncodedImage("not an image")});
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), ::testing::HasSubstr("image 1"));
+  status = segment("nope", {good});
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND);
+  v1::SegmentRequest bad_format;
+  bad_format.set_model("probe_seg");
+  *bad_format.add_images() = good;
+  bad_format.set_format(static_cast<v1::SegmentRequest::MaskFormat>(7));
+  v1::SegmentResponse response;
+  EXPECT_EQ(Segment(bad_format, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // Classify on the segmentation model.
+  v1::ClassifyRequest classify;
+  classify.set_model("probe_seg");
+  *classify.add_images() = good;
+  v1::ClassifyResponse classified;
+  status = client_->Classify(classify, &classified);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), ::testing::HasSubstr("Classify needs a classification"));
+  // Still serving.
+  EXPECT_TRUE(segment("probe_seg", {good}).ok());
+}
+
+}  // namespace
+}  // namespace vitserve

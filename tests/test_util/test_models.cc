@@ -93,6 +93,18 @@ class ProbeModel : public VisionModel {
   torch::nn::Linear head_;
 };
 
+class SegmentationProbe : public VisionModel {
+ public:
+  torch::Tensor forward(torch::Tensor images) override {
+    if (images.dim() != 4 || images.size(1) != 3 || images.size(2) != kTestModelInputSize ||
+        images.size(3) != kTestModelInputSize) {
+      throw std::invalid_argument("segmentation probe wants [N,3,32,32]");
+    }
+    const at::Tensor brightness = at::avg_pool2d(images.mean(1, /*keepdim=*/true), {4, 4});
+    return at::cat({0.5 - brightness.abs(), -brightness, brightness}, 1);
+  }
+};
+
 ModelInfo TestModelInfo(const char* name) {
   ModelInfo info;
   info.architecture = name;
@@ -117,6 +129,13 @@ void RegisterTestModels(ModelRegistry& registry, ComputeGate* gate) {
   }));
   check(registry.Register(TestModelInfo(kGatedModel), [gate](const ModelInfo&) {
     return std::make_shared<ProbeModel>(gate);
+  }));
+  ModelInfo segmentation = TestModelInfo(kSegmentationProbe);
+  segmentation.task = ModelTask::kSegmentation;
+  segmentation.tasks = {ModelTask::kSegmentation};
+  segmentation.num_classes = kSegmentationProbeClasses;
+  check(registry.Register(segmentation, [](const ModelInfo&) {
+    return std::make_shared<SegmentationProbe>();
   }));
 }
 

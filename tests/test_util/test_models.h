@@ -6,6 +6,10 @@
 //   channel, so (a) different images give probability vectors that differ by ~1e-1 while the
 //   same image in different batches agrees to ~1e-7, and (b) a layout bug (rows swapped,
 //   channels or H/W transposed) changes the result.
+// kSegmentationProbe ("test_segment_probe"): a segmentation model, 32x32 input, 3 classes,
+//   scores at stride 4 ([N,3,8,8]) from each 4x4 cell's mean brightness b (normalised units):
+//   class 0 (0.5 - |b|) wins for mid grey, class 1 (-b) for dark, class 2 (b) for bright. So a
+//   test can draw dark, grey and bright regions and check where the label map puts them.
 // kGatedModel ("test_gated"): the probe model, whose forward() first reports to a ComputeGate
 //   and blocks while the gate is held: a test can keep a batch "computing" for as long as it
 //   needs (deadlines, full queues, drain) without sleeping and guessing.
@@ -27,6 +31,8 @@ namespace vitserve {
 
 inline constexpr char kProbeModel[] = "test_probe";
 inline constexpr char kGatedModel[] = "test_gated";
+inline constexpr char kSegmentationProbe[] = "test_segment_probe";
+inline constexpr int64_t kSegmentationProbeClasses = 3;
 inline constexpr int64_t kTestModelInputSize = 32;
 inline constexpr int64_t kTestModelClasses = 10;
 
@@ -54,7 +60,7 @@ class ComputeGate {
   std::vector<int64_t> batch_sizes_ ABSL_GUARDED_BY(mu_);
 };
 
-// Registers kProbeModel and, bound to `gate`, kGatedModel.
+// Registers kProbeModel, kSegmentationProbe and, bound to `gate`, kGatedModel.
 void RegisterTestModels(ModelRegistry& registry, ComputeGate* gate);
 
 // A registry with the builtin zoo and the test models.

@@ -238,9 +238,44 @@ TEST_F(ModelConfigTest, NameMustMatchDirectory) {
   EXPECT_TRUE(Check("name: \"m\" architecture: \"shvit_s1\"", "m").ok());
 }
 
-TEST_F(ModelConfigTest, TaskMustMatchArchitecture) {
-  EXPECT_THAT(Check("architecture: \"shvit_s1\" task: DETECTION").message(),
-              HasSubstr("'task'"));
+TEST_F(ModelConfigTest, TaskMustBeOneTheArchitectureSupports) {
+  const absl::Status detection = Check("architecture: \"shvit_s1\" task: DETECTION");
+  EXPECT_THAT(detection.message(), HasSubstr("'task'"));
+  EXPECT_THAT(detection.message(), HasSubstr("CLASSIFICATION, SEGMENTATION"));
+  EXPECT_THAT(Check("architecture: \"vit_tiny_patch16_224\" task: SEGMENTATION").message(),
+              HasSubstr("can only be built for CLASSIFICATION"));
+  // Another task needs its class count.
+  EXPECT_THAT(Check("architecture: \"shvit_s1\" task: SEGMENTATION").message(),
+              HasSubstr("'num_classes'"));
+}
+
+// shvit_s1 as a segmenter: its own task's class count is not taken, device preprocessing (a
+// centre crop) stays off even on CUDA, and asking for it is an error.
+TEST_F(ModelConfigTest, SegmentationOnABackboneFromTheConfig) {
+  defaults_.device_preprocessing = true;
+  auto parsed = ParseModelConfigText(
+      R"pb(architecture: "shvit_s1" task: SEGMENTATION num_classes: 6 device: "cuda")pb",
+      "s/config.pbtxt");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_TRUE(NormalizeModelConfig(registry_, defaults_, dir_.path() + "/s", "c", &*parsed).ok());
+  EXPECT_EQ(parsed->task(), v1::SEGMENTATION);
+  EXPECT_EQ(parsed->num_classes(), 6u);
+  EXPECT_FALSE(parsed->device_preprocessing());
+
+  auto classifier = ParseModelConfigText(R"pb(architecture: "shvit_s1")pb", "c/config.pbtxt");
+  ASSERT_TRUE(classifier.ok());
+  ASSERT_TRUE(
+      NormalizeModelConfig(registry_, defaults_, dir_.path() + "/c", "c", &*classifier).ok());
+  EXPECT_EQ(classifier->num_classes(), 1000u);  // The architecture's own.
+
+  auto asked = ParseModelConfigText(
+      R"pb(architecture: "shvit_s1" task: SEGMENTATION num_classes: 6 device_preprocessing: true)pb",
+      "s/config.pbtxt");
+  ASSERT_TRUE(asked.ok());
+  const absl::Status status =
+      NormalizeModelConfig(registry_, defaults_, dir_.path() + "/s", "c", &*asked);
+  EXPECT_THAT(status.message(), HasSubstr("'device_preprocessing'"));
+  EXPECT_THAT(status.message(), HasSubstr("classification models only"));
 }
 
 struct BadField {

@@ -1,0 +1,86 @@
+#include "server/api/image_input.h"
+
+#include <ATen/ATen.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace vitserve {
+namespace {
+
+absl::StatusOr<SourceImage> Inspect(const v1::Image& image, const ImageLimits& limits,
+                                    int reduce_to) {
+  SourceImage source;
+  source.image = &image;
+  switch (image.data_case()) {
+    case v1::Image::kEncoded: {
+      absl::StatusOr<EncodedImageInfo> info =
+          InspectEncodedImage(image.encoded(), limits, reduce_to);
+      if (!info.ok()) return info.status();
+      source.width = static_cast<int>(info->width);
+      source.height = static_cast<int>(info->height);
+      return source;
+    }
+    case v1::Image::kRaw:
+      source.width = static_cast<int>(image.raw().width());
+      source.height = static_cast<int>(image.raw().height());
+      if (absl::Status valid =
+              ValidateRawImage(image.raw().rgb8(), source.width, source.height, limits);
+          !valid.ok()) {
+        return valid;
+      }
+      return source;
+    default:
+      return absl::InvalidArgumentError(
+          "empty; set either `encoded` (JPEG, PNG, BMP or WebP bytes) or `raw`");
+  }
+}
+
+}  // namespace
+
+absl::Status WithImageIndex(int index, const absl::Status& status) {
+  return absl::Status(status.code(), absl::StrCat("image ", index, ": ", status.message()));
+}
+
+absl::StatusOr<std::vector<SourceImage>> InspectImages(
+    const google::protobuf::RepeatedPtrField<v1::Image>& images, const ImageLimits& limits,
+    int reduce_to) {
+  if (images.empty()) return absl::InvalidArgumentError("no images");
+  if (images.size() > limits.max_images_per_request) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "request has ", images.size(), " images; the limit is ", limits.max_images_per_request,
+        " per request (configurable with the server flag --max-images-per-request); send them "
+        "in several requests"));
+  }
+  // Checked (and sized) first, decoded later one at a time, so that a request never holds more
+  // than one decoded image besides its model input.
+  std::vector<SourceImage> sources;
+  sources.reserve(static_cast<size_t>(images.size()));
+  for (int i = 0; i < images.size(); ++i) {
+    absl::StatusOr<SourceImage> source = Inspect(images[i], limits, reduce_to);
+    if (!source.ok()) return WithImageIndex(i, source.status());
+    sources.push_back(*source);
+  }
+  return sources;
+}
+
+absl::StatusOr<RgbImage> ImagePixels(const SourceImage& source, const ImageLimits& limits,
+                                     int reduce_to) {
+  if (source.image->data_case() == v1::Image::kEncoded) {
+    return DecodeImage(source.image->encoded(), limits, reduce_to);
+  }
+  return RgbImageFromRaw(source.image->raw().rgb8(), source.width, source.height, limits);
+}
+
+absl::StatusOr<at::Tensor> AllocateInput(std::vector<int64_t> sizes, at::ScalarType dtype,
+                                         bool pin_memory) {
+  try {
+    return at::empty(sizes, at::TensorOptions().dtype(dtype).pinned_memory(pin_memory));
+  } catch (const c10::Error& e) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot allocate the request's input: ", e.what_without_backtrace()));
+  }
+}
+
+}  // namespace vitserve

@@ -1,0 +1,66 @@
+"""Segment end to end (issue 10): vitserve serves shvit_s1 with the segmentation decoder from a
+model repository config alone (random weights), and `vitserve-client segment` writes each label
+map as a PNG at its image's original size."""
+import json
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import binary
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    out = tmp_path_factory.mktemp("scenes")
+    result = subprocess.run([str(binary("vitserve-shapes")), "--out", str(out), "--count", "3",
+                             "--seed", "5"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_segment_writes_label_maps_at_the_original_size(scenes, tmp_path, start_server):
+    model_dir = tmp_path / "repo" / "shapes_seg"
+    model_dir.mkdir(parents=True)
+    (model_dir / "config.pbtxt").write_text(
+        'architecture: "shvit_s1" task: SEGMENTATION num_classes: 6 allow_random_weights: true\n'
+        "input { size: 128 }\n")
+    (model_dir / "labels.txt").write_text((scenes / "labels.txt").read_text())
+    server = start_server(f"--model-repository={tmp_path / 'repo'}", "--device=cpu")
+
+    images = sorted((scenes / "images").glob("*.jpg"))
+    masks = tmp_path / "masks"
+    result = subprocess.run(
+        [str(binary("vitserve-client")), "segment", "--server", server.grpc_target,
+         "--model", "shapes_seg", "--output-dir", str(masks), "--json", *map(str, images)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == len(images)
+    for line, image_path in zip(lines, images):
+        width, height = Image.open(image_path).size
+        assert (line["width"], line["height"]) == (width, height)
+        assert line["model"] == "shapes_seg"
+        mask = Image.open(line["mask_file"])
+        assert line["mask_file"] == str(masks / (image_path.stem + ".mask.png"))
+        assert mask.mode == "L"  # 8-bit: six classes.
+        assert mask.size == (width, height)
+        assert np.array(mask).max() <= 5
+
+    # The model describes itself as what it serves.
+    models = subprocess.run([str(binary("vitserve-client")), "models", "--server",
+                             server.grpc_target, "--json"], capture_output=True, text=True,
+                            timeout=60)
+    assert models.returncode == 0, models.stderr
+    described = [json.loads(line) for line in models.stdout.splitlines()]
+    seg = next(m for m in described if m["name"] == "shapes_seg")
+    assert seg["task"].lower() == "segmentation"
+    assert seg["num_classes"] == 6
+
+    # Classify on it is refused with the reason; the server goes on serving.
+    wrong = subprocess.run([str(binary("vitserve-client")), "classify", "--server",
+                            server.grpc_target, "--model", "shapes_seg", str(images[0])],
+                           capture_output=True, text=True, timeout=60)
+    assert wrong.returncode != 0
+    assert "INVALID_ARGUMENT" in wrong.stderr and "Classify needs a classification" in wrong.stderr
