@@ -24,9 +24,6 @@
 
 namespace vitserve {
 
-// How segmentation models see an image (and how vitserve-train must feed them).
-inline constexpr ResizeMode kSegmentationResizeMode = ResizeMode::kStretch;
-
 // INVALID_ARGUMENT: not a segmentation model, no images, an unknown mask format.
 absl::Status ValidateSegmentRequest(const v1::SegmentRequest& request, std::string_view model,
                                     ModelTask task);

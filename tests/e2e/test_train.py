@@ -1,0 +1,79 @@
+"""vitserve-train end to end (issue 10): a tiny run writes a folder that vitserve serves as it
+is, and tools/score_shapes.py scores it from Segment's answers on held-out scenes."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, binary
+
+
+def train(out, *args):
+    return subprocess.run([str(binary("vitserve-train")), "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_trained_folder_serves_and_scores(tmp_path, start_server):
+    result = train(tmp_path / "repo" / "shapes_seg", "--steps", "8", "--batch-size", "4",
+                   "--input-size", "64", "--eval-scenes", "4", "--checkpoint-every", "4")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["finished"] and summary["steps_run"] == 8
+    assert 0 <= summary["heldout_miou"] <= 1
+    assert "[train] step 8/8" in result.stderr  # Progress lines.
+    assert (tmp_path / "repo" / "shapes_seg" / "train_state" / "optimizer.pt").exists()
+
+    heldout = tmp_path / "heldout"
+    made = subprocess.run([str(binary("vitserve-shapes")), "--out", str(heldout), "--count", "4",
+                           "--seed", "99"], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    server = start_server(f"--model-repository={tmp_path / 'repo'}", "--device=cpu")
+    scored = subprocess.run([sys.executable, str(ROOT / "tools" / "score_shapes.py"), "--server",
+                             server.grpc_target, "--model", "shapes_seg", "--data", str(heldout),
+                             "--client", str(binary("vitserve-client"))],
+                            capture_output=True, text=True, timeout=300)
+    assert scored.returncode == 0, scored.stderr
+    report = json.loads(scored.stdout)
+    assert report["images"] == 4
+    assert 0 <= report["miou"] <= 1 and 0 < report["pixel_accuracy"] <= 1
+    assert "background" in report["iou"]
+
+
+def test_stop_after_and_resume(tmp_path):
+    out = tmp_path / "seg"
+    first = train(out, "--steps", "4", "--batch-size", "2", "--input-size", "32",
+                  "--eval-scenes", "2", "--stop-after", "2")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout) == {"steps_run": 2, "finished": False}
+    assert "continue with --resume" in first.stderr
+    assert not (out / "model.safetensors").exists()
+    rest = train(out, "--steps", "4", "--batch-size", "2", "--input-size", "32",
+                 "--eval-scenes", "2", "--resume")
+    assert rest.returncode == 0, rest.stderr
+    assert json.loads(rest.stdout)["steps_run"] == 2
+    assert (out / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "--out is required"),
+    (["--out", "X", "--task", "detection"], "--task must be segmentation"),
+    (["--out", "X", "--device", "tpu"], "--device must be cpu, cuda or cuda:N"),
+    (["--out", "X", "--architecture", "vit_tiny_patch16_224", "--steps", "1"],
+     "supports: classification"),
+    (["--out", "X", "--steps", "0"], "batch size, steps"),
+])
+def test_bad_flags(tmp_path, args, message):
+    args = [str(tmp_path / "x") if a == "X" else a for a in args]
+    result = subprocess.run([str(binary("vitserve-train")), *args], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1
+    assert message in result.stderr
+
+
+def test_help():
+    result = subprocess.run([str(binary("vitserve-train")), "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0
+    for flag in ("--out", "--steps", "--resume", "--stop-after", "--device", "model.safetensors"):
+        assert flag in result.stdout
