@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "common/status_macros.h"
+#include "models/dense/detection.h"
 #include "models/dense/segmentation.h"
 #include "models/registry.h"
 #include "models/shvit/shvit.h"
@@ -37,15 +38,18 @@ absl::Status RegisterShvitModels(ModelRegistry& registry) {
     info.crop_pct = 0.875;
     info.interpolation = "bicubic";
     // Classification as timm builds it, or the backbone without its classifier under a
-    // segmentation decoder (models/dense/segmentation.h).
-    info.tasks = {ModelTask::kClassification, ModelTask::kSegmentation};
+    // segmentation decoder or a detector (models/dense/).
+    info.tasks = {ModelTask::kClassification, ModelTask::kSegmentation, ModelTask::kDetection};
     ModelFactory factory = [config = variant.config](const ModelInfo& built) {
       ShvitConfig sized = config;
       sized.num_classes = built.num_classes;
       if (built.task == ModelTask::kClassification) return MakeShvit(sized);
-      TORCH_CHECK(built.task == ModelTask::kSegmentation, "SHViT cannot be built for ",
-                  std::string(ModelTaskName(built.task)));
       sized.classifier = false;
+      if (built.task == ModelTask::kDetection) {
+        DetectionOptions options;
+        options.num_classes = built.num_classes;
+        return MakeDetectionModel(MakeShvit(sized), options);
+      }
       SegmentationOptions options;
       options.num_classes = built.num_classes;
       return MakeSegmentationModel(MakeShvit(sized), options);
