@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace vitserve {
 namespace {
@@ -81,6 +82,31 @@ absl::StatusOr<at::Tensor> AllocateInput(std::vector<int64_t> sizes, at::ScalarT
     return absl::ResourceExhaustedError(
         absl::StrCat("cannot allocate the request's input: ", e.what_without_backtrace()));
   }
+}
+
+absl::StatusOr<WholeImageBatch> DecodeAndPreprocessWhole(
+    const google::protobuf::RepeatedPtrField<v1::Image>& images, const ImageLimits& limits,
+    const PreprocessSpec& spec, ResizeMode mode) {
+  VITSERVE_ASSIGN_OR_RETURN(std::vector<SourceImage> sources,
+                            InspectImages(images, limits, /*reduce_to=*/0));
+  WholeImageBatch batch;
+  VITSERVE_ASSIGN_OR_RETURN(batch.input,
+                            AllocateInput({images.size(), 3, spec.input_size, spec.input_size},
+                                          at::kFloat, spec.pin_memory));
+  batch.geometries.reserve(sources.size());
+  for (size_t i = 0; i < sources.size(); ++i) {
+    const int index = static_cast<int>(i);
+    absl::StatusOr<RgbImage> rgb = ImagePixels(sources[i], limits, /*reduce_to=*/0);
+    if (!rgb.ok()) return WithImageIndex(index, rgb.status());
+    // The decoded size (after any EXIF rotation) is the original the map must cover.
+    absl::StatusOr<InputGeometry> geometry = GeometryFor(mode, rgb->width(), rgb->height(), spec);
+    if (!geometry.ok()) return WithImageIndex(index, geometry.status());
+    absl::StatusOr<at::Tensor> row = PreprocessWhole(*rgb, mode, spec);
+    if (!row.ok()) return WithImageIndex(index, row.status());
+    batch.input[index].copy_(*row);
+    batch.geometries.push_back(*geometry);
+  }
+  return batch;
 }
 
 }  // namespace vitserve

@@ -16,7 +16,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "server/image/decode.h"
+#include "server/image/dense_output.h"
 #include "server/image/image.h"
+#include "server/image/preprocess.h"
 #include "vitserve/v1/vision.pb.h"
 
 namespace vitserve {
@@ -47,5 +49,16 @@ absl::StatusOr<RgbImage> ImagePixels(const SourceImage& source, const ImageLimit
 // An uninitialised CPU tensor, page-locked when asked; RESOURCE_EXHAUSTED when it cannot be had.
 absl::StatusOr<at::Tensor> AllocateInput(std::vector<int64_t> sizes, at::ScalarType dtype,
                                          bool pin_memory);
+
+struct WholeImageBatch {
+  at::Tensor input;                        // [N,3,S,S] float32 (page-locked with pin_memory).
+  std::vector<InputGeometry> geometries;   // Per image: where its pixels went.
+};
+
+// For detection and segmentation: every image decoded whole (no DCT reduction: outputs map back
+// to the original pixels) and preprocessed with `mode` into one batch.
+absl::StatusOr<WholeImageBatch> DecodeAndPreprocessWhole(
+    const google::protobuf::RepeatedPtrField<v1::Image>& images, const ImageLimits& limits,
+    const PreprocessSpec& spec, ResizeMode mode);
 
 }  // namespace vitserve

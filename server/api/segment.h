@@ -20,6 +20,7 @@
 #include "server/image/decode.h"
 #include "server/image/dense_output.h"
 #include "server/image/preprocess.h"
+#include "server/api/image_input.h"
 #include "vitserve/v1/vision.pb.h"
 
 namespace vitserve {
@@ -27,17 +28,6 @@ namespace vitserve {
 // INVALID_ARGUMENT: not a segmentation model, no images, an unknown mask format.
 absl::Status ValidateSegmentRequest(const v1::SegmentRequest& request, std::string_view model,
                                     ModelTask task);
-
-struct WholeImageBatch {
-  at::Tensor input;                        // [N,3,S,S] float32 (page-locked with pin_memory).
-  std::vector<InputGeometry> geometries;   // Per image: where its pixels went.
-};
-
-// Every image decoded whole (no DCT reduction: the map is at the original resolution) and
-// preprocessed with `mode` into one batch.
-absl::StatusOr<WholeImageBatch> DecodeAndPreprocessWhole(
-    const google::protobuf::RepeatedPtrField<v1::Image>& images, const ImageLimits& limits,
-    const PreprocessSpec& spec, ResizeMode mode);
 
 // One SegmentationMap per row of `scores` ([N,C,h,w]): the best class of every original pixel,
 // as a PNG or RAW (format); `response->labels` gets the class names.

@@ -13,6 +13,8 @@
 #include "server/api/call_util.h"
 #include "server/api/classify.h"
 #include "server/api/grpc_status.h"
+#include "server/api/detect.h"
+#include "server/api/image_input.h"
 #include "server/api/model_description.h"
 #include "server/api/segment.h"
 #include "server/api/stream_reactor.h"
@@ -75,31 +77,31 @@ void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool
   pool->Schedule(std::move(decode_and_schedule));
 }
 
-// Runs one SegmentRequest on `model`, like RunClassify: the images decoded whole and stretched
-// to the model's input on the pool, the label maps made and encoded on the pool after the
-// batch ran. `request` and `response` must stay alive until `finish` runs.
-void RunSegment(const ServableModel& model, const ImageLimits& limits, WorkPool* pool,
-                const v1::SegmentRequest& request, absl::Time deadline,
-                std::function<bool()> is_cancelled, v1::SegmentResponse* response,
-                std::function<void(absl::Status)> finish) {
+// Fills a Detect or Segment response from the model's rows for its images.
+using WholeImageFill =
+    std::function<absl::Status(const at::Tensor& rows, const std::vector<InputGeometry>&)>;
+
+// Runs one Detect or Segment request (a task on whole images) on `model`, like RunClassify:
+// `valid` is the request's validation, done by the caller; the images are decoded whole and
+// stretched to the model's input on the pool; `fill` runs on the pool after the batch. `request`
+// and the response `fill` writes must stay alive until `finish` runs.
+template <typename Request>
+void RunWholeImageTask(const ServableModel& model, const ImageLimits& limits, WorkPool* pool,
+                       const Request& request, absl::Status valid, absl::Time deadline,
+                       std::function<bool()> is_cancelled, WholeImageFill fill,
+                       std::function<void(absl::Status)> finish) {
   const absl::Time start = absl::Now();
   ModelMetrics& metrics = model.metrics();
   std::function<void(absl::Status)> complete = TrackRequest(model, std::move(finish));
-
-  response->set_model(model.name());
-  response->set_request_id(request.request_id());
-  if (absl::Status valid = ValidateSegmentRequest(request, model.name(), model.info().task);
-      !valid.ok()) {
-    return complete(std::move(valid));
-  }
+  if (!valid.ok()) return complete(std::move(valid));
   if (start >= deadline) {
     return complete(absl::DeadlineExceededError("the request's deadline passed on arrival"));
   }
   complete = AdmitRequest(model, std::move(complete));
   if (!complete) return;  // Overloaded: answered RESOURCE_EXHAUSTED, nothing decoded.
   model.AnnounceArrival();
-  auto decode_and_schedule = [&model, &limits, &request, &metrics, deadline, response, pool,
-                              is_cancelled = std::move(is_cancelled),
+  auto decode_and_schedule = [&model, &limits, &request, &metrics, deadline, pool,
+                              is_cancelled = std::move(is_cancelled), fill = std::move(fill),
                               complete = std::move(complete)]() mutable {
     if (absl::Status wanted = CheckStillWanted(deadline, is_cancelled); !wanted.ok()) {
       model.WithdrawArrival();
@@ -107,21 +109,19 @@ void RunSegment(const ServableModel& model, const ImageLimits& limits, WorkPool*
     }
     const absl::Time preprocess_start = absl::Now();
     absl::StatusOr<WholeImageBatch> batch = DecodeAndPreprocessWhole(
-        request.images(), limits, model.preprocess_spec(), kSegmentationResizeMode);
+        request.images(), limits, model.preprocess_spec(), kDenseResizeMode);
     metrics.ObservePreprocess(absl::Now() - preprocess_start);
     if (!batch.ok()) {
       model.WithdrawArrival();
       return complete(batch.status());
     }
     auto geometries = std::make_shared<std::vector<InputGeometry>>(std::move(batch->geometries));
-    const std::vector<std::string>* labels = &model.labels();
-    auto fill = [complete, geometries, labels, response,
-                 format = request.format()](absl::StatusOr<at::Tensor> scores) {
-      if (!scores.ok()) return complete(scores.status());
-      complete(FillSegmentations(*scores, *geometries, format, *labels, response));
+    auto respond = [complete, geometries, fill](absl::StatusOr<at::Tensor> rows) {
+      if (!rows.ok()) return complete(rows.status());
+      complete(fill(*rows, *geometries));
     };
     ScheduleRows(model, std::move(batch->input), deadline, std::move(is_cancelled),
-                 OnPool(pool, std::move(fill)), /*announced=*/true);
+                 OnPool(pool, std::move(respond)), /*announced=*/true);
   };
   if (pool == nullptr) return decode_and_schedule();
   pool->Schedule(std::move(decode_and_schedule));
@@ -213,10 +213,27 @@ grpc::ServerUnaryReactor* VisionService::Classify(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* VisionService::Detect(grpc::CallbackServerContext* context,
                                                 const v1::DetectRequest* request,
                                                 v1::DetectResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(
-      grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                   "Detect is not implemented yet: no detection model is registered (planned)"));
+  absl::StatusOr<std::shared_ptr<const ServableModel>> model = manager_->Get(request->model());
+  if (!model.ok()) {
+    auto* reactor = new ModelCallReactor(nullptr);
+    reactor->Finish(ToGrpcStatus(model.status()));
+    return reactor;
+  }
+  const ServableModel& served = **model;
+  auto* reactor = new ModelCallReactor(*std::move(model));
+  response->set_model(served.name());
+  response->set_request_id(request->request_id());
+  absl::StatusOr<DetectSettings> settings = ValidateDetectRequest(
+      *request, served.name(), served.info().task, served.config().detection());
+  const DetectSettings chosen = settings.ok() ? *settings : DetectSettings();
+  WholeImageFill fill = [&served, chosen, response](const at::Tensor& rows,
+                                                    const std::vector<InputGeometry>& geometries) {
+    return FillDetections(rows, served.info().num_classes, served.info().input_size, geometries,
+                          chosen, served.labels(), response);
+  };
+  RunWholeImageTask(served, image_limits_, preprocess_pool_, *request, settings.status(),
+                    DeadlineOf(*context), CancellationOf(context), std::move(fill),
+                    [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
   return reactor;
 }
 
@@ -231,9 +248,16 @@ grpc::ServerUnaryReactor* VisionService::Segment(grpc::CallbackServerContext* co
   }
   const ServableModel& served = **model;
   auto* reactor = new ModelCallReactor(*std::move(model));
-  RunSegment(served, image_limits_, preprocess_pool_, *request, DeadlineOf(*context),
-             CancellationOf(context), response,
-             [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
+  response->set_model(served.name());
+  response->set_request_id(request->request_id());
+  WholeImageFill fill = [&served, format = request->format(), response](
+                            const at::Tensor& rows, const std::vector<InputGeometry>& geometries) {
+    return FillSegmentations(rows, geometries, format, served.labels(), response);
+  };
+  RunWholeImageTask(served, image_limits_, preprocess_pool_, *request,
+                    ValidateSegmentRequest(*request, served.name(), served.info().task),
+                    DeadlineOf(*context), CancellationOf(context), std::move(fill),
+                    [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
   return reactor;
 }
 

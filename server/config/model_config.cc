@@ -218,6 +218,12 @@ absl::Status NormalizeModelConfig(const ModelRegistry& registry, const ServerDef
                       "applies to classification models only");
   }
 
+  if (config->task() == v1::DETECTION) {
+    v1::DetectionConfig* detection = config->mutable_detection();
+    if (detection->score_threshold() == 0.0f) detection->set_score_threshold(kDefaultScoreThreshold);
+    if (detection->max_detections() == 0) detection->set_max_detections(kDefaultMaxDetections);
+  }
+
   v1::BatchingPolicy* batching = config->mutable_batching();
   if (batching->max_batch_size() == 0) batching->set_max_batch_size(defaults.max_batch_size);
   // max_queue_delay_us == 0 is a meaningful "do not wait" and cannot be told apart from unset
@@ -260,6 +266,21 @@ absl::Status ValidateModelConfig(const v1::ModelConfig& config, const std::strin
   }
   if (config.task() == v1::TASK_UNSPECIFIED) {
     return FieldError(config_path, "task", "must be set (normalisation fills it)");
+  }
+  if (config.has_detection()) {
+    if (config.task() != v1::DETECTION) {
+      return FieldError(config_path, "detection", "applies to detection models only");
+    }
+    if (!(config.detection().score_threshold() > 0.0f && config.detection().score_threshold() <= 1.0f)) {
+      return FieldError(config_path, "detection.score_threshold",
+                        absl::StrCat("is ", config.detection().score_threshold(),
+                                     "; allowed: (0, 1]"));
+    }
+    if (config.detection().max_detections() > kMaxDetections) {
+      return FieldError(config_path, "detection.max_detections",
+                        absl::StrCat("is ", config.detection().max_detections(),
+                                     "; allowed: 1..", kMaxDetections));
+    }
   }
   if (config.weights().empty() && !config.allow_random_weights()) {
     return FieldError(config_path, "weights",

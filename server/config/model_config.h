@@ -72,6 +72,11 @@ absl::Status NormalizeModelConfig(const ModelRegistry& registry, const ServerDef
 // Checks a normalised config. INVALID_ARGUMENT naming `config_path` and the field.
 absl::Status ValidateModelConfig(const v1::ModelConfig& config, const std::string& config_path);
 
+// Detection defaults and limits (DetectionConfig, DetectRequest).
+inline constexpr float kDefaultScoreThreshold = 0.3f;
+inline constexpr uint32_t kDefaultMaxDetections = 100;
+inline constexpr uint32_t kMaxDetections = 10000;
+
 // The config enum of a registry task, and back (TASK_UNSPECIFIED gives classification).
 v1::Task ToProtoTask(ModelTask task);
 ModelTask FromProtoTask(v1::Task task);

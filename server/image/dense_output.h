@@ -31,8 +31,9 @@ enum class ResizeMode {
   kLetterbox,   // The whole image fitted into S x S, aspect kept, the rest padded.
 };
 
-// How segmentation models see an image: Segment feeds them so, and vitserve-train must too.
-inline constexpr ResizeMode kSegmentationResizeMode = ResizeMode::kStretch;
+// How detection and segmentation models see an image: Detect and Segment feed them so, and
+// vitserve-train must too.
+inline constexpr ResizeMode kDenseResizeMode = ResizeMode::kStretch;
 
 struct InputGeometry {
   int original_width = 0;

@@ -64,3 +64,32 @@ def test_segment_writes_label_maps_at_the_original_size(scenes, tmp_path, start_
                            capture_output=True, text=True, timeout=60)
     assert wrong.returncode != 0
     assert "INVALID_ARGUMENT" in wrong.stderr and "Classify needs a classification" in wrong.stderr
+
+
+def test_detect_answers_boxes_inside_each_image(scenes, tmp_path, start_server):
+    """Detect through vitserve-client on shvit_s1 with the CenterNet head, from a config alone
+    (untrained: the boxes are arbitrary, but they are the image's own and inside it)."""
+    model_dir = tmp_path / "repo" / "shapes_det"
+    model_dir.mkdir(parents=True)
+    (model_dir / "config.pbtxt").write_text(
+        'architecture: "shvit_s1" task: DETECTION num_classes: 5 allow_random_weights: true\n'
+        "input { size: 128 } detection { max_detections: 4 }\n")
+    (model_dir / "labels.txt").write_text("circle\nsquare\ntriangle\nstar\nhexagon\n")
+    server = start_server(f"--model-repository={tmp_path / 'repo'}", "--device=cpu")
+    images = sorted((scenes / "images").glob("*.jpg"))
+    result = subprocess.run(
+        [str(binary("vitserve-client")), "detect", "--server", server.grpc_target, "--model",
+         "shapes_det", "--score-threshold", "0.01", "--json", *map(str, images)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == len(images)
+    for line, image_path in zip(lines, images):
+        width, height = Image.open(image_path).size
+        assert line["image"] == str(image_path)
+        assert len(line["boxes"]) <= 4  # The config's max_detections.
+        for box in line["boxes"]:
+            assert 0 <= box["x1"] <= box["x2"] <= width
+            assert 0 <= box["y1"] <= box["y2"] <= height
+            assert box["label"] in ("circle", "square", "triangle", "star", "hexagon")
+            assert 0.01 <= box["score"] <= 1

@@ -1457,3 +1457,185 @@ TEST_F(SegmentationServerTest, WrongTaskAndBadRequestsAreRefusedAndTheServerKeep
 
 }  // namespace
 }  // namespace vitserve
+
+namespace vitserve {
+namespace {
+
+// A grey image with one white (or black) rectangle [x0, x1) x [y0, y1).
+std::string Rectangle(int width, int height, int x0, int y0, int x1, int y1, bool white) {
+  std::string rgb(static_cast<size_t>(width) * height * 3, static_cast<char>(127));
+  for (int y = y0; y < y1; ++y) {
+    for (int x = x0; x < x1; ++x) {
+      std::memset(&rgb[(static_cast<size_t>(y) * width + x) * 3], white ? 255 : 0, 3);
+    }
+  }
+  return rgb;
+}
+
+class DetectionServerTest : public SegmentationServerTest {
+ protected:
+  void SetUp() override {
+    WriteModel("probe_det", absl::StrCat("architecture: \"", kDetectionProbe,
+                                         "\" allow_random_weights: true\n"
+                                         "batching { max_batch_size: 8 max_queue_delay_us: 20000 }\n"));
+    WriteModel("shvit_det",
+               "architecture: \"shvit_s1\" task: DETECTION num_classes: 5 "
+               "allow_random_weights: true input { size: 64 } detection { max_detections: 3 }\n");
+    SegmentationServerTest::SetUp();
+  }
+  grpc::Status Detect(const v1::DetectRequest& request, v1::DetectResponse* response,
+                      Client* client = nullptr) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    return (client != nullptr ? client : client_.get())->vision->Detect(&context, request, response);
+  }
+};
+
+struct Placed {
+  v1::Image image;
+  int width, height;
+  float x0, y0, x1, y1;  // The rectangle, original pixels.
+  int expected_class;
+};
+
+std::vector<Placed> PlacedRectangles() {
+  return {
+      {EncodedImage(Encode(Rectangle(160, 120, 20, 30, 70, 90, true), 160, 120, ".png")), 160, 120,
+       20, 30, 70, 90, 0},
+      {RawImage(Rectangle(90, 200, 40, 120, 85, 190, true), 90, 200), 90, 200, 40, 120, 85, 190, 0},
+      {RawImage(Rectangle(300, 60, 100, 10, 220, 50, false), 300, 60), 300, 60, 100, 10, 220, 50, 1},
+  };
+}
+
+// The box is the rectangle, up to the blur of stretching it to 32x32 and back: about a model
+// pixel, here 1.5 of them, in original pixels.
+void ExpectBox(const v1::Detections& result, const Placed& placed) {
+  ASSERT_EQ(result.boxes_size(), 1) << placed.width << "x" << placed.height;
+  const v1::Box& box = result.boxes(0);
+  const float tolerance_x = 1.5f * placed.width / 32, tolerance_y = 1.5f * placed.height / 32;
+  EXPECT_NEAR(box.x1(), placed.x0, tolerance_x);
+  EXPECT_NEAR(box.x2(), placed.x1, tolerance_x);
+  EXPECT_NEAR(box.y1(), placed.y0, tolerance_y);
+  EXPECT_NEAR(box.y2(), placed.y1, tolerance_y);
+  EXPECT_EQ(box.index(), placed.expected_class);
+  EXPECT_EQ(box.label(), absl::StrCat(placed.expected_class));
+  EXPECT_GT(box.score(), 0.9f);
+}
+
+TEST_F(DetectionServerTest, BoxesComeBackInEachImagesOriginalPixels) {
+  const std::vector<Placed> images = PlacedRectangles();
+  v1::DetectRequest request;
+  request.set_model("probe_det");
+  request.set_request_id("d1");
+  for (const Placed& placed : images) *request.add_images() = placed.image;
+  v1::DetectResponse response;
+  const grpc::Status status = Detect(request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.model(), "probe_det");
+  EXPECT_EQ(response.request_id(), "d1");
+  ASSERT_EQ(response.results_size(), 3);
+  for (int i = 0; i < 3; ++i) ExpectBox(response.results(i), images[static_cast<size_t>(i)]);
+
+  // Above the peak's score nothing is left.
+  request.set_score_threshold(0.99999f);
+  response.Clear();
+  ASSERT_TRUE(Detect(request, &response).ok());
+  ASSERT_EQ(response.results_size(), 3);
+  for (const v1::Detections& result : response.results()) EXPECT_EQ(result.boxes_size(), 0);
+}
+
+TEST_F(DetectionServerTest, ConcurrentRequestsGetTheirOwnBoxes) {
+  const std::vector<Placed> images = PlacedRectangles();
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      Client client(server_->grpc_port());
+      const Placed& placed = images[static_cast<size_t>(t % 3)];
+      for (int round = 0; round < 3; ++round) {
+        v1::DetectRequest request;
+        request.set_model("probe_det");
+        *request.add_images() = placed.image;
+        v1::DetectResponse response;
+        if (!Detect(request, &response, &client).ok() || response.results_size() != 1 ||
+            response.results(0).boxes_size() != 1) {
+          ++failures;
+          continue;
+        }
+        const v1::Box& box = response.results(0).boxes(0);
+        const float cx = (box.x1() + box.x2()) / 2, cy = (box.y1() + box.y2()) / 2;
+        if (std::abs(cx - (placed.x0 + placed.x1) / 2) > placed.width / 16.0f ||
+            std::abs(cy - (placed.y0 + placed.y1) / 2) > placed.height / 16.0f ||
+            box.index() != placed.expected_class) {
+          ++failures;
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+TEST_F(DetectionServerTest, ABackboneDetectorFromItsConfigHonoursItsDefaults) {
+  v1::DetectRequest request;
+  request.set_model("shvit_det");
+  *request.add_images() = RawImage(MakeRgb(100, 70, 5), 100, 70);
+  request.set_score_threshold(0.01f);  // Untrained: keep whatever it finds.
+  v1::DetectResponse response;
+  grpc::Status status = Detect(request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.results_size(), 1);
+  EXPECT_LE(response.results(0).boxes_size(), 3);  // detection { max_detections: 3 }
+  for (const v1::Box& box : response.results(0).boxes()) {
+    EXPECT_GE(box.x1(), 0);
+    EXPECT_LE(box.x2(), 100);
+    EXPECT_GE(box.y1(), 0);
+    EXPECT_LE(box.y2(), 70);
+    EXPECT_GE(box.index(), 0);
+    EXPECT_LT(box.index(), 5);
+  }
+  request.set_max_detections(1);
+  response.Clear();
+  ASSERT_TRUE(Detect(request, &response).ok());
+  EXPECT_LE(response.results(0).boxes_size(), 1);
+}
+
+TEST_F(DetectionServerTest, BadRequestsAreRefusedAndTheServerKeepsServing) {
+  const v1::Image good = RawImage(Rectangle(40, 40, 10, 10, 30, 30, true), 40, 40);
+  auto detect = [this, &good](const std::string& model, float threshold, uint32_t max) {
+    v1::DetectRequest request;
+    request.set_model(model);
+    *request.add_images() = good;
+    request.set_score_threshold(threshold);
+    request.set_max_detections(max);
+    v1::DetectResponse response;
+    return Detect(request, &response);
+  };
+  grpc::Status status = detect("probe_cls", 0, 0);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), ::testing::HasSubstr("Detect needs a detection model"));
+  status = detect("probe_seg", 0, 0);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  status = detect("probe_det", 1.5f, 0);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), ::testing::HasSubstr("score_threshold 1.5"));
+  status = detect("probe_det", -0.5f, 0);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  status = detect("probe_det", 0, 20000);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), ::testing::HasSubstr("max_detections 20000"));
+  v1::DetectRequest empty;
+  empty.set_model("probe_det");
+  v1::DetectResponse response;
+  EXPECT_EQ(Detect(empty, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  // Segment on the detector.
+  v1::SegmentRequest segment;
+  segment.set_model("probe_det");
+  *segment.add_images() = good;
+  v1::SegmentResponse segmented;
+  EXPECT_EQ(Segment(segment, &segmented).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(detect("probe_det", 0, 0).ok());
+}
+
+}  // namespace
+}  // namespace vitserve

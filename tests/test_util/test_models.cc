@@ -105,6 +105,51 @@ class SegmentationProbe : public VisionModel {
   }
 };
 
+class DetectionProbe : public VisionModel {
+ public:
+  torch::Tensor forward(torch::Tensor images) override {
+    if (images.dim() != 4 || images.size(1) != 3 || images.size(2) != kTestModelInputSize ||
+        images.size(3) != kTestModelInputSize) {
+      throw std::invalid_argument("detection probe wants [N,3,32,32]");
+    }
+    const int64_t n = images.size(0), s = kTestModelInputSize, cells = s / 4;
+    const at::Tensor brightness = images.mean(1);  // [N, S, S], normalised (white 2, black -2)
+    const at::Tensor bright = brightness > 1.0;
+    const at::Tensor dark = brightness < -1.0;
+    const at::Tensor has_bright = bright.flatten(1).any(1);
+    // The blob: the bright pixels, or the dark ones where nothing is bright.
+    const at::Tensor blob = at::where(has_bright.view({n, 1, 1}), bright, dark).to(at::kFloat);
+    const at::Tensor count = blob.sum({1, 2}).clamp_min(1);
+    const at::Tensor centres = at::arange(s, at::kFloat) + 0.5;  // Pixel centres.
+    const at::Tensor cx = (blob * centres.view({1, 1, s})).sum({1, 2}) / count;
+    const at::Tensor cy = (blob * centres.view({1, s, 1})).sum({1, 2}) / count;
+    const at::Tensor columns = blob.amax(1);  // [N, S]: columns holding blob pixels
+    const at::Tensor rows = blob.amax(2);
+    const at::Tensor width = columns.sum(1).clamp_min(1);
+    const at::Tensor height = rows.sum(1).clamp_min(1);
+    const at::Tensor present = blob.flatten(1).any(1);
+    // Heat: high at the cell nearest the centroid, falling with distance; nothing without a blob.
+    const at::Tensor cell_centres = (at::arange(cells, at::kFloat) + 0.5) * 4;
+    const at::Tensor dx = cell_centres.view({1, 1, cells}) - cx.view({n, 1, 1});
+    const at::Tensor dy = cell_centres.view({1, cells, 1}) - cy.view({n, 1, 1});
+    at::Tensor heat = 8.0 - (dx * dx + dy * dy).sqrt() * 2.0;  // [N, cells, cells]
+    heat = at::where(present.view({n, 1, 1}), heat, at::full_like(heat, -20.0));
+    const at::Tensor bright_heat = at::where(has_bright.view({n, 1, 1}), heat, at::full_like(heat, -20.0));
+    const at::Tensor dark_heat = at::where(has_bright.view({n, 1, 1}), at::full_like(heat, -20.0), heat);
+    auto logit = [](const at::Tensor& p) { return (p / (1 - p)).log(); };
+    const at::Tensor grid = at::arange(cells, at::kFloat);
+    const at::Tensor offset_x = logit((cx.view({n, 1, 1}) / 4 - grid.view({1, 1, cells}))
+                                          .clamp(0.001, 0.999)
+                                          .expand({n, cells, cells}));
+    const at::Tensor offset_y = logit((cy.view({n, 1, 1}) / 4 - grid.view({1, cells, 1}))
+                                          .clamp(0.001, 0.999)
+                                          .expand({n, cells, cells}));
+    const at::Tensor log_w = width.log().view({n, 1, 1}).expand({n, cells, cells});
+    const at::Tensor log_h = height.log().view({n, 1, 1}).expand({n, cells, cells});
+    return at::stack({bright_heat, dark_heat, log_w, log_h, offset_x, offset_y}, 1);
+  }
+};
+
 ModelInfo TestModelInfo(const char* name) {
   ModelInfo info;
   info.architecture = name;
@@ -136,6 +181,13 @@ void RegisterTestModels(ModelRegistry& registry, ComputeGate* gate) {
   segmentation.num_classes = kSegmentationProbeClasses;
   check(registry.Register(segmentation, [](const ModelInfo&) {
     return std::make_shared<SegmentationProbe>();
+  }));
+  ModelInfo detection = TestModelInfo(kDetectionProbe);
+  detection.task = ModelTask::kDetection;
+  detection.tasks = {ModelTask::kDetection};
+  detection.num_classes = kDetectionProbeClasses;
+  check(registry.Register(detection, [](const ModelInfo&) {
+    return std::make_shared<DetectionProbe>();
   }));
 }
 

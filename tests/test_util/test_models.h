@@ -10,6 +10,11 @@
 //   scores at stride 4 ([N,3,8,8]) from each 4x4 cell's mean brightness b (normalised units):
 //   class 0 (0.5 - |b|) wins for mid grey, class 1 (-b) for dark, class 2 (b) for bright. So a
 //   test can draw dark, grey and bright regions and check where the label map puts them.
+// kDetectionProbe ("test_detect_probe"): a detection model (CenterNet output, 32x32 input,
+//   stride 4, 2 classes) that finds the bright (class 0) or, when there is none, the dark
+//   (class 1) pixels of the image and answers one peak at the cell nearest their centroid,
+//   whose box is exactly their centroid and extent in input pixels. So a test can place a
+//   rectangle and check the box the server maps back to the original image.
 // kGatedModel ("test_gated"): the probe model, whose forward() first reports to a ComputeGate
 //   and blocks while the gate is held: a test can keep a batch "computing" for as long as it
 //   needs (deadlines, full queues, drain) without sleeping and guessing.
@@ -33,6 +38,8 @@ inline constexpr char kProbeModel[] = "test_probe";
 inline constexpr char kGatedModel[] = "test_gated";
 inline constexpr char kSegmentationProbe[] = "test_segment_probe";
 inline constexpr int64_t kSegmentationProbeClasses = 3;
+inline constexpr char kDetectionProbe[] = "test_detect_probe";
+inline constexpr int64_t kDetectionProbeClasses = 2;
 inline constexpr int64_t kTestModelInputSize = 32;
 inline constexpr int64_t kTestModelClasses = 10;
 
@@ -60,7 +67,7 @@ class ComputeGate {
   std::vector<int64_t> batch_sizes_ ABSL_GUARDED_BY(mu_);
 };
 
-// Registers kProbeModel, kSegmentationProbe and, bound to `gate`, kGatedModel.
+// Registers kProbeModel, kSegmentationProbe, kDetectionProbe and, bound to `gate`, kGatedModel.
 void RegisterTestModels(ModelRegistry& registry, ComputeGate* gate);
 
 // A registry with the builtin zoo and the test models.

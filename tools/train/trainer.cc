@@ -45,7 +45,7 @@ absl::StatusOr<Batch> SegmentationBatch(uint64_t seed, int64_t first_index, int6
     VITSERVE_ASSIGN_OR_RETURN(shapes::Scene scene,
                               shapes::GenerateScene(shapes::SceneOptions{}, seed, first_index + i));
     VITSERVE_ASSIGN_OR_RETURN(
-        at::Tensor row, PreprocessWhole(RgbImage{scene.image}, kSegmentationResizeMode, spec));
+        at::Tensor row, PreprocessWhole(RgbImage{scene.image}, kDenseResizeMode, spec));
     batch.input[i].copy_(row);
     cv::Mat labels;
     cv::resize(scene.class_map, labels, cv::Size(static_cast<int>(s), static_cast<int>(s)), 0, 0,

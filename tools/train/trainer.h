@@ -5,7 +5,7 @@
 // config.pbtxt, labels.txt) that vitserve serves as it is.
 //
 // Segmentation only for now: the model sees each scene as Segment serves it (stretched to the
-// square input, kSegmentationResizeMode) and learns the scene's label map at that size.
+// square input, kDenseResizeMode) and learns the scene's label map at that size.
 //
 // Thread-safety: one Train call at a time per options.out folder. Errors: INVALID_ARGUMENT for
 // bad options, FAILED_PRECONDITION for a folder it cannot write, what the registry, the

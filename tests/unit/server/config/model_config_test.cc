@@ -239,14 +239,34 @@ TEST_F(ModelConfigTest, NameMustMatchDirectory) {
 }
 
 TEST_F(ModelConfigTest, TaskMustBeOneTheArchitectureSupports) {
-  const absl::Status detection = Check("architecture: \"shvit_s1\" task: DETECTION");
+  const absl::Status detection = Check("architecture: \"deit_tiny_patch16_224\" task: DETECTION");
   EXPECT_THAT(detection.message(), HasSubstr("'task'"));
-  EXPECT_THAT(detection.message(), HasSubstr("CLASSIFICATION, SEGMENTATION"));
+  EXPECT_THAT(detection.message(), HasSubstr("can only be built for CLASSIFICATION"));
   EXPECT_THAT(Check("architecture: \"vit_tiny_patch16_224\" task: SEGMENTATION").message(),
               HasSubstr("can only be built for CLASSIFICATION"));
   // Another task needs its class count.
   EXPECT_THAT(Check("architecture: \"shvit_s1\" task: SEGMENTATION").message(),
               HasSubstr("'num_classes'"));
+}
+
+// A detector's request defaults: filled when unset, checked when set, refused elsewhere.
+TEST_F(ModelConfigTest, DetectionDefaults) {
+  auto parsed = ParseModelConfigText(
+      R"pb(architecture: "shvit_s1" task: DETECTION num_classes: 5)pb", "d/config.pbtxt");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  ASSERT_TRUE(NormalizeModelConfig(registry_, defaults_, dir_.path() + "/d", "c", &*parsed).ok());
+  EXPECT_FLOAT_EQ(parsed->detection().score_threshold(), kDefaultScoreThreshold);
+  EXPECT_EQ(parsed->detection().max_detections(), kDefaultMaxDetections);
+  EXPECT_TRUE(Check("architecture: \"shvit_s1\" task: DETECTION num_classes: 5 "
+                    "detection { score_threshold: 0.5 max_detections: 7 }").ok());
+  EXPECT_THAT(Check("architecture: \"shvit_s1\" task: DETECTION num_classes: 5 "
+                    "detection { score_threshold: 2 }").message(),
+              HasSubstr("'detection.score_threshold'"));
+  EXPECT_THAT(Check("architecture: \"shvit_s1\" task: DETECTION num_classes: 5 "
+                    "detection { max_detections: 20000 }").message(),
+              HasSubstr("'detection.max_detections'"));
+  EXPECT_THAT(Check("architecture: \"shvit_s1\" detection { max_detections: 5 }").message(),
+              HasSubstr("detection models only"));
 }
 
 // shvit_s1 as a segmenter: its own task's class count is not taken, device preprocessing (a
