@@ -57,7 +57,7 @@ def test_stop_after_and_resume(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     ([], "--out is required"),
-    (["--out", "X", "--task", "detection"], "--task must be segmentation"),
+    (["--out", "X", "--task", "classification"], "--task must be segmentation or detection"),
     (["--out", "X", "--device", "tpu"], "--device must be cpu, cuda or cuda:N"),
     (["--out", "X", "--architecture", "vit_tiny_patch16_224", "--steps", "1"],
      "supports: classification"),

@@ -16,7 +16,7 @@
 
 ABSL_FLAG(std::string, out, "", "Model-repository folder to write (created).");
 ABSL_FLAG(std::string, architecture, "shvit_s1", "Zoo architecture (with feature maps: shvit_s1..s4).");
-ABSL_FLAG(std::string, task, "segmentation", "What to train: segmentation (the only one so far).");
+ABSL_FLAG(std::string, task, "segmentation", "What to train: segmentation or detection.");
 ABSL_FLAG(int64_t, input_size, 128, "Square model input in pixels (32..1024).");
 ABSL_FLAG(int64_t, batch_size, 16, "Scenes per step.");
 ABSL_FLAG(int64_t, steps, 1000, "Optimiser steps (each on new scenes).");
@@ -36,10 +36,12 @@ int main(int argc, char** argv) {
       "                 [--input-size S] [--device cpu|cuda] [--resume]\n\n"
       "Every step draws new scenes (vitserve-shapes' generator, in process), so there is no data\n"
       "set on disk and nothing to overfit. Segmentation: the shapes' label maps (0 background,\n"
-      "1 circle .. 5 hexagon), the scene stretched to the input as vitserve's Segment does. A\n"
+      "1 circle .. 5 hexagon) or, with --task detection, the shapes' boxes (CenterNet), the scene\n"
+      "stretched to the input as vitserve's Segment and Detect do. A\n"
       "progress line every few seconds (step, loss, images/s, ETA); a checkpoint every\n"
       "--checkpoint-every steps in DIR/train_state (--resume continues from it); at the end the\n"
-      "held-out mean IoU and DIR/model.safetensors (fp16), DIR/config.pbtxt, DIR/labels.txt.\n"
+      "held-out score (mean IoU; detection: precision and recall at IoU 0.5) and\n"
+      "DIR/model.safetensors (fp16), DIR/config.pbtxt, DIR/labels.txt.\n"
       "Serve it with: vitserve --model-repository PARENT_OF_DIR. Exit status 1 on any error.";
   absl::SetProgramUsageMessage(kUsage);
   if (vitserve::WantsHelp(argc, argv)) {
@@ -65,7 +67,13 @@ int main(int argc, char** argv) {
   if (options.out.empty()) return fail("--out is required");
   options.architecture = absl::GetFlag(FLAGS_architecture);
   const std::string task = absl::GetFlag(FLAGS_task);
-  if (task != "segmentation") return fail(absl::StrCat("--task must be segmentation, got '", task, "'"));
+  if (task == "segmentation") {
+    options.task = vitserve::ModelTask::kSegmentation;
+  } else if (task == "detection") {
+    options.task = vitserve::ModelTask::kDetection;
+  } else {
+    return fail(absl::StrCat("--task must be segmentation or detection, got '", task, "'"));
+  }
   options.input_size = absl::GetFlag(FLAGS_input_size);
   options.batch_size = absl::GetFlag(FLAGS_batch_size);
   options.steps = absl::GetFlag(FLAGS_steps);
@@ -97,15 +105,26 @@ int main(int argc, char** argv) {
                 static_cast<long long>(result->steps_run));
     return 0;
   }
-  std::fprintf(stderr,
-               "[train] %lld steps run; held-out mIoU %.4f, pixel accuracy %.4f (%lld scenes); "
-               "wrote %s/{model.safetensors,config.pbtxt,labels.txt}\n",
-               static_cast<long long>(result->steps_run), result->heldout_miou,
-               result->heldout_pixel_accuracy, static_cast<long long>(options.eval_scenes),
-               options.out.c_str());
-  std::printf("{\"steps_run\": %lld, \"finished\": true, \"final_loss\": %.6f, \"heldout_miou\": %.6f, "
-              "\"heldout_pixel_accuracy\": %.6f}\n",
+  const bool detection = options.task == vitserve::ModelTask::kDetection;
+  if (detection) {
+    std::fprintf(stderr,
+                 "[train] %lld steps run; held-out precision %.4f, recall %.4f at IoU 0.5 (%lld "
+                 "scenes); wrote %s/{model.safetensors,config.pbtxt,labels.txt}\n",
+                 static_cast<long long>(result->steps_run), result->heldout_precision,
+                 result->heldout_recall, static_cast<long long>(options.eval_scenes),
+                 options.out.c_str());
+  } else {
+    std::fprintf(stderr,
+                 "[train] %lld steps run; held-out mIoU %.4f, pixel accuracy %.4f (%lld scenes); "
+                 "wrote %s/{model.safetensors,config.pbtxt,labels.txt}\n",
+                 static_cast<long long>(result->steps_run), result->heldout_miou,
+                 result->heldout_pixel_accuracy, static_cast<long long>(options.eval_scenes),
+                 options.out.c_str());
+  }
+  std::printf("{\"steps_run\": %lld, \"finished\": true, \"final_loss\": %.6f, "
+              "\"heldout_miou\": %.6f, \"heldout_pixel_accuracy\": %.6f, "
+              "\"heldout_precision\": %.6f, \"heldout_recall\": %.6f}\n",
               static_cast<long long>(result->steps_run), result->final_loss, result->heldout_miou,
-              result->heldout_pixel_accuracy);
+              result->heldout_pixel_accuracy, result->heldout_precision, result->heldout_recall);
   return 0;
 }

@@ -1,11 +1,15 @@
 #include "tools/train/trainer.h"
 
+#include "tools/train/internal/targets.h"
+
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/optim/adam.h>
 #include <torch/serialize.h>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -19,42 +23,108 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "models/heads/center_decode.h"
 #include "models/weights/safetensors.h"
 #include "models/weights/state_dict.h"
 #include "server/image/dense_output.h"
 #include "tools/shapes/scene.h"
 
 namespace vitserve::train {
-namespace {
+namespace internal {
 
-namespace fs = std::filesystem;
-constexpr int64_t kWarmupSteps = 50;
-
-struct Batch {
-  at::Tensor input;   // [B,3,S,S] float32, normalised.
-  at::Tensor target;  // [B,S,S] int64 class indices.
-};
-
-// Scenes first_index .. first_index + count - 1 of `seed`, as Segment feeds them to the model,
-// with their label maps stretched alike (nearest: labels are not averaged).
-absl::StatusOr<Batch> SegmentationBatch(uint64_t seed, int64_t first_index, int64_t count,
-                                        const PreprocessSpec& spec) {
+absl::StatusOr<Batch> MakeBatch(ModelTask task, uint64_t seed, int64_t first_index, int64_t count,
+                                const PreprocessSpec& spec) {
   const int64_t s = spec.input_size;
-  Batch batch{at::empty({count, 3, s, s}), at::empty({count, s, s}, at::kLong)};
+  const int64_t cells = s / kDetectionStride;
+  const int64_t classes = shapes::kNumShapeClasses;
+  Batch batch;
+  batch.input = at::empty({count, 3, s, s});
+  if (task == ModelTask::kSegmentation) {
+    batch.target = at::empty({count, s, s}, at::kLong);
+  } else {
+    batch.heat = at::zeros({count, classes, cells, cells});
+    batch.log_size = at::zeros({count, 2, cells, cells});
+    batch.offset = at::zeros({count, 2, cells, cells});
+    batch.centres = at::zeros({count, cells, cells});
+  }
   for (int64_t i = 0; i < count; ++i) {
     VITSERVE_ASSIGN_OR_RETURN(shapes::Scene scene,
                               shapes::GenerateScene(shapes::SceneOptions{}, seed, first_index + i));
     VITSERVE_ASSIGN_OR_RETURN(
         at::Tensor row, PreprocessWhole(RgbImage{scene.image}, kDenseResizeMode, spec));
     batch.input[i].copy_(row);
-    cv::Mat labels;
-    cv::resize(scene.class_map, labels, cv::Size(static_cast<int>(s), static_cast<int>(s)), 0, 0,
-               cv::INTER_NEAREST);
-    batch.target[i].copy_(
-        at::from_blob(labels.data, {s, s}, at::kByte).to(at::kLong));
+    if (task == ModelTask::kSegmentation) {
+      cv::Mat labels;
+      cv::resize(scene.class_map, labels, cv::Size(static_cast<int>(s), static_cast<int>(s)), 0,
+                 0, cv::INTER_NEAREST);
+      batch.target[i].copy_(at::from_blob(labels.data, {s, s}, at::kByte).to(at::kLong));
+      continue;
+    }
+    const float scale_x = static_cast<float>(s) / scene.image.cols;
+    const float scale_y = static_cast<float>(s) / scene.image.rows;
+    batch.boxes.emplace_back();
+    auto heat = batch.heat.accessor<float, 4>();
+    auto log_size = batch.log_size.accessor<float, 4>();
+    auto offset = batch.offset.accessor<float, 4>();
+    auto centres = batch.centres.accessor<float, 3>();
+    for (const shapes::ShapeInstance& shape : scene.shapes) {
+      const float x1 = shape.box.x * scale_x, y1 = shape.box.y * scale_y;
+      const float w = shape.box.width * scale_x, h = shape.box.height * scale_y;
+      const int64_t c = static_cast<int64_t>(shape.shape_class) - 1;
+      batch.boxes.back().push_back({{x1, y1, x1 + w, y1 + h}, c});
+      const float cx = (x1 + w / 2) / kDetectionStride, cy = (y1 + h / 2) / kDetectionStride;
+      const int64_t gx = std::clamp<int64_t>(static_cast<int64_t>(cx), 0, cells - 1);
+      const int64_t gy = std::clamp<int64_t>(static_cast<int64_t>(cy), 0, cells - 1);
+      // The Gaussian's width follows the object's size in cells (CenterNet uses a radius
+      // within which a shifted box keeps IoU 0.7; a third of the smaller side is close).
+      const float sigma = std::max(0.7f, std::min(w, h) / kDetectionStride / 6.0f);
+      for (int64_t y = 0; y < cells; ++y) {
+        for (int64_t x = 0; x < cells; ++x) {
+          const float d2 = static_cast<float>((x - gx) * (x - gx) + (y - gy) * (y - gy));
+          heat[i][c][y][x] = std::max(heat[i][c][y][x], std::exp(-d2 / (2 * sigma * sigma)));
+        }
+      }
+      log_size[i][0][gy][gx] = std::log(std::max(w, 1.0f));
+      log_size[i][1][gy][gx] = std::log(std::max(h, 1.0f));
+      offset[i][0][gy][gx] = cx - static_cast<float>(gx);
+      offset[i][1][gy][gx] = cy - static_cast<float>(gy);
+      centres[i][gy][gx] = 1.0f;
+    }
   }
   return batch;
 }
+
+at::Tensor DetectionLoss(const at::Tensor& output, const Batch& batch, const c10::Device& device) {
+  const int64_t classes = shapes::kNumShapeClasses;
+  const at::Tensor heat_target = batch.heat.to(device);
+  const at::Tensor centres = batch.centres.to(device).unsqueeze(1);  // [B,1,h,w]
+  const at::Tensor p = output.narrow(1, 0, classes).sigmoid().clamp(1e-4, 1 - 1e-4);
+  const at::Tensor positive = heat_target.eq(1.0).to(at::kFloat);
+  const at::Tensor focal =
+      -(positive * (1 - p).pow(2) * p.log() +
+        (1 - positive) * (1 - heat_target).pow(4) * p.pow(2) * (1 - p).log())
+           .sum();
+  const at::Tensor objects = centres.sum().clamp_min(1);
+  const at::Tensor size_loss =
+      ((output.narrow(1, classes, 2) - batch.log_size.to(device)).abs() * centres).sum() / objects;
+  const at::Tensor offset_loss =
+      ((output.narrow(1, classes + 2, 2).sigmoid() - batch.offset.to(device)).abs() * centres)
+          .sum() /
+      objects;
+  return focal / objects + size_loss + offset_loss;
+}
+
+}  // namespace internal
+
+namespace {
+
+using internal::Batch;
+using internal::DetectionLoss;
+using internal::kDetectionStride;
+using internal::MakeBatch;
+
+namespace fs = std::filesystem;
+constexpr int64_t kWarmupSteps = 50;
 
 // Logits at the input's size (the decoder's are at a quarter of it).
 at::Tensor FullSizeLogits(const at::Tensor& logits, int64_t size) {
@@ -62,32 +132,65 @@ at::Tensor FullSizeLogits(const at::Tensor& logits, int64_t size) {
 }
 
 struct Scores {
-  double miou = 0;
+  double miou = 0;             // Segmentation.
   double pixel_accuracy = 0;
+  double precision = 0;        // Detection: at IoU 0.5, score 0.3, classes matched.
+  double recall = 0;
 };
+
+double Iou(const std::array<float, 4>& a, const CenterDetection& b) {
+  const float w = std::max(0.0f, std::min(a[2], b.x2) - std::max(a[0], b.x1));
+  const float h = std::max(0.0f, std::min(a[3], b.y2) - std::max(a[1], b.y1));
+  const float inter = w * h;
+  const float area = (a[2] - a[0]) * (a[3] - a[1]) + (b.x2 - b.x1) * (b.y2 - b.y1) - inter;
+  return area > 0 ? inter / area : 0.0;
+}
 
 absl::StatusOr<Scores> Evaluate(VisionModel& model, const TrainOptions& options,
                                 const PreprocessSpec& spec, int64_t classes) {
   model.eval();
   c10::NoGradGuard no_grad;
   at::Tensor confusion = at::zeros({classes, classes}, at::kLong);
+  int64_t true_positives = 0, detections = 0, objects = 0;
   for (int64_t first = 0; first < options.eval_scenes; first += options.batch_size) {
     const int64_t count = std::min(options.batch_size, options.eval_scenes - first);
-    VITSERVE_ASSIGN_OR_RETURN(Batch batch,
-                              SegmentationBatch(HeldOutSeed(options.seed), first, count, spec));
-    const at::Tensor predicted =
-        FullSizeLogits(model.forward(batch.input.to(options.device)), spec.input_size)
-            .argmax(1)
-            .cpu();
-    confusion += at::bincount((batch.target * classes + predicted).flatten(), {}, classes * classes)
-                     .view({classes, classes});
+    VITSERVE_ASSIGN_OR_RETURN(
+        Batch batch, MakeBatch(options.task, HeldOutSeed(options.seed), first, count, spec));
+    const at::Tensor output = model.forward(batch.input.to(options.device)).cpu();
+    if (options.task == ModelTask::kSegmentation) {
+      const at::Tensor predicted = FullSizeLogits(output, spec.input_size).argmax(1);
+      confusion += at::bincount((batch.target * classes + predicted).flatten(), {}, classes * classes)
+                       .view({classes, classes});
+      continue;
+    }
+    for (int64_t i = 0; i < count; ++i) {
+      VITSERVE_ASSIGN_OR_RETURN(std::vector<CenterDetection> found,
+                                DecodeCenters(output[i], classes, spec.input_size, 0.3, 100));
+      const auto& truth = batch.boxes[static_cast<size_t>(i)];
+      std::vector<bool> matched(truth.size(), false);
+      for (const CenterDetection& d : found) {  // Best first: greedy matching.
+        for (size_t t = 0; t < truth.size(); ++t) {
+          if (!matched[t] && truth[t].second == d.class_index && Iou(truth[t].first, d) >= 0.5) {
+            matched[t] = true;
+            ++true_positives;
+            break;
+          }
+        }
+      }
+      detections += static_cast<int64_t>(found.size());
+      objects += static_cast<int64_t>(truth.size());
+    }
   }
   model.train();
-  const at::Tensor hits = confusion.diagonal().to(at::kDouble);
-  const at::Tensor unions =
-      (confusion.sum(0) + confusion.sum(1)).to(at::kDouble) - hits;
-  const at::Tensor present = unions > 0;
   Scores scores;
+  if (options.task == ModelTask::kDetection) {
+    scores.precision = detections > 0 ? static_cast<double>(true_positives) / detections : 0.0;
+    scores.recall = objects > 0 ? static_cast<double>(true_positives) / objects : 0.0;
+    return scores;
+  }
+  const at::Tensor hits = confusion.diagonal().to(at::kDouble);
+  const at::Tensor unions = (confusion.sum(0) + confusion.sum(1)).to(at::kDouble) - hits;
+  const at::Tensor present = unions > 0;
   scores.miou = (hits.masked_select(present) / unions.masked_select(present)).mean().item<double>();
   scores.pixel_accuracy = hits.sum().item<double>() / confusion.sum().item<double>();
   return scores;
@@ -115,13 +218,18 @@ absl::Status WriteModelFolder(VisionModel& model, const TrainOptions& options,
       {{"architecture", options.architecture},
        {"task", std::string(ModelTaskName(options.task))},
        {"trained_by", "vitserve-train"}}));
+  const bool detection = options.task == ModelTask::kDetection;
   VITSERVE_RETURN_IF_ERROR(WriteText(
       out / "config.pbtxt",
       absl::StrCat("# Written by vitserve-train.\narchitecture: \"", options.architecture,
-                   "\"\ntask: SEGMENTATION\nnum_classes: ", info.num_classes,
-                   "\ninput { size: ", options.input_size, " }\n")));
+                   "\"\ntask: ", detection ? "DETECTION" : "SEGMENTATION",
+                   "\nnum_classes: ", info.num_classes, "\ninput { size: ", options.input_size,
+                   " }\n")));
+  // Segmentation's class 0 is the background; detection has object classes only.
   std::string labels;
-  for (std::string_view name : shapes::kClassNames) labels.append(name).append("\n");
+  for (size_t c = detection ? 1 : 0; c < shapes::kClassNames.size(); ++c) {
+    labels.append(shapes::kClassNames[c]).append("\n");
+  }
   return WriteText(out / "labels.txt", labels);
 }
 
@@ -135,8 +243,13 @@ uint64_t HeldOutSeed(uint64_t training_seed) {
 
 absl::StatusOr<TrainResult> Train(const ModelRegistry& registry, const TrainOptions& options,
                                   const std::function<void(const TrainProgress&)>& report) {
-  if (options.task != ModelTask::kSegmentation) {
-    return absl::InvalidArgumentError("vitserve-train trains segmentation models only (for now)");
+  if (options.task != ModelTask::kSegmentation && options.task != ModelTask::kDetection) {
+    return absl::InvalidArgumentError(
+        "vitserve-train trains segmentation and detection models (not classifiers yet)");
+  }
+  if (options.task == ModelTask::kDetection && options.input_size % kDetectionStride != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a detector's input size must be a multiple of ", kDetectionStride));
   }
   if (options.out.empty()) return absl::InvalidArgumentError("the output folder is required");
   if (options.input_size < 32 || options.input_size > 1024 || options.batch_size < 1 ||
@@ -154,7 +267,8 @@ absl::StatusOr<TrainResult> Train(const ModelRegistry& registry, const TrainOpti
     return absl::FailedPreconditionError(
         absl::StrCat("could not create ", state.string(), ": ", error.message()));
   }
-  const int64_t classes = shapes::kNumShapeClasses + 1;
+  // Segmentation also labels the background (class 0).
+  const int64_t classes = shapes::kNumShapeClasses + (options.task == ModelTask::kSegmentation);
   at::manual_seed(static_cast<uint64_t>(options.seed));  // Before the random initial weights.
   VITSERVE_ASSIGN_OR_RETURN(ModelRegistry::TaskModel built,
                             registry.CreateForTask(options.architecture, options.task, classes));
@@ -215,14 +329,16 @@ absl::StatusOr<TrainResult> Train(const ModelRegistry& registry, const TrainOpti
     for (torch::optim::OptimizerParamGroup& group : optimizer.param_groups()) {
       static_cast<torch::optim::AdamOptions&>(group.options()).lr(rate);
     }
-    VITSERVE_ASSIGN_OR_RETURN(
-        Batch batch, SegmentationBatch(options.seed, step * options.batch_size, options.batch_size,
-                                       spec));
+    VITSERVE_ASSIGN_OR_RETURN(Batch batch, MakeBatch(options.task, options.seed,
+                                                     step * options.batch_size,
+                                                     options.batch_size, spec));
     optimizer.zero_grad();
-    const at::Tensor logits =
-        FullSizeLogits(model->forward(batch.input.to(options.device)), options.input_size);
+    const at::Tensor output = model->forward(batch.input.to(options.device));
     const at::Tensor loss =
-        torch::nn::functional::cross_entropy(logits, batch.target.to(options.device));
+        options.task == ModelTask::kDetection
+            ? DetectionLoss(output, batch, options.device)
+            : torch::nn::functional::cross_entropy(FullSizeLogits(output, options.input_size),
+                                                   batch.target.to(options.device));
     loss.backward();
     optimizer.step();
     loss_sum += loss.item<double>();
@@ -260,6 +376,8 @@ absl::StatusOr<TrainResult> Train(const ModelRegistry& registry, const TrainOpti
   VITSERVE_ASSIGN_OR_RETURN(Scores scores, Evaluate(*model, options, spec, classes));
   result.heldout_miou = scores.miou;
   result.heldout_pixel_accuracy = scores.pixel_accuracy;
+  result.heldout_precision = scores.precision;
+  result.heldout_recall = scores.recall;
   model->eval();
   VITSERVE_RETURN_IF_ERROR(WriteModelFolder(*model, options, built.info));
   return result;

@@ -4,8 +4,9 @@
 // checkpoints to resume from, and a model-repository folder as its result (fp16 safetensors,
 // config.pbtxt, labels.txt) that vitserve serves as it is.
 //
-// Segmentation only for now: the model sees each scene as Segment serves it (stretched to the
-// square input, kDenseResizeMode) and learns the scene's label map at that size.
+// Segmentation (the scene's label map; cross-entropy) and detection (the shapes' boxes; CenterNet
+// targets and loss): the model sees each scene as Segment and Detect serve it (stretched to the
+// square input, kDenseResizeMode). Classifiers are not trained yet.
 //
 // Thread-safety: one Train call at a time per options.out folder. Errors: INVALID_ARGUMENT for
 // bad options, FAILED_PRECONDITION for a folder it cannot write, what the registry, the
@@ -54,8 +55,12 @@ struct TrainResult {
   int64_t steps_run = 0;       // This call (after a resume, fewer than options.steps).
   bool finished = false;       // The run reached options.steps (the folder is written).
   double final_loss = 0;
-  double heldout_miou = 0;     // Mean IoU over the classes, at the model's input size.
+  double heldout_miou = 0;     // Segmentation: mean IoU over the classes, at the input size.
   double heldout_pixel_accuracy = 0;
+  // Detection: boxes at score >= 0.3 matching an object of their class at IoU >= 0.5, over all
+  // boxes (precision) and over all objects (recall).
+  double heldout_precision = 0;
+  double heldout_recall = 0;
 };
 
 // `report` (may be empty) is called every few seconds and at the end. The serving folder and

@@ -3,6 +3,8 @@
 #include "tools/train/trainer.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
+#include <torch/optim/adam.h>
 
 #include <filesystem>
 #include <fstream>
@@ -15,7 +17,11 @@
 #include "models/registry.h"
 #include "models/weights/safetensors.h"
 #include "models/weights/state_dict.h"
+#include "models/dense/detection.h"
+#include "models/heads/center_decode.h"
+#include "models/shvit/shvit.h"
 #include "tests/test_util/scoped_temp_dir.h"
+#include "tools/train/internal/targets.h"
 
 namespace vitserve::train {
 namespace {
@@ -72,6 +78,29 @@ TEST(TrainTest, WritesAServableFolderAndReports) {
   EXPECT_TRUE(LoadStateDict(*fresh->model, *weights).ok());
 }
 
+TEST(TrainTest, DetectorFolderHasObjectClassesOnly) {
+  ScopedTempDir dir;
+  const ModelRegistry registry = BuiltinModelRegistry();
+  TrainOptions options = Tiny(dir.File("det"));
+  options.task = ModelTask::kDetection;
+  absl::StatusOr<TrainResult> result = Train(registry, options, {});
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->finished);
+  EXPECT_GT(result->final_loss, 0);
+  EXPECT_GE(result->heldout_recall, 0);
+  EXPECT_LE(result->heldout_recall, 1);
+  const std::string config = Read(dir.File("det/config.pbtxt"));
+  EXPECT_THAT(config, HasSubstr("task: DETECTION"));
+  EXPECT_THAT(config, HasSubstr("num_classes: 5"));
+  EXPECT_EQ(Read(dir.File("det/labels.txt")), "circle\nsquare\ntriangle\nstar\nhexagon\n");
+  absl::StatusOr<SafetensorsFile> weights = SafetensorsFile::Open(dir.File("det/model.safetensors"));
+  ASSERT_TRUE(weights.ok());
+  absl::StatusOr<ModelRegistry::TaskModel> fresh =
+      registry.CreateForTask("shvit_s1", ModelTask::kDetection, 5);
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_TRUE(LoadStateDict(*fresh->model, *weights).ok());
+}
+
 // Stopped after 3 steps and resumed, the run ends with the weights of one that ran 6 steps
 // straight: same scenes, same optimiser state, same BatchNorm statistics.
 TEST(TrainTest, ResumingContinuesWhereTheCheckpointStopped) {
@@ -115,7 +144,11 @@ TEST(TrainTest, RejectsBadOptions) {
   ScopedTempDir dir;
   const ModelRegistry registry = BuiltinModelRegistry();
   TrainOptions options = Tiny(dir.File("x"));
+  options.task = ModelTask::kClassification;
+  EXPECT_EQ(Train(registry, options, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  options = Tiny(dir.File("x"));
   options.task = ModelTask::kDetection;
+  options.input_size = 34;  // Not a multiple of the detector's stride.
   EXPECT_EQ(Train(registry, options, {}).status().code(), absl::StatusCode::kInvalidArgument);
   options = Tiny(dir.File("x"));
   options.steps = 0;
@@ -127,6 +160,74 @@ TEST(TrainTest, RejectsBadOptions) {
   EXPECT_THAT(vit.status().message(), HasSubstr("supports: classification"));
   options = Tiny("");
   EXPECT_EQ(Train(registry, options, {}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace vitserve::train
+
+namespace vitserve::train {
+namespace {
+
+// The detection targets, loss and decoding agree: a small detector trained on one fixed batch
+// finds that batch's objects again (box and class, IoU >= 0.5) through DecodeCenters.
+TEST(DetectionTargetsTest, AModelFitsAFixedBatchAndDecodesItsObjects) {
+  at::manual_seed(0);
+  PreprocessSpec spec;
+  spec.input_size = 64;
+  absl::StatusOr<internal::Batch> batch =
+      internal::MakeBatch(ModelTask::kDetection, /*seed=*/3, 0, 4, spec);
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  ASSERT_EQ(batch->heat.sizes(), (std::vector<int64_t>{4, 5, 16, 16}));
+  int64_t objects = 0;
+  for (const auto& scene : batch->boxes) objects += static_cast<int64_t>(scene.size());
+  EXPECT_EQ(batch->centres.sum().item<int64_t>(), objects);  // (no two centres share a cell here)
+  EXPECT_EQ(batch->heat.eq(1.0).sum().item<int64_t>(), objects);
+
+  ShvitConfig config;
+  config.embed_dim = {32, 48, 64};
+  config.depth = {1, 1, 1};
+  config.partial_dim = {8, 12, 16};
+  config.classifier = false;
+  DetectionOptions options;
+  options.num_classes = 5;
+  options.dim = 32;
+  std::shared_ptr<VisionModel> model = MakeDetectionModel(MakeShvit(config), options);
+  model->train();
+  torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(3e-3));
+  double first_loss = 0, last_loss = 0;
+  for (int step = 0; step < 150; ++step) {
+    optimizer.zero_grad();
+    const at::Tensor loss =
+        internal::DetectionLoss(model->forward(batch->input), *batch, c10::kCPU);
+    loss.backward();
+    optimizer.step();
+    if (step == 0) first_loss = loss.item<double>();
+    last_loss = loss.item<double>();
+  }
+  EXPECT_LT(last_loss, 0.3 * first_loss) << first_loss << " -> " << last_loss;
+  model->eval();
+  c10::NoGradGuard no_grad;
+  const at::Tensor output = model->forward(batch->input);
+  int64_t found = 0;
+  for (int64_t i = 0; i < 4; ++i) {
+    absl::StatusOr<std::vector<CenterDetection>> detections =
+        DecodeCenters(output[i], 5, 64, 0.3, 20);
+    ASSERT_TRUE(detections.ok());
+    for (const auto& [box, cls] : batch->boxes[static_cast<size_t>(i)]) {
+      for (const CenterDetection& d : *detections) {
+        const float w = std::max(0.0f, std::min(box[2], d.x2) - std::max(box[0], d.x1));
+        const float h = std::max(0.0f, std::min(box[3], d.y2) - std::max(box[1], d.y1));
+        const float inter = w * h;
+        const float iou = inter / ((box[2] - box[0]) * (box[3] - box[1]) +
+                                   (d.x2 - d.x1) * (d.y2 - d.y1) - inter);
+        if (d.class_index == cls && iou >= 0.5f) {
+          ++found;
+          break;
+        }
+      }
+    }
+  }
+  EXPECT_GE(found, objects * 3 / 4) << found << " of " << objects;
 }
 
 }  // namespace
