@@ -1,13 +1,17 @@
 #!/usr/bin/env python3
-"""Scores a served segmentation model on a vitserve-shapes set, from what vitserve answers.
+"""Scores a served segmentation or detection model on a vitserve-shapes set, from what vitserve
+answers.
 
     .venv/bin/python tools/score_shapes.py --server localhost:8001 --model shapes_seg \
-        --data DIR [--client build/bin/vitserve-client] [--limit N]
+        --data DIR [--task segmentation|detection] [--client build/bin/vitserve-client] [--limit N]
 
-Sends every image of DIR/images through `vitserve-client segment` (label maps written as PNGs at
-the original size), compares them with DIR/semantic/*.png and prints one JSON object: per-class
-IoU (classes present in the ground truth or the predictions), their mean (mIoU) and the pixel
-accuracy. Make DIR with a seed the model never trained on (vitserve-train uses its --seed).
+Segmentation: every image of DIR/images through `vitserve-client segment` (label maps written as
+PNGs at the original size), compared with DIR/semantic/*.png: per-class IoU (classes present in
+the ground truth or the predictions), their mean (mIoU) and the pixel accuracy.
+Detection: `vitserve-client detect --json --score-threshold 0.01 --max-detections 100`, scored by
+pycocotools' COCOeval against DIR/instances.json (box class index + 1 = category id): mAP@0.5
+and mAP@[.5:.95]. Prints one JSON object. Make DIR with a seed the model never trained on
+(vitserve-train uses its --seed).
 """
 import argparse
 import json
@@ -15,6 +19,9 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+
+import contextlib
+import io
 
 import numpy as np
 from PIL import Image
@@ -40,6 +47,49 @@ def score(data: pathlib.Path, masks: pathlib.Path, images):
             "iou": {k: round(float(v), 4) for k, v in iou.items()}}
 
 
+def run_client(args, command, images, extra):
+    """Yields vitserve-client's stdout for the images, 64 per call (bounded command lines)."""
+    for start in range(0, len(images), 64):
+        chunk = images[start:start + 64]
+        done = subprocess.run([args.client, command, "--server", args.server, "--model",
+                               args.model, *extra, *map(str, chunk)], capture_output=True,
+                              text=True)
+        if done.returncode != 0:
+            sys.stderr.write(done.stderr)
+            raise SystemExit(f"vitserve-client {command} failed ({done.returncode})")
+        yield done.stdout
+
+
+def score_detection(args, images):
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO(str(args.data / "instances.json"))
+    ids = {entry["file_name"]: entry["id"] for entry in truth.dataset["images"]}
+    results = []
+    for stdout in run_client(args, "detect", images,
+                             ["--json", "--score-threshold", "0.01", "--max-detections", "100"]):
+        for line in stdout.splitlines():
+            answer = json.loads(line)
+            image_id = ids[pathlib.Path(answer["image"]).name]
+            for box in answer["boxes"]:
+                results.append({"image_id": image_id, "category_id": box["index"] + 1,
+                                "bbox": [box["x1"], box["y1"], box["x2"] - box["x1"],
+                                         box["y2"] - box["y1"]],
+                                "score": box["score"]})
+    scored_ids = [ids[image.name] for image in images]
+    if not results:
+        return {"images": len(images), "map50": 0.0, "map": 0.0, "detections": 0}
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluation = COCOeval(truth, truth.loadRes(results), "bbox")
+        evaluation.params.imgIds = scored_ids
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return {"images": len(images), "map50": float(evaluation.stats[1]),
+            "map": float(evaluation.stats[0]), "detections": len(results)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", required=True)
@@ -48,23 +98,20 @@ def main():
     parser.add_argument("--client", default=str(pathlib.Path(__file__).resolve().parent.parent
                                                  / "build" / "bin" / "vitserve-client"))
     parser.add_argument("--limit", type=int, default=0, help="score only the first N images")
+    parser.add_argument("--task", choices=["segmentation", "detection"], default="segmentation")
     args = parser.parse_args()
     images = sorted((args.data / "images").glob("*.jpg"))
     if args.limit:
         images = images[:args.limit]
     if not images:
         raise SystemExit(f"no images in {args.data / 'images'}")
+    if args.task == "detection":
+        print(json.dumps(score_detection(args, images)))
+        return
     with tempfile.TemporaryDirectory() as masks:
-        for start in range(0, len(images), 64):  # Bounded command lines.
-            chunk = images[start:start + 64]
-            done = subprocess.run([args.client, "segment", "--server", args.server, "--model",
-                                   args.model, "--output-dir", masks, *map(str, chunk)],
-                                  capture_output=True, text=True)
-            if done.returncode != 0:
-                sys.stderr.write(done.stderr)
-                raise SystemExit(f"vitserve-client segment failed ({done.returncode})")
+        for _ in run_client(args, "segment", images, ["--output-dir", masks]):
+            pass
         print(json.dumps(score(args.data, pathlib.Path(masks), images)))
-
 
 if __name__ == "__main__":
     main()

@@ -77,3 +77,24 @@ def test_help():
     assert result.returncode == 0
     for flag in ("--out", "--steps", "--resume", "--stop-after", "--device", "model.safetensors"):
         assert flag in result.stdout
+
+
+def test_trained_detector_serves_and_scores_with_cocoeval(tmp_path, start_server):
+    result = train(tmp_path / "repo" / "shapes_det", "--task", "detection", "--steps", "6",
+                   "--batch-size", "2", "--input-size", "64", "--eval-scenes", "2")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["finished"] and 0 <= summary["heldout_recall"] <= 1
+    heldout = tmp_path / "heldout"
+    made = subprocess.run([str(binary("vitserve-shapes")), "--out", str(heldout), "--count", "3",
+                           "--seed", "98"], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    server = start_server(f"--model-repository={tmp_path / 'repo'}", "--device=cpu")
+    scored = subprocess.run([sys.executable, str(ROOT / "tools" / "score_shapes.py"), "--task",
+                             "detection", "--server", server.grpc_target, "--model", "shapes_det",
+                             "--data", str(heldout), "--client", str(binary("vitserve-client"))],
+                            capture_output=True, text=True, timeout=300)
+    assert scored.returncode == 0, scored.stderr
+    report = json.loads(scored.stdout)
+    assert report["images"] == 3
+    assert 0 <= report["map50"] <= 1 and 0 <= report["map"] <= 1
