@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "client/annotate.h"
 #include "client/grpc_status.h"
 #include "client/image_io.h"
 #include "client/json_writer.h"
@@ -59,12 +60,14 @@ absl::Status WriteFile(const std::string& path, const std::string& bytes) {
 // Sends options.args in requests of options.batch images, in order, one request at a time,
 // and prints one result per image. Stops at the first failure.
 absl::Status RunTask(VisionClient& client, const CliOptions& options, std::ostream& out) {
-  if (!options.output_dir.empty()) {
+  for (const auto& [flag, dir] : {std::pair<const char*, const std::string*>{"--output-dir", &options.output_dir},
+                                  std::pair<const char*, const std::string*>{"--annotate", &options.annotate_dir}}) {
+    if (dir->empty()) continue;
     std::error_code ec;
-    std::filesystem::create_directories(options.output_dir, ec);
+    std::filesystem::create_directories(*dir, ec);
     if (ec) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          "cannot create --output-dir '", options.output_dir, "': ", ec.message()));
+      return absl::PermissionDeniedError(
+          absl::StrCat("cannot create ", flag, " '", *dir, "': ", ec.message()));
     }
   }
   const size_t n = options.args.size();
@@ -102,6 +105,13 @@ absl::Status RunTask(VisionClient& client, const CliOptions& options, std::ostre
       if (auto s = CheckResultCount(response->results_size(), end - begin); !s.ok()) return s;
       for (size_t i = begin; i < end; ++i) {
         const auto& result = response->results(static_cast<int>(i - begin));
+        if (!options.annotate_dir.empty()) {
+          if (auto s = AnnotateDetections(options.args[i], result,
+                                          AnnotatedPath(options.annotate_dir, options.args[i]));
+              !s.ok()) {
+            return s;
+          }
+        }
         out << (options.json ? DetectionsJson(options.args[i], options.model, result) + "\n"
                              : DetectionsText(options.args[i], options.model, result));
       }
@@ -118,6 +128,13 @@ absl::Status RunTask(VisionClient& client, const CliOptions& options, std::ostre
         if (!options.output_dir.empty()) {
           mask_file = MaskPath(options.output_dir, options.args[i]);
           if (auto s = WriteFile(mask_file, result.mask()); !s.ok()) return s;
+        }
+        if (!options.annotate_dir.empty()) {
+          if (auto s = AnnotateSegmentation(options.args[i], result,
+                                            AnnotatedPath(options.annotate_dir, options.args[i]));
+              !s.ok()) {
+            return s;
+          }
         }
         out << (options.json
                     ? SegmentationJson(options.args[i], options.model, result, mask_file) + "\n"
@@ -399,12 +416,15 @@ Commands:
       Classify image files (JPEG, PNG, BMP, WebP; sent as bytes, decoded by the server).
       Prints the top-k classes per image; with --json one object per image per line:
         {"image":"cat.jpg","model":"shvit_s1","classes":[{"index":281,"label":"tabby","score":0.91}]}
-  detect --model NAME [--score-threshold S] [--max-detections N] [--batch B] [--json] IMAGE...
+  detect --model NAME [--score-threshold S] [--max-detections N] [--batch B] [--json]
+         [--annotate DIR] IMAGE...
       Detect objects; --json lines carry "boxes":[{"x1","y1","x2","y2","score","index","label"}]
-      in original image pixels.
-  segment --model NAME [--output-dir DIR] [--batch B] [--json] IMAGE...
+      in original image pixels. --annotate DIR draws the boxes with their labels and scores on a
+      copy of each image: DIR/<image stem>.annotated.png.
+  segment --model NAME [--output-dir DIR] [--annotate DIR] [--batch B] [--json] IMAGE...
       Segment images; --json lines carry "width","height","mask_png_bytes" (and "mask_file").
-      --output-dir DIR writes each label map as DIR/<image stem>.mask.png.
+      --output-dir DIR writes each label map as DIR/<image stem>.mask.png; --annotate DIR blends
+      it, one colour per class, over a copy of the image: DIR/<image stem>.annotated.png.
   models [--json]
       List the served models: name, task, input size, readiness, architecture, parameters,
       precision, device; with --json one object per model per line.
@@ -487,6 +507,9 @@ int RunCli(const CliOptions& options, std::ostream& out, std::ostream& err) {
   if (options.max_detections < 0) return Usage(err, "--max-detections must be >= 0");
   if (!options.output_dir.empty() && cmd != "segment") {
     return Usage(err, "--output-dir applies to segment only");
+  }
+  if (!options.annotate_dir.empty() && cmd != "segment" && cmd != "detect") {
+    return Usage(err, "--annotate applies to detect and segment only");
   }
   if (options.client.timeout <= absl::ZeroDuration()) {
     return Usage(err, "--timeout must be positive");

@@ -37,6 +37,7 @@ struct CliOptions {
   double score_threshold = 0;      // detect; 0: the server's default (0.3)
   int max_detections = 0;          // detect; 0: the server's default (100)
   std::string output_dir;          // segment: write <image stem>.mask.png files here
+  std::string annotate_dir;        // detect / segment: write <image stem>.annotated.png here
   // bench
   int concurrency = 1;
   int channels = 1;                // connections the requests are spread over

@@ -24,6 +24,8 @@ ABSL_FLAG(int, top_k, 0, "classify: classes per image (0: server default, 5)");
 ABSL_FLAG(double, score_threshold, 0, "detect: minimum score (0: server default, 0.3)");
 ABSL_FLAG(int, max_detections, 0, "detect: most boxes per image (0: server default, 100)");
 ABSL_FLAG(std::string, output_dir, "", "segment: directory for <stem>.mask.png files");
+ABSL_FLAG(std::string, annotate, "",
+          "detect/segment: directory for <stem>.annotated.png (results drawn on the image)");
 ABSL_FLAG(int, concurrency, 1, "bench: outstanding requests (closed loop)");
 ABSL_FLAG(int, channels, 1,
           "bench: gRPC connections the requests are spread over (round robin), so one "
@@ -137,6 +139,7 @@ int main(int raw_argc, char** raw_argv) {
   options.score_threshold = absl::GetFlag(FLAGS_score_threshold);
   options.max_detections = absl::GetFlag(FLAGS_max_detections);
   options.output_dir = absl::GetFlag(FLAGS_output_dir);
+  options.annotate_dir = absl::GetFlag(FLAGS_annotate);
   options.concurrency = absl::GetFlag(FLAGS_concurrency);
   options.channels = absl::GetFlag(FLAGS_channels);
   options.rate = absl::GetFlag(FLAGS_rate);

@@ -31,9 +31,11 @@ def test_segment_writes_label_maps_at_the_original_size(scenes, tmp_path, start_
 
     images = sorted((scenes / "images").glob("*.jpg"))
     masks = tmp_path / "masks"
+    annotated = tmp_path / "annotated"
     result = subprocess.run(
         [str(binary("vitserve-client")), "segment", "--server", server.grpc_target,
-         "--model", "shapes_seg", "--output-dir", str(masks), "--json", *map(str, images)],
+         "--model", "shapes_seg", "--output-dir", str(masks), "--annotate", str(annotated),
+         "--json", *map(str, images)],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -47,6 +49,8 @@ def test_segment_writes_label_maps_at_the_original_size(scenes, tmp_path, start_
         assert mask.mode == "L"  # 8-bit: six classes.
         assert mask.size == (width, height)
         assert np.array(mask).max() <= 5
+        drawn = Image.open(annotated / (image_path.stem + ".annotated.png"))
+        assert drawn.size == (width, height) and drawn.mode == "RGB"
 
     # The model describes itself as what it serves.
     models = subprocess.run([str(binary("vitserve-client")), "models", "--server",
@@ -77,9 +81,11 @@ def test_detect_answers_boxes_inside_each_image(scenes, tmp_path, start_server):
     (model_dir / "labels.txt").write_text("circle\nsquare\ntriangle\nstar\nhexagon\n")
     server = start_server(f"--model-repository={tmp_path / 'repo'}", "--device=cpu")
     images = sorted((scenes / "images").glob("*.jpg"))
+    annotated = tmp_path / "annotated"
     result = subprocess.run(
         [str(binary("vitserve-client")), "detect", "--server", server.grpc_target, "--model",
-         "shapes_det", "--score-threshold", "0.01", "--json", *map(str, images)],
+         "shapes_det", "--score-threshold", "0.01", "--annotate", str(annotated), "--json",
+         *map(str, images)],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -88,6 +94,10 @@ def test_detect_answers_boxes_inside_each_image(scenes, tmp_path, start_server):
         width, height = Image.open(image_path).size
         assert line["image"] == str(image_path)
         assert len(line["boxes"]) <= 4  # The config's max_detections.
+        drawn = np.array(Image.open(annotated / (image_path.stem + ".annotated.png")))
+        assert drawn.shape[:2] == (height, width)
+        if line["boxes"]:  # Drawn boxes change the picture.
+            assert np.any(drawn != np.array(Image.open(image_path).convert("RGB")))
         for box in line["boxes"]:
             assert 0 <= box["x1"] <= box["x2"] <= width
             assert 0 <= box["y1"] <= box["y2"] <= height
