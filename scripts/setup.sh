@@ -34,6 +34,9 @@ APT_PACKAGES=(
   nlohmann-json3-dev  # JSON (header-only): vitserve-shapes' COCO files
   libb64-0d   # perf_analyzer's runtime dependency (e2e tests)
   prometheus  # prometheus + promtool: tests/e2e/test_prometheus.py scrapes vitserve with them
+  # The container images' end-to-end test (scripts/container-test.sh): rootful podman with a
+  # base image made by debootstrap (no registry is reachable), runc as the runtime.
+  podman buildah debootstrap runc catatonit fuse-overlayfs slirp4netns uidmap
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

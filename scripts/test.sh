@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs every test: CTest (unit and integration) and the
-# pytest end-to-end suite against the real binaries. Exit status 0 only when all pass and no
+# Installs what is missing, builds, and runs every test: CTest (unit and integration), the
+# pytest end-to-end suite against the real binaries, and the container image's end-to-end test
+# (scripts/container-test.sh, as root). Exit status 0 only when all pass and no
 # test other than a CUDA one (without a GPU) was skipped; the last line sums up both suites.
 #   scripts/test.sh [extra pytest args...]
 set -euo pipefail
@@ -20,5 +21,13 @@ started=$SECONDS
 export VITSERVE_BUILD_DIR="$ROOT/$BUILD_DIR"
 .venv/bin/python -m pytest tests/e2e -q -rs --junitxml "$BUILD_DIR/pytest-junit.xml" "$@"
 echo "[test] pytest took $((SECONDS - started)) s" >&2
+
+# The CPU image built from docker/Dockerfile.cpu as a user would, run and drained with podman
+# (docs/deployment.md section 1; the CUDA image: scripts/container-test.sh --cuda, by hand: it
+# needs about 20 GB of disk).
+echo "[test] container image: scripts/container-test.sh --prune" >&2
+started=$SECONDS
+VITSERVE_BUILD_DIR="$ROOT/$BUILD_DIR" scripts/container-test.sh --prune
+echo "[test] container test took $((SECONDS - started)) s" >&2
 
 .venv/bin/python scripts/test_report.py "$BUILD_DIR/ctest-junit.xml" "$BUILD_DIR/pytest-junit.xml"
