@@ -140,6 +140,19 @@ class VisionService::ModelCallReactor final : public grpc::ServerUnaryReactor {
   std::shared_ptr<const ServableModel> model_;
 };
 
+VisionService::ModelCallReactor* VisionService::StartModelCall(const std::string& name,
+                                                              const ServableModel** model) {
+  absl::StatusOr<std::shared_ptr<const ServableModel>> found = manager_->Get(name);
+  if (!found.ok()) {
+    *model = nullptr;
+    auto* reactor = new ModelCallReactor(nullptr);
+    reactor->Finish(ToGrpcStatus(found.status()));
+    return reactor;
+  }
+  *model = found->get();
+  return new ModelCallReactor(*std::move(found));
+}
+
 // ClassifyStream: StreamReactor (server/api/stream_reactor.h) running RunClassify per request;
 // the first failing request ends the stream with its status, prefixed with its request_id.
 class VisionService::ClassifyStreamReactor final
@@ -196,14 +209,10 @@ VisionService::VisionService(ModelManager* manager, ImageLimits image_limits,
 grpc::ServerUnaryReactor* VisionService::Classify(grpc::CallbackServerContext* context,
                                                   const v1::ClassifyRequest* request,
                                                   v1::ClassifyResponse* response) {
-  absl::StatusOr<std::shared_ptr<const ServableModel>> model = manager_->Get(request->model());
-  if (!model.ok()) {
-    auto* reactor = new ModelCallReactor(nullptr);
-    reactor->Finish(ToGrpcStatus(model.status()));
-    return reactor;
-  }
-  const ServableModel& served = **model;
-  auto* reactor = new ModelCallReactor(*std::move(model));
+  const ServableModel* model = nullptr;
+  ModelCallReactor* reactor = StartModelCall(request->model(), &model);
+  if (model == nullptr) return reactor;
+  const ServableModel& served = *model;
   RunClassify(served, image_limits_, preprocess_pool_, *request, DeadlineOf(*context),
               CancellationOf(context), response,
               [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
@@ -213,14 +222,10 @@ grpc::ServerUnaryReactor* VisionService::Classify(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* VisionService::Detect(grpc::CallbackServerContext* context,
                                                 const v1::DetectRequest* request,
                                                 v1::DetectResponse* response) {
-  absl::StatusOr<std::shared_ptr<const ServableModel>> model = manager_->Get(request->model());
-  if (!model.ok()) {
-    auto* reactor = new ModelCallReactor(nullptr);
-    reactor->Finish(ToGrpcStatus(model.status()));
-    return reactor;
-  }
-  const ServableModel& served = **model;
-  auto* reactor = new ModelCallReactor(*std::move(model));
+  const ServableModel* model = nullptr;
+  ModelCallReactor* reactor = StartModelCall(request->model(), &model);
+  if (model == nullptr) return reactor;
+  const ServableModel& served = *model;
   response->set_model(served.name());
   response->set_request_id(request->request_id());
   absl::StatusOr<DetectSettings> settings = ValidateDetectRequest(
@@ -240,14 +245,10 @@ grpc::ServerUnaryReactor* VisionService::Detect(grpc::CallbackServerContext* con
 grpc::ServerUnaryReactor* VisionService::Segment(grpc::CallbackServerContext* context,
                                                  const v1::SegmentRequest* request,
                                                  v1::SegmentResponse* response) {
-  absl::StatusOr<std::shared_ptr<const ServableModel>> model = manager_->Get(request->model());
-  if (!model.ok()) {
-    auto* reactor = new ModelCallReactor(nullptr);
-    reactor->Finish(ToGrpcStatus(model.status()));
-    return reactor;
-  }
-  const ServableModel& served = **model;
-  auto* reactor = new ModelCallReactor(*std::move(model));
+  const ServableModel* model = nullptr;
+  ModelCallReactor* reactor = StartModelCall(request->model(), &model);
+  if (model == nullptr) return reactor;
+  const ServableModel& served = *model;
   response->set_model(served.name());
   response->set_request_id(request->request_id());
   WholeImageFill fill = [&served, format = request->format(), response](

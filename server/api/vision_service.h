@@ -24,6 +24,8 @@
 // Thread-safety: called by gRPC from any number of threads.
 #pragma once
 
+#include <string>
+
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/server_callback.h"
 #include "server/api/work_pool.h"
@@ -64,6 +66,10 @@ class VisionService final : public v1::Vision::CallbackService {
 
  private:
   class ModelCallReactor;
+  // A reactor for a unary call on the model `name`, holding the model until the call is done
+  // and pointing `*model` at it; when there is no such model, `*model` is null and the reactor
+  // has already finished with the manager's status (NOT_FOUND, UNAVAILABLE).
+  ModelCallReactor* StartModelCall(const std::string& name, const ServableModel** model);
   class ClassifyStreamReactor;
 
   ModelManager* const manager_;
