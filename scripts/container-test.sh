@@ -279,8 +279,10 @@ echo "$metrics" | grep -qE "^vitserve_requests_total\{[^}]*model=\"shvit\"[^}]*\
 log "/metrics counts the requests"
 
 # Drain: stop under load. vitserve must log the SIGTERM (through catatonit, --init), answer
-# what it accepted, log "shut down cleanly" and exit 0; the load generator sees only OK and,
-# after the listener closed, UNAVAILABLE (nothing cancelled or failed mid-request).
+# what it accepted, log "shut down cleanly" and exit 0; the load generator sees only OK and
+# refusals: UNAVAILABLE after the listener closed, or CANCELLED for a call that reached gRPC's
+# transport but no handler when shutdown began (gRPC cancels such unmatched calls; vitserve never
+# started them). Any other code (INTERNAL, DEADLINE_EXCEEDED, ...) is a request lost mid-way.
 "$CLIENT" bench --server "127.0.0.1:$GRPC_PORT" --model shvit --concurrency 4 --duration 8 --json \
   > "$WORK/bench-$$.json" 2> "$WORK/bench-$$.log" &
 bench=$!
@@ -300,7 +302,7 @@ ok = r["requests"] - sum(errors.values())
 print(f"[container-test] load across the stop: {ok} requests answered OK, then refused: {errors}",
       file=sys.stderr)
 assert ok > 0, r
-unexpected = {k: v for k, v in r.get("errors_by_code", {}).items() if k != "UNAVAILABLE"}
+unexpected = {k: v for k, v in errors.items() if k not in ("UNAVAILABLE", "CANCELLED")}
 assert not unexpected, f"requests failed during the drain: {unexpected}"
 EOF
 log "podman stop took ${stop_s} s; exit code $exit_code"
