@@ -57,7 +57,12 @@ void ToTaps(const std::vector<float>& matrix, int64_t output_length, int64_t sou
 
 }  // namespace
 
-TensorPreprocessor::TensorPreprocessor(const PreprocessSpec& spec) : spec_(spec) {}
+TensorPreprocessor::TensorPreprocessor(const PreprocessSpec& spec) : spec_(spec) {
+  for (int c = 0; c < 3; ++c) {
+    scale_values_[c] = 1.0f / (255.0f * spec_.std[c]);
+    offset_values_[c] = -spec_.mean[c] / spec_.std[c];
+  }
+}
 
 const TensorPreprocessor::Weights& TensorPreprocessor::WeightsFor(int64_t height, int64_t width,
                                                                   const at::Tensor& like) {
@@ -84,14 +89,14 @@ const TensorPreprocessor::Weights& TensorPreprocessor::WeightsFor(int64_t height
     weights.columns = TransposedWeights(column_matrix, s, width, like);
     weights.rows = TransposedWeights(row_matrix, s, height, like);
   }
-  if (!scale_.defined() || scale_.device() != like.device()) {
-    std::vector<float> scale(3), offset(3);
-    for (int c = 0; c < 3; ++c) {
-      scale[c] = 1.0f / (255.0f * spec_.std[c]);
-      offset[c] = -spec_.mean[c] / spec_.std[c];
-    }
-    scale_ = at::tensor(scale).view({1, 3, 1, 1}).to(like.device());
-    offset_ = at::tensor(offset).view({1, 3, 1, 1}).to(like.device());
+  // The fused kernel takes the values themselves; the tensor ops need them as tensors.
+  if (!like.is_cuda() && (!scale_.defined() || scale_.device() != like.device())) {
+    scale_ = at::tensor(std::vector<float>(scale_values_.begin(), scale_values_.end()))
+                 .view({1, 3, 1, 1})
+                 .to(like.device());
+    offset_ = at::tensor(std::vector<float>(offset_values_.begin(), offset_values_.end()))
+                  .view({1, 3, 1, 1})
+                  .to(like.device());
   }
   return weights_.insert_or_assign(key, std::move(weights)).first->second;
 }
@@ -147,8 +152,8 @@ void TensorPreprocessor::RunFused(const at::Tensor& images, const Weights& weigh
     params.out_strides[i] = out.stride(i);
   }
   for (int c = 0; c < 3; ++c) {
-    params.scale[c] = static_cast<float>(1.0 / (255.0 * spec_.std[c]));
-    params.offset[c] = static_cast<float>(-spec_.mean[c] / spec_.std[c]);
+    params.scale[c] = scale_values_[c];
+    params.offset[c] = offset_values_[c];
   }
   params.dtype = out.scalar_type() == at::kFloat  ? PreprocessDtype::kFloat32
                  : out.scalar_type() == at::kHalf ? PreprocessDtype::kFloat16

@@ -20,6 +20,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <utility>
@@ -56,8 +57,12 @@ class TensorPreprocessor {
 
   const PreprocessSpec spec_;
   std::map<std::pair<int64_t, int64_t>, Weights> weights_;  // By (height, width).
-  at::Tensor scale_;   // [1, 3, 1, 1] float32: 1 / (255 * std).
-  at::Tensor offset_;  // [1, 3, 1, 1] float32: -mean / std.
+  // Normalisation per channel, for both paths: value * scale + offset with scale =
+  // 1 / (255 * std) and offset = -mean / std.
+  std::array<float, 3> scale_values_{};
+  std::array<float, 3> offset_values_{};
+  at::Tensor scale_;   // The tensor-op path's [1, 3, 1, 1] float32 copies of those.
+  at::Tensor offset_;
 };
 
 }  // namespace vitserve
