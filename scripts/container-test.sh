@@ -6,6 +6,7 @@
 # `podman stop` after which the container must have drained and exited 0.
 #
 #   scripts/container-test.sh [--cuda] [--no-build] [--rebuild-base] [--base-only] [--prune] [--keep]
+#                             [--junit FILE]
 #     --cuda          also build vitserve:cuda and check it without a GPU (--device cpu serves,
 #                     --device cuda fails with a clear message)
 #     --no-build      test the images that exist (skip `podman build`)
@@ -14,6 +15,14 @@
 #     --prune         remove dangling images afterwards (the builder stages, ~3.5 GB per build;
 #                     pip's and ccache's build caches stay, so the next build is still quick)
 #     --keep          leave the test container and its temporary files behind
+#     --junit FILE    also write the outcome as a JUnit report of one test case
+#                     (container_image::<cpu|cuda>), for scripts/test_report.py
+#
+# Room: the builds need disk (about 8 GB for the CPU image, 20 GB with --cuda) where podman
+# keeps images and where it stages layers (/var/lib/containers, /var/tmp). With less free, the
+# test does not start a build that would fail late ("read/write on closed pipe" while podman
+# commits a layer): it says so and exits 0 as SKIPPED (so reported with --junit), after pruning
+# dangling images to make room.
 #
 # Environment:
 #   CONTAINERS_CONF      default: deploy/podman/containers.conf (runc, ulimits; see that file)
@@ -21,6 +30,7 @@
 #   VITSERVE_CT_WORK     scratch directory (default: /var/tmp/vitserve-container-test)
 #   VITSERVE_CT_MIRROR   Debian mirror for the base image (default: the one apt uses here)
 #   VITSERVE_JOBS        compile jobs inside the build (default: all cores)
+#   VITSERVE_CT_NEED_GB  free disk the build needs, in GB (default: 8, with --cuda 20)
 # Needs root (debootstrap, rootful podman) and Debian's podman, buildah, debootstrap, runc,
 # catatonit, fuse-overlayfs, slirp4netns and uidmap.
 set -euo pipefail
@@ -30,21 +40,53 @@ log() { echo "[container-test] $(date -u +%H:%M:%S) $*" >&2; }
 # Without systemd podman cannot schedule health checks and says so on every run/stop/rm; the
 # checks run on demand here (`podman healthcheck run`), so drop those lines.
 podman() { command podman "$@" 2> >(grep -v 'unable to get systemd connection' >&2); }
-die() { log "FAIL: $*"; exit 1; }
+JUNIT=""
+FAILURE=""
+die() { FAILURE="$*"; log "FAIL: $*"; exit 1; }
+
+# One JUnit test case for the whole run: passed, failed (with the reason) or skipped.
+write_junit() {  # write_junit pass|fail|skip [message]
+  [ -n "$JUNIT" ] || return 0
+  local outcome="$1" message="${2:-}" name="container_image::cpu" body=""
+  [ "$WITH_CUDA" = 1 ] && name="container_image::cuda"
+  message="$(printf '%s' "$message" | sed 's/&/\&amp;/g; s/</\&lt;/g; s/>/\&gt;/g; s/"/\&quot;/g')"
+  case "$outcome" in
+    fail) body="<failure message=\"$message\"/>" ;;
+    skip) body="<skipped message=\"$message\"/>" ;;
+  esac
+  mkdir -p "$(dirname "$JUNIT")"
+  printf '<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name="container-test" tests="1">\n<testcase classname="container_image" name="%s" time="%s">%s</testcase>\n</testsuite>\n' \
+    "$name" "$SECONDS" "$body" > "$JUNIT"
+}
 
 WITH_CUDA=0; BUILD=1; REBUILD_BASE=0; BASE_ONLY=0; PRUNE=0; KEEP=0
+expect_junit=0
 for arg in "$@"; do
+  if [ "$expect_junit" = 1 ]; then JUNIT="$arg"; expect_junit=0; continue; fi
   case "$arg" in
+    --junit) expect_junit=1 ;;
+    --junit=*) JUNIT="${arg#--junit=}" ;;
     --cuda) WITH_CUDA=1 ;;
     --no-build) BUILD=0 ;;
     --rebuild-base) REBUILD_BASE=1 ;;
     --base-only) BASE_ONLY=1 ;;
     --prune) PRUNE=1 ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) die "unknown argument $arg (see --help)" ;;
   esac
 done
+[ "$expect_junit" = 0 ] || die "--junit needs a file name"
+# Whatever ends the run (die, a failed command under set -e, success) is reported.
+report_outcome() {
+  local rc="${1:-$?}"
+  if [ "$rc" = 0 ]; then
+    [ -n "${SKIP_REASON:-}" ] && write_junit skip "$SKIP_REASON" || write_junit pass
+  else
+    write_junit fail "${FAILURE:-exit status $rc (see the log above)}"
+  fi
+}
+trap report_outcome EXIT
 
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$ROOT/deploy/podman/containers.conf}"
 BUILD_DIR="${VITSERVE_BUILD_DIR:-$ROOT/build}"
@@ -63,8 +105,21 @@ mkdir -p "$WORK"
 # (a 5.3 GB layer of wheels, committed through a temporary copy in /var/tmp, and a 3.9 GB image).
 # Running out shows up late, as "no space left on device" while podman commits a layer.
 need_gb=8; [ "$WITH_CUDA" = 1 ] && need_gb=20
-free_gb=$(( $(df -Pk /var/lib/containers 2>/dev/null /var/tmp | awk 'NR > 1 {print $4}' | sort -n | head -1) / 1048576 ))
-[ "$free_gb" -ge "$need_gb" ] || log "WARNING: ${free_gb} GB free for podman; these builds need about ${need_gb} GB"
+need_gb="${VITSERVE_CT_NEED_GB:-$need_gb}"
+free_for_podman_gb() {
+  mkdir -p /var/lib/containers
+  echo $(( $(df -Pk /var/lib/containers /var/tmp | awk 'NR > 1 {print $4}' | sort -n | head -1) / 1048576 ))
+}
+if [ "$BUILD" = 1 ] && [ "$(free_for_podman_gb)" -lt "$need_gb" ]; then
+  # Layers of an earlier failed or interrupted build are dangling images: reclaim them first.
+  podman image prune -f > /dev/null 2>&1 || true
+fi
+free_gb="$(free_for_podman_gb)"
+if [ "$BUILD" = 1 ] && [ "$free_gb" -lt "$need_gb" ]; then
+  SKIP_REASON="not enough disk: ${free_gb} GB free for podman (/var/lib/containers, /var/tmp), the image build needs about ${need_gb} GB"
+  log "SKIPPED: $SKIP_REASON"
+  exit 0
+fi
 
 # --- 1. Base image: debian:12-slim and debian:12, from the Debian mirror apt uses here ----------
 debian_mirror() {
@@ -230,7 +285,7 @@ cleanup() {
     rm -rf "$REPO" "$WORK/pip-secrets"
   fi
 }
-trap cleanup EXIT
+trap 'rc=$?; cleanup; report_outcome "$rc"' EXIT
 
 mkdir -p "$REPO/shvit"
 cat > "$REPO/shvit/config.pbtxt" <<'EOF'

@@ -1,5 +1,7 @@
 """scripts/test_report.py, which closes scripts/test.sh: skipped tests are listed with their
-reasons and never counted as passed; a skipped test that is not a CUDA one fails the run."""
+reasons and never counted as passed; a skipped test fails the run unless it is a CUDA one or the
+container image test on a disk without room for the build."""
+import os
 import subprocess
 import sys
 
@@ -44,6 +46,38 @@ def test_a_skipped_non_cuda_test_fails_the_run(tmp_path):
     code, out = _run(pytest)
     assert code == 1, out
     assert "test_needs_timm: could not import 'timm'" in out
-    assert "FAIL: 1 non-CUDA test(s) skipped" in out
+    assert "FAIL: 1 test(s) skipped without an allowed reason" in out
     # The skip counts as a failure in the totals; the real failure too.
     assert out.strip().splitlines()[-1] == "total: 1 passed, 2 failed, 1 skipped"
+
+
+def test_the_container_test_may_skip_only_for_lack_of_disk(tmp_path):
+    container = _junit(tmp_path / "container.xml", [
+        ("container_image::cpu", '<skipped message="not enough disk: 3 GB free for podman"/>')])
+    code, out = _run(container)
+    assert code == 0, out
+    assert "(allowed: the machine lacks the disk space)" in out
+    assert out.strip().splitlines()[-1] == "total: 0 passed, 0 failed, 1 skipped"
+
+    other = _junit(tmp_path / "other.xml", [
+        ("container_image::cpu", '<skipped message="podman is missing"/>')])
+    code, out = _run(other)
+    assert code == 1, out
+    assert out.strip().splitlines()[-1] == "total: 0 passed, 1 failed, 1 skipped"
+
+
+def test_container_test_reports_a_disk_without_room_as_a_skip(tmp_path):
+    """Run the real script with more room asked for than any disk has: it must not start a
+    build, exit 0, and write a JUnit skip that test_report.py accepts."""
+    report = tmp_path / "container-junit.xml"
+    env = dict(os.environ, VITSERVE_CT_NEED_GB="1000000", VITSERVE_CT_WORK=str(tmp_path / "work"))
+    result = subprocess.run([str(ROOT / "scripts/container-test.sh"), "--junit", str(report)],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "SKIPPED: not enough disk" in result.stderr
+    assert "podman build" not in result.stderr
+    text = report.read_text()
+    assert '<skipped message="not enough disk:' in text
+    assert 'name="container_image::cpu"' in text
+    code, out = _run(report)
+    assert code == 0, out
