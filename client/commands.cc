@@ -12,7 +12,7 @@
 #include "client/annotate.h"
 #include "client/grpc_status.h"
 #include "client/image_io.h"
-#include "client/json_writer.h"
+#include "common/result_json.h"
 #include "client/result_format.h"
 
 namespace vitserve::client {
@@ -199,17 +199,15 @@ absl::StatusOr<bool> RunHealth(VisionClient& client, const CliOptions& options,
   if (!options.model.empty()) serving = serving && models.front().ready;
   const char* verdict = serving ? "SERVING" : "NOT_SERVING";
   if (options.json) {
-    JsonWriter w;
-    w.BeginObject().Key("status").String(verdict).Key("live").Bool(*live).Key("ready").Bool(
-        *ready);
-    w.Key("grpc_health").String(grpc_health_name);
-    w.Key("models").BeginArray();
+    OrderedJson json = {{"status", verdict},
+                        {"live", *live},
+                        {"ready", *ready},
+                        {"grpc_health", grpc_health_name}};
+    OrderedJson& listed = json["models"] = OrderedJson::array();
     for (const auto& m : models) {
-      w.BeginObject().Key("name").String(m.name).Key("ready").Bool(m.ready).Key("state").String(
-          m.state).EndObject();
+      listed.push_back({{"name", m.name}, {"ready", m.ready}, {"state", m.state}});
     }
-    w.EndArray().EndObject();
-    out << w.str() << "\n";
+    out << DumpJson(json) << "\n";
   } else {
     out << verdict << "\n";
     out << "  server: live " << (*live ? "yes" : "no") << ", ready " << (*ready ? "yes" : "no")

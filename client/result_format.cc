@@ -1,12 +1,13 @@
 #include "client/result_format.h"
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "client/json_writer.h"
+#include "common/result_json.h"
 
 namespace vitserve::client {
 namespace {
@@ -28,18 +29,7 @@ std::string TaskName(v1::Task task) {
 
 std::string ClassificationJson(absl::string_view image, absl::string_view model,
                                const v1::Classification& result) {
-  JsonWriter w;
-  w.BeginObject().Key("image").String(image).Key("model").String(model);
-  w.Key("classes").BeginArray();
-  for (const v1::ClassScore& c : result.classes()) {
-    w.BeginObject()
-        .Key("index").Int(c.index())
-        .Key("label").String(c.label())
-        .Key("score").Number(c.score())
-        .EndObject();
-  }
-  w.EndArray().EndObject();
-  return w.str();
+  return DumpJson(ClassificationToJson(image, model, result));
 }
 
 std::string ClassificationText(absl::string_view image, absl::string_view model,
@@ -56,22 +46,7 @@ std::string ClassificationText(absl::string_view image, absl::string_view model,
 
 std::string DetectionsJson(absl::string_view image, absl::string_view model,
                            const v1::Detections& result) {
-  JsonWriter w;
-  w.BeginObject().Key("image").String(image).Key("model").String(model);
-  w.Key("boxes").BeginArray();
-  for (const v1::Box& b : result.boxes()) {
-    w.BeginObject()
-        .Key("x1").Number(b.x1())
-        .Key("y1").Number(b.y1())
-        .Key("x2").Number(b.x2())
-        .Key("y2").Number(b.y2())
-        .Key("score").Number(b.score())
-        .Key("index").Int(b.index())
-        .Key("label").String(b.label())
-        .EndObject();
-  }
-  w.EndArray().EndObject();
-  return w.str();
+  return DumpJson(DetectionsToJson(image, model, result));
 }
 
 std::string DetectionsText(absl::string_view image, absl::string_view model,
@@ -88,16 +63,7 @@ std::string DetectionsText(absl::string_view image, absl::string_view model,
 
 std::string SegmentationJson(absl::string_view image, absl::string_view model,
                              const v1::SegmentationMap& result, absl::string_view mask_file) {
-  JsonWriter w;
-  w.BeginObject()
-      .Key("image").String(image)
-      .Key("model").String(model)
-      .Key("width").Int(result.width())
-      .Key("height").Int(result.height())
-      .Key("mask_png_bytes").Int(static_cast<int64_t>(result.mask().size()));
-  if (!mask_file.empty()) w.Key("mask_file").String(mask_file);
-  w.EndObject();
-  return w.str();
+  return DumpJson(SegmentationToJson(image, model, result, mask_file));
 }
 
 std::string SegmentationText(absl::string_view image, absl::string_view model,
@@ -110,22 +76,19 @@ std::string SegmentationText(absl::string_view image, absl::string_view model,
 }
 
 std::string ModelJson(const v1::ModelDescription& m) {
-  JsonWriter w;
-  w.BeginObject()
-      .Key("name").String(m.name())
-      .Key("task").String(TaskName(m.task()))
-      .Key("input_size").Int(m.input_size())
-      .Key("ready").Bool(m.ready())
-      .Key("state").String(m.state())
-      .Key("architecture").String(m.architecture())
-      .Key("parameter_count").Int(m.parameter_count())
-      .Key("precision").String(m.precision())
-      .Key("device").String(m.device())
-      .Key("num_classes").Int(m.num_classes())
-      .Key("instance_count").Int(m.instance_count())
-      .Key("random_weights").Bool(m.random_weights())
-      .EndObject();
-  return w.str();
+  const OrderedJson out = {{"name", m.name()},
+                           {"task", TaskName(m.task())},
+                           {"input_size", m.input_size()},
+                           {"ready", m.ready()},
+                           {"state", m.state()},
+                           {"architecture", m.architecture()},
+                           {"parameter_count", m.parameter_count()},
+                           {"precision", m.precision()},
+                           {"device", m.device()},
+                           {"num_classes", m.num_classes()},
+                           {"instance_count", m.instance_count()},
+                           {"random_weights", m.random_weights()}};
+  return DumpJson(out);
 }
 
 std::string ModelsTable(const v1::ListModelsResponse& models) {
@@ -158,35 +121,38 @@ std::string ModelsTable(const v1::ListModelsResponse& models) {
 
 std::string BenchJson(const BenchDescription& d, const BenchResult& r) {
   const bool closed = d.options.rate == 0;
-  JsonWriter w;
-  w.BeginObject()
-      .Key("model").String(d.model)
-      .Key("rpc").String(d.rpc)
-      .Key("input").String(d.input)
-      .Key("mode").String(closed ? "closed" : "open")
-      .Key("concurrency").Int(closed ? d.options.concurrency : 0)
-      .Key("rate").Number(d.options.rate, 10)
-      .Key("batch").Int(d.options.images_per_request)
-      .Key("duration_s").Number(absl::ToDoubleSeconds(d.options.duration), 10)
-      .Key("warmup_s").Number(absl::ToDoubleSeconds(d.options.warmup), 10)
-      .Key("elapsed_s").Number(r.elapsed_s, 10)
-      .Key("requests").Int(r.requests)
-      .Key("ok_requests").Int(r.ok_requests)
-      .Key("images").Int(r.images)
-      .Key("errors").Int(r.errors);
-  w.Key("errors_by_code").BeginObject();
-  for (const auto& [code, count] : r.errors_by_code) w.Key(code).Int(count);
-  w.EndObject();
-  w.Key("throughput_img_s").Number(r.throughput_img_s, 10)
-      .Key("throughput_req_s").Number(r.throughput_req_s, 10)
-      .Key("mean_ms").Number(r.latency.mean_ms, 6)
-      .Key("p50_ms").Number(r.latency.p50_ms, 6)
-      .Key("p90_ms").Number(r.latency.p90_ms, 6)
-      .Key("p95_ms").Number(r.latency.p95_ms, 6)
-      .Key("p99_ms").Number(r.latency.p99_ms, 6)
-      .Key("max_ms").Number(r.latency.max_ms, 6)
-      .EndObject();
-  return w.str();
+  // Rates and durations with 10 significant digits, latencies with 6.
+  auto number = [](double value, int digits) -> OrderedJson {
+    if (!std::isfinite(value)) return nullptr;
+    return RoundSignificant(value, digits);
+  };
+  OrderedJson errors_by_code = OrderedJson::object();
+  for (const auto& [code, count] : r.errors_by_code) errors_by_code[code] = count;
+  const OrderedJson out = {
+      {"model", d.model},
+      {"rpc", d.rpc},
+      {"input", d.input},
+      {"mode", closed ? "closed" : "open"},
+      {"concurrency", closed ? d.options.concurrency : 0},
+      {"rate", number(d.options.rate, 10)},
+      {"batch", d.options.images_per_request},
+      {"duration_s", number(absl::ToDoubleSeconds(d.options.duration), 10)},
+      {"warmup_s", number(absl::ToDoubleSeconds(d.options.warmup), 10)},
+      {"elapsed_s", number(r.elapsed_s, 10)},
+      {"requests", r.requests},
+      {"ok_requests", r.ok_requests},
+      {"images", r.images},
+      {"errors", r.errors},
+      {"errors_by_code", std::move(errors_by_code)},
+      {"throughput_img_s", number(r.throughput_img_s, 10)},
+      {"throughput_req_s", number(r.throughput_req_s, 10)},
+      {"mean_ms", number(r.latency.mean_ms, 6)},
+      {"p50_ms", number(r.latency.p50_ms, 6)},
+      {"p90_ms", number(r.latency.p90_ms, 6)},
+      {"p95_ms", number(r.latency.p95_ms, 6)},
+      {"p99_ms", number(r.latency.p99_ms, 6)},
+      {"max_ms", number(r.latency.max_ms, 6)}};
+  return DumpJson(out);
 }
 
 std::string BenchText(const BenchDescription& d, const BenchResult& r) {

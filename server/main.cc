@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <limits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -34,7 +35,15 @@
 
 ABSL_FLAG(int32_t, grpc_port, 8001, "gRPC port (Vision, KServe v2, health, reflection); 0: any");
 ABSL_FLAG(int32_t, http_port, 8002, "HTTP port (/metrics, /v2/health/live, /v2/health/ready)");
-ABSL_FLAG(std::string, host, "0.0.0.0", "gRPC listening address");
+ABSL_FLAG(int32_t, rest_port, 8000,
+          "HTTP/REST port: KServe v2 REST (/v2/...) and the plain endpoint "
+          "POST /v1/models/{m}:classify|:detect|:segment; 0: any; -1: no REST");
+ABSL_FLAG(int32_t, rest_threads, 64,
+          "REST connections served at once (a keep-alive connection holds one while idle)");
+ABSL_FLAG(std::string, host, "0.0.0.0", "gRPC and REST listening address");
+ABSL_FLAG(int64_t, max_request_bytes, vitserve::ServerOptions{}.grpc_max_message_bytes,
+          "largest request accepted: a gRPC message or a REST body (larger: RESOURCE_EXHAUSTED "
+          "or HTTP 413)");
 ABSL_FLAG(std::string, model, "",
           "quick mode: serve this registry architecture (see --list-models); default shvit_s1 "
           "when --model-repository is not given either");
@@ -131,6 +140,9 @@ Examples:
 // The flags that may also come from VITSERVE_<NAME>.
 constexpr const char* kFlagNames[] = {"grpc_port",
                                       "http_port",
+                                      "rest_port",
+                                      "rest_threads",
+                                      "max_request_bytes",
                                       "host",
                                       "model",
                                       "weights",
@@ -191,6 +203,11 @@ void PrintBanner(VitServer& server) {
       "vitserve ", VitserveVersion(), "\n", "  gRPC  ", o.host, ":", server.grpc_port(),
       "  (vitserve.v1.Vision, inference.GRPCInferenceService, grpc.health.v1.Health, "
       "reflection)\n",
+      server.rest_port() >= 0
+          ? absl::StrCat("  REST  ", o.host, ":", server.rest_port(),
+                         "  (KServe v2 REST /v2/..., POST /v1/models/{m}:classify|:detect|"
+                         ":segment)\n")
+          : std::string(),
       "  HTTP  :", server.http_port(), "  (/metrics, /v2/health/live, /v2/health/ready)\n",
       "  mode  ",
       o.model_repository.empty() ? absl::StrCat("quick (", o.model, ")")
@@ -254,6 +271,15 @@ int Run(int argc, char** argv) {
   ServerOptions options;
   options.grpc_port = absl::GetFlag(FLAGS_grpc_port);
   options.http_port = absl::GetFlag(FLAGS_http_port);
+  options.rest_port = absl::GetFlag(FLAGS_rest_port);
+  options.rest_threads = absl::GetFlag(FLAGS_rest_threads);
+  const int64_t max_request_bytes = absl::GetFlag(FLAGS_max_request_bytes);
+  if (max_request_bytes < 1 || max_request_bytes > std::numeric_limits<int>::max()) {
+    std::cerr << "vitserve: --max-request-bytes must be in [1, "
+              << std::numeric_limits<int>::max() << "], got " << max_request_bytes << "\n";
+    return 2;
+  }
+  options.grpc_max_message_bytes = static_cast<int>(max_request_bytes);
   options.host = absl::GetFlag(FLAGS_host);
   options.model = absl::GetFlag(FLAGS_model);
   options.weights = absl::GetFlag(FLAGS_weights);

@@ -25,6 +25,7 @@
 #include "server/config/model_config.h"
 #include "server/log.h"
 #include "server/metrics/http_server.h"
+#include "server/rest/rest_server.h"
 #include "server/metrics/server_metrics.h"
 #include "server/model_manager.h"
 #include "server/runtime/device.h"
@@ -67,6 +68,14 @@ absl::Status ValidateOptions(const ServerOptions& o) {
     return absl::InvalidArgumentError(
         "weights apply to quick mode only; a repository names each model's weights in its "
         "config.pbtxt");
+  }
+  if (o.rest_port < -1 || o.rest_port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rest port ", o.rest_port, " is outside 0..65535 (0: any free port, -1: no REST)"));
+  }
+  if (o.rest_threads < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--rest-threads ", o.rest_threads, " must be at least 1"));
   }
   for (auto [name, port] : {std::pair<const char*, int>{"grpc port", o.grpc_port},
                             std::pair<const char*, int>{"http port", o.http_port}}) {
@@ -181,6 +190,23 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
   }
   UpdateHealth();  // NOT_SERVING until the models are loaded.
 
+  if (options_.rest_port >= 0) {
+    RestOptions rest;
+    rest.address = options_.host;
+    rest.port = options_.rest_port;
+    rest.threads = options_.rest_threads;
+    rest.max_body_bytes = options_.grpc_max_message_bytes;
+    rest.image_limits = options_.image_limits;
+    rest.server_version = VitserveVersion();
+    rest.security = options_.security;
+    absl::StatusOr<std::unique_ptr<RestServer>> started =
+        RestServer::Start(std::move(rest), manager_.get(), preprocess_pool_.get(),
+                          [this] { return Ready(); });
+    if (!started.ok()) return started.status();
+    rest_ = *std::move(started);
+    rest_port_ = rest_->bound_port();
+  }
+
   absl::flat_hash_map<std::string, HttpHandler> routes;
   prometheus::Registry* prometheus = prometheus_.get();
   routes["/metrics"] = [prometheus] {
@@ -271,6 +297,7 @@ void VitServer::Shutdown() {
   }
   if (monitor_.joinable()) monitor_.join();
   if (inference_ != nullptr) inference_->SetShuttingDown();
+  if (rest_ != nullptr) rest_->SetShuttingDown();
   if (grpc_server_ != nullptr) {
     UpdateHealth();  // NOT_SERVING
     if (auto* health = grpc_server_->GetHealthCheckService()) health->Shutdown();
@@ -278,6 +305,9 @@ void VitServer::Shutdown() {
     // until the grace period ends, when the remaining ones are cancelled.
     grpc_server_->Shutdown(absl::ToChronoTime(start + options_.shutdown_grace));
   }
+  // REST requests already being handled finish (the models still serve them); new ones were
+  // refused with 503 since SetShuttingDown.
+  if (rest_ != nullptr) rest_->Stop();
   if (manager_ != nullptr) {
     manager_->Shutdown(
         std::max(absl::ZeroDuration(), options_.shutdown_grace - (absl::Now() - start)));

@@ -3,15 +3,17 @@
 //
 // It owns, in dependency order: the Prometheus registry and ServerMetrics, the ModelManager
 // (models, their batchers and executors), the gRPC server (vitserve.v1.Vision,
-// inference.GRPCInferenceService, grpc.health.v1.Health, server reflection) and the HTTP server
+// inference.GRPCInferenceService, grpc.health.v1.Health, server reflection), the REST server
+// (KServe v2 REST and the plain /v1 endpoint, over the same task calls) and the HTTP server
 // (/metrics, /v2/health/live, /v2/health/ready). A monitor thread keeps the gRPC health status
 // in step with model readiness and, on CUDA, updates vitserve_gpu_memory_used_bytes.
 //
 // Start order: servers listen first (health NOT_SERVING, readiness 503), then models load, then
 // health turns SERVING: Kubernetes probes see the pod as live but not ready while it loads.
 // Shutdown (SIGTERM): health NOT_SERVING and readiness 503 at once; new RPCs are refused while
-// accepted ones finish (gRPC server shutdown with the grace period as its deadline; the models
-// keep serving meanwhile), then the models stop, then HTTP stops.
+// accepted ones finish (gRPC server shutdown with the grace period as its deadline, REST
+// requests being handled run to their end; the models keep serving meanwhile), then the models
+// stop, then HTTP stops.
 //
 // Ownership: `registry` is borrowed and must outlive the server.
 // Thread-safety: Shutdown and Wait may be called from any thread, more than once.
@@ -47,6 +49,7 @@ namespace vitserve {
 class ModelManager;
 class ServerMetrics;
 class HttpServer;
+class RestServer;
 class VisionService;
 class InferenceService;
 class WorkPool;
@@ -60,6 +63,10 @@ const char* VitserveVersion();
 struct ServerOptions {
   int grpc_port = 8001;          // 0: an ephemeral port (see VitServer::grpc_port()).
   int http_port = 8002;          // 0: an ephemeral port.
+  // HTTP/REST (KServe v2 REST and the plain /v1 endpoint; server/rest/rest_server.h), on
+  // `host`: 0 an ephemeral port, -1 none.
+  int rest_port = 8000;
+  int rest_threads = 64;  // REST connections served at once.
   std::string http_address = "0.0.0.0";  // /metrics and health listening address (IPv4).
   std::string host = "0.0.0.0";  // gRPC listening address.
   // Quick mode: one architecture from the registry, optionally with a .safetensors file (random
@@ -100,6 +107,7 @@ class VitServer {
 
   int grpc_port() const { return grpc_port_; }
   int http_port() const { return http_port_; }
+  int rest_port() const { return rest_port_; }  // -1 without REST.
   const ServerOptions& options() const { return options_; }
   // The models and their state (for the start-up banner and tests).
   ModelManager& model_manager() { return *manager_; }
@@ -126,8 +134,10 @@ class VitServer {
   std::unique_ptr<InferenceService> inference_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<HttpServer> http_;
+  std::unique_ptr<RestServer> rest_;
   int grpc_port_ = 0;
   int http_port_ = 0;
+  int rest_port_ = -1;
 
   std::thread monitor_;
   mutable absl::Mutex mu_;

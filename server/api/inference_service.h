@@ -24,6 +24,7 @@
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/server_callback.h"
 #include "inference/grpc_service.grpc.pb.h"
+#include "server/api/kserve_metadata.h"
 #include "server/api/work_pool.h"
 #include "server/model_manager.h"
 
@@ -31,11 +32,6 @@ namespace vitserve {
 
 class InferenceService final : public inference::GRPCInferenceService::CallbackService {
  public:
-  // Listed in ServerMetadata: the Triton extensions this service implements.
-  static constexpr const char* kExtensions[] = {"model_configuration", "statistics",
-                                                "model_repository"};
-  static constexpr char kPlatform[] = "vitserve_libtorch";
-  static constexpr char kBackend[] = "vitserve";
   // Requests of one ModelStreamInfer stream being processed at once, beyond which reads pause.
   static constexpr int kMaxPendingPerStream = 32;
 

@@ -11,123 +11,13 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "server/api/call_util.h"
-#include "server/api/classify.h"
 #include "server/api/grpc_status.h"
-#include "server/api/detect.h"
-#include "server/api/image_input.h"
 #include "server/api/model_description.h"
-#include "server/api/segment.h"
 #include "server/api/stream_reactor.h"
+#include "server/api/task_calls.h"
 #include "server/metrics/server_metrics.h"
 
 namespace vitserve {
-namespace {
-
-// Runs one ClassifyRequest on `model` and calls `finish` exactly once (on an executor thread, or
-// inline when the request fails before it is queued) after filling `*response`. Records the
-// request's metrics. `request` and `response` must stay alive until `finish` runs.
-void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool* pool,
-                 const v1::ClassifyRequest& request, absl::Time deadline,
-                 std::function<bool()> is_cancelled, v1::ClassifyResponse* response,
-                 std::function<void(absl::Status)> finish) {
-  const absl::Time start = absl::Now();
-  ModelMetrics& metrics = model.metrics();
-  std::function<void(absl::Status)> complete = TrackRequest(model, std::move(finish));
-
-  response->set_model(model.name());
-  response->set_request_id(request.request_id());
-  absl::StatusOr<int64_t> top_k =
-      ValidateClassifyRequest(request, model.name(), model.info().task, model.info().num_classes,
-                              VisionService::kDefaultTopK);
-  if (!top_k.ok()) return complete(top_k.status());
-  if (start >= deadline) {
-    return complete(absl::DeadlineExceededError("the request's deadline passed on arrival"));
-  }
-  complete = AdmitRequest(model, std::move(complete));
-  if (!complete) return;  // Overloaded: answered RESOURCE_EXHAUSTED, nothing decoded.
-  // Decoding is the CPU-heavy part of a request: it runs on the pool, off gRPC's threads.
-  // Announced meanwhile, so the batcher knows these rows are on their way.
-  model.AnnounceArrival();
-  auto decode_and_schedule = [&model, &limits, &request, &metrics, start, deadline, response, pool,
-                              is_cancelled = std::move(is_cancelled),
-                              complete = std::move(complete), k = *top_k]() mutable {
-    if (absl::Status wanted = CheckStillWanted(deadline, is_cancelled); !wanted.ok()) {
-      model.WithdrawArrival();
-      return complete(std::move(wanted));
-    }
-    const absl::Time preprocess_start = absl::Now();
-    absl::StatusOr<at::Tensor> input =
-        DecodeAndPreprocess(request.images(), limits, model.preprocess_spec());
-    metrics.ObservePreprocess(absl::Now() - preprocess_start);
-    if (!input.ok()) {
-      model.WithdrawArrival();
-      return complete(input.status());
-    }
-
-    const std::vector<std::string>* labels = &model.labels();
-    // Softmax, top-k and the reply run on the pool (OnPool), not on the executor thread.
-    auto fill = [complete, k, labels, response](absl::StatusOr<at::Tensor> logits) {
-      if (!logits.ok()) return complete(logits.status());
-      complete(FillClassifications(*logits, k, *labels, response));
-    };
-    ScheduleRows(model, *std::move(input), deadline, std::move(is_cancelled),
-                 OnPool(pool, std::move(fill)), /*announced=*/true);
-  };
-  if (pool == nullptr) return decode_and_schedule();
-  pool->Schedule(std::move(decode_and_schedule));
-}
-
-// Fills a Detect or Segment response from the model's rows for its images.
-using WholeImageFill =
-    std::function<absl::Status(const at::Tensor& rows, const std::vector<InputGeometry>&)>;
-
-// Runs one Detect or Segment request (a task on whole images) on `model`, like RunClassify:
-// `valid` is the request's validation, done by the caller; the images are decoded whole and
-// stretched to the model's input on the pool; `fill` runs on the pool after the batch. `request`
-// and the response `fill` writes must stay alive until `finish` runs.
-template <typename Request>
-void RunWholeImageTask(const ServableModel& model, const ImageLimits& limits, WorkPool* pool,
-                       const Request& request, absl::Status valid, absl::Time deadline,
-                       std::function<bool()> is_cancelled, WholeImageFill fill,
-                       std::function<void(absl::Status)> finish) {
-  const absl::Time start = absl::Now();
-  ModelMetrics& metrics = model.metrics();
-  std::function<void(absl::Status)> complete = TrackRequest(model, std::move(finish));
-  if (!valid.ok()) return complete(std::move(valid));
-  if (start >= deadline) {
-    return complete(absl::DeadlineExceededError("the request's deadline passed on arrival"));
-  }
-  complete = AdmitRequest(model, std::move(complete));
-  if (!complete) return;  // Overloaded: answered RESOURCE_EXHAUSTED, nothing decoded.
-  model.AnnounceArrival();
-  auto decode_and_schedule = [&model, &limits, &request, &metrics, deadline, pool,
-                              is_cancelled = std::move(is_cancelled), fill = std::move(fill),
-                              complete = std::move(complete)]() mutable {
-    if (absl::Status wanted = CheckStillWanted(deadline, is_cancelled); !wanted.ok()) {
-      model.WithdrawArrival();
-      return complete(std::move(wanted));
-    }
-    const absl::Time preprocess_start = absl::Now();
-    absl::StatusOr<WholeImageBatch> batch = DecodeAndPreprocessWhole(
-        request.images(), limits, model.preprocess_spec(), kDenseResizeMode);
-    metrics.ObservePreprocess(absl::Now() - preprocess_start);
-    if (!batch.ok()) {
-      model.WithdrawArrival();
-      return complete(batch.status());
-    }
-    auto geometries = std::make_shared<std::vector<InputGeometry>>(std::move(batch->geometries));
-    auto respond = [complete, geometries, fill](absl::StatusOr<at::Tensor> rows) {
-      if (!rows.ok()) return complete(rows.status());
-      complete(fill(*rows, *geometries));
-    };
-    ScheduleRows(model, std::move(batch->input), deadline, std::move(is_cancelled),
-                 OnPool(pool, std::move(respond)), /*announced=*/true);
-  };
-  if (pool == nullptr) return decode_and_schedule();
-  pool->Schedule(std::move(decode_and_schedule));
-}
-
-}  // namespace
 
 // A unary call that holds its model handle until OnDone (a gRPC thread).
 class VisionService::ModelCallReactor final : public grpc::ServerUnaryReactor {
@@ -225,20 +115,9 @@ grpc::ServerUnaryReactor* VisionService::Detect(grpc::CallbackServerContext* con
   const ServableModel* model = nullptr;
   ModelCallReactor* reactor = StartModelCall(request->model(), &model);
   if (model == nullptr) return reactor;
-  const ServableModel& served = *model;
-  response->set_model(served.name());
-  response->set_request_id(request->request_id());
-  absl::StatusOr<DetectSettings> settings = ValidateDetectRequest(
-      *request, served.name(), served.info().task, served.config().detection());
-  const DetectSettings chosen = settings.ok() ? *settings : DetectSettings();
-  WholeImageFill fill = [&served, chosen, response](const at::Tensor& rows,
-                                                    const std::vector<InputGeometry>& geometries) {
-    return FillDetections(rows, served.info().num_classes, served.info().input_size, geometries,
-                          chosen, served.labels(), response);
-  };
-  RunWholeImageTask(served, image_limits_, preprocess_pool_, *request, settings.status(),
-                    DeadlineOf(*context), CancellationOf(context), std::move(fill),
-                    [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
+  RunDetect(*model, image_limits_, preprocess_pool_, *request, DeadlineOf(*context),
+            CancellationOf(context), response,
+            [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
   return reactor;
 }
 
@@ -248,17 +127,9 @@ grpc::ServerUnaryReactor* VisionService::Segment(grpc::CallbackServerContext* co
   const ServableModel* model = nullptr;
   ModelCallReactor* reactor = StartModelCall(request->model(), &model);
   if (model == nullptr) return reactor;
-  const ServableModel& served = *model;
-  response->set_model(served.name());
-  response->set_request_id(request->request_id());
-  WholeImageFill fill = [&served, format = request->format(), response](
-                            const at::Tensor& rows, const std::vector<InputGeometry>& geometries) {
-    return FillSegmentations(rows, geometries, format, served.labels(), response);
-  };
-  RunWholeImageTask(served, image_limits_, preprocess_pool_, *request,
-                    ValidateSegmentRequest(*request, served.name(), served.info().task),
-                    DeadlineOf(*context), CancellationOf(context), std::move(fill),
-                    [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
+  RunSegment(*model, image_limits_, preprocess_pool_, *request, DeadlineOf(*context),
+             CancellationOf(context), response,
+             [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
   return reactor;
 }
 

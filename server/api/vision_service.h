@@ -28,6 +28,7 @@
 
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/server_callback.h"
+#include "server/api/task_calls.h"
 #include "server/api/work_pool.h"
 #include "server/image/decode.h"
 #include "server/model_manager.h"
@@ -40,7 +41,7 @@ class VisionService final : public v1::Vision::CallbackService {
   // Requests of one ClassifyStream being processed at once, beyond which reads pause.
   static constexpr int kMaxPendingPerStream = 32;
   // top_k when a request leaves it 0 (capped at the model's class count).
-  static constexpr int kDefaultTopK = 5;
+  static constexpr int kDefaultTopK = vitserve::kDefaultTopK;
 
   // `preprocess_pool` (not owned; may be null: then decoding runs on gRPC's thread) must
   // outlive every call this service handles.

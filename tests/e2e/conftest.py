@@ -46,15 +46,21 @@ class ServerProcess:
     def __init__(self, args, log_path):
         self.grpc_port = free_port()
         self.http_port = free_port()
+        self.rest_port = free_port()
         self.log_path = log_path
         self._log = open(log_path, "w")
         cmd = [str(binary("vitserve")), f"--grpc-port={self.grpc_port}",
-               f"--http-port={self.http_port}", "--host=127.0.0.1", *args]
+               f"--http-port={self.http_port}", f"--rest-port={self.rest_port}",
+               "--host=127.0.0.1", *args]
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
 
     @property
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def rest_url(self) -> str:
+        return f"127.0.0.1:{self.rest_port}"
 
     def http_get(self, path: str):
         try:

@@ -128,6 +128,7 @@ ServerOptions TestOptions() {
   ServerOptions options;
   options.grpc_port = 0;
   options.http_port = 0;
+  options.rest_port = 0;
   options.host = "127.0.0.1";
   options.model = kModel;
   options.max_batch_size = 4;

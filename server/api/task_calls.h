@@ -1,0 +1,63 @@
+// One inference request run on a model, whatever carried it: the gRPC services
+// (vision_service.h, inference_service.h) and the HTTP/REST server (server/rest/) call these,
+// so every transport has the same validation, admission control, preprocessing on the pool,
+// batching, metrics and replies.
+//
+// Each Run* checks the request against the model, admits it (RESOURCE_EXHAUSTED at once when the
+// model is overloaded), decodes or converts its input on `pool` (inline when null), queues its
+// rows on the model's batcher and calls `finish` exactly once, after filling `*response`: on a
+// pool or executor thread, or inline when the request fails before it is queued. It records the
+// request's metrics (vitserve_requests_total{code}, durations, the in-flight gauge).
+//
+// Ownership: `model`, `limits`, `request` and `response` are borrowed and must stay alive until
+// `finish` runs; the caller holds the model's handle at least as long (and never drops it on an
+// executor thread: see ServableModel in server/model_manager.h).
+// Thread-safety: any thread. `is_cancelled` (may be empty) is polled from pool threads.
+// Errors (passed to `finish`): INVALID_ARGUMENT (wrong task, bad image/tensor/parameter),
+// RESOURCE_EXHAUSTED (overloaded, queue full, image over the limits), DEADLINE_EXCEEDED,
+// CANCELLED, UNAVAILABLE (model stopping), and the model runner's errors.
+#pragma once
+
+#include <functional>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "inference/grpc_service.pb.h"
+#include "server/api/work_pool.h"
+#include "server/image/decode.h"
+#include "server/model_manager.h"
+#include "vitserve/v1/vision.pb.h"
+
+namespace vitserve {
+
+// The model version every vitserve model has (KServe's model_version; "" means it too).
+inline constexpr char kModelVersion[] = "1";
+// top_k when a Classify request leaves it 0 (capped at the model's class count).
+inline constexpr int kDefaultTopK = 5;
+
+using FinishCallback = std::function<void(absl::Status)>;
+
+// Top-k classes of every image (vitserve.v1.Vision/Classify).
+void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool* pool,
+                 const v1::ClassifyRequest& request, absl::Time deadline,
+                 std::function<bool()> is_cancelled, v1::ClassifyResponse* response,
+                 FinishCallback finish);
+
+// Boxes in each image's original pixels (vitserve.v1.Vision/Detect).
+void RunDetect(const ServableModel& model, const ImageLimits& limits, WorkPool* pool,
+               const v1::DetectRequest& request, absl::Time deadline,
+               std::function<bool()> is_cancelled, v1::DetectResponse* response,
+               FinishCallback finish);
+
+// A label map at each image's original size (vitserve.v1.Vision/Segment).
+void RunSegment(const ServableModel& model, const ImageLimits& limits, WorkPool* pool,
+                const v1::SegmentRequest& request, absl::Time deadline,
+                std::function<bool()> is_cancelled, v1::SegmentResponse* response,
+                FinishCallback finish);
+
+// KServe v2 ModelInfer on a classification model (tensor conventions: kserve_tensor.h).
+void RunModelInfer(const ServableModel& model, const inference::ModelInferRequest& request,
+                   absl::Time deadline, std::function<bool()> is_cancelled, WorkPool* pool,
+                   inference::ModelInferResponse* response, FinishCallback finish);
+
+}  // namespace vitserve
