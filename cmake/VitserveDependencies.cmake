@@ -70,6 +70,10 @@ find_package(gRPC CONFIG REQUIRED)
 find_package(absl CONFIG REQUIRED)
 include(VitserveOpenCV)      # core, imgproc, imgcodecs without libopencv-dev
 find_package(prometheus-cpp CONFIG REQUIRED)
+find_package(nlohmann_json 3 REQUIRED)  # REST bodies, --json output, safetensors headers
+# cpp-httplib (the REST server) has only a pkg-config file in Debian.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(CPP_HTTPLIB REQUIRED IMPORTED_TARGET GLOBAL cpp-httplib)
 if(VITSERVE_BUILD_TESTS)
   find_package(GTest REQUIRED)
 endif()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# libFuzzer over the parsers that read untrusted bytes (issue 14): the safetensors header JSON
-# parser, the image header reader + decoder, and the config.pbtxt parser + validator (a model
+# libFuzzer over the parsers that read untrusted bytes (issue 14): the safetensors header reader
+# (nlohmann-json underneath), the image header reader + decoder, and the config.pbtxt parser + validator (a model
 # repository's files). Builds each target with clang
 # (-fsanitize=fuzzer,address,undefined) into build-fuzz/ and runs it for SECONDS (default 60)
 # from a seed corpus of our own files (tests/fuzz/corpus/<target>, grown by the run). A crash
@@ -16,8 +16,9 @@ B=build-fuzz
 mkdir -p "$B"
 command -v clang++ > /dev/null || { echo "fuzz: clang++ is missing (apt-get install clang libclang-rt-14-dev)"; exit 2; }
 FLAGS=(-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer -I. -I/usr/include/opencv4)
-ABSL=$(pkg-config --libs absl_status absl_statusor absl_strings)
-clang++ "${FLAGS[@]}" tests/fuzz/json_fuzz.cc models/weights/internal/json.cc $ABSL -o "$B/json_fuzz"
+ABSL=$(pkg-config --libs absl_status absl_statusor absl_strings absl_raw_hash_set absl_hash)
+clang++ "${FLAGS[@]}" tests/fuzz/header_fuzz.cc models/weights/internal/safetensors_header.cc \
+  $ABSL -o "$B/header_fuzz"
 clang++ "${FLAGS[@]}" tests/fuzz/image_fuzz.cc server/image/decode.cc server/image/image_header.cc \
   $ABSL -lopencv_core -lopencv_imgproc -lopencv_imgcodecs -o "$B/image_fuzz"
 # The config code, instrumented; the model registry it calls comes uninstrumented from build/,
@@ -37,10 +38,10 @@ clang++ "${FLAGS[@]}" -Ibuild/proto/gen -idirafter "$TORCH/include" \
   $ABSL $(pkg-config --libs absl_str_format) -lprotobuf "${TORCH_LIBS[@]}" -o "$B/config_fuzz"
 
 # Seeds: our own sample images, and safetensors-style headers.
-mkdir -p "$B/corpus/json" "$B/corpus/image" "$B/corpus/config"
+mkdir -p "$B/corpus/header" "$B/corpus/image" "$B/corpus/config"
 cp tests/e2e/data/*.jpg tests/e2e/data/*.png tests/e2e/data/*.webp "$B/corpus/image/"
-printf '%s' '{"__metadata__":{"format":"pt"},"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]}}' > "$B/corpus/json/header.json"
-printf '%s' '{"a":[1,-2.5e3,true,false,null,"\u00e9\ud83d\ude00\n"]}' > "$B/corpus/json/values.json"
+printf '%s' '{"__metadata__":{"format":"pt"},"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]}}' > "$B/corpus/header/header.json"
+printf '%s' '{"a":[1,-2.5e3,true,false,null,"\u00e9\ud83d\ude00\n"]}' > "$B/corpus/header/values.json"
 cat > "$B/corpus/config/full.pbtxt" <<'PBTXT'
 name: "m" architecture: "shvit_s1"
 device: "cuda"  precision: FP16  instance_count: 2
@@ -51,7 +52,7 @@ PBTXT
 printf '%s\n' 'architecture: "deit_tiny_patch16_224"' > "$B/corpus/config/minimal.pbtxt"
 
 status=0
-for target in json image config; do
+for target in header image config; do
   echo "[fuzz] ${target}_fuzz for ${SECONDS_EACH} s"
   dict=()  # Field names and values for the text-format parser (libprotobuf is not instrumented).
   [[ -f "tests/fuzz/$target.dict" ]] && dict=(-dict="$PWD/tests/fuzz/$target.dict")

@@ -13,12 +13,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "models/weights/internal/json.h"
+#include "models/weights/internal/safetensors_header.h"
 
 namespace vitserve {
 namespace {
 
-using weights_internal::JsonValue;
 
 // Headers of real checkpoints are a few hundred KiB; the reference implementation caps them at
 // 100 MB. A larger value means a corrupt length field.
@@ -130,69 +129,47 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Open(const std::string& path) {
                              "-byte file (truncated?)"));
   }
   const std::string_view header_text(reinterpret_cast<const char*>(bytes + 8), header_size);
-  absl::StatusOr<JsonValue> header = weights_internal::ParseJson(header_text);
-  if (!header.ok()) return fail(absl::StrCat("bad header: ", header.status().message()));
-  if (!header->is_object()) return fail("header is not a JSON object");
+  absl::StatusOr<weights_internal::SafetensorsHeader> header =
+      weights_internal::ParseSafetensorsHeader(header_text);
+  if (!header.ok()) return fail(header.status().message());
 
   file.data_ = bytes + 8 + header_size;
   const int64_t data_size = static_cast<int64_t>(file_size - 8 - header_size);
+  file.metadata_ = std::move(header->metadata);
 
-  for (const auto& [name, entry] : header->object) {
-    if (name == "__metadata__") {
-      if (!entry.is_object()) return fail("__metadata__ is not an object");
-      for (const auto& [key, value] : entry.object) {
-        if (!value.is_string())
-          return fail(absl::StrCat("__metadata__ value of '", key, "' is not a string"));
-        file.metadata_[key] = value.string;
-      }
-      continue;
-    }
+  for (weights_internal::SafetensorsHeaderEntry& entry : header->tensors) {
     auto tensor_fail = [&](absl::string_view what) {
-      return fail(absl::StrCat("tensor '", name, "': ", what));
+      return fail(absl::StrCat("tensor '", entry.name, "': ", what));
     };
-    if (!entry.is_object()) return tensor_fail("entry is not an object");
-    const JsonValue* dtype = entry.Find("dtype");
-    const JsonValue* shape = entry.Find("shape");
-    const JsonValue* offsets = entry.Find("data_offsets");
-    if (dtype == nullptr || !dtype->is_string()) return tensor_fail("missing string 'dtype'");
-    if (shape == nullptr || !shape->is_array()) return tensor_fail("missing array 'shape'");
-    if (offsets == nullptr || !offsets->is_array() || offsets->array.size() != 2) {
-      return tensor_fail("'data_offsets' must be an array of two integers");
-    }
     SafetensorsTensorInfo info;
-    const DtypeEntry* dtype_entry = FindDtype(dtype->string);
-    if (dtype_entry == nullptr) return tensor_fail(absl::StrCat("unknown dtype ", dtype->string));
-    info.dtype_name = dtype->string;
+    const DtypeEntry* dtype_entry = FindDtype(entry.dtype);
+    if (dtype_entry == nullptr) return tensor_fail(absl::StrCat("unknown dtype ", entry.dtype));
+    info.dtype_name = entry.dtype;
     info.dtype = dtype_entry->readable;
     // numel * itemsize is checked against the byte range with overflow guards: a huge shape
     // in a corrupt header must not wrap around and pass.
     const int64_t itemsize = dtype_entry->itemsize;
     int64_t numel = 1;
-    for (const JsonValue& dim : shape->array) {
-      absl::StatusOr<int64_t> value = dim.AsNonNegativeInt();
-      if (!value.ok()) return tensor_fail(absl::StrCat("bad shape: ", value.status().message()));
-      if (*value != 0 && numel > std::numeric_limits<int64_t>::max() / itemsize / *value) {
+    for (int64_t dim : entry.shape) {
+      if (dim != 0 && numel > std::numeric_limits<int64_t>::max() / itemsize / dim) {
         return tensor_fail("shape is too large");
       }
-      numel *= *value;
-      info.shape.push_back(*value);
+      numel *= dim;
     }
-    absl::StatusOr<int64_t> begin = offsets->array[0].AsNonNegativeInt();
-    absl::StatusOr<int64_t> end = offsets->array[1].AsNonNegativeInt();
-    if (!begin.ok() || !end.ok()) return tensor_fail("data_offsets are not non-negative integers");
-    if (*begin > *end) return tensor_fail("data_offsets are decreasing");
-    if (*end > data_size) {
-      return tensor_fail(absl::StrCat("data [", *begin, ", ", *end, ") runs past the end of the ",
-                                      data_size, "-byte data section (truncated file?)"));
+    info.shape = std::move(entry.shape);
+    if (entry.end > data_size) {
+      return tensor_fail(absl::StrCat("data [", entry.begin, ", ", entry.end,
+                                      ") runs past the end of the ", data_size,
+                                      "-byte data section (truncated file?)"));
     }
-    if (*end - *begin != numel * itemsize) {
-      return tensor_fail(absl::StrCat("holds ", *end - *begin, " bytes but shape ",
-                                      ShapeString(info.shape), " of ", dtype->string, " needs ",
+    if (entry.end - entry.begin != numel * itemsize) {
+      return tensor_fail(absl::StrCat("holds ", entry.end - entry.begin, " bytes but shape ",
+                                      ShapeString(info.shape), " of ", entry.dtype, " needs ",
                                       numel * itemsize));
     }
-    info.begin = *begin;
-    info.end = *end;
-    file.tensors_.emplace(name, std::move(info));
+    info.begin = entry.begin;
+    info.end = entry.end;
+    file.tensors_.emplace(entry.name, std::move(info));
   }
   return file;
 }
@@ -235,21 +212,10 @@ absl::StatusOr<at::Tensor> SafetensorsFile::Tensor(std::string_view name) const 
 absl::Status WriteSafetensors(const std::string& path,
                               const std::map<std::string, at::Tensor>& tensors,
                               const std::map<std::string, std::string>& metadata) {
-  using weights_internal::JsonQuote;
   std::vector<at::Tensor> contiguous;
   contiguous.reserve(tensors.size());
-  std::string header = "{";
-  bool first = true;
-  if (!metadata.empty()) {
-    header += "\"__metadata__\":{";
-    bool first_meta = true;
-    for (const auto& [key, value] : metadata) {
-      absl::StrAppend(&header, first_meta ? "" : ",", JsonQuote(key), ":", JsonQuote(value));
-      first_meta = false;
-    }
-    header += "}";
-    first = false;
-  }
+  weights_internal::SafetensorsHeader layout;
+  layout.metadata = metadata;
   int64_t offset = 0;
   for (const auto& [name, tensor] : tensors) {
     if (name == "__metadata__" || name.empty()) {
@@ -263,14 +229,18 @@ absl::Status WriteSafetensors(const std::string& path,
     }
     at::Tensor cpu = tensor.detach().to(at::kCPU).contiguous();
     const int64_t bytes = cpu.numel() * static_cast<int64_t>(cpu.element_size());
-    absl::StrAppend(&header, first ? "" : ",", JsonQuote(name), ":{\"dtype\":\"",
-                    std::string(dtype), "\",\"shape\":[", absl::StrJoin(cpu.sizes(), ","),
-                    "],\"data_offsets\":[", offset, ",", offset + bytes, "]}");
-    first = false;
+    layout.tensors.push_back({name, std::string(dtype),
+                              std::vector<int64_t>(cpu.sizes().begin(), cpu.sizes().end()),
+                              offset, offset + bytes});
     offset += bytes;
     contiguous.push_back(std::move(cpu));
   }
-  header += "}";
+  absl::StatusOr<std::string> json = weights_internal::SafetensorsHeaderJson(layout);
+  if (!json.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("safetensors file '", path, "': ", json.status().message()));
+  }
+  std::string header = *std::move(json);
   // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
   while ((8 + header.size()) % 8 != 0) header.push_back(' ');
 
