@@ -1,7 +1,6 @@
 #include "client/result_format.h"
 
 #include <algorithm>
-#include <cmath>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -122,10 +121,7 @@ std::string ModelsTable(const v1::ListModelsResponse& models) {
 std::string BenchJson(const BenchDescription& d, const BenchResult& r) {
   const bool closed = d.options.rate == 0;
   // Rates and durations with 10 significant digits, latencies with 6.
-  auto number = [](double value, int digits) -> OrderedJson {
-    if (!std::isfinite(value)) return nullptr;
-    return RoundSignificant(value, digits);
-  };
+  auto number = [](double value, int digits) { return JsonNumber(value, digits); };
   OrderedJson errors_by_code = OrderedJson::object();
   for (const auto& [code, count] : r.errors_by_code) errors_by_code[code] = count;
   const OrderedJson out = {

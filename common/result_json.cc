@@ -2,16 +2,13 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdint>
 #include <cstdlib>
 
 namespace vitserve {
 namespace {
 
-// NaN and infinities have no JSON number: null.
-OrderedJson Number(double value) {
-  if (!std::isfinite(value)) return nullptr;
-  return RoundSignificant(value);
-}
+OrderedJson Number(double value) { return JsonNumber(value); }
 
 std::string Text(absl::string_view s) { return std::string(s); }
 
@@ -22,6 +19,15 @@ double RoundSignificant(double value, int significant_digits) {
   char buffer[64];
   std::snprintf(buffer, sizeof(buffer), "%.*g", significant_digits, value);
   return std::strtod(buffer, nullptr);
+}
+
+OrderedJson JsonNumber(double value, int significant_digits) {
+  if (!std::isfinite(value)) return nullptr;  // JSON has no NaN or infinity.
+  const double rounded = RoundSignificant(value, significant_digits);
+  if (std::fabs(rounded) < 9.0e15 && rounded == std::trunc(rounded)) {
+    return static_cast<int64_t>(rounded);
+  }
+  return rounded;
 }
 
 std::string DumpJson(const OrderedJson& value) {

@@ -24,6 +24,10 @@ using OrderedJson = nlohmann::ordered_json;
 // `value` rounded to `significant_digits` (as printf's %g), for compact, stable output.
 double RoundSignificant(double value, int significant_digits = 6);
 
+// `value` rounded as above, as a JSON number written the way %g writes it: a whole number
+// without a fraction ("2", not "2.0"); NaN and infinities as null.
+OrderedJson JsonNumber(double value, int significant_digits = 6);
+
 // One line of JSON: invalid UTF-8 in strings (a label, a file name) is replaced by U+FFFD
 // rather than failing the whole document.
 std::string DumpJson(const OrderedJson& value);

@@ -299,10 +299,11 @@ chmod -R a+rX "$REPO"
 
 GRPC_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 HTTP_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-log "podman run vitserve:cpu --model-repository /models (gRPC 127.0.0.1:$GRPC_PORT, HTTP 127.0.0.1:$HTTP_PORT)"
+REST_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+log "podman run vitserve:cpu --model-repository /models (gRPC 127.0.0.1:$GRPC_PORT, REST 127.0.0.1:$REST_PORT, HTTP 127.0.0.1:$HTTP_PORT)"
 # --init: catatonit is PID 1 and forwards SIGTERM to vitserve.
 podman run -d --init --name "$NAME" --stop-timeout 45 \
-  -p "127.0.0.1:$GRPC_PORT:8001" -p "127.0.0.1:$HTTP_PORT:8002" \
+  -p "127.0.0.1:$GRPC_PORT:8001" -p "127.0.0.1:$HTTP_PORT:8002" -p "127.0.0.1:$REST_PORT:8000" \
   -v "$REPO:/models:ro" vitserve:cpu \
   --model-repository /models --shutdown-grace-seconds 30 > /dev/null
 
@@ -323,6 +324,7 @@ n_images=${#images[@]}
 [ "$(echo "$out" | grep -c '"classes":\[{')" -eq "$n_images" ] || die "expected $n_images classified images"
 log "classified $n_images sample images through the published gRPC port"
 
+
 metrics="$(python3 - "$HTTP_PORT" <<'EOF'
 import sys, urllib.request
 print(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10).read().decode())
@@ -332,6 +334,13 @@ echo "$metrics" | grep -E '^vitserve_(requests_total|model_ready|inflight_reques
 echo "$metrics" | grep -qE "^vitserve_requests_total\{[^}]*model=\"shvit\"[^}]*\} $n_images\$" \
   || die "/metrics does not count the $n_images requests"
 log "/metrics counts the requests"
+
+# The REST port: the plain endpoint with curl, as a user would call it.
+rest="$(curl -sS --fail-with-body -F "image=@${images[0]}" "http://127.0.0.1:$REST_PORT/v1/models/shvit:classify?top_k=2")" \
+  || die "REST classify failed: $rest"
+echo "$rest" >&2
+echo "$rest" | grep -q '"classes":\[{' || die "the REST reply has no classes"
+log "classified one image through the published REST port"
 
 # Drain: stop under load. vitserve must log the SIGTERM (through catatonit, --init), answer
 # what it accepted, log "shut down cleanly" and exit 0; the load generator sees only OK and

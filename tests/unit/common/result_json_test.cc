@@ -28,6 +28,14 @@ TEST(ResultJsonTest, StringsAreEscapedAndInvalidUtf8IsReplaced) {
             R"([{"index":0,"label":"a\"b\\c\n\u0001","score":null}]})");
 }
 
+TEST(ResultJsonTest, WholeNumbersHaveNoFraction) {
+  EXPECT_EQ(JsonNumber(2.0).dump(), "2");
+  EXPECT_EQ(JsonNumber(-100.0000001).dump(), "-100");
+  EXPECT_EQ(JsonNumber(200.25).dump(), "200.25");
+  EXPECT_EQ(JsonNumber(1e300).dump(), "1e+300");
+  EXPECT_TRUE(JsonNumber(std::numeric_limits<double>::infinity()).is_null());
+}
+
 TEST(ResultJsonTest, RoundSignificant) {
   EXPECT_EQ(RoundSignificant(1234.5678), 1234.57);
   EXPECT_EQ(RoundSignificant(0.000123456789), 0.000123457);
