@@ -167,9 +167,20 @@ absl::StatusOr<ParsedInferRequest> ParseInferRequest(std::string_view body,
         absl::StrCat("Inference-Header-Content-Length is ", json_length,
                      " but the body has only ", body.size(), " bytes"));
   }
-  const json header = json::parse(body.substr(0, json_length), /*cb=*/nullptr,
-                                  /*allow_exceptions=*/false);
-  if (header.is_discarded() || !header.is_object()) {
+  json header;
+  try {
+    header = json::parse(body.substr(0, json_length));
+  } catch (const json::exception& e) {
+    // e.g. "parse error at line 1, column 6458: syntax error while parsing value - invalid
+    // literal; last read: '...,N'": strict JSON has no NaN or Infinity (send those as binary).
+    std::string what = e.what();
+    const size_t tag_end = what.find("] ");
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the request body is not valid JSON (", what.substr(tag_end == std::string::npos ? 0
+                                                                               : tag_end + 2),
+        "); NaN and Infinity are not JSON numbers: send such tensors as binary data"));
+  }
+  if (!header.is_object()) {
     return absl::InvalidArgumentError(
         "the request body is not a JSON object (KServe v2 infer request: "
         "{\"inputs\": [{\"name\", \"shape\", \"datatype\", \"data\"}]})");

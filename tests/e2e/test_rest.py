@@ -164,7 +164,7 @@ def test_kserve_errors_have_their_status_and_the_server_serves_on(rest_server, t
     code, body = _curl(f"{base}/v2/models/{CLASSIFIER}/versions/2")
     assert code == 404 and "only version is '1'" in body["error"]
     code, body = _curl(f"{base}/v2/models/{CLASSIFIER}/infer", "-d", "{not json")
-    assert code == 400 and "not a JSON object" in body["error"]
+    assert code == 400 and "not valid JSON" in body["error"]
     wrong_shape = {"inputs": [{"name": "input", "shape": [1, 3, 8, 8], "datatype": "FP32",
                                "data": [0.0] * 192}]}
     code, body = _curl(f"{base}/v2/models/{CLASSIFIER}/infer", "-d", json.dumps(wrong_shape))

@@ -71,7 +71,9 @@ TEST(ParseInferRequestTest, MalformedRequestsAreRefusedWithTheReason) {
     std::string says;
   };
   const std::vector<Case> cases = {
-      {"{not json", "not a JSON object"},
+      {"{not json", "not valid JSON"},
+      {R"({"inputs": [{"name": "input", "shape": [1], "datatype": "FP32", "data": [NaN]}]})",
+       "NaN and Infinity are not JSON numbers"},
       {"[1, 2]", "not a JSON object"},
       {R"({"inputs": []})", "no 'inputs'"},
       {R"({"inputs": [{"name": "input", "datatype": "FP32"}]})", "'shape'"},
