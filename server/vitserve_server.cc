@@ -297,7 +297,15 @@ void VitServer::Shutdown() {
   }
   if (monitor_.joinable()) monitor_.join();
   if (inference_ != nullptr) inference_->SetShuttingDown();
-  if (rest_ != nullptr) rest_->SetShuttingDown();
+  // REST stops beside the gRPC drain: cpp-httplib's Stop waits for its connections' threads,
+  // an idle keep-alive connection for up to 5 s and a half-sent request up to its 10 s read
+  // timeout; requests being handled finish meanwhile (the models still serve them), new ones
+  // get 503.
+  std::thread rest_stop;
+  if (rest_ != nullptr) {
+    rest_->SetShuttingDown();
+    rest_stop = std::thread([rest = rest_.get()] { rest->Stop(); });
+  }
   if (grpc_server_ != nullptr) {
     UpdateHealth();  // NOT_SERVING
     if (auto* health = grpc_server_->GetHealthCheckService()) health->Shutdown();
@@ -305,9 +313,7 @@ void VitServer::Shutdown() {
     // until the grace period ends, when the remaining ones are cancelled.
     grpc_server_->Shutdown(absl::ToChronoTime(start + options_.shutdown_grace));
   }
-  // REST requests already being handled finish (the models still serve them); new ones were
-  // refused with 503 since SetShuttingDown.
-  if (rest_ != nullptr) rest_->Stop();
+  if (rest_stop.joinable()) rest_stop.join();
   if (manager_ != nullptr) {
     manager_->Shutdown(
         std::max(absl::ZeroDuration(), options_.shutdown_grace - (absl::Now() - start)));
