@@ -117,3 +117,51 @@ def test_bad_security_flags_stop_the_server_with_a_reason(start_server, certs, t
         code = server.proc.wait(timeout=120)
         assert code != 0, flags
         assert reason in server.log(), (flags, server.log())
+
+
+# --- the REST port: HTTPS with the same certificate, mutual TLS, the bearer token --------------
+
+def _curl_rest(server, path, *flags, scheme="https"):
+    image = str(sample_images()[0])
+    args = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "30", *flags]
+    if path.endswith(":classify"):
+        args += ["-F", f"image=@{image}"]
+    result = subprocess.run([*args, f"{scheme}://127.0.0.1:{server.rest_port}{path}"],
+                            capture_output=True, text=True, timeout=60)
+    return result.stdout.strip() if result.returncode == 0 else f"curl {result.returncode}"
+
+
+def test_rest_serves_https_and_mutual_tls(start_server, certs):
+    server = start_server(f"--model={MODEL}", f"--tls-cert={certs / 'server.pem'}",
+                          f"--tls-key={certs / 'server.key'}",
+                          f"--tls-client-ca={certs / 'ca.pem'}")
+    classify_path = f"/v1/models/{MODEL}:classify"
+    client = ("--cacert", str(certs / "ca.pem"), "--cert", str(certs / "client.pem"),
+              "--key", str(certs / "client.key"))
+    assert _curl_rest(server, classify_path, *client) == "200"
+    # No client certificate, one from another CA, plaintext, an untrusted server: no answer.
+    assert _curl_rest(server, classify_path, "--cacert", str(certs / "ca.pem")).startswith("curl")
+    assert _curl_rest(server, classify_path, "--cacert", str(certs / "ca.pem"), "--cert",
+                      str(certs / "rogue_client.pem"), "--key",
+                      str(certs / "rogue_client.key")).startswith("curl")
+    assert _curl_rest(server, classify_path, scheme="http") in ("000", "curl 52", "curl 56",
+                                                                "curl 1")
+    assert _curl_rest(server, classify_path, "--cacert", str(certs / "rogue_ca.pem"), "--cert",
+                      str(certs / "client.pem"), "--key", str(certs / "client.key")
+                      ).startswith("curl")
+
+
+def test_rest_checks_the_bearer_token_on_every_route_but_health(start_server, certs):
+    server = start_server(f"--model={MODEL}", f"--tls-cert={certs / 'server.pem'}",
+                          f"--tls-key={certs / 'server.key'}",
+                          f"--auth-token-file={certs / 'token.txt'}")
+    ca = ("--cacert", str(certs / "ca.pem"))
+    good = ("-H", "Authorization: Bearer s3cret-token")
+    bad = ("-H", "Authorization: Bearer not-the-token")
+    for path in (f"/v1/models/{MODEL}:classify", f"/v2/models/{MODEL}", "/v2",
+                 "/v2/models/stats"):
+        assert _curl_rest(server, path, *ca, *good) == "200", path
+        assert _curl_rest(server, path, *ca, *bad) == "401", path
+        assert _curl_rest(server, path, *ca) == "401", path
+    assert _curl_rest(server, "/v2/health/ready", *ca) == "200"
+    assert _curl_rest(server, "/v2/health/live", *ca) == "200"
