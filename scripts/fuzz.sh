@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # libFuzzer over the parsers that read untrusted bytes (issue 14): the safetensors header reader
-# (nlohmann-json underneath), the image header reader + decoder, and the config.pbtxt parser + validator (a model
+# (nlohmann-json underneath), the REST infer request reader, the image header reader + decoder, and the config.pbtxt parser + validator (a model
 # repository's files). Builds each target with clang
 # (-fsanitize=fuzzer,address,undefined) into build-fuzz/ and runs it for SECONDS (default 60)
 # from a seed corpus of our own files (tests/fuzz/corpus/<target>, grown by the run). A crash
@@ -37,8 +37,13 @@ clang++ "${FLAGS[@]}" -Ibuild/proto/gen -idirafter "$TORCH/include" \
   -Wl,--start-group $(find build/models -name '*.a' | sort) -Wl,--end-group \
   $ABSL $(pkg-config --libs absl_str_format) -lprotobuf "${TORCH_LIBS[@]}" -o "$B/config_fuzz"
 
+# The REST infer request reader: nlohmann-json and the generated KServe messages.
+clang++ "${FLAGS[@]}" -Ibuild/proto/gen tests/fuzz/infer_fuzz.cc server/rest/kserve_json.cc \
+  build/proto/gen/inference/grpc_service.pb.cc build/proto/gen/inference/model_config.pb.cc \
+  $ABSL $(pkg-config --libs absl_flat_hash_set 2>/dev/null || true) -lprotobuf -o "$B/infer_fuzz"
+
 # Seeds: our own sample images, and safetensors-style headers.
-mkdir -p "$B/corpus/header" "$B/corpus/image" "$B/corpus/config"
+mkdir -p "$B/corpus/header" "$B/corpus/image" "$B/corpus/config" "$B/corpus/infer"
 cp tests/e2e/data/*.jpg tests/e2e/data/*.png tests/e2e/data/*.webp "$B/corpus/image/"
 printf '%s' '{"__metadata__":{"format":"pt"},"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]}}' > "$B/corpus/header/header.json"
 printf '%s' '{"a":[1,-2.5e3,true,false,null,"\u00e9\ud83d\ude00\n"]}' > "$B/corpus/header/values.json"
@@ -50,9 +55,12 @@ input { size: 224 mean: [0.485, 0.456, 0.406] std: [0.229, 0.224, 0.225] crop_pc
 weights: "model.safetensors"  labels: "labels.txt"  cuda_graphs: false  device_preprocessing: true
 PBTXT
 printf '%s\n' 'architecture: "deit_tiny_patch16_224"' > "$B/corpus/config/minimal.pbtxt"
+# Infer bodies: the first byte picks the binary-data header length (even: all JSON).
+printf '%s' ' {"id":"a","inputs":[{"name":"input","shape":[1,2],"datatype":"FP32","data":[[1.5,2]]}],"outputs":[{"name":"logits","parameters":{"binary_data":true}}]}' > "$B/corpus/infer/json.bin"
+printf '%s' ' {"inputs":[{"name":"input","shape":[3],"datatype":"UINT8","data":[0,7,255]}],"parameters":{"binary_data_output":true,"timeout":5}}' > "$B/corpus/infer/uint8.bin"
 
 status=0
-for target in header image config; do
+for target in header image config infer; do
   echo "[fuzz] ${target}_fuzz for ${SECONDS_EACH} s"
   dict=()  # Field names and values for the text-format parser (libprotobuf is not instrumented).
   [[ -f "tests/fuzz/$target.dict" ]] && dict=(-dict="$PWD/tests/fuzz/$target.dict")

@@ -79,7 +79,12 @@ absl::Status AppendJsonData(const json& data, const std::string& datatype, const
                                                    data.type_name(), ", not only numbers"));
   }
   if (datatype == "FP32") {
-    const float value = data.get<float>();
+    const double wide = data.get<double>();
+    if (std::fabs(wide) > std::numeric_limits<float>::max()) {
+      return absl::InvalidArgumentError(absl::StrCat("input '", input, "': ", data.dump(),
+                                                     " is beyond the range of FP32"));
+    }
+    const float value = static_cast<float>(wide);
     out->append(reinterpret_cast<const char*>(&value), sizeof(value));
   } else if (datatype == "UINT8") {
     if (!data.is_number_integer() || data.get<int64_t>() < 0 || data.get<int64_t>() > 255) {

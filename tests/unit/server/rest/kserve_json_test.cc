@@ -81,6 +81,8 @@ TEST(ParseInferRequestTest, MalformedRequestsAreRefusedWithTheReason) {
        "needs 2"},
       {R"({"inputs": [{"name": "input", "shape": [1], "datatype": "FP32", "data": ["x"]}]})",
        "not only numbers"},
+      {R"({"inputs": [{"name": "input", "shape": [1], "datatype": "FP32", "data": [1e300]}]})",
+       "beyond the range of FP32"},
       {R"({"inputs": [{"name": "input", "shape": [1], "datatype": "FP16", "data": [1]}]})",
        "binary data"},
       {R"({"inputs": [{"name": "input", "shape": [1], "datatype": "INT64", "data": [1]}]})",
