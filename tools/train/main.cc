@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/flag_names.h"
 #include "models/registry.h"
+#include "nlohmann/json.hpp"
 #include "tools/train/trainer.h"
 
 ABSL_FLAG(std::string, out, "", "Model-repository folder to write (created).");
@@ -101,8 +102,10 @@ int main(int argc, char** argv) {
   if (!result->finished) {
     std::fprintf(stderr, "[train] stopped after %lld steps; continue with --resume\n",
                  static_cast<long long>(result->steps_run));
-    std::printf("{\"steps_run\": %lld, \"finished\": false}\n",
-                static_cast<long long>(result->steps_run));
+    std::printf("%s\n", nlohmann::ordered_json{{"steps_run", result->steps_run},
+                                               {"finished", false}}
+                           .dump()
+                           .c_str());
     return 0;
   }
   const bool detection = options.task == vitserve::ModelTask::kDetection;
@@ -121,10 +124,15 @@ int main(int argc, char** argv) {
                  result->heldout_pixel_accuracy, static_cast<long long>(options.eval_scenes),
                  options.out.c_str());
   }
-  std::printf("{\"steps_run\": %lld, \"finished\": true, \"final_loss\": %.6f, "
-              "\"heldout_miou\": %.6f, \"heldout_pixel_accuracy\": %.6f, "
-              "\"heldout_precision\": %.6f, \"heldout_recall\": %.6f}\n",
-              static_cast<long long>(result->steps_run), result->final_loss, result->heldout_miou,
-              result->heldout_pixel_accuracy, result->heldout_precision, result->heldout_recall);
+  // One JSON line for scripts (a NaN loss is written as null).
+  const nlohmann::ordered_json summary = {
+      {"steps_run", result->steps_run},
+      {"finished", true},
+      {"final_loss", result->final_loss},
+      {"heldout_miou", result->heldout_miou},
+      {"heldout_pixel_accuracy", result->heldout_pixel_accuracy},
+      {"heldout_precision", result->heldout_precision},
+      {"heldout_recall", result->heldout_recall}};
+  std::printf("%s\n", summary.dump().c_str());
   return 0;
 }
