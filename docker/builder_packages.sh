@@ -8,7 +8,7 @@ set -euo pipefail
 # pip (setup.sh's Python side; the builders make their own venv with python3-venv), curl, and the
 # container tools scripts/container-test.sh uses.
 TEST_ONLY='prometheus|libgtest-dev|libgmock-dev|libbenchmark-dev|libb64-0d|git|python3-pip'
-TEST_ONLY+='|podman|buildah|debootstrap|runc|catatonit|fuse-overlayfs|slirp4netns|uidmap|curl'
+TEST_ONLY+='|podman|buildah|debootstrap|runc|catatonit|fuse-overlayfs|slirp4netns|uidmap|curl|clang|libclang-rt-14-dev'
 packages="$(sed -n '/^APT_PACKAGES=(/,/^)/{/^APT_PACKAGES=(/d;/^)/d;s/#.*//;p;}' "$1" \
               | tr -s ' \t' '\n' | grep -v -x -E "$TEST_ONLY|" || true)"
 [ -n "$packages" ] || { echo "no APT_PACKAGES=( ... ) in $1" >&2; exit 1; }

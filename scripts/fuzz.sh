@@ -4,22 +4,32 @@
 # repository's files). Builds each target with clang
 # (-fsanitize=fuzzer,address,undefined) into build-fuzz/ and runs it for SECONDS (default 60)
 # from a seed corpus of our own files (tests/fuzz/corpus/<target>, grown by the run). A crash
-# leaves build-fuzz/crash-* and fails the script: turn each into a regression test.
-#   scripts/fuzz.sh [SECONDS]
+# leaves build-fuzz/<target>-crash-* and fails the script: turn each into a regression test.
+#   scripts/fuzz.sh [SECONDS] [--junit FILE]
+# --junit FILE writes one JUnit test case per target (fuzz::<target>), for scripts/test_report.py;
+# scripts/test.sh runs every target for 15 s this way (the CI's short run).
 # Needs clang and libclang-rt-14-dev (apt-get install clang libclang-rt-14-dev), besides what
 # scripts/setup.sh installs, and the build in build/ (config_fuzz links its model libraries,
-# which the config code's model registry needs); not part of CI yet.
+# which the config code's model registry needs).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-SECONDS_EACH="${1:-60}"
+SECONDS_EACH=60
+JUNIT=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --junit) JUNIT="$2"; shift 2 ;;
+    *) SECONDS_EACH="$1"; shift ;;
+  esac
+done
 B=build-fuzz
 mkdir -p "$B"
 command -v clang++ > /dev/null || { echo "fuzz: clang++ is missing (apt-get install clang libclang-rt-14-dev)"; exit 2; }
+CXX=(clang++); command -v ccache > /dev/null && CXX=(ccache clang++)
 FLAGS=(-std=c++17 -g -O1 -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer -I. -I/usr/include/opencv4)
 ABSL=$(pkg-config --libs absl_status absl_statusor absl_strings absl_raw_hash_set absl_hash)
-clang++ "${FLAGS[@]}" tests/fuzz/header_fuzz.cc models/weights/internal/safetensors_header.cc \
+"${CXX[@]}" "${FLAGS[@]}" tests/fuzz/header_fuzz.cc models/weights/internal/safetensors_header.cc \
   $ABSL -o "$B/header_fuzz"
-clang++ "${FLAGS[@]}" tests/fuzz/image_fuzz.cc server/image/decode.cc server/image/image_header.cc \
+"${CXX[@]}" "${FLAGS[@]}" tests/fuzz/image_fuzz.cc server/image/decode.cc server/image/image_header.cc \
   $ABSL -lopencv_core -lopencv_imgproc -lopencv_imgcodecs -o "$B/image_fuzz"
 # The config code, instrumented; the model registry it calls comes uninstrumented from build/,
 # with LibTorch (and its CUDA runtime, when the build has CUDA) from the torch wheel in .venv/.
@@ -30,7 +40,7 @@ if [[ -e "$TORCH/lib/libtorch_cuda.so" && -d "$CUDART" ]]; then
   TORCH_LIBS+=(-ltorch_cuda -lc10_cuda -L"$CUDART" -Wl,-rpath,"$CUDART" -l:libcudart.so.13)
 fi
 [[ -f build/models/libvitserve_models.a ]] || { echo "fuzz: build/ is missing: run scripts/setup.sh first"; exit 2; }
-clang++ "${FLAGS[@]}" -Ibuild/proto/gen -idirafter "$TORCH/include" \
+"${CXX[@]}" "${FLAGS[@]}" -Ibuild/proto/gen -idirafter "$TORCH/include" \
   -idirafter "$TORCH/include/torch/csrc/api/include" -D_GLIBCXX_USE_CXX11_ABI=1 \
   tests/fuzz/config_fuzz.cc server/config/model_config.cc server/config/file_util.cc \
   build/proto/gen/vitserve/v1/model_config.pb.cc \
@@ -38,7 +48,7 @@ clang++ "${FLAGS[@]}" -Ibuild/proto/gen -idirafter "$TORCH/include" \
   $ABSL $(pkg-config --libs absl_str_format) -lprotobuf "${TORCH_LIBS[@]}" -o "$B/config_fuzz"
 
 # The REST infer request reader: nlohmann-json and the generated KServe messages.
-clang++ "${FLAGS[@]}" -Ibuild/proto/gen tests/fuzz/infer_fuzz.cc server/rest/kserve_json.cc \
+"${CXX[@]}" "${FLAGS[@]}" -Ibuild/proto/gen tests/fuzz/infer_fuzz.cc server/rest/kserve_json.cc \
   build/proto/gen/inference/grpc_service.pb.cc build/proto/gen/inference/model_config.pb.cc \
   $ABSL $(pkg-config --libs absl_flat_hash_set 2>/dev/null || true) -lprotobuf -o "$B/infer_fuzz"
 
@@ -60,14 +70,25 @@ printf '%s' ' {"id":"a","inputs":[{"name":"input","shape":[1,2],"datatype":"FP32
 printf '%s' ' {"inputs":[{"name":"input","shape":[3],"datatype":"UINT8","data":[0,7,255]}],"parameters":{"binary_data_output":true,"timeout":5}}' > "$B/corpus/infer/uint8.bin"
 
 status=0
+cases=""
 for target in header image config infer; do
   echo "[fuzz] ${target}_fuzz for ${SECONDS_EACH} s"
   dict=()  # Field names and values for the text-format parser (libprotobuf is not instrumented).
   [[ -f "tests/fuzz/$target.dict" ]] && dict=(-dict="$PWD/tests/fuzz/$target.dict")
-  if ! (cd "$B" && ./"${target}_fuzz" -max_total_time="$SECONDS_EACH" -max_len=65536 \
-          -rss_limit_mb=2048 -print_final_stats=1 "${dict[@]}" "corpus/$target" 2>&1 | tail -12); then
+  started=$SECONDS
+  if (cd "$B" && ./"${target}_fuzz" -max_total_time="$SECONDS_EACH" -max_len=65536 \
+          -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="${target}-" "${dict[@]}" \
+          "corpus/$target" > "${target}.log" 2>&1); then
+    outcome=""
+  else
     status=1
+    found="$(cd "$B" && ls "${target}"-crash-* "${target}"-leak-* "${target}"-timeout-* 2> /dev/null | tr '\n' ' ')"
+    outcome="<failure message=\"${target}_fuzz failed: ${found:-see $B/${target}.log}\"/>"
   fi
+  tail -8 "$B/${target}.log"
+  cases+="<testcase classname=\"fuzz\" name=\"fuzz::${target}\" time=\"$((SECONDS - started))\">${outcome}</testcase>"
 done
-ls "$B"/crash-* "$B"/leak-* "$B"/timeout-* 2> /dev/null && status=1
+if [ -n "$JUNIT" ]; then
+  printf '<?xml version="1.0" encoding="UTF-8"?>\n<testsuite name="fuzz">%s</testsuite>\n' "$cases" > "$JUNIT"
+fi
 exit $status

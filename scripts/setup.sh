@@ -34,6 +34,7 @@ APT_PACKAGES=(
   nlohmann-json3-dev  # JSON (header-only): REST bodies, --json output, COCO files
   libcpp-httplib-dev  # HTTP/1.1 server of the REST port (server/rest/)
   curl  # the REST tests call the plain endpoint as users do
+  clang libclang-rt-14-dev  # libFuzzer with ASan/UBSan: scripts/fuzz.sh (test.sh's short run)
   libb64-0d   # perf_analyzer's runtime dependency (e2e tests)
   prometheus  # prometheus + promtool: tests/e2e/test_prometheus.py scrapes vitserve with them
   # The container images' end-to-end test (scripts/container-test.sh): rootful podman with a

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs every test: CTest (unit and integration), the
-# pytest end-to-end suite against the real binaries, and the container image's end-to-end test
+# pytest end-to-end suite against the real binaries, a short libFuzzer run of every fuzz
+# target (scripts/fuzz.sh), and the container image's end-to-end test
 # (scripts/container-test.sh, as root). Exit status 0 only when all pass and no test was
 # skipped other than a CUDA one (without a GPU) or the container image test on a disk without
 # room for the build; the last line sums up all three.
@@ -23,6 +24,17 @@ export VITSERVE_BUILD_DIR="$ROOT/$BUILD_DIR"
 .venv/bin/python -m pytest tests/e2e -q -rs --junitxml "$BUILD_DIR/pytest-junit.xml" "$@"
 echo "[test] pytest took $((SECONDS - started)) s" >&2
 
+# libFuzzer, short: every target of scripts/fuzz.sh for 15 s (the long run: scripts/fuzz.sh 600).
+echo "[test] fuzzing: scripts/fuzz.sh 15" >&2
+started=$SECONDS
+fuzz_junit="$ROOT/$BUILD_DIR/fuzz-junit.xml"
+rm -f "$fuzz_junit"
+scripts/fuzz.sh 15 --junit "$fuzz_junit" >&2 \
+  || echo "[test] a fuzz target failed (its case in the summary says which)" >&2
+# A build that failed before any target ran still counts, as one failed case.
+[ -s "$fuzz_junit" ] || printf '<testsuite><testcase classname="fuzz" name="fuzz::build"><failure message="scripts/fuzz.sh failed before running its targets"/></testcase></testsuite>\n' > "$fuzz_junit"
+echo "[test] fuzzing took $((SECONDS - started)) s" >&2
+
 # The CPU image built from docker/Dockerfile.cpu as a user would, run and drained with podman
 # (docs/deployment.md section 1; the CUDA image: scripts/container-test.sh --cuda, by hand: it
 # needs about 20 GB of disk).
@@ -38,4 +50,4 @@ VITSERVE_BUILD_DIR="$ROOT/$BUILD_DIR" scripts/container-test.sh --prune --junit 
 echo "[test] container test took $((SECONDS - started)) s" >&2
 
 .venv/bin/python scripts/test_report.py "$BUILD_DIR/ctest-junit.xml" "$BUILD_DIR/pytest-junit.xml" \
-  "$container_junit"
+  "$BUILD_DIR/fuzz-junit.xml" "$container_junit"

@@ -116,12 +116,13 @@ namespace vitserve {
 namespace {
 
 constexpr char kUsage[] =
-    R"(vitserve: a gRPC server for vision models (LibTorch) with dynamic batching.
+    R"(vitserve: a gRPC and HTTP/REST server for vision models (LibTorch) with dynamic batching.
 
-Serves vitserve.v1.Vision (Classify, ClassifyStream, ListModels, GetModel; Detect/Segment
-planned), the KServe v2 / Open Inference Protocol (inference.GRPCInferenceService: works with
-tritonclient and perf_analyzer), grpc.health.v1.Health and server reflection on --grpc-port, and
-Prometheus /metrics plus /v2/health/{live,ready} on --http-port.
+Serves vitserve.v1.Vision (Classify, Detect, Segment, ClassifyStream, ListModels, GetModel), the
+KServe v2 / Open Inference Protocol (inference.GRPCInferenceService: works with tritonclient and
+perf_analyzer), grpc.health.v1.Health and server reflection on --grpc-port (8001); KServe v2
+REST and a plain image endpoint (curl -F image=@cat.jpg host:8000/v1/models/M:classify) on
+--rest-port (8000); Prometheus /metrics plus /v2/health/{live,ready} on --http-port (8002).
 
 Quick mode serves one architecture (--model, optionally --weights); repository mode serves every
 model of --model-repository (<dir>/<model>/config.pbtxt, Triton-style). Flag names accept '-' or

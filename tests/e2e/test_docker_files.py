@@ -64,9 +64,10 @@ def test_builder_packages_are_setup_packages_without_test_ones(tmp_path):
     setup = _setup_packages()
     test_only = {"prometheus", "libgtest-dev", "libgmock-dev", "libbenchmark-dev", "libb64-0d",
                  "git", "python3-pip", "podman", "buildah", "debootstrap", "runc", "catatonit",
-                 "fuse-overlayfs", "slirp4netns", "uidmap"}
+                 "fuse-overlayfs", "slirp4netns", "uidmap", "curl", "clang", "libclang-rt-14-dev"}
     assert set(out) == setup - test_only, set(out) ^ (setup - test_only)
-    assert {"libgrpc++-dev", "cmake", "libopencv-imgcodecs-dev", "prometheus-cpp-dev"} <= set(out)
+    assert {"libgrpc++-dev", "cmake", "libopencv-imgcodecs-dev", "prometheus-cpp-dev",
+            "libcpp-httplib-dev", "nlohmann-json3-dev"} <= set(out)
     # A file without the array is an error, not an empty list (the build would go on without
     # its -dev packages).
     empty = tmp_path / "setup.sh"
