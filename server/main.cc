@@ -41,6 +41,13 @@ ABSL_FLAG(int32_t, rest_port, 8000,
 ABSL_FLAG(int32_t, rest_threads, 64,
           "REST connections served at once (a keep-alive connection holds one while idle)");
 ABSL_FLAG(std::string, host, "0.0.0.0", "gRPC and REST listening address");
+ABSL_FLAG(double, max_request_seconds,
+          absl::ToDoubleSeconds(vitserve::ServerOptions{}.max_request_time),
+          "the longest any request may stay in the server: its deadline is capped to arrival + "
+          "this, whatever deadline the client set (DEADLINE_EXCEEDED / HTTP 504 beyond)");
+ABSL_FLAG(int32_t, max_concurrent_streams, vitserve::ServerOptions{}.max_concurrent_streams,
+          "gRPC calls (HTTP/2 streams) one connection may have open at once; more wait in the "
+          "client");
 ABSL_FLAG(int64_t, max_request_bytes, vitserve::ServerOptions{}.grpc_max_message_bytes,
           "largest request accepted: a gRPC message or a REST body (larger: RESOURCE_EXHAUSTED "
           "or HTTP 413)");
@@ -144,6 +151,8 @@ constexpr const char* kFlagNames[] = {"grpc_port",
                                       "rest_port",
                                       "rest_threads",
                                       "max_request_bytes",
+                                      "max_request_seconds",
+                                      "max_concurrent_streams",
                                       "host",
                                       "model",
                                       "weights",
@@ -281,6 +290,8 @@ int Run(int argc, char** argv) {
     return 2;
   }
   options.grpc_max_message_bytes = static_cast<int>(max_request_bytes);
+  options.max_request_time = absl::Seconds(absl::GetFlag(FLAGS_max_request_seconds));
+  options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
   options.host = absl::GetFlag(FLAGS_host);
   options.model = absl::GetFlag(FLAGS_model);
   options.weights = absl::GetFlag(FLAGS_weights);

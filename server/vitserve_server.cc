@@ -109,6 +109,13 @@ absl::Status ValidateOptions(const ServerOptions& o) {
         "--max-images-per-request ", o.image_limits.max_images_per_request,
         " must be at least 1"));
   }
+  if (o.max_request_time <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--max-request-seconds must be > 0");
+  }
+  if (o.max_concurrent_streams < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--max-concurrent-streams ",
+                                                   o.max_concurrent_streams, " must be >= 1"));
+  }
   if (o.grpc_max_message_bytes < 1) {
     return absl::InvalidArgumentError("grpc max message bytes must be positive");
   }
@@ -166,9 +173,10 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
 
   preprocess_pool_ = std::make_unique<WorkPool>(options_.preprocess_threads);
   vision_ = std::make_unique<VisionService>(manager_.get(), options_.image_limits,
-                                            preprocess_pool_.get());
+                                            preprocess_pool_.get(), options_.max_request_time);
   inference_ = std::make_unique<InferenceService>(manager_.get(), std::string(VitserveVersion()),
-                                                  preprocess_pool_.get());
+                                                  preprocess_pool_.get(),
+                                                  options_.max_request_time);
 
   // Both are process-wide switches of gRPC that only take effect for servers built afterwards.
   grpc::EnableDefaultHealthCheckService(true);
@@ -181,6 +189,7 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
   builder.AddListeningPort(address, *credentials, &grpc_port_);
   builder.SetMaxReceiveMessageSize(options_.grpc_max_message_bytes);
   builder.SetMaxSendMessageSize(options_.grpc_max_message_bytes);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options_.max_concurrent_streams);
   builder.RegisterService(vision_.get());
   builder.RegisterService(inference_.get());
   grpc_server_ = builder.BuildAndStart();
@@ -197,6 +206,7 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
     rest.threads = options_.rest_threads;
     rest.max_body_bytes = options_.grpc_max_message_bytes;
     rest.image_limits = options_.image_limits;
+    rest.max_request_time = options_.max_request_time;
     rest.server_version = VitserveVersion();
     rest.security = options_.security;
     absl::StatusOr<std::unique_ptr<RestServer>> started =

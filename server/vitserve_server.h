@@ -89,6 +89,11 @@ struct ServerOptions {
   ImageLimits image_limits;
   absl::Duration shutdown_grace = absl::Seconds(30);
   int grpc_max_message_bytes = 64 << 20;
+  // The longest any request may stay in the server (its deadline is capped to arrival + this),
+  // over gRPC and REST alike.
+  absl::Duration max_request_time = absl::Seconds(300);
+  // Concurrent gRPC calls (HTTP/2 streams) one connection may have open; more wait in the client.
+  int max_concurrent_streams = 1024;
   // Threads that decode and preprocess images and convert ModelInfer's tensors (0: one per
   // hardware thread).
   int preprocess_threads = 0;

@@ -75,6 +75,11 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext& context) {
   return absl::FromChrono(deadline);
 }
 
+absl::Time CappedDeadline(absl::Time deadline, absl::Duration ceiling) {
+  if (ceiling == absl::InfiniteDuration()) return deadline;
+  return std::min(deadline, absl::Now() + ceiling);
+}
+
 absl::Status CheckStillWanted(absl::Time deadline, const std::function<bool()>& is_cancelled) {
   if (absl::Now() >= deadline) {
     return absl::DeadlineExceededError("the request's deadline passed before it was scheduled");

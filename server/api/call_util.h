@@ -25,6 +25,10 @@ namespace vitserve {
 // The call's deadline, or absl::InfiniteFuture() when the client set none.
 absl::Time DeadlineOf(const grpc::CallbackServerContext& context);
 
+// `deadline`, or now + `ceiling` when that comes first: the longest any request may stay in the
+// server (--max-request-seconds), whatever deadline its client set, or none.
+absl::Time CappedDeadline(absl::Time deadline, absl::Duration ceiling);
+
 // Whether the client has cancelled the call (or it has otherwise ended), polled by work that runs
 // after the handler returned. `context` must outlive every call of the returned function.
 std::function<bool()> CancellationOf(grpc::CallbackServerContext* context);

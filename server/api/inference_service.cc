@@ -66,7 +66,8 @@ class InferenceService::StreamInferReactor final
     if (!model.ok()) return Done(*item, nullptr, model.status());
     const ServableModel* raw = model->get();
     HoldModel(*std::move(model));
-    RunModelInfer(*raw, item->request, DeadlineOf(*context_),
+    RunModelInfer(*raw, item->request,
+                  CappedDeadline(DeadlineOf(*context_), service_->max_request_time_),
                   CancellationOf(context_),
                   service_->preprocess_pool_, item->response.mutable_infer_response(),
                   [this, item, raw](absl::Status status) { Done(*item, raw, status); });
@@ -88,8 +89,11 @@ class InferenceService::StreamInferReactor final
 };
 
 InferenceService::InferenceService(ModelManager* manager, std::string version,
-                                   WorkPool* preprocess_pool)
-    : manager_(manager), version_(std::move(version)), preprocess_pool_(preprocess_pool) {}
+                                   WorkPool* preprocess_pool, absl::Duration max_request_time)
+    : manager_(manager),
+      version_(std::move(version)),
+      preprocess_pool_(preprocess_pool),
+      max_request_time_(max_request_time) {}
 
 absl::StatusOr<std::shared_ptr<const ServableModel>> InferenceService::GetModel(
     const std::string& name, const std::string& version) const {
@@ -184,7 +188,8 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
   if (!model.ok()) return FinishWith(context, model.status());
   const ServableModel& served = **model;
   auto* reactor = new InferReactor(*std::move(model));
-  RunModelInfer(served, *request, DeadlineOf(*context), CancellationOf(context), preprocess_pool_,
+  RunModelInfer(served, *request, CappedDeadline(DeadlineOf(*context), max_request_time_),
+                CancellationOf(context), preprocess_pool_,
                 response,
                 [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
   return reactor;

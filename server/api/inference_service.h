@@ -21,6 +21,7 @@
 #include <atomic>
 #include <string>
 
+#include "absl/time/time.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/server_callback.h"
 #include "inference/grpc_service.grpc.pb.h"
@@ -37,8 +38,10 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
 
   // `version`: the server version reported by ServerMetadata. `preprocess_pool` (borrowed, may
   // be null: then inline on gRPC's thread) converts ModelInfer's input tensors.
+  // `max_request_time` caps every request's deadline (CappedDeadline).
   InferenceService(ModelManager* manager, std::string version,
-                   WorkPool* preprocess_pool = nullptr);
+                   WorkPool* preprocess_pool = nullptr,
+                   absl::Duration max_request_time = absl::InfiniteDuration());
 
   // From now on ServerReady answers false.
   void SetShuttingDown() { shutting_down_.store(true); }
@@ -90,6 +93,7 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
   ModelManager* const manager_;
   const std::string version_;
   WorkPool* const preprocess_pool_;  // Not owned; may be null.
+  const absl::Duration max_request_time_;
   std::atomic<bool> shutting_down_{false};
 };
 

@@ -49,11 +49,12 @@ class VisionService::ClassifyStreamReactor final
     : public StreamReactor<v1::ClassifyRequest, v1::ClassifyResponse> {
  public:
   ClassifyStreamReactor(ModelManager* manager, const ImageLimits& limits, WorkPool* pool,
-                        grpc::CallbackServerContext* context)
+                        absl::Duration max_request_time, grpc::CallbackServerContext* context)
       : StreamReactor(kMaxPendingPerStream),
         manager_(manager),
         limits_(limits),
         pool_(pool),
+        max_request_time_(max_request_time),
         context_(context) {
     StartReading();
   }
@@ -72,7 +73,8 @@ class VisionService::ClassifyStreamReactor final
     if (!model.ok()) return Done(*item, nullptr, model.status());
     const ServableModel* raw = model->get();
     HoldModel(*std::move(model));
-    RunClassify(*raw, limits_, pool_, item->request, DeadlineOf(*context_),
+    RunClassify(*raw, limits_, pool_, item->request,
+                CappedDeadline(DeadlineOf(*context_), max_request_time_),
                 CancellationOf(context_), &item->response,
                 [this, item, raw](absl::Status status) { Done(*item, raw, std::move(status)); });
   }
@@ -89,12 +91,16 @@ class VisionService::ClassifyStreamReactor final
   ModelManager* const manager_;
   const ImageLimits limits_;
   WorkPool* const pool_;
+  const absl::Duration max_request_time_;
   grpc::CallbackServerContext* const context_;
 };
 
 VisionService::VisionService(ModelManager* manager, ImageLimits image_limits,
-                             WorkPool* preprocess_pool)
-    : manager_(manager), image_limits_(image_limits), preprocess_pool_(preprocess_pool) {}
+                             WorkPool* preprocess_pool, absl::Duration max_request_time)
+    : manager_(manager),
+      image_limits_(image_limits),
+      max_request_time_(max_request_time),
+      preprocess_pool_(preprocess_pool) {}
 
 grpc::ServerUnaryReactor* VisionService::Classify(grpc::CallbackServerContext* context,
                                                   const v1::ClassifyRequest* request,
@@ -103,7 +109,8 @@ grpc::ServerUnaryReactor* VisionService::Classify(grpc::CallbackServerContext* c
   ModelCallReactor* reactor = StartModelCall(request->model(), &model);
   if (model == nullptr) return reactor;
   const ServableModel& served = *model;
-  RunClassify(served, image_limits_, preprocess_pool_, *request, DeadlineOf(*context),
+  RunClassify(served, image_limits_, preprocess_pool_, *request,
+              CappedDeadline(DeadlineOf(*context), max_request_time_),
               CancellationOf(context), response,
               [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
   return reactor;
@@ -115,7 +122,8 @@ grpc::ServerUnaryReactor* VisionService::Detect(grpc::CallbackServerContext* con
   const ServableModel* model = nullptr;
   ModelCallReactor* reactor = StartModelCall(request->model(), &model);
   if (model == nullptr) return reactor;
-  RunDetect(*model, image_limits_, preprocess_pool_, *request, DeadlineOf(*context),
+  RunDetect(*model, image_limits_, preprocess_pool_, *request,
+            CappedDeadline(DeadlineOf(*context), max_request_time_),
             CancellationOf(context), response,
             [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
   return reactor;
@@ -127,7 +135,8 @@ grpc::ServerUnaryReactor* VisionService::Segment(grpc::CallbackServerContext* co
   const ServableModel* model = nullptr;
   ModelCallReactor* reactor = StartModelCall(request->model(), &model);
   if (model == nullptr) return reactor;
-  RunSegment(*model, image_limits_, preprocess_pool_, *request, DeadlineOf(*context),
+  RunSegment(*model, image_limits_, preprocess_pool_, *request,
+             CappedDeadline(DeadlineOf(*context), max_request_time_),
              CancellationOf(context), response,
              [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
   return reactor;
@@ -135,7 +144,8 @@ grpc::ServerUnaryReactor* VisionService::Segment(grpc::CallbackServerContext* co
 
 grpc::ServerBidiReactor<v1::ClassifyRequest, v1::ClassifyResponse>* VisionService::ClassifyStream(
     grpc::CallbackServerContext* context) {
-  return new ClassifyStreamReactor(manager_, image_limits_, preprocess_pool_, context);
+  return new ClassifyStreamReactor(manager_, image_limits_, preprocess_pool_, max_request_time_,
+                                   context);
 }
 
 grpc::ServerUnaryReactor* VisionService::ListModels(grpc::CallbackServerContext* context,

@@ -26,6 +26,7 @@
 
 #include <string>
 
+#include "absl/time/time.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/server_callback.h"
 #include "server/api/task_calls.h"
@@ -44,8 +45,10 @@ class VisionService final : public v1::Vision::CallbackService {
   static constexpr int kDefaultTopK = vitserve::kDefaultTopK;
 
   // `preprocess_pool` (not owned; may be null: then decoding runs on gRPC's thread) must
-  // outlive every call this service handles.
-  VisionService(ModelManager* manager, ImageLimits image_limits, WorkPool* preprocess_pool);
+  // outlive every call this service handles. `max_request_time` caps every request's deadline
+  // (CappedDeadline).
+  VisionService(ModelManager* manager, ImageLimits image_limits, WorkPool* preprocess_pool,
+                absl::Duration max_request_time = absl::InfiniteDuration());
 
   grpc::ServerUnaryReactor* Classify(grpc::CallbackServerContext* context,
                                      const v1::ClassifyRequest* request,
@@ -75,6 +78,7 @@ class VisionService final : public v1::Vision::CallbackService {
 
   ModelManager* const manager_;
   const ImageLimits image_limits_;
+  const absl::Duration max_request_time_;
   WorkPool* const preprocess_pool_;
 };
 

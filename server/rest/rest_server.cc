@@ -17,6 +17,7 @@
 #include "common/credential_file.h"
 #include "common/result_json.h"
 #include "common/thread_name.h"
+#include "server/api/call_util.h"
 #include "server/api/image_input.h"
 #include "server/api/kserve_metadata.h"
 #include "server/api/task_calls.h"
@@ -407,8 +408,9 @@ void RestServer::AddRoutes() {
            absl::StatusOr<ParsedInferRequest> parsed =
                ParseInferRequest(body.bytes, header_length, name, version);
            if (!parsed.ok()) return ReplyError(res, parsed.status());
-           const absl::Time deadline =
-               parsed->timeout ? absl::Now() + *parsed->timeout : absl::InfiniteFuture();
+           const absl::Time deadline = CappedDeadline(
+               parsed->timeout ? absl::Now() + *parsed->timeout : absl::InfiniteFuture(),
+               options_.max_request_time);
            inference::ModelInferResponse response;
            const absl::Status status = RunAndWait([&](FinishCallback finish) {
              RunModelInfer(**model, parsed->request, deadline, nullptr, pool_, &response,
@@ -451,6 +453,7 @@ void RestServer::AddRoutes() {
            }
            absl::StatusOr<absl::Time> deadline = QueryDeadline(req);
            if (!deadline.ok()) return ReplyError(res, deadline.status());
+           *deadline = CappedDeadline(*deadline, options_.max_request_time);
            const ServableModel& served = **model;
            OrderedJson reply = {{"model", served.name()}};
            OrderedJson& results = reply["results"] = OrderedJson::array();

@@ -67,6 +67,8 @@ struct RestOptions {
   absl::Duration write_timeout = absl::Seconds(10);
   absl::Duration keep_alive_timeout = absl::Seconds(5);
   ImageLimits image_limits;
+  // The longest a request may stay in the server, whatever deadline it asks for (none: this).
+  absl::Duration max_request_time = absl::InfiniteDuration();
   std::string server_version;
   // TLS (HTTPS) with the gRPC port's certificate, mutual TLS with its client CA, and the bearer
   // token (Authorization: Bearer <token>) on every route but, with token_exempt_health, the
