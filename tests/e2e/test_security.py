@@ -144,8 +144,10 @@ def test_rest_serves_https_and_mutual_tls(start_server, certs):
     assert _curl_rest(server, classify_path, "--cacert", str(certs / "ca.pem"), "--cert",
                       str(certs / "rogue_client.pem"), "--key",
                       str(certs / "rogue_client.key")).startswith("curl")
-    assert _curl_rest(server, classify_path, scheme="http") in ("000", "curl 52", "curl 56",
-                                                                "curl 1")
+    # Plaintext to the TLS port gets no HTTP answer: curl fails (52, 55 or 56, depending on
+    # when the server drops the connection) or sees no status ("000").
+    plaintext = _curl_rest(server, classify_path, scheme="http")
+    assert plaintext.startswith("curl") or plaintext == "000", plaintext
     assert _curl_rest(server, classify_path, "--cacert", str(certs / "rogue_ca.pem"), "--cert",
                       str(certs / "client.pem"), "--key", str(certs / "client.key")
                       ).startswith("curl")
