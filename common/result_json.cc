@@ -34,6 +34,10 @@ std::string DumpJson(const OrderedJson& value) {
   return value.dump(-1, ' ', /*ensure_ascii=*/false, nlohmann::json::error_handler_t::replace);
 }
 
+std::string DumpJson(const nlohmann::json& value) {
+  return value.dump(-1, ' ', /*ensure_ascii=*/false, nlohmann::json::error_handler_t::replace);
+}
+
 OrderedJson ClassificationToJson(absl::string_view image, absl::string_view model,
                                  const v1::Classification& result) {
   OrderedJson out = {{"image", Text(image)}, {"model", Text(model)}};

@@ -31,6 +31,7 @@ OrderedJson JsonNumber(double value, int significant_digits = 6);
 // One line of JSON: invalid UTF-8 in strings (a label, a file name) is replaced by U+FFFD
 // rather than failing the whole document.
 std::string DumpJson(const OrderedJson& value);
+std::string DumpJson(const nlohmann::json& value);
 
 OrderedJson ClassificationToJson(absl::string_view image, absl::string_view model,
                                  const v1::Classification& result);

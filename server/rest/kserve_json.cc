@@ -9,6 +9,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/result_json.h"
 #include "common/status_macros.h"
 
 namespace vitserve {
@@ -349,7 +350,7 @@ absl::StatusOr<InferReply> WriteInferResponse(const inference::ModelInferRespons
     outputs.push_back(std::move(entry));
   }
   InferReply reply;
-  reply.body = header.dump(-1, ' ', false, json::error_handler_t::replace);
+  reply.body = DumpJson(header);
   if (!binary_data.empty() || binary.all || !binary.outputs.empty()) {
     reply.header_length = reply.body.size();
     reply.body += binary_data;
@@ -388,8 +389,7 @@ int HttpStatusFor(const absl::Status& status) {
 }
 
 std::string ErrorJson(absl::string_view message) {
-  return json{{"error", std::string(message)}}.dump(-1, ' ', false,
-                                                    json::error_handler_t::replace);
+  return DumpJson(json{{"error", std::string(message)}});
 }
 
 }  // namespace vitserve

@@ -41,8 +41,7 @@ void ReplyError(httplib::Response& res, const absl::Status& status) {
 }
 
 void ReplyProto(httplib::Response& res, const google::protobuf::Message& message) {
-  ReplyJson(res, 200, ProtoToJson(message).dump(-1, ' ', false,
-                                                nlohmann::json::error_handler_t::replace));
+  ReplyJson(res, 200, DumpJson(ProtoToJson(message)));
 }
 
 // The model name and version ("" when absent) of a kModelPath route.
@@ -367,7 +366,7 @@ void RestServer::AddRoutes() {
     FillRepositoryIndex(*manager_, ready_only, &response);
     nlohmann::json models = nlohmann::json::array();
     for (const auto& model : response.models()) models.push_back(ProtoToJson(model));
-    ReplyJson(res, 200, models.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    ReplyJson(res, 200, DumpJson(models));
   };
   s.Post("/v2/repository/index", index);
   s.Get("/v2/repository/index", [index](const httplib::Request& req, httplib::Response& res) {
