@@ -47,8 +47,10 @@ fi
   -Wl,--start-group $(find build/models -name '*.a' | sort) -Wl,--end-group \
   $ABSL $(pkg-config --libs absl_str_format) -lprotobuf "${TORCH_LIBS[@]}" -o "$B/config_fuzz"
 
-# The REST infer request reader: nlohmann-json and the generated KServe messages.
+# The REST infer request reader: nlohmann-json, the shared JSON writer and the generated messages.
 "${CXX[@]}" "${FLAGS[@]}" -Ibuild/proto/gen tests/fuzz/infer_fuzz.cc server/rest/kserve_json.cc \
+  common/result_json.cc build/proto/gen/vitserve/v1/vision.pb.cc \
+  build/proto/gen/vitserve/v1/model_config.pb.cc \
   build/proto/gen/inference/grpc_service.pb.cc build/proto/gen/inference/model_config.pb.cc \
   $ABSL $(pkg-config --libs absl_flat_hash_set 2>/dev/null || true) -lprotobuf -o "$B/infer_fuzz"
 
