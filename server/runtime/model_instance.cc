@@ -13,11 +13,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/status_macros.h"
+#include "server/log.h"
 
 #ifdef VITSERVE_WITH_CUDA
 #include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <ATen/cuda/CachingHostAllocator.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -258,6 +260,28 @@ bool IsImagePart(const at::Tensor& part) {
 
 namespace {
 
+// `parts` cut after their first `first_rows` rows (0 < first_rows < their rows): a part that
+// straddles the cut is narrowed (a view; contiguous parts stay contiguous).
+std::pair<std::vector<at::Tensor>, std::vector<at::Tensor>> SplitRows(
+    const std::vector<at::Tensor>& parts, int64_t first_rows) {
+  std::vector<at::Tensor> first, second;
+  int64_t wanted = first_rows;
+  for (const at::Tensor& part : parts) {
+    const int64_t n = part.size(0);
+    if (wanted >= n) {
+      first.push_back(part);
+      wanted -= n;
+    } else if (wanted > 0) {
+      first.push_back(part.narrow(0, 0, wanted));
+      second.push_back(part.narrow(0, wanted, n - wanted));
+      wanted = 0;
+    } else {
+      second.push_back(part);
+    }
+  }
+  return {std::move(first), std::move(second)};
+}
+
 // Consecutive parts that are handled as one run: float rows (one copy into the input), or
 // image parts whose images share one size (preprocessed together).
 bool SameRun(const at::Tensor& a, const at::Tensor& b) {
@@ -297,9 +321,43 @@ absl::StatusOr<at::Tensor> ModelInstance::RunParts(const std::vector<at::Tensor>
   }
   try {
     return RunOrThrow(parts, rows, stages);
+  } catch (const c10::OutOfMemoryError& e) {
+    if (rows == 1) {
+      return TorchErrorToStatus(std::current_exception(),
+                                absl::StrCat("inference of one row on ", options_.device.str()));
+    }
+    LogWarning(absl::StrCat("a batch of ", rows, " rows ran out of memory on ",
+                            options_.device.str(), "; running it again as ", rows / 2, " + ",
+                            rows - rows / 2, " rows (", e.what_without_backtrace(), ")"));
   } catch (...) {
     return TorchErrorToStatus(std::current_exception(),
                               absl::StrCat("inference on ", options_.device.str()));
+  }
+  return RunInHalves(parts, rows, stages);
+}
+
+absl::StatusOr<at::Tensor> ModelInstance::RunInHalves(const std::vector<at::Tensor>& parts,
+                                                      int64_t rows, BatchStages* stages) {
+#ifdef VITSERVE_WITH_CUDA
+  // Blocks the failed attempt cached are free again; give them back so the halves (and the
+  // other instances on this device) can use them.
+  if (options_.device.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
+#endif
+  auto [first, second] = SplitRows(parts, rows / 2);
+  BatchStages first_stages, second_stages;
+  absl::StatusOr<at::Tensor> first_output = RunParts(first, &first_stages);
+  if (!first_output.ok()) return first_output.status();
+  absl::StatusOr<at::Tensor> second_output = RunParts(second, &second_stages);
+  if (!second_output.ok()) return second_output.status();
+  if (stages != nullptr) {
+    stages->input_seconds = first_stages.input_seconds + second_stages.input_seconds;
+    stages->forward_seconds = first_stages.forward_seconds + second_stages.forward_seconds;
+    stages->output_seconds = first_stages.output_seconds + second_stages.output_seconds;
+  }
+  try {
+    return at::cat({*first_output, *second_output}, 0);
+  } catch (...) {
+    return TorchErrorToStatus(std::current_exception(), "joining the halves of a batch");
   }
 }
 

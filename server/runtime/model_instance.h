@@ -25,7 +25,12 @@
 // failure (the message says how to run the model eagerly instead).
 // Run: INVALID_ARGUMENT (batch not CPU float32 [N,3,S,S] with S = input_size, or, for RunParts,
 // a part that is neither that nor an accepted image part), RESOURCE_EXHAUSTED
-// (device out of memory), INTERNAL (any other torch error: a bug, since inputs are validated).
+// (device out of memory for a single row), INTERNAL (any other torch error: a bug, since inputs
+// are validated).
+// Out of memory: a batch of more than one row that runs out of device memory is run again as
+// two halves (recursively, so down to single rows), after the device's cached blocks are
+// released, and the halves' outputs are joined: a burst of large batches costs time, not
+// requests. Only a batch whose single row does not fit fails, with RESOURCE_EXHAUSTED.
 #pragma once
 
 #include <cstdint>
@@ -133,6 +138,10 @@ class ModelInstance {
   absl::Status RunWarmUpBatches();
   absl::Status CaptureCudaGraphs();
   at::Tensor RunOrThrow(const std::vector<at::Tensor>& parts, int64_t rows, BatchStages* stages);
+  // After `parts` (rows > 1 rows) ran out of device memory: runs each half by RunParts and
+  // joins the outputs (see "Out of memory" in the file comment).
+  absl::StatusOr<at::Tensor> RunInHalves(const std::vector<at::Tensor>& parts, int64_t rows,
+                                         BatchStages* stages);
   // Writes the rows of `parts` (already on target's device; see RunOrThrow) into `target`
   // ([rows,3,S,S], serving dtype), a run of consecutive parts at a time: float rows copied (and
   // cast) at once, image parts of one size preprocessed together. `run_of(i, j)` returns parts

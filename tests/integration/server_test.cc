@@ -1042,6 +1042,54 @@ TEST_F(GatedServerTest, ServerDropsARequestWhoseDeadlinePassedInTheQueue) {
   EXPECT_TRUE(client_->Classify(Request(1, 31), &response).ok());
 }
 
+// A batch that runs out of device memory is run again in halves, so its requests get their
+// answers; a single row that does not fit fails only its request; the server keeps serving.
+TEST_F(GatedServerTest, ABatchThatRunsOutOfMemoryIsSplitAndTheServerRecovers) {
+  ServerOptions options = GatedOptions();
+  options.max_batch_size = 8;
+  Start(options);
+  const v1::ClassifyRequest six = [] {
+    v1::ClassifyRequest request = Request(6, 60);
+    request.set_top_k(kClasses);
+    return request;
+  }();
+  std::vector<std::vector<float>> alone;
+  for (const v1::Image& image : six.images()) {
+    v1::ClassifyRequest one;
+    one.set_model(kGatedModel);
+    one.set_top_k(kClasses);
+    *one.add_images() = image;
+    v1::ClassifyResponse response;
+    ASSERT_TRUE(client_->Classify(one, &response).ok());
+    alone.push_back(ByClass(response.results(0)));
+  }
+
+  gate_.SetMemoryBudget(2);
+  gate_.ResetCounts();
+  v1::ClassifyResponse response;
+  grpc::Status status = client_->Classify(six, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.results_size(), 6);
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_LT(MaxAbsDiff(ByClass(response.results(i)), alone[i]), kSame) << "image " << i;
+  }
+  // 6 rows -> 3 + 3 -> (1 + 2) + (1 + 2); the passes of 6 and 3 rows ran out of memory.
+  EXPECT_EQ(gate_.BatchSizes(), std::vector<int64_t>({6, 3, 1, 2, 3, 1, 2}));
+
+  gate_.SetMemoryBudget(0);
+  status = client_->Classify(Request(1, 70), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("out of memory"));
+
+  gate_.SetMemoryBudget(-1);
+  status = client_->Classify(six, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_LT(MaxAbsDiff(ByClass(response.results(5)), alone[5]), kSame);
+  EXPECT_EQ(MetricSum(Metrics(), "vitserve_requests_total",
+                      {{"model", kGatedModel}, {"code", "RESOURCE_EXHAUSTED"}}),
+            1);
+}
+
 // Shutdown with requests computing and queued: every accepted request succeeds, new ones are
 // refused, and the servers stop.
 TEST_F(GatedServerTest, ShutdownFinishesAcceptedRequests) {

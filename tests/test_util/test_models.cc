@@ -1,6 +1,7 @@
 #include "tests/test_util/test_models.h"
 
 #include <ATen/ATen.h>
+#include <c10/util/Exception.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 
@@ -51,6 +52,13 @@ void ComputeGate::Enter(int64_t rows) {
   batch_sizes_.push_back(rows);
   auto released = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !held_; };
   mu_.Await(absl::Condition(&released));
+  TORCH_CHECK_WITH(OutOfMemoryError, max_rows_ < 0 || rows <= max_rows_, "test gate: ", rows,
+                   " rows do not fit the memory budget of ", max_rows_, " rows");
+}
+
+void ComputeGate::SetMemoryBudget(int64_t max_rows) {
+  absl::MutexLock lock(&mu_);
+  max_rows_ = max_rows;
 }
 
 namespace {

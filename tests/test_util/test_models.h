@@ -17,7 +17,8 @@
 //   rectangle and check the box the server maps back to the original image.
 // kGatedModel ("test_gated"): the probe model, whose forward() first reports to a ComputeGate
 //   and blocks while the gate is held: a test can keep a batch "computing" for as long as it
-//   needs (deadlines, full queues, drain) without sleeping and guessing.
+//   needs (deadlines, full queues, drain) without sleeping and guessing; the gate can also make
+//   it run out of memory above a number of rows (ComputeGate::SetMemoryBudget).
 //
 // Ownership: RegisterTestModels borrows `gate`, which must outlive every model built from the
 // registry.
@@ -58,12 +59,18 @@ class ComputeGate {
   // The batch sizes of every forward pass since the last ResetCounts, in order.
   std::vector<int64_t> BatchSizes() const;
 
-  // Called by the model: counts a batch of `rows`, then waits while held.
+  // From now on a forward pass of more than `max_rows` rows throws c10::OutOfMemoryError, as
+  // a device short of memory does; a negative `max_rows` (the start) lifts the limit.
+  void SetMemoryBudget(int64_t max_rows);
+
+  // Called by the model: counts a batch of `rows`, waits while held, then throws
+  // c10::OutOfMemoryError when `rows` exceeds the memory budget.
   void Enter(int64_t rows);
 
  private:
   mutable absl::Mutex mu_;
   bool held_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t max_rows_ ABSL_GUARDED_BY(mu_) = -1;
   std::vector<int64_t> batch_sizes_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -55,6 +55,23 @@ class ThrowingModel : public VisionModel {
   }
 };
 
+// A TinyModel on a device that holds at most `max_rows` rows: a larger forward pass throws
+// c10::OutOfMemoryError, as the CUDA caching allocator does. Records every pass's rows.
+class MemoryBudgetModel : public TinyModel {
+ public:
+  explicit MemoryBudgetModel(int64_t max_rows) : max_rows_(max_rows) {}
+  torch::Tensor forward(torch::Tensor images) override {
+    attempted_rows.push_back(images.size(0));
+    TORCH_CHECK_WITH(OutOfMemoryError, images.size(0) <= max_rows_,
+                     "tried to allocate rows for ", images.size(0), " images");
+    return TinyModel::forward(images);
+  }
+  std::vector<int64_t> attempted_rows;
+
+ private:
+  const int64_t max_rows_;
+};
+
 at::Tensor Batch(int64_t n, int64_t size) {
   at::manual_seed(0);
   return at::rand({n, 3, size, size}, at::kFloat);
@@ -237,6 +254,50 @@ TEST(ModelInstanceTest, ThrowingModuleBecomesInternalStatus) {
   absl::StatusOr<at::Tensor> out = (*instance)->Run(Batch(1, 4));
   EXPECT_EQ(out.status().code(), absl::StatusCode::kInternal);
   EXPECT_THAT(out.status().message(), HasSubstr("kaboom in forward"));
+}
+
+TEST(ModelInstanceTest, ABatchThatRunsOutOfMemoryIsRunInHalves) {
+  auto model = std::make_shared<MemoryBudgetModel>(/*max_rows=*/3);
+  MemoryBudgetModel* seen = model.get();
+  TinyModel reference;
+  {
+    c10::NoGradGuard no_grad;
+    for (size_t i = 0; i < reference.parameters().size(); ++i) {
+      reference.parameters()[i].copy_(model->parameters()[i]);
+    }
+  }
+  InstanceOptions options;
+  options.input_size = 4;
+  auto instance = ModelInstance::Create(model, options);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  // 10 rows in two parts of 3 and 7: the cut at 5 falls inside the second part.
+  const at::Tensor batch = Batch(10, 4);
+  BatchStages stages;
+  absl::StatusOr<at::Tensor> out =
+      (*instance)->RunParts({batch.narrow(0, 0, 3), batch.narrow(0, 3, 7)}, &stages);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE(at::allclose(*out, Reference(reference, batch), 1e-5, 1e-6));
+  // 10 -> 5 + 5 -> (2 + 3) + (2 + 3).
+  EXPECT_THAT(seen->attempted_rows, ::testing::ElementsAre(10, 5, 2, 3, 5, 2, 3));
+  EXPECT_GT(stages.forward_seconds, 0.0);
+
+  // A batch within the budget runs once; the instance is not left in a split mode.
+  seen->attempted_rows.clear();
+  ASSERT_TRUE((*instance)->Run(Batch(3, 4)).ok());
+  EXPECT_THAT(seen->attempted_rows, ::testing::ElementsAre(3));
+}
+
+TEST(ModelInstanceTest, ARowThatDoesNotFitIsResourceExhausted) {
+  auto model = std::make_shared<MemoryBudgetModel>(/*max_rows=*/0);
+  MemoryBudgetModel* seen = model.get();
+  InstanceOptions options;
+  options.input_size = 4;
+  auto instance = ModelInstance::Create(model, options);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  absl::StatusOr<at::Tensor> out = (*instance)->Run(Batch(2, 4));
+  EXPECT_EQ(out.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(out.status().message(), HasSubstr("out of memory"));
+  EXPECT_THAT(seen->attempted_rows, ::testing::ElementsAre(2, 1));
 }
 
 TEST(ModelInstanceTest, WarmUpFailureFailsCreate) {
