@@ -1090,6 +1090,48 @@ TEST_F(GatedServerTest, ABatchThatRunsOutOfMemoryIsSplitAndTheServerRecovers) {
             1);
 }
 
+// Unloading a model (KServe RepositoryModelUnload) with requests computing and queued: the
+// accepted requests finish with their answers and later ones get UNAVAILABLE.
+TEST_F(GatedServerTest, UnloadWithRequestsInFlightFinishesThemAndRefusesNewOnes) {
+  Start(GatedOptions());
+  AsyncCalls& calls = *calls_;
+  HoldOneBatchInCompute(calls);
+  constexpr int kQueued = 3;
+  for (int i = 0; i < kQueued; ++i) calls.Start(Request(1, 80 + i));
+  ASSERT_TRUE(WaitFor([&] { return QueueDepth() == kQueued; }));
+
+  grpc::Status unloaded;
+  std::thread unload([&] {
+    inference::RepositoryModelUnloadRequest request;
+    request.set_model_name(kGatedModel);
+    inference::RepositoryModelUnloadResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    unloaded = client_->kserve->RepositoryModelUnload(&context, request, &response);
+  });
+  // Once unloaded, the model is no longer handed out: a new request is refused at once.
+  ASSERT_TRUE(WaitFor([&] { return !server_->model_manager().Get(kGatedModel).ok(); }));
+  v1::ClassifyResponse response;
+  grpc::Status refused = client_->Classify(Request(1, 90), &response, absl::Seconds(10));
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.error_message();
+  EXPECT_EQ(calls.AnsweredCount(), 0) << "an accepted request was answered before it ran";
+
+  gate_.Release();
+  unload.join();
+  EXPECT_TRUE(unloaded.ok()) << unloaded.error_message();
+  const std::vector<grpc::Status> statuses = calls.Statuses();
+  for (size_t i = 0; i < statuses.size(); ++i) {
+    EXPECT_TRUE(statuses[i].ok()) << i << ": " << statuses[i].error_code() << " "
+                                  << statuses[i].error_message();
+  }
+  EXPECT_EQ(gate_.BatchSizes(), std::vector<int64_t>(1 + kQueued, 1));
+
+  // The model stays unavailable (quick mode cannot load it again; a repository can: see
+  // ModelManagerTest.UnloadStopsHandingOutButHeldHandleFinishes).
+  EXPECT_EQ(client_->Classify(Request(1, 91), &response).error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+}
+
 // Shutdown with requests computing and queued: every accepted request succeeds, new ones are
 // refused, and the servers stop.
 TEST_F(GatedServerTest, ShutdownFinishesAcceptedRequests) {
