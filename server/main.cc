@@ -34,7 +34,10 @@
 #include "server/vitserve_server.h"
 
 ABSL_FLAG(int32_t, grpc_port, 8001, "gRPC port (Vision, KServe v2, health, reflection); 0: any");
-ABSL_FLAG(int32_t, http_port, 8002, "HTTP port (/metrics, /v2/health/live, /v2/health/ready)");
+ABSL_FLAG(int32_t, http_port, 8002,
+          "plaintext HTTP port for Prometheus and probes (/metrics, /v2/health/live, "
+          "/v2/health/ready): no TLS, no token, so keep it internal (--http-address) or turn it "
+          "off with -1 and scrape /metrics on the REST port, which has both");
 ABSL_FLAG(int32_t, rest_port, 8000,
           "HTTP/REST port: KServe v2 REST (/v2/...) and the plain endpoint "
           "POST /v1/models/{m}:classify|:detect|:segment; 0: any; -1: no REST");
@@ -112,6 +115,8 @@ ABSL_FLAG(std::string, tls_client_ca, "",
 ABSL_FLAG(std::string, auth_token_file, "",
           "file whose first line is a bearer token every gRPC call must send as 'authorization: "
           "Bearer <token>' (else UNAUTHENTICATED); needs TLS");
+ABSL_FLAG(bool, auth_exempt_metrics, false,
+          "with --auth-token-file, let GET /metrics on the REST port through without a token");
 ABSL_FLAG(bool, auth_exempt_health, true,
           "with --auth-token-file, let grpc.health.v1.Health calls (Kubernetes probes) through "
           "without a token");
@@ -176,6 +181,7 @@ constexpr const char* kFlagNames[] = {"grpc_port",
                                       "tls_client_ca",
                                       "auth_token_file",
                                       "auth_exempt_health",
+                                      "auth_exempt_metrics",
                                       "intra_op_threads",
                                       "list_models"};
 
@@ -216,9 +222,12 @@ void PrintBanner(VitServer& server) {
       server.rest_port() >= 0
           ? absl::StrCat("  REST  ", o.host, ":", server.rest_port(),
                          "  (KServe v2 REST /v2/..., POST /v1/models/{m}:classify|:detect|"
-                         ":segment)\n")
+                         ":segment, /metrics)\n")
           : std::string(),
-      "  HTTP  :", server.http_port(), "  (/metrics, /v2/health/live, /v2/health/ready)\n",
+      server.http_port() >= 0
+          ? absl::StrCat("  HTTP  ", o.http_address, ":", server.http_port(),
+                         "  (/metrics, /v2/health/live, /v2/health/ready; plaintext, no token)\n")
+          : std::string(),
       "  mode  ",
       o.model_repository.empty() ? absl::StrCat("quick (", o.model, ")")
                                  : absl::StrCat("repository ", o.model_repository),
@@ -315,6 +324,7 @@ int Run(int argc, char** argv) {
   options.security.client_ca_file = absl::GetFlag(FLAGS_tls_client_ca);
   options.security.token_file = absl::GetFlag(FLAGS_auth_token_file);
   options.security.token_exempt_health = absl::GetFlag(FLAGS_auth_exempt_health);
+  options.security.token_exempt_metrics = absl::GetFlag(FLAGS_auth_exempt_metrics);
   // Requests are decoded concurrently on the preprocessing pool; OpenCV's own thread pool on
   // top of that would only oversubscribe the cores.
   cv::setNumThreads(1);

@@ -24,6 +24,7 @@
 #include "server/api/work_pool.h"
 #include "server/config/model_config.h"
 #include "server/log.h"
+#include "common/status_macros.h"
 #include "server/metrics/http_server.h"
 #include "server/rest/rest_server.h"
 #include "server/metrics/server_metrics.h"
@@ -77,12 +78,13 @@ absl::Status ValidateOptions(const ServerOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("--rest-threads ", o.rest_threads, " must be at least 1"));
   }
-  for (auto [name, port] : {std::pair<const char*, int>{"grpc port", o.grpc_port},
-                            std::pair<const char*, int>{"http port", o.http_port}}) {
-    if (port < 0 || port > 65535) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(name, " ", port, " is outside 0..65535 (0: any free port)"));
-    }
+  if (o.grpc_port < 0 || o.grpc_port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("grpc port ", o.grpc_port, " is outside 0..65535 (0: any free port)"));
+  }
+  if (o.http_port < -1 || o.http_port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "http port ", o.http_port, " is outside -1..65535 (0: any free port; -1: off)"));
   }
   if (o.max_batch_size < 1) {
     return absl::InvalidArgumentError(
@@ -147,6 +149,30 @@ absl::StatusOr<std::unique_ptr<VitServer>> VitServer::Start(ServerOptions option
   return server;
 }
 
+absl::Status VitServer::StartHttpServer() {
+  absl::flat_hash_map<std::string, HttpHandler> routes;
+  prometheus::Registry* prometheus = prometheus_.get();
+  routes["/metrics"] = [prometheus] {
+    return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8",
+                        SerializeMetrics(*prometheus)};
+  };
+  routes["/v2/health/live"] = [] { return HttpResponse{200, "text/plain", "live\n"}; };
+  routes["/v2/health/ready"] = [this] {
+    return Ready() ? HttpResponse{200, "text/plain", "ready\n"}
+                   : HttpResponse{503, "text/plain", "not ready\n"};
+  };
+  absl::StatusOr<std::unique_ptr<HttpServer>> http =
+      HttpServer::Start(options_.http_port, std::move(routes), options_.http_address);
+  if (!http.ok()) {
+    return absl::Status(
+        http.status().code(),
+        absl::StrCat("HTTP server on port ", options_.http_port, ": ", http.status().message()));
+  }
+  http_ = *std::move(http);
+  http_port_ = http_->bound_port();
+  return absl::OkStatus();
+}
+
 absl::Status VitServer::StartServing(const ModelRegistry* registry) {
   absl::StatusOr<v1::Precision> precision = ParsePrecision(options_.precision);
   if (!precision.ok()) return precision.status();
@@ -209,6 +235,8 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
     rest.max_request_time = options_.max_request_time;
     rest.server_version = VitserveVersion();
     rest.security = options_.security;
+    prometheus::Registry* registry = prometheus_.get();
+    rest.metrics_text = [registry] { return SerializeMetrics(*registry); };
     absl::StatusOr<std::unique_ptr<RestServer>> started =
         RestServer::Start(std::move(rest), manager_.get(), preprocess_pool_.get(),
                           [this] { return Ready(); });
@@ -217,26 +245,7 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
     rest_port_ = rest_->bound_port();
   }
 
-  absl::flat_hash_map<std::string, HttpHandler> routes;
-  prometheus::Registry* prometheus = prometheus_.get();
-  routes["/metrics"] = [prometheus] {
-    return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8",
-                        SerializeMetrics(*prometheus)};
-  };
-  routes["/v2/health/live"] = [] { return HttpResponse{200, "text/plain", "live\n"}; };
-  routes["/v2/health/ready"] = [this] {
-    return Ready() ? HttpResponse{200, "text/plain", "ready\n"}
-                   : HttpResponse{503, "text/plain", "not ready\n"};
-  };
-  absl::StatusOr<std::unique_ptr<HttpServer>> http =
-      HttpServer::Start(options_.http_port, std::move(routes), options_.http_address);
-  if (!http.ok()) {
-    return absl::Status(
-        http.status().code(),
-        absl::StrCat("HTTP server on port ", options_.http_port, ": ", http.status().message()));
-  }
-  http_ = *std::move(http);
-  http_port_ = http_->bound_port();
+  if (options_.http_port >= 0) VITSERVE_RETURN_IF_ERROR(StartHttpServer());
 
   absl::Status loaded = manager_->LoadAll();
   if (!loaded.ok()) {

@@ -62,7 +62,9 @@ const char* VitserveVersion();
 
 struct ServerOptions {
   int grpc_port = 8001;          // 0: an ephemeral port (see VitServer::grpc_port()).
-  int http_port = 8002;          // 0: an ephemeral port.
+  // Plaintext HTTP port for /metrics and the health routes (never TLS or token: see
+  // docs/reliability.md); 0: an ephemeral port; -1: off (scrape the REST port's /metrics).
+  int http_port = 8002;
   // HTTP/REST (KServe v2 REST and the plain /v1 endpoint; server/rest/rest_server.h), on
   // `host`: 0 an ephemeral port, -1 none.
   int rest_port = 8000;
@@ -111,7 +113,7 @@ class VitServer {
   ~VitServer();
 
   int grpc_port() const { return grpc_port_; }
-  int http_port() const { return http_port_; }
+  int http_port() const { return http_port_; }  // -1 with the HTTP port off.
   int rest_port() const { return rest_port_; }  // -1 without REST.
   const ServerOptions& options() const { return options_; }
   // The models and their state (for the start-up banner and tests).
@@ -125,6 +127,7 @@ class VitServer {
  private:
   explicit VitServer(ServerOptions options);
   absl::Status StartServing(const ModelRegistry* registry);
+  absl::Status StartHttpServer();
   void MonitorLoop();
   void UpdateHealth();
   bool Ready() const;
@@ -141,7 +144,7 @@ class VitServer {
   std::unique_ptr<HttpServer> http_;
   std::unique_ptr<RestServer> rest_;
   int grpc_port_ = 0;
-  int http_port_ = 0;
+  int http_port_ = -1;
   int rest_port_ = -1;
 
   std::thread monitor_;

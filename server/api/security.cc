@@ -10,10 +10,7 @@
 #include "grpcpp/security/server_credentials.h"
 
 namespace vitserve {
-namespace {
 
-// Equal strings, compared without an early exit, so the time taken says nothing of how much of a
-// guessed token was right.
 bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
   unsigned char difference = a.size() == b.size() ? 0 : 1;
   for (size_t i = 0; i < a.size(); ++i) {
@@ -21,8 +18,6 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
   }
   return difference == 0;
 }
-
-}  // namespace
 
 BearerTokenChecker::BearerTokenChecker(std::string token, bool exempt_health)
     : expected_(absl::StrCat("Bearer ", token)), exempt_health_(exempt_health) {}

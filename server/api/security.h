@@ -18,6 +18,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "grpcpp/security/auth_metadata_processor.h"
 #include "grpcpp/security/server_credentials.h"
 
@@ -29,7 +30,12 @@ struct SecurityOptions {
   std::string client_ca_file;  // --tls-client-ca: mutual TLS
   std::string token_file;      // --auth-token-file
   bool token_exempt_health = true;  // --auth-exempt-health
+  bool token_exempt_metrics = false;  // --auth-exempt-metrics: the REST port's /metrics
 };
+
+// Whether a == b, compared without an early exit, so the time taken says nothing of how much of
+// a guessed token was right (only whether its length was).
+bool ConstantTimeEquals(absl::string_view a, absl::string_view b);
 
 // The credentials AddListeningPort should use for these options.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(

@@ -49,14 +49,6 @@ std::pair<std::string, std::string> ModelAndVersion(const httplib::Request& req)
   return {req.matches[1].str(), req.matches.size() > 2 ? req.matches[2].str() : std::string()};
 }
 
-// Compares in time that depends only on the lengths, so a token cannot be guessed byte by byte.
-bool ConstantTimeEquals(const std::string& a, const std::string& b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
-
 // Runs `run(finish)` (one of task_calls.h's Run*, which calls finish exactly once, possibly on
 // another thread) and waits for it: this connection's thread is the one that answers it.
 absl::Status RunAndWait(const std::function<void(FinishCallback)>& run) {
@@ -255,8 +247,10 @@ void RestServer::AddRoutes() {
   httplib::Server& s = *server_;
 
   s.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-    const bool health = absl::StartsWith(req.path, "/v2/health/");
-    if (health && options_.security.token_exempt_health) return httplib::Server::HandlerResponse::Unhandled;
+    const bool open =
+        (options_.security.token_exempt_health && absl::StartsWith(req.path, "/v2/health/")) ||
+        (options_.security.token_exempt_metrics && req.path == "/metrics");
+    if (open) return httplib::Server::HandlerResponse::Unhandled;
     if (Authorized(req.get_header_value("Authorization"))) {
       return httplib::Server::HandlerResponse::Unhandled;
     }
@@ -304,6 +298,11 @@ void RestServer::AddRoutes() {
     const bool ready = !shutting_down_.load() && ready_();
     ReplyJson(res, ready ? 200 : 503, ready ? "{\"ready\":true}" : "{\"ready\":false}");
   });
+  if (options_.metrics_text) {
+    s.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_content(options_.metrics_text(), "text/plain; version=0.0.4; charset=utf-8");
+    });
+  }
   s.Get("/v2", [this](const httplib::Request&, httplib::Response& res) {
     inference::ServerMetadataResponse metadata;
     FillServerMetadata(options_.server_version, &metadata);

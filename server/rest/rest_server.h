@@ -11,6 +11,7 @@
 //                                                   (server/rest/kserve_json.h)
 //     POST /v2/repository/index                     [{"name","version","state","reason"}]
 //     POST /v2/repository/models/{m}/load|unload
+//   GET /metrics (with RestOptions::metrics_text): the Prometheus metrics, as on the HTTP port
 //   A plain endpoint for curl:
 //     POST /v1/models/{m}:classify|:detect|:segment  the image file as the body (Content-Type
 //          image/jpeg, image/png, ...; application/octet-stream) or multipart/form-data parts
@@ -72,8 +73,11 @@ struct RestOptions {
   std::string server_version;
   // TLS (HTTPS) with the gRPC port's certificate, mutual TLS with its client CA, and the bearer
   // token (Authorization: Bearer <token>) on every route but, with token_exempt_health, the
-  // health routes.
+  // health routes and, with token_exempt_metrics, /metrics.
   SecurityOptions security;
+  // Set: GET /metrics answers what it returns (the Prometheus text exposition), behind TLS and,
+  // unless security.token_exempt_metrics, the token: the way to scrape a secured server.
+  std::function<std::string()> metrics_text;
 };
 
 class RestServer {

@@ -1,6 +1,7 @@
 """Who may connect (issue 14): TLS, mutual TLS and a bearer token on the gRPC port, with
 certificates made by openssl for each test run; wrong or missing credentials get nothing."""
 import subprocess
+import time
 
 import grpc
 import pytest
@@ -167,3 +168,38 @@ def test_rest_checks_the_bearer_token_on_every_route_but_health(start_server, ce
         assert _curl_rest(server, path, *ca) == "401", path
     assert _curl_rest(server, "/v2/health/ready", *ca) == "200"
     assert _curl_rest(server, "/v2/health/live", *ca) == "200"
+
+
+def _wait_rest_ready(server, *flags, timeout_s=120):
+    deadline = time.monotonic() + timeout_s
+    while _curl_rest(server, "/v2/health/ready", *flags) != "200":
+        assert server.proc.poll() is None, server.log()
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.3)
+
+
+def test_metrics_are_scraped_over_https_with_the_token_and_the_plaintext_port_can_be_off(
+        start_server, certs):
+    tls = (f"--tls-cert={certs / 'server.pem'}", f"--tls-key={certs / 'server.key'}",
+           f"--auth-token-file={certs / 'token.txt'}")
+    ca = ("--cacert", str(certs / "ca.pem"))
+    good = ("-H", "Authorization: Bearer s3cret-token")
+    server = start_server(f"--model={MODEL}", *tls, "--http-port=-1", wait=False)
+    _wait_rest_ready(server, *ca)
+    assert _curl_rest(server, "/metrics", *ca, *good) == "200"
+    assert _curl_rest(server, "/metrics", *ca) == "401"
+    assert _curl_rest(server, "/metrics", *ca, "-H", "Authorization: Bearer wrong") == "401"
+    body = subprocess.run(["curl", "-sS", "--max-time", "30", *ca, *good,
+                           f"https://127.0.0.1:{server.rest_port}/metrics"],
+                          capture_output=True, text=True, timeout=60).stdout
+    assert "vitserve_model_ready{" in body, body[:500]
+    # --http-port=-1: nothing listens on the plaintext port, and the banner does not offer it.
+    with pytest.raises(OSError):
+        server.http_get("/metrics")
+    assert "  HTTP  " not in server.log()
+
+    # --auth-exempt-metrics opens /metrics (for a scraper without the token), nothing else.
+    open_metrics = start_server(f"--model={MODEL}", *tls, "--auth-exempt-metrics")
+    assert _curl_rest(open_metrics, "/metrics", *ca) == "200"
+    assert _curl_rest(open_metrics, "/v2", *ca) == "401"
+    assert open_metrics.http_get("/metrics")[0] == 200  # The plaintext port: on by default.

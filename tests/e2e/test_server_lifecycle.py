@@ -114,3 +114,7 @@ def test_bad_flags_exit_nonzero_with_message():
                              "--http-port=0"], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "not_a_model" in (result.stdout + result.stderr)
+    result = subprocess.run([str(binary("vitserve")), "--model=shvit_s1", "--grpc-port=0",
+                             "--http-port=-2"], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "http port -2 is outside -1..65535" in (result.stdout + result.stderr)
