@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # libFuzzer over the parsers that read untrusted bytes (issue 14): the safetensors header reader
-# (nlohmann-json underneath), the REST infer request reader, the image header reader + decoder, and the config.pbtxt parser + validator (a model
-# repository's files). Builds each target with clang
+# (nlohmann-json underneath), the REST infer request reader, the image header reader + decoder,
+# the config.pbtxt parser + validator (a model repository's files), and request validation into
+# batches (Vision and KServe requests, tests/fuzz/request_fuzz.cc). Builds each target with clang
 # (-fsanitize=fuzzer,address,undefined) into build-fuzz/ and runs it for SECONDS (default 60)
 # from a seed corpus of our own files (tests/fuzz/corpus/<target>, grown by the run). A crash
 # leaves build-fuzz/<target>-crash-* and fails the script: turn each into a regression test.
@@ -54,8 +55,22 @@ fi
   build/proto/gen/inference/grpc_service.pb.cc build/proto/gen/inference/model_config.pb.cc \
   $ABSL $(pkg-config --libs absl_flat_hash_set 2>/dev/null || true) -lprotobuf -o "$B/infer_fuzz"
 
+# Request validation into batches (Vision and KServe requests), instrumented with the image code
+# it calls; the models' top-k and LibTorch come uninstrumented as for config_fuzz.
+"${CXX[@]}" "${FLAGS[@]}" -Ibuild/proto/gen -idirafter "$TORCH/include" \
+  -idirafter "$TORCH/include/torch/csrc/api/include" -D_GLIBCXX_USE_CXX11_ABI=1 \
+  tests/fuzz/request_fuzz.cc server/api/classify.cc server/api/image_input.cc \
+  server/api/kserve_tensor.cc server/image/decode.cc server/image/image_header.cc \
+  server/image/preprocess.cc server/image/resize_weights.cc server/image/dense_output.cc \
+  build/proto/gen/vitserve/v1/vision.pb.cc build/proto/gen/vitserve/v1/model_config.pb.cc \
+  build/proto/gen/inference/grpc_service.pb.cc build/proto/gen/inference/model_config.pb.cc \
+  -Wl,--start-group $(find build/models -name '*.a' | sort) -Wl,--end-group \
+  $ABSL $(pkg-config --libs absl_str_format) -lprotobuf -lopencv_core -lopencv_imgproc \
+  -lopencv_imgcodecs "${TORCH_LIBS[@]}" -o "$B/request_fuzz"
+
 # Seeds: our own sample images, and safetensors-style headers.
-mkdir -p "$B/corpus/header" "$B/corpus/image" "$B/corpus/config" "$B/corpus/infer"
+mkdir -p "$B/corpus/header" "$B/corpus/image" "$B/corpus/config" "$B/corpus/infer" \
+  "$B/corpus/request"
 cp tests/e2e/data/*.jpg tests/e2e/data/*.png tests/e2e/data/*.webp "$B/corpus/image/"
 printf '%s' '{"__metadata__":{"format":"pt"},"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]}}' > "$B/corpus/header/header.json"
 printf '%s' '{"a":[1,-2.5e3,true,false,null,"\u00e9\ud83d\ude00\n"]}' > "$B/corpus/header/values.json"
@@ -71,9 +86,32 @@ printf '%s\n' 'architecture: "deit_tiny_patch16_224"' > "$B/corpus/config/minima
 printf '%s' ' {"id":"a","inputs":[{"name":"input","shape":[1,2],"datatype":"FP32","data":[[1.5,2]]}],"outputs":[{"name":"logits","parameters":{"binary_data":true}}]}' > "$B/corpus/infer/json.bin"
 printf '%s' ' {"inputs":[{"name":"input","shape":[3],"datatype":"UINT8","data":[0,7,255]}],"parameters":{"binary_data_output":true,"timeout":5}}' > "$B/corpus/infer/uint8.bin"
 
+# Requests (protobuf wire format): two bytes (target path, options), then the message.
+python3 - "$B/corpus/request" tests/e2e/data/shapes_200x300.png <<'PY'
+import pathlib, struct, sys
+out, png = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]).read_bytes()
+def varint(n):
+    b = b""
+    while True:
+        b += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)]); n >>= 7
+        if not n: return b
+def ld(field, payload): return varint(field << 3 | 2) + varint(len(payload)) + payload
+def num(field, value): return varint(field << 3) + varint(value)
+raw_image = ld(2, num(1, 4) + num(2, 4) + ld(3, bytes(range(0, 144, 3))))  # 4x4 RGB
+png_image = ld(1, png)
+vision = lambda image: ld(1, b"m") + ld(2, image) + num(3, 3)
+def infer(datatype, shape, data): return (ld(1, b"m") + ld(5, ld(1, b"input") + ld(2, datatype)
+    + ld(3, b"".join(varint(d) for d in shape))) + ld(6, ld(1, b"logits")) + ld(7, data))
+seeds = {"classify_raw": b"\0\0" + vision(raw_image), "classify_png_device": b"\0\1" + vision(png_image),
+         "dense_png": b"\1\0" + vision(png_image), "dense_raw_stretch": b"\1\x08" + vision(raw_image),
+         "infer_uint8": b"\2\1" + infer(b"UINT8", [1, 3, 2, 2], bytes(range(12))),
+         "infer_fp32": b"\2\3" + infer(b"FP32", [3, 4, 4], struct.pack("<48f", *range(48)))}
+for name, data in seeds.items(): (out / name).write_bytes(data)
+PY
+
 status=0
 cases=""
-for target in header image config infer; do
+for target in header image config infer request; do
   echo "[fuzz] ${target}_fuzz for ${SECONDS_EACH} s"
   dict=()  # Field names and values for the text-format parser (libprotobuf is not instrumented).
   [[ -f "tests/fuzz/$target.dict" ]] && dict=(-dict="$PWD/tests/fuzz/$target.dict")

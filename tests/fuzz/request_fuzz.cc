@@ -1,0 +1,120 @@
+// libFuzzer target: request validation on its way into a batch, the steps every request takes
+// before the batcher, fed serialised protobuf requests:
+//   first byte % 3 == 0: a vitserve.v1.ClassifyRequest through ValidateClassifyRequest and
+//     DecodeAndPreprocess (CPU rows, or uint8 pixels for device preprocessing);
+//   == 1: its images through DecodeAndPreprocessWhole (detection and segmentation), letterboxed
+//     or stretched;
+//   == 2: a KServe inference.ModelInferRequest through ParseInferInput and
+//     ValidateRequestedOutputs.
+// The second byte picks the options. Each must return a batch of the promised shape or an
+// error, never crash, overrun or leak; small limits keep each input fast (and are under test).
+#include <ATen/ATen.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "google/protobuf/stubs/logging.h"
+#include "inference/grpc_service.pb.h"
+#include "server/api/classify.h"
+#include "server/api/image_input.h"
+#include "server/api/kserve_tensor.h"
+#include "vitserve/v1/vision.pb.h"
+
+namespace {
+
+constexpr int64_t kInputSize = 16;
+
+void Check(bool condition) {
+  if (!condition) __builtin_trap();
+}
+
+vitserve::ImageLimits SmallLimits() {
+  vitserve::ImageLimits limits;
+  limits.max_encoded_bytes = 1 << 16;
+  limits.max_pixels = 1 << 16;
+  limits.max_side = 1024;
+  limits.max_images_per_request = 8;
+  return limits;
+}
+
+vitserve::PreprocessSpec Spec(uint8_t options) {
+  vitserve::PreprocessSpec spec;
+  spec.input_size = kInputSize;
+  spec.on_device = (options & 1) != 0;
+  spec.jpeg_dct_downscale = (options & 2) != 0;
+  spec.interpolation =
+      (options & 4) != 0 ? vitserve::Interpolation::kBilinear : vitserve::Interpolation::kBicubic;
+  return spec;
+}
+
+void Classify(const uint8_t* data, size_t size, uint8_t options) {
+  vitserve::v1::ClassifyRequest request;
+  if (!request.ParseFromArray(data, static_cast<int>(size))) return;
+  absl::StatusOr<int64_t> top_k = vitserve::ValidateClassifyRequest(
+      request, "m", vitserve::ModelTask::kClassification, 10, 5);
+  if (!top_k.ok()) return;
+  Check(*top_k >= 1 && *top_k <= 10);
+  absl::StatusOr<at::Tensor> batch =
+      vitserve::DecodeAndPreprocess(request.images(), SmallLimits(), Spec(options));
+  if (!batch.ok()) return;
+  Check(batch->dim() == 4 && batch->size(0) == request.images_size());
+  if (batch->scalar_type() == at::kByte) {  // Pixels for the device: [N,H,W,3].
+    Check((options & 1) != 0 && batch->size(3) == 3);
+  } else {
+    Check(batch->scalar_type() == at::kFloat && batch->size(1) == 3 &&
+          batch->size(2) == kInputSize && batch->size(3) == kInputSize);
+    Check(at::isfinite(*batch).all().item<bool>());
+  }
+}
+
+void Dense(const uint8_t* data, size_t size, uint8_t options) {
+  vitserve::v1::DetectRequest request;
+  if (!request.ParseFromArray(data, static_cast<int>(size)) || request.images().empty()) return;
+  const vitserve::ResizeMode mode = (options & 8) != 0 ? vitserve::ResizeMode::kStretch
+                                                       : vitserve::ResizeMode::kLetterbox;
+  vitserve::PreprocessSpec spec = Spec(options);
+  spec.on_device = false;
+  absl::StatusOr<vitserve::WholeImageBatch> batch =
+      vitserve::DecodeAndPreprocessWhole(request.images(), SmallLimits(), spec, mode);
+  if (!batch.ok()) return;
+  Check(batch->input.sizes() == at::IntArrayRef({request.images_size(), 3, kInputSize,
+                                                 kInputSize}));
+  Check(static_cast<int>(batch->geometries.size()) == request.images_size());
+  Check(at::isfinite(batch->input).all().item<bool>());
+}
+
+void ModelInfer(const uint8_t* data, size_t size, uint8_t options) {
+  inference::ModelInferRequest request;
+  if (!request.ParseFromArray(data, static_cast<int>(size))) return;
+  (void)vitserve::ValidateRequestedOutputs(request);
+  vitserve::InferInputSpec spec;
+  spec.input_size = 1 + options % 4;
+  spec.mean = {0.5f, 0.4f, 0.3f};
+  spec.std = {0.2f, 0.25f, 0.3f};
+  spec.max_batch_size = 4;
+  absl::StatusOr<vitserve::InferInput> input = vitserve::ParseInferInput(request, spec);
+  if (!input.ok()) return;
+  const at::Tensor& t = input->tensor;
+  Check(t.dim() == 4 && t.size(0) >= 1 && t.size(0) <= spec.max_batch_size && t.size(1) == 3 &&
+        t.size(2) == spec.input_size && t.size(3) == spec.input_size &&
+        t.scalar_type() == at::kFloat);
+  Check(input->batched || t.size(0) == 1);
+}
+
+}  // namespace
+
+// libprotobuf logs every string field of invalid UTF-8 it parses: thousands of lines a second.
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  google::protobuf::SetLogHandler(nullptr);
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 2) return 0;
+  switch (data[0] % 3) {
+    case 0: Classify(data + 2, size - 2, data[1]); break;
+    case 1: Dense(data + 2, size - 2, data[1]); break;
+    default: ModelInfer(data + 2, size - 2, data[1]); break;
+  }
+  return 0;
+}
