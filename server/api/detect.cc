@@ -18,22 +18,26 @@ absl::StatusOr<DetectSettings> ValidateDetectRequest(const v1::DetectRequest& re
   if (request.images_size() == 0) {
     return absl::InvalidArgumentError("no images: a DetectRequest needs at least one image");
   }
-  if (!(request.score_threshold() >= 0.0f && request.score_threshold() <= 1.0f)) {
+  return ResolveDetectSettings(request.score_threshold(), request.max_detections(), defaults);
+}
+
+absl::StatusOr<DetectSettings> ResolveDetectSettings(double score_threshold,
+                                                     int64_t max_detections,
+                                                     const v1::DetectionConfig& defaults) {
+  if (!(score_threshold >= 0.0 && score_threshold <= 1.0)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "score_threshold ", request.score_threshold(),
+        "score_threshold ", score_threshold,
         " is out of range: allowed 0..1 (0 takes the model's default, ", defaults.score_threshold(),
         ")"));
   }
-  if (request.max_detections() > kMaxDetections) {
+  if (max_detections < 0 || max_detections > kMaxDetections) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "max_detections ", request.max_detections(), " is out of range: allowed 1..",
-        kMaxDetections, " (0 takes the model's default, ", defaults.max_detections(), ")"));
+        "max_detections ", max_detections, " is out of range: allowed 1..", kMaxDetections,
+        " (0 takes the model's default, ", defaults.max_detections(), ")"));
   }
   DetectSettings settings;
-  settings.score_threshold = request.score_threshold() > 0 ? request.score_threshold()
-                                                           : defaults.score_threshold();
-  settings.max_detections = request.max_detections() > 0 ? request.max_detections()
-                                                         : defaults.max_detections();
+  settings.score_threshold = score_threshold > 0 ? score_threshold : defaults.score_threshold();
+  settings.max_detections = max_detections > 0 ? max_detections : defaults.max_detections();
   return settings;
 }
 

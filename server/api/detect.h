@@ -35,6 +35,12 @@ absl::StatusOr<DetectSettings> ValidateDetectRequest(const v1::DetectRequest& re
                                                      std::string_view model, ModelTask task,
                                                      const v1::DetectionConfig& defaults);
 
+// `score_threshold` and `max_detections` as a request gives them (0: the model's default), checked
+// as ValidateDetectRequest does.
+absl::StatusOr<DetectSettings> ResolveDetectSettings(double score_threshold,
+                                                     int64_t max_detections,
+                                                     const v1::DetectionConfig& defaults);
+
 // One Detections per row of `outputs` ([N, C + 4, h, w] over an input of `input_size`), best
 // first; box coordinates in original pixels, clipped to the image; label = labels[index] or
 // the index.

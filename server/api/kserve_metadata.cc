@@ -63,11 +63,14 @@ void FillModelMetadata(const ServableModel& model, inference::ModelMetadataRespo
   input->set_name(kKServeInputName);
   input->set_datatype("FP32");
   for (int64_t d : {int64_t{-1}, int64_t{3}, size, size}) input->add_shape(d);
-  auto* output = response->add_outputs();
-  output->set_name(kKServeOutputName);
-  output->set_datatype("FP32");
-  output->add_shape(-1);
-  output->add_shape(model.info().num_classes);
+  for (const KServeOutput& spec :
+       KServeOutputsFor(model.info().task, model.info().num_classes, size)) {
+    auto* output = response->add_outputs();
+    output->set_name(spec.name);
+    output->set_datatype(spec.datatype);
+    output->add_shape(-1);
+    for (int64_t d : spec.dims) output->add_shape(d);
+  }
 }
 
 void FillModelConfig(const ServableModel& m, inference::ModelConfigResponse* response) {
@@ -84,10 +87,12 @@ void FillModelConfig(const ServableModel& m, inference::ModelConfigResponse* res
   input->set_data_type(inference::TYPE_FP32);
   input->set_format(inference::ModelInput::FORMAT_NCHW);
   for (int64_t d : {int64_t{3}, size, size}) input->add_dims(d);
-  auto* output = out->add_output();
-  output->set_name(kKServeOutputName);
-  output->set_data_type(inference::TYPE_FP32);
-  output->add_dims(m.info().num_classes);
+  for (const KServeOutput& spec : KServeOutputsFor(m.info().task, m.info().num_classes, size)) {
+    auto* output = out->add_output();
+    output->set_name(spec.name);
+    output->set_data_type(spec.datatype == "INT32" ? inference::TYPE_INT32 : inference::TYPE_FP32);
+    for (int64_t d : spec.dims) output->add_dims(d);
+  }
 
   auto* group = out->add_instance_group();
   group->set_name(absl::StrCat(m.name(), "_0"));

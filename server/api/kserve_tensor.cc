@@ -2,12 +2,18 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "models/heads/center_decode.h"
+#include "server/config/model_config.h"
+#include "server/image/dense_output.h"
 
 namespace vitserve {
 namespace {
@@ -125,15 +131,163 @@ absl::StatusOr<InferInput> ParseInferInput(const inference::ModelInferRequest& r
   return result;
 }
 
-absl::Status ValidateRequestedOutputs(const inference::ModelInferRequest& request) {
+std::vector<KServeOutput> KServeOutputsFor(ModelTask task, int64_t num_classes,
+                                           int64_t input_size) {
+  switch (task) {
+    case ModelTask::kDetection:
+      return {{kKServeBoxesName, "FP32", {-1, 4}},
+              {kKServeScoresName, "FP32", {-1}},
+              {kKServeClassesName, "INT32", {-1}},
+              {kKServeNumDetectionsName, "INT32", {}}};
+    case ModelTask::kSegmentation:
+      return {{kKServeLabelMapName, "INT32", {input_size, input_size}}};
+    default:
+      return {{kKServeOutputName, "FP32", {num_classes}}};
+  }
+}
+
+absl::Status ValidateRequestedOutputs(const inference::ModelInferRequest& request,
+                                      ModelTask task) {
+  const std::vector<KServeOutput> outputs = KServeOutputsFor(task, 0, 0);
+  std::vector<std::string> names;
+  for (const KServeOutput& output : outputs) names.push_back(output.name);
+  absl::flat_hash_set<std::string> seen;
   for (const auto& output : request.outputs()) {
-    if (output.name() != kKServeOutputName) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown output '", output.name(),
-                                                     "'; the model's only output is '",
-                                                     kKServeOutputName, "'"));
+    if (std::find(names.begin(), names.end(), output.name()) == names.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown output '", output.name(), "'; a ", std::string(ModelTaskName(task)),
+          " model's outputs are '", absl::StrJoin(names, "', '"), "'"));
+    }
+    if (!seen.insert(output.name()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("output '", output.name(), "' is asked for twice"));
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<DetectSettings> DetectSettingsFromParameters(
+    const inference::ModelInferRequest& request, const v1::DetectionConfig& defaults) {
+  double score_threshold = 0;
+  int64_t max_detections = 0;
+  const auto& parameters = request.parameters();
+  if (auto it = parameters.find("score_threshold"); it != parameters.end()) {
+    const inference::InferParameter& p = it->second;
+    if (p.parameter_choice_case() == inference::InferParameter::kDoubleParam) {
+      score_threshold = p.double_param();
+    } else if (p.parameter_choice_case() == inference::InferParameter::kInt64Param) {
+      score_threshold = static_cast<double>(p.int64_param());
+    } else {
+      return absl::InvalidArgumentError("parameter 'score_threshold' must be a number in 0..1");
+    }
+  }
+  if (auto it = parameters.find("max_detections"); it != parameters.end()) {
+    const inference::InferParameter& p = it->second;
+    if (p.parameter_choice_case() == inference::InferParameter::kInt64Param) {
+      max_detections = p.int64_param();
+    } else if (p.parameter_choice_case() == inference::InferParameter::kUint64Param) {
+      max_detections = p.uint64_param() > static_cast<uint64_t>(kMaxDetections)
+                           ? int64_t{kMaxDetections} + 1
+                           : static_cast<int64_t>(p.uint64_param());
+    } else {
+      return absl::InvalidArgumentError("parameter 'max_detections' must be an integer");
+    }
+  }
+  return ResolveDetectSettings(score_threshold, max_detections, defaults);
+}
+
+namespace {
+
+// Appends output `name` with `tensor`'s bytes (CPU, contiguous, of `datatype`); without
+// `batched`, the tensor's first dimension (1) is left out of the shape.
+void AddOutput(const char* name, const char* datatype, const at::Tensor& tensor, bool batched,
+               inference::ModelInferResponse* response) {
+  auto* output = response->add_outputs();
+  output->set_name(name);
+  output->set_datatype(datatype);
+  for (int64_t d = batched ? 0 : 1; d < tensor.dim(); ++d) output->add_shape(tensor.size(d));
+  response->add_raw_output_contents(static_cast<const char*>(tensor.data_ptr()),
+                                    tensor.numel() * tensor.element_size());
+}
+
+}  // namespace
+
+absl::Status FillDetectionOutputs(const at::Tensor& outputs, int64_t num_classes,
+                                  int64_t input_size, const DetectSettings& settings,
+                                  bool batched, inference::ModelInferResponse* response) {
+  if (!outputs.defined() || outputs.dim() != 4) {
+    return absl::InternalError(absl::StrCat(
+        "detection output must be [N,C+4,h,w], got ",
+        outputs.defined() ? c10::str(outputs.sizes()) : std::string("nothing")));
+  }
+  const int64_t n = outputs.size(0), k = settings.max_detections;
+  at::Tensor boxes = at::zeros({n, k, 4}, at::kFloat);
+  at::Tensor scores = at::zeros({n, k}, at::kFloat);
+  at::Tensor classes = at::full({n, k}, -1, at::kInt);
+  at::Tensor counts = at::zeros({n}, at::kInt);
+  auto box = boxes.accessor<float, 3>();
+  auto score = scores.accessor<float, 2>();
+  auto cls = classes.accessor<int32_t, 2>();
+  for (int64_t i = 0; i < n; ++i) {
+    VITSERVE_ASSIGN_OR_RETURN(std::vector<CenterDetection> found,
+                              DecodeCenters(outputs[i], num_classes, input_size,
+                                            settings.score_threshold, k));
+    for (size_t j = 0; j < found.size(); ++j) {
+      const CenterDetection& d = found[j];
+      const int64_t slot = static_cast<int64_t>(j);
+      box[i][slot][0] = d.x1;
+      box[i][slot][1] = d.y1;
+      box[i][slot][2] = d.x2;
+      box[i][slot][3] = d.y2;
+      score[i][slot] = d.score;
+      cls[i][slot] = static_cast<int32_t>(d.class_index);
+    }
+    counts[i] = static_cast<int32_t>(found.size());
+  }
+  AddOutput(kKServeBoxesName, "FP32", boxes, batched, response);
+  AddOutput(kKServeScoresName, "FP32", scores, batched, response);
+  AddOutput(kKServeClassesName, "INT32", classes, batched, response);
+  AddOutput(kKServeNumDetectionsName, "INT32", counts, batched, response);
+  return absl::OkStatus();
+}
+
+absl::Status FillSegmentationOutputs(const at::Tensor& scores, int64_t input_size, bool batched,
+                                     inference::ModelInferResponse* response) {
+  if (!scores.defined() || scores.dim() != 4) {
+    return absl::InternalError(absl::StrCat(
+        "segmentation output must be [N,C,h,w], got ",
+        scores.defined() ? c10::str(scores.sizes()) : std::string("nothing")));
+  }
+  // The input is the image: a stretch of an S x S image to S x S maps every pixel to itself.
+  PreprocessSpec spec;
+  spec.input_size = input_size;
+  const int side = static_cast<int>(input_size);
+  VITSERVE_ASSIGN_OR_RETURN(InputGeometry identity,
+                            GeometryFor(ResizeMode::kStretch, side, side, spec));
+  const int64_t n = scores.size(0);
+  at::Tensor label_map = at::empty({n, input_size, input_size}, at::kInt);
+  for (int64_t i = 0; i < n; ++i) {
+    VITSERVE_ASSIGN_OR_RETURN(cv::Mat labels, LabelMapToOriginal(scores[i], identity));
+    cv::Mat as_int(side, side, CV_32SC1, label_map[i].data_ptr<int32_t>());
+    labels.convertTo(as_int, CV_32S);  // Writes into label_map's row (same size and type).
+  }
+  AddOutput(kKServeLabelMapName, "INT32", label_map, batched, response);
+  return absl::OkStatus();
+}
+
+void KeepRequestedOutputs(const inference::ModelInferRequest& request,
+                          inference::ModelInferResponse* response) {
+  if (request.outputs().empty()) return;
+  inference::ModelInferResponse kept;
+  for (const auto& wanted : request.outputs()) {
+    for (int i = 0; i < response->outputs_size(); ++i) {
+      if (response->outputs(i).name() != wanted.name()) continue;
+      *kept.add_outputs() = std::move(*response->mutable_outputs(i));
+      kept.add_raw_output_contents(std::move(*response->mutable_raw_output_contents(i)));
+    }
+  }
+  response->mutable_outputs()->Swap(kept.mutable_outputs());
+  response->mutable_raw_output_contents()->Swap(kept.mutable_raw_output_contents());
 }
 
 void FillInferOutput(const at::Tensor& logits, bool batched,

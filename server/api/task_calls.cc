@@ -174,17 +174,20 @@ void RunModelInfer(const ServableModel& model, const inference::ModelInferReques
   response->set_model_name(model.name());
   response->set_model_version(kModelVersion);
   response->set_id(request.id());
-  if (model.info().task != ModelTask::kClassification) {
-    return complete(absl::InvalidArgumentError(absl::StrCat(
-        "model '", model.name(), "' is a ", std::string(ModelTaskName(model.info().task)),
-        " model; ModelInfer serves classification models (output 'logits')")));
+  const ModelTask task = model.info().task;
+  DetectSettings detect_settings;
+  if (task == ModelTask::kDetection) {
+    absl::StatusOr<DetectSettings> settings =
+        DetectSettingsFromParameters(request, model.config().detection());
+    if (!settings.ok()) return complete(settings.status());
+    detect_settings = *settings;
   }
   InferInputSpec spec;
   spec.input_size = ModelInputSize(model);
   spec.mean = ModelMean(model);
   spec.std = ModelStd(model);
   spec.max_batch_size = MaxRowsPerTask(model);
-  absl::Status outputs_ok = ValidateRequestedOutputs(request);
+  absl::Status outputs_ok = ValidateRequestedOutputs(request, task);
   if (!outputs_ok.ok()) return complete(outputs_ok);
   if (start >= deadline) {
     return complete(absl::DeadlineExceededError("the request's deadline passed on arrival"));
@@ -195,7 +198,8 @@ void RunModelInfer(const ServableModel& model, const inference::ModelInferReques
   // CPU-heavy part of the call: it runs on the preprocessing pool, off gRPC's threads, as
   // Classify's decoding does.
   model.AnnounceArrival();  // Ended by ScheduleRows or, on failure, withdrawn below.
-  auto convert_and_schedule = [&model, &metrics, &request, response, spec, deadline, pool,
+  auto convert_and_schedule = [&model, &metrics, &request, response, spec, deadline, pool, task,
+                               detect_settings,
                                is_cancelled = std::move(is_cancelled),
                                complete = std::move(complete)]() mutable {
     if (absl::Status wanted = CheckStillWanted(deadline, is_cancelled); !wanted.ok()) {
@@ -210,10 +214,21 @@ void RunModelInfer(const ServableModel& model, const inference::ModelInferReques
       return complete(input.status());
     }
     // The reply is filled on the pool, off the model's executor thread (as Classify's).
-    auto fill = [complete, response, batched = input->batched](absl::StatusOr<at::Tensor> logits) {
-      if (!logits.ok()) return complete(logits.status());
-      FillInferOutput(*logits, batched, response);
-      complete(absl::OkStatus());
+    auto fill = [&model, &request, complete, response, task, detect_settings,
+                 input_size = spec.input_size,
+                 batched = input->batched](absl::StatusOr<at::Tensor> rows) {
+      if (!rows.ok()) return complete(rows.status());
+      absl::Status filled;
+      if (task == ModelTask::kDetection) {
+        filled = FillDetectionOutputs(*rows, model.info().num_classes, input_size,
+                                      detect_settings, batched, response);
+      } else if (task == ModelTask::kSegmentation) {
+        filled = FillSegmentationOutputs(*rows, input_size, batched, response);
+      } else {
+        FillInferOutput(*rows, batched, response);
+      }
+      if (filled.ok()) KeepRequestedOutputs(request, response);
+      complete(filled);
     };
     ScheduleRows(model, std::move(input->tensor), deadline, std::move(is_cancelled),
                  OnPool(pool, std::move(fill)), /*announced=*/true);

@@ -340,6 +340,10 @@ absl::StatusOr<InferReply> WriteInferResponse(const inference::ModelInferRespons
       std::memcpy(values.data(), raw.data(), values.size() * sizeof(float));
       json& data = entry["data"] = json::array();
       for (float v : values) data.push_back(std::isfinite(v) ? json(v) : json(nullptr));
+    } else if (output.datatype() == "INT32") {
+      std::vector<int32_t> values(raw.size() / sizeof(int32_t));
+      std::memcpy(values.data(), raw.data(), values.size() * sizeof(int32_t));
+      entry["data"] = values;
     } else if (output.datatype() == "UINT8") {
       entry["data"] = std::vector<uint8_t>(raw.begin(), raw.end());
     } else {

@@ -157,6 +157,41 @@ def test_uint8_pixels_and_statistics(rest_server):
     assert CLASSIFIER in {m["name"] for m in every}
 
 
+@pytest.mark.parametrize("binary_data", [False, True], ids=["json", "binary"])
+def test_detection_and_segmentation_outputs_over_http_equal_grpc(rest_server, binary_data):
+    """KServe ModelInfer on the detector and the segmenter: tritonclient reads the documented
+    outputs (INT32 ones too, as JSON or binary), and HTTP answers what gRPC does."""
+    pixels = np.random.default_rng(3).integers(0, 256, (2, 3, 128, 128), dtype=np.uint8)
+    http = httpclient.InferenceServerClient(rest_server.rest_url)
+    grpc = grpcclient.InferenceServerClient(rest_server.grpc_target)
+    for model, names in (("det", ["boxes", "scores", "classes", "num_detections"]),
+                         ("seg", ["label_map"])):
+        inp = httpclient.InferInput("input", list(pixels.shape), "UINT8")
+        inp.set_data_from_numpy(pixels, binary_data=binary_data)
+        outputs = [httpclient.InferRequestedOutput(n, binary_data=binary_data) for n in names]
+        result = http.infer(model, [inp], outputs=outputs)
+        ginp = grpcclient.InferInput("input", list(pixels.shape), "UINT8")
+        ginp.set_data_from_numpy(pixels)
+        expected = grpc.infer(model, [ginp])
+        for name in names:
+            got, want = result.as_numpy(name), expected.as_numpy(name)
+            assert got.shape == want.shape and got.dtype == want.dtype, name
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=name)
+    det = grpc.infer("det", [ginp])
+    # max_detections 3 (the config's default): every image has 3 slots, classes -1 when unused.
+    assert det.as_numpy("boxes").shape == (2, 3, 4)
+    assert det.as_numpy("classes").dtype == np.int32
+    counts = det.as_numpy("num_detections")
+    assert counts.shape == (2,) and ((0 <= counts) & (counts <= 3)).all()
+    for i, count in enumerate(counts):
+        assert (det.as_numpy("classes")[i, count:] == -1).all()
+    label_map = grpc.infer("seg", [ginp]).as_numpy("label_map")
+    assert label_map.shape == (2, 128, 128) and ((0 <= label_map) & (label_map < 6)).all()
+    metadata = http.get_model_metadata("det")
+    assert [o["name"] for o in metadata["outputs"]] == \
+        ["boxes", "scores", "classes", "num_detections"]
+
+
 def test_kserve_errors_have_their_status_and_the_server_serves_on(rest_server, tmp_path):
     base = f"http://{rest_server.rest_url}"
     code, body = _curl(f"{base}/v2/models/nope")

@@ -86,7 +86,20 @@ void Dense(const uint8_t* data, size_t size, uint8_t options) {
 void ModelInfer(const uint8_t* data, size_t size, uint8_t options) {
   inference::ModelInferRequest request;
   if (!request.ParseFromArray(data, static_cast<int>(size))) return;
-  (void)vitserve::ValidateRequestedOutputs(request);
+  for (vitserve::ModelTask task : {vitserve::ModelTask::kClassification,
+                                   vitserve::ModelTask::kDetection,
+                                   vitserve::ModelTask::kSegmentation}) {
+    (void)vitserve::ValidateRequestedOutputs(request, task);
+  }
+  vitserve::v1::DetectionConfig defaults;
+  defaults.set_score_threshold(0.3f);
+  defaults.set_max_detections(100);
+  absl::StatusOr<vitserve::DetectSettings> settings =
+      vitserve::DetectSettingsFromParameters(request, defaults);
+  if (settings.ok()) {
+    Check(settings->score_threshold >= 0 && settings->score_threshold <= 1 &&
+          settings->max_detections >= 1 && settings->max_detections <= 10000);
+  }
   vitserve::InferInputSpec spec;
   spec.input_size = 1 + options % 4;
   spec.mean = {0.5f, 0.4f, 0.3f};

@@ -1731,3 +1731,144 @@ TEST_F(DetectionServerTest, BadRequestsAreRefusedAndTheServerKeepsServing) {
 
 }  // namespace
 }  // namespace vitserve
+
+namespace vitserve {
+namespace {
+
+// A KServe request of one 32 x 32 RGB image as UINT8 [1, 3, 32, 32] (planar).
+inference::ModelInferRequest PlanarUint8(const std::string& model, const std::string& rgb) {
+  inference::ModelInferRequest request;
+  request.set_model_name(model);
+  auto* input = request.add_inputs();
+  input->set_name("input");
+  input->set_datatype("UINT8");
+  for (int64_t d : {1, 3, 32, 32}) input->add_shape(d);
+  std::string planar(rgb.size(), '\0');
+  for (size_t pixel = 0; pixel < rgb.size() / 3; ++pixel) {
+    for (size_t c = 0; c < 3; ++c) planar[c * (rgb.size() / 3) + pixel] = rgb[pixel * 3 + c];
+  }
+  request.add_raw_input_contents(std::move(planar));
+  return request;
+}
+
+template <typename T>
+std::vector<T> OutputValues(const inference::ModelInferResponse& response,
+                            const std::string& name) {
+  for (int i = 0; i < response.outputs_size(); ++i) {
+    if (response.outputs(i).name() != name) continue;
+    const std::string& raw = response.raw_output_contents(i);
+    std::vector<T> values(raw.size() / sizeof(T));
+    std::memcpy(values.data(), raw.data(), values.size() * sizeof(T));
+    return values;
+  }
+  ADD_FAILURE() << "no output " << name;
+  return {};
+}
+
+// A 32 x 32 image is its own model input (the probes take 32 x 32), so KServe ModelInfer, in
+// input pixels, must answer the boxes Detect answers in original pixels.
+TEST_F(DetectionServerTest, ModelInferAnswersTheBoxesDetectDoes) {
+  for (bool white : {true, false}) {
+    const std::string rgb = Rectangle(32, 32, 4, 10, 20, 18, white);
+    v1::DetectRequest detect;
+    detect.set_model("probe_det");
+    *detect.add_images() = RawImage(rgb, 32, 32);
+    v1::DetectResponse detected;
+    ASSERT_TRUE(Detect(detect, &detected).ok());
+    ASSERT_GE(detected.results(0).boxes_size(), 1);
+
+    inference::ModelInferRequest request = PlanarUint8("probe_det", rgb);
+    (*request.mutable_parameters())["max_detections"].set_int64_param(5);
+    inference::ModelInferResponse response;
+    grpc::ClientContext context;
+    const grpc::Status status = client_->kserve->ModelInfer(&context, request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(response.outputs_size(), 4);
+    EXPECT_THAT(response.outputs(0).shape(), ::testing::ElementsAre(1, 5, 4));
+    const int found = OutputValues<int32_t>(response, "num_detections").at(0);
+    ASSERT_EQ(found, detected.results(0).boxes_size());
+    const std::vector<float> boxes = OutputValues<float>(response, "boxes");
+    const std::vector<float> scores = OutputValues<float>(response, "scores");
+    const std::vector<int32_t> classes = OutputValues<int32_t>(response, "classes");
+    for (int j = 0; j < found; ++j) {
+      const v1::Box& expected = detected.results(0).boxes(j);
+      EXPECT_NEAR(boxes[j * 4 + 0], expected.x1(), 1e-3) << j;
+      EXPECT_NEAR(boxes[j * 4 + 1], expected.y1(), 1e-3) << j;
+      EXPECT_NEAR(boxes[j * 4 + 2], expected.x2(), 1e-3) << j;
+      EXPECT_NEAR(boxes[j * 4 + 3], expected.y2(), 1e-3) << j;
+      EXPECT_NEAR(scores[j], expected.score(), 1e-5) << j;
+      EXPECT_EQ(classes[j], expected.index()) << j;
+    }
+    EXPECT_EQ(classes[found], -1);  // An unused slot.
+    EXPECT_EQ(classes[0], white ? 0 : 1);
+  }
+}
+
+TEST_F(DetectionServerTest, ModelInferRefusesBadDetectionParametersAndOutputs) {
+  const std::string rgb = Rectangle(32, 32, 4, 10, 20, 18, true);
+  inference::ModelInferRequest request = PlanarUint8("probe_det", rgb);
+  (*request.mutable_parameters())["score_threshold"].set_double_param(2.0);
+  inference::ModelInferResponse response;
+  {
+    grpc::ClientContext context;
+    const grpc::Status status = client_->kserve->ModelInfer(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("score_threshold 2 is out of range"));
+  }
+  request.mutable_parameters()->clear();
+  request.add_outputs()->set_name("logits");
+  {
+    grpc::ClientContext context;
+    const grpc::Status status = client_->kserve->ModelInfer(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("unknown output 'logits'"));
+  }
+  // Metadata lists the detection outputs.
+  inference::ModelMetadataRequest metadata_request;
+  metadata_request.set_name("probe_det");
+  inference::ModelMetadataResponse metadata;
+  grpc::ClientContext context;
+  ASSERT_TRUE(client_->kserve->ModelMetadata(&context, metadata_request, &metadata).ok());
+  std::vector<std::string> names;
+  for (const auto& output : metadata.outputs()) names.push_back(output.name());
+  EXPECT_THAT(names, ::testing::ElementsAre("boxes", "scores", "classes", "num_detections"));
+}
+
+// Likewise KServe's label_map equals Segment's RAW mask for a 32 x 32 image.
+TEST_F(SegmentationServerTest, ModelInferAnswersTheMapSegmentDoes) {
+  for (bool rows : {false, true}) {
+    const std::string rgb = Bands(32, 32, rows);
+    v1::SegmentRequest segment;
+    segment.set_model("probe_seg");
+    segment.set_format(v1::SegmentRequest::RAW);
+    *segment.add_images() = RawImage(rgb, 32, 32);
+    v1::SegmentResponse segmented;
+    ASSERT_TRUE(Segment(segment, &segmented).ok());
+    const std::string& mask = segmented.results(0).mask();
+    ASSERT_EQ(mask.size(), 32u * 32u * 2u);
+
+    inference::ModelInferRequest request = PlanarUint8("probe_seg", rgb);
+    request.add_outputs()->set_name("label_map");
+    inference::ModelInferResponse response;
+    grpc::ClientContext context;
+    const grpc::Status status = client_->kserve->ModelInfer(&context, request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(response.outputs_size(), 1);
+    EXPECT_THAT(response.outputs(0).shape(), ::testing::ElementsAre(1, 32, 32));
+    const std::vector<int32_t> map = OutputValues<int32_t>(response, "label_map");
+    ASSERT_EQ(map.size(), 32u * 32u);
+    int differing = 0;
+    std::set<int32_t> classes;
+    for (size_t i = 0; i < map.size(); ++i) {
+      uint16_t expected;
+      std::memcpy(&expected, mask.data() + i * 2, 2);
+      differing += map[i] != expected ? 1 : 0;
+      classes.insert(map[i]);
+    }
+    EXPECT_EQ(differing, 0);
+    EXPECT_EQ(classes, (std::set<int32_t>{0, 1, 2}));
+  }
+}
+
+}  // namespace
+}  // namespace vitserve

@@ -2,7 +2,10 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -124,13 +127,139 @@ TEST(KServeTensorTest, RejectsWhatIsNotAllowedAndSaysWhatIs) {
   }
 }
 
-TEST(KServeTensorTest, OutputsAreLogitsOnly) {
+TEST(KServeTensorTest, RequestedOutputsMustBeTheTasks) {
   inference::ModelInferRequest request;
-  EXPECT_TRUE(ValidateRequestedOutputs(request).ok());
+  EXPECT_TRUE(ValidateRequestedOutputs(request, ModelTask::kClassification).ok());
   request.add_outputs()->set_name("logits");
-  EXPECT_TRUE(ValidateRequestedOutputs(request).ok());
+  EXPECT_TRUE(ValidateRequestedOutputs(request, ModelTask::kClassification).ok());
+  EXPECT_THAT(ValidateRequestedOutputs(request, ModelTask::kDetection).message(),
+              HasSubstr("outputs are 'boxes', 'scores', 'classes', 'num_detections'"));
   request.add_outputs()->set_name("boxes");
-  EXPECT_THAT(ValidateRequestedOutputs(request).message(), HasSubstr("only output is 'logits'"));
+  EXPECT_THAT(ValidateRequestedOutputs(request, ModelTask::kClassification).message(),
+              HasSubstr("unknown output 'boxes'; a classification model's outputs are 'logits'"));
+
+  inference::ModelInferRequest dense;
+  dense.add_outputs()->set_name("label_map");
+  EXPECT_TRUE(ValidateRequestedOutputs(dense, ModelTask::kSegmentation).ok());
+  dense.add_outputs()->set_name("label_map");
+  EXPECT_THAT(ValidateRequestedOutputs(dense, ModelTask::kSegmentation).message(),
+              HasSubstr("asked for twice"));
+}
+
+TEST(KServeTensorTest, DetectionSettingsComeFromParametersOrTheDefaults) {
+  v1::DetectionConfig defaults;
+  defaults.set_score_threshold(0.3f);
+  defaults.set_max_detections(100);
+  inference::ModelInferRequest request;
+  absl::StatusOr<DetectSettings> settings = DetectSettingsFromParameters(request, defaults);
+  ASSERT_TRUE(settings.ok());
+  EXPECT_NEAR(settings->score_threshold, 0.3, 1e-6);
+  EXPECT_EQ(settings->max_detections, 100);
+
+  (*request.mutable_parameters())["score_threshold"].set_double_param(0.6);
+  (*request.mutable_parameters())["max_detections"].set_int64_param(7);
+  settings = DetectSettingsFromParameters(request, defaults);
+  ASSERT_TRUE(settings.ok());
+  EXPECT_DOUBLE_EQ(settings->score_threshold, 0.6);
+  EXPECT_EQ(settings->max_detections, 7);
+
+  (*request.mutable_parameters())["score_threshold"].set_double_param(1.5);
+  EXPECT_THAT(DetectSettingsFromParameters(request, defaults).status().message(),
+              HasSubstr("score_threshold 1.5 is out of range"));
+  (*request.mutable_parameters())["score_threshold"].set_string_param("high");
+  EXPECT_THAT(DetectSettingsFromParameters(request, defaults).status().message(),
+              HasSubstr("must be a number"));
+  request.mutable_parameters()->erase("score_threshold");
+  (*request.mutable_parameters())["max_detections"].set_uint64_param(1u << 31);
+  EXPECT_THAT(DetectSettingsFromParameters(request, defaults).status().message(),
+              HasSubstr("max_detections 10001 is out of range"));
+}
+
+// A [2, C + 4, 8, 8] CenterNet output over a 32-pixel input (C = 2): image 0 has one class-1
+// object centred at (21, 15), 12 x 6; image 1 has none.
+at::Tensor CenterNetRows() {
+  at::Tensor out = at::zeros({2, 6, 8, 8});
+  out.narrow(1, 0, 2).fill_(-12.0);
+  out.narrow(1, 2, 2).fill_(std::log(8.0));
+  at::Tensor first = out[0];
+  first[1][3][5] = std::log(0.9 / 0.1);
+  first[2][3][5] = std::log(12.0);
+  first[3][3][5] = std::log(6.0);
+  first[4][3][5] = std::log(0.25 / 0.75);
+  first[5][3][5] = std::log(0.75 / 0.25);
+  return out;
+}
+
+template <typename T>
+std::vector<T> Values(const std::string& raw) {
+  std::vector<T> values(raw.size() / sizeof(T));
+  std::memcpy(values.data(), raw.data(), values.size() * sizeof(T));
+  return values;
+}
+
+TEST(KServeTensorTest, DetectionOutputsArePaddedToMaxDetections) {
+  DetectSettings settings;
+  settings.score_threshold = 0.3;
+  settings.max_detections = 3;
+  inference::ModelInferResponse response;
+  ASSERT_TRUE(FillDetectionOutputs(CenterNetRows(), 2, 32, settings, /*batched=*/true, &response)
+                  .ok());
+  ASSERT_EQ(response.outputs_size(), 4);
+  EXPECT_EQ(response.outputs(0).name(), "boxes");
+  EXPECT_THAT(response.outputs(0).shape(), ::testing::ElementsAre(2, 3, 4));
+  EXPECT_THAT(response.outputs(1).shape(), ::testing::ElementsAre(2, 3));
+  EXPECT_EQ(response.outputs(2).datatype(), "INT32");
+  EXPECT_THAT(response.outputs(3).shape(), ::testing::ElementsAre(2));
+  const std::vector<float> boxes = Values<float>(response.raw_output_contents(0));
+  EXPECT_NEAR(boxes[0], 15, 1e-4);
+  EXPECT_NEAR(boxes[1], 12, 1e-4);
+  EXPECT_NEAR(boxes[2], 27, 1e-4);
+  EXPECT_NEAR(boxes[3], 18, 1e-4);
+  EXPECT_THAT(std::vector<float>(boxes.begin() + 4, boxes.end()), ::testing::Each(0.0f));
+  const std::vector<float> scores = Values<float>(response.raw_output_contents(1));
+  EXPECT_NEAR(scores[0], 0.9, 1e-5);
+  EXPECT_THAT(Values<int32_t>(response.raw_output_contents(2)),
+              ::testing::ElementsAre(1, -1, -1, -1, -1, -1));
+  EXPECT_THAT(Values<int32_t>(response.raw_output_contents(3)), ::testing::ElementsAre(1, 0));
+
+  // Unbatched: one image, no batch dimension; only the outputs asked for, in the asked order.
+  inference::ModelInferResponse one;
+  ASSERT_TRUE(FillDetectionOutputs(CenterNetRows().narrow(0, 0, 1), 2, 32, settings,
+                                   /*batched=*/false, &one)
+                  .ok());
+  EXPECT_THAT(one.outputs(0).shape(), ::testing::ElementsAre(3, 4));
+  EXPECT_EQ(one.outputs(3).shape_size(), 0);
+  inference::ModelInferRequest request;
+  request.add_outputs()->set_name("num_detections");
+  request.add_outputs()->set_name("boxes");
+  KeepRequestedOutputs(request, &one);
+  ASSERT_EQ(one.outputs_size(), 2);
+  EXPECT_EQ(one.outputs(0).name(), "num_detections");
+  EXPECT_THAT(Values<int32_t>(one.raw_output_contents(0)), ::testing::ElementsAre(1));
+  EXPECT_EQ(one.outputs(1).name(), "boxes");
+  EXPECT_EQ(one.raw_output_contents(1).size(), 3u * 4u * sizeof(float));
+}
+
+TEST(KServeTensorTest, LabelMapCoversTheInputPixels) {
+  // Two classes over a 1 x 2 score map of a 4-pixel input: class 0 wins on the left, 1 on the
+  // right; image 1 has them the other way round.
+  at::Tensor scores = at::zeros({2, 2, 1, 2});
+  scores[0][0][0][0] = 1.0;
+  scores[0][1][0][1] = 1.0;
+  scores[1][1][0][0] = 1.0;
+  scores[1][0][0][1] = 1.0;
+  inference::ModelInferResponse response;
+  ASSERT_TRUE(FillSegmentationOutputs(scores, 4, /*batched=*/true, &response).ok());
+  ASSERT_EQ(response.outputs_size(), 1);
+  EXPECT_EQ(response.outputs(0).name(), "label_map");
+  EXPECT_EQ(response.outputs(0).datatype(), "INT32");
+  EXPECT_THAT(response.outputs(0).shape(), ::testing::ElementsAre(2, 4, 4));
+  const std::vector<int32_t> map = Values<int32_t>(response.raw_output_contents(0));
+  const std::vector<int32_t> row0 = {0, 0, 1, 1}, row1 = {1, 1, 0, 0};
+  for (int y = 0; y < 4; ++y) {
+    EXPECT_EQ(std::vector<int32_t>(map.begin() + y * 4, map.begin() + y * 4 + 4), row0) << y;
+    EXPECT_EQ(std::vector<int32_t>(map.begin() + 16 + y * 4, map.begin() + 16 + y * 4 + 4), row1);
+  }
 }
 
 TEST(KServeTensorTest, FillsLogitsAsFp32) {

@@ -1,0 +1,275 @@
+#!/usr/bin/env python3
+"""Mixed-load soak against a running vitserve (issue 14): every RPC, good and bad requests,
+cancellations and short deadlines, from several threads at once, for a fixed time.
+
+The server must serve a model repository with a classifier, a detector and a segmenter (see
+scripts/sanitizers.sh --soak, which starts one under AddressSanitizer). Requests are built in
+protobuf wire format by hand and sent as raw bytes, so this needs only grpcio, not generated
+stubs. Every answer's status is checked against what that request may get: a bad request must
+get its own error code, a good one OK (or RESOURCE_EXHAUSTED when the queue is full, or
+DEADLINE_EXCEEDED / CANCELLED when the request itself asked for that). Prints a table of
+outcomes; exits 1 when any answer was not one its request may get, or nothing succeeded.
+
+  scripts/soak.py --grpc 127.0.0.1:8001 --rest 127.0.0.1:8000 --seconds 300 --threads 6
+"""
+import argparse
+import collections
+import pathlib
+import random
+import struct
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import grpc
+
+DATA = pathlib.Path(__file__).resolve().parent.parent / "tests" / "e2e" / "data"
+OK, BUSY = grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED
+INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
+CANCELLED, DEADLINE = grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def varint(n):
+    out = b""
+    while True:
+        out += bytes([(n & 0x7F) | (0x80 if n > 0x7F else 0)])
+        n >>= 7
+        if not n:
+            return out
+
+
+def ld(field, payload):
+    if isinstance(payload, str):
+        payload = payload.encode()
+    return varint(field << 3 | 2) + varint(len(payload)) + payload
+
+
+def num(field, value):
+    return varint(field << 3) + varint(value)
+
+
+def encoded_image(data):
+    return ld(1, data)
+
+
+def raw_image(width, height, rgb):
+    return ld(2, num(1, width) + num(2, height) + ld(3, rgb))
+
+
+def vision_request(model, images, extra=b""):
+    return ld(1, model) + b"".join(ld(2, image) for image in images) + extra
+
+
+def infer_request(model, datatype, shape, data):
+    tensor = ld(1, "input") + ld(2, datatype) + ld(3, b"".join(varint(d) for d in shape))
+    return ld(1, model) + ld(5, tensor) + ld(7, data)
+
+
+class Soak:
+    def __init__(self, args):
+        self.args = args
+        self.channel = grpc.insecure_channel(args.grpc, options=[
+            ("grpc.max_receive_message_length", 64 << 20)])
+        self.outcomes = collections.Counter()  # (action, outcome) -> count
+        self.unexpected = []                   # (action, outcome, detail)
+        self.lock = threading.Lock()
+        self.images = [(path.name, path.read_bytes()) for path in sorted(DATA.iterdir())
+                       if path.suffix in (".jpg", ".png", ".webp")]
+        rng = random.Random(7)
+        self.raw = raw_image(48, 32, bytes(rng.randrange(256) for _ in range(48 * 32 * 3)))
+
+    def unary(self, method):
+        return self.channel.unary_unary(method, request_serializer=None,
+                                        response_deserializer=None)
+
+    def record(self, action, outcome, allowed, detail=""):
+        with self.lock:
+            self.outcomes[(action, outcome)] += 1
+            if outcome not in allowed:
+                self.unexpected.append((action, outcome, detail[:300]))
+
+    def call(self, action, method, request, allowed, timeout=60.0, cancel_after=None):
+        try:
+            if cancel_after is None:
+                self.unary(method)(request, timeout=timeout)
+            else:
+                future = self.unary(method).future(request, timeout=timeout)
+                time.sleep(cancel_after)
+                future.cancel()
+                future.result()
+            self.record(action, OK.name, allowed)
+        except grpc.FutureCancelledError:
+            self.record(action, CANCELLED.name, allowed)
+        except grpc.RpcError as error:
+            self.record(action, error.code().name, allowed, error.details() or "")
+
+    def image(self, rng):
+        return encoded_image(rng.choice(self.images)[1])
+
+    # --- the actions, each with the outcomes it may have -------------------------------------
+    def classify(self, rng):
+        images = [self.image(rng) if rng.random() < 0.7 else self.raw
+                  for _ in range(rng.randint(1, 3))]
+        self.call("classify", "/vitserve.v1.Vision/Classify",
+                  vision_request(self.args.classifier, images, num(3, 3)), {OK.name, BUSY.name})
+
+    def classify_bad(self, rng):
+        bad = rng.choice([
+            ("garbage image", vision_request(self.args.classifier,
+                                             [encoded_image(b"\xff\xd8 not a jpeg")]), INVALID),
+            ("raw size", vision_request(self.args.classifier, [raw_image(4, 4, b"x" * 7)]),
+             INVALID),
+            ("no images", vision_request(self.args.classifier, []), INVALID),
+            ("top_k", vision_request(self.args.classifier, [self.raw], num(3, 100000)),
+             INVALID),
+            ("unknown model", vision_request("no_such_model", [self.raw]), NOT_FOUND),
+            # gRPC's callback API answers a request it cannot parse itself, before any
+            # handler of ours runs, with UNIMPLEMENTED and no message (gRPC 1.51).
+            ("truncated proto", vision_request(self.args.classifier, [self.raw])[:-5],
+             grpc.StatusCode.UNIMPLEMENTED),
+        ])
+        self.call(f"classify bad: {bad[0]}", "/vitserve.v1.Vision/Classify", bad[1],
+                  {bad[2].name})
+
+    def classify_cancelled(self, rng):
+        self.call("classify cancelled", "/vitserve.v1.Vision/Classify",
+                  vision_request(self.args.classifier, [self.image(rng)]),
+                  {OK.name, CANCELLED.name, BUSY.name}, cancel_after=rng.uniform(0, 0.05))
+
+    def classify_short_deadline(self, rng):
+        self.call("classify 5 ms deadline", "/vitserve.v1.Vision/Classify",
+                  vision_request(self.args.classifier, [self.image(rng)]),
+                  {OK.name, DEADLINE.name, BUSY.name}, timeout=0.005)
+
+    def detect(self, rng):
+        self.call("detect", "/vitserve.v1.Vision/Detect",
+                  vision_request(self.args.detector, [self.image(rng)]), {OK.name, BUSY.name})
+        self.call("detect on a classifier", "/vitserve.v1.Vision/Detect",
+                  vision_request(self.args.classifier, [self.raw]), {INVALID.name})
+
+    def segment(self, rng):
+        fmt = num(3, rng.randint(0, 1))
+        self.call("segment", "/vitserve.v1.Vision/Segment",
+                  vision_request(self.args.segmenter, [self.image(rng)], fmt),
+                  {OK.name, BUSY.name})
+
+    def stream(self, rng):
+        method = self.channel.stream_stream("/vitserve.v1.Vision/ClassifyStream",
+                                            request_serializer=None, response_deserializer=None)
+        count = rng.randint(1, 4)
+        requests = [vision_request(self.args.classifier, [self.raw], ld(4, f"r{i}"))
+                    for i in range(count)]
+        cancel = rng.random() < 0.3
+        action = "classify stream (cancelled)" if cancel else "classify stream"
+        try:
+            responses = method(iter(requests), timeout=60)
+            received = 0
+            for _ in responses:
+                received += 1
+                if cancel:
+                    responses.cancel()
+            self.record(action, OK.name if received == count else f"{received}/{count} answers",
+                        {OK.name})
+        except grpc.RpcError as error:
+            allowed = {CANCELLED.name, BUSY.name} if cancel else {BUSY.name}
+            self.record(action, error.code().name, allowed, error.details() or "")
+
+    def catalogue(self, rng):
+        self.call("list models", "/vitserve.v1.Vision/ListModels", b"", {OK.name})
+        name = rng.choice([self.args.classifier, self.args.detector, "no_such_model"])
+        self.call("get model", "/vitserve.v1.Vision/GetModel", ld(1, name),
+                  {NOT_FOUND.name} if name == "no_such_model" else {OK.name})
+        self.call("kserve live", "/inference.GRPCInferenceService/ServerLive", b"", {OK.name})
+        self.call("kserve model ready", "/inference.GRPCInferenceService/ModelReady",
+                  ld(1, self.args.classifier), {OK.name})
+        self.call("kserve metadata", "/inference.GRPCInferenceService/ModelMetadata",
+                  ld(1, self.args.classifier), {OK.name})
+
+    def model_infer(self, rng):
+        size = self.args.input_size
+        pixels = bytes(rng.randrange(256) for _ in range(64)) * (3 * size * size // 64 + 1)
+        good = infer_request(self.args.classifier, "UINT8", [1, 3, size, size],
+                             pixels[:3 * size * size])
+        self.call("kserve infer", "/inference.GRPCInferenceService/ModelInfer", good,
+                  {OK.name, BUSY.name})
+        bad = infer_request(self.args.classifier, "UINT8", [1, 3, size, size], pixels[:100])
+        self.call("kserve infer bad bytes", "/inference.GRPCInferenceService/ModelInfer", bad,
+                  {INVALID.name})
+
+    def rest(self, rng):
+        name, data = rng.choice(self.images)
+        base = f"http://{self.args.rest}"
+        for action, url, body, allowed in (
+                ("rest classify", f"{base}/v1/models/{self.args.classifier}:classify", data,
+                 {"200", "429"}),
+                ("rest classify bad body", f"{base}/v1/models/{self.args.classifier}:classify",
+                 b"not an image", {"400"}),
+                ("rest model metadata", f"{base}/v2/models/{self.args.classifier}", None,
+                 {"200"})):
+            request = urllib.request.Request(url, data=body, method="POST" if body else "GET",
+                                             headers={"Content-Type": "application/octet-stream"})
+            try:
+                with urllib.request.urlopen(request, timeout=60) as reply:
+                    reply.read()
+                    self.record(action, str(reply.status), allowed)
+            except urllib.error.HTTPError as error:
+                self.record(action, str(error.code), allowed, error.read().decode(errors="replace"))
+            except OSError as error:
+                self.record(action, type(error).__name__, allowed, str(error))
+
+    def worker(self, seed, deadline):
+        rng = random.Random(seed)
+        actions = [(self.classify, 6), (self.classify_bad, 4), (self.classify_cancelled, 2),
+                   (self.classify_short_deadline, 1), (self.detect, 2), (self.segment, 2),
+                   (self.stream, 2), (self.catalogue, 1), (self.model_infer, 2), (self.rest, 2)]
+        functions = [f for f, _ in actions]
+        weights = [w for _, w in actions]
+        while time.monotonic() < deadline:
+            rng.choices(functions, weights)[0](rng)
+
+    def run(self):
+        deadline = time.monotonic() + self.args.seconds
+        threads = [threading.Thread(target=self.worker, args=(seed, deadline))
+                   for seed in range(self.args.threads)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            time.sleep(min(30, max(0.1, deadline - time.monotonic())))
+            with self.lock:
+                done = sum(self.outcomes.values())
+            print(f"[soak] {time.monotonic() - started:.0f} s: {done} calls, "
+                  f"{len(self.unexpected)} unexpected", flush=True)
+        for t in threads:
+            t.join()
+        width = max(len(a) for a, _ in self.outcomes) + 2
+        for (action, outcome), count in sorted(self.outcomes.items()):
+            print(f"{action:<{width}} {outcome:<20} {count}")
+        for action, outcome, detail in self.unexpected[:20]:
+            print(f"[soak] UNEXPECTED {action}: {outcome}: {detail}")
+        served = sum(c for (a, o), c in self.outcomes.items() if o in ("OK", "200"))
+        total = sum(self.outcomes.values())
+        print(f"[soak] {total} calls in {time.monotonic() - started:.0f} s, {served} served, "
+              f"{len(self.unexpected)} unexpected")
+        return 0 if not self.unexpected and served > 0 else 1
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grpc", required=True, help="gRPC address, host:port")
+    parser.add_argument("--rest", required=True, help="REST address, host:port")
+    parser.add_argument("--seconds", type=float, default=300)
+    parser.add_argument("--threads", type=int, default=6)
+    parser.add_argument("--classifier", default="classifier")
+    parser.add_argument("--detector", default="detector")
+    parser.add_argument("--segmenter", default="segmenter")
+    parser.add_argument("--input-size", type=int, default=224,
+                        help="the classifier's input size (KServe tensors)")
+    return Soak(parser.parse_args()).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
