@@ -2,7 +2,8 @@
 # Overload on the CPU (issue 14): deit_tiny on --device cpu with a queue of 64, loaded open-loop
 # far beyond its capacity by `vitserve-client bench --rate`, in rounds a few seconds apart.
 # Prints each round's accepted throughput, p50/p99 latency of the accepted requests and the
-# refusals by code, and the server's resident memory sampled every second.
+# refusals by code, and the server's resident memory sampled every second (OUTDIR/rss.txt, with
+# the load windows in OUTDIR/load.txt: `python3 bench/plot_memory.py OUTDIR FILE.svg` draws it).
 #   bash bench/overload.sh [BUILD_DIR] [OUTDIR]          (default build, /tmp/vitserve-overload)
 # Environment: RATE (2000 requests/s), ROUNDS (3), SECONDS_EACH (10), GAP (3 s between rounds),
 #              MODEL (deit_tiny_patch16_224), PORT (8021).
@@ -25,7 +26,9 @@ rss() { awk '/^VmRSS/ {printf "%d", $2 / 1024}' "/proc/$SERVER/status"; }
 (while kill -0 $SERVER 2>/dev/null; do echo "$(date +%s) $(rss)"; sleep 1; done) > "$OUT/rss.txt" &
 SAMPLER=$!
 echo "resident memory before load: $(rss) MiB"
+: > "$OUT/load.txt"  # "start end" (epoch seconds) of each round, for bench/plot_memory.py.
 for round in $(seq 1 "$ROUNDS"); do
+  round_start=$(date +%s)
   "$B/bin/vitserve-client" bench --server "localhost:$PORT" --model "$MODEL" --input raw \
     --rate "$RATE" --duration "$T" --json > "$OUT/round$round.json" 2> "$OUT/round$round.err"
   python3 - "$OUT/round$round.json" "$round" "$(rss)" <<'PY'
@@ -35,6 +38,7 @@ print(f"round {sys.argv[2]}: accepted {d['throughput_img_s']:.1f} img/s, p50 {d[
       f"p99 {d['p99_ms']:.0f} ms, max {d['max_ms']:.0f} ms, requests sent {d['requests']}, "
       f"errors {d.get('errors_by_code', {})}; resident memory after: {sys.argv[3]} MiB")
 PY
+  echo "$round_start $(date +%s)" >> "$OUT/load.txt"
   sleep "$GAP"
 done
 echo "resident memory after the rounds and ${GAP} s idle: $(rss) MiB"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # libFuzzer over the parsers that read untrusted bytes (issue 14): the safetensors header reader
 # (nlohmann-json underneath), the REST infer request reader, the image header reader + decoder,
-# the config.pbtxt parser + validator (a model repository's files), and request validation into
-# batches (Vision and KServe requests, tests/fuzz/request_fuzz.cc). Builds each target with clang
+# the config.pbtxt parser + validator (a model repository's files), request validation into
+# batches (Vision and KServe requests, tests/fuzz/request_fuzz.cc), and whole safetensors files. Builds each target with clang
 # (-fsanitize=fuzzer,address,undefined) into build-fuzz/ and runs it for SECONDS (default 60)
 # from a seed corpus of our own files (tests/fuzz/corpus/<target>, grown by the run). A crash
 # leaves build-fuzz/<target>-crash-* and fails the script: turn each into a regression test.
@@ -68,9 +68,16 @@ fi
   $ABSL $(pkg-config --libs absl_str_format) -lprotobuf -lopencv_core -lopencv_imgproc \
   -lopencv_imgcodecs "${TORCH_LIBS[@]}" -o "$B/request_fuzz"
 
+# A whole safetensors file through SafetensorsFile::Open and Tensor(), instrumented.
+"${CXX[@]}" "${FLAGS[@]}" -idirafter "$TORCH/include" \
+  -idirafter "$TORCH/include/torch/csrc/api/include" -D_GLIBCXX_USE_CXX11_ABI=1 \
+  tests/fuzz/safetensors_fuzz.cc models/weights/safetensors.cc \
+  models/weights/internal/safetensors_header.cc \
+  $ABSL $(pkg-config --libs absl_str_format) "${TORCH_LIBS[@]}" -o "$B/safetensors_fuzz"
+
 # Seeds: our own sample images, and safetensors-style headers.
 mkdir -p "$B/corpus/header" "$B/corpus/image" "$B/corpus/config" "$B/corpus/infer" \
-  "$B/corpus/request"
+  "$B/corpus/request" "$B/corpus/safetensors"
 cp tests/e2e/data/*.jpg tests/e2e/data/*.png tests/e2e/data/*.webp "$B/corpus/image/"
 printf '%s' '{"__metadata__":{"format":"pt"},"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]}}' > "$B/corpus/header/header.json"
 printf '%s' '{"a":[1,-2.5e3,true,false,null,"\u00e9\ud83d\ude00\n"]}' > "$B/corpus/header/values.json"
@@ -109,9 +116,30 @@ seeds = {"classify_raw": b"\0\0" + vision(raw_image), "classify_png_device": b"\
 for name, data in seeds.items(): (out / name).write_bytes(data)
 PY
 
+# Safetensors files: two small F32/F16/BF16/I64 files as the format writes them.
+python3 - "$B/corpus/safetensors" <<'PY'
+import json, pathlib, struct, sys
+out = pathlib.Path(sys.argv[1])
+def file(tensors, metadata=None):
+    header, data = {}, b""
+    for name, (dtype, shape, payload) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(payload)]}
+        data += payload
+    if metadata: header["__metadata__"] = metadata
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + data
+(out / "mixed.safetensors").write_bytes(file({
+    "w": ("F32", [2, 3], struct.pack("<6f", *range(6))),
+    "h": ("F16", [4], struct.pack("<4e", 1, -2, 0.5, 3)),
+    "b": ("BF16", [2], b"\x80\x3f\x00\x40"),
+    "n": ("I64", [], struct.pack("<q", 7))}, {"format": "pt"}))
+(out / "empty_tensor.safetensors").write_bytes(file({"e": ("F32", [0, 3], b"")}))
+PY
+
 status=0
 cases=""
-for target in header image config infer request; do
+for target in header image config infer request safetensors; do
   echo "[fuzz] ${target}_fuzz for ${SECONDS_EACH} s"
   dict=()  # Field names and values for the text-format parser (libprotobuf is not instrumented).
   [[ -f "tests/fuzz/$target.dict" ]] && dict=(-dict="$PWD/tests/fuzz/$target.dict")
