@@ -60,7 +60,7 @@ fi
 "${CXX[@]}" "${FLAGS[@]}" -Ibuild/proto/gen -idirafter "$TORCH/include" \
   -idirafter "$TORCH/include/torch/csrc/api/include" -D_GLIBCXX_USE_CXX11_ABI=1 \
   tests/fuzz/request_fuzz.cc server/api/classify.cc server/api/image_input.cc \
-  server/api/kserve_tensor.cc server/image/decode.cc server/image/image_header.cc \
+  server/api/kserve_tensor.cc server/api/detect.cc server/image/decode.cc server/image/image_header.cc \
   server/image/preprocess.cc server/image/resize_weights.cc server/image/dense_output.cc \
   build/proto/gen/vitserve/v1/vision.pb.cc build/proto/gen/vitserve/v1/model_config.pb.cc \
   build/proto/gen/inference/grpc_service.pb.cc build/proto/gen/inference/model_config.pb.cc \
