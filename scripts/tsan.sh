@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# ThreadSanitizer over the dynamic batcher's unit tests (tests/unit/server/batching/, the
-# dynamic_batcher_test target: server/batching/ + tests/test_util/ + LibTorch + abseil, no gRPC).
+# ThreadSanitizer over the server core's suites that link no gRPC: the dynamic batcher
+# (dynamic_batcher_test), the model instances (runtime_test) and the model manager
+# (model_manager_test: ServableModel with its admission, batcher, instances and metrics).
 #
 #   scripts/tsan.sh        (after scripts/setup.sh; the first run downloads abseil's source from
 #                           deb.debian.org; needs curl and patch)
@@ -12,9 +13,9 @@
 #      ships) compiled with -fsanitize=thread, static, installed with its CMake config. Built once
 #      and cached; delete build-tsan-deps/ to rebuild it.
 #   2. build-tsan/: the project configured with -fsanitize=thread -g -O1 and pointed at that
-#      abseil (-Dabsl_DIR=...), then only the dynamic_batcher_test target is built and run with
+#      abseil (-Dabsl_DIR=...), then only those three suites are built and run with
 #      TSAN_OPTIONS=halt_on_error=1 second_deadlock_stack=1. The script exits non-zero on any
-#      TSan report or test failure; the full log is build-tsan/dynamic_batcher_test.tsan.log.
+#      TSan report or test failure; the full logs are build-tsan/<suite>.tsan.log.
 #
 # Why abseil is rebuilt: Debian's libabsl20220623 is not compiled with TSan, and abseil emits the
 # annotations that tell TSan what absl::Mutex / CondVar / Notification synchronise only when
@@ -43,13 +44,12 @@
 # is suppressed: a race between two accesses made by our code is still reported (checked with a
 # copy of dynamic_batcher.cc missing one lock). The run prints how many reports each line hid.
 #
-# Scope / limitation: only the batcher. The rest of the server core that uses absl::Mutex
-# (server/api, server/rest through vitserve_api, the model manager, vitserve_server) links
+# Scope / limitation: the three suites above. The rest of the server that uses absl::Mutex
+# (server/api, server/rest through vitserve_api, vitserve_server) links
 # Debian's gRPC (libgrpc++.so, libgrpc.so, ...), itself linked against the uninstrumented system
 # abseil (libabsl_*.so, inline namespace debian3): one binary cannot use both abseils
 # consistently, and with the system abseil TSan is blind to every absl::Mutex. Covering it needs
-# gRPC rebuilt against the TSan abseil too. (runtime_test, server/runtime, links no gRPC and could
-# be added the same way.)
+# gRPC rebuilt against the TSan abseil too.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -116,7 +116,7 @@ PATCH
   rm -rf "$DEPS/absl-build" "$ABSL_SRC"
 fi
 
-# --- 2. the batcher test, instrumented, against that abseil --------------------------------
+# --- 2. the suites, instrumented, against that abseil ------------------------------------
 # -O1 instead of RelWithDebInfo's -O2 (better stacks); gRPC's CMake config, found first, reuses
 # the TSan abseil's targets (same version) but nothing that links gRPC is built here.
 B=build-tsan
@@ -124,15 +124,20 @@ B=build-tsan
   -DVITSERVE_BUILD_BENCH=OFF -Dabsl_DIR="$ABSL_DIR" \
   -DCMAKE_CXX_FLAGS="-fsanitize=thread" -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-g -O1 -DNDEBUG" \
   -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=thread" > /dev/null
-"${NICE[@]}" ninja -C "$B" -j"$JOBS" dynamic_batcher_test
-TEST=$B/tests/dynamic_batcher_test
-# The binary must carry the TSan abseil only (statically), never Debian's libabsl_*.so.
-# (grep > /dev/null, not grep -q: with pipefail, grep -q's early exit would fail the pipeline.)
-if ldd "$TEST" | grep 'libabsl_' > /dev/null; then
-  echo "[tsan] $TEST links the system abseil:"; ldd "$TEST" | grep 'libabsl_'; exit 1
-fi
-nm -C "$TEST" | grep 'absl::tsan_20220623::Mutex::Lock()' > /dev/null \
-  || { echo "[tsan] $TEST does not contain the TSan abseil's Mutex"; exit 1; }
+# The suites of the server core that link no gRPC: the batcher, the model instances, and the
+# model manager (ServableModel: admission, batcher, instances and metrics together).
+SUITES=(dynamic_batcher_test runtime_test model_manager_test)
+"${NICE[@]}" ninja -C "$B" -j"$JOBS" "${SUITES[@]}"
+for suite in "${SUITES[@]}"; do
+  TEST=$B/tests/$suite
+  # The binary must carry the TSan abseil only (statically), never Debian's libabsl_*.so.
+  # (grep > /dev/null, not grep -q: with pipefail, grep -q's early exit would fail the pipeline.)
+  if ldd "$TEST" | grep 'libabsl_' > /dev/null; then
+    echo "[tsan] $TEST links the system abseil:"; ldd "$TEST" | grep 'libabsl_'; exit 1
+  fi
+  nm -C "$TEST" | grep 'absl::tsan_20220623::Mutex::Lock()' > /dev/null \
+    || { echo "[tsan] $TEST does not contain the TSan abseil's Mutex"; exit 1; }
+done
 
 # --- 3. run ----------------------------------------------------------------------------------
 # Suppressions: only the uninstrumented LibTorch libraries. A tensor's refcount is an atomic in
@@ -152,22 +157,27 @@ cat > "$SUPP" <<'SUPPRESSIONS'
 race:libc10.so
 race:libtorch_cpu.so
 SUPPRESSIONS
-LOG=$B/dynamic_batcher_test.tsan.log
 export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$ROOT/$SUPP print_suppressions=1 ${TSAN_OPTIONS:-}"
-echo "[tsan] running $TEST (TSAN_OPTIONS=$TSAN_OPTIONS)"
-status=0
-"$TEST" "$@" > "$LOG" 2>&1 || status=$?
 REPORT='(WARNING|ERROR|FATAL): ThreadSanitizer|ThreadSanitizer: reported'
-if [[ $status -eq 0 ]] && ! grep -qE "$REPORT" "$LOG" && grep -q '^\[  PASSED' "$LOG"; then
-  echo "[tsan] dynamic_batcher_test: $(grep -E '^\[  PASSED' "$LOG"), no TSan report"
-  sed -n '/ThreadSanitizer: Matched/,$p' "$LOG" | sed 's/^/[tsan]   /'
-  exit 0
-fi
-echo "[tsan] dynamic_batcher_test FAILED (exit $status): see $LOG"
-if grep -qE "$REPORT" "$LOG"; then
-  sed -n '/WARNING: ThreadSanitizer/,/SUMMARY: ThreadSanitizer/p' "$LOG" | head -80
-  grep -m3 -E "$REPORT" "$LOG"
-else
-  grep -m10 -E '^\[  FAILED|Failure' "$LOG" || tail -20 "$LOG"
-fi
-exit 1
+failed=0
+for suite in "${SUITES[@]}"; do
+  TEST=$B/tests/$suite
+  LOG=$B/$suite.tsan.log
+  echo "[tsan] running $TEST (TSAN_OPTIONS=$TSAN_OPTIONS)"
+  status=0
+  "$TEST" "$@" > "$LOG" 2>&1 || status=$?
+  if [[ $status -eq 0 ]] && ! grep -qE "$REPORT" "$LOG" && grep -q '^\[  PASSED' "$LOG"; then
+    echo "[tsan] $suite: $(grep -E '^\[  PASSED' "$LOG"), no TSan report"
+    sed -n '/ThreadSanitizer: Matched/,$p' "$LOG" | sed 's/^/[tsan]   /'
+    continue
+  fi
+  failed=1
+  echo "[tsan] $suite FAILED (exit $status): see $LOG"
+  if grep -qE "$REPORT" "$LOG"; then
+    sed -n '/WARNING: ThreadSanitizer/,/SUMMARY: ThreadSanitizer/p' "$LOG" | head -80
+    grep -m3 -E "$REPORT" "$LOG"
+  else
+    grep -m10 -E '^\[  FAILED|Failure' "$LOG" || tail -20 "$LOG"
+  fi
+done
+exit $failed
