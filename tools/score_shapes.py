@@ -1,20 +1,26 @@
 #!/usr/bin/env python3
-"""Scores a served segmentation or detection model on a vitserve-shapes set, from what vitserve
-answers.
+"""Scores a served segmentation, detection or classification model on a vitserve-shapes set,
+from what vitserve answers.
 
     .venv/bin/python tools/score_shapes.py --server localhost:8001 --model shapes_seg \
-        --data DIR [--task segmentation|detection] [--client build/bin/vitserve-client] [--limit N]
+        --data DIR [--task segmentation|detection|classification]
+        [--client build/bin/vitserve-client] [--limit N]
 
 Segmentation: every image of DIR/images through `vitserve-client segment` (label maps written as
 PNGs at the original size), compared with DIR/semantic/*.png: per-class IoU (classes present in
 the ground truth or the predictions), their mean (mIoU) and the pixel accuracy.
 Detection: `vitserve-client detect --json --score-threshold 0.01 --max-detections 100`, scored by
 pycocotools' COCOeval against DIR/instances.json (box class index + 1 = category id): mAP@0.5
-and mAP@[.5:.95]. Prints one JSON object. Make DIR with a seed the model never trained on
+and mAP@[.5:.95]. Classification: every shape of DIR/instances.json cut out of its image as
+vitserve-train cuts its training crops (the box grown to a square of 1.5 times its longer side
+around its centre, clipped to the image; tools/train/internal/targets.h ClassificationCrop),
+through `vitserve-client classify --json --top-k 1`: the share whose best class is the shape's
+(class index + 1 = category id). Prints one JSON object. Make DIR with a seed the model never trained on
 (vitserve-train uses its --seed).
 """
 import argparse
 import json
+import math
 import pathlib
 import subprocess
 import sys
@@ -90,6 +96,43 @@ def score_detection(args, images):
             "map": float(evaluation.stats[0]), "detections": len(results)}
 
 
+def classification_crop(box, width, height):
+    """The crop around a COCO box [x, y, w, h] that vitserve-train trains classifiers on."""
+    x, y, w, h = box
+    side = max(w, h) * 1.5
+    cx, cy = x + w / 2, y + h / 2
+    x1, y1 = max(0, math.floor(cx - side / 2)), max(0, math.floor(cy - side / 2))
+    x2, y2 = min(width, math.ceil(cx + side / 2)), min(height, math.ceil(cy + side / 2))
+    return x1, y1, max(x1 + 1, x2), max(y1 + 1, y2)
+
+
+def score_classification(args, images):
+    instances = json.loads((args.data / "instances.json").read_text())
+    by_image = {entry["id"]: entry for entry in instances["images"]}
+    wanted = {image.name for image in images}
+    with tempfile.TemporaryDirectory() as crops_dir:
+        crops, truth = [], {}
+        for annotation in instances["annotations"]:
+            entry = by_image[annotation["image_id"]]
+            if entry["file_name"] not in wanted:
+                continue
+            with Image.open(args.data / "images" / entry["file_name"]) as image:
+                crop = image.convert("RGB").crop(
+                    classification_crop(annotation["bbox"], image.width, image.height))
+            path = pathlib.Path(crops_dir) / f"crop{annotation['id']}.png"
+            crop.save(path)
+            crops.append(path)
+            truth[path.name] = annotation["category_id"] - 1
+        correct = 0
+        for stdout in run_client(args, "classify", crops, ["--json", "--top-k", "1"]):
+            for line in stdout.splitlines():
+                answer = json.loads(line)
+                best = answer["classes"][0]["index"]
+                correct += best == truth[pathlib.Path(answer["image"]).name]
+    return {"images": len(images), "crops": len(crops),
+            "accuracy": correct / len(crops) if crops else 0.0}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", required=True)
@@ -98,7 +141,8 @@ def main():
     parser.add_argument("--client", default=str(pathlib.Path(__file__).resolve().parent.parent
                                                  / "build" / "bin" / "vitserve-client"))
     parser.add_argument("--limit", type=int, default=0, help="score only the first N images")
-    parser.add_argument("--task", choices=["segmentation", "detection"], default="segmentation")
+    parser.add_argument("--task", choices=["segmentation", "detection", "classification"],
+                        default="segmentation")
     args = parser.parse_args()
     images = sorted((args.data / "images").glob("*.jpg"))
     if args.limit:
@@ -107,6 +151,9 @@ def main():
         raise SystemExit(f"no images in {args.data / 'images'}")
     if args.task == "detection":
         print(json.dumps(score_detection(args, images)))
+        return
+    if args.task == "classification":
+        print(json.dumps(score_classification(args, images)))
         return
     with tempfile.TemporaryDirectory() as masks:
         for _ in run_client(args, "segment", images, ["--output-dir", masks]):

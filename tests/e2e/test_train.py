@@ -57,7 +57,7 @@ def test_stop_after_and_resume(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     ([], "--out is required"),
-    (["--out", "X", "--task", "classification"], "--task must be segmentation or detection"),
+    (["--out", "X", "--task", "classify"], "--task must be segmentation, detection or classification"),
     (["--out", "X", "--device", "tpu"], "--device must be cpu, cuda or cuda:N"),
     (["--out", "X", "--architecture", "vit_tiny_patch16_224", "--steps", "1"],
      "supports: classification"),
@@ -98,3 +98,27 @@ def test_trained_detector_serves_and_scores_with_cocoeval(tmp_path, start_server
     report = json.loads(scored.stdout)
     assert report["images"] == 3
     assert 0 <= report["map50"] <= 1 and 0 <= report["map"] <= 1
+
+
+def test_trained_classifier_serves_and_scores_single_shape_crops(tmp_path, start_server):
+    result = train(tmp_path / "repo" / "shapes_cls", "--task", "classification", "--steps", "6",
+                   "--batch-size", "4", "--input-size", "64", "--eval-scenes", "4")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["finished"] and summary["heldout_accuracy"] in (0, 0.25, 0.5, 0.75, 1)
+    assert "held-out accuracy" in result.stderr
+    heldout = tmp_path / "heldout"
+    made = subprocess.run([str(binary("vitserve-shapes")), "--out", str(heldout), "--count", "3",
+                           "--seed", "97"], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    annotations = len(json.loads((heldout / "instances.json").read_text())["annotations"])
+    server = start_server(f"--model-repository={tmp_path / 'repo'}", "--device=cpu")
+    scored = subprocess.run([sys.executable, str(ROOT / "tools" / "score_shapes.py"), "--task",
+                             "classification", "--server", server.grpc_target, "--model",
+                             "shapes_cls", "--data", str(heldout), "--client",
+                             str(binary("vitserve-client"))],
+                            capture_output=True, text=True, timeout=300)
+    assert scored.returncode == 0, scored.stderr
+    report = json.loads(scored.stdout)
+    assert report["images"] == 3 and report["crops"] == annotations > 0
+    assert 0 <= report["accuracy"] <= 1

@@ -39,6 +39,23 @@ absl::StatusOr<Batch> MakeBatch(ModelTask task, uint64_t seed, int64_t first_ind
   const int64_t classes = shapes::kNumShapeClasses;
   Batch batch;
   batch.input = at::empty({count, 3, s, s});
+  if (task == ModelTask::kClassification) {
+    batch.target = at::empty({count}, at::kLong);
+    for (int64_t i = 0; i < count; ++i) {
+      VITSERVE_ASSIGN_OR_RETURN(
+          shapes::Scene scene,
+          shapes::GenerateScene(shapes::SceneOptions{}, seed, first_index + i));
+      if (scene.shapes.empty()) return absl::InternalError("a generated scene has no shape");
+      const shapes::ShapeInstance& shape =
+          scene.shapes[static_cast<size_t>(first_index + i) % scene.shapes.size()];
+      const cv::Mat crop =
+          scene.image(ClassificationCrop(shape.box, scene.image.cols, scene.image.rows)).clone();
+      VITSERVE_ASSIGN_OR_RETURN(PreprocessedImage row, Preprocess(RgbImage{crop}, spec));
+      batch.input[i].copy_(row.tensor);
+      batch.target[i] = static_cast<int64_t>(shape.shape_class) - 1;
+    }
+    return batch;
+  }
   if (task == ModelTask::kSegmentation) {
     batch.target = at::empty({count, s, s}, at::kLong);
   } else {
@@ -94,6 +111,16 @@ absl::StatusOr<Batch> MakeBatch(ModelTask task, uint64_t seed, int64_t first_ind
   return batch;
 }
 
+cv::Rect ClassificationCrop(const cv::Rect2f& box, int width, int height) {
+  const float side = std::max(box.width, box.height) * 1.5f;
+  const float cx = box.x + box.width / 2, cy = box.y + box.height / 2;
+  const int x1 = std::max(0, static_cast<int>(std::floor(cx - side / 2)));
+  const int y1 = std::max(0, static_cast<int>(std::floor(cy - side / 2)));
+  const int x2 = std::min(width, static_cast<int>(std::ceil(cx + side / 2)));
+  const int y2 = std::min(height, static_cast<int>(std::ceil(cy + side / 2)));
+  return cv::Rect(x1, y1, std::max(1, x2 - x1), std::max(1, y2 - y1));
+}
+
 at::Tensor DetectionLoss(const at::Tensor& output, const Batch& batch, const c10::Device& device) {
   const int64_t classes = shapes::kNumShapeClasses;
   const at::Tensor heat_target = batch.heat.to(device);
@@ -136,6 +163,7 @@ struct Scores {
   double pixel_accuracy = 0;
   double precision = 0;        // Detection: at IoU 0.5, score 0.3, classes matched.
   double recall = 0;
+  double accuracy = 0;         // Classification.
 };
 
 double Iou(const std::array<float, 4>& a, const CenterDetection& b) {
@@ -151,12 +179,16 @@ absl::StatusOr<Scores> Evaluate(VisionModel& model, const TrainOptions& options,
   model.eval();
   c10::NoGradGuard no_grad;
   at::Tensor confusion = at::zeros({classes, classes}, at::kLong);
-  int64_t true_positives = 0, detections = 0, objects = 0;
+  int64_t true_positives = 0, detections = 0, objects = 0, correct = 0;
   for (int64_t first = 0; first < options.eval_scenes; first += options.batch_size) {
     const int64_t count = std::min(options.batch_size, options.eval_scenes - first);
     VITSERVE_ASSIGN_OR_RETURN(
         Batch batch, MakeBatch(options.task, HeldOutSeed(options.seed), first, count, spec));
     const at::Tensor output = model.forward(batch.input.to(options.device)).cpu();
+    if (options.task == ModelTask::kClassification) {
+      correct += output.argmax(1).eq(batch.target).sum().item<int64_t>();
+      continue;
+    }
     if (options.task == ModelTask::kSegmentation) {
       const at::Tensor predicted = FullSizeLogits(output, spec.input_size).argmax(1);
       confusion += at::bincount((batch.target * classes + predicted).flatten(), {}, classes * classes)
@@ -183,6 +215,10 @@ absl::StatusOr<Scores> Evaluate(VisionModel& model, const TrainOptions& options,
   }
   model.train();
   Scores scores;
+  if (options.task == ModelTask::kClassification) {
+    scores.accuracy = static_cast<double>(correct) / static_cast<double>(options.eval_scenes);
+    return scores;
+  }
   if (options.task == ModelTask::kDetection) {
     scores.precision = detections > 0 ? static_cast<double>(true_positives) / detections : 0.0;
     scores.recall = objects > 0 ? static_cast<double>(true_positives) / objects : 0.0;
@@ -218,16 +254,18 @@ absl::Status WriteModelFolder(VisionModel& model, const TrainOptions& options,
       {{"architecture", options.architecture},
        {"task", std::string(ModelTaskName(options.task))},
        {"trained_by", "vitserve-train"}}));
-  const bool detection = options.task == ModelTask::kDetection;
+  const char* task = options.task == ModelTask::kDetection        ? "DETECTION"
+                     : options.task == ModelTask::kClassification ? "CLASSIFICATION"
+                                                                  : "SEGMENTATION";
   VITSERVE_RETURN_IF_ERROR(WriteText(
       out / "config.pbtxt",
       absl::StrCat("# Written by vitserve-train.\narchitecture: \"", options.architecture,
-                   "\"\ntask: ", detection ? "DETECTION" : "SEGMENTATION",
-                   "\nnum_classes: ", info.num_classes, "\ninput { size: ", options.input_size,
-                   " }\n")));
-  // Segmentation's class 0 is the background; detection has object classes only.
+                   "\"\ntask: ", task, "\nnum_classes: ", info.num_classes,
+                   "\ninput { size: ", options.input_size, " }\n")));
+  // Segmentation's class 0 is the background; detection and classification have the shapes only.
   std::string labels;
-  for (size_t c = detection ? 1 : 0; c < shapes::kClassNames.size(); ++c) {
+  for (size_t c = options.task == ModelTask::kSegmentation ? 0 : 1;
+       c < shapes::kClassNames.size(); ++c) {
     labels.append(shapes::kClassNames[c]).append("\n");
   }
   return WriteText(out / "labels.txt", labels);
@@ -243,9 +281,10 @@ uint64_t HeldOutSeed(uint64_t training_seed) {
 
 absl::StatusOr<TrainResult> Train(const ModelRegistry& registry, const TrainOptions& options,
                                   const std::function<void(const TrainProgress&)>& report) {
-  if (options.task != ModelTask::kSegmentation && options.task != ModelTask::kDetection) {
+  if (options.task != ModelTask::kSegmentation && options.task != ModelTask::kDetection &&
+      options.task != ModelTask::kClassification) {
     return absl::InvalidArgumentError(
-        "vitserve-train trains segmentation and detection models (not classifiers yet)");
+        "vitserve-train trains classification, segmentation and detection models");
   }
   if (options.task == ModelTask::kDetection && options.input_size % kDetectionStride != 0) {
     return absl::InvalidArgumentError(
@@ -279,6 +318,7 @@ absl::StatusOr<TrainResult> Train(const ModelRegistry& registry, const TrainOpti
   spec.std = built.info.std;
   spec.interpolation = built.info.interpolation == "bilinear" ? Interpolation::kBilinear
                                                               : Interpolation::kBicubic;
+  spec.crop_pct = built.info.crop_pct;  // Classification's centre crop, as Classify serves it.
 
   int64_t first_step = 0;
   const fs::path weights_state = state / "model.safetensors";
@@ -337,6 +377,8 @@ absl::StatusOr<TrainResult> Train(const ModelRegistry& registry, const TrainOpti
     const at::Tensor loss =
         options.task == ModelTask::kDetection
             ? DetectionLoss(output, batch, options.device)
+        : options.task == ModelTask::kClassification
+            ? torch::nn::functional::cross_entropy(output, batch.target.to(options.device))
             : torch::nn::functional::cross_entropy(FullSizeLogits(output, options.input_size),
                                                    batch.target.to(options.device));
     loss.backward();
@@ -378,6 +420,7 @@ absl::StatusOr<TrainResult> Train(const ModelRegistry& registry, const TrainOpti
   result.heldout_pixel_accuracy = scores.pixel_accuracy;
   result.heldout_precision = scores.precision;
   result.heldout_recall = scores.recall;
+  result.heldout_accuracy = scores.accuracy;
   model->eval();
   VITSERVE_RETURN_IF_ERROR(WriteModelFolder(*model, options, built.info));
   return result;

@@ -6,7 +6,9 @@
 //
 // Segmentation (the scene's label map; cross-entropy) and detection (the shapes' boxes; CenterNet
 // targets and loss): the model sees each scene as Segment and Detect serve it (stretched to the
-// square input, kDenseResizeMode). Classifiers are not trained yet.
+// square input, kDenseResizeMode). Classification: one shape cut out of each scene (a square
+// around it, internal::ClassificationCrop), preprocessed as Classify serves it (resize and
+// centre crop), cross-entropy over the shape classes.
 //
 // Thread-safety: one Train call at a time per options.out folder. Errors: INVALID_ARGUMENT for
 // bad options, FAILED_PRECONDITION for a folder it cannot write, what the registry, the
@@ -61,6 +63,8 @@ struct TrainResult {
   // boxes (precision) and over all objects (recall).
   double heldout_precision = 0;
   double heldout_recall = 0;
+  // Classification: the share of held-out single-shape crops classified right.
+  double heldout_accuracy = 0;
 };
 
 // `report` (may be empty) is called every few seconds and at the end. The serving folder and

@@ -6,6 +6,7 @@
 #include <c10/core/GradMode.h>
 #include <torch/optim/adam.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -21,6 +22,7 @@
 #include "models/heads/center_decode.h"
 #include "models/shvit/shvit.h"
 #include "tests/test_util/scoped_temp_dir.h"
+#include "tools/shapes/scene.h"
 #include "tools/train/internal/targets.h"
 
 namespace vitserve::train {
@@ -140,13 +142,67 @@ TEST(TrainTest, ResumingContinuesWhereTheCheckpointStopped) {
   EXPECT_EQ(again->steps_run, 0);
 }
 
+TEST(TrainTest, ClassifierFolderServesTheShapeClasses) {
+  ScopedTempDir dir;
+  const ModelRegistry registry = BuiltinModelRegistry();
+  TrainOptions options = Tiny(dir.File("cls"));
+  options.task = ModelTask::kClassification;
+  options.eval_scenes = 5;
+  absl::StatusOr<TrainResult> result = Train(registry, options, {});
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->finished);
+  EXPECT_GT(result->final_loss, 0);
+  // A multiple of 1/5 in [0, 1]: five crops scored.
+  EXPECT_GE(result->heldout_accuracy, 0);
+  EXPECT_LE(result->heldout_accuracy, 1);
+  EXPECT_NEAR(result->heldout_accuracy * 5, std::round(result->heldout_accuracy * 5), 1e-9);
+  const std::string config = Read(dir.File("cls/config.pbtxt"));
+  EXPECT_THAT(config, HasSubstr("task: CLASSIFICATION"));
+  EXPECT_THAT(config, HasSubstr("num_classes: 5"));
+  EXPECT_EQ(Read(dir.File("cls/labels.txt")), "circle\nsquare\ntriangle\nstar\nhexagon\n");
+  absl::StatusOr<SafetensorsFile> weights =
+      SafetensorsFile::Open(dir.File("cls/model.safetensors"));
+  ASSERT_TRUE(weights.ok());
+  absl::StatusOr<ModelRegistry::TaskModel> fresh =
+      registry.CreateForTask("shvit_s1", ModelTask::kClassification, 5);
+  ASSERT_TRUE(fresh.ok());
+  EXPECT_TRUE(LoadStateDict(*fresh->model, *weights).ok());
+}
+
+TEST(ClassificationTargetsTest, EachCropHoldsItsShapeWhole) {
+  // A box inside the image: grown by half its longer side in all, squared, centred on it.
+  const cv::Rect inside = internal::ClassificationCrop(cv::Rect2f(100, 50, 40, 20), 640, 480);
+  EXPECT_EQ(inside, cv::Rect(90, 30, 60, 60));
+  // Near a corner: clipped to the image, still holding the box.
+  const cv::Rect2f corner(2, 3, 30, 40);
+  const cv::Rect clipped = internal::ClassificationCrop(corner, 100, 100);
+  EXPECT_EQ(clipped.x, 0);
+  EXPECT_EQ(clipped.y, 0);
+  EXPECT_GE(clipped.br().x, 32);
+  EXPECT_GE(clipped.br().y, 43);
+
+  PreprocessSpec spec;
+  spec.input_size = 32;
+  absl::StatusOr<internal::Batch> batch =
+      internal::MakeBatch(ModelTask::kClassification, 7, 0, 6, spec);
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  EXPECT_THAT(batch->input.sizes(), ::testing::ElementsAre(6, 3, 32, 32));
+  ASSERT_EQ(batch->target.numel(), 6);
+  EXPECT_TRUE(batch->target.ge(0).all().item<bool>());
+  EXPECT_TRUE(batch->target.lt(5).all().item<bool>());
+  // The labels are the scenes' shapes: scene i's shape (i mod its shape count).
+  for (int64_t i = 0; i < 6; ++i) {
+    absl::StatusOr<shapes::Scene> scene = shapes::GenerateScene(shapes::SceneOptions{}, 7, i);
+    ASSERT_TRUE(scene.ok());
+    const auto& shape = scene->shapes[static_cast<size_t>(i) % scene->shapes.size()];
+    EXPECT_EQ(batch->target[i].item<int64_t>(), static_cast<int64_t>(shape.shape_class) - 1);
+  }
+}
+
 TEST(TrainTest, RejectsBadOptions) {
   ScopedTempDir dir;
   const ModelRegistry registry = BuiltinModelRegistry();
   TrainOptions options = Tiny(dir.File("x"));
-  options.task = ModelTask::kClassification;
-  EXPECT_EQ(Train(registry, options, {}).status().code(), absl::StatusCode::kInvalidArgument);
-  options = Tiny(dir.File("x"));
   options.task = ModelTask::kDetection;
   options.input_size = 34;  // Not a multiple of the detector's stride.
   EXPECT_EQ(Train(registry, options, {}).status().code(), absl::StatusCode::kInvalidArgument);

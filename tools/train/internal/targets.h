@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include <opencv2/core.hpp>
+
 #include "absl/status/statusor.h"
 #include "models/model_info.h"
 #include "server/image/preprocess.h"
@@ -22,7 +24,8 @@ inline constexpr int64_t kDetectionStride = 4;
 
 struct Batch {
   at::Tensor input;  // [B,3,S,S] float32, normalised.
-  // Segmentation: [B,S,S] int64 class indices.
+  // Segmentation: [B,S,S] int64 class indices. Classification: [B] int64, the shape's class
+  // (0 = circle, as detection's classes).
   at::Tensor target;
   // Detection (CenterNet targets at the output cells, h = w = S / 4): per-class centre heat
   // maps [B,C,h,w] (a Gaussian around each object's cell, 1 at the cell), log box size in input
@@ -35,9 +38,17 @@ struct Batch {
 
 // Scenes first_index .. first_index + count - 1 of `seed`, as Detect and Segment feed them to a
 // model, with their ground truth brought to the input alike: label maps stretched (nearest:
-// labels are not averaged), boxes scaled.
+// labels are not averaged), boxes scaled. Classification: one shape of each scene (the scene's
+// index picks which), cut out with ClassificationCrop and preprocessed as Classify does (timm's
+// resize and centre crop), labelled with its class.
+
 absl::StatusOr<Batch> MakeBatch(ModelTask task, uint64_t seed, int64_t first_index, int64_t count,
                                 const PreprocessSpec& spec);
+
+// A single-shape crop of `box` from a `width` x `height` image: the box grown by a quarter of its
+// longer side on every side, squared around its centre, and clipped to the image, so the shape
+// stays whole inside Classify's centre crop (crop_pct 0.875 and up).
+cv::Rect ClassificationCrop(const cv::Rect2f& box, int width, int height);
 
 // CenterNet's loss: the penalty-reduced focal loss on the heat maps (normalised by the number of
 // objects), L1 on the log sizes and the in-cell offsets at the object centres.
