@@ -20,12 +20,26 @@
 #              instances per GPU, for $SWEEP_MODELS (default shvit_s1); PROFILE=1 profiles
 #              the one-instance server (carry .prof); the outputs are packed into
 #              OUTDIR/instances.tar.gz (the device tool brings back only a few files)
+#   train      issue 10's demo segmenter and detector trained on the GPU (vitserve-train, bf16
+#              mixed precision, both at once), with `cudatests` running beside them: a 40 s
+#              probe measures each trainer's images/s, then each gets the steps that fit in
+#              TRAIN_SECONDS (default 400) at TRAIN_BATCH (64) and TRAIN_SIZE (256) px. Brings
+#              back OUTDIR/shapes_seg.safetensors, OUTDIR/shapes_det.safetensors and
+#              OUTDIR/train.tar.gz (configs, labels, logs, the trainers' JSON, the test logs).
+#              TRAIN_INIT=DIR fine-tunes DIR/shapes_seg and DIR/shapes_det (vitserve-train
+#              --init-from) at TRAIN_LR (default: the trainer's 2e-3); TRAIN_CUDATESTS=0 leaves
+#              the tests out (all cores to the trainers); TRAIN_SEED other scenes (fine-tuning:
+#              not the first run's seed 1); TRAIN_RATES="SEG DET" (img/s, from an
+#              earlier probe) skips the probe
+#   dense      issue 10's demo detector and segmenter (examples/model_repository) served on CUDA
+#              in fp16: vitserve-client bench of Detect and Segment, raw and JPEG scenes
+#              (bench/dense_serve.sh)
 #   variants   the served sweep once per variant in $VARIANTS ("label:server flags[:client
 #              flags];...", default "inst2:--instance-count=2;inst4:--instance-count=4";
 #              client flags default to $CLIENT_FLAGS), anchors measured in the first only, for
 #              $SWEEP_MODELS; outputs packed into OUTDIR/variants.tar.gz
 set -uo pipefail
-STEP="${1:?step: cudatests | vimserve | vim | zoo3 | graphs | parity | devpre | instances | variants}"
+STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre | instances | variants}"
 OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
 source .devdeps/bootstrap.sh >/dev/null || exit 1
@@ -34,16 +48,96 @@ export LD_LIBRARY_PATH="$TORCH_LIB:/usr/local/cuda/lib64:$LD_LIBRARY_PATH"
 mkdir -p build-gpu && tar -xJf .gpubin/bin.tar.xz -C build-gpu
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
+# The CUDA cases of the test binaries; logs in $1. Returns 1 when any failed.
+run_cudatests() {
+  local dir="$1" status=0
+  mkdir -p "$dir"
+  for t in runtime_test tensor_preprocess_test dense_output_test heads_test model_manager_test vitserve_vim_test vitserve_fibottention_test; do
+    echo "== $t (CUDA cases)"
+    # (No "|| true" after the pipeline: under pipefail it would reset PIPESTATUS.)
+    build-gpu/bin/$t --gtest_filter='*Cuda*:*CUDA*:*Gpu*' 2>&1 | tee "$dir/$t.txt" | \
+      grep -E "^\[ *(OK|FAILED|SKIPPED|PASSED) *\]|Failure|max \|diff\|"
+    local codes=("${PIPESTATUS[@]}")
+    [[ ${codes[0]} == 0 ]] || { echo "$t FAILED (exit ${codes[0]})"; status=1; }
+  done
+  return $status
+}
+
+# The images/s of a trainer's last progress line in log $1 (empty when it printed none).
+train_rate() { grep -o '[0-9.]* img/s' "$1" | tail -1 | cut -d' ' -f1; }
+
 case "$STEP" in
   cudatests)
-    status=0
-    for t in runtime_test tensor_preprocess_test dense_output_test heads_test model_manager_test vitserve_vim_test vitserve_fibottention_test; do
-      echo "== $t (CUDA cases)"
-      build-gpu/bin/$t --gtest_filter='*Cuda*:*CUDA*:*Gpu*' 2>&1 | tee "$OUT/$t.txt" | \
-        grep -E "^\[ *(OK|FAILED|SKIPPED|PASSED) *\]|Failure|max \|diff\|" || true
-      [[ ${PIPESTATUS[0]} == 0 ]] || status=1
+    run_cudatests "$OUT"
+    exit $?
+    ;;
+  train)
+    W=/tmp/vitserve-train-run
+    rm -rf "$W" && mkdir -p "$W"
+    TRAINER=build-gpu/bin/vitserve-train
+    BATCH="${TRAIN_BATCH:-64}" SIZE="${TRAIN_SIZE:-256}" BUDGET="${TRAIN_SECONDS:-400}"
+    # Scene generation is CPU work: the two trainers split the cores.
+    export OMP_NUM_THREADS="${TRAIN_THREADS:-7}"
+    tests_pid=""
+    if [[ "${TRAIN_CUDATESTS:-1}" == 1 ]]; then
+      (run_cudatests "$W/cudatests" > "$W/cudatests.log" 2>&1; echo "cudatests exit $?" >> "$W/cudatests.log") &
+      tests_pid=$!
+    fi
+    precision=auto
+    extra=()
+    [[ -n "${TRAIN_LR:-}" ]] && extra+=(--lr "$TRAIN_LR")
+    [[ -n "${TRAIN_SEED:-}" ]] && extra+=(--seed "$TRAIN_SEED")
+    read -r seg_rate det_rate <<< "${TRAIN_RATES:-}"
+    for attempt in 1 2; do
+      [[ -n "$seg_rate" && -n "$det_rate" ]] && break
+      probe_pids=()
+      for task in segmentation detection; do
+        timeout 40 $TRAINER --task $task --out "$W/probe_$task" --steps 1000000 \
+          --batch-size "$BATCH" --input-size "$SIZE" --device cuda --precision $precision \
+          --data-threads "$OMP_NUM_THREADS" > /dev/null 2> "$W/probe_$task.$precision.log" &
+        probe_pids+=($!)
+      done
+      wait "${probe_pids[@]}"
+      seg_rate=$(train_rate "$W/probe_segmentation.$precision.log")
+      det_rate=$(train_rate "$W/probe_detection.$precision.log")
+      echo "probe ($precision): segmentation ${seg_rate:-none} img/s, detection ${det_rate:-none} img/s"
+      [[ -n "$seg_rate" && -n "$det_rate" ]] && break
+      tail -n 3 "$W"/probe_*."$precision".log
+      precision=fp32  # bf16 autocast failed: train in fp32.
     done
+    [[ -n "$seg_rate" && -n "$det_rate" ]] || exit 1
+    pids=()
+    for task in segmentation detection; do
+      rate=$([[ $task == segmentation ]] && echo "$seg_rate" || echo "$det_rate")
+      steps=$(python3 -c "print(max(200, int(0.9 * $rate * $BUDGET / $BATCH)))")
+      short=$([[ $task == segmentation ]] && echo seg || echo det)
+      echo "== $task: $steps steps of $BATCH at $SIZE px, precision $precision"
+      init=()
+      [[ -n "${TRAIN_INIT:-}" ]] && init=(--init-from "$TRAIN_INIT/shapes_$short")
+      echo "$TRAINER --task $task --out shapes_$short --steps $steps --batch-size $BATCH --input-size $SIZE --device cuda --precision $precision --data-threads $OMP_NUM_THREADS --eval-scenes 256 ${extra[*]} ${init[*]}" > "$W/$task.command"
+      $TRAINER --task $task --out "$W/shapes_$short" --steps "$steps" --batch-size "$BATCH" \
+        --data-threads "$OMP_NUM_THREADS" "${extra[@]}" "${init[@]}" \
+        --input-size "$SIZE" --device cuda --precision $precision --eval-scenes 256 \
+        --checkpoint-every 1000000 > "$W/$task.json" 2> "$W/$task.log" &
+      pids+=($!)
+    done
+    status=0
+    for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+    if [[ -n "$tests_pid" ]]; then
+      wait "$tests_pid"
+      grep -E "^== |\[  (PASSED|FAILED)|FAILED|cudatests exit" "$W/cudatests.log"
+    fi
+    tail -n 2 "$W/segmentation.log" "$W/detection.log"; cat "$W/segmentation.json" "$W/detection.json"
+    for short in seg det; do
+      [[ -f "$W/shapes_$short/model.safetensors" ]] && \
+        mv "$W/shapes_$short/model.safetensors" "$OUT/shapes_$short.safetensors"
+      rm -rf "$W/shapes_$short/train_state" "$W"/probe_*/train_state
+    done
+    tar -czf "$OUT/train.tar.gz" -C "$W" --exclude='probe_segmentation' --exclude='probe_detection' .
     exit $status
+    ;;
+  dense)
+    bash bench/dense_serve.sh "$OUT"
     ;;
   vimserve)
     GPU_STEPS=serve SERVE_MODELS="vim_tiny vim_small" SERVE_MAX_BATCH=32 BENCH_SECONDS=5 \

@@ -2,7 +2,9 @@
 // that vitserve serves (tools/train/trainer.h). Flags are parsed here and nowhere else.
 #include <c10/core/Device.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -32,6 +34,16 @@ ABSL_FLAG(int64_t, eval_scenes, 64,
           "Held-out scenes scored at the end (mIoU; detection: precision and recall; "
           "classification: accuracy, one crop per scene).");
 ABSL_FLAG(bool, resume, false, "Continue from OUT/train_state when it exists.");
+ABSL_FLAG(std::string, init_from, "",
+          "Fine-tune: start from these weights (a model.safetensors, or a folder holding one, such "
+          "as an earlier vitserve-train result) instead of random ones. Same architecture, task "
+          "and classes; the schedule starts afresh (give a lower --lr). --resume wins over it.");
+ABSL_FLAG(std::string, precision, "auto",
+          "auto (bf16 mixed precision on CUDA, fp32 on the CPU), fp32, or bf16-mixed (the "
+          "forward pass in bf16 under autocast; weights, gradients and optimiser in fp32).");
+ABSL_FLAG(int32_t, data_threads, 0,
+          "Threads generating the training scenes (about 10 ms of CPU each), while the device "
+          "runs the previous step. 0: one per core.");
 ABSL_FLAG(int64_t, stop_after, 0,
           "Stop after this many steps of this call (checkpointed; --resume goes on). 0: all.");
 
@@ -39,7 +51,8 @@ int main(int argc, char** argv) {
   constexpr char kUsage[] =
       "Trains a zoo model on synthetic vitserve-shapes scenes and writes a folder vitserve serves.\n\n"
       "  vitserve-train --out DIR [--architecture shvit_s1] [--steps N] [--batch-size B]\n"
-      "                 [--input-size S] [--device cpu|cuda] [--resume]\n\n"
+      "                 [--input-size S] [--device cpu|cuda] [--precision P] [--resume]\n"
+      "                 [--init-from EARLIER_DIR]\n\n"
       "Every step draws new scenes (vitserve-shapes' generator, in process), so there is no data\n"
       "set on disk and nothing to overfit. Segmentation: the shapes' label maps (0 background,\n"
       "1 circle .. 5 hexagon) or, with --task detection, the shapes' boxes (CenterNet), the scene\n"
@@ -56,7 +69,8 @@ int main(int argc, char** argv) {
     std::printf("%s\n\nFlags (names take '-' or '_'):\n%s", kUsage,
                 vitserve::DashedFlagHelp({"out", "architecture", "task", "input_size", "batch_size",
                                           "steps", "lr", "seed", "device", "checkpoint_every",
-                                          "eval_scenes", "resume", "stop_after"})
+                                          "eval_scenes", "resume", "init_from", "stop_after", "precision",
+                                          "data_threads"})
                     .c_str());
     return 0;
   }
@@ -94,11 +108,27 @@ int main(int argc, char** argv) {
   options.eval_scenes = absl::GetFlag(FLAGS_eval_scenes);
   options.resume = absl::GetFlag(FLAGS_resume);
   options.stop_after = absl::GetFlag(FLAGS_stop_after);
+  options.init_from = absl::GetFlag(FLAGS_init_from);
   try {
     options.device = c10::Device(absl::GetFlag(FLAGS_device));
   } catch (const std::exception&) {
     return fail(absl::StrCat("--device must be cpu, cuda or cuda:N, got '",
                              absl::GetFlag(FLAGS_device), "'"));
+  }
+
+  const int32_t data_threads = absl::GetFlag(FLAGS_data_threads);
+  if (data_threads < 0 || data_threads > 1024) return fail("--data-threads must be 0..1024");
+  options.data_threads = data_threads > 0
+                             ? data_threads
+                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const std::string precision = absl::GetFlag(FLAGS_precision);
+  if (precision == "auto") {
+    options.mixed_precision = options.device.is_cuda();
+  } else if (precision == "fp32" || precision == "bf16-mixed") {
+    options.mixed_precision = precision == "bf16-mixed";
+  } else {
+    return fail(absl::StrCat("--precision must be auto, fp32 or bf16-mixed, got '", precision,
+                             "'"));
   }
 
   const vitserve::ModelRegistry registry = vitserve::BuiltinModelRegistry();

@@ -3,6 +3,7 @@
 #include "tools/train/internal/targets.h"
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 #include <c10/core/GradMode.h>
 #include <torch/nn/functional/loss.h>
 #include <torch/optim/adam.h>
@@ -10,12 +11,15 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <map>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -32,8 +36,74 @@
 namespace vitserve::train {
 namespace internal {
 
+namespace {
+
+// Row i of a batch: scene first_index + i with its targets written into row i of the batch's
+// tensors (rows are disjoint, so rows can be filled on different threads).
+absl::Status FillRow(ModelTask task, uint64_t seed, int64_t first_index, int64_t i,
+                     const PreprocessSpec& spec, Batch& batch) {
+  const int64_t s = spec.input_size;
+  const int64_t cells = s / kDetectionStride;
+  VITSERVE_ASSIGN_OR_RETURN(shapes::Scene scene,
+                            shapes::GenerateScene(shapes::SceneOptions{}, seed, first_index + i));
+  if (task == ModelTask::kClassification) {
+    if (scene.shapes.empty()) return absl::InternalError("a generated scene has no shape");
+    const shapes::ShapeInstance& shape =
+        scene.shapes[static_cast<size_t>(first_index + i) % scene.shapes.size()];
+    const cv::Mat crop =
+        scene.image(ClassificationCrop(shape.box, scene.image.cols, scene.image.rows)).clone();
+    VITSERVE_ASSIGN_OR_RETURN(PreprocessedImage row, Preprocess(RgbImage{crop}, spec));
+    batch.input[i].copy_(row.tensor);
+    batch.target[i] = static_cast<int64_t>(shape.shape_class) - 1;
+    return absl::OkStatus();
+  }
+  VITSERVE_ASSIGN_OR_RETURN(at::Tensor row,
+                            PreprocessWhole(RgbImage{scene.image}, kDenseResizeMode, spec));
+  batch.input[i].copy_(row);
+  if (task == ModelTask::kSegmentation) {
+    cv::Mat labels;
+    cv::resize(scene.class_map, labels, cv::Size(static_cast<int>(s), static_cast<int>(s)), 0, 0,
+               cv::INTER_NEAREST);
+    batch.target[i].copy_(at::from_blob(labels.data, {s, s}, at::kByte).to(at::kLong));
+    return absl::OkStatus();
+  }
+  const float scale_x = static_cast<float>(s) / scene.image.cols;
+  const float scale_y = static_cast<float>(s) / scene.image.rows;
+  auto& boxes = batch.boxes[static_cast<size_t>(i)];
+  auto heat = batch.heat.accessor<float, 4>();
+  auto log_size = batch.log_size.accessor<float, 4>();
+  auto offset = batch.offset.accessor<float, 4>();
+  auto centres = batch.centres.accessor<float, 3>();
+  for (const shapes::ShapeInstance& shape : scene.shapes) {
+    const float x1 = shape.box.x * scale_x, y1 = shape.box.y * scale_y;
+    const float w = shape.box.width * scale_x, h = shape.box.height * scale_y;
+    const int64_t c = static_cast<int64_t>(shape.shape_class) - 1;
+    boxes.push_back({{x1, y1, x1 + w, y1 + h}, c});
+    const float cx = (x1 + w / 2) / kDetectionStride, cy = (y1 + h / 2) / kDetectionStride;
+    const int64_t gx = std::clamp<int64_t>(static_cast<int64_t>(cx), 0, cells - 1);
+    const int64_t gy = std::clamp<int64_t>(static_cast<int64_t>(cy), 0, cells - 1);
+    // The Gaussian's width follows the object's size in cells (CenterNet uses a radius
+    // within which a shifted box keeps IoU 0.7; a third of the smaller side is close).
+    const float sigma = std::max(0.7f, std::min(w, h) / kDetectionStride / 6.0f);
+    for (int64_t y = 0; y < cells; ++y) {
+      for (int64_t x = 0; x < cells; ++x) {
+        const float d2 = static_cast<float>((x - gx) * (x - gx) + (y - gy) * (y - gy));
+        heat[i][c][y][x] = std::max(heat[i][c][y][x], std::exp(-d2 / (2 * sigma * sigma)));
+      }
+    }
+    log_size[i][0][gy][gx] = std::log(std::max(w, 1.0f));
+    log_size[i][1][gy][gx] = std::log(std::max(h, 1.0f));
+    offset[i][0][gy][gx] = cx - static_cast<float>(gx);
+    offset[i][1][gy][gx] = cy - static_cast<float>(gy);
+    centres[i][gy][gx] = 1.0f;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<Batch> MakeBatch(ModelTask task, uint64_t seed, int64_t first_index, int64_t count,
-                                const PreprocessSpec& spec) {
+                                const PreprocessSpec& spec, int threads) {
   const int64_t s = spec.input_size;
   const int64_t cells = s / kDetectionStride;
   const int64_t classes = shapes::kNumShapeClasses;
@@ -41,73 +111,33 @@ absl::StatusOr<Batch> MakeBatch(ModelTask task, uint64_t seed, int64_t first_ind
   batch.input = at::empty({count, 3, s, s});
   if (task == ModelTask::kClassification) {
     batch.target = at::empty({count}, at::kLong);
-    for (int64_t i = 0; i < count; ++i) {
-      VITSERVE_ASSIGN_OR_RETURN(
-          shapes::Scene scene,
-          shapes::GenerateScene(shapes::SceneOptions{}, seed, first_index + i));
-      if (scene.shapes.empty()) return absl::InternalError("a generated scene has no shape");
-      const shapes::ShapeInstance& shape =
-          scene.shapes[static_cast<size_t>(first_index + i) % scene.shapes.size()];
-      const cv::Mat crop =
-          scene.image(ClassificationCrop(shape.box, scene.image.cols, scene.image.rows)).clone();
-      VITSERVE_ASSIGN_OR_RETURN(PreprocessedImage row, Preprocess(RgbImage{crop}, spec));
-      batch.input[i].copy_(row.tensor);
-      batch.target[i] = static_cast<int64_t>(shape.shape_class) - 1;
-    }
-    return batch;
-  }
-  if (task == ModelTask::kSegmentation) {
+  } else if (task == ModelTask::kSegmentation) {
     batch.target = at::empty({count, s, s}, at::kLong);
   } else {
     batch.heat = at::zeros({count, classes, cells, cells});
     batch.log_size = at::zeros({count, 2, cells, cells});
     batch.offset = at::zeros({count, 2, cells, cells});
     batch.centres = at::zeros({count, cells, cells});
+    batch.boxes.resize(static_cast<size_t>(count));
   }
-  for (int64_t i = 0; i < count; ++i) {
-    VITSERVE_ASSIGN_OR_RETURN(shapes::Scene scene,
-                              shapes::GenerateScene(shapes::SceneOptions{}, seed, first_index + i));
-    VITSERVE_ASSIGN_OR_RETURN(
-        at::Tensor row, PreprocessWhole(RgbImage{scene.image}, kDenseResizeMode, spec));
-    batch.input[i].copy_(row);
-    if (task == ModelTask::kSegmentation) {
-      cv::Mat labels;
-      cv::resize(scene.class_map, labels, cv::Size(static_cast<int>(s), static_cast<int>(s)), 0,
-                 0, cv::INTER_NEAREST);
-      batch.target[i].copy_(at::from_blob(labels.data, {s, s}, at::kByte).to(at::kLong));
-      continue;
+  // Generating a scene costs about 10 ms of CPU, far more than a GPU step takes per image: the
+  // rows are shared out to `threads` threads of this call. (Not at::parallel_for: its OpenMP
+  // body is compiled only into code built with -fopenmp, so here it would run serially.) Each
+  // row depends only on (seed, index), so the batch is the same whatever the thread count.
+  std::vector<absl::Status> row_status(static_cast<size_t>(count));
+  std::atomic<int64_t> next_row{0};
+  auto fill_rows = [&] {
+    for (int64_t i = next_row++; i < count; i = next_row++) {
+      row_status[static_cast<size_t>(i)] = FillRow(task, seed, first_index, i, spec, batch);
     }
-    const float scale_x = static_cast<float>(s) / scene.image.cols;
-    const float scale_y = static_cast<float>(s) / scene.image.rows;
-    batch.boxes.emplace_back();
-    auto heat = batch.heat.accessor<float, 4>();
-    auto log_size = batch.log_size.accessor<float, 4>();
-    auto offset = batch.offset.accessor<float, 4>();
-    auto centres = batch.centres.accessor<float, 3>();
-    for (const shapes::ShapeInstance& shape : scene.shapes) {
-      const float x1 = shape.box.x * scale_x, y1 = shape.box.y * scale_y;
-      const float w = shape.box.width * scale_x, h = shape.box.height * scale_y;
-      const int64_t c = static_cast<int64_t>(shape.shape_class) - 1;
-      batch.boxes.back().push_back({{x1, y1, x1 + w, y1 + h}, c});
-      const float cx = (x1 + w / 2) / kDetectionStride, cy = (y1 + h / 2) / kDetectionStride;
-      const int64_t gx = std::clamp<int64_t>(static_cast<int64_t>(cx), 0, cells - 1);
-      const int64_t gy = std::clamp<int64_t>(static_cast<int64_t>(cy), 0, cells - 1);
-      // The Gaussian's width follows the object's size in cells (CenterNet uses a radius
-      // within which a shifted box keeps IoU 0.7; a third of the smaller side is close).
-      const float sigma = std::max(0.7f, std::min(w, h) / kDetectionStride / 6.0f);
-      for (int64_t y = 0; y < cells; ++y) {
-        for (int64_t x = 0; x < cells; ++x) {
-          const float d2 = static_cast<float>((x - gx) * (x - gx) + (y - gy) * (y - gy));
-          heat[i][c][y][x] = std::max(heat[i][c][y][x], std::exp(-d2 / (2 * sigma * sigma)));
-        }
-      }
-      log_size[i][0][gy][gx] = std::log(std::max(w, 1.0f));
-      log_size[i][1][gy][gx] = std::log(std::max(h, 1.0f));
-      offset[i][0][gy][gx] = cx - static_cast<float>(gx);
-      offset[i][1][gy][gx] = cy - static_cast<float>(gy);
-      centres[i][gy][gx] = 1.0f;
-    }
+  };
+  std::vector<std::thread> workers;
+  for (int t = 1; t < std::min<int64_t>(std::max(threads, 1), count); ++t) {
+    workers.emplace_back(fill_rows);
   }
+  fill_rows();
+  for (std::thread& worker : workers) worker.join();
+  for (absl::Status& status : row_status) VITSERVE_RETURN_IF_ERROR(status);
   return batch;
 }
 
@@ -153,6 +183,29 @@ using internal::MakeBatch;
 namespace fs = std::filesystem;
 constexpr int64_t kWarmupSteps = 50;
 
+// bf16 autocast of the ops run in its scope on `device` (matrix products and convolutions in
+// bf16, reductions and the rest in fp32), when `enabled`; bf16 keeps fp32's range, so no loss
+// scaling is needed.
+class AutocastScope {
+ public:
+  AutocastScope(c10::DeviceType device, bool enabled) : device_(device), enabled_(enabled) {
+    if (!enabled_) return;
+    at::autocast::set_autocast_dtype(device_, at::kBFloat16);
+    at::autocast::set_autocast_enabled(device_, true);
+  }
+  ~AutocastScope() {
+    if (!enabled_) return;
+    at::autocast::set_autocast_enabled(device_, false);
+    at::autocast::clear_cache();  // The bf16 copies of the weights, made for this step.
+  }
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  c10::DeviceType device_;
+  bool enabled_;
+};
+
 // Logits at the input's size (the decoder's are at a quarter of it).
 at::Tensor FullSizeLogits(const at::Tensor& logits, int64_t size) {
   return at::upsample_bilinear2d(logits, {size, size}, /*align_corners=*/false);
@@ -183,7 +236,8 @@ absl::StatusOr<Scores> Evaluate(VisionModel& model, const TrainOptions& options,
   for (int64_t first = 0; first < options.eval_scenes; first += options.batch_size) {
     const int64_t count = std::min(options.batch_size, options.eval_scenes - first);
     VITSERVE_ASSIGN_OR_RETURN(
-        Batch batch, MakeBatch(options.task, HeldOutSeed(options.seed), first, count, spec));
+        Batch batch, MakeBatch(options.task, HeldOutSeed(options.seed), first, count, spec,
+                               options.data_threads));
     const at::Tensor output = model.forward(batch.input.to(options.device)).cpu();
     if (options.task == ModelTask::kClassification) {
       correct += output.argmax(1).eq(batch.target).sum().item<int64_t>();
@@ -324,9 +378,24 @@ absl::StatusOr<TrainResult> Train(const ModelRegistry& registry, const TrainOpti
   const fs::path weights_state = state / "model.safetensors";
   const fs::path optimizer_state = state / "optimizer.pt";
   const fs::path step_state = state / "step.txt";
+  const bool resuming = options.resume && fs::exists(step_state);
+  if (!options.init_from.empty() && !resuming) {
+    fs::path initial = options.init_from;
+    if (fs::is_directory(initial)) initial /= "model.safetensors";
+    absl::StatusOr<SafetensorsFile> file = SafetensorsFile::Open(initial.string());
+    if (!file.ok()) {
+      return absl::Status(file.status().code(), absl::StrCat("--init-from: ", file.status().message()));
+    }
+    absl::Status loaded = LoadStateDict(*model, *file);
+    if (!loaded.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--init-from needs the weights of a ", options.architecture, " ",
+          std::string(ModelTaskName(options.task)), " model with ", classes, " classes: ", loaded.message()));
+    }
+  }
   model->to(options.device);
   torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(options.learning_rate));
-  if (options.resume && fs::exists(step_state)) {
+  if (resuming) {
     std::ifstream(step_state) >> first_step;
     VITSERVE_ASSIGN_OR_RETURN(SafetensorsFile file, SafetensorsFile::Open(weights_state.string()));
     VITSERVE_RETURN_IF_ERROR(LoadStateDict(*model, file));
@@ -360,6 +429,13 @@ absl::StatusOr<TrainResult> Train(const ModelRegistry& registry, const TrainOpti
   double loss_sum = 0;
   int64_t loss_count = 0;
   int64_t images_since_report = 0;
+  // The next batch is generated on the CPU while the device runs this step.
+  auto make_batch = [&options, &spec](int64_t step) {
+    return MakeBatch(options.task, options.seed, step * options.batch_size, options.batch_size,
+                     spec, options.data_threads);
+  };
+  std::future<absl::StatusOr<Batch>> next_batch =
+      std::async(std::launch::async, make_batch, first_step);
   for (int64_t step = first_step; step < options.steps; ++step) {
     // Linear warm-up, then a cosine decay to zero.
     const double progress = static_cast<double>(step) / static_cast<double>(options.steps);
@@ -369,11 +445,17 @@ absl::StatusOr<TrainResult> Train(const ModelRegistry& registry, const TrainOpti
     for (torch::optim::OptimizerParamGroup& group : optimizer.param_groups()) {
       static_cast<torch::optim::AdamOptions&>(group.options()).lr(rate);
     }
-    VITSERVE_ASSIGN_OR_RETURN(Batch batch, MakeBatch(options.task, options.seed,
-                                                     step * options.batch_size,
-                                                     options.batch_size, spec));
+    VITSERVE_ASSIGN_OR_RETURN(Batch batch, next_batch.get());
+    if (step + 1 < options.steps) {
+      next_batch = std::async(std::launch::async, make_batch, step + 1);
+    }
     optimizer.zero_grad();
-    const at::Tensor output = model->forward(batch.input.to(options.device));
+    at::Tensor output;
+    {
+      AutocastScope autocast(options.device.type(), options.mixed_precision);
+      output = model->forward(batch.input.to(options.device));
+    }
+    output = output.to(at::kFloat);  // The loss in fp32, whatever the forward pass ran in.
     const at::Tensor loss =
         options.task == ModelTask::kDetection
             ? DetectionLoss(output, batch, options.device)

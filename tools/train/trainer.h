@@ -40,9 +40,19 @@ struct TrainOptions {
   int64_t checkpoint_every = 200;  // Steps between checkpoints.
   int64_t eval_scenes = 64;        // Held-out scenes scored at the end.
   bool resume = false;             // Continue from out/train_state when it exists.
+  // Fine-tuning: start from these weights (a safetensors file, or a folder holding
+  // model.safetensors, such as an earlier result) instead of random ones. Same architecture,
+  // task and class count; the schedule starts afresh. A checkpoint being resumed wins.
+  std::string init_from;
   // Stop (with a checkpoint) after this many steps in this call, 0: run to `steps`. The
   // schedule still spans `steps`: a later --resume call continues the same run.
   int64_t stop_after = 0;
+  // bf16 mixed precision: the forward pass under autocast, the loss, gradients and Adam's
+  // state in fp32 (the weights stay fp32).
+  bool mixed_precision = false;
+  // Threads generating the scenes of a batch (about 10 ms of CPU each), while the device runs
+  // the previous step.
+  int data_threads = 1;
 };
 
 struct TrainProgress {

@@ -3,6 +3,7 @@
 #include "tools/train/trainer.h"
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 #include <c10/core/GradMode.h>
 #include <torch/optim/adam.h>
 
@@ -80,6 +81,59 @@ TEST(TrainTest, WritesAServableFolderAndReports) {
   EXPECT_TRUE(LoadStateDict(*fresh->model, *weights).ok());
 }
 
+// bf16 autocast runs (here on the CPU; on CUDA it is vitserve-train's default), changes the
+// arithmetic, and is switched off again when training returns.
+TEST(TrainTest, MixedPrecisionTrainsInBf16AndRestoresFp32) {
+  ScopedTempDir dir;
+  const ModelRegistry registry = BuiltinModelRegistry();
+  TrainOptions fp32 = Tiny(dir.File("fp32"));
+  fp32.steps = 3;
+  TrainOptions mixed = Tiny(dir.File("mixed"));
+  mixed.steps = 3;
+  mixed.mixed_precision = true;
+  absl::StatusOr<TrainResult> fp32_result = Train(registry, fp32, nullptr);
+  absl::StatusOr<TrainResult> mixed_result = Train(registry, mixed, nullptr);
+  ASSERT_TRUE(fp32_result.ok()) << fp32_result.status();
+  ASSERT_TRUE(mixed_result.ok()) << mixed_result.status();
+  EXPECT_FALSE(at::autocast::is_autocast_enabled(c10::DeviceType::CPU));
+  ASSERT_TRUE(std::isfinite(mixed_result->final_loss));
+  // Same seed, same scenes, same initial weights: only the precision differs.
+  EXPECT_NE(mixed_result->final_loss, fp32_result->final_loss);
+  EXPECT_NEAR(mixed_result->final_loss, fp32_result->final_loss,
+              0.1 * fp32_result->final_loss);
+  EXPECT_TRUE(std::filesystem::exists(dir.File("mixed/model.safetensors")));
+}
+
+// Rows are generated on several threads: a batch equals its rows made one at a time, targets
+// and boxes included.
+TEST(TrainTargetsTest, ABatchEqualsItsRowsMadeOneByOne) {
+  PreprocessSpec spec;
+  spec.input_size = 64;
+  for (ModelTask task :
+       {ModelTask::kSegmentation, ModelTask::kDetection, ModelTask::kClassification}) {
+    SCOPED_TRACE(std::string(ModelTaskName(task)));
+    absl::StatusOr<internal::Batch> batch =
+        internal::MakeBatch(task, /*seed=*/9, 20, 6, spec, /*threads=*/4);
+    ASSERT_TRUE(batch.ok()) << batch.status();
+    for (int64_t i = 0; i < 6; ++i) {
+      absl::StatusOr<internal::Batch> row = internal::MakeBatch(task, 9, 20 + i, 1, spec);
+      ASSERT_TRUE(row.ok()) << row.status();
+      EXPECT_TRUE(batch->input[i].equal(row->input[0])) << "row " << i;
+      if (task == ModelTask::kDetection) {
+        EXPECT_TRUE(batch->heat[i].equal(row->heat[0])) << "row " << i;
+        EXPECT_TRUE(batch->log_size[i].equal(row->log_size[0])) << "row " << i;
+        EXPECT_TRUE(batch->offset[i].equal(row->offset[0])) << "row " << i;
+        EXPECT_TRUE(batch->centres[i].equal(row->centres[0])) << "row " << i;
+        EXPECT_EQ(batch->boxes[static_cast<size_t>(i)], row->boxes[0]) << "row " << i;
+      } else {
+        EXPECT_TRUE(batch->target[i].equal(row->target[0])) << "row " << i;
+      }
+    }
+    // Rows are different scenes.
+    EXPECT_FALSE(batch->input[0].equal(batch->input[1]));
+  }
+}
+
 TEST(TrainTest, DetectorFolderHasObjectClassesOnly) {
   ScopedTempDir dir;
   const ModelRegistry registry = BuiltinModelRegistry();
@@ -140,6 +194,69 @@ TEST(TrainTest, ResumingContinuesWhereTheCheckpointStopped) {
   absl::StatusOr<TrainResult> again = Train(registry, rest, {});
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->steps_run, 0);
+}
+
+// The largest difference between the learned weights (not BatchNorm's running statistics,
+// which every training step moves) of two result folders.
+double LargestWeightDifference(const std::string& folder_a, const std::string& folder_b) {
+  absl::StatusOr<SafetensorsFile> a = SafetensorsFile::Open(folder_a + "/model.safetensors");
+  absl::StatusOr<SafetensorsFile> b = SafetensorsFile::Open(folder_b + "/model.safetensors");
+  EXPECT_TRUE(a.ok() && b.ok());
+  if (!a.ok() || !b.ok()) return INFINITY;
+  EXPECT_EQ(a->Names(), b->Names());
+  double largest = 0;
+  for (const std::string& name : a->Names()) {
+    if (name.find("running_") != std::string::npos || name.find("num_batches") != std::string::npos) {
+      continue;
+    }
+    const at::Tensor difference = a->Tensor(name)->to(at::kFloat) - b->Tensor(name)->to(at::kFloat);
+    largest = std::max(largest, difference.abs().max().item<double>());
+  }
+  return largest;
+}
+
+// --init-from starts from an earlier result's weights: with a learning rate too small to move
+// them, the fine-tuned folder holds the earlier weights, not the new seed's random ones.
+TEST(TrainTest, FineTuningStartsFromTheGivenWeights) {
+  ScopedTempDir dir;
+  const ModelRegistry registry = BuiltinModelRegistry();
+  ASSERT_TRUE(Train(registry, Tiny(dir.File("base")), {}).ok());
+
+  TrainOptions tuned = Tiny(dir.File("tuned"));
+  tuned.seed = 2;  // Other random initial weights, which the loaded ones must replace.
+  tuned.steps = 1;
+  tuned.learning_rate = 1e-12;
+  tuned.init_from = dir.File("base");  // A folder: its model.safetensors.
+  ASSERT_TRUE(Train(registry, tuned, {}).ok());
+  TrainOptions fresh = tuned;
+  fresh.out = dir.File("fresh");
+  fresh.init_from.clear();
+  ASSERT_TRUE(Train(registry, fresh, {}).ok());
+
+  EXPECT_LT(LargestWeightDifference(dir.File("base"), dir.File("tuned")), 1e-3);
+  EXPECT_GT(LargestWeightDifference(dir.File("base"), dir.File("fresh")), 1e-2);
+}
+
+TEST(TrainTest, FineTuningRejectsWeightsOfAnotherModel) {
+  ScopedTempDir dir;
+  const ModelRegistry registry = BuiltinModelRegistry();
+  TrainOptions detector = Tiny(dir.File("det"));
+  detector.task = ModelTask::kDetection;
+  detector.steps = 1;
+  ASSERT_TRUE(Train(registry, detector, {}).ok());
+
+  TrainOptions segmenter = Tiny(dir.File("seg"));
+  segmenter.init_from = dir.File("det/model.safetensors");
+  absl::StatusOr<TrainResult> mismatched = Train(registry, segmenter, {});
+  ASSERT_FALSE(mismatched.ok());
+  EXPECT_EQ(mismatched.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(mismatched.status().message(),
+              HasSubstr("--init-from needs the weights of a shvit_s1 segmentation model with 6"));
+  segmenter.init_from = dir.File("nowhere");
+  absl::StatusOr<TrainResult> missing = Train(registry, segmenter, {});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(missing.status().message(), HasSubstr("--init-from"));
+  EXPECT_THAT(missing.status().message(), HasSubstr("nowhere"));
 }
 
 TEST(TrainTest, ClassifierFolderServesTheShapeClasses) {

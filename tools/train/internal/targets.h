@@ -42,8 +42,9 @@ struct Batch {
 // index picks which), cut out with ClassificationCrop and preprocessed as Classify does (timm's
 // resize and centre crop), labelled with its class.
 
+// The rows are made on `threads` threads (this one included).
 absl::StatusOr<Batch> MakeBatch(ModelTask task, uint64_t seed, int64_t first_index, int64_t count,
-                                const PreprocessSpec& spec);
+                                const PreprocessSpec& spec, int threads = 1);
 
 // A single-shape crop of `box` from a `width` x `height` image: the box grown by a quarter of its
 // longer side on every side, squared around its centre, and clipped to the image, so the shape

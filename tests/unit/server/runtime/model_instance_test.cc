@@ -11,6 +11,10 @@
 #include <c10/util/Exception.h>
 #include <torch/cuda.h>
 #include <torch/nn/modules/linear.h>
+#ifdef VITSERVE_WITH_CUDA
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -550,6 +554,94 @@ TEST(ModelInstanceCudaTest, ImagePartsArePreprocessedOnTheGpu) {
   ASSERT_TRUE(eager.ok()) << eager.status();
   EXPECT_TRUE(at::allclose(*eager, at::cat({expected, expected}), 0, 1e-2));
 }
+
+#ifdef VITSERVE_WITH_CUDA
+// A TinyModel whose forward pass on CUDA also fills a scratch buffer of `bytes_per_row` per row
+// through the CUDA caching allocator, as a large model's activations do. Records every pass's
+// rows.
+class DeviceMemoryHungryModel : public TinyModel {
+ public:
+  explicit DeviceMemoryHungryModel(int64_t bytes_per_row) : bytes_per_row_(bytes_per_row) {}
+  torch::Tensor forward(torch::Tensor images) override {
+    attempted_rows.push_back(images.size(0));
+    // Written whole (a fill kernel), then one byte per row read back: no other large buffer.
+    const at::Tensor scratch =
+        at::ones({images.size(0), bytes_per_row_}, images.options().dtype(at::kByte));
+    const at::Tensor last_byte = scratch.select(1, bytes_per_row_ - 1).to(at::kFloat);
+    return TinyModel::forward(images) + (last_byte - 1).view({-1, 1});  // Adds exactly 0.
+  }
+  std::vector<int64_t> attempted_rows;
+
+ private:
+  const int64_t bytes_per_row_;
+};
+
+// Caps what this process's CUDA caching allocator may hold at what it holds now plus `headroom`
+// bytes (the allocator then raises its real out-of-memory error beyond it), and lifts the cap
+// when it goes out of scope.
+class ScopedDeviceMemoryCap {
+ public:
+  explicit ScopedDeviceMemoryCap(int64_t headroom) {
+    c10::cuda::CUDACachingAllocator::emptyCache();
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(0);
+    const auto reserved = static_cast<double>(
+        stats.reserved_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
+            .current);
+    const double total = static_cast<double>(at::cuda::getDeviceProperties(0)->totalGlobalMem);
+    c10::cuda::CUDACachingAllocator::setMemoryFraction((reserved + headroom) / total, 0);
+  }
+  ~ScopedDeviceMemoryCap() {
+    c10::cuda::CUDACachingAllocator::setMemoryFraction(1.0, 0);
+    c10::cuda::CUDACachingAllocator::emptyCache();
+  }
+  ScopedDeviceMemoryCap(const ScopedDeviceMemoryCap&) = delete;
+  ScopedDeviceMemoryCap& operator=(const ScopedDeviceMemoryCap&) = delete;
+};
+
+// Runs only on a CUDA host: a real device out-of-memory error (the CUDA caching allocator's,
+// under a per-process cap of 1.2 GiB above what the instance holds) in a batch of 8 rows of
+// 256 MiB each. The batch is run again in halves that fit, its output is right, and the next
+// batch runs whole; a single row that cannot fit is RESOURCE_EXHAUSTED.
+TEST(ModelInstanceCudaTest, ABatchThatRunsOutOfDeviceMemoryIsRunInHalves) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  constexpr int64_t kMiB = 1 << 20;
+  at::manual_seed(5);
+  auto model = std::make_shared<DeviceMemoryHungryModel>(256 * kMiB);
+  DeviceMemoryHungryModel* seen = model.get();
+  auto reference = CopyOf(*model);
+  InstanceOptions options;
+  options.device = c10::Device(c10::kCUDA, 0);
+  options.input_size = 8;
+  auto instance = ModelInstance::Create(model, options);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  const at::Tensor batch = Batch(8, 8);
+  {
+    ScopedDeviceMemoryCap cap(1200 * kMiB);
+    absl::StatusOr<at::Tensor> out = (*instance)->Run(batch);
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_TRUE(at::allclose(*out, Reference(*reference, batch), 1e-4, 1e-4));
+    // 8 rows (2 GiB) do not fit; 4 (1 GiB) do.
+    EXPECT_THAT(seen->attempted_rows, ::testing::ElementsAre(8, 4, 4));
+    seen->attempted_rows.clear();
+    ASSERT_TRUE((*instance)->Run(Batch(4, 8)).ok());
+    EXPECT_THAT(seen->attempted_rows, ::testing::ElementsAre(4));
+  }
+  auto huge_model = std::make_shared<DeviceMemoryHungryModel>(2048 * kMiB);
+  auto huge = ModelInstance::Create(huge_model, options);
+  ASSERT_TRUE(huge.ok()) << huge.status();
+  {
+    ScopedDeviceMemoryCap cap(1200 * kMiB);
+    absl::StatusOr<at::Tensor> out = (*huge)->Run(Batch(2, 8));
+    EXPECT_EQ(out.status().code(), absl::StatusCode::kResourceExhausted) << out.status();
+    EXPECT_THAT(out.status().message(), HasSubstr("out of memory"));
+    EXPECT_THAT(huge_model->attempted_rows, ::testing::ElementsAre(2, 1));
+  }
+  // Without the cap the same instance serves the batch whole again.
+  seen->attempted_rows.clear();
+  ASSERT_TRUE((*instance)->Run(batch).ok());
+  EXPECT_THAT(seen->attempted_rows, ::testing::ElementsAre(8));
+}
+#endif  // VITSERVE_WITH_CUDA
 
 }  // namespace
 }  // namespace vitserve
