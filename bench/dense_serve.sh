@@ -4,6 +4,8 @@
 # (closed loop), a raw RGB8 image at the models' input size and a 640x480 JPEG scene from
 # vitserve-shapes, then the server's own means over all runs (batch size, compute per batch).
 #   bash bench/dense_serve.sh OUTDIR        (B=build-gpu: where bin/vitserve is)
+# Then, when this Python has numpy and PIL (and pycocotools for detection), the held-out scores
+# of the served fp16 models on SCORE_SCENES (100) scenes of seed 424242 (tools/score_shapes.py).
 # Env: DEVICE (cuda), PRECISION (fp16), MAX_BATCH (64), QUEUE_DELAY_US (1000), SECONDS_EACH (5), CONCURRENCY ("64 256").
 set -uo pipefail
 OUT="${1:?output directory}"
@@ -66,4 +68,18 @@ for (model, metric), total in sorted(sums.items()):
         print(f"server mean {metric} for {model}: "
               + (f"{mean:.1f} images" if metric == "batch_size" else f"{mean * 1e3:.2f} ms"))
 PY
+SCORE_SCENES="${SCORE_SCENES:-100}"
+if [[ "$SCORE_SCENES" -gt 0 ]]; then
+  "$B/bin/vitserve-shapes" --out "$OUT/heldout" --count "$SCORE_SCENES" --seed 424242 > /dev/null 2>&1
+  for task in segmentation detection; do
+    model=$([[ $task == segmentation ]] && echo shapes_seg || echo shapes_det)
+    if python3 tools/score_shapes.py --task $task --server localhost:8001 --model $model \
+        --data "$OUT/heldout" --client "$C" > "$OUT/score_$task.json" 2> "$OUT/score_$task.err"; then
+      log "$model ($PRECISION on $DEVICE) on $SCORE_SCENES held-out scenes: $(cat "$OUT/score_$task.json")"
+    else
+      log "$model not scored: $(tail -n 1 "$OUT/score_$task.err")"
+    fi
+  done
+  rm -rf "$OUT/heldout"
+fi
 exit $status
