@@ -8,7 +8,14 @@
 //     average DeiT uses at test time).
 // Attention runs through at::scaled_dot_product_attention, so GPUs use the fused kernels.
 // No BatchNorm, so FuseForInference() is the default no-op.
-// Ownership/thread-safety/errors: see vision_model.h. forward() needs exactly
+// Built without a classifier (VitConfig::classifier false: no head, head_dist), it serves
+// Features() for detection and segmentation heads instead: ViTDet's simple feature pyramid
+// (Li et al., arXiv 2203.16527, Sec. 3) from the last block's patch tokens after `norm`, as a
+// [N, D, H/16, W/16] map: stride 4 via two 2x2 transposed convolutions with a GELU between
+// (D/4 channels; "simfp_2.0", "simfp_2.2"), stride 8 via one (D/2; "simfp_3.0"), stride 16 the map
+// itself (D), stride 32 a 2x2 max-pool (D). The channel projections are the decoder's (its
+// lateral convolutions), not ViTDet's per-level 1x1 + 3x3 convolutions.
+// Ownership/thread-safety/errors: see vision_model.h. forward() and Features() need exactly
 // img_size × img_size input (the position embedding is not interpolated), like timm's default.
 #pragma once
 
@@ -32,6 +39,9 @@ struct VitConfig {
   int64_t mlp_ratio = 4;
   bool distilled = false;  // DeiT's extra distillation token and head.
   int64_t num_classes = 1000;
+  // false: no classification head; the model then serves only Features() (the feature
+  // pyramid above), for a detection or segmentation head.
+  bool classifier = true;
 };
 
 // Builds the attention of block `layer` (0-based): a subclass of vit_layers::AttentionImpl

@@ -4,6 +4,8 @@
 #include <utility>
 
 #include "common/status_macros.h"
+#include "models/dense/detection.h"
+#include "models/dense/segmentation.h"
 #include "models/registry.h"
 #include "models/vit/vision_transformer.h"
 
@@ -26,11 +28,25 @@ absl::Status RegisterOne(ModelRegistry& registry, std::string name, std::string 
   info.std = std;
   info.crop_pct = 0.9;  // timm's pretrained_cfg for every ViT/DeiT registered here.
   info.interpolation = "bicubic";
-  // A lambda, not the function: MakeVisionTransformer has a defaulted second parameter.
-  return registry.Register(std::move(info),
-                           FactoryWithClassCount(config, [](const VitConfig& sized) {
-                             return MakeVisionTransformer(sized);
-                           }));
+  // Classification as timm builds it, or the backbone without its classifier (ViTDet's simple
+  // feature pyramid, vision_transformer.h) under a segmentation decoder or a detector, at the
+  // registered input size (the position embedding is not interpolated).
+  info.tasks = {ModelTask::kClassification, ModelTask::kSegmentation, ModelTask::kDetection};
+  ModelFactory factory = [config](const ModelInfo& built) -> std::shared_ptr<VisionModel> {
+    VitConfig sized = config;
+    sized.num_classes = built.num_classes;
+    if (built.task == ModelTask::kClassification) return MakeVisionTransformer(sized);
+    sized.classifier = false;
+    if (built.task == ModelTask::kDetection) {
+      DetectionOptions options;
+      options.num_classes = built.num_classes;
+      return MakeDetectionModel(MakeVisionTransformer(sized), options);
+    }
+    SegmentationOptions options;
+    options.num_classes = built.num_classes;
+    return MakeSegmentationModel(MakeVisionTransformer(sized), options);
+  };
+  return registry.Register(std::move(info), std::move(factory));
 }
 
 }  // namespace

@@ -59,7 +59,7 @@ def test_stop_after_and_resume(tmp_path):
     ([], "--out is required"),
     (["--out", "X", "--task", "classify"], "--task must be segmentation, detection or classification"),
     (["--out", "X", "--device", "tpu"], "--device must be cpu, cuda or cuda:N"),
-    (["--out", "X", "--architecture", "vit_tiny_patch16_224", "--steps", "1"],
+    (["--out", "X", "--architecture", "vim_tiny", "--steps", "1"],
      "supports: classification"),
     (["--out", "X", "--steps", "0"], "batch size, steps"),
 ])
@@ -122,3 +122,45 @@ def test_trained_classifier_serves_and_scores_single_shape_crops(tmp_path, start
     report = json.loads(scored.stdout)
     assert report["images"] == 3 and report["crops"] == annotations > 0
     assert 0 <= report["accuracy"] <= 1
+
+
+def test_vit_detector_and_segmenter_train_and_serve(tmp_path, start_server):
+    """The plain-ViT family (deit_tiny, ViTDet's simple feature pyramid) trains and serves both
+    dense tasks; it takes only its position embedding's 224 px."""
+    for task, name in (("segmentation", "vit_seg"), ("detection", "vit_det")):
+        result = train(tmp_path / "repo" / name, "--architecture", "deit_tiny_patch16_224",
+                       "--task", task, "--steps", "2", "--batch-size", "2", "--input-size", "224",
+                       "--eval-scenes", "2")
+        assert result.returncode == 0, result.stderr
+    wrong = train(tmp_path / "other", "--architecture", "deit_tiny_patch16_224", "--steps", "1",
+                  "--input-size", "128")
+    assert wrong.returncode == 1
+    assert "cannot take 128 x 128 input (--input-size)" in wrong.stderr
+
+    scenes = tmp_path / "scenes"
+    made = subprocess.run([str(binary("vitserve-shapes")), "--out", str(scenes), "--count", "2",
+                           "--seed", "96"], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    images = sorted(str(p) for p in (scenes / "images").glob("*.jpg"))
+    server = start_server(f"--model-repository={tmp_path / 'repo'}", "--device=cpu")
+    client = str(binary("vitserve-client"))
+    segmented = subprocess.run([client, "segment", "--server", server.grpc_target, "--model",
+                                "vit_seg", "--json", *images], capture_output=True, text=True,
+                               timeout=120)
+    assert segmented.returncode == 0, segmented.stderr
+    truth = json.loads((scenes / "instances.json").read_text())["images"]
+    sizes = {image["file_name"]: (image["width"], image["height"]) for image in truth}
+    for line in segmented.stdout.splitlines():
+        answer = json.loads(line)
+        name = answer["image"].split("/")[-1]
+        assert (answer["width"], answer["height"]) == sizes[name], answer
+    detected = subprocess.run([client, "detect", "--server", server.grpc_target, "--model",
+                               "vit_det", "--json", "--score-threshold", "1e-6", "--max-detections",
+                               "5", *images], capture_output=True, text=True, timeout=120)
+    assert detected.returncode == 0, detected.stderr
+    for line in detected.stdout.splitlines():
+        answer = json.loads(line)
+        width, height = sizes[answer["image"].split("/")[-1]]
+        assert len(answer["boxes"]) == 5  # A threshold near 0: every slot filled.
+        for box in answer["boxes"]:
+            assert 0 <= box["x1"] <= box["x2"] <= width and 0 <= box["y1"] <= box["y2"] <= height

@@ -406,6 +406,19 @@ absl::StatusOr<TrainResult> Train(const ModelRegistry& registry, const TrainOpti
           absl::StrCat("cannot resume from ", optimizer_state.string(), ": ", e.what()));
     }
   }
+  // One image through the model first: an input size the architecture cannot take (a ViT's is
+  // fixed by its position embedding) is a clear error here, not an exception mid-run.
+  try {
+    c10::NoGradGuard no_grad;
+    model->eval();
+    (void)model->forward(at::zeros({1, 3, options.input_size, options.input_size},
+                                   at::TensorOptions().device(options.device)));
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    return absl::InvalidArgumentError(absl::StrCat(
+        options.architecture, " cannot take ", options.input_size, " x ", options.input_size,
+        " input (--input-size): ", what.substr(0, what.find('\n'))));
+  }
   model->train();
 
   auto checkpoint = [&](int64_t step) -> absl::Status {

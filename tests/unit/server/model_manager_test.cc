@@ -363,6 +363,7 @@ TEST_F(ModelManagerTest, CudaGraphsServeDenseModelsWithTheEagerCpuAnswers) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   struct Case {
     const char* name;
+    const char* architecture;
     ModelTask task;
     const char* task_field;
     int64_t classes;
@@ -370,19 +371,22 @@ TEST_F(ModelManagerTest, CudaGraphsServeDenseModelsWithTheEagerCpuAnswers) {
     double tolerance;
   };
   const std::vector<Case> cases = {
-      {"seg32", ModelTask::kSegmentation, "SEGMENTATION", 6, "FP32", 1e-3},
-      {"det32", ModelTask::kDetection, "DETECTION", 5, "FP32", 1e-3},
-      {"seg16", ModelTask::kSegmentation, "SEGMENTATION", 6, "FP16", 5e-2},
-      {"det16", ModelTask::kDetection, "DETECTION", 5, "FP16", 5e-2},
+      {"seg32", "shvit_s1", ModelTask::kSegmentation, "SEGMENTATION", 6, "FP32", 1e-3},
+      {"det32", "shvit_s1", ModelTask::kDetection, "DETECTION", 5, "FP32", 1e-3},
+      {"seg16", "shvit_s1", ModelTask::kSegmentation, "SEGMENTATION", 6, "FP16", 5e-2},
+      {"det16", "shvit_s1", ModelTask::kDetection, "DETECTION", 5, "FP16", 5e-2},
+      {"vitseg32", "deit_tiny_patch16_224", ModelTask::kSegmentation, "SEGMENTATION", 6, "FP32",
+       1e-3},
+      {"vitdet16", "deit_tiny_patch16_224", ModelTask::kDetection, "DETECTION", 5, "FP16", 5e-2},
   };
   for (const Case& c : cases) {
     std::shared_ptr<VisionModel> source =
-        registry_.CreateForTask("shvit_s1", c.task, c.classes).value().model;
+        registry_.CreateForTask(c.architecture, c.task, c.classes).value().model;
     ASSERT_TRUE(MakeDirectories(JoinPath(repo_, c.name)).ok());
     ASSERT_TRUE(WriteSafetensors(JoinPath(JoinPath(repo_, c.name), "model.safetensors"),
                                  StateDictTensors(*source))
                     .ok());
-    WriteConfig(c.name, absl::StrCat("architecture: \"shvit_s1\" task: ", c.task_field,
+    WriteConfig(c.name, absl::StrCat("architecture: \"", c.architecture, "\" task: ", c.task_field,
                                      " num_classes: ", c.classes, "\n", "device: \"cuda:0\" precision: ",
                                      c.precision, " cuda_graphs: true\n",
                                      "batching { max_batch_size: 4 max_queue_delay_us: 100 }"));
@@ -397,7 +401,7 @@ TEST_F(ModelManagerTest, CudaGraphsServeDenseModelsWithTheEagerCpuAnswers) {
     load.weights_path = JoinPath(JoinPath(repo_, c.name), "model.safetensors");
     load.task = c.task;
     load.num_classes = c.classes;
-    absl::StatusOr<LoadedModel> cpu = LoadModel(registry_, "shvit_s1", load);
+    absl::StatusOr<LoadedModel> cpu = LoadModel(registry_, c.architecture, load);
     ASSERT_TRUE(cpu.ok()) << cpu.status();
     for (int64_t rows : {3, 1}) {  // Padded into the bucket of 4, then exactly bucket 1.
       at::manual_seed(rows);

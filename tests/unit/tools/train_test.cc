@@ -327,12 +327,19 @@ TEST(TrainTest, RejectsBadOptions) {
   options.steps = 0;
   EXPECT_EQ(Train(registry, options, {}).status().code(), absl::StatusCode::kInvalidArgument);
   options = Tiny(dir.File("x"));
-  options.architecture = "vit_tiny_patch16_224";  // No feature maps.
+  options.architecture = "vim_tiny";  // No feature maps.
   absl::StatusOr<TrainResult> vit = Train(registry, options, {});
   EXPECT_EQ(vit.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(vit.status().message(), HasSubstr("supports: classification"));
   options = Tiny("");
   EXPECT_EQ(Train(registry, options, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  // A ViT takes only the input size of its position embedding.
+  options = Tiny(dir.File("vit"));
+  options.architecture = "deit_tiny_patch16_224";
+  absl::StatusOr<TrainResult> wrong_size = Train(registry, options, {});
+  EXPECT_EQ(wrong_size.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(wrong_size.status().message(),
+              HasSubstr("deit_tiny_patch16_224 cannot take 32 x 32 input (--input-size)"));
 }
 
 }  // namespace

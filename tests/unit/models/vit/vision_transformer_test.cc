@@ -83,5 +83,103 @@ TEST(VisionTransformerTest, FuseForInferenceIsANoOp) {
   EXPECT_TRUE(at::equal(model->forward(images), before));
 }
 
+
+// Built without a classifier, a ViT serves ViTDet's simple feature pyramid (strides 4, 8, 16,
+// 32) for the dense heads.
+VitConfig SmallVit(bool distilled) {
+  VitConfig config;
+  config.img_size = 64;
+  config.embed_dim = 32;
+  config.depth = 2;
+  config.num_heads = 2;
+  config.distilled = distilled;
+  config.classifier = false;
+  return config;
+}
+
+TEST(VisionTransformerFeaturesTest, FourLevelsAtTheirStridesAndChannels) {
+  for (bool distilled : {false, true}) {
+    SCOPED_TRACE(distilled ? "distilled" : "plain");
+    std::shared_ptr<VisionModel> model = MakeVisionTransformer(SmallVit(distilled));
+    model->eval();
+    const std::vector<FeatureLevel> levels = model->FeatureLevels();
+    ASSERT_EQ(levels.size(), 4u);
+    const std::vector<int64_t> strides = {4, 8, 16, 32};
+    const std::vector<int64_t> channels = {8, 16, 32, 32};
+    c10::InferenceMode guard;
+    const std::vector<at::Tensor> maps = model->Features(at::rand({2, 3, 64, 64}));
+    ASSERT_EQ(maps.size(), 4u);
+    for (size_t i = 0; i < levels.size(); ++i) {
+      EXPECT_EQ(levels[i].stride, strides[i]);
+      EXPECT_EQ(levels[i].channels, channels[i]);
+      EXPECT_EQ(maps[i].sizes(), (at::IntArrayRef{2, channels[i], 64 / strides[i], 64 / strides[i]}));
+    }
+    // No classifier: forward refuses, and the state has the pyramid but no head.
+    EXPECT_THROW(model->forward(at::rand({1, 3, 64, 64})), c10::Error);
+    const std::map<std::string, at::Tensor> state = StateDictTensors(*model);
+    EXPECT_EQ(state.count("head.weight"), 0u);
+    EXPECT_EQ(state.count("head_dist.weight"), 0u);
+    EXPECT_EQ(state.at("simfp_2.0.weight").sizes(), (at::IntArrayRef{32, 16, 2, 2}));
+    EXPECT_EQ(state.at("simfp_2.2.weight").sizes(), (at::IntArrayRef{16, 8, 2, 2}));
+    EXPECT_EQ(state.at("simfp_3.0.weight").sizes(), (at::IntArrayRef{32, 16, 2, 2}));
+  }
+  // A classifier ViT has no feature maps.
+  EXPECT_THROW(Create("deit_tiny_patch16_224")->Features(at::rand({1, 3, 224, 224})), c10::Error);
+}
+
+// The stride-16 map puts patch (row, column) at [row, column]: with no blocks, each position is
+// norm(its patch's embedding + its position embedding), computed here from the weights.
+TEST(VisionTransformerFeaturesTest, StrideSixteenMapIsThePatchTokensInPlace) {
+  VitConfig config = SmallVit(/*distilled=*/true);
+  config.depth = 0;
+  std::shared_ptr<VisionModel> model = MakeVisionTransformer(config);
+  model->eval();
+  const std::map<std::string, at::Tensor> state = StateDictTensors(*model);
+  c10::InferenceMode guard;
+  at::manual_seed(3);
+  const at::Tensor images = at::rand({2, 3, 64, 64});
+  const at::Tensor map = model->Features(images)[2];  // [2, 32, 4, 4]
+
+  const at::Tensor patches = at::conv2d(images, state.at("patch_embed.proj.weight"),
+                                        state.at("patch_embed.proj.bias"), {16, 16});
+  // pos_embed [1, 2 + 16, 32]: the patch positions after the cls and distillation tokens.
+  const at::Tensor position =
+      state.at("pos_embed").narrow(1, 2, 16).transpose(1, 2).reshape({1, 32, 4, 4});
+  const at::Tensor tokens = (patches + position).permute({0, 2, 3, 1});  // [2, 4, 4, 32]
+  const at::Tensor expected =
+      at::layer_norm(tokens, {32}, state.at("norm.weight"), state.at("norm.bias"), 1e-6)
+          .permute({0, 3, 1, 2});
+  EXPECT_TRUE(at::allclose(map, expected, 1e-5, 1e-5))
+      << (map - expected).abs().max().item<float>();
+}
+
+TEST(VisionTransformerFeaturesTest, RegistryBuildsViTAndDeiTDetectorsAndSegmenters) {
+  const ModelRegistry registry = BuiltinModelRegistry();
+  c10::InferenceMode guard;
+  const at::Tensor images = at::rand({1, 3, 224, 224});
+  for (const char* architecture : {"deit_tiny_patch16_224", "vit_tiny_patch16_224",
+                                   "deit_tiny_distilled_patch16_224"}) {
+    SCOPED_TRACE(architecture);
+    absl::StatusOr<ModelRegistry::TaskModel> segmenter =
+        registry.CreateForTask(architecture, ModelTask::kSegmentation, 6);
+    ASSERT_TRUE(segmenter.ok()) << segmenter.status();
+    segmenter->model->eval();
+    EXPECT_EQ(segmenter->model->forward(images).sizes(), (at::IntArrayRef{1, 6, 56, 56}));
+    const std::map<std::string, at::Tensor> state = StateDictTensors(*segmenter->model);
+    // timm's names under "backbone.", the pyramid beside them, the decoder under "decode_head.".
+    EXPECT_EQ(state.count("backbone.blocks.11.attn.qkv.weight"), 1u);
+    EXPECT_EQ(state.count("backbone.simfp_2.0.weight"), 1u);
+    EXPECT_EQ(state.count("backbone.head.weight"), 0u);
+    EXPECT_EQ(state.count("decode_head.classifier.weight"), 1u);
+
+    absl::StatusOr<ModelRegistry::TaskModel> detector =
+        registry.CreateForTask(architecture, ModelTask::kDetection, 5);
+    ASSERT_TRUE(detector.ok()) << detector.status();
+    detector->model->eval();
+    // Five heat maps and the four box channels, at stride 4, as the SHViT detector gives.
+    EXPECT_EQ(detector->model->forward(images).sizes(), (at::IntArrayRef{1, 9, 56, 56}));
+  }
+}
+
 }  // namespace
 }  // namespace vitserve

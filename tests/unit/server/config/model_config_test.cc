@@ -239,10 +239,10 @@ TEST_F(ModelConfigTest, NameMustMatchDirectory) {
 }
 
 TEST_F(ModelConfigTest, TaskMustBeOneTheArchitectureSupports) {
-  const absl::Status detection = Check("architecture: \"deit_tiny_patch16_224\" task: DETECTION");
+  const absl::Status detection = Check("architecture: \"vim_tiny\" task: DETECTION");
   EXPECT_THAT(detection.message(), HasSubstr("'task'"));
   EXPECT_THAT(detection.message(), HasSubstr("can only be built for CLASSIFICATION"));
-  EXPECT_THAT(Check("architecture: \"vit_tiny_patch16_224\" task: SEGMENTATION").message(),
+  EXPECT_THAT(Check("architecture: \"deit_small_fibottention\" task: SEGMENTATION").message(),
               HasSubstr("can only be built for CLASSIFICATION"));
   // Another task needs its class count.
   EXPECT_THAT(Check("architecture: \"shvit_s1\" task: SEGMENTATION").message(),
