@@ -19,8 +19,8 @@
 
 ABSL_FLAG(std::string, out, "", "Model-repository folder to write (created).");
 ABSL_FLAG(std::string, architecture, "shvit_s1",
-          "Zoo architecture (segmentation and detection need feature maps: shvit_s1..s4; "
-          "classification takes any).");
+          "Zoo architecture (segmentation and detection need feature maps: shvit_s1..s4, and "
+          "vit_/deit_*_patch16_224 at --input-size 224; classification takes any).");
 ABSL_FLAG(std::string, task, "segmentation",
           "What to train: segmentation, detection or classification.");
 ABSL_FLAG(int64_t, input_size, 128, "Square model input in pixels (32..1024).");
