@@ -46,6 +46,8 @@ source .devdeps/bootstrap.sh >/dev/null || exit 1
 TORCH_LIB="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
 export LD_LIBRARY_PATH="$TORCH_LIB:/usr/local/cuda/lib64:$LD_LIBRARY_PATH"
 mkdir -p build-gpu && tar -xJf .gpubin/bin.tar.xz -C build-gpu
+# Last: only what neither the box nor .devdeps has (bench/stage_gpu_binaries.sh).
+export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$PWD/build-gpu/bin/lib"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
 # The CUDA cases of the test binaries; logs in $1. Returns 1 when any failed.
