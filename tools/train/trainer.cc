@@ -442,14 +442,18 @@ absl::StatusOr<TrainResult> Train(const ModelRegistry& registry, const TrainOpti
   double loss_sum = 0;
   int64_t loss_count = 0;
   int64_t images_since_report = 0;
+  // Where this call stops: the end of the run, or --stop-after steps in.
+  const int64_t end_step = options.stop_after > 0
+                               ? std::min(options.steps, first_step + options.stop_after)
+                               : options.steps;
   // The next batch is generated on the CPU while the device runs this step.
   auto make_batch = [&options, &spec](int64_t step) {
     return MakeBatch(options.task, options.seed, step * options.batch_size, options.batch_size,
                      spec, options.data_threads);
   };
-  std::future<absl::StatusOr<Batch>> next_batch =
-      std::async(std::launch::async, make_batch, first_step);
-  for (int64_t step = first_step; step < options.steps; ++step) {
+  std::future<absl::StatusOr<Batch>> next_batch;
+  if (first_step < end_step) next_batch = std::async(std::launch::async, make_batch, first_step);
+  for (int64_t step = first_step; step < end_step; ++step) {
     // Linear warm-up, then a cosine decay to zero.
     const double progress = static_cast<double>(step) / static_cast<double>(options.steps);
     const double rate =
@@ -459,7 +463,7 @@ absl::StatusOr<TrainResult> Train(const ModelRegistry& registry, const TrainOpti
       static_cast<torch::optim::AdamOptions&>(group.options()).lr(rate);
     }
     VITSERVE_ASSIGN_OR_RETURN(Batch batch, next_batch.get());
-    if (step + 1 < options.steps) {
+    if (step + 1 < end_step) {
       next_batch = std::async(std::launch::async, make_batch, step + 1);
     }
     optimizer.zero_grad();
@@ -484,8 +488,7 @@ absl::StatusOr<TrainResult> Train(const ModelRegistry& registry, const TrainOpti
     ++result.steps_run;
     result.final_loss = loss.item<double>();
 
-    const bool last = step + 1 == options.steps ||
-                      (options.stop_after > 0 && result.steps_run == options.stop_after);
+    const bool last = step + 1 == end_step;
     if ((step + 1) % options.checkpoint_every == 0 || last) {
       VITSERVE_RETURN_IF_ERROR(checkpoint(step + 1));
     }
@@ -506,9 +509,8 @@ absl::StatusOr<TrainResult> Train(const ModelRegistry& registry, const TrainOpti
       loss_count = 0;
       images_since_report = 0;
     }
-    if (last) break;
   }
-  if (first_step + result.steps_run < options.steps) return result;  // Stopped early.
+  if (end_step < options.steps) return result;  // Stopped early.
   result.finished = true;
   VITSERVE_ASSIGN_OR_RETURN(Scores scores, Evaluate(*model, options, spec, classes));
   result.heldout_miou = scores.miou;
