@@ -74,10 +74,15 @@ class ModelManagerTest : public ::testing::Test {
   // Schedules one zero image and waits for its result.
   static absl::StatusOr<at::Tensor> Infer(const ServableModel& model) {
     const int64_t size = model.preprocess_spec().input_size;
+    return Infer(model, at::zeros({1, 3, size, size}));
+  }
+
+  // Schedules `images` as one task and waits for its result.
+  static absl::StatusOr<at::Tensor> Infer(const ServableModel& model, const at::Tensor& images) {
     absl::Notification done;
     absl::StatusOr<at::Tensor> result;
     auto task = std::make_unique<InferenceTask>();
-    task->input = at::zeros({1, 3, size, size});
+    task->input = images;
     task->on_done = [&](absl::StatusOr<at::Tensor> r) {
       result = std::move(r);
       done.Notify();
@@ -336,16 +341,7 @@ TEST_F(ModelManagerTest, CudaGraphsServeEveryFamilyWithTheEagerCpuAnswers) {
     for (int64_t rows : {3, 1}) {  // Padded into the bucket of 4, then exactly bucket 1.
       at::manual_seed(rows);
       const at::Tensor images = at::rand({rows, 3, 224, 224});
-      absl::Notification done;
-      absl::StatusOr<at::Tensor> result;
-      auto task = std::make_unique<InferenceTask>();
-      task->input = images;
-      task->on_done = [&](absl::StatusOr<at::Tensor> r) {
-        result = std::move(r);
-        done.Notify();
-      };
-      ASSERT_TRUE((*model)->Schedule(&task).ok());
-      done.WaitForNotification();
+      const absl::StatusOr<at::Tensor> result = Infer(**model, images);
       ASSERT_TRUE(result.ok()) << result.status();
       c10::InferenceMode guard;
       const at::Tensor expected = cpu->module->forward(images);
@@ -406,16 +402,7 @@ TEST_F(ModelManagerTest, CudaGraphsServeDenseModelsWithTheEagerCpuAnswers) {
     for (int64_t rows : {3, 1}) {  // Padded into the bucket of 4, then exactly bucket 1.
       at::manual_seed(rows);
       const at::Tensor images = at::rand({rows, 3, 224, 224});
-      absl::Notification done;
-      absl::StatusOr<at::Tensor> result;
-      auto task = std::make_unique<InferenceTask>();
-      task->input = images;
-      task->on_done = [&](absl::StatusOr<at::Tensor> r) {
-        result = std::move(r);
-        done.Notify();
-      };
-      ASSERT_TRUE((*model)->Schedule(&task).ok());
-      done.WaitForNotification();
+      const absl::StatusOr<at::Tensor> result = Infer(**model, images);
       ASSERT_TRUE(result.ok()) << result.status();
       c10::InferenceMode guard;
       const at::Tensor expected = cpu->module->forward(images);
