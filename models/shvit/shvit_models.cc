@@ -4,8 +4,7 @@
 #include <utility>
 
 #include "common/status_macros.h"
-#include "models/dense/detection.h"
-#include "models/dense/segmentation.h"
+#include "models/dense/task_model.h"
 #include "models/registry.h"
 #include "models/shvit/shvit.h"
 
@@ -41,18 +40,12 @@ absl::Status RegisterShvitModels(ModelRegistry& registry) {
     // segmentation decoder or a detector (models/dense/).
     info.tasks = {ModelTask::kClassification, ModelTask::kSegmentation, ModelTask::kDetection};
     ModelFactory factory = [config = variant.config](const ModelInfo& built) {
-      ShvitConfig sized = config;
-      sized.num_classes = built.num_classes;
-      if (built.task == ModelTask::kClassification) return MakeShvit(sized);
-      sized.classifier = false;
-      if (built.task == ModelTask::kDetection) {
-        DetectionOptions options;
-        options.num_classes = built.num_classes;
-        return MakeDetectionModel(MakeShvit(sized), options);
-      }
-      SegmentationOptions options;
-      options.num_classes = built.num_classes;
-      return MakeSegmentationModel(MakeShvit(sized), options);
+      return MakeModelForTask(built, [&config](bool classifier, int64_t num_classes) {
+        ShvitConfig sized = config;
+        sized.num_classes = num_classes;
+        sized.classifier = classifier;
+        return MakeShvit(sized);
+      });
     };
     VITSERVE_RETURN_IF_ERROR(registry.Register(std::move(info), std::move(factory)));
   }

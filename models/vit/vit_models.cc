@@ -4,8 +4,7 @@
 #include <utility>
 
 #include "common/status_macros.h"
-#include "models/dense/detection.h"
-#include "models/dense/segmentation.h"
+#include "models/dense/task_model.h"
 #include "models/registry.h"
 #include "models/vit/vision_transformer.h"
 
@@ -32,19 +31,13 @@ absl::Status RegisterOne(ModelRegistry& registry, std::string name, std::string 
   // feature pyramid, vision_transformer.h) under a segmentation decoder or a detector, at the
   // registered input size (the position embedding is not interpolated).
   info.tasks = {ModelTask::kClassification, ModelTask::kSegmentation, ModelTask::kDetection};
-  ModelFactory factory = [config](const ModelInfo& built) -> std::shared_ptr<VisionModel> {
-    VitConfig sized = config;
-    sized.num_classes = built.num_classes;
-    if (built.task == ModelTask::kClassification) return MakeVisionTransformer(sized);
-    sized.classifier = false;
-    if (built.task == ModelTask::kDetection) {
-      DetectionOptions options;
-      options.num_classes = built.num_classes;
-      return MakeDetectionModel(MakeVisionTransformer(sized), options);
-    }
-    SegmentationOptions options;
-    options.num_classes = built.num_classes;
-    return MakeSegmentationModel(MakeVisionTransformer(sized), options);
+  ModelFactory factory = [config](const ModelInfo& built) {
+    return MakeModelForTask(built, [&config](bool classifier, int64_t num_classes) {
+      VitConfig sized = config;
+      sized.num_classes = num_classes;
+      sized.classifier = classifier;
+      return MakeVisionTransformer(sized);
+    });
   };
   return registry.Register(std::move(info), std::move(factory));
 }
