@@ -4,14 +4,22 @@
 //
 //   vitserve-bench-model --model shvit_s1 --device cuda --precision fp16 --batch-sizes 1,32,256
 //   vitserve-bench-model --model deit_tiny_patch16_224 --cuda-graphs --batch-sizes 1,32
+//   vitserve-bench-model --model deit_tiny_patch16_224 --device cuda --precision fp16
+//     --channels-last --kernel-profile 10 --batch-sizes 256   (where the GPU time goes)
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <c10/core/InferenceMode.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <functional>
+#include <map>
 #include <optional>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -34,9 +42,60 @@ ABSL_FLAG(double, seconds, 3.0, "Measured time per batch size (after warm-up).")
 ABSL_FLAG(int, warmup, 5, "Warm-up iterations per batch size.");
 ABSL_FLAG(bool, cuda_graphs, false, "Replay a CUDA graph captured per batch size (CUDA only).");
 ABSL_FLAG(bool, no_fuse, false, "Keep BatchNorm unfolded.");
+ABSL_FLAG(bool, channels_last, false,
+          "Convert the model's 4-D weights and the input to channels-last (NHWC), as timm's "
+          "anchors and a channels-last server run.");
+ABSL_FLAG(int, kernel_profile, 0,
+          "After timing each batch size, run this many eager steps under the Kineto profiler "
+          "(CUDA only) and print the GPU kernels by device time per step.");
+ABSL_FLAG(int, kernel_profile_top, 25, "Kernels listed by --kernel-profile.");
 
 namespace vitserve {
 namespace {
+
+// Runs `steps` calls of `step` under Kineto with CUDA activity and prints the kernels that took
+// the most device time, per step: the same view as torch.profiler's key_averages() of a Python
+// model, so the two can be compared kernel by kernel.
+void PrintKernelProfile(const std::function<void()>& step, const at::Device& device, int steps,
+                        int top) {
+  namespace prof = torch::profiler::impl;
+  const prof::ProfilerConfig config(prof::ProfilerState::KINETO);
+  const std::set<prof::ActivityType> activities{prof::ActivityType::CPU,
+                                                prof::ActivityType::CUDA};
+  bench::Synchronize(device);
+  torch::autograd::profiler::prepareProfiler(config, activities);
+  torch::autograd::profiler::enableProfiler(config, activities);
+  for (int i = 0; i < steps; ++i) step();
+  bench::Synchronize(device);
+  const std::unique_ptr<torch::autograd::profiler::ProfilerResult> result =
+      torch::autograd::profiler::disableProfiler();
+  struct Total {
+    int64_t count = 0;
+    uint64_t ns = 0;
+  };
+  std::map<std::string, Total> by_kernel;
+  uint64_t all_ns = 0;
+  for (const auto& event : result->events()) {
+    if (event.deviceType() != c10::DeviceType::CUDA) continue;
+    Total& total = by_kernel[event.name()];
+    ++total.count;
+    total.ns += event.durationNs();
+    all_ns += event.durationNs();
+  }
+  std::vector<std::pair<std::string, Total>> rows(by_kernel.begin(), by_kernel.end());
+  std::sort(rows.begin(), rows.end(),
+            [](const auto& a, const auto& b) { return a.second.ns > b.second.ns; });
+  std::printf("  kernels, per step: %.1f us of device time in %zu kinds\n",
+              all_ns / 1e3 / steps, rows.size());
+  std::printf("  %10s %7s %6s  %s\n", "us/step", "calls", "share", "kernel");
+  for (size_t i = 0; i < rows.size() && static_cast<int>(i) < top; ++i) {
+    const auto& [name, total] = rows[i];
+    std::printf("  %10.1f %7.1f %5.1f%%  %.110s\n", total.ns / 1e3 / steps,
+                static_cast<double>(total.count) / steps, 100.0 * total.ns / std::max<uint64_t>(all_ns, 1),
+                name.c_str());
+  }
+  std::fflush(stdout);
+}
 
 int Run() {
   const std::string model_name = absl::GetFlag(FLAGS_model);
@@ -62,17 +121,31 @@ int Run() {
   auto& model = *loaded->module;
   model.to(device, dtype);
   model.eval();
+  const bool channels_last = absl::GetFlag(FLAGS_channels_last);
+  const at::MemoryFormat format =
+      channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  if (channels_last) {
+    c10::NoGradGuard no_grad;
+    for (at::Tensor& p : model.parameters()) {
+      if (p.dim() == 4) p.set_data(p.contiguous(format));
+    }
+  }
   const int64_t size = absl::GetFlag(FLAGS_image_size) > 0 ? absl::GetFlag(FLAGS_image_size)
                                                            : loaded->info.input_size;
-  std::printf("model %s  params %.2fM  device %s  precision %s  input %lldpx  cuda_graphs %d\n",
-              model_name.c_str(), loaded->parameter_count / 1e6, device.str().c_str(),
-              precision.c_str(), static_cast<long long>(size), absl::GetFlag(FLAGS_cuda_graphs));
+  std::printf(
+      "model %s  params %.2fM  device %s  precision %s  input %lldpx  cuda_graphs %d  "
+      "channels_last %d\n",
+      model_name.c_str(), loaded->parameter_count / 1e6, device.str().c_str(), precision.c_str(),
+      static_cast<long long>(size), absl::GetFlag(FLAGS_cuda_graphs), channels_last);
   std::printf("%6s %12s %12s %12s\n", "batch", "images/s", "ms/batch", "peak_MiB");
 
   for (const int64_t batch : batch_sizes) {
     c10::InferenceMode guard;
-    at::Tensor input = at::randn({batch, 3, size, size}, at::TensorOptions().dtype(dtype).device(device));
-    std::function<void()> step = [&] { (void)model.forward(input); };
+    at::Tensor input =
+        at::randn({batch, 3, size, size}, at::TensorOptions().dtype(dtype).device(device))
+            .contiguous(format);
+    const std::function<void()> eager_step = [&] { (void)model.forward(input); };
+    std::function<void()> step = eager_step;
 #ifdef VITSERVE_WITH_CUDA
     std::optional<at::cuda::CUDAGraph> graph;
     std::optional<c10::cuda::CUDAStreamGuard> stream_guard;
@@ -101,6 +174,10 @@ int Run() {
                 t.iterations * batch / t.seconds, 1000.0 * t.seconds / t.iterations,
                 bench::PeakMemoryMiB(device));
     std::fflush(stdout);
+    if (absl::GetFlag(FLAGS_kernel_profile) > 0 && device.is_cuda()) {
+      PrintKernelProfile(eager_step, device, absl::GetFlag(FLAGS_kernel_profile),
+                         absl::GetFlag(FLAGS_kernel_profile_top));
+    }
   }
   return 0;
 }

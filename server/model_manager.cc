@@ -171,6 +171,7 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
   instance_options.device = device;
   instance_options.dtype = ToScalarType(config.precision());
   instance_options.input_size = config.input().size();
+  instance_options.channels_last = config.channels_last();
   if (spec.on_device) instance_options.image_preprocess = spec;
   instance_options.warmup_iterations = static_cast<int>(config.warmup_iterations());
   // Warm-up sizes: {1, max_batch_size}; on CUDA every size the batcher can form (up to 64 of
@@ -426,6 +427,9 @@ absl::StatusOr<std::unique_ptr<ModelManager>> ModelManager::Create(ModelManagerO
   }
   std::shared_ptr<Clock> clock =
       options.clock != nullptr ? Borrowed(options.clock) : std::make_shared<RealClock>();
+  // A process-wide torch setting: set once here, before any model is warmed up (autotuning runs
+  // at warm-up, once per shape; CUDA graphs then replay what it chose).
+  if (options.cudnn_benchmark) at::globalContext().setBenchmarkCuDNN(true);
   return std::unique_ptr<ModelManager>(new ModelManager(
       std::move(options), registry, metrics, std::move(clock), std::move(repository)));
 }

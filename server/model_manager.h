@@ -55,6 +55,8 @@ struct ModelManagerOptions {
   std::string quick_model;     // Quick mode: `--model NAME` (architecture = serving name).
   std::string quick_weights;   // Quick mode: .safetensors; empty serves random weights (loudly).
   ServerDefaults defaults;     // From flags: device, precision, batching.
+  // --cudnn-benchmark: cuDNN autotunes each convolution shape at warm-up (process-wide).
+  bool cudnn_benchmark = false;
   Clock* clock = nullptr;      // RealClock when null. Borrowed: see the file comment.
 };
 

@@ -192,6 +192,8 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
   manager_options.defaults.instance_count = static_cast<uint32_t>(options_.instance_count);
   manager_options.defaults.cuda_graphs = options_.cuda_graphs;
   manager_options.defaults.device_preprocessing = options_.device_preprocessing;
+  manager_options.defaults.channels_last = options_.channels_last;
+  manager_options.cudnn_benchmark = options_.cudnn_benchmark;
   absl::StatusOr<std::unique_ptr<ModelManager>> manager =
       ModelManager::Create(std::move(manager_options), registry, metrics_.get());
   if (!manager.ok()) return manager.status();

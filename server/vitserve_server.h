@@ -88,6 +88,10 @@ struct ServerOptions {
   // Classify images resized and normalised on the GPU (models on CUDA only; see
   // ModelConfig.device_preprocessing).
   bool device_preprocessing = true;
+  // Weights and input in NHWC memory (models on CUDA only; ModelConfig.channels_last).
+  bool channels_last = false;
+  // cuDNN autotuning at warm-up, process-wide (ModelManagerOptions.cudnn_benchmark).
+  bool cudnn_benchmark = false;
   ImageLimits image_limits;
   absl::Duration shutdown_grace = absl::Seconds(30);
   int grpc_max_message_bytes = 64 << 20;

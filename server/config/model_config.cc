@@ -208,6 +208,7 @@ absl::Status NormalizeModelConfig(const ModelRegistry& registry, const ServerDef
   }
   if (config->warmup_iterations() == 0) config->set_warmup_iterations(1);
   if (!config->has_cuda_graphs()) config->set_cuda_graphs(defaults.cuda_graphs);
+  if (!config->has_channels_last()) config->set_channels_last(defaults.channels_last && on_cuda);
   // Device preprocessing is classification's (a resize and centre crop on the device);
   // detection and segmentation keep the whole image and map their outputs back to it.
   const bool classifies = config->task() == v1::CLASSIFICATION;

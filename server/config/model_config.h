@@ -34,6 +34,7 @@ struct ServerDefaults {
   uint32_t instance_count = 0;               // --instance-count; 0: automatic (see below)
   bool cuda_graphs = true;                   // --cuda-graphs
   bool device_preprocessing = true;          // --device-preprocessing (models on CUDA only)
+  bool channels_last = false;                // --channels-last (models on CUDA only)
 };
 
 // Limits enforced by ValidateModelConfig.

@@ -1168,17 +1168,24 @@ TEST_F(GatedServerTest, ShutdownFinishesAcceptedRequests) {
 class DevicePreprocessingServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    for (const auto& [name, on_device] : {std::pair<std::string, bool>{"on_cpu", false},
-                                          std::pair<std::string, bool>{"on_device", true}}) {
-      const std::string dir = repository_.File(name);
+    // on_device_nhwc also takes its input in channels-last memory (ModelConfig.channels_last).
+    struct Variant {
+      const char* name;
+      bool on_device;
+      bool channels_last;
+    };
+    for (const Variant& v : {Variant{"on_cpu", false, false}, Variant{"on_device", true, false},
+                             Variant{"on_device_nhwc", true, true}}) {
+      const std::string dir = repository_.File(v.name);
       ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
       FILE* config = fopen((dir + "/config.pbtxt").c_str(), "w");
       ASSERT_NE(config, nullptr);
       fprintf(config,
               "architecture: \"%s\" allow_random_weights: true device_preprocessing: %s\n"
+              "channels_last: %s\n"
               "input { interpolation: \"bicubic\" crop_pct: 0.875 }\n"
               "batching { max_batch_size: 8 max_queue_delay_us: 20000 }\n",
-              kModel, on_device ? "true" : "false");
+              kModel, v.on_device ? "true" : "false", v.channels_last ? "true" : "false");
       fclose(config);
     }
     registry_ = RegistryWithTestModels(&gate_);
@@ -1238,6 +1245,13 @@ TEST_F(DevicePreprocessingServerTest, AnswersAsCpuPreprocessingDoes) {
     ASSERT_TRUE(client_->vision->GetModel(&context, get, &description).ok());
   }
   EXPECT_FALSE(description.device_preprocessing());
+  EXPECT_FALSE(description.channels_last());
+  get.set_name("on_device_nhwc");
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(client_->vision->GetModel(&context, get, &description).ok());
+  }
+  EXPECT_TRUE(description.channels_last());
 
   // The probe, configured for bicubic and crop_pct 0.875, resizes to 36 on the shorter side:
   // 32x32 and 30x20 are enlarged, 64x48 shrunk (within twice), 320x240 (a PNG) far larger, so
@@ -1253,11 +1267,14 @@ TEST_F(DevicePreprocessingServerTest, AnswersAsCpuPreprocessingDoes) {
   for (const auto& images : requests) expected.push_back(Classify("on_cpu", images));
   EXPECT_GT(MaxAbsDiff(expected[0][0], expected[4][0]), kApart) << "the test images must differ";
 
-  for (size_t r = 0; r < requests.size(); ++r) {
-    const auto actual = Classify("on_device", requests[r]);
-    ASSERT_EQ(actual.size(), expected[r].size());
-    for (size_t i = 0; i < actual.size(); ++i) {
-      EXPECT_LT(MaxAbsDiff(actual[i], expected[r][i]), kRounding) << "request " << r << " image " << i;
+  for (const char* model : {"on_device", "on_device_nhwc"}) {
+    for (size_t r = 0; r < requests.size(); ++r) {
+      const auto actual = Classify(model, requests[r]);
+      ASSERT_EQ(actual.size(), expected[r].size()) << model;
+      for (size_t i = 0; i < actual.size(); ++i) {
+        EXPECT_LT(MaxAbsDiff(actual[i], expected[r][i]), kRounding)
+            << model << " request " << r << " image " << i;
+      }
     }
   }
 

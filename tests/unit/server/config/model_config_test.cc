@@ -214,6 +214,30 @@ TEST_F(ModelConfigTest, DevicePreprocessingFollowsTheFlagOnCudaUnlessTheConfigSa
   }
 }
 
+// channels_last, likewise: unset takes --channels-last for models on CUDA and is off on CPU.
+TEST_F(ModelConfigTest, ChannelsLastFollowsTheFlagOnCudaUnlessTheConfigSaysOtherwise) {
+  struct Case {
+    const char* text;
+    bool flag;
+    bool expected;
+  };
+  const Case cases[] = {
+      {R"pb(architecture: "shvit_s1" device: "cuda")pb", true, true},
+      {R"pb(architecture: "shvit_s1" device: "cuda")pb", false, false},
+      {R"pb(architecture: "shvit_s1" device: "cpu")pb", true, false},
+      {R"pb(architecture: "shvit_s1" device: "cuda" channels_last: false)pb", true, false},
+      {R"pb(architecture: "shvit_s1" device: "cpu" channels_last: true)pb", false, true},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.text);
+    defaults_.channels_last = c.flag;
+    auto parsed = ParseModelConfigText(c.text, "a/config.pbtxt");
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    ASSERT_TRUE(NormalizeModelConfig(registry_, defaults_, dir_.path() + "/a", "c", &*parsed).ok());
+    EXPECT_EQ(parsed->channels_last(), c.expected);
+  }
+}
+
 TEST_F(ModelConfigTest, ValidConfigPasses) {
   EXPECT_TRUE(Check("architecture: \"shvit_s1\"").ok());
 }

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Issue 16's table from one run on the GPU box: our model alone (vitserve-bench-model) against
+# timm in PyTorch, fp16, random weights, at the same batch sizes, eager and from CUDA graphs,
+# with the input in NCHW and in channels-last (NHWC) memory; then, with PROFILE_KERNELS=N, the
+# GPU kernels of one eager batch of each, ours (Kineto from C++) beside timm's
+# (torch.profiler), so a gap can be traced to the kernels that make it.
+#
+#   On the GPU box (carry .devdeps and .gpubin):  bash bench/model_vs_timm.sh OUTDIR
+#   MODELS       registry names that timm also has (default: deit_tiny_patch16_224
+#                vit_base_patch16_224 shvit_s1)
+#   BATCHES      default 1,32,128,256
+#   SECONDS_EACH per measurement (default 2)
+#   PROFILE_KERNELS  eager steps profiled per model at PROFILE_BATCH (default 256); 0: none
+#   HIGHRES      "SIZE:BATCH" (e.g. 1248:8): also deit-style models at that input size, eager
+#                and graphs, NHWC (timm with dynamic_img_size); empty: none
+# Binaries come from build-gpu/ (bench/stage_gpu_binaries.sh, or built here when missing).
+set -uo pipefail
+OUT="${1:-/tmp/model-vs-timm}"
+mkdir -p "$OUT"
+MODELS="${MODELS:-deit_tiny_patch16_224 vit_base_patch16_224 shvit_s1}"
+BATCHES="${BATCHES:-1,32,128,256}"
+SECONDS_EACH="${SECONDS_EACH:-2}"
+PROFILE_KERNELS="${PROFILE_KERNELS:-0}"
+PROFILE_BATCH="${PROFILE_BATCH:-256}"
+HIGHRES="${HIGHRES:-}"
+B="${SWEEP_BUILD_DIR:-build-gpu}"
+RESULTS="$OUT/model_vs_timm.tsv"  # model, size, impl, mode, layout, batch, img/s
+log() { echo "[model-vs-timm $(date +%T)] $*"; }
+: > "$RESULTS"
+
+source .devdeps/bootstrap.sh > /dev/null || exit 1
+TORCH_LIB="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
+export LD_LIBRARY_PATH="$TORCH_LIB:/usr/local/cuda/lib64:$LD_LIBRARY_PATH"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 -c 'import torch, timm; print("torch", torch.__version__, "timm", timm.__version__)'
+
+if [[ ! -x $B/bin/vitserve-bench-model ]]; then
+  log "configure + build vitserve-bench-model"
+  cmake -S . -B $B -G Ninja -DCMAKE_BUILD_TYPE=Release -DVITSERVE_BUILD_TESTS=OFF \
+    -DCMAKE_PREFIX_PATH="$DEPS_CMAKE_PREFIX_PATH" $DEPS_CMAKE_ARGS > "$OUT/configure.log" 2>&1 \
+    || { tail -40 "$OUT/configure.log"; exit 1; }
+  ninja -C $B vitserve-bench-model > "$OUT/build.log" 2>&1 || { tail -60 "$OUT/build.log"; exit 1; }
+fi
+
+# ours MODEL SIZE MODE(eager|graph) LAYOUT(nchw|nhwc) BATCHES [extra flags]
+ours() {
+  local model=$1 size=$2 mode=$3 layout=$4 batches=$5; shift 5
+  local flags=(--model "$model" --device cuda --precision fp16 --batch-sizes "$batches"
+               --seconds "$SECONDS_EACH" --image-size "$size")
+  [[ $mode == graph ]] && flags+=(--cuda-graphs)
+  [[ $layout == nhwc ]] && flags+=(--channels-last)
+  local log_file="$OUT/ours_${model}_${size}_${mode}_${layout}.txt"
+  $B/bin/vitserve-bench-model "${flags[@]}" "$@" > "$log_file" 2>&1 || { tail -5 "$log_file"; return 1; }
+  awk -v m="$model" -v s="$size" -v mo="$mode" -v l="$layout" \
+    '$1 ~ /^[0-9]+$/ && NF == 4 { printf "%s\t%s\tours\t%s\t%s\t%s\t%s\n", m, s, mo, l, $1, $2 }' \
+    "$log_file" >> "$RESULTS"
+}
+
+# timm MODEL SIZE BATCHES: eager NCHW, eager NHWC and graph NHWC, in one Python process.
+timm_anchor() {
+  python3 - "$1" "$2" "$3" "$SECONDS_EACH" <<'PY' >> "$RESULTS"
+import sys, time, torch, timm
+name, size, batches, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+torch.backends.cudnn.benchmark = True
+kwargs = {} if size == 224 else {"img_size": size}
+model = timm.create_model(name, pretrained=False, **kwargs).cuda().half().eval()
+def rate(step, batch):
+    for _ in range(3): step()
+    torch.cuda.synchronize()
+    n, start = 0, time.perf_counter()
+    while True:
+        for _ in range(5): step()
+        n += 5
+        torch.cuda.synchronize()
+        if time.perf_counter() - start >= seconds: break
+    return batch * n / (time.perf_counter() - start)
+with torch.inference_mode():
+    for batch in map(int, batches.split(",")):
+        for layout in ("nchw", "nhwc"):
+            fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
+            model = model.to(memory_format=fmt)
+            x = torch.randn(batch, 3, size, size, device="cuda", dtype=torch.half).to(memory_format=fmt)
+            print(f"{name}\t{size}\ttimm\teager\t{layout}\t{batch}\t{rate(lambda: model(x), batch):.1f}")
+            if layout == "nhwc":
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    for _ in range(3): model(x)
+                torch.cuda.current_stream().wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    model(x)
+                print(f"{name}\t{size}\ttimm\tgraph\t{layout}\t{batch}\t{rate(graph.replay, batch):.1f}")
+                del graph
+PY
+}
+
+# timm_profile MODEL BATCH STEPS: kernels of eager NHWC steps, as vitserve-bench-model prints them.
+timm_profile() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import sys, torch, timm
+from collections import defaultdict
+from torch.profiler import profile, ProfilerActivity
+name, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+torch.backends.cudnn.benchmark = True
+model = timm.create_model(name, pretrained=False).cuda().half().eval().to(memory_format=torch.channels_last)
+x = torch.randn(batch, 3, 224, 224, device="cuda", dtype=torch.half).to(memory_format=torch.channels_last)
+with torch.inference_mode():
+    for _ in range(5): model(x)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
+        for _ in range(steps): model(x)
+        torch.cuda.synchronize()
+totals = defaultdict(lambda: [0, 0.0])
+for e in p.events():
+    if e.device_type == torch.autograd.DeviceType.CUDA:
+        totals[e.name][0] += 1
+        totals[e.name][1] += e.device_time_total if hasattr(e, "device_time_total") else e.cuda_time_total
+all_us = sum(t[1] for t in totals.values())
+print(f"  kernels, per step: {all_us / steps:.1f} us of device time in {len(totals)} kinds")
+print(f"  {'us/step':>10s} {'calls':>7s} {'share':>6s}  kernel")
+for k, (n, us) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:25]:
+    print(f"  {us / steps:10.1f} {n / steps:7.1f} {100 * us / all_us:5.1f}%  {k[:110]}")
+PY
+}
+
+for m in $MODELS; do
+  log "$m: ours (graph NCHW, graph NHWC, eager NHWC)"
+  ours "$m" 224 graph nchw "$BATCHES"
+  ours "$m" 224 graph nhwc "$BATCHES"
+  ours "$m" 224 eager nhwc "$BATCHES"
+  ours "$m" 224 eager nchw "$BATCHES"
+  log "$m: timm (eager NCHW, eager NHWC, graph NHWC)"
+  timm_anchor "$m" 224 "$BATCHES" || log "timm failed for $m"
+  if (( PROFILE_KERNELS > 0 )); then
+    {
+      echo "== $m batch $PROFILE_BATCH, eager NHWC: ours"
+      $B/bin/vitserve-bench-model --model "$m" --device cuda --precision fp16 --channels-last \
+        --batch-sizes "$PROFILE_BATCH" --seconds 0.5 --kernel-profile "$PROFILE_KERNELS" 2>&1 | grep '^  '
+      echo "== $m batch $PROFILE_BATCH, eager NHWC: timm"
+      timm_profile "$m" "$PROFILE_BATCH" "$PROFILE_KERNELS"
+    } | tee "$OUT/kernels_$m.txt"
+  fi
+done
+if [[ -n $HIGHRES ]]; then
+  size=${HIGHRES%%:*} batch=${HIGHRES##*:}
+  for m in $MODELS; do
+    [[ $m == deit* || $m == vit_* ]] || continue
+    log "$m at $size px, batch $batch"
+    ours "$m" "$size" eager nhwc "$batch"
+    ours "$m" "$size" graph nhwc "$batch"
+    timm_anchor "$m" "$size" "$batch" || log "timm failed for $m at $size"
+  done
+fi
+
+python3 - "$RESULTS" <<'PY' | tee "$OUT/table.txt"
+import sys, collections
+rows = collections.defaultdict(dict)
+for line in open(sys.argv[1]):
+    m, size, impl, mode, layout, batch, rate = line.rstrip("\n").split("\t")
+    rows[(m, int(size), int(batch))][(impl, mode, layout)] = float(rate)
+print("fp16 img/s; ours = vitserve-bench-model, timm = timm in PyTorch, same run; ratio = ours / timm, same mode, NHWC")
+hdr = ["model", "px", "batch", "ours graph nchw", "ours graph nhwc", "ours eager nchw", "ours eager nhwc",
+       "timm eager nchw", "timm eager nhwc", "timm graph nhwc", "eager ratio", "graph ratio"]
+print("| " + " | ".join(hdr) + " |")
+print("|" + "---|" * len(hdr))
+def f(v): return f"{v:,.0f}" if v else "-"
+for (m, size, batch), r in sorted(rows.items()):
+    og, ogn = r.get(("ours", "graph", "nchw")), r.get(("ours", "graph", "nhwc"))
+    oe, oen = r.get(("ours", "eager", "nchw")), r.get(("ours", "eager", "nhwc"))
+    te, ten, tg = r.get(("timm", "eager", "nchw")), r.get(("timm", "eager", "nhwc")), r.get(("timm", "graph", "nhwc"))
+    er = f"{oen / ten:.2f}x" if oen and ten else "-"
+    gr = f"{ogn / tg:.2f}x" if ogn and tg else "-"
+    print(f"| {m} | {size} | {batch} | {f(og)} | {f(ogn)} | {f(oe)} | {f(oen)} | {f(te)} | {f(ten)} | {f(tg)} | {er} | {gr} |")
+PY
