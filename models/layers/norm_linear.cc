@@ -4,6 +4,7 @@
 
 #include "models/layers/conv_norm.h"
 #include "models/layers/init.h"
+#include "models/layers/linear.h"
 
 namespace vitserve::layers {
 
@@ -12,7 +13,7 @@ namespace nn = torch::nn;
 NormLinearImpl::NormLinearImpl(int64_t in_features, int64_t out_features)
     : in_features_(in_features), out_features_(out_features) {
   bn_ = register_module("bn", nn::BatchNorm1d(in_features));
-  l_ = register_module("l", nn::Linear(in_features, out_features));
+  l_ = register_module("l", layers::Linear(in_features, out_features));
   c10::NoGradGuard no_grad;
   TruncNormal_(l_->weight, 0.02);  // As timm's NormLinear initialises its classifier.
   l_->bias.zero_();
@@ -29,7 +30,7 @@ void NormLinearImpl::Fuse() {
   auto [scale, shift] = BatchNormScaleShift(bn_->weight, bn_->bias, bn_->running_mean,
                                             bn_->running_var, bn_->options.eps());
   const at::Tensor weight = l_->weight.to(at::kDouble);
-  nn::Linear fused(in_features_, out_features_);
+  layers::Linear fused(in_features_, out_features_);
   fused->to(l_->weight.device(), l_->weight.scalar_type());
   fused->weight.copy_(weight * scale.view({1, -1}));
   fused->bias.copy_(at::matmul(weight, shift) + l_->bias.to(at::kDouble));

@@ -10,6 +10,8 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+#include "models/layers/linear.h"
+
 namespace vitserve::layers {
 
 class NormLinearImpl : public torch::nn::Module {
@@ -20,13 +22,13 @@ class NormLinearImpl : public torch::nn::Module {
   // Folds `bn` into `l`. Idempotent.
   void Fuse();
   bool fused() const { return !bn_; }
-  torch::nn::Linear& linear() { return l_; }
+  layers::Linear& linear() { return l_; }
 
  private:
   int64_t in_features_;
   int64_t out_features_;
   torch::nn::BatchNorm1d bn_{nullptr};
-  torch::nn::Linear l_{nullptr};
+  layers::Linear l_{nullptr};
 };
 TORCH_MODULE(NormLinear);
 

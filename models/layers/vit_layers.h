@@ -16,6 +16,7 @@
 #include <utility>
 
 #include "models/layers/init.h"
+#include "models/layers/linear.h"
 
 namespace vitserve::vit_layers {
 
@@ -50,8 +51,8 @@ class AttentionImpl : public torch::nn::Module {
  public:
   AttentionImpl(int64_t dim, int64_t heads)
       : heads_(heads),
-        qkv_(register_module("qkv", torch::nn::Linear(dim, 3 * dim))),
-        proj_(register_module("proj", torch::nn::Linear(dim, dim))) {}
+        qkv_(register_module("qkv", layers::Linear(dim, 3 * dim))),
+        proj_(register_module("proj", layers::Linear(dim, dim))) {}
   ~AttentionImpl() override = default;
 
   // [B,N,D] → [3, B, heads, N, D/heads].
@@ -78,8 +79,8 @@ class AttentionImpl : public torch::nn::Module {
 
  private:
   int64_t heads_;
-  torch::nn::Linear qkv_;
-  torch::nn::Linear proj_;
+  layers::Linear qkv_;
+  layers::Linear proj_;
 };
 TORCH_MODULE(Attention);
 
@@ -87,16 +88,16 @@ class MlpImpl : public torch::nn::Module {
  public:
   MlpImpl(int64_t in, int64_t hidden, int64_t out, bool tanh_gelu = false)
       : tanh_gelu_(tanh_gelu),
-        fc1_(register_module("fc1", torch::nn::Linear(in, hidden))),
-        fc2_(register_module("fc2", torch::nn::Linear(hidden, out))) {}
+        fc1_(register_module("fc1", layers::Linear(in, hidden))),
+        fc2_(register_module("fc2", layers::Linear(hidden, out))) {}
   at::Tensor forward(const at::Tensor& x) {
     return fc2_->forward(Gelu(fc1_->forward(x), tanh_gelu_));
   }
 
  private:
   bool tanh_gelu_;
-  torch::nn::Linear fc1_;
-  torch::nn::Linear fc2_;
+  layers::Linear fc1_;
+  layers::Linear fc2_;
 };
 TORCH_MODULE(Mlp);
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "models/layers/init.h"
+#include "models/layers/linear.h"
 
 namespace vitserve {
 
@@ -29,7 +30,7 @@ at::Tensor TokenLearnerV11Impl::forward(const at::Tensor& x) {
 
 TokenFuserImpl::TokenFuserImpl(int64_t dim, int64_t num_tokens, int64_t bottleneck, bool tanh_gelu)
     : mix_norm1_(register_module("mix_norm1", MakeLayerNorm(dim))),
-      mix_(register_module("mix", nn::Linear(num_tokens, num_tokens))),
+      mix_(register_module("mix", layers::Linear(num_tokens, num_tokens))),
       mix_norm2_(register_module("mix_norm2", MakeLayerNorm(dim))),
       norm_(register_module("norm", MakeLayerNorm(dim))),
       mlp_(register_module("mlp", vit_layers::Mlp(dim, bottleneck, num_tokens, tanh_gelu))) {}
@@ -82,7 +83,7 @@ class TokenLearnerVit final : public VisionModel {
           TokenLearnerV11(dim, config.num_tokens, config.bottleneck, config.tanh_gelu)));
     }
     norm_ = register_module("norm", MakeLayerNorm(dim));
-    head_ = register_module("head", nn::Linear(dim, config.num_classes));
+    head_ = register_module("head", layers::Linear(dim, config.num_classes));
     c10::NoGradGuard no_grad;
     layers::TruncNormal_(pos_embed_, 0.02);  // Scenic: normal(0.02) "from BERT".
     vit_layers::InitLinearsTimm(*this);
@@ -117,7 +118,7 @@ class TokenLearnerVit final : public VisionModel {
   std::vector<TokenLearnerV11> learners_;
   std::vector<TokenFuser> fusers_;
   nn::LayerNorm norm_{nullptr};
-  nn::Linear head_{nullptr};
+  layers::Linear head_{nullptr};
 };
 
 }  // namespace

@@ -25,6 +25,7 @@
 
 #include "models/layers/vit_layers.h"
 #include "models/vision_model.h"
+#include "models/layers/linear.h"
 
 namespace vitserve {
 
@@ -52,7 +53,7 @@ class TokenFuserImpl : public torch::nn::Module {
 
  private:
   torch::nn::LayerNorm mix_norm1_;
-  torch::nn::Linear mix_;
+  layers::Linear mix_;
   torch::nn::LayerNorm mix_norm2_;
   torch::nn::LayerNorm norm_;
   vit_layers::Mlp mlp_;

@@ -13,6 +13,7 @@
 
 #include "models/layers/init.h"
 #include "models/vim/selective_scan.h"
+#include "models/layers/linear.h"
 
 namespace vitserve {
 namespace {
@@ -48,8 +49,8 @@ TORCH_MODULE(PatchEmbed);
 // The parameters of one scan direction of the mixer.
 struct Direction {
   nn::Conv1d conv{nullptr};
-  nn::Linear x_proj{nullptr};
-  nn::Linear dt_proj{nullptr};
+  layers::Linear x_proj{nullptr};
+  layers::Linear dt_proj{nullptr};
   at::Tensor a_log;
   at::Tensor d_skip;
 };
@@ -60,11 +61,11 @@ class MixerImpl : public nn::Module {
   MixerImpl(const VimConfig& c, int64_t dt_rank)
       : inner_(c.expand * c.embed_dim), state_(c.d_state), dt_rank_(dt_rank) {
     in_proj_ = register_module("in_proj",
-                               nn::Linear(nn::LinearOptions(c.embed_dim, 2 * inner_).bias(false)));
+                               layers::Linear(nn::LinearOptions(c.embed_dim, 2 * inner_).bias(false)));
     forward_ = MakeDirection(c, "", "");
     backward_ = MakeDirection(c, "_b", "_b");
     out_proj_ =
-        register_module("out_proj", nn::Linear(nn::LinearOptions(inner_, c.embed_dim).bias(false)));
+        register_module("out_proj", layers::Linear(nn::LinearOptions(inner_, c.embed_dim).bias(false)));
   }
 
   at::Tensor forward(const at::Tensor& hidden) {
@@ -108,8 +109,8 @@ class MixerImpl : public nn::Module {
                                               .bias(true)));
     dir.x_proj =
         register_module("x_proj" + module_suffix,
-                        nn::Linear(nn::LinearOptions(inner_, dt_rank_ + 2 * state_).bias(false)));
-    dir.dt_proj = register_module("dt_proj" + module_suffix, nn::Linear(dt_rank_, inner_));
+                        layers::Linear(nn::LinearOptions(inner_, dt_rank_ + 2 * state_).bias(false)));
+    dir.dt_proj = register_module("dt_proj" + module_suffix, layers::Linear(dt_rank_, inner_));
     // A_log and A_b_log: the suffix goes before "_log".
     dir.a_log = register_parameter(param_suffix.empty() ? "A_log" : "A" + param_suffix + "_log",
                                    at::zeros({inner_, state_}));
@@ -141,10 +142,10 @@ class MixerImpl : public nn::Module {
   int64_t inner_;
   int64_t state_;
   int64_t dt_rank_;
-  nn::Linear in_proj_{nullptr};
+  layers::Linear in_proj_{nullptr};
   Direction forward_;
   Direction backward_;
-  nn::Linear out_proj_{nullptr};
+  layers::Linear out_proj_{nullptr};
 };
 TORCH_MODULE(Mixer);
 
@@ -179,7 +180,7 @@ class VisionMamba final : public VisionModel {
     patch_embed_ = register_module("patch_embed", PatchEmbed(config.patch_size, dim));
     cls_token_ = register_parameter("cls_token", at::zeros({1, 1, dim}));
     pos_embed_ = register_parameter("pos_embed", at::zeros({1, grid_ * grid_ + 1, dim}));
-    head_ = register_module("head", nn::Linear(dim, config.num_classes));
+    head_ = register_module("head", layers::Linear(dim, config.num_classes));
     layers_ = register_module("layers", nn::ModuleList());
     for (int64_t i = 0; i < config.depth; ++i) {
       Block block(config, dt_rank);
@@ -259,7 +260,7 @@ class VisionMamba final : public VisionModel {
   int64_t grid_ = 0;
   PatchEmbed patch_embed_{nullptr};
   at::Tensor cls_token_, pos_embed_;
-  nn::Linear head_{nullptr};
+  layers::Linear head_{nullptr};
   nn::ModuleList layers_{nullptr};
   std::vector<Block> layer_list_;  // The same modules as layers_, typed for the forward loop.
   RmsNorm norm_f_{nullptr};

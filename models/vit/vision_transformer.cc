@@ -13,6 +13,7 @@
 
 #include "models/layers/init.h"
 #include "models/layers/vit_layers.h"
+#include "models/layers/linear.h"
 
 namespace vitserve {
 namespace {
@@ -48,9 +49,9 @@ class VisionTransformer final : public VisionModel {
     }
     norm_ = register_module("norm", MakeLayerNorm(dim));
     if (config.classifier) {
-      head_ = register_module("head", nn::Linear(dim, config.num_classes));
+      head_ = register_module("head", layers::Linear(dim, config.num_classes));
       if (config.distilled)
-        head_dist_ = register_module("head_dist", nn::Linear(dim, config.num_classes));
+        head_dist_ = register_module("head_dist", layers::Linear(dim, config.num_classes));
     } else {
       TORCH_CHECK(dim % 4 == 0, "the feature pyramid needs embed_dim divisible by 4, got ", dim);
       auto upsample = [](int64_t in, int64_t out) {
@@ -127,8 +128,8 @@ class VisionTransformer final : public VisionModel {
   nn::ModuleList blocks_{nullptr};
   std::vector<Block> block_list_;  // The same modules as blocks_, typed for the forward loop.
   nn::LayerNorm norm_{nullptr};
-  nn::Linear head_{nullptr};
-  nn::Linear head_dist_{nullptr};
+  layers::Linear head_{nullptr};
+  layers::Linear head_dist_{nullptr};
   nn::Sequential simfp_2_{nullptr}, simfp_3_{nullptr};  // Only without a classifier.
   std::vector<FeatureLevel> levels_;                     // Likewise.
 };

@@ -10,6 +10,7 @@
 
 #include "models/layers/init.h"
 #include "models/layers/vit_layers.h"
+#include "models/layers/linear.h"
 
 namespace vitserve {
 namespace {
@@ -26,10 +27,10 @@ class LinearAttentionHead final : public VittmRwHeadImpl {
  public:
   LinearAttentionHead(int64_t dim, int64_t latent, int64_t heads)
       : heads_(heads),
-        q_(register_module("q", nn::Linear(dim, latent))),
-        k_(register_module("k", nn::Linear(dim, latent))),
-        v_(register_module("v", nn::Linear(dim, dim))),
-        proj_(register_module("proj", nn::Linear(dim, dim))) {
+        q_(register_module("q", layers::Linear(dim, latent))),
+        k_(register_module("k", layers::Linear(dim, latent))),
+        v_(register_module("v", layers::Linear(dim, dim))),
+        proj_(register_module("proj", layers::Linear(dim, dim))) {
     TORCH_CHECK(dim % heads == 0 && latent % heads == 0, "linear attention: dim ", dim,
                 " and latent size ", latent, " must be divisible by ", heads, " heads");
   }
@@ -46,7 +47,7 @@ class LinearAttentionHead final : public VittmRwHeadImpl {
  private:
   static constexpr double kEps = 1e-6;
   int64_t heads_;
-  nn::Linear q_, k_, v_, proj_;
+  layers::Linear q_, k_, v_, proj_;
 };
 
 // rw_heads.py TokenLearner: the target's tokens are learned from [input ++ query] (exact GELU,
@@ -72,13 +73,13 @@ class CrossAttentionHead final : public VittmRwHeadImpl {
  public:
   CrossAttentionHead(int64_t dim, int64_t heads)
       : heads_(heads),
-        q_(register_module("q", nn::Linear(dim, dim))),
+        q_(register_module("q", layers::Linear(dim, dim))),
         q_norm_(register_module("q_norm", MakeLayerNorm(dim, kTorchLayerNormEps))),
-        k_(register_module("k", nn::Linear(dim, dim))),
+        k_(register_module("k", layers::Linear(dim, dim))),
         k_norm_(register_module("k_norm", MakeLayerNorm(dim, kTorchLayerNormEps))),
-        v_(register_module("v", nn::Linear(dim, dim))),
+        v_(register_module("v", layers::Linear(dim, dim))),
         v_norm_(register_module("v_norm", MakeLayerNorm(dim, kTorchLayerNormEps))),
-        proj_(register_module("proj", nn::Linear(dim, dim))) {
+        proj_(register_module("proj", layers::Linear(dim, dim))) {
     TORCH_CHECK(dim % heads == 0, "cross attention: dim ", dim, " not divisible by ", heads);
   }
   at::Tensor forward(const at::Tensor& input, const at::Tensor& query) override {
@@ -95,24 +96,24 @@ class CrossAttentionHead final : public VittmRwHeadImpl {
 
  private:
   int64_t heads_;
-  nn::Linear q_;
+  layers::Linear q_;
   nn::LayerNorm q_norm_;
-  nn::Linear k_;
+  layers::Linear k_;
   nn::LayerNorm k_norm_;
-  nn::Linear v_;
+  layers::Linear v_;
   nn::LayerNorm v_norm_;
-  nn::Linear proj_;
+  layers::Linear proj_;
 };
 
 // fusion.py AddEraseFusion's parameters: `linear` maps the mean rw token to one gate per target.
 class AddEraseGate final : public nn::Module {
  public:
   AddEraseGate(int64_t dim, int64_t target_tokens)
-      : linear_(register_module("linear", nn::Linear(dim, target_tokens))) {}
-  nn::Linear& linear() { return linear_; }
+      : linear_(register_module("linear", layers::Linear(dim, target_tokens))) {}
+  layers::Linear& linear() { return linear_; }
 
  private:
-  nn::Linear linear_;
+  layers::Linear linear_;
 };
 
 class Vittm final : public VittmModel {
@@ -143,7 +144,7 @@ class Vittm final : public VittmModel {
       blocks_.push_back(block);
     }
     fc_norm_ = register_module("fc_norm", MakeLayerNorm(dim));
-    head_ = register_module("head", nn::Linear(dim, config.num_classes));
+    head_ = register_module("head", layers::Linear(dim, config.num_classes));
     memory_embedder_ =
         config.memory_ps == config.patch_size
             ? register_module("memory_embedder", patch_embed)  // Same module.
@@ -159,7 +160,7 @@ class Vittm final : public VittmModel {
       write_norm->push_back(write_norm_.back());
     }
     process_norm_ = register_module("process_norm", MakeLayerNorm(dim));
-    process_head_ = register_module("process_head", nn::Linear(dim, config.num_classes));
+    process_head_ = register_module("process_head", layers::Linear(dim, config.num_classes));
     fc_norm_process_ = register_module("fc_norm_process", MakeLayerNorm(dim));
     auto read_head = register_module("read_head", nn::ModuleList());
     auto write_head = register_module("write_head", nn::ModuleList());
@@ -242,7 +243,7 @@ class Vittm final : public VittmModel {
   at::Tensor cls_token_, pos_embed_, process_pos_embed_, memory_pos_embed_;
   std::vector<vit_layers::Block> blocks_;
   nn::LayerNorm fc_norm_{nullptr}, process_norm_{nullptr}, fc_norm_process_{nullptr};
-  nn::Linear head_{nullptr}, process_head_{nullptr};
+  layers::Linear head_{nullptr}, process_head_{nullptr};
   vit_layers::PatchEmbed memory_embedder_{nullptr}, process_embedder_{nullptr};
   std::vector<nn::LayerNorm> read_norm_, write_norm_;
   std::vector<std::shared_ptr<VittmRwHeadImpl>> read_head_, write_head_;
