@@ -34,6 +34,8 @@
 #   dense      issue 10's demo detector and segmenter (examples/model_repository) served on CUDA
 #              in fp16: vitserve-client bench of Detect and Segment, raw and JPEG scenes
 #              (bench/dense_serve.sh)
+#   models     issue 16's table: our models alone against timm, eager and CUDA graphs, NCHW and
+#              NHWC (bench/model_vs_timm.sh; MODELS, BATCHES, LAYOUTS, PROFILE_KERNELS)
 #   variants   the served sweep once per variant in $VARIANTS ("label:server flags[:client
 #              flags];...", default "inst2:--instance-count=2;inst4:--instance-count=4";
 #              client flags default to $CLIENT_FLAGS), anchors measured in the first only, for
@@ -140,6 +142,9 @@ case "$STEP" in
     ;;
   dense)
     bash bench/dense_serve.sh "$OUT"
+    ;;
+  models)
+    bash bench/model_vs_timm.sh "$OUT"
     ;;
   vimserve)
     GPU_STEPS=serve SERVE_MODELS="vim_tiny vim_small" SERVE_MAX_BATCH=32 BENCH_SECONDS=5 \

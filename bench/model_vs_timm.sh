@@ -10,9 +10,8 @@
 #                vit_base_patch16_224 shvit_s1)
 #   BATCHES      default 1,32,128,256
 #   SECONDS_EACH per measurement (default 2)
+#   LAYOUTS      our model's input layouts to measure (default "nchw nhwc"; the ratios use nhwc)
 #   PROFILE_KERNELS  eager steps profiled per model at PROFILE_BATCH (default 256); 0: none
-#   HIGHRES      "SIZE:BATCH" (e.g. 1248:8): also deit-style models at that input size, eager
-#                and graphs, NHWC (timm with dynamic_img_size); empty: none
 # Binaries come from build-gpu/ (bench/stage_gpu_binaries.sh, or built here when missing).
 set -uo pipefail
 OUT="${1:-/tmp/model-vs-timm}"
@@ -20,9 +19,9 @@ mkdir -p "$OUT"
 MODELS="${MODELS:-deit_tiny_patch16_224 vit_base_patch16_224 shvit_s1}"
 BATCHES="${BATCHES:-1,32,128,256}"
 SECONDS_EACH="${SECONDS_EACH:-2}"
+LAYOUTS="${LAYOUTS:-nchw nhwc}"
 PROFILE_KERNELS="${PROFILE_KERNELS:-0}"
 PROFILE_BATCH="${PROFILE_BATCH:-256}"
-HIGHRES="${HIGHRES:-}"
 B="${SWEEP_BUILD_DIR:-build-gpu}"
 RESULTS="$OUT/model_vs_timm.tsv"  # model, size, impl, mode, layout, batch, img/s
 log() { echo "[model-vs-timm $(date +%T)] $*"; }
@@ -125,11 +124,11 @@ PY
 }
 
 for m in $MODELS; do
-  log "$m: ours (graph NCHW, graph NHWC, eager NHWC)"
-  ours "$m" 224 graph nchw "$BATCHES"
-  ours "$m" 224 graph nhwc "$BATCHES"
-  ours "$m" 224 eager nhwc "$BATCHES"
-  ours "$m" 224 eager nchw "$BATCHES"
+  log "$m: ours (eager and graph, $LAYOUTS)"
+  for layout in $LAYOUTS; do
+    ours "$m" 224 graph "$layout" "$BATCHES"
+    ours "$m" 224 eager "$layout" "$BATCHES"
+  done
   log "$m: timm (eager NCHW, eager NHWC, graph NHWC)"
   timm_anchor "$m" 224 "$BATCHES" || log "timm failed for $m"
   if (( PROFILE_KERNELS > 0 )); then
@@ -142,17 +141,6 @@ for m in $MODELS; do
     } | tee "$OUT/kernels_$m.txt"
   fi
 done
-if [[ -n $HIGHRES ]]; then
-  size=${HIGHRES%%:*} batch=${HIGHRES##*:}
-  for m in $MODELS; do
-    [[ $m == deit* || $m == vit_* ]] || continue
-    log "$m at $size px, batch $batch"
-    ours "$m" "$size" eager nhwc "$batch"
-    ours "$m" "$size" graph nhwc "$batch"
-    timm_anchor "$m" "$size" "$batch" || log "timm failed for $m at $size"
-  done
-fi
-
 python3 - "$RESULTS" <<'PY' | tee "$OUT/table.txt"
 import sys, collections
 rows = collections.defaultdict(dict)

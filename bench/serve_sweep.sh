@@ -27,6 +27,11 @@
 #   CLIENT_FLAGS   more vitserve-client bench flags (e.g. "--channels 4")
 #   SPLIT_CLIENTS  client processes for one more raw row at the highest concurrency, the load
 #                  split between them (default 2; 1: no such row): is the client the limit?
+#   KSERVE_UINT8   1: after each model's runs, serve it again with --kserve-input-datatype=UINT8
+#                  and repeat the KServe rows with UINT8 pixels (perf_analyzer and our client)
+#   ALONE_FLAGS    vitserve-bench-model flags of the model-alone anchor (default --channels-last,
+#                  as the server runs CUDA models; set it empty when SERVE_FLAGS has
+#                  --channels-last=false)
 #   ANCHORS        0: skip the timm and model-alone anchors (a second sweep in the same call,
 #                  whose ratios then use the first one's anchors)
 set -uo pipefail
@@ -94,8 +99,9 @@ grep -P '^timm\t' "$OUT/timm.txt" | while IFS=$'\t' read -r _ m v; do record "$m
 
 # --- our model alone, CUDA graph at MAX_BATCH (and smaller batches) -------------------------------------------------
 for m in $MODELS; do
+  # ALONE_FLAGS: the server's memory format (channels-last by default since 2026-12-03).
   $B/bin/vitserve-bench-model --model "$m" --device cuda --precision fp16 --batch-sizes "1,16,32,64,$MAX_BATCH" \
-    --cuda-graphs --seconds 2 > "$OUT/model_$m.txt" 2>&1
+    --cuda-graphs --seconds 2 ${ALONE_FLAGS---channels-last} > "$OUT/model_$m.txt" 2>&1
   v=$(awk -v b="$MAX_BATCH" '$1 == b {print $2}' "$OUT/model_$m.txt")
   ms1=$(awk '$1 == 1 {print $3}' "$OUT/model_$m.txt")
   record "$m" model_graph_b$MAX_BATCH "${v:-nan}"
@@ -185,6 +191,50 @@ for key in sorted(sums):
 PY
 }
 
+# start_server MODEL LOG [VAR=value ...] [-- extra server flags]: vitserve in the background
+# ($SERVER), waiting until it answers health checks; fails (and kills it) when it does not.
+start_server() {
+  local m=$1 log_file=$2 envs=() extra=()
+  shift 2
+  while (($#)); do
+    if [[ $1 == -- ]]; then shift; extra=("$@"); break; fi
+    envs+=("$1"); shift
+  done
+  setsid env "${envs[@]}" \
+    $B/bin/vitserve --model "$m" --device cuda --precision fp16 --max-batch-size "$MAX_BATCH" \
+    --max-queue-delay-us "$QUEUE_DELAY_US" --max-queue-size 16384 $SERVE_FLAGS "${extra[@]}" \
+    > "$log_file" 2>&1 &
+  SERVER=$!
+  for _ in $(seq 1 600); do
+    kill -0 $SERVER 2>/dev/null || break
+    $C health --server localhost:8001 > /dev/null 2>&1 && return 0
+    sleep 0.25
+  done
+  log "$m: server not ready"; tail -20 "$log_file"; kill -KILL $SERVER 2>/dev/null
+  return 1
+}
+
+# kserve_rows MODEL DTYPE: KServe ModelInfer, [1,3,S,S] tensors of the datatype the running
+# server's metadata declares, concurrency 64, from our client and from Triton's perf_analyzer
+# (the issue wants the two within 10%). perf_analyzer's gRPC client shares a connection among
+# at most 6 of its contexts (TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT): 11 connections at
+# concurrency 64, counted with ss on the development machine. Our client's like-for-like row
+# opens as many (_pa_conns).
+kserve_rows() {
+  local m=$1 dtype=$2 v p50
+  bench "$m" kserve_${dtype}_c64 --input tensor --concurrency 64
+  bench "$m" kserve_${dtype}_c64_pa_conns --input tensor --concurrency 64 --channels 11
+  [[ -x "$PA" ]] || return 0
+  LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" "$PA" -m "$m" -i grpc -u localhost:8001 \
+    --concurrency-range 64 --measurement-interval 3000 --measurement-mode time_windows \
+    --max-trials 3 --stability-percentage 999 -b 1 > "$OUT/pa_${m}_${dtype}_c64.txt" 2>&1
+  v=$(grep -oP 'throughput: \K[0-9.]+' "$OUT/pa_${m}_${dtype}_c64.txt" | tail -1)
+  p50=$(grep -oP 'p50 latency: \K[0-9]+' "$OUT/pa_${m}_${dtype}_c64.txt" | tail -1)
+  record "$m" perf_analyzer_${dtype}_c64 "${v:-nan}"
+  [[ -n "$p50" ]] && record "$m" perf_analyzer_${dtype}_c64_p50_ms "$(awk -v u="$p50" 'BEGIN {print u / 1000}')"
+  log "$m perf_analyzer_${dtype}_c64: ${v:-?} infer/s (KServe, $dtype)"
+}
+
 top_c=${CONCURRENCY##* }
 for m in $MODELS; do
   log "serving $m: fp16, max batch $MAX_BATCH, queue delay $QUEUE_DELAY_US us"
@@ -192,18 +242,9 @@ for m in $MODELS; do
   if [[ "${PROFILE:-}" == 1 ]]; then PRELOAD="$PWD/.prof/libprofiler.so"; fi
   # With CPUPROFILESIGNAL, gperftools profiles only between two SIGUSR2s (the raw run at the
   # highest concurrency, below) and writes $OUT/cpu_$m.prof.0.
-  setsid env ${PRELOAD:+LD_PRELOAD=$PRELOAD LD_LIBRARY_PATH=$PWD/.prof:$LD_LIBRARY_PATH CPUPROFILE=$OUT/cpu_$m.prof CPUPROFILESIGNAL=12 CPUPROFILE_FREQUENCY=250} \
-    $B/bin/vitserve --model "$m" --device cuda --precision fp16 --max-batch-size "$MAX_BATCH" \
-    --max-queue-delay-us "$QUEUE_DELAY_US" --max-queue-size 16384 $SERVE_FLAGS \
-    > "$OUT/server_$m.log" 2>&1 &
-  SERVER=$!
-  ready=0
-  for _ in $(seq 1 600); do
-    kill -0 $SERVER 2>/dev/null || break
-    $C health --server localhost:8001 > /dev/null 2>&1 && { ready=1; break; }
-    sleep 0.25
-  done
-  [[ $ready == 1 ]] || { log "$m: server not ready"; tail -20 "$OUT/server_$m.log"; kill -KILL $SERVER; continue; }
+  start_server "$m" "$OUT/server_$m.log" \
+    ${PRELOAD:+LD_PRELOAD=$PRELOAD LD_LIBRARY_PATH=$PWD/.prof:$LD_LIBRARY_PATH CPUPROFILE=$OUT/cpu_$m.prof CPUPROFILESIGNAL=12 CPUPROFILE_FREQUENCY=250} \
+    || continue
   for c in $CONCURRENCY; do
     if [[ $c == "$top_c" ]]; then
       thread_cpu $SERVER > "$OUT/threads_before_$m.txt"
@@ -228,24 +269,18 @@ for m in $MODELS; do
   bench "$m" jpeg224_c$top_c --input jpeg --image "$OUT/photo_224x224.jpg" --concurrency "$top_c"
   bench "$m" jpeg640_c$top_c --input jpeg --image "$OUT/photo_640x480.jpg" --concurrency "$top_c"
   bench "$m" jpeg224_c1 --input jpeg --image "$OUT/photo_224x224.jpg" --concurrency 1
-  # KServe ModelInfer with an FP32 [1,3,S,S] tensor (the input the model's metadata declares),
-  # from our client and from Triton's perf_analyzer: the issue wants the two within 10%.
-  bench "$m" kserve_fp32_c64 --input tensor --concurrency 64
-  # perf_analyzer's threads share one gRPC connection: the same here, for a like-for-like pair.
-  bench "$m" kserve_fp32_c64_1conn --input tensor --concurrency 64 --channels 1
-  if [[ -x "$PA" ]]; then
-    LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" "$PA" -m "$m" -i grpc -u localhost:8001 \
-      --concurrency-range 64 --measurement-interval 3000 --measurement-mode time_windows \
-      --max-trials 3 --stability-percentage 999 -b 1 > "$OUT/pa_${m}_fp32_c64.txt" 2>&1
-    v=$(grep -oP 'throughput: \K[0-9.]+' "$OUT/pa_${m}_fp32_c64.txt" | tail -1)
-    p50=$(grep -oP 'p50 latency: \K[0-9]+' "$OUT/pa_${m}_fp32_c64.txt" | tail -1)
-    record "$m" perf_analyzer_fp32_c64 "${v:-nan}"
-    [[ -n "$p50" ]] && record "$m" perf_analyzer_fp32_c64_p50_ms "$(awk -v u="$p50" 'BEGIN {print u / 1000}')"
-    log "$m perf_analyzer_fp32_c64: ${v:-?} infer/s (KServe, FP32)"
-  fi
+  kserve_rows "$m" fp32
   scrape "$OUT/metrics_$m.txt"
   stage_means "over the model's runs" "$OUT/metrics_$m.txt"
   kill -TERM $SERVER; wait $SERVER 2>/dev/null
+  if [[ "${KSERVE_UINT8:-0}" == 1 ]]; then
+    # The same KServe rows with UINT8 pixels: a server whose metadata declares UINT8, so that
+    # perf_analyzer (which sends what the metadata declares) and our client both send them.
+    if start_server "$m" "$OUT/server_${m}_uint8.log" -- --kserve-input-datatype=UINT8; then
+      kserve_rows "$m" uint8
+      kill -TERM $SERVER; wait $SERVER 2>/dev/null
+    fi
+  fi
   if [[ "${PROFILE:-}" == 1 && -s "$OUT/cpu_$m.prof.0" ]]; then
     echo "== CPU profile of vitserve serving $m (top 40 by own time)"
     perl .prof/pprof --text --nodecount=40 $B/bin/vitserve "$OUT/cpu_$m.prof.0" 2> /dev/null | head -48

@@ -74,6 +74,11 @@ absl::Status ValidateOptions(const ServerOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat(
         "rest port ", o.rest_port, " is outside 0..65535 (0: any free port, -1: no REST)"));
   }
+  if (o.kserve_input_datatype != "FP32" && o.kserve_input_datatype != "UINT8") {
+    return absl::InvalidArgumentError(absl::StrCat("--kserve-input-datatype is '",
+                                                   o.kserve_input_datatype,
+                                                   "'; use FP32 or UINT8"));
+  }
   if (o.rest_threads < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("--rest-threads ", o.rest_threads, " must be at least 1"));
@@ -193,6 +198,7 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
   manager_options.defaults.cuda_graphs = options_.cuda_graphs;
   manager_options.defaults.device_preprocessing = options_.device_preprocessing;
   manager_options.defaults.channels_last = options_.channels_last;
+  manager_options.defaults.kserve_input_datatype = options_.kserve_input_datatype;
   manager_options.cudnn_benchmark = options_.cudnn_benchmark;
   absl::StatusOr<std::unique_ptr<ModelManager>> manager =
       ModelManager::Create(std::move(manager_options), registry, metrics_.get());

@@ -89,9 +89,11 @@ struct ServerOptions {
   // ModelConfig.device_preprocessing).
   bool device_preprocessing = true;
   // Weights and input in NHWC memory (models on CUDA only; ModelConfig.channels_last).
-  bool channels_last = false;
+  bool channels_last = true;
   // cuDNN autotuning at warm-up, process-wide (ModelManagerOptions.cudnn_benchmark).
   bool cudnn_benchmark = false;
+  // What KServe metadata declares for the input: "FP32" or "UINT8" (ModelConfig).
+  std::string kserve_input_datatype = "FP32";
   ImageLimits image_limits;
   absl::Duration shutdown_grace = absl::Seconds(30);
   int grpc_max_message_bytes = 64 << 20;

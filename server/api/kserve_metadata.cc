@@ -61,7 +61,7 @@ void FillModelMetadata(const ServableModel& model, inference::ModelMetadataRespo
   response->set_platform(kKServePlatform);
   auto* input = response->add_inputs();
   input->set_name(kKServeInputName);
-  input->set_datatype("FP32");
+  input->set_datatype(model.config().kserve_input_datatype());
   for (int64_t d : {int64_t{-1}, int64_t{3}, size, size}) input->add_shape(d);
   for (const KServeOutput& spec :
        KServeOutputsFor(model.info().task, model.info().num_classes, size)) {
@@ -84,7 +84,8 @@ void FillModelConfig(const ServableModel& m, inference::ModelConfigResponse* res
   out->set_max_batch_size(static_cast<int32_t>(MaxRowsPerTask(m)));
   auto* input = out->add_input();
   input->set_name(kKServeInputName);
-  input->set_data_type(inference::TYPE_FP32);
+  input->set_data_type(config.kserve_input_datatype() == "UINT8" ? inference::TYPE_UINT8
+                                                                  : inference::TYPE_FP32);
   input->set_format(inference::ModelInput::FORMAT_NCHW);
   for (int64_t d : {int64_t{3}, size, size}) input->add_dims(d);
   for (const KServeOutput& spec : KServeOutputsFor(m.info().task, m.info().num_classes, size)) {

@@ -209,6 +209,14 @@ absl::Status NormalizeModelConfig(const ModelRegistry& registry, const ServerDef
   if (config->warmup_iterations() == 0) config->set_warmup_iterations(1);
   if (!config->has_cuda_graphs()) config->set_cuda_graphs(defaults.cuda_graphs);
   if (!config->has_channels_last()) config->set_channels_last(defaults.channels_last && on_cuda);
+  if (config->kserve_input_datatype().empty()) {
+    config->set_kserve_input_datatype(defaults.kserve_input_datatype);
+  }
+  if (config->kserve_input_datatype() != "FP32" && config->kserve_input_datatype() != "UINT8") {
+    return FieldError(config_path, "kserve_input_datatype",
+                      absl::StrCat("is '", config->kserve_input_datatype(),
+                                   "'; use FP32 or UINT8"));
+  }
   // Device preprocessing is classification's (a resize and centre crop on the device);
   // detection and segmentation keep the whole image and map their outputs back to it.
   const bool classifies = config->task() == v1::CLASSIFICATION;

@@ -34,7 +34,8 @@ struct ServerDefaults {
   uint32_t instance_count = 0;               // --instance-count; 0: automatic (see below)
   bool cuda_graphs = true;                   // --cuda-graphs
   bool device_preprocessing = true;          // --device-preprocessing (models on CUDA only)
-  bool channels_last = false;                // --channels-last (models on CUDA only)
+  bool channels_last = true;                 // --channels-last (models on CUDA only)
+  std::string kserve_input_datatype = "FP32";  // --kserve-input-datatype: FP32 or UINT8
 };
 
 // Limits enforced by ValidateModelConfig.

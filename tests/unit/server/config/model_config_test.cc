@@ -420,3 +420,39 @@ TEST_F(ModelConfigTest, ReadsLabelsAndChecksCount) {
 
 }  // namespace
 }  // namespace vitserve
+
+namespace vitserve {
+namespace {
+
+// kserve_input_datatype: empty takes --kserve-input-datatype; FP32 and UINT8 are the choices.
+TEST_F(ModelConfigTest, KServeInputDatatypeTakesTheDefaultAndRefusesOthers) {
+  struct Case {
+    const char* text;
+    const char* flag;
+    const char* expected;  // nullptr: refused.
+  };
+  const Case cases[] = {
+      {R"pb(architecture: "shvit_s1")pb", "FP32", "FP32"},
+      {R"pb(architecture: "shvit_s1")pb", "UINT8", "UINT8"},
+      {R"pb(architecture: "shvit_s1" kserve_input_datatype: "UINT8")pb", "FP32", "UINT8"},
+      {R"pb(architecture: "shvit_s1" kserve_input_datatype: "FP16")pb", "FP32", nullptr},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.text);
+    defaults_.kserve_input_datatype = c.flag;
+    auto parsed = ParseModelConfigText(c.text, "a/config.pbtxt");
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    const absl::Status status =
+        NormalizeModelConfig(registry_, defaults_, dir_.path() + "/a", "a", &*parsed);
+    if (c.expected == nullptr) {
+      EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_THAT(status.message(), HasSubstr("kserve_input_datatype"));
+    } else {
+      ASSERT_TRUE(status.ok()) << status;
+      EXPECT_EQ(parsed->kserve_input_datatype(), c.expected);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace vitserve
