@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # AddressSanitizer + UndefinedBehaviorSanitizer (LeakSanitizer included) over the server's unit
-# and integration suites (issue 14). Builds into build-asan/ (separate from build/; about 15
+# and integration suites and the model suites (issue 14). Builds into build-asan/ (separate from build/; about 15
 # minutes on 2 cores the first time) and fails on any sanitizer report or test failure.
 # With --soak SECONDS it also builds the server under the sanitizers and runs scripts/soak.sh
 # against it for SECONDS (every RPC, good and bad requests, cancellations; the issue asks for
@@ -12,7 +12,11 @@ SOAK_SECONDS=0
 if [[ "${1:-}" == "--soak" ]]; then SOAK_SECONDS="${2:?--soak needs SECONDS}"; fi
 B=build-asan
 SUITES=(dynamic_batcher_test runtime_test tensor_preprocess_test api_unit_test http_server_test
-        preprocess_test decode_test integration_test)
+        preprocess_test decode_test integration_test
+        # The model suites: every family's forward pass, weights loading, heads, dense outputs
+        # and the model manager (added 2026-12-03).
+        vitserve_models_test vitserve_vim_test vitserve_vittm_test vitserve_tokenlearner_test
+        vitserve_fibottention_test heads_test dense_output_test model_manager_test)
 cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVITSERVE_BUILD_BENCH=OFF \
   -DCMAKE_CXX_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" \
   -DCMAKE_EXE_LINKER_FLAGS="-fsanitize=address,undefined" > /dev/null
