@@ -55,6 +55,14 @@ class ModelConfigTest : public ::testing::Test {
     if (!s.ok()) return s;
     return ValidateModelConfig(*config, "m/config.pbtxt");
   }
+  // `text` parsed and normalised with defaults_ (no validation): what a field defaults to.
+  absl::StatusOr<v1::ModelConfig> Normalized(const char* text) {
+    absl::StatusOr<v1::ModelConfig> config = ParseModelConfigText(text, "a/config.pbtxt");
+    if (!config.ok()) return config.status();
+    absl::Status s = NormalizeModelConfig(registry_, defaults_, dir_.path() + "/a", "a", &*config);
+    if (!s.ok()) return s;
+    return config;
+  }
 
   ModelRegistry registry_ = BuiltinModelRegistry();
   ServerDefaults defaults_;
@@ -207,10 +215,9 @@ TEST_F(ModelConfigTest, DevicePreprocessingFollowsTheFlagOnCudaUnlessTheConfigSa
   for (const Case& c : cases) {
     SCOPED_TRACE(c.text);
     defaults_.device_preprocessing = c.flag;
-    auto parsed = ParseModelConfigText(c.text, "a/config.pbtxt");
-    ASSERT_TRUE(parsed.ok()) << parsed.status();
-    ASSERT_TRUE(NormalizeModelConfig(registry_, defaults_, dir_.path() + "/a", "c", &*parsed).ok());
-    EXPECT_EQ(parsed->device_preprocessing(), c.expected);
+    absl::StatusOr<v1::ModelConfig> config = Normalized(c.text);
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->device_preprocessing(), c.expected);
   }
 }
 
@@ -231,10 +238,9 @@ TEST_F(ModelConfigTest, ChannelsLastFollowsTheFlagOnCudaUnlessTheConfigSaysOther
   for (const Case& c : cases) {
     SCOPED_TRACE(c.text);
     defaults_.channels_last = c.flag;
-    auto parsed = ParseModelConfigText(c.text, "a/config.pbtxt");
-    ASSERT_TRUE(parsed.ok()) << parsed.status();
-    ASSERT_TRUE(NormalizeModelConfig(registry_, defaults_, dir_.path() + "/a", "c", &*parsed).ok());
-    EXPECT_EQ(parsed->channels_last(), c.expected);
+    absl::StatusOr<v1::ModelConfig> config = Normalized(c.text);
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->channels_last(), c.expected);
   }
 }
 
@@ -440,16 +446,13 @@ TEST_F(ModelConfigTest, KServeInputDatatypeTakesTheDefaultAndRefusesOthers) {
   for (const Case& c : cases) {
     SCOPED_TRACE(c.text);
     defaults_.kserve_input_datatype = c.flag;
-    auto parsed = ParseModelConfigText(c.text, "a/config.pbtxt");
-    ASSERT_TRUE(parsed.ok()) << parsed.status();
-    const absl::Status status =
-        NormalizeModelConfig(registry_, defaults_, dir_.path() + "/a", "a", &*parsed);
+    absl::StatusOr<v1::ModelConfig> config = Normalized(c.text);
     if (c.expected == nullptr) {
-      EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-      EXPECT_THAT(status.message(), HasSubstr("kserve_input_datatype"));
+      EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_THAT(config.status().message(), HasSubstr("kserve_input_datatype"));
     } else {
-      ASSERT_TRUE(status.ok()) << status;
-      EXPECT_EQ(parsed->kserve_input_datatype(), c.expected);
+      ASSERT_TRUE(config.ok()) << config.status();
+      EXPECT_EQ(config->kserve_input_datatype(), c.expected);
     }
   }
 }
