@@ -54,6 +54,25 @@ if ((${#missing[@]})); then
   log "Debian packages installed in $((SECONDS - started)) s"
 fi
 
+# --- Debian's kubectl, unpacked into .tools/ ----------------------------------------------
+# tests/e2e/test_kustomize.py renders deploy/overlays with `kubectl kustomize`. Debian 12's
+# kubectl (package kubernetes-client, 1.20) is unpacked here rather than installed: installing it
+# would collide with a newer kubectl that the machine may have from elsewhere (both own
+# /usr/bin/kubectl), and nothing else needs it.
+KUBECTL_DIR=.tools/kubernetes-client
+if [ ! -x "$KUBECTL_DIR/usr/bin/kubectl" ]; then
+  log "unpacking Debian's kubernetes-client (kubectl) into $KUBECTL_DIR/"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  download_dir="$(mktemp -d)"
+  chmod a+rwx "$download_dir"  # apt fetches as its own user (_apt) when it can write here
+  # apt-get download needs the package lists; a machine that has never run apt-get update lacks them.
+  (cd "$download_dir" && apt-get download -qq kubernetes-client 2>/dev/null) \
+    || { $SUDO apt-get update -qq && (cd "$download_dir" && apt-get download -qq kubernetes-client); }
+  rm -rf "$KUBECTL_DIR" && mkdir -p "$KUBECTL_DIR"
+  dpkg-deb -x "$download_dir"/kubernetes-client_*.deb "$KUBECTL_DIR"
+  rm -rf "$download_dir"
+fi
+
 # --- Python packages into .venv/ ---------------------------------------------------------
 if [ ! -x .venv/bin/python ]; then
   log "creating .venv/"
