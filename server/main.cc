@@ -51,6 +51,10 @@ ABSL_FLAG(double, max_request_seconds,
 ABSL_FLAG(int32_t, max_concurrent_streams, vitserve::ServerOptions{}.max_concurrent_streams,
           "gRPC calls (HTTP/2 streams) one connection may have open at once; more wait in the "
           "client");
+ABSL_FLAG(bool, reuse_port, false,
+          "let several vitserve processes listen on the same gRPC and REST ports (SO_REUSEPORT, "
+          "set on all of them; the kernel spreads connections over them). Off: a port that "
+          "another process listens on is an error at start");
 ABSL_FLAG(int64_t, max_request_bytes, vitserve::ServerOptions{}.grpc_max_message_bytes,
           "largest request accepted: a gRPC message or a REST body (larger: RESOURCE_EXHAUSTED "
           "or HTTP 413)");
@@ -172,6 +176,7 @@ constexpr const char* kFlagNames[] = {"grpc_port",
                                       "max_request_bytes",
                                       "max_request_seconds",
                                       "max_concurrent_streams",
+                                      "reuse_port",
                                       "host",
                                       "model",
                                       "weights",
@@ -318,6 +323,7 @@ int Run(int argc, char** argv) {
   options.grpc_max_message_bytes = static_cast<int>(max_request_bytes);
   options.max_request_time = absl::Seconds(absl::GetFlag(FLAGS_max_request_seconds));
   options.max_concurrent_streams = absl::GetFlag(FLAGS_max_concurrent_streams);
+  options.reuse_port = absl::GetFlag(FLAGS_reuse_port);
   options.host = absl::GetFlag(FLAGS_host);
   options.model = absl::GetFlag(FLAGS_model);
   options.weights = absl::GetFlag(FLAGS_weights);

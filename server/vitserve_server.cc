@@ -224,6 +224,8 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
   builder.SetMaxReceiveMessageSize(options_.grpc_max_message_bytes);
   builder.SetMaxSendMessageSize(options_.grpc_max_message_bytes);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, options_.max_concurrent_streams);
+  // gRPC sets SO_REUSEPORT by default on Linux: a second server would share the port unseen.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, options_.reuse_port ? 1 : 0);
   builder.RegisterService(vision_.get());
   builder.RegisterService(inference_.get());
   grpc_server_ = builder.BuildAndStart();
@@ -238,6 +240,7 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
     rest.address = options_.host;
     rest.port = options_.rest_port;
     rest.threads = options_.rest_threads;
+    rest.reuse_port = options_.reuse_port;
     rest.max_body_bytes = options_.grpc_max_message_bytes;
     rest.image_limits = options_.image_limits;
     rest.max_request_time = options_.max_request_time;

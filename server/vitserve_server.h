@@ -102,6 +102,11 @@ struct ServerOptions {
   absl::Duration max_request_time = absl::Seconds(300);
   // Concurrent gRPC calls (HTTP/2 streams) one connection may have open; more wait in the client.
   int max_concurrent_streams = 1024;
+  // SO_REUSEPORT on the gRPC and REST ports: several vitserve processes that all set it share
+  // them (the kernel spreads connections). Off: a port another process listens on fails Start,
+  // rather than letting that process silently take part of the traffic. The HTTP (metrics)
+  // port is never shared: each process is scraped on its own.
+  bool reuse_port = false;
   // Threads that decode and preprocess images and convert ModelInfer's tensors (0: one per
   // hardware thread).
   int preprocess_threads = 0;

@@ -1,6 +1,7 @@
 #include "server/rest/rest_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <optional>
@@ -213,6 +214,14 @@ absl::StatusOr<std::unique_ptr<RestServer>> RestServer::Start(RestOptions option
   server.set_keep_alive_max_count(1000);
   server.set_payload_max_length(static_cast<size_t>(o.max_body_bytes));
   server.set_tcp_nodelay(true);
+  // cpp-httplib's default sets SO_REUSEPORT, which lets a second server (another vitserve, an
+  // old one not yet gone) bind the same port and silently take part of the traffic. Only
+  // SO_REUSEADDR (restart while old connections linger in TIME_WAIT), unless asked.
+  server.set_socket_options([reuse_port = o.reuse_port](socket_t sock) {
+    const int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    if (reuse_port) ::setsockopt(sock, SOL_SOCKET, SO_REUSEPORT, &yes, sizeof(yes));
+  });
   rest->AddRoutes();
 
   const int port = o.port == 0 ? server.bind_to_any_port(o.address)
@@ -222,10 +231,17 @@ absl::StatusOr<std::unique_ptr<RestServer>> RestServer::Start(RestOptions option
                                                " (in use, or not a local address)"));
   }
   rest->bound_port_ = port;
-  rest->listen_thread_ = std::thread([server = rest->server_.get()] {
+  rest->listen_thread_ = std::thread([server = rest->server_.get(), rest = rest.get()] {
     SetCurrentThreadName("vitserve-rest");
     server->listen_after_bind();
+    rest->listen_returned_.store(true);
   });
+  // cpp-httplib's stop() does nothing until the listening thread has marked the server running;
+  // a Stop() before that (a later port of the server failing to bind) would leave the thread
+  // accepting and Stop() joining it forever. So return only once it is running (or gone).
+  while (!server.is_running() && !rest->listen_returned_.load()) {
+    absl::SleepFor(absl::Microseconds(100));
+  }
   return rest;
 }
 

@@ -63,6 +63,10 @@ struct RestOptions {
   std::string address = "0.0.0.0";
   int port = 8000;  // 0: an ephemeral port (bound_port()).
   int threads = 64;  // Connections served at once.
+  // SO_REUSEPORT: other listeners that also set it may bind the same port, and the kernel spreads
+  // connections over them (several server processes on one host). Off: the port of another
+  // listener is an error at Start.
+  bool reuse_port = false;
   int64_t max_body_bytes = 64 << 20;  // Larger bodies: 413.
   absl::Duration read_timeout = absl::Seconds(10);
   absl::Duration write_timeout = absl::Seconds(10);
@@ -113,6 +117,7 @@ class RestServer {
   std::unique_ptr<httplib::Server> server_;
   int bound_port_ = 0;
   std::atomic<bool> shutting_down_{false};
+  std::atomic<bool> listen_returned_{false};  // The listening thread has finished.
   std::thread listen_thread_;
   absl::Mutex stop_mu_;
   bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;

@@ -6,7 +6,7 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import binary, sample_images
+from conftest import E2E_MODEL, binary, sample_images
 
 
 def _models(server):
@@ -118,3 +118,34 @@ def test_bad_flags_exit_nonzero_with_message():
                              "--http-port=-2"], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "http port -2 is outside -1..65535" in (result.stdout + result.stderr)
+
+
+def _second_server(*args):
+    return subprocess.run([str(binary("vitserve")), f"--model={E2E_MODEL}", "--host=127.0.0.1",
+                           *args], capture_output=True, text=True, timeout=120)
+
+
+def test_port_of_a_running_server_is_refused_at_start(server):
+    # Without --reuse-port on both, a second process must not share a port and take part of the
+    # first one's traffic (gRPC and cpp-httplib would both set SO_REUSEPORT by default).
+    grpc = _second_server(f"--grpc-port={server.grpc_port}", "--http-port=0", "--rest-port=0")
+    assert grpc.returncode == 1, grpc.stderr
+    assert f"cannot listen for gRPC on 127.0.0.1:{server.grpc_port}" in grpc.stderr
+    rest = _second_server("--grpc-port=0", "--http-port=0", f"--rest-port={server.rest_port}",
+                          "--reuse-port")
+    assert rest.returncode == 1, rest.stderr
+    assert f"REST: cannot listen on 127.0.0.1:{server.rest_port}" in rest.stderr
+    # The running server was not disturbed.
+    assert server.http_get("/v2/health/ready")[0] == 200
+
+
+def test_reuse_port_lets_two_servers_share_their_ports(start_server):
+    first = start_server(f"--model={E2E_MODEL}", "--reuse-port")
+    second = start_server(f"--model={E2E_MODEL}", "--reuse-port",
+                          f"--grpc-port={first.grpc_port}", f"--rest-port={first.rest_port}")
+    # Both listen: each one's own HTTP port says ready, and the shared ports answer.
+    for proc in (first, second):
+        assert proc.http_get("/v2/health/ready")[0] == 200, proc.log()
+    health = subprocess.run([str(binary("vitserve-client")), f"--server={first.grpc_target}",
+                             "health"], capture_output=True, text=True, timeout=60)
+    assert health.returncode == 0, health.stdout + health.stderr
