@@ -74,10 +74,8 @@ absl::Status ValidateOptions(const ServerOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat(
         "rest port ", o.rest_port, " is outside 0..65535 (0: any free port, -1: no REST)"));
   }
-  if (o.kserve_input_datatype != "FP32" && o.kserve_input_datatype != "UINT8") {
-    return absl::InvalidArgumentError(absl::StrCat("--kserve-input-datatype is '",
-                                                   o.kserve_input_datatype,
-                                                   "'; use FP32 or UINT8"));
+  if (absl::Status s = ValidateKserveInputDatatype(o.kserve_input_datatype); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--kserve-input-datatype ", s.message()));
   }
   if (o.rest_threads < 1) {
     return absl::InvalidArgumentError(

@@ -212,10 +212,8 @@ absl::Status NormalizeModelConfig(const ModelRegistry& registry, const ServerDef
   if (config->kserve_input_datatype().empty()) {
     config->set_kserve_input_datatype(defaults.kserve_input_datatype);
   }
-  if (config->kserve_input_datatype() != "FP32" && config->kserve_input_datatype() != "UINT8") {
-    return FieldError(config_path, "kserve_input_datatype",
-                      absl::StrCat("is '", config->kserve_input_datatype(),
-                                   "'; use FP32 or UINT8"));
+  if (absl::Status s = ValidateKserveInputDatatype(config->kserve_input_datatype()); !s.ok()) {
+    return FieldError(config_path, "kserve_input_datatype", s.message());
   }
   // Device preprocessing is classification's (a resize and centre crop on the device);
   // detection and segmentation keep the whole image and map their outputs back to it.
@@ -245,6 +243,11 @@ absl::Status NormalizeModelConfig(const ModelRegistry& registry, const ServerDef
     batching->set_default_timeout_ms(defaults.default_timeout_ms);
   }
   return absl::OkStatus();
+}
+
+absl::Status ValidateKserveInputDatatype(const std::string& datatype) {
+  if (datatype == "FP32" || datatype == "UINT8") return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("is '", datatype, "'; use FP32 or UINT8"));
 }
 
 absl::Status ValidateDeviceString(const std::string& device) {

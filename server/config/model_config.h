@@ -87,6 +87,10 @@ ModelTask FromProtoTask(v1::Task task);
 // business (runtime/device.h).
 absl::Status ValidateDeviceString(const std::string& device);
 
+// Checks a KServe input datatype that metadata may declare: "FP32" or "UINT8" (the server flag
+// --kserve-input-datatype and the config field kserve_input_datatype both use it).
+absl::Status ValidateKserveInputDatatype(const std::string& datatype);
+
 // The config that quick mode (`vitserve --model NAME [--weights FILE]`) serves: architecture
 // NAME, named NAME, normalised and validated. An empty `weights_path` serves random weights
 // (allow_random_weights). Errors: as NormalizeModelConfig / ValidateModelConfig.

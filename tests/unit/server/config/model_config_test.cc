@@ -367,6 +367,16 @@ TEST_F(ModelConfigTest, DeviceSyntax) {
   EXPECT_FALSE(ValidateDeviceString("CPU").ok());
 }
 
+TEST_F(ModelConfigTest, KserveInputDatatypes) {
+  EXPECT_TRUE(ValidateKserveInputDatatype("FP32").ok());
+  EXPECT_TRUE(ValidateKserveInputDatatype("UINT8").ok());
+  for (const char* bad : {"", "fp32", "FP16", "INT8"}) {
+    const absl::Status status = ValidateKserveInputDatatype(bad);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(status.message(), HasSubstr("use FP32 or UINT8")) << bad;
+  }
+}
+
 TEST_F(ModelConfigTest, RepositoryListsModelDirectoriesWithConfig) {
   dir_.Write("b/config.pbtxt", "architecture: \"shvit_s1\"");
   dir_.Write("a/config.pbtxt", "architecture: \"deit_tiny_patch16_224\"");
