@@ -16,6 +16,12 @@
 #   devpre     device preprocessing (issue 11): its parity with CPU preprocessing on shvit_s1
 #              (bench/preprocess_parity.sh), then the served sweep with it on and off in one
 #              call; its CUDA unit test is part of `cudatests`
+#   gpujpeg    GPU JPEG decoding with nvJPEG (issue 11): its CUDA tests (decoder against the CPU
+#              decoder, JPEG parts through an instance, the server with and without it), its
+#              parity with CPU decoding and preprocessing on shvit_s1 (bench/preprocess_parity.sh,
+#              model gpu_jpeg), then the sweep's JPEG rows with GPU decoding (the default) and
+#              with CPU decoding (cpujpeg*) in one call (JPEG_CONCURRENCY clients, default "1 1024"; SWEEP_MODELS, default shvit_s1
+#              and deit_tiny_patch16_224)
 #   instances  the served sweep (device preprocessing, the default) with one and with two model
 #              instances per GPU, for $SWEEP_MODELS (default shvit_s1); PROFILE=1 profiles
 #              the one-instance server (carry .prof); the outputs are packed into
@@ -41,7 +47,7 @@
 #              client flags default to $CLIENT_FLAGS), anchors measured in the first only, for
 #              $SWEEP_MODELS; outputs packed into OUTDIR/variants.tar.gz
 set -uo pipefail
-STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre | instances | variants}"
+STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre | gpujpeg | instances | variants}"
 OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
 source .devdeps/bootstrap.sh >/dev/null || exit 1
@@ -169,6 +175,21 @@ case "$STEP" in
     export SWEEP_MODELS=shvit_s1 SECONDS_EACH=3 CLIENT_FLAGS="--channels 4"
     SERVE_FLAGS=--device-preprocessing=true bash bench/serve_sweep.sh "$OUT/on"
     SERVE_FLAGS=--device-preprocessing=false bash bench/serve_sweep.sh "$OUT/off"
+    ;;
+  gpujpeg)
+    status=0
+    for t in runtime_test integration_test; do
+      echo "== $t (GPU JPEG decoding)"
+      build-gpu/bin/$t --gtest_filter='*Jpeg*:*JPEG*' 2>&1 | tee "$OUT/$t.txt" | \
+        grep -E "^\[ *(OK|FAILED|SKIPPED|PASSED) *\]|Failure|hardware JPEG|probability difference"
+      codes=("${PIPESTATUS[@]}")
+      [[ ${codes[0]} == 0 ]] || { echo "$t FAILED (exit ${codes[0]})"; status=1; }
+    done
+    bash bench/preprocess_parity.sh "$OUT/parity" shvit_s1 || status=1
+    ANCHORS=0 JPEG_ONLY=1 CPU_JPEG=1 SPLIT_CLIENTS=1 CONCURRENCY="${JPEG_CONCURRENCY:-1 1024}" \
+      SECONDS_EACH="${SECONDS_EACH:-4}" SWEEP_MODELS="${SWEEP_MODELS:-shvit_s1 deit_tiny_patch16_224}" \
+      bash bench/serve_sweep.sh "$OUT/sweep"
+    exit $status
     ;;
   instances)
     export SWEEP_MODELS="${SWEEP_MODELS:-shvit_s1}" SECONDS_EACH="${SECONDS_EACH:-3}" \

@@ -12,6 +12,8 @@
 # in $SWEEP_BUILD_DIR/bin (default build-gpu):
 #   bash bench/preprocess_parity.sh [OUTDIR] [MODEL]      (default /tmp/vitserve-parity shvit_s1)
 # PARITY_DEVICE=cpu runs the same comparison on the CPU (the tensor ops are the GPU's).
+# On CUDA a third model, `gpu_jpeg` (device preprocessing and gpu_jpeg_decoding: JPEGs decoded
+# by nvJPEG), is compared with cpu_pre the same way (PNGs take the CPU decoder there).
 # The checkpoint is random but input-sensitive (tools/make_random_checkpoint.py), so different
 # images get clearly different answers and a preprocessing difference shows.
 set -uo pipefail
@@ -19,14 +21,18 @@ OUT="${1:-/tmp/vitserve-parity}"
 MODEL="${2:-shvit_s1}"
 B="${SWEEP_BUILD_DIR:-build-gpu}"
 PORT="${PARITY_PORT:-8011}"
-mkdir -p "$OUT/repo/cpu_pre" "$OUT/repo/gpu_pre" "$OUT/images"
+NAMES=(cpu_pre gpu_pre)
+[[ "${PARITY_DEVICE:-cuda}" == cuda ]] && NAMES+=(gpu_jpeg)
+mkdir -p "$OUT/images"
 
 python3 tools/make_random_checkpoint.py --model "$MODEL" --out "$OUT/model.safetensors" > /dev/null || exit 1
-for name in cpu_pre gpu_pre; do
+for name in "${NAMES[@]}"; do
+  mkdir -p "$OUT/repo/$name"
   ln -sf "$OUT/model.safetensors" "$OUT/repo/$name/model.safetensors"
-  on=$([[ $name == gpu_pre ]] && echo true || echo false)
-  printf 'architecture: "%s"\ndevice: "%s"\nprecision: FP32\ndevice_preprocessing: %s\n' \
-    "$MODEL" "${PARITY_DEVICE:-cuda}" "$on" > "$OUT/repo/$name/config.pbtxt"
+  on=$([[ $name != cpu_pre ]] && echo true || echo false)
+  jpeg=$([[ $name == gpu_jpeg ]] && echo "gpu_jpeg_decoding: true" || echo "")
+  printf 'architecture: "%s"\ndevice: "%s"\nprecision: FP32\ndevice_preprocessing: %s\n%s\n' \
+    "$MODEL" "${PARITY_DEVICE:-cuda}" "$on" "$jpeg" > "$OUT/repo/$name/config.pbtxt"
 done
 
 # Photo-like images of sizes that exercise each resize, as JPEG and PNG.
@@ -42,12 +48,14 @@ for _ in $(seq 1 600); do
   kill -0 $SERVER 2>/dev/null || { tail -20 "$OUT/server.log"; exit 1; }
   sleep 0.25
 done
-for name in cpu_pre gpu_pre; do
+for name in "${NAMES[@]}"; do
   $B/bin/vitserve-client classify --server "localhost:$PORT" --model "$name" --top-k 1000 --json \
     "$OUT"/images/* > "$OUT/$name.jsonl" || { tail -20 "$OUT/server.log"; exit 1; }
 done
 
-python3 - "$OUT/cpu_pre.jsonl" "$OUT/gpu_pre.jsonl" "$MODEL" "${PARITY_DEVICE:-cuda}" <<'PY'
+status=0
+for other in "${NAMES[@]:1}"; do
+python3 - "$OUT/cpu_pre.jsonl" "$OUT/$other.jsonl" "$MODEL" "${PARITY_DEVICE:-cuda}" "$other" <<'PY' || status=1
 import json, sys
 def load(path):
     out = {}
@@ -57,7 +65,7 @@ def load(path):
     return out
 cpu, gpu = load(sys.argv[1]), load(sys.argv[2])
 worst = 0.0
-print(f"device vs CPU preprocessing, {sys.argv[3]} on {sys.argv[4]} in fp32, all classes:")
+print(f"{sys.argv[5]} against CPU preprocessing, {sys.argv[3]} on {sys.argv[4]} in fp32, all classes:")
 print(f"  {'image':22s} {'top-1 same':>10s} {'top-1 p':>9s} {'|d top-1 p|':>12s} {'max |d p|':>10s}")
 for image in sorted(cpu):
     a, b = cpu[image], gpu[image]
@@ -72,3 +80,5 @@ spread = min(max(abs(cpu[x][k] - cpu[y][k]) for k in cpu[x]) for x in names for 
 print(f"largest top-1 difference {worst:.2e} (bar 1e-3); smallest difference between two different images {spread:.2e}")
 sys.exit(0 if worst <= 1e-3 else 1)
 PY
+done
+exit $status

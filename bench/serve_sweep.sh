@@ -34,6 +34,10 @@
 #                  --channels-last=false)
 #   ANCHORS        0: skip the timm and model-alone anchors (a second sweep in the same call,
 #                  whose ratios then use the first one's anchors)
+#   CPU_JPEG       1: after each model's runs, serve it again with --gpu-jpeg-decoding=false
+#                  and repeat the JPEG rows as cpujpeg224_c*, cpujpeg640_c* (CPU decoding against
+#                  the default, GPU decoding with nvJPEG, in the same call)
+#   JPEG_ONLY      1: of the served rows, only the JPEG ones (and CPU_JPEG's)
 set -uo pipefail
 OUT="${1:-${OUT:-/tmp/vitserve-sweep}}"
 mkdir -p "$OUT"
@@ -245,7 +249,9 @@ for m in $MODELS; do
   start_server "$m" "$OUT/server_$m.log" \
     ${PRELOAD:+LD_PRELOAD=$PRELOAD LD_LIBRARY_PATH=$PWD/.prof:$LD_LIBRARY_PATH CPUPROFILE=$OUT/cpu_$m.prof CPUPROFILESIGNAL=12 CPUPROFILE_FREQUENCY=250} \
     || continue
+  grep -i "jpeg decoding" "$OUT/server_$m.log" | head -1
   for c in $CONCURRENCY; do
+    [[ "${JPEG_ONLY:-0}" == 1 ]] && break
     if [[ $c == "$top_c" ]]; then
       thread_cpu $SERVER > "$OUT/threads_before_$m.txt"
       scrape "$OUT/metrics_before_top_$m.txt"
@@ -262,17 +268,39 @@ for m in $MODELS; do
         | awk '{printf "  %-16s %7.2f\n", $1, $3 - $2}' | sort -k2 -nr | head -12
     fi
   done
-  if [[ "${SPLIT_CLIENTS:-2}" -gt 1 ]]; then
+  if [[ "${SPLIT_CLIENTS:-2}" -gt 1 && "${JPEG_ONLY:-0}" != 1 ]]; then
     bench_split "$m" "raw_c${top_c}_${SPLIT_CLIENTS:-2}clients" "${SPLIT_CLIENTS:-2}" "$top_c" --input raw
   fi
-  bench "$m" raw16_c32 --input raw --batch 16 --concurrency 32
-  bench "$m" jpeg224_c$top_c --input jpeg --image "$OUT/photo_224x224.jpg" --concurrency "$top_c"
-  bench "$m" jpeg640_c$top_c --input jpeg --image "$OUT/photo_640x480.jpg" --concurrency "$top_c"
-  bench "$m" jpeg224_c1 --input jpeg --image "$OUT/photo_224x224.jpg" --concurrency 1
-  kserve_rows "$m" fp32
+  [[ "${JPEG_ONLY:-0}" != 1 ]] && bench "$m" raw16_c32 --input raw --batch 16 --concurrency 32
+  jpeg_rows() {  # PREFIX: the JPEG rows of the running server
+    bench "$m" ${1}224_c$top_c --input jpeg --image "$OUT/photo_224x224.jpg" --concurrency "$top_c"
+    bench "$m" ${1}640_c$top_c --input jpeg --image "$OUT/photo_640x480.jpg" --concurrency "$top_c"
+    bench "$m" ${1}224_c1 --input jpeg --image "$OUT/photo_224x224.jpg" --concurrency 1
+    bench "$m" ${1}640_c1 --input jpeg --image "$OUT/photo_640x480.jpg" --concurrency 1
+  }
+  thread_cpu $SERVER > "$OUT/threads_before_jpeg_$m.txt"
+  jpeg_rows jpeg
+  thread_cpu $SERVER > "$OUT/threads_after_jpeg_$m.txt"
+  echo "server CPU seconds by thread during the JPEG rows:"
+  join <(sort "$OUT/threads_before_jpeg_$m.txt") <(sort "$OUT/threads_after_jpeg_$m.txt") \
+    | awk '{printf "  %-16s %7.2f\n", $1, $3 - $2}' | sort -k2 -nr | head -8
+  [[ "${JPEG_ONLY:-0}" != 1 ]] && kserve_rows "$m" fp32
   scrape "$OUT/metrics_$m.txt"
   stage_means "over the model's runs" "$OUT/metrics_$m.txt"
   kill -TERM $SERVER; wait $SERVER 2>/dev/null
+  if [[ "${CPU_JPEG:-0}" == 1 ]]; then
+    if start_server "$m" "$OUT/server_${m}_cpujpeg.log" -- --gpu-jpeg-decoding=false; then
+      thread_cpu $SERVER > "$OUT/threads_before_cpujpeg_$m.txt"
+      jpeg_rows cpujpeg
+      thread_cpu $SERVER > "$OUT/threads_after_cpujpeg_$m.txt"
+      echo "server CPU seconds by thread during the JPEG rows (CPU decoding):"
+      join <(sort "$OUT/threads_before_cpujpeg_$m.txt") <(sort "$OUT/threads_after_cpujpeg_$m.txt") \
+        | awk '{printf "  %-16s %7.2f\n", $1, $3 - $2}' | sort -k2 -nr | head -8
+      scrape "$OUT/metrics_cpujpeg_$m.txt"
+      stage_means "CPU JPEG decoding, over its runs" "$OUT/metrics_cpujpeg_$m.txt"
+      kill -TERM $SERVER; wait $SERVER 2>/dev/null
+    fi
+  fi
   if [[ "${KSERVE_UINT8:-0}" == 1 ]]; then
     # The same KServe rows with UINT8 pixels: a server whose metadata declares UINT8, so that
     # perf_analyzer (which sends what the metadata declares) and our client both send them.

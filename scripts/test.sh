@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs every test: CTest (unit and integration), the
 # pytest end-to-end suite against the real binaries, a short libFuzzer run of every fuzz
-# target (scripts/fuzz.sh), and the container image's end-to-end test
+# target (scripts/fuzz.sh), the short AddressSanitizer + UndefinedBehaviorSanitizer run
+# (scripts/sanitizers.sh --short), and the container image's end-to-end test
 # (scripts/container-test.sh, as root). Exit status 0 only when all pass and no test was
 # skipped other than a CUDA one (without a GPU) or the container image test on a disk without
 # room for the build; the last line sums up all three.
@@ -36,6 +37,17 @@ scripts/fuzz.sh 10 --junit "$fuzz_junit" >&2 \
 [ -s "$fuzz_junit" ] || printf '<testsuite><testcase classname="fuzz" name="fuzz::build"><failure message="scripts/fuzz.sh failed before running its targets"/></testcase></testsuite>\n' > "$fuzz_junit"
 echo "[test] fuzzing took $((SECONDS - started)) s" >&2
 
+# AddressSanitizer + UndefinedBehaviorSanitizer (LeakSanitizer on), short: the suites that take
+# hostile bytes or run concurrently without the model zoo (the full run: scripts/sanitizers.sh).
+echo "[test] sanitizers: scripts/sanitizers.sh --short" >&2
+started=$SECONDS
+sanitizers_junit="$ROOT/$BUILD_DIR/sanitizers-junit.xml"
+rm -f "$sanitizers_junit"
+scripts/sanitizers.sh --short --junit "$sanitizers_junit" >&2 \
+  || echo "[test] a sanitizer suite failed (its case in the summary says which)" >&2
+[ -s "$sanitizers_junit" ] || printf '<testsuite><testcase classname="sanitizers" name="sanitizers::build"><failure message="scripts/sanitizers.sh failed before running its suites"/></testcase></testsuite>\n' > "$sanitizers_junit"
+echo "[test] sanitizers took $((SECONDS - started)) s" >&2
+
 # The CPU image built from docker/Dockerfile.cpu as a user would, run and drained with podman
 # (docs/deployment.md section 1; the CUDA image: scripts/container-test.sh --cuda, by hand: it
 # needs about 20 GB of disk).
@@ -51,4 +63,4 @@ VITSERVE_BUILD_DIR="$ROOT/$BUILD_DIR" scripts/container-test.sh --prune --junit 
 echo "[test] container test took $((SECONDS - started)) s" >&2
 
 .venv/bin/python scripts/test_report.py "$BUILD_DIR/ctest-junit.xml" "$BUILD_DIR/pytest-junit.xml" \
-  "$BUILD_DIR/fuzz-junit.xml" "$container_junit"
+  "$BUILD_DIR/fuzz-junit.xml" "$BUILD_DIR/sanitizers-junit.xml" "$container_junit"

@@ -15,6 +15,7 @@
 #include "server/batching/batching_options.h"
 #include "server/batching/dynamic_batcher.h"
 #include "server/config/file_util.h"
+#include "server/image/jpeg_part.h"
 #include "server/log.h"
 #include "server/runtime/device.h"
 #include "server/runtime/model_instance.h"
@@ -163,6 +164,7 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
                                                                     : Interpolation::kBicubic;
   spec.pin_memory = device.is_cuda();  // Rows the GPU copies from directly (ModelInstance).
   spec.on_device = config.device_preprocessing();
+  spec.gpu_jpeg_decode = config.gpu_jpeg_decoding();
 
   // One LoadModel per instance: a VisionModel cannot be cloned, and instances must not share a
   // module (each lives on its own stream and executor thread).
@@ -262,9 +264,13 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
   for (const std::unique_ptr<ModelInstance>& instance : core->instances) {
     ModelInstance* raw = instance.get();
     ModelMetrics* metrics = core->metrics;
-    runners.push_back([raw, metrics](const BatchParts& parts) -> absl::StatusOr<at::Tensor> {
+    runners.push_back([raw, metrics](const BatchParts& parts,
+                                     std::vector<PartError>* part_errors)
+                          -> absl::StatusOr<at::Tensor> {
       BatchStages stages;
-      absl::StatusOr<at::Tensor> output = raw->RunParts(parts, &stages);
+      std::vector<std::pair<size_t, absl::Status>> failed_parts;
+      absl::StatusOr<at::Tensor> output = raw->RunParts(parts, &stages, &failed_parts);
+      for (auto& [part, status] : failed_parts) part_errors->push_back({part, std::move(status)});
       if (output.ok()) {
         metrics->ObserveComputeStages(stages.input_seconds, stages.forward_seconds,
                                       stages.output_seconds);
@@ -352,11 +358,14 @@ absl::Status ServableModel::Schedule(std::unique_ptr<InferenceTask>* task) const
                     in.size(2) == size && in.size(3) == size && in.device().is_cpu() &&
                     in.scalar_type() == at::kFloat;
   // Images for the instance to preprocess on its device (DecodeAndPreprocess, on_device).
-  const bool images = preprocess_spec_.on_device && IsImagePart(in);
+  // Encoded JPEGs for the instance to decode on its GPU (jpeg_part.h, gpu_jpeg_decode).
+  const bool images = preprocess_spec_.on_device &&
+                      (IsImagePart(in) || (preprocess_spec_.gpu_jpeg_decode && IsJpegPart(in)));
   if (!rows && !images) {
     return reject(absl::InvalidArgumentError(absl::StrCat(
         "model '", name(), "' takes preprocessed CPU float32 [N,3,", size, ",", size, "] input",
-        preprocess_spec_.on_device ? " or CPU uint8 [N,H,W,3] images" : "", "; got ",
+        preprocess_spec_.on_device ? " or CPU uint8 [N,H,W,3] images" : "",
+        preprocess_spec_.gpu_jpeg_decode ? " or a CPU uint8 [N,W] JPEG part" : "", "; got ",
         in.defined() ? absl::StrCat(c10::toString(in.scalar_type()), " ", in.device().str(),
                                     " ", c10::str(in.sizes()))
                      : std::string("an undefined tensor"))));

@@ -23,6 +23,7 @@
 #include "server/api/vision_service.h"
 #include "server/api/work_pool.h"
 #include "server/config/model_config.h"
+#include "server/image/gpu_jpeg_decoder.h"
 #include "server/log.h"
 #include "common/status_macros.h"
 #include "server/metrics/http_server.h"
@@ -196,6 +197,10 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
   manager_options.defaults.cuda_graphs = options_.cuda_graphs;
   manager_options.defaults.device_preprocessing = options_.device_preprocessing;
   manager_options.defaults.channels_last = options_.channels_last;
+  // A build without nvJPEG leaves it off unless a model config asks for it (which then fails
+  // that model's load with the reason).
+  manager_options.defaults.gpu_jpeg_decoding =
+      options_.gpu_jpeg_decoding && GpuJpegDecodingBuilt();
   manager_options.defaults.kserve_input_datatype = options_.kserve_input_datatype;
   manager_options.cudnn_benchmark = options_.cudnn_benchmark;
   absl::StatusOr<std::unique_ptr<ModelManager>> manager =

@@ -90,6 +90,9 @@ struct ServerOptions {
   bool device_preprocessing = true;
   // Weights and input in NHWC memory (models on CUDA only; ModelConfig.channels_last).
   bool channels_last = true;
+  // Classify JPEGs decoded on the GPU with nvJPEG (models on CUDA with device_preprocessing;
+  // ModelConfig.gpu_jpeg_decoding). Ignored by builds without nvJPEG.
+  bool gpu_jpeg_decoding = true;
   // cuDNN autotuning at warm-up, process-wide (ModelManagerOptions.cudnn_benchmark).
   bool cudnn_benchmark = false;
   // What KServe metadata declares for the input: "FP32" or "UINT8" (ModelConfig).

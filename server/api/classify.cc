@@ -12,6 +12,8 @@
 #include "common/status_macros.h"
 #include "models/heads/topk.h"
 #include "server/api/image_input.h"
+#include "server/image/image_header.h"
+#include "server/image/jpeg_part.h"
 
 namespace vitserve {
 
@@ -84,6 +86,37 @@ absl::StatusOr<std::optional<at::Tensor>> PixelsForDevice(const std::vector<Sour
   return std::optional<at::Tensor>(std::move(pixels));
 }
 
+// The GPU-decoding path: every image a JPEG the instance's nvJPEG decoder takes as the CPU
+// would decode it (a baseline frame of 1 or 3 components, EXIF orientation 1, the size the CPU
+// would decode it to, so no DCT reduction, and well formed up to its scan and whole:
+// CheckJpegStructure), the files packed into one part (jpeg_part.h).
+// Empty (not an error) when an image does not qualify: the request then takes another path.
+absl::StatusOr<std::optional<at::Tensor>> JpegsForDevice(const std::vector<SourceImage>& sources,
+                                                         const PreprocessSpec& spec) {
+  std::vector<EncodedJpeg> jpegs;
+  jpegs.reserve(sources.size());
+  for (const SourceImage& source : sources) {
+    if (source.image->data_case() != v1::Image::kEncoded) return std::nullopt;
+    const std::string& bytes = source.image->encoded();
+    absl::StatusOr<ImageHeader> header = ReadImageHeader(bytes);
+    if (!header.ok() || header->format != ImageFormat::kJpeg || !header->jpeg_baseline ||
+        (header->jpeg_components != 1 && header->jpeg_components != 3) ||
+        header->exif_orientation != 1 || header->width != source.width ||
+        header->height != source.height ||
+        // nvJPEG decodes some malformed files without an error (CheckJpegStructure): those,
+        // and truncated ones, take the CPU path, whose decoder refuses them or fills in what
+        // is missing as it always did.
+        !CheckJpegStructure(bytes).ok()) {
+      return std::nullopt;
+    }
+    jpegs.push_back(EncodedJpeg{bytes, source.width, source.height});
+  }
+  VITSERVE_ASSIGN_OR_RETURN(at::Tensor part,
+                            AllocateInput(JpegPartSizes(jpegs), at::kByte, spec.pin_memory));
+  FillJpegPart(jpegs, part);
+  return std::optional<at::Tensor>(std::move(part));
+}
+
 }  // namespace
 
 absl::StatusOr<at::Tensor> DecodeAndPreprocess(
@@ -93,6 +126,10 @@ absl::StatusOr<at::Tensor> DecodeAndPreprocess(
                             InspectImages(images, limits, ReduceTo(spec)));
 
   if (ForDevice(sources, spec)) {
+    if (spec.gpu_jpeg_decode) {
+      VITSERVE_ASSIGN_OR_RETURN(std::optional<at::Tensor> jpegs, JpegsForDevice(sources, spec));
+      if (jpegs.has_value()) return *std::move(jpegs);
+    }
     // The pixels as they are (page-locked for a model on CUDA): the model's instance resizes
     // and normalises them on its device.
     VITSERVE_ASSIGN_OR_RETURN(std::optional<at::Tensor> pixels,

@@ -33,8 +33,10 @@ absl::StatusOr<int64_t> ValidateClassifyRequest(const v1::ClassifyRequest& reque
 // Decodes (encoded or raw RGB8) and preprocesses every image: a [N,3,S,S] float32 CPU tensor.
 // With spec.on_device, images that all share one size (and are at most kMaxDeviceResizeFactor
 // times what the model resizes to) are returned as they are instead, a [N,H,W,3] uint8 tensor
-// of RGB pixels for the model's instance to preprocess on its device. Either is page-locked
-// with spec.pin_memory.
+// of RGB pixels for the model's instance to preprocess on its device; with
+// spec.gpu_jpeg_decode too, such images that are all JPEGs the GPU decodes as the CPU would
+// are returned still encoded, as a JPEG part (jpeg_part.h) for the instance's nvJPEG decoder.
+// Each is page-locked with spec.pin_memory.
 absl::StatusOr<at::Tensor> DecodeAndPreprocess(
     const google::protobuf::RepeatedPtrField<v1::Image>& images, const ImageLimits& limits,
     const PreprocessSpec& spec);

@@ -47,7 +47,8 @@ absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::Create(
       parts_runners.emplace_back();  // Reported as empty below.
       continue;
     }
-    parts_runners.push_back([runner = std::move(runner)](const BatchParts& parts) {
+    parts_runners.push_back([runner = std::move(runner)](const BatchParts& parts,
+                                                         std::vector<PartError>*) {
       return parts.size() == 1 ? runner(parts.front()) : runner(at::cat(parts, 0));
     });
   }
@@ -325,12 +326,13 @@ void DynamicBatcher::RunBatch(const PartsRunner& runner,
   for (const auto& task : live) total_rows += task->rows();
 
   const absl::Time start = clock_->Now();
+  std::vector<PartError> part_errors;
   absl::StatusOr<at::Tensor> output =
       CatchToInternal("model runner failed", [&]() -> absl::StatusOr<at::Tensor> {
         BatchParts parts;
         parts.reserve(live.size());
         for (const auto& task : live) parts.push_back(task->input);
-        return runner(parts);
+        return runner(parts, &part_errors);
       });
   if (output.ok() && (!output->defined() || output->dim() == 0 || output->size(0) != total_rows)) {
     output = absl::InternalError(absl::StrCat(
@@ -346,10 +348,21 @@ void DynamicBatcher::RunBatch(const PartsRunner& runner,
     for (const auto& task : live) task->on_done(output.status());
     return;
   }
+  // Parts the runner failed alone get their own error (the first one reported for a part).
+  std::vector<const absl::Status*> failed(live.size(), nullptr);
+  for (const PartError& error : part_errors) {
+    if (error.part < live.size() && failed[error.part] == nullptr && !error.status.ok()) {
+      failed[error.part] = &error.status;
+    }
+  }
   int64_t offset = 0;
-  for (const auto& task : live) {
-    const int64_t rows = task->rows();
-    task->on_done(output->narrow(0, offset, rows));
+  for (size_t i = 0; i < live.size(); ++i) {
+    const int64_t rows = live[i]->rows();
+    if (failed[i] != nullptr) {
+      live[i]->on_done(*failed[i]);
+    } else {
+      live[i]->on_done(output->narrow(0, offset, rows));
+    }
     offset += rows;
   }
 }

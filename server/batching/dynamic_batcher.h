@@ -50,12 +50,22 @@ namespace vitserve {
 // Called from that instance's executor thread only; may throw (converted to INTERNAL).
 using BatchRunner = std::function<absl::StatusOr<at::Tensor>(const at::Tensor& batch)>;
 
+// A part of a batch that its runner could not compute while it computed the others (an image
+// its device could not decode): that part's task gets `status` instead of its rows.
+struct PartError {
+  size_t part = 0;  // Index into the BatchParts.
+  absl::Status status;
+};
+
 // The same, given the batch as its tasks hold it: parts[i] is the i-th task's [rows_i, ...]
 // input, in queue order (N = the sum of rows_i). The runner assembles the rows where it needs
 // them (a model instance: straight into its pinned staging buffer), so the batcher never makes
-// a concatenated copy first.
+// a concatenated copy first. A runner that fails only some parts returns the output (with
+// rows for every part, those of the failed parts ignored) and appends the failed parts to
+// `part_errors` (never null); an error status fails every task of the batch.
 using BatchParts = std::vector<at::Tensor>;
-using PartsRunner = std::function<absl::StatusOr<at::Tensor>(const BatchParts& parts)>;
+using PartsRunner = std::function<absl::StatusOr<at::Tensor>(
+    const BatchParts& parts, std::vector<PartError>* part_errors)>;
 
 // Runs once on a runner's executor thread before that thread takes any batch (e.g. a model
 // instance's warm-up, which must happen on the thread that serves: see ModelInstance::WarmUp).

@@ -224,6 +224,17 @@ absl::Status NormalizeModelConfig(const ModelRegistry& registry, const ServerDef
     return FieldError(config_path, "device_preprocessing",
                       "applies to classification models only");
   }
+  // GPU JPEG decoding feeds device preprocessing, on a GPU.
+  if (!config->has_gpu_jpeg_decoding()) {
+    config->set_gpu_jpeg_decoding(defaults.gpu_jpeg_decoding && on_cuda &&
+                                  config->device_preprocessing());
+  } else if (config->gpu_jpeg_decoding() && !on_cuda) {
+    return FieldError(config_path, "gpu_jpeg_decoding", "needs a CUDA device");
+  } else if (config->gpu_jpeg_decoding() && !config->device_preprocessing()) {
+    return FieldError(config_path, "gpu_jpeg_decoding",
+                      "needs device_preprocessing: true (the decoded pixels are preprocessed on "
+                      "the GPU)");
+  }
 
   if (config->task() == v1::DETECTION) {
     v1::DetectionConfig* detection = config->mutable_detection();

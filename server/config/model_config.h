@@ -35,6 +35,7 @@ struct ServerDefaults {
   bool cuda_graphs = true;                   // --cuda-graphs
   bool device_preprocessing = true;          // --device-preprocessing (models on CUDA only)
   bool channels_last = true;                 // --channels-last (models on CUDA only)
+  bool gpu_jpeg_decoding = true;             // --gpu-jpeg-decoding (with device_preprocessing)
   std::string kserve_input_datatype = "FP32";  // --kserve-input-datatype: FP32 or UINT8
 };
 

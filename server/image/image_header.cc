@@ -5,6 +5,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace vitserve {
 namespace {
@@ -28,8 +29,34 @@ absl::StatusOr<ImageHeader> Finish(ImageFormat format, int64_t width, int64_t he
   return ImageHeader{format, width, height};
 }
 
+// The Orientation tag (0x0112) of an APP1 segment's payload ("Exif\0\0", then a TIFF header
+// and its first IFD), or 0 when the payload is not EXIF or has no readable orientation. Every
+// offset is checked against the payload, which comes from the request.
+int ExifOrientation(std::string_view app1) {
+  if (app1.size() < 14 || app1.substr(0, 6) != std::string_view("Exif\0\0", 6)) return 0;
+  const std::string_view tiff = app1.substr(6);
+  const bool little = tiff.substr(0, 2) == "II";
+  if (!little && tiff.substr(0, 2) != "MM") return 0;
+  auto u16 = [&](size_t i) { return little ? Le16(tiff, i) : Be16(tiff, i); };
+  auto u32 = [&](size_t i) { return little ? Le32(tiff, i) : Be32(tiff, i); };
+  if (u16(2) != 42) return 0;
+  const size_t ifd = u32(4);
+  if (ifd > tiff.size() || tiff.size() - ifd < 2) return 0;
+  const size_t entries = u16(ifd);
+  for (size_t e = 0; e < entries; ++e) {
+    const size_t entry = ifd + 2 + 12 * e;
+    if (entry > tiff.size() || tiff.size() - entry < 12) return 0;
+    if (u16(entry) == 0x0112 && u16(entry + 2) == 3) {  // Orientation, SHORT.
+      const uint32_t value = u16(entry + 8);
+      return value >= 1 && value <= 8 ? static_cast<int>(value) : 0;
+    }
+  }
+  return 0;
+}
+
 absl::StatusOr<ImageHeader> ReadJpeg(std::string_view d) {
-  // Walk the marker segments up to the first frame header (SOFn).
+  // Walk the marker segments up to the first frame header (SOFn), noting an EXIF orientation.
+  int orientation = 1;
   size_t pos = 2;
   while (pos + 2 <= d.size()) {
     if (Byte(d, pos) != 0xFF) return Malformed(ImageFormat::kJpeg, "bad marker");
@@ -50,7 +77,16 @@ absl::StatusOr<ImageHeader> ReadJpeg(std::string_view d) {
         marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
     if (is_sof) {
       if (length < 7) return Malformed(ImageFormat::kJpeg, "short frame header");
-      return Finish(ImageFormat::kJpeg, Be16(d, pos + 5), Be16(d, pos + 3));
+      VITSERVE_ASSIGN_OR_RETURN(ImageHeader header,
+                                Finish(ImageFormat::kJpeg, Be16(d, pos + 5), Be16(d, pos + 3)));
+      header.jpeg_components = length >= 8 ? static_cast<int>(Byte(d, pos + 7)) : 0;
+      header.jpeg_baseline = marker == 0xC0 && Byte(d, pos + 2) == 8;
+      header.exif_orientation = orientation;
+      return header;
+    }
+    if (marker == 0xE1) {  // APP1: EXIF (or XMP, which ExifOrientation skips).
+      const int found = ExifOrientation(d.substr(pos + 2, length - 2));
+      if (found != 0) orientation = found;
     }
     pos += length;
   }
@@ -97,6 +133,101 @@ absl::StatusOr<ImageHeader> ReadWebp(std::string_view d) {
 }
 
 }  // namespace
+
+absl::Status CheckJpegStructure(std::string_view d) {
+  auto bad = [](const std::string& what) { return Malformed(ImageFormat::kJpeg, what); };
+  if (d.size() < 4 || Byte(d, 0) != 0xFF || Byte(d, 1) != 0xD8) return bad("no start-of-image");
+  if (Byte(d, d.size() - 2) != 0xFF || Byte(d, d.size() - 1) != 0xD9) {
+    return bad("does not end with the end-of-image marker (truncated?)");
+  }
+  bool quantisation[4] = {};  // By table id.
+  bool huffman[2][4] = {};    // [DC 0 / AC 1][table id].
+  int frame_components = 0;
+  bool huffman_sequential = false;  // SOF0/SOF1: every scan needs its DC and AC tables.
+  int component_ids[4] = {};
+  int component_quantisation[4] = {};
+  size_t pos = 2;
+  while (pos + 4 <= d.size()) {
+    if (Byte(d, pos) != 0xFF) return bad("bad marker");
+    const uint32_t marker = Byte(d, pos + 1);
+    if (marker == 0xFF) {
+      ++pos;
+      continue;
+    }
+    pos += 2;
+    if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) continue;
+    if (marker == 0xD8 || marker == 0xD9) return bad("no scan before the end of the image");
+    const uint32_t length = Be16(d, pos);
+    if (length < 2 || pos + length > d.size()) return bad("a segment runs past the file");
+    const std::string_view segment = d.substr(pos + 2, length - 2);
+    const bool is_sof =
+        marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
+    if (marker == 0xDB) {  // DQT: tables of 64 entries, 8- or 16-bit (Pq), id Tq.
+      size_t i = 0;
+      while (i < segment.size()) {
+        const uint32_t pq = Byte(segment, i) >> 4, tq = Byte(segment, i) & 15;
+        const size_t table = 1 + 64 * (pq == 0 ? 1 : 2);
+        if (pq > 1 || tq > 3 || segment.size() - i < table) return bad("bad quantisation table");
+        quantisation[tq] = true;
+        i += table;
+      }
+    } else if (marker == 0xC4) {  // DHT: class Tc, id Th, 16 counts, then the symbols.
+      size_t i = 0;
+      while (i < segment.size()) {
+        if (segment.size() - i < 17) return bad("bad Huffman table");
+        const uint32_t tc = Byte(segment, i) >> 4, th = Byte(segment, i) & 15;
+        size_t symbols = 0;
+        for (size_t k = 1; k <= 16; ++k) symbols += Byte(segment, i + k);
+        if (tc > 1 || th > 3 || symbols > 256 || segment.size() - i - 17 < symbols) {
+          return bad("bad Huffman table");
+        }
+        huffman[tc][th] = true;
+        i += 17 + symbols;
+      }
+    } else if (is_sof) {
+      if (frame_components != 0) return bad("a second frame header");
+      if (segment.size() < 6) return bad("short frame header");
+      frame_components = static_cast<int>(Byte(segment, 5));
+      huffman_sequential = marker == 0xC0 || marker == 0xC1;
+      if (frame_components < 1 || frame_components > 4 ||
+          segment.size() != 6 + 3 * static_cast<size_t>(frame_components)) {
+        return bad("bad frame components");
+      }
+      for (int c = 0; c < frame_components; ++c) {
+        component_ids[c] = static_cast<int>(Byte(segment, 6 + 3 * c));
+        component_quantisation[c] = static_cast<int>(Byte(segment, 8 + 3 * c));
+        if (component_quantisation[c] > 3) return bad("bad frame components");
+      }
+    } else if (marker == 0xDA) {  // SOS: the first scan ends the headers.
+      if (frame_components == 0) return bad("a scan before the frame header");
+      if (segment.empty()) return bad("short scan header");
+      const size_t scan_components = Byte(segment, 0);
+      if (scan_components < 1 || scan_components > 4 || segment.size() != 4 + 2 * scan_components) {
+        return bad("bad scan header");
+      }
+      for (int c = 0; c < frame_components; ++c) {
+        if (!quantisation[component_quantisation[c]]) {
+          return bad(absl::StrCat("quantisation table ", component_quantisation[c],
+                                  " is used but not defined"));
+        }
+      }
+      for (size_t k = 0; k < scan_components; ++k) {
+        const int id = static_cast<int>(Byte(segment, 1 + 2 * k));
+        const uint32_t tables = Byte(segment, 2 + 2 * k);
+        bool in_frame = false;
+        for (int c = 0; c < frame_components; ++c) in_frame |= component_ids[c] == id;
+        if (!in_frame) return bad(absl::StrCat("the scan names component ", id, ", not in the frame"));
+        if (huffman_sequential && ((tables >> 4) > 3 || (tables & 15) > 3 ||
+                                   !huffman[0][tables >> 4] || !huffman[1][tables & 15])) {
+          return bad("a Huffman table the scan uses is not defined");
+        }
+      }
+      return absl::OkStatus();
+    }
+    pos += length;
+  }
+  return bad("no scan");
+}
 
 const char* ImageFormatName(ImageFormat format) {
   switch (format) {

@@ -25,8 +25,28 @@ struct ImageHeader {
   ImageFormat format;
   int64_t width = 0;  // As stored, before any EXIF orientation.
   int64_t height = 0;
+  // JPEG only (other formats keep these defaults); what a GPU decoder needs to know before it
+  // takes an image (Classify's nvJPEG path):
+  // the frame's colour components (1 grey, 3 YCbCr, 4 CMYK or YCCK), 0 when not a JPEG;
+  int jpeg_components = 0;
+  // a baseline frame (SOF0: sequential, Huffman, 8-bit), which hardware JPEG decoders take;
+  bool jpeg_baseline = false;
+  // the EXIF orientation (1..8) from an APP1 segment before the frame; 1 when there is none or
+  // it cannot be read (decoders then also leave the image as stored).
+  int exif_orientation = 1;
 };
 
 absl::StatusOr<ImageHeader> ReadImageHeader(std::string_view encoded);
+
+// Checks a JPEG's structure up to its first scan, as libjpeg does before it decodes (its fatal
+// errors), for files that go to a GPU decoder which does not check it: nvJPEG decodes a file
+// without a scan, or with a scan naming a component its frame lacks, without an error
+// (measured on the H200, 2026-12-03). OK when a frame (SOFn) comes before the first scan
+// (SOS), the scan's components are the frame's, every quantisation table a frame component
+// uses and (in a sequential Huffman file: SOF0, SOF1) every Huffman table a scan component uses
+// was defined before the scan (DQT, DHT), and the file ends with the end-of-image marker. INVALID_ARGUMENT naming what is wrong
+// otherwise. Damage inside the compressed data is not found (libjpeg too decodes such files,
+// with warnings).
+absl::Status CheckJpegStructure(std::string_view encoded);
 
 }  // namespace vitserve

@@ -47,6 +47,12 @@ struct PreprocessSpec {
   // device_preprocessing. Requests whose images differ in size, or are more than
   // kMaxDeviceResizeFactor times larger than needed, are still preprocessed here.
   bool on_device = false;
+  // With on_device, for a model on CUDA (set from the model config's gpu_jpeg_decoding):
+  // Classify requests whose JPEGs the GPU can decode (baseline, grey or colour, no EXIF
+  // rotation, not reduced in the DCT domain) send the files still encoded (jpeg_part.h), and
+  // the model's instance decodes them with nvJPEG before it preprocesses them; the CPU only
+  // reads their headers.
+  bool gpu_jpeg_decode = false;
   // Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale in libjpeg's DCT domain, down to no less
   // than ResizedShortSide (DecodeImage's reduce_to_short_side): several times faster than a
   // full decode followed by a large shrink, at a cost of about one grey level (decode_test).

@@ -7,12 +7,15 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
+#include <c10/util/accumulate.h>
 #include <c10/util/Exception.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/status_macros.h"
+#include "server/image/decode.h"
+#include "server/image/jpeg_part.h"
 #include "server/log.h"
 
 #ifdef VITSERVE_WITH_CUDA
@@ -70,6 +73,13 @@ struct ModelInstance::CudaState {};
 
 namespace {
 
+// Thrown by RunOrThrow for a JPEG no decoder could decode when the caller takes no per-part
+// errors: the batch then fails with INVALID_ARGUMENT rather than INTERNAL.
+class UndecodableImageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 // Converts what torch throws into a status; `what` says which step failed.
 absl::Status TorchErrorToStatus(const std::exception_ptr& error, absl::string_view what) {
   try {
@@ -121,6 +131,10 @@ absl::StatusOr<std::unique_ptr<ModelInstance>> ModelInstance::Create(
   }
   if (options.image_preprocess.has_value()) {
     VITSERVE_RETURN_IF_ERROR(ValidatePreprocessSpec(*options.image_preprocess));
+    if (options.image_preprocess->gpu_jpeg_decode && !options.device.is_cuda()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ModelInstance: GPU JPEG decoding needs a CUDA device; got ", options.device.str()));
+    }
     if (options.image_preprocess->input_size != options.input_size) {
       return absl::InvalidArgumentError(absl::StrCat(
           "ModelInstance: image_preprocess.input_size ", options.image_preprocess->input_size,
@@ -169,6 +183,24 @@ absl::Status ModelInstance::Prepare() {
   } catch (...) {
     return TorchErrorToStatus(std::current_exception(),
                               absl::StrCat("preparing the model on ", options_.device.str()));
+  }
+  if (options_.image_preprocess.has_value() && options_.image_preprocess->gpu_jpeg_decode) {
+#ifdef VITSERVE_WITH_CUDA
+    c10::cuda::CUDAGuard device_guard(options_.device);
+#endif
+    absl::StatusOr<std::unique_ptr<GpuJpegDecoder>> decoder = GpuJpegDecoder::Create();
+    if (!decoder.ok()) {
+      return absl::Status(decoder.status().code(),
+                          absl::StrCat("GPU JPEG decoding on ", options_.device.str(), ": ",
+                                       decoder.status().message(),
+                                       " (set gpu_jpeg_decoding: false in the model config, or "
+                                       "pass --gpu-jpeg-decoding=false)"));
+    }
+    jpeg_decoder_ = *std::move(decoder);
+    LogInfo(absl::StrCat("GPU JPEG decoding on ", options_.device.str(), " with nvJPEG: ",
+                         jpeg_decoder_->hardware()
+                             ? "baseline files on the hardware JPEG engines"
+                             : "this GPU has no JPEG engines; nvJPEG's default backend"));
   }
   return absl::OkStatus();
 }
@@ -289,10 +321,28 @@ bool SameRun(const at::Tensor& a, const at::Tensor& b) {
   return a.scalar_type() != at::kByte || (a.size(1) == b.size(1) && a.size(2) == b.size(2));
 }
 
+// A JPEG part as the services write it (classify.cc): every file present and of one size, a
+// size a JPEG can have.
+absl::Status CheckJpegPart(const at::Tensor& part) {
+  const EncodedJpeg first = JpegInPart(part, 0);
+  for (int64_t row = 0; row < part.size(0); ++row) {
+    const EncodedJpeg jpeg = JpegInPart(part, row);
+    if (jpeg.bytes.empty() || jpeg.width < 1 || jpeg.height < 1 || jpeg.width > 65535 ||
+        jpeg.height > 65535 || jpeg.width != first.width || jpeg.height != first.height) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "JPEG part row ", row, " is not a file of the part's size (", jpeg.width, "x",
+          jpeg.height, ", ", jpeg.bytes.size(), " bytes; the first is ", first.width, "x",
+          first.height, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-absl::StatusOr<at::Tensor> ModelInstance::RunParts(const std::vector<at::Tensor>& parts,
-                                                   BatchStages* stages) {
+absl::StatusOr<at::Tensor> ModelInstance::RunParts(
+    const std::vector<at::Tensor>& parts, BatchStages* stages,
+    std::vector<std::pair<size_t, absl::Status>>* failed_parts) {
   if (parts.empty()) {
     return absl::InvalidArgumentError("model input must have at least one part");
   }
@@ -304,6 +354,16 @@ absl::StatusOr<at::Tensor> ModelInstance::RunParts(const std::vector<at::Tensor>
         part.device().is_cpu() && part.scalar_type() == at::kFloat &&
         (s > 0 ? part.size(2) == s && part.size(3) == s
                : part.sizes().slice(1) == parts.front().sizes().slice(1));
+    if (!rows_part && IsJpegPart(part)) {
+      if (jpeg_decoder_ == nullptr) {
+        return absl::InvalidArgumentError(
+            "model input has a JPEG part, but this instance was created without GPU JPEG "
+            "decoding (gpu_jpeg_decoding is off for the model)");
+      }
+      VITSERVE_RETURN_IF_ERROR(CheckJpegPart(part));
+      rows += part.size(0);
+      continue;
+    }
     if (!rows_part && IsImagePart(part) && !preprocessor_.has_value()) {
       return absl::InvalidArgumentError(
           "model input has uint8 image parts, but this instance was created without "
@@ -312,7 +372,8 @@ absl::StatusOr<at::Tensor> ModelInstance::RunParts(const std::vector<at::Tensor>
     if (!rows_part && !IsImagePart(part)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "model input must be a CPU float32 [N,3,", s, ",", s, "] tensor with N >= 1",
-          preprocessor_.has_value() ? " or CPU uint8 [N,H,W,3] images" : "", "; got ",
+          preprocessor_.has_value() ? " or CPU uint8 [N,H,W,3] images" : "",
+          jpeg_decoder_ != nullptr ? " or a CPU uint8 [N,W] JPEG part" : "", "; got ",
           part.defined() ? absl::StrCat(c10::toString(part.scalar_type()), " ",
                                         part.device().str(), " ", c10::str(part.sizes()))
                          : std::string("an undefined tensor")));
@@ -320,7 +381,15 @@ absl::StatusOr<at::Tensor> ModelInstance::RunParts(const std::vector<at::Tensor>
     rows += part.size(0);
   }
   try {
-    return RunOrThrow(parts, rows, stages);
+    std::vector<std::pair<size_t, absl::Status>> failed;  // This attempt's, kept if it succeeds.
+    at::Tensor output =
+        RunOrThrow(parts, rows, stages, failed_parts != nullptr ? &failed : nullptr);
+    if (failed_parts != nullptr) {
+      for (auto& entry : failed) failed_parts->push_back(std::move(entry));
+    }
+    return output;
+  } catch (const UndecodableImageError& e) {
+    return absl::InvalidArgumentError(e.what());
   } catch (const c10::OutOfMemoryError& e) {
     if (rows == 1) {
       return TorchErrorToStatus(std::current_exception(),
@@ -333,11 +402,12 @@ absl::StatusOr<at::Tensor> ModelInstance::RunParts(const std::vector<at::Tensor>
     return TorchErrorToStatus(std::current_exception(),
                               absl::StrCat("inference on ", options_.device.str()));
   }
-  return RunInHalves(parts, rows, stages);
+  return RunInHalves(parts, rows, stages, failed_parts);
 }
 
-absl::StatusOr<at::Tensor> ModelInstance::RunInHalves(const std::vector<at::Tensor>& parts,
-                                                      int64_t rows, BatchStages* stages) {
+absl::StatusOr<at::Tensor> ModelInstance::RunInHalves(
+    const std::vector<at::Tensor>& parts, int64_t rows, BatchStages* stages,
+    std::vector<std::pair<size_t, absl::Status>>* failed_parts) {
 #ifdef VITSERVE_WITH_CUDA
   // Blocks the failed attempt cached are free again; give them back so the halves (and the
   // other instances on this device) can use them.
@@ -345,10 +415,23 @@ absl::StatusOr<at::Tensor> ModelInstance::RunInHalves(const std::vector<at::Tens
 #endif
   auto [first, second] = SplitRows(parts, rows / 2);
   BatchStages first_stages, second_stages;
-  absl::StatusOr<at::Tensor> first_output = RunParts(first, &first_stages);
+  // The halves' failed parts, mapped back: the second half is the last second.size() parts
+  // (its first one the tail of a part the cut went through, if any).
+  std::vector<std::pair<size_t, absl::Status>> first_failed, second_failed;
+  auto* first_failed_or_null = failed_parts != nullptr ? &first_failed : nullptr;
+  auto* second_failed_or_null = failed_parts != nullptr ? &second_failed : nullptr;
+  absl::StatusOr<at::Tensor> first_output = RunParts(first, &first_stages, first_failed_or_null);
   if (!first_output.ok()) return first_output.status();
-  absl::StatusOr<at::Tensor> second_output = RunParts(second, &second_stages);
+  absl::StatusOr<at::Tensor> second_output =
+      RunParts(second, &second_stages, second_failed_or_null);
   if (!second_output.ok()) return second_output.status();
+  if (failed_parts != nullptr) {
+    for (auto& entry : first_failed) failed_parts->push_back(std::move(entry));
+    const size_t second_start = parts.size() - second.size();
+    for (auto& [part, status] : second_failed) {
+      failed_parts->emplace_back(second_start + part, std::move(status));
+    }
+  }
   if (stages != nullptr) {
     stages->input_seconds = first_stages.input_seconds + second_stages.input_seconds;
     stages->forward_seconds = first_stages.forward_seconds + second_stages.forward_seconds;
@@ -361,14 +444,14 @@ absl::StatusOr<at::Tensor> ModelInstance::RunInHalves(const std::vector<at::Tens
   }
 }
 
-template <typename RunOf>
-void ModelInstance::AssembleInput(const std::vector<at::Tensor>& parts, const RunOf& run_of,
-                                  at::Tensor target) {
+template <typename SameRunFn, typename RunOf>
+void ModelInstance::AssembleInput(size_t part_count, const SameRunFn& same_run,
+                                  const RunOf& run_of, at::Tensor target) {
   int64_t row = 0;
   size_t i = 0;
-  while (i < parts.size()) {
+  while (i < part_count) {
     size_t j = i + 1;
-    while (j < parts.size() && SameRun(parts[j - 1], parts[j])) ++j;
+    while (j < part_count && same_run(j - 1, j)) ++j;
     const at::Tensor run = run_of(i, j);
     if (run.scalar_type() == at::kByte) {
       preprocessor_->Run(run, target.narrow(0, row, run.size(0)));
@@ -380,8 +463,47 @@ void ModelInstance::AssembleInput(const std::vector<at::Tensor>& parts, const Ru
   }
 }
 
-at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64_t rows,
-                                     BatchStages* stages) {
+#ifdef VITSERVE_WITH_CUDA
+void ModelInstance::DecodeJpegs(const std::vector<EncodedJpeg>& jpegs,
+                                const std::vector<uint8_t*>& outputs,
+                                const std::vector<std::pair<size_t, int64_t>>& origins,
+                                std::vector<std::pair<size_t, absl::Status>>* failed_parts) {
+  const cudaStream_t stream = cuda_->stream.stream();
+  for (size_t i : jpeg_decoder_->Decode(jpegs, outputs, stream)) {
+    // nvJPEG refused the file: the CPU decoder gets it, as the CPU path would have.
+    const EncodedJpeg& jpeg = jpegs[i];
+    const size_t bytes = static_cast<size_t>(jpeg.width) * static_cast<size_t>(jpeg.height) * 3;
+    absl::StatusOr<RgbImage> decoded = DecodeImage(jpeg.bytes, ImageLimits());
+    if (decoded.ok() && decoded->width() == jpeg.width && decoded->height() == jpeg.height &&
+        decoded->pixels.isContinuous()) {
+      // From pageable memory: returns once the pixels are staged, so `decoded` may go.
+      C10_CUDA_CHECK(cudaMemcpyAsync(outputs[i], decoded->pixels.data, bytes,
+                                     cudaMemcpyHostToDevice, stream));
+      continue;
+    }
+    const std::string error = absl::StrCat(
+        "image ", origins[i].second, ": cannot be decoded (nvJPEG refused it; the CPU decoder: ",
+        decoded.ok() ? absl::StrCat("decoded ", decoded->width(), "x", decoded->height(),
+                                    " where the header says ", jpeg.width, "x", jpeg.height)
+                     : std::string(decoded.status().message()),
+        ")");
+    if (failed_parts == nullptr) throw UndecodableImageError(error);
+    C10_CUDA_CHECK(cudaMemsetAsync(outputs[i], 0, bytes, stream));  // Rows to be ignored.
+    failed_parts->emplace_back(origins[i].first, absl::InvalidArgumentError(error));
+  }
+}
+#else
+void ModelInstance::DecodeJpegs(const std::vector<EncodedJpeg>&, const std::vector<uint8_t*>&,
+                                const std::vector<std::pair<size_t, int64_t>>&,
+                                std::vector<std::pair<size_t, absl::Status>>*) {
+  // Unreachable: a JPEG decoder exists only on CUDA devices, and RunParts refuses JPEG parts
+  // without one.
+}
+#endif
+
+at::Tensor ModelInstance::RunOrThrow(
+    const std::vector<at::Tensor>& parts, int64_t rows, BatchStages* stages,
+    std::vector<std::pair<size_t, absl::Status>>* failed_parts) {
   c10::InferenceMode inference_mode;
   const at::MemoryFormat format =
       options_.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
@@ -415,8 +537,15 @@ at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64
     int64_t floats = 0;
     int64_t bytes = 0;
     int64_t pageable_floats = 0;  // Float parts not page-locked: staged through `pinned`.
-    for (const at::Tensor& part : parts) {
-      if (part.scalar_type() == at::kByte) {
+    // JPEG parts decode into device_bytes too: per part, its images' sizes there.
+    std::vector<std::vector<int64_t>> decoded_sizes(parts.size());
+    for (size_t k = 0; k < parts.size(); ++k) {
+      const at::Tensor& part = parts[k];
+      if (IsJpegPart(part)) {
+        const EncodedJpeg first = JpegInPart(part, 0);  // CheckJpegPart: all of one size.
+        decoded_sizes[k] = {part.size(0), first.height, first.width, 3};
+        bytes += part.size(0) * first.height * first.width * 3;
+      } else if (part.scalar_type() == at::kByte) {
         bytes += part.numel();
       } else {
         floats += part.numel();
@@ -442,7 +571,23 @@ at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64
     int64_t float_offset = 0;
     int64_t byte_offset = 0;
     int64_t pinned_offset = 0;
-    for (const at::Tensor& part : parts) {
+    // The JPEG files, for one decoder call after the copies: where each goes, and from where.
+    std::vector<EncodedJpeg> jpegs;
+    std::vector<uint8_t*> jpeg_outputs;
+    std::vector<std::pair<size_t, int64_t>> jpeg_origins;  // (part, row)
+    for (size_t k = 0; k < parts.size(); ++k) {
+      const at::Tensor& part = parts[k];
+      if (!decoded_sizes[k].empty()) {
+        offsets.push_back(byte_offset);
+        for (int64_t row = 0; row < part.size(0); ++row) {
+          const EncodedJpeg jpeg = JpegInPart(part, row);
+          jpegs.push_back(jpeg);
+          jpeg_outputs.push_back(device_bytes + byte_offset);
+          jpeg_origins.emplace_back(k, row);
+          byte_offset += static_cast<int64_t>(jpeg.width) * jpeg.height * 3;
+        }
+        continue;
+      }
       const bool page_locked = FromPinnedAllocator(part);
       const void* source = part.data_ptr();
       void* destination = nullptr;
@@ -474,13 +619,23 @@ at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64
       C10_CUDA_CHECK(cudaMemcpyAsync(destination, source, part.nbytes(), cudaMemcpyHostToDevice,
                                      cuda_->stream.stream()));
     }
-    // A run's parts were copied back to back: one view over all of it.
+    if (!jpegs.empty()) DecodeJpegs(jpegs, jpeg_outputs, jpeg_origins, failed_parts);
+    // Per part: its sizes on the device (a JPEG part's are its decoded images').
+    auto sizes_of = [&](size_t k) {
+      return decoded_sizes[k].empty() ? parts[k].sizes() : c10::IntArrayRef(decoded_sizes[k]);
+    };
+    auto same_run = [&](size_t a, size_t b) {
+      const bool a_bytes = parts[a].scalar_type() == at::kByte;
+      if (a_bytes != (parts[b].scalar_type() == at::kByte)) return false;
+      return !a_bytes || (sizes_of(a)[1] == sizes_of(b)[1] && sizes_of(a)[2] == sizes_of(b)[2]);
+    };
+    // A run's parts were copied (or decoded) back to back: one view over all of it.
     auto run_of = [&](size_t i, size_t j) {
       int64_t rows_in_run = 0;
       for (size_t k = i; k < j; ++k) rows_in_run += parts[k].size(0);
-      std::vector<int64_t> sizes = parts[i].sizes().vec();
+      std::vector<int64_t> sizes = sizes_of(i).vec();
+      const int64_t numel = c10::multiply_integers(sizes) / sizes[0] * rows_in_run;
       sizes[0] = rows_in_run;
-      const int64_t numel = parts[i].numel() / parts[i].size(0) * rows_in_run;
       const at::Tensor& buffer =
           parts[i].scalar_type() == at::kByte ? cuda_->device_bytes : cuda_->device_staging;
       return buffer.narrow(0, offsets[i], numel).view(sizes);
@@ -488,14 +643,14 @@ at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64
     const int bucket = BucketFor(cuda_->graph_sizes, rows);
     if (bucket >= 0) {
       CudaState::Graph& graph = cuda_->graphs[static_cast<size_t>(bucket)];
-      AssembleInput(parts, run_of, graph.input.narrow(0, 0, rows));
+      AssembleInput(parts.size(), same_run, run_of, graph.input.narrow(0, 0, rows));
       events[1].record(cuda_->stream);
       graph.graph->replay();
       // Copied out before any other replay can reuse the graph pool's memory.
       return finish(graph.output.narrow(0, 0, rows));
     }
     at::Tensor input = at::empty(batch_sizes, on_device.dtype(options_.dtype), format);
-    AssembleInput(parts, run_of, input);
+    AssembleInput(parts.size(), same_run, run_of, input);
     events[1].record(cuda_->stream);
     // finish's D2H copy is blocking on the instance stream: it waits for the whole batch.
     return finish(module_->forward(input));
@@ -514,7 +669,7 @@ at::Tensor ModelInstance::RunOrThrow(const std::vector<at::Tensor>& parts, int64
   } else {
     input = at::empty(batch_sizes, at::TensorOptions().dtype(options_.dtype), format);
     AssembleInput(
-        parts,
+        parts.size(), [&parts](size_t a, size_t b) { return SameRun(parts[a], parts[b]); },
         [&parts](size_t i, size_t j) {
           return j == i + 1 ? parts[i]
                             : at::cat(std::vector<at::Tensor>(parts.begin() + static_cast<long>(i),

@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -44,6 +45,7 @@
 
 #include "absl/status/statusor.h"
 #include "models/vision_model.h"
+#include "server/image/gpu_jpeg_decoder.h"
 #include "server/image/preprocess.h"
 #include "server/image/tensor_preprocess.h"
 
@@ -75,7 +77,10 @@ struct InstanceOptions {
   bool defer_warm_up = false;
   // Set: RunParts also takes image parts, uint8 [n, h, w, 3] RGB pixels (the n images of a part
   // share one size), and resizes, crops and normalises them on the instance's device with this
-  // spec (TensorPreprocessor); its input_size must equal input_size.
+  // spec (TensorPreprocessor); its input_size must equal input_size. With its gpu_jpeg_decode
+  // (CUDA devices only; the build needs nvJPEG), RunParts also takes JPEG parts (jpeg_part.h:
+  // the n files of a part decode to one size) and decodes them on the device first
+  // (GpuJpegDecoder), a file the GPU cannot decode on the CPU.
   std::optional<PreprocessSpec> image_preprocess;
 };
 
@@ -118,8 +123,12 @@ class ModelInstance {
   // first, and consecutive image parts of one size are preprocessed together, straight into
   // the CUDA graph's static input.
   // With `stages`, also reports where the batch's time went (see BatchStages; set on success).
-  absl::StatusOr<at::Tensor> RunParts(const std::vector<at::Tensor>& parts,
-                                      BatchStages* stages = nullptr);
+  // A JPEG part with a file that neither nvJPEG nor the CPU decodes: with `failed_parts`, the
+  // batch runs with zeros in its place and (part index, INVALID_ARGUMENT) is appended there;
+  // without, the whole batch fails with that error.
+  absl::StatusOr<at::Tensor> RunParts(
+      const std::vector<at::Tensor>& parts, BatchStages* stages = nullptr,
+      std::vector<std::pair<size_t, absl::Status>>* failed_parts = nullptr);
 
   // Runs the warm-up batches, then captures the CUDA graphs. Create() calls it unless
   // options.defer_warm_up; then call it once, on the thread that will call Run(), before the
@@ -137,23 +146,35 @@ class ModelInstance {
   absl::Status Prepare();
   absl::Status RunWarmUpBatches();
   absl::Status CaptureCudaGraphs();
-  at::Tensor RunOrThrow(const std::vector<at::Tensor>& parts, int64_t rows, BatchStages* stages);
+  // CUDA only: decodes the JPEG files of a batch into `outputs` (device memory) on the instance's stream:
+  // nvJPEG, then the CPU for a file nvJPEG refused; a file neither decodes fails its part
+  // (origins[i] = (part, row)), into `failed_parts` or, when null, by throwing.
+  void DecodeJpegs(const std::vector<EncodedJpeg>& jpegs, const std::vector<uint8_t*>& outputs,
+                   const std::vector<std::pair<size_t, int64_t>>& origins,
+                   std::vector<std::pair<size_t, absl::Status>>* failed_parts);
+  // `failed_parts` as RunParts' (may be null: a part that fails then throws).
+  at::Tensor RunOrThrow(const std::vector<at::Tensor>& parts, int64_t rows, BatchStages* stages,
+                        std::vector<std::pair<size_t, absl::Status>>* failed_parts);
   // After `parts` (rows > 1 rows) ran out of device memory: runs each half by RunParts and
   // joins the outputs (see "Out of memory" in the file comment).
-  absl::StatusOr<at::Tensor> RunInHalves(const std::vector<at::Tensor>& parts, int64_t rows,
-                                         BatchStages* stages);
+  absl::StatusOr<at::Tensor> RunInHalves(
+      const std::vector<at::Tensor>& parts, int64_t rows, BatchStages* stages,
+      std::vector<std::pair<size_t, absl::Status>>* failed_parts);
   // Writes the rows of `parts` (already on target's device; see RunOrThrow) into `target`
   // ([rows,3,S,S], serving dtype), a run of consecutive parts at a time: float rows copied (and
-  // cast) at once, image parts of one size preprocessed together. `run_of(i, j)` returns parts
-  // i..j-1 of one run as one tensor ([n,3,S,S] float or [n,h,w,3] uint8).
-  template <typename RunOf>
-  void AssembleInput(const std::vector<at::Tensor>& parts, const RunOf& run_of,
+  // cast) at once, image parts of one size preprocessed together. `same_run(i, j)` says
+  // whether parts i and j (= i + 1) belong to one run; `run_of(i, j)` returns parts i..j-1 of
+  // one run as one tensor ([n,3,S,S] float or [n,h,w,3] uint8).
+  template <typename SameRunFn, typename RunOf>
+  void AssembleInput(size_t part_count, const SameRunFn& same_run, const RunOf& run_of,
                      at::Tensor target);
 
   std::shared_ptr<VisionModel> module_;
   const InstanceOptions options_;
   std::unique_ptr<CudaState> cuda_;
   std::optional<TensorPreprocessor> preprocessor_;  // Set with options.image_preprocess.
+  // Set with image_preprocess.gpu_jpeg_decode, on CUDA (Prepare).
+  std::unique_ptr<GpuJpegDecoder> jpeg_decoder_;
 };
 
 }  // namespace vitserve

@@ -5,6 +5,7 @@
 // batch-to-batch rounding, and the same probe behind a ComputeGate, which holds a batch in
 // compute for as long as a test needs (deadlines, full queues, drain) instead of sleeping.
 #include <ATen/ATen.h>
+#include <torch/cuda.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -16,6 +17,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <opencv2/core.hpp>
@@ -1308,6 +1310,143 @@ TEST_F(DevicePreprocessingServerTest, AnswersAsCpuPreprocessingDoes) {
   }
   for (std::thread& thread : threads) thread.join();
   EXPECT_EQ(mismatches.load(), 0);
+}
+
+// GPU JPEG decoding (ModelConfig.gpu_jpeg_decoding), on a CUDA host only: the same probe on
+// the GPU with and without it gives the same answers for baseline JPEGs (decoded by nvJPEG)
+// within what two JPEG decoders' rounding moves a probability; a progressive file takes the
+// CPU decoder either way; a file no decoder can read gets INVALID_ARGUMENT from both, and
+// fails alone when it shares a batch with good requests.
+TEST(GpuJpegDecodingCudaTest, ServerAnswersAsTheCpuDecoderDoes) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  ScopedTempDir repository;
+  for (const auto& [name, gpu] : {std::pair<const char*, bool>{"cpu_jpeg", false},
+                                  std::pair<const char*, bool>{"gpu_jpeg", true}}) {
+    const std::string dir = repository.File(name);
+    ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
+    FILE* config = fopen((dir + "/config.pbtxt").c_str(), "w");
+    ASSERT_NE(config, nullptr);
+    fprintf(config,
+            "architecture: \"%s\" allow_random_weights: true device: \"cuda\"\n"
+            "device_preprocessing: true gpu_jpeg_decoding: %s\n"
+            "batching { max_batch_size: 8 max_queue_delay_us: 20000 }\n",
+            kModel, gpu ? "true" : "false");
+    fclose(config);
+  }
+  ComputeGate gate;
+  ModelRegistry registry = RegistryWithTestModels(&gate);
+  ServerOptions options = TestOptions();
+  options.model.clear();
+  options.model_repository = repository.path();
+  auto server = VitServer::Start(options, &registry);
+  ASSERT_TRUE(server.ok()) << server.status();
+  Client client((*server)->grpc_port());
+  v1::GetModelRequest get;
+  v1::ModelDescription description;
+  for (const auto& [name, gpu] : {std::pair<const char*, bool>{"cpu_jpeg", false},
+                                  std::pair<const char*, bool>{"gpu_jpeg", true}}) {
+    get.set_name(name);
+    grpc::ClientContext context;
+    ASSERT_TRUE(client.vision->GetModel(&context, get, &description).ok());
+    EXPECT_EQ(description.gpu_jpeg_decoding(), gpu) << name;
+  }
+
+  auto classify = [&](Client& via, const std::string& model, const std::vector<v1::Image>& images,
+                      std::vector<std::vector<float>>* out) {
+    v1::ClassifyRequest request;
+    request.set_model(model);
+    request.set_top_k(kClasses);
+    for (const v1::Image& image : images) *request.add_images() = image;
+    v1::ClassifyResponse response;
+    grpc::Status status = via.Classify(request, &response);
+    out->clear();
+    for (const v1::Classification& result : response.results()) out->push_back(ByClass(result));
+    return status;
+  };
+  // Smooth luminance under one colour cast (red +40, blue -40: a channel mix-up shows): the
+  // colour difference planes (Cb, Cr) are then constant, so the decoders' chroma upsampling,
+  // which differs more than their IDCT, does not enter.
+  auto smooth = [](int width, int height, int seed) {
+    std::string rgb(static_cast<size_t>(width) * height * 3, '\0');
+    for (int y = 0; y < height; ++y) {
+      for (int x = 0; x < width; ++x) {
+        const double luminance =
+            127.5 + 70.0 * std::sin(x * 0.06 + seed) * std::cos(y * 0.05 + seed);
+        for (int c = 0; c < 3; ++c) {
+          rgb[(static_cast<size_t>(y) * width + x) * 3 + c] =
+              static_cast<char>(std::lround(luminance + 40.0 * (1 - c)));
+        }
+      }
+    }
+    return rgb;
+  };
+  auto progressive = [](const std::string& rgb, int width, int height) {
+    cv::Mat image(height, width, CV_8UC3, const_cast<char*>(rgb.data()));
+    cv::Mat bgr;
+    cv::cvtColor(image, bgr, cv::COLOR_RGB2BGR);
+    std::vector<uchar> bytes;
+    EXPECT_TRUE(cv::imencode(".jpg", bgr, bytes, {cv::IMWRITE_JPEG_PROGRESSIVE, 1}));
+    return std::string(bytes.begin(), bytes.end());
+  };
+  const std::vector<std::vector<v1::Image>> requests = {
+      {EncodedImage(Encode(smooth(64, 48, 1), 64, 48, ".jpg"))},
+      {EncodedImage(Encode(smooth(50, 40, 2), 50, 40, ".jpg")),
+       EncodedImage(Encode(smooth(50, 40, 3), 50, 40, ".jpg"))},
+      {EncodedImage(progressive(smooth(64, 48, 4), 64, 48))},
+  };
+  // Two decoders' IDCT differs by a grey level on some pixels: more than device
+  // preprocessing's rare rounding (kRounding), far less than two images. (With colour that
+  // varies, this probe moved by up to 8.4e-3 between the decoders, H200, 2026-12-03;
+  // bench/preprocess_parity.sh measures photos on a real model: 9e-5.)
+  constexpr float kDecoders = 5e-3f;
+  for (size_t r = 0; r < requests.size(); ++r) {
+    std::vector<std::vector<float>> expected, actual;
+    ASSERT_TRUE(classify(client, "cpu_jpeg", requests[r], &expected).ok());
+    grpc::Status status = classify(client, "gpu_jpeg", requests[r], &actual);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(actual.size(), expected.size());
+    for (size_t i = 0; i < actual.size(); ++i) {
+      const float difference = MaxAbsDiff(actual[i], expected[i]);
+      std::cout << "[          ] request " << r << " image " << i
+                << ": largest probability difference " << difference << std::endl;
+      EXPECT_LT(difference, kDecoders) << "request " << r << " image " << i;
+    }
+  }
+
+  // A JPEG without its scan (the compressed data): its frame header reads and it ends with the
+  // end-of-image marker, but it cannot be decoded. nvJPEG decodes it without an error
+  // (2026-12-03), so the server checks a JPEG's structure before it sends it to the GPU
+  // (CheckJpegStructure), and this one takes the CPU decoder, which refuses it.
+  std::string bad = Encode(smooth(64, 48, 5), 64, 48, ".jpg");
+  const size_t sos = bad.find("\xFF\xDA");
+  ASSERT_NE(sos, std::string::npos);
+  bad = bad.substr(0, sos) + "\xFF\xD9";
+  std::vector<std::vector<float>> ignored;
+  for (const char* model : {"cpu_jpeg", "gpu_jpeg"}) {
+    grpc::Status status = classify(client, model, {EncodedImage(bad)}, &ignored);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << model;
+  }
+  // In the same batches as good requests (8 rows wait up to 20 ms): only it fails.
+  std::atomic<int> good_answered{0}, bad_refused{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] {
+      Client own((*server)->grpc_port());
+      std::vector<std::vector<float>> out;
+      for (int round = 0; round < 3; ++round) {
+        if (t == 0) {
+          bad_refused += classify(own, "gpu_jpeg", {EncodedImage(bad)}, &out).error_code() ==
+                         grpc::StatusCode::INVALID_ARGUMENT;
+        } else {
+          good_answered += classify(own, "gpu_jpeg", requests[0], &out).ok() && out.size() == 1;
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(bad_refused.load(), 3);
+  EXPECT_EQ(good_answered.load(), 15);
+  (*server)->Shutdown();
 }
 
 }  // namespace

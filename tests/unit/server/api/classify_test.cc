@@ -6,11 +6,15 @@
 
 #include <ATen/ATen.h>
 
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
 #include <string>
+#include <vector>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/image/decode.h"
+#include "server/image/jpeg_part.h"
 #include "server/image/preprocess.h"
 
 namespace vitserve {
@@ -173,6 +177,84 @@ TEST(ClassifyTest, DevicePreprocessingFallsBackForARotatedJpeg) {
   auto cpu = DecodeAndPreprocess(request.images(), ImageLimits{}, spec);
   ASSERT_TRUE(cpu.ok()) << cpu.status();
   EXPECT_TRUE(at::equal(*device, *cpu));
+}
+
+// With GPU JPEG decoding too, a request whose images are all whole baseline JPEGs the GPU
+// decodes as the CPU would travels still encoded, one JPEG part (jpeg_part.h) holding each
+// file and its size in request order. Any other request takes the pixel or row path as before:
+// a progressive file, an EXIF rotation, a truncated or malformed file, a raw image among them.
+TEST(ClassifyTest, GpuJpegDecodingSendsBaselineJpegsStillEncoded) {
+  auto encode = [](int width, int height, std::vector<int> params) {
+    cv::Mat bgr(height, width, CV_8UC3);
+    cv::randu(bgr, cv::Scalar::all(0), cv::Scalar::all(255));
+    std::vector<uint8_t> bytes;
+    EXPECT_TRUE(cv::imencode(".jpg", bgr, bytes, params));
+    return std::string(bytes.begin(), bytes.end());
+  };
+  const std::string first = encode(12, 10, {cv::IMWRITE_JPEG_QUALITY, 90});
+  const std::string second = encode(12, 10, {cv::IMWRITE_JPEG_QUALITY, 60});
+  PreprocessSpec spec;
+  spec.input_size = 8;  // Resized to 9 on the shorter side: 10 is within twice.
+  spec.on_device = true;
+  spec.gpu_jpeg_decode = true;
+  v1::ClassifyRequest request;
+  request.add_images()->set_encoded(first);
+  request.add_images()->set_encoded(second);
+  auto part = DecodeAndPreprocess(request.images(), ImageLimits{}, spec);
+  ASSERT_TRUE(part.ok()) << part.status();
+  ASSERT_TRUE(IsJpegPart(*part)) << part->sizes();
+  ASSERT_EQ(part->size(0), 2);
+  for (int i = 0; i < 2; ++i) {
+    const EncodedJpeg jpeg = JpegInPart(*part, i);
+    EXPECT_EQ(jpeg.bytes, request.images(i).encoded()) << i;
+    EXPECT_EQ(jpeg.width, 12);
+    EXPECT_EQ(jpeg.height, 10);
+  }
+
+  // What must not go to the GPU decoder: each makes the request send pixels instead.
+  const std::string exif_rotated =
+      first.substr(0, 2) +
+      std::string("\xFF\xE1\x00\x22" "Exif\0\0" "MM\x00\x2A\x00\x00\x00\x08" "\x00\x01"
+                  "\x01\x12\x00\x03\x00\x00\x00\x01" "\x00\x03\x00\x00" "\x00\x00\x00\x00",
+                  36) +
+      first.substr(2);
+  const size_t sos = first.find("\xFF\xDA");
+  ASSERT_NE(sos, std::string::npos);
+  const std::vector<std::pair<std::string, std::string>> others = {
+      {"progressive", encode(12, 10, {cv::IMWRITE_JPEG_PROGRESSIVE, 1})},
+      {"EXIF orientation 3", exif_rotated},
+      {"truncated", first.substr(0, first.size() - 20)},
+      {"malformed: no scan", first.substr(0, sos) + "\xFF\xD9"},  // CheckJpegStructure.
+  };
+  for (const auto& [what, bytes] : others) {
+    SCOPED_TRACE(what);
+    request.mutable_images(1)->set_encoded(bytes);
+    auto pixels = DecodeAndPreprocess(request.images(), ImageLimits{}, spec);
+    if (!pixels.ok()) {  // The CPU decoder refused a damaged file: its answer, as before.
+      EXPECT_NE(what, "progressive");
+      EXPECT_NE(what, "EXIF orientation 3");
+      EXPECT_EQ(pixels.status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_THAT(pixels.status().message(), HasSubstr("image 1: "));
+      continue;
+    }
+    EXPECT_FALSE(IsJpegPart(*pixels));
+    EXPECT_EQ(pixels->sizes(), (std::vector<int64_t>{2, 10, 12, 3}));
+  }
+  request.mutable_images(1)->Clear();
+  auto* raw = request.mutable_images(1)->mutable_raw();
+  raw->set_width(12);
+  raw->set_height(10);
+  raw->set_rgb8(std::string(12 * 10 * 3, '\x40'));
+  auto mixed = DecodeAndPreprocess(request.images(), ImageLimits{}, spec);
+  ASSERT_TRUE(mixed.ok()) << mixed.status();
+  EXPECT_EQ(mixed->sizes(), (std::vector<int64_t>{2, 10, 12, 3}));
+
+  // Off: the same JPEGs as pixels.
+  request.mutable_images(1)->set_encoded(second);
+  spec.gpu_jpeg_decode = false;
+  auto off = DecodeAndPreprocess(request.images(), ImageLimits{}, spec);
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_EQ(off->sizes(), (std::vector<int64_t>{2, 10, 12, 3}));
 }
 
 TEST(ClassifyTest, RanksClassesWithLabels) {

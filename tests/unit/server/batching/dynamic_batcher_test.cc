@@ -251,7 +251,8 @@ TEST(DynamicBatcherTest, PartsRunnerGetsEachTasksInputInOrder) {
   absl::Mutex mu;
   std::vector<std::vector<int64_t>> seen;  // Per batch: the rows of each part.
   std::vector<const void*> data;           // Per part: its storage, to prove no copy was made.
-  PartsRunner runner = [&](const BatchParts& parts) -> absl::StatusOr<at::Tensor> {
+  PartsRunner runner = [&](const BatchParts& parts,
+                           std::vector<PartError>*) -> absl::StatusOr<at::Tensor> {
     absl::MutexLock lock(&mu);
     std::vector<int64_t> rows;
     for (const at::Tensor& part : parts) {
@@ -283,7 +284,8 @@ TEST(DynamicBatcherTest, PartsRunnerTakesTasksOfDifferentShapesAndDtypes) {
   Results results;
   absl::Mutex mu;
   std::vector<std::string> seen;  // Per part: dtype and shape.
-  PartsRunner runner = [&](const BatchParts& parts) -> absl::StatusOr<at::Tensor> {
+  PartsRunner runner = [&](const BatchParts& parts,
+                           std::vector<PartError>*) -> absl::StatusOr<at::Tensor> {
     absl::MutexLock lock(&mu);
     int64_t rows = 0;
     for (const at::Tensor& part : parts) {
@@ -305,6 +307,33 @@ TEST(DynamicBatcherTest, PartsRunnerTakesTasksOfDifferentShapesAndDtypes) {
   absl::MutexLock lock(&mu);
   EXPECT_THAT(seen, ElementsAre("float[1, 2]", "unsigned char[2, 5, 7, 3]",
                                 "unsigned char[1, 4, 4, 3]"));
+}
+
+// A part the runner fails alone (PartError) fails only its task: the batch's other tasks get
+// their rows, in the right places; an error reported twice for a part is delivered once, and
+// one for a part index that does not exist is ignored.
+TEST(DynamicBatcherTest, PartErrorFailsOnlyThatPartsTask) {
+  FakeClock clock;
+  Results results;
+  PartsRunner runner = [](const BatchParts& parts,
+                          std::vector<PartError>* part_errors) -> absl::StatusOr<at::Tensor> {
+    part_errors->push_back({1, absl::InvalidArgumentError("image 0: cannot be decoded")});
+    part_errors->push_back({1, absl::InternalError("reported twice")});
+    part_errors->push_back({parts.size(), absl::InternalError("no such part")});
+    return at::cat(parts, 0) * 2;
+  };
+  auto batcher = DynamicBatcher::Create(Options(6, absl::Hours(1)), {runner}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  for (int id = 0; id < 3; ++id) {
+    auto task = MakeTask(results, id, /*rows=*/id + 1);  // 1 + 2 + 3 rows: a full batch of 6.
+    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
+  }
+  results.WaitFor(3);
+  ExpectDoubled(results, 0, 1);
+  ExpectDoubled(results, 2, 3);
+  absl::StatusOr<at::Tensor> failed = results.Get(1);
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(failed.status().message(), HasSubstr("cannot be decoded"));
 }
 
 TEST(DynamicBatcherTest, ClosesBatchEarlyAtPreferredSize) {

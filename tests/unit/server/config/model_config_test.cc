@@ -221,6 +221,41 @@ TEST_F(ModelConfigTest, DevicePreprocessingFollowsTheFlagOnCudaUnlessTheConfigSa
   }
 }
 
+// gpu_jpeg_decoding: unset takes --gpu-jpeg-decoding for CUDA models with device
+// preprocessing; set, it needs both (a field error names it otherwise).
+TEST_F(ModelConfigTest, GpuJpegDecodingFollowsTheFlagAndNeedsCudaAndDevicePreprocessing) {
+  struct Case {
+    const char* text;
+    bool flag;
+    bool expected;
+  };
+  const Case cases[] = {
+      {R"pb(architecture: "shvit_s1" device: "cuda")pb", true, true},
+      {R"pb(architecture: "shvit_s1" device: "cuda")pb", false, false},
+      {R"pb(architecture: "shvit_s1" device: "cpu")pb", true, false},
+      {R"pb(architecture: "shvit_s1" device: "cuda" device_preprocessing: false)pb", true, false},
+      {R"pb(architecture: "shvit_s1" device: "cuda" gpu_jpeg_decoding: false)pb", true, false},
+      {R"pb(architecture: "shvit_s1" device: "cuda" gpu_jpeg_decoding: true)pb", false, true},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.text);
+    defaults_.gpu_jpeg_decoding = c.flag;
+    absl::StatusOr<v1::ModelConfig> config = Normalized(c.text);
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->gpu_jpeg_decoding(), c.expected);
+  }
+  defaults_.gpu_jpeg_decoding = false;
+  for (const char* text :
+       {R"pb(architecture: "shvit_s1" device: "cpu" gpu_jpeg_decoding: true)pb",
+        R"pb(architecture: "shvit_s1" device: "cuda" device_preprocessing: false
+             gpu_jpeg_decoding: true)pb"}) {
+    SCOPED_TRACE(text);
+    absl::StatusOr<v1::ModelConfig> config = Normalized(text);
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(config.status().message(), HasSubstr("'gpu_jpeg_decoding'"));
+  }
+}
+
 // channels_last, likewise: unset takes --channels-last for models on CUDA and is off on CPU.
 TEST_F(ModelConfigTest, ChannelsLastFollowsTheFlagOnCudaUnlessTheConfigSaysOtherwise) {
   struct Case {

@@ -328,6 +328,121 @@ TEST(ReadImageHeaderTest, ReadsExtendedWebpCanvas) {
   EXPECT_EQ(DecodeImage(webp, ImageLimits()).status().code(), absl::StatusCode::kResourceExhausted);
 }
 
+// What decides whether a JPEG may go to a GPU decoder: its components, whether the frame is
+// baseline, and its EXIF orientation (little- and big-endian TIFF; XMP and absent EXIF leave 1).
+TEST(ReadImageHeaderTest, ReadsJpegFrameAndExifOrientation) {
+  const cv::Mat rgb = RedBlueRgb(40, 24);
+  const std::string baseline = Encode(rgb, ".jpg", {cv::IMWRITE_JPEG_QUALITY, 90});
+  absl::StatusOr<ImageHeader> header = ReadImageHeader(baseline);
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_EQ(header->jpeg_components, 3);
+  EXPECT_TRUE(header->jpeg_baseline);
+  EXPECT_EQ(header->exif_orientation, 1);
+
+  header = ReadImageHeader(Encode(rgb, ".jpg", {cv::IMWRITE_JPEG_PROGRESSIVE, 1}));
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_FALSE(header->jpeg_baseline);
+  EXPECT_EQ(header->jpeg_components, 3);
+
+  cv::Mat grey(24, 40, CV_8UC1, cv::Scalar(90));
+  std::vector<uint8_t> grey_bytes;
+  ASSERT_TRUE(cv::imencode(".jpg", grey, grey_bytes));
+  header = ReadImageHeader(std::string(grey_bytes.begin(), grey_bytes.end()));
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_EQ(header->jpeg_components, 1);
+  EXPECT_TRUE(header->jpeg_baseline);
+
+  for (int orientation : {1, 3, 6, 8}) {
+    SCOPED_TRACE(orientation);
+    header = ReadImageHeader(baseline.substr(0, 2) + ExifOrientationSegment(orientation) +
+                             baseline.substr(2));
+    ASSERT_TRUE(header.ok()) << header.status();
+    EXPECT_EQ(header->exif_orientation, orientation);
+    EXPECT_EQ(header->width, 40);  // As stored: the orientation does not swap the header's sizes.
+  }
+  // The same entry in a little-endian TIFF.
+  // clang-format off
+  const char little_endian[] = {
+      '\xFF', '\xE1', 0, 34, 'E', 'x', 'i', 'f', 0, 0,
+      'I', 'I', 42, 0, 8, 0, 0, 0,
+      1, 0,
+      0x12, 1, 3, 0, 1, 0, 0, 0,
+      6, 0, 0, 0,
+      0, 0, 0, 0};
+  // clang-format on
+  header = ReadImageHeader(baseline.substr(0, 2) +
+                           std::string(little_endian, sizeof(little_endian)) + baseline.substr(2));
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_EQ(header->exif_orientation, 6);
+  // An APP1 that is not EXIF, and an EXIF IFD whose offset points past its segment.
+  std::string xmp = "\xFF\xE1";
+  xmp += std::string("\0\x0E", 2) + "http://ns.ad";  // Length 14: 12 bytes of payload.
+  std::string broken = ExifOrientationSegment(6);
+  broken[17] = 100;  // IFD offset 100 in a 26-byte TIFF.
+  for (const std::string& segment : {xmp, broken}) {
+    header = ReadImageHeader(baseline.substr(0, 2) + segment + baseline.substr(2));
+    ASSERT_TRUE(header.ok()) << header.status();
+    EXPECT_EQ(header->exif_orientation, 1);
+  }
+  // Other formats keep the defaults.
+  header = ReadImageHeader(Encode(rgb, ".png"));
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_EQ(header->jpeg_components, 0);
+  EXPECT_FALSE(header->jpeg_baseline);
+}
+
+// What goes to the GPU decoder must be well formed up to its scan (nvJPEG does not check):
+// OpenCV's baseline, progressive, grey and EXIF-carrying files pass; each damage below is
+// named, and such a file takes the CPU decoder instead, which answers it as before (most it
+// refuses; one without Huffman tables it decodes with the standard ones, as motion JPEG).
+TEST(CheckJpegStructureTest, AcceptsWellFormedFilesAndNamesWhatIsWrong) {
+  const cv::Mat rgb = RedBlueRgb(40, 24);
+  const std::string jpeg = Encode(rgb, ".jpg", {cv::IMWRITE_JPEG_QUALITY, 90});
+  cv::Mat grey(24, 40, CV_8UC1, cv::Scalar(90));
+  std::vector<uint8_t> grey_bytes;
+  ASSERT_TRUE(cv::imencode(".jpg", grey, grey_bytes));
+  for (const std::string& good :
+       {jpeg, Encode(rgb, ".jpg", {cv::IMWRITE_JPEG_PROGRESSIVE, 1}),
+        std::string(grey_bytes.begin(), grey_bytes.end()),
+        jpeg.substr(0, 2) + ExifOrientationSegment(6) + jpeg.substr(2)}) {
+    EXPECT_TRUE(CheckJpegStructure(good).ok()) << CheckJpegStructure(good);
+  }
+  const size_t sos = jpeg.find("\xFF\xDA");
+  const size_t dqt = jpeg.find("\xFF\xDB");
+  const size_t dht = jpeg.find("\xFF\xC4");
+  ASSERT_NE(sos, std::string::npos);
+  ASSERT_NE(dqt, std::string::npos);
+  ASSERT_NE(dht, std::string::npos);
+  auto segment_end = [&](size_t at) {
+    return at + 2 + (static_cast<uint8_t>(jpeg[at + 2]) << 8 | static_cast<uint8_t>(jpeg[at + 3]));
+  };
+  std::string wrong_component = jpeg;
+  wrong_component[sos + 5] = '\x77';
+  std::string bad_quantisation_id = jpeg;
+  bad_quantisation_id[dqt + 4] = '\x02';  // Table 2 defined, table 0 used.
+  const struct {
+    const char* what;
+    std::string bytes;
+    const char* message;
+  } cases[] = {
+      {"no scan", jpeg.substr(0, sos) + "\xFF\xD9", "no scan"},
+      {"a scan naming another component", wrong_component, "component 119"},
+      {"truncated", jpeg.substr(0, jpeg.size() - 10), "end-of-image"},
+      {"no quantisation table", jpeg.substr(0, dqt) + jpeg.substr(segment_end(dqt)),
+       "quantisation table"},
+      {"quantisation table of another id", bad_quantisation_id, "quantisation table 0"},
+      {"no Huffman tables", jpeg.substr(0, dht) + jpeg.substr(sos), "Huffman"},
+      {"a segment past the end", jpeg.substr(0, dqt + 3) + "\xFF\xD9", "past the file"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    const absl::Status status = CheckJpegStructure(c.bytes);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(status.message(), HasSubstr(c.message));
+  }
+  EXPECT_FALSE(CheckJpegStructure(Encode(rgb, ".png")).ok());
+}
+
 TEST(RgbImageFromRawTest, CopiesPixels) {
   std::string raw = {'\x01', '\x02', '\x03', '\x04', '\x05', '\x06'};
   absl::StatusOr<RgbImage> image = RgbImageFromRaw(raw, 2, 1, ImageLimits());

@@ -1,6 +1,9 @@
 #include "server/runtime/model_instance.h"
 
 #include <atomic>
+#include <iostream>
+#include <string>
+#include <string_view>
 #include <chrono>
 #include <thread>
 #include <cstring>
@@ -9,6 +12,8 @@
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 #include <torch/cuda.h>
 #include <torch/nn/modules/linear.h>
 #ifdef VITSERVE_WITH_CUDA
@@ -18,7 +23,10 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/image/decode.h"
+#include "server/image/gpu_jpeg_decoder.h"
 #include "server/image/image.h"
+#include "server/image/jpeg_part.h"
 #include "server/image/preprocess.h"
 #include "server/runtime/device.h"
 
@@ -553,6 +561,180 @@ TEST(ModelInstanceCudaTest, ImagePartsArePreprocessedOnTheGpu) {
   absl::StatusOr<at::Tensor> eager = (*instance)->RunParts(twice);
   ASSERT_TRUE(eager.ok()) << eager.status();
   EXPECT_TRUE(at::allclose(*eager, at::cat({expected, expected}), 0, 1e-2));
+}
+
+// An RGB uint8 [height, width, 3] image encoded as a JPEG (baseline unless `progressive`).
+std::string JpegOf(const at::Tensor& rgb, bool progressive = false) {
+  const at::Tensor image = rgb.contiguous();
+  cv::Mat pixels(static_cast<int>(image.size(0)), static_cast<int>(image.size(1)), CV_8UC3,
+                 image.data_ptr());
+  cv::Mat bgr;
+  cv::cvtColor(pixels, bgr, cv::COLOR_RGB2BGR);
+  std::vector<uint8_t> bytes;
+  EXPECT_TRUE(cv::imencode(".jpg", bgr, bytes,
+                           {cv::IMWRITE_JPEG_QUALITY, 95, cv::IMWRITE_JPEG_PROGRESSIVE,
+                            progressive ? 1 : 0}));
+  return std::string(bytes.begin(), bytes.end());
+}
+
+// `files` (all of `width` x `height`) as a JPEG part, page-locked when asked.
+at::Tensor JpegPartOf(const std::vector<std::string>& files, int width, int height,
+                      bool pinned) {
+  std::vector<EncodedJpeg> jpegs;
+  for (const std::string& file : files) jpegs.push_back({file, width, height});
+  at::Tensor part = at::empty(JpegPartSizes(jpegs), at::TensorOptions(at::kByte).pinned_memory(pinned));
+  FillJpegPart(jpegs, part);
+  return part;
+}
+
+// What the CPU decoder makes of `files`: uint8 [n, height, width, 3].
+at::Tensor DecodedOnCpu(const std::vector<std::string>& files) {
+  std::vector<at::Tensor> images;
+  for (const std::string& file : files) {
+    absl::StatusOr<RgbImage> rgb = DecodeImage(file, ImageLimits());
+    EXPECT_TRUE(rgb.ok()) << rgb.status();
+    images.push_back(at::from_blob(rgb->pixels.data, {rgb->height(), rgb->width(), 3}, at::kByte)
+                         .clone());
+  }
+  return at::stack(images);
+}
+
+// Bytes in place of a JPEG file that no decoder can decode (the services never put such a file
+// in a JPEG part, but a file they do put there may still be one nvJPEG and libjpeg refuse).
+// Not a subtly damaged file: nvJPEG decodes some of those without an error (a scan naming a
+// component its frame lacks, 2026-12-03), and this test is about what happens on a failure.
+constexpr std::string_view kUndecodable = "not a JPEG file at all \xFF\xD9";
+
+// uint8 [n, height, width, 3] photo-like images: smooth luminance and colour, as a camera's
+// (JPEG decoders differ most where the colour changes from pixel to pixel, since 4:2:0 files
+// store it at half resolution and decoders upsample it differently).
+at::Tensor SmoothImages(int64_t n, int64_t height, int64_t width, int seed) {
+  const at::Tensor y = at::arange(height, at::kFloat).view({1, height, 1, 1});
+  const at::Tensor x = at::arange(width, at::kFloat).view({1, 1, width, 1});
+  const at::Tensor channel = at::arange(3, at::kFloat).view({1, 1, 1, 3});
+  const at::Tensor image = at::arange(n, at::kFloat).view({n, 1, 1, 1}) + seed;
+  return (127.5 + 90.0 * at::sin(x * 0.06 + channel + image) * at::cos(y * 0.05 + image))
+      .round()
+      .to(at::kByte);
+}
+
+// GPU JPEG decoding needs a CUDA device, and an instance without it refuses JPEG parts.
+TEST(ModelInstanceTest, JpegPartsNeedGpuJpegDecoding) {
+  InstanceOptions options;
+  options.input_size = 16;
+  options.image_preprocess = SmallSpec();
+  options.image_preprocess->gpu_jpeg_decode = true;
+  absl::StatusOr<std::unique_ptr<ModelInstance>> on_cpu =
+      ModelInstance::Create(std::make_shared<TinyModel>(), options);
+  EXPECT_EQ(on_cpu.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(on_cpu.status().message(), HasSubstr("CUDA"));
+
+  options.image_preprocess->gpu_jpeg_decode = false;
+  auto instance = ModelInstance::Create(std::make_shared<TinyModel>(), options);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  const std::string jpeg = JpegOf(Images(1, 18, 20, 1)[0]);
+  absl::StatusOr<at::Tensor> refused =
+      (*instance)->RunParts({JpegPartOf({jpeg}, 20, 18, /*pinned=*/false)});
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.status().message(), HasSubstr("JPEG part"));
+}
+
+// Runs only on a CUDA host: nvJPEG decodes baseline files (on the hardware engines where the
+// GPU has them) and progressive ones (default backend) within a grey level or two of the CPU
+// decoder on average.
+TEST(ModelInstanceCudaTest, GpuJpegDecoderDecodesLikeTheCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  absl::StatusOr<std::unique_ptr<GpuJpegDecoder>> decoder = GpuJpegDecoder::Create();
+  ASSERT_TRUE(decoder.ok()) << decoder.status();
+  const at::Tensor images = SmoothImages(3, 48, 64, 11);
+  const std::vector<std::string> files = {JpegOf(images[0]), JpegOf(images[1], true),
+                                          JpegOf(images[2])};
+  at::Tensor out = at::empty({3, 48, 64, 3}, at::TensorOptions(at::kByte).device(at::kCUDA));
+  std::vector<EncodedJpeg> jpegs;
+  std::vector<uint8_t*> outputs;
+  for (size_t i = 0; i < files.size(); ++i) {
+    jpegs.push_back({files[i], 64, 48});
+    outputs.push_back(out[static_cast<int64_t>(i)].data_ptr<uint8_t>());
+  }
+  const std::vector<size_t> failed = (*decoder)->Decode(jpegs, outputs, nullptr);
+  EXPECT_TRUE(failed.empty());
+  torch::cuda::synchronize();
+  const at::Tensor difference =
+      (out.cpu().to(at::kInt) - DecodedOnCpu(files).to(at::kInt)).abs().to(at::kFloat);
+  for (int64_t i = 0; i < 3; ++i) {
+    EXPECT_LT(difference[i].mean().item<float>(), 2.0) << "image " << i;
+    EXPECT_LE(difference[i].max().item<float>(), 40) << "image " << i;
+  }
+  EXPECT_EQ((*decoder)->hardware_decoded() + (*decoder)->default_decoded(), 3);
+  if ((*decoder)->hardware()) {
+    EXPECT_EQ((*decoder)->hardware_decoded(), 2);  // The baseline two.
+  }
+  std::cout << "[          ] hardware JPEG engines: " << ((*decoder)->hardware() ? "yes" : "no")
+            << "; mean |GPU - CPU| per image: " << difference.mean({1, 2, 3}) << std::endl;
+
+  // A file no decoder can read is reported, the others still decode.
+  const std::string bad(kUndecodable);
+  jpegs[2].bytes = bad;
+  EXPECT_EQ((*decoder)->Decode(jpegs, outputs, nullptr), std::vector<size_t>{2});
+}
+
+// Runs only on a CUDA host: a batch of JPEG parts (page-locked, as the services write them),
+// image pixels and float rows gives what the same images decoded on the CPU give; a part with
+// a file no decoder can read fails alone (with per-part errors) or fails the batch (without).
+TEST(ModelInstanceCudaTest, JpegPartsAreDecodedOnTheGpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(5);
+  auto reference = std::make_shared<TinyModel>();
+  InstanceOptions options;
+  options.device = c10::Device(c10::kCUDA, 0);
+  options.dtype = at::kHalf;
+  options.input_size = 16;
+  options.image_preprocess = SmallSpec();
+  options.image_preprocess->gpu_jpeg_decode = true;
+  options.warmup_batch_sizes = {1, 8};
+  options.cuda_graph_batch_sizes = {1, 8};
+  auto instance = ModelInstance::Create(CopyOf(*reference), options);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  InstanceOptions pixels_options = options;
+  pixels_options.image_preprocess->gpu_jpeg_decode = false;
+  auto pixels_instance = ModelInstance::Create(CopyOf(*reference), pixels_options);
+  ASSERT_TRUE(pixels_instance.ok()) << pixels_instance.status();
+
+  const at::Tensor small = SmoothImages(2, 18, 20, 21);  // Enlarged to 18 (cubic).
+  const at::Tensor large = SmoothImages(1, 30, 34, 23);  // Shrunk (area).
+  const std::vector<std::string> small_files = {JpegOf(small[0]), JpegOf(small[1])};
+  const std::vector<std::string> large_files = {JpegOf(large[0])};
+  const at::Tensor floats = PreprocessedOnCpu(Images(1, 30, 30, 7), SmallSpec());
+  const std::vector<at::Tensor> jpeg_parts = {
+      JpegPartOf(small_files, 20, 18, true), floats, JpegPartOf(large_files, 34, 30, true),
+      JpegPartOf({small_files[1]}, 20, 18, true)};
+  const std::vector<at::Tensor> pixel_parts = {DecodedOnCpu(small_files).pin_memory(), floats,
+                                               DecodedOnCpu(large_files).pin_memory(),
+                                               DecodedOnCpu({small_files[1]}).pin_memory()};
+  absl::StatusOr<at::Tensor> expected = (*pixels_instance)->RunParts(pixel_parts);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  absl::StatusOr<at::Tensor> out = (*instance)->RunParts(jpeg_parts);  // 5 rows: graph of 8.
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE(at::allclose(*out, *expected, 0, 2e-2)) << (*out - *expected).abs().max();
+
+  // The third part's file cannot be decoded: only that part fails, the others are unchanged.
+  std::cout << "[          ] largest |GPU-decoded - CPU-decoded| output: "
+            << (*out - *expected).abs().max().item<float>() << std::endl;
+  std::vector<at::Tensor> with_bad = jpeg_parts;
+  with_bad[2] = JpegPartOf({std::string(kUndecodable)}, 34, 30, true);
+  std::vector<std::pair<size_t, absl::Status>> failed;
+  absl::StatusOr<at::Tensor> partial = (*instance)->RunParts(with_bad, nullptr, &failed);
+  ASSERT_TRUE(partial.ok()) << partial.status();
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(failed[0].first, 2u);
+  EXPECT_EQ(failed[0].second.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(failed[0].second.message(), HasSubstr("image 0: cannot be decoded"));
+  for (int64_t row : {0, 1, 2, 4}) {
+    EXPECT_TRUE(at::allclose((*partial)[row], (*expected)[row], 0, 2e-2)) << "row " << row;
+  }
+  absl::StatusOr<at::Tensor> whole = (*instance)->RunParts(with_bad);
+  EXPECT_EQ(whole.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(whole.status().message(), HasSubstr("cannot be decoded"));
 }
 
 #ifdef VITSERVE_WITH_CUDA
