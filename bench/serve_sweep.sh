@@ -122,6 +122,13 @@ thread_cpu() {
   done | awk -v hz="$(getconf CLK_TCK)" '{cpu[$1] += $2} END {for (n in cpu) printf "%s %.2f\n", n, cpu[n] / hz}'
 }
 
+# thread_cpu_delta BEFORE AFTER N: the N threads (by name) that used the most CPU between two
+# thread_cpu snapshots, in seconds.
+thread_cpu_delta() {
+  join <(sort "$1") <(sort "$2") | awk '{printf "  %-16s %7.2f\n", $1, $3 - $2}' \
+    | sort -k2 -nr | head -"$3"
+}
+
 bench() {  # model label args... -> records img/s
   local m=$1 label=$2; shift 2
   # The client's own CPU seconds too (it shares the box's cores with the server): a load
@@ -240,6 +247,14 @@ kserve_rows() {
 }
 
 top_c=${CONCURRENCY##* }
+# jpeg_rows MODEL PREFIX: the JPEG rows against the running server (224x224 and 640x480 photos,
+# at the highest concurrency and at 1).
+jpeg_rows() {
+  bench "$1" ${2}224_c$top_c --input jpeg --image "$OUT/photo_224x224.jpg" --concurrency "$top_c"
+  bench "$1" ${2}640_c$top_c --input jpeg --image "$OUT/photo_640x480.jpg" --concurrency "$top_c"
+  bench "$1" ${2}224_c1 --input jpeg --image "$OUT/photo_224x224.jpg" --concurrency 1
+  bench "$1" ${2}640_c1 --input jpeg --image "$OUT/photo_640x480.jpg" --concurrency 1
+}
 for m in $MODELS; do
   log "serving $m: fp16, max batch $MAX_BATCH, queue delay $QUEUE_DELAY_US us"
   PRELOAD=""
@@ -264,26 +279,18 @@ for m in $MODELS; do
       scrape "$OUT/metrics_after_top_$m.txt"
       stage_means "during raw_c$c" "$OUT/metrics_after_top_$m.txt" "$OUT/metrics_before_top_$m.txt"
       echo "server CPU seconds by thread during raw_c$c ($T s + 1 s warm-up):"
-      join <(sort "$OUT/threads_before_$m.txt") <(sort "$OUT/threads_after_$m.txt") \
-        | awk '{printf "  %-16s %7.2f\n", $1, $3 - $2}' | sort -k2 -nr | head -12
+      thread_cpu_delta "$OUT/threads_before_$m.txt" "$OUT/threads_after_$m.txt" 12
     fi
   done
   if [[ "${SPLIT_CLIENTS:-2}" -gt 1 && "${JPEG_ONLY:-0}" != 1 ]]; then
     bench_split "$m" "raw_c${top_c}_${SPLIT_CLIENTS:-2}clients" "${SPLIT_CLIENTS:-2}" "$top_c" --input raw
   fi
   [[ "${JPEG_ONLY:-0}" != 1 ]] && bench "$m" raw16_c32 --input raw --batch 16 --concurrency 32
-  jpeg_rows() {  # PREFIX: the JPEG rows of the running server
-    bench "$m" ${1}224_c$top_c --input jpeg --image "$OUT/photo_224x224.jpg" --concurrency "$top_c"
-    bench "$m" ${1}640_c$top_c --input jpeg --image "$OUT/photo_640x480.jpg" --concurrency "$top_c"
-    bench "$m" ${1}224_c1 --input jpeg --image "$OUT/photo_224x224.jpg" --concurrency 1
-    bench "$m" ${1}640_c1 --input jpeg --image "$OUT/photo_640x480.jpg" --concurrency 1
-  }
   thread_cpu $SERVER > "$OUT/threads_before_jpeg_$m.txt"
-  jpeg_rows jpeg
+  jpeg_rows "$m" jpeg
   thread_cpu $SERVER > "$OUT/threads_after_jpeg_$m.txt"
   echo "server CPU seconds by thread during the JPEG rows:"
-  join <(sort "$OUT/threads_before_jpeg_$m.txt") <(sort "$OUT/threads_after_jpeg_$m.txt") \
-    | awk '{printf "  %-16s %7.2f\n", $1, $3 - $2}' | sort -k2 -nr | head -8
+  thread_cpu_delta "$OUT/threads_before_jpeg_$m.txt" "$OUT/threads_after_jpeg_$m.txt" 8
   [[ "${JPEG_ONLY:-0}" != 1 ]] && kserve_rows "$m" fp32
   scrape "$OUT/metrics_$m.txt"
   stage_means "over the model's runs" "$OUT/metrics_$m.txt"
@@ -291,11 +298,10 @@ for m in $MODELS; do
   if [[ "${CPU_JPEG:-0}" == 1 ]]; then
     if start_server "$m" "$OUT/server_${m}_cpujpeg.log" -- --gpu-jpeg-decoding=false; then
       thread_cpu $SERVER > "$OUT/threads_before_cpujpeg_$m.txt"
-      jpeg_rows cpujpeg
+      jpeg_rows "$m" cpujpeg
       thread_cpu $SERVER > "$OUT/threads_after_cpujpeg_$m.txt"
       echo "server CPU seconds by thread during the JPEG rows (CPU decoding):"
-      join <(sort "$OUT/threads_before_cpujpeg_$m.txt") <(sort "$OUT/threads_after_cpujpeg_$m.txt") \
-        | awk '{printf "  %-16s %7.2f\n", $1, $3 - $2}' | sort -k2 -nr | head -8
+      thread_cpu_delta "$OUT/threads_before_cpujpeg_$m.txt" "$OUT/threads_after_cpujpeg_$m.txt" 8
       scrape "$OUT/metrics_cpujpeg_$m.txt"
       stage_means "CPU JPEG decoding, over its runs" "$OUT/metrics_cpujpeg_$m.txt"
       kill -TERM $SERVER; wait $SERVER 2>/dev/null

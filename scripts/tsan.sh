@@ -37,7 +37,12 @@
 # Suppressed (TSAN_OPTIONS=suppressions=build-tsan/tsan.supp, written below), exactly:
 #   race:libc10.so
 #   race:libtorch_cpu.so
-# i.e. race reports with a frame of either stack in the uninstrumented LibTorch libraries. Why:
+#   deadlock:libgdal.so
+# i.e. race reports with a frame of either stack in the uninstrumented LibTorch libraries, and
+# lock-order reports inside GDAL: OpenCV's imgcodecs loads it, and GDAL's own lazily created
+# mutexes (CPLCreateOrAcquireMutexEx inside CPLAcquireMutex) take two of its locks in both
+# orders on one thread when a test encodes a JPEG with cv::imencode (runtime_test's GPU JPEG
+# cases, 2026-12-03); no lock of ours is in those stacks. Why:
 # a tensor's last reference is often dropped inside them (e.g. a view dropping its base), and TSan
 # sees that free but not the refcount's acquire that orders it after other threads' decrements
 # (details and the report it hid at the heredoc). Nothing in server/, models/, common/ or tests/
@@ -156,6 +161,7 @@ SUPP=$B/tsan.supp
 cat > "$SUPP" <<'SUPPRESSIONS'
 race:libc10.so
 race:libtorch_cpu.so
+deadlock:libgdal.so
 SUPPRESSIONS
 export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$ROOT/$SUPP print_suppressions=1 ${TSAN_OPTIONS:-}"
 REPORT='(WARNING|ERROR|FATAL): ThreadSanitizer|ThreadSanitizer: reported'
