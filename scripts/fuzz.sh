@@ -62,6 +62,7 @@ fi
   tests/fuzz/request_fuzz.cc server/api/classify.cc server/api/image_input.cc \
   server/api/kserve_tensor.cc server/api/detect.cc server/image/decode.cc server/image/image_header.cc \
   server/image/preprocess.cc server/image/resize_weights.cc server/image/dense_output.cc \
+  server/image/jpeg_part.cc \
   build/proto/gen/vitserve/v1/vision.pb.cc build/proto/gen/vitserve/v1/model_config.pb.cc \
   build/proto/gen/inference/grpc_service.pb.cc build/proto/gen/inference/model_config.pb.cc \
   -Wl,--start-group $(find build/models -name '*.a' | sort) -Wl,--end-group \

@@ -12,6 +12,8 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view bytes(reinterpret_cast<const char*>(data), size);
   absl::StatusOr<vitserve::ImageHeader> header = vitserve::ReadImageHeader(bytes);
+  // The structure check that decides which JPEGs the GPU decodes: any bytes, no crash.
+  (void)vitserve::CheckJpegStructure(bytes);
   vitserve::ImageLimits limits;
   limits.max_pixels = 1 << 20;  // Keeps each run fast; the limit is itself under test.
   limits.max_side = 4096;

@@ -18,6 +18,8 @@
 #include "server/api/classify.h"
 #include "server/api/image_input.h"
 #include "server/api/kserve_tensor.h"
+#include "server/image/image_header.h"
+#include "server/image/jpeg_part.h"
 #include "vitserve/v1/vision.pb.h"
 
 namespace {
@@ -42,6 +44,7 @@ vitserve::PreprocessSpec Spec(uint8_t options) {
   spec.input_size = kInputSize;
   spec.on_device = (options & 1) != 0;
   spec.jpeg_dct_downscale = (options & 2) != 0;
+  spec.gpu_jpeg_decode = (options & 16) != 0;  // JPEG parts (the GPU decodes them later).
   spec.interpolation =
       (options & 4) != 0 ? vitserve::Interpolation::kBilinear : vitserve::Interpolation::kBicubic;
   return spec;
@@ -57,6 +60,15 @@ void Classify(const uint8_t* data, size_t size, uint8_t options) {
   absl::StatusOr<at::Tensor> batch =
       vitserve::DecodeAndPreprocess(request.images(), SmallLimits(), Spec(options));
   if (!batch.ok()) return;
+  if (vitserve::IsJpegPart(*batch)) {  // Files for the GPU decoder, each well formed and whole.
+    Check((options & 17) == 17 && batch->size(0) == request.images_size());
+    for (int i = 0; i < request.images_size(); ++i) {
+      const vitserve::EncodedJpeg jpeg = vitserve::JpegInPart(*batch, i);
+      Check(jpeg.bytes == request.images(i).encoded());
+      Check(vitserve::CheckJpegStructure(jpeg.bytes).ok());
+    }
+    return;
+  }
   Check(batch->dim() == 4 && batch->size(0) == request.images_size());
   if (batch->scalar_type() == at::kByte) {  // Pixels for the device: [N,H,W,3].
     Check((options & 1) != 0 && batch->size(3) == 3);
