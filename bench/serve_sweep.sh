@@ -38,6 +38,8 @@
 #                  and repeat the JPEG rows as cpujpeg224_c*, cpujpeg640_c* (CPU decoding against
 #                  the default, GPU decoding with nvJPEG, in the same call)
 #   JPEG_ONLY      1: of the served rows, only the JPEG ones (and CPU_JPEG's)
+#   NO_JPEG        1: no JPEG rows
+#   PA_ASYNC       1: each perf_analyzer row once more with --async (perf_analyzer_async_*)
 set -uo pipefail
 OUT="${1:-${OUT:-/tmp/vitserve-sweep}}"
 mkdir -p "$OUT"
@@ -236,14 +238,23 @@ kserve_rows() {
   bench "$m" kserve_${dtype}_c64 --input tensor --concurrency 64
   bench "$m" kserve_${dtype}_c64_pa_conns --input tensor --concurrency 64 --channels 11
   [[ -x "$PA" ]] || return 0
+  pa_row "$m" perf_analyzer_${dtype}_c64
+  # PA_ASYNC=1: once more in perf_analyzer's asynchronous mode (a few threads and completion
+  # queues), where its default, synchronous mode blocks one thread per outstanding request.
+  [[ "${PA_ASYNC:-0}" == 1 ]] && pa_row "$m" perf_analyzer_async_${dtype}_c64 --async
+}
+# pa_row MODEL NAME [FLAGS...]: perf_analyzer at concurrency 64, batch 1, recorded as NAME.
+pa_row() {
+  local m=$1 name=$2 v p50
+  shift 2
   LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" "$PA" -m "$m" -i grpc -u localhost:8001 \
     --concurrency-range 64 --measurement-interval 3000 --measurement-mode time_windows \
-    --max-trials 3 --stability-percentage 999 -b 1 > "$OUT/pa_${m}_${dtype}_c64.txt" 2>&1
-  v=$(grep -oP 'throughput: \K[0-9.]+' "$OUT/pa_${m}_${dtype}_c64.txt" | tail -1)
-  p50=$(grep -oP 'p50 latency: \K[0-9]+' "$OUT/pa_${m}_${dtype}_c64.txt" | tail -1)
-  record "$m" perf_analyzer_${dtype}_c64 "${v:-nan}"
-  [[ -n "$p50" ]] && record "$m" perf_analyzer_${dtype}_c64_p50_ms "$(awk -v u="$p50" 'BEGIN {print u / 1000}')"
-  log "$m perf_analyzer_${dtype}_c64: ${v:-?} infer/s (KServe, $dtype)"
+    --max-trials 3 --stability-percentage 999 -b 1 "$@" > "$OUT/pa_${m}_${name}.txt" 2>&1
+  v=$(grep -oP 'throughput: \K[0-9.]+' "$OUT/pa_${m}_${name}.txt" | tail -1)
+  p50=$(grep -oP 'p50 latency: \K[0-9]+' "$OUT/pa_${m}_${name}.txt" | tail -1)
+  record "$m" "$name" "${v:-nan}"
+  [[ -n "$p50" ]] && record "$m" "${name}_p50_ms" "$(awk -v u="$p50" 'BEGIN {print u / 1000}')"
+  log "$m $name: ${v:-?} infer/s (KServe)"
 }
 
 top_c=${CONCURRENCY##* }
@@ -286,11 +297,13 @@ for m in $MODELS; do
     bench_split "$m" "raw_c${top_c}_${SPLIT_CLIENTS:-2}clients" "${SPLIT_CLIENTS:-2}" "$top_c" --input raw
   fi
   [[ "${JPEG_ONLY:-0}" != 1 ]] && bench "$m" raw16_c32 --input raw --batch 16 --concurrency 32
-  thread_cpu $SERVER > "$OUT/threads_before_jpeg_$m.txt"
-  jpeg_rows "$m" jpeg
-  thread_cpu $SERVER > "$OUT/threads_after_jpeg_$m.txt"
-  echo "server CPU seconds by thread during the JPEG rows:"
-  thread_cpu_delta "$OUT/threads_before_jpeg_$m.txt" "$OUT/threads_after_jpeg_$m.txt" 8
+  if [[ "${NO_JPEG:-0}" != 1 ]]; then
+    thread_cpu $SERVER > "$OUT/threads_before_jpeg_$m.txt"
+    jpeg_rows "$m" jpeg
+    thread_cpu $SERVER > "$OUT/threads_after_jpeg_$m.txt"
+    echo "server CPU seconds by thread during the JPEG rows:"
+    thread_cpu_delta "$OUT/threads_before_jpeg_$m.txt" "$OUT/threads_after_jpeg_$m.txt" 8
+  fi
   [[ "${JPEG_ONLY:-0}" != 1 ]] && kserve_rows "$m" fp32
   scrape "$OUT/metrics_$m.txt"
   stage_means "over the model's runs" "$OUT/metrics_$m.txt"

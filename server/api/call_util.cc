@@ -98,6 +98,16 @@ std::function<void(absl::StatusOr<at::Tensor>)> OnPool(
   };
 }
 
+std::function<void(absl::StatusOr<at::Tensor>)> OnPoolWhileQueued(
+    WorkPool* pool, const ServableModel& model,
+    std::function<void(absl::StatusOr<at::Tensor>)> fill) {
+  if (pool == nullptr) return fill;
+  return [pool, &model, fill = std::move(fill)](absl::StatusOr<at::Tensor> result) {
+    if (model.QueueDepth() == 0) return fill(std::move(result));
+    pool->ScheduleFirst([fill, result = std::move(result)]() { fill(result); });
+  };
+}
+
 int64_t MaxRowsPerTask(const ServableModel& model) {
   const int64_t max_batch = model.config().batching().max_batch_size();
   return max_batch > 0 ? max_batch : 1;

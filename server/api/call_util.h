@@ -58,6 +58,15 @@ std::function<void(absl::Status)> AdmitRequest(const ServableModel& model,
 std::function<void(absl::StatusOr<at::Tensor>)> OnPool(
     WorkPool* pool, std::function<void(absl::StatusOr<at::Tensor>)> fill);
 
+// Like OnPool, for a `fill` that is light (Classify's softmax, top-k and reply): it runs on the
+// executor thread itself when no request waits in `model`'s queue, so that at low load a reply
+// does not pay a pool thread's wake-up (tens of microseconds); while requests wait, it goes to
+// the pool, so the executor takes the next batch at once. Heavy fills (dense outputs) use
+// OnPool. `model` must outlive the returned function's calls (the caller's handle does).
+std::function<void(absl::StatusOr<at::Tensor>)> OnPoolWhileQueued(
+    WorkPool* pool, const ServableModel& model,
+    std::function<void(absl::StatusOr<at::Tensor>)> fill);
+
 // The row limit of one task of `model` (its normalised batching.max_batch_size; >= 1).
 int64_t MaxRowsPerTask(const ServableModel& model);
 

@@ -119,6 +119,30 @@ absl::StatusOr<std::optional<at::Tensor>> JpegsForDevice(const std::vector<Sourc
 
 }  // namespace
 
+bool PreprocessingIsACopy(const google::protobuf::RepeatedPtrField<v1::Image>& images,
+                          const PreprocessSpec& spec) {
+  if (!spec.on_device || images.empty()) return false;
+  const v1::Image& first = images.Get(0);
+  const int64_t width = first.raw().width();
+  const int64_t height = first.raw().height();
+  // Either side alone bounds the copy (and keeps the products below from overflowing).
+  if (width < 1 || height < 1 || width > kMaxInlineCopyBytes || height > kMaxInlineCopyBytes) {
+    return false;
+  }
+  int64_t bytes = 0;
+  for (const v1::Image& image : images) {
+    if (image.data_case() != v1::Image::kRaw || image.raw().width() != width ||
+        image.raw().height() != height) {
+      return false;
+    }
+    bytes += width * height * 3;
+    if (bytes > kMaxInlineCopyBytes) return false;
+  }
+  return ComputeCropGeometry(static_cast<int>(width), static_cast<int>(height), spec).scale *
+             kMaxDeviceResizeFactor >=
+         1.0;
+}
+
 absl::StatusOr<at::Tensor> DecodeAndPreprocess(
     const google::protobuf::RepeatedPtrField<v1::Image>& images, const ImageLimits& limits,
     const PreprocessSpec& spec) {

@@ -41,6 +41,16 @@ absl::StatusOr<at::Tensor> DecodeAndPreprocess(
     const google::protobuf::RepeatedPtrField<v1::Image>& images, const ImageLimits& limits,
     const PreprocessSpec& spec);
 
+// Whether DecodeAndPreprocess(images, ..., spec) is only a check and one copy of at most
+// kMaxInlineCopyBytes: every image raw RGB8 pixels of one size that the model's device
+// preprocesses (spec.on_device, at most kMaxDeviceResizeFactor times what it resizes to). Such a
+// request is cheaper to prepare on the thread that received it than to hand to the
+// preprocessing pool and back (a thread wake-up each way); anything else, decoding above all,
+// belongs on the pool.
+inline constexpr int64_t kMaxInlineCopyBytes = int64_t{1} << 20;
+bool PreprocessingIsACopy(const google::protobuf::RepeatedPtrField<v1::Image>& images,
+                          const PreprocessSpec& spec);
+
 // Fills `response->results` with the top_k softmax classes of each row of `logits` ([N,C]),
 // best first; the label is labels[index], or the index itself when there is no such label.
 absl::Status FillClassifications(const at::Tensor& logits, int64_t top_k,

@@ -115,15 +115,20 @@ void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool
     }
 
     const std::vector<std::string>* labels = &model.labels();
-    // Softmax, top-k and the reply run on the pool (OnPool), not on the executor thread.
+    // Softmax, top-k and the reply: on the pool while requests wait for the executor, on the
+    // executor when none does (OnPoolWhileQueued).
     auto fill = [complete, k, labels, response](absl::StatusOr<at::Tensor> logits) {
       if (!logits.ok()) return complete(logits.status());
       complete(FillClassifications(*logits, k, *labels, response));
     };
     ScheduleRows(model, *std::move(input), deadline, std::move(is_cancelled),
-                 OnPool(pool, std::move(fill)), /*announced=*/true);
+                 OnPoolWhileQueued(pool, model, std::move(fill)), /*announced=*/true);
   };
-  if (pool == nullptr) return decode_and_schedule();
+  // Raw pixels the device preprocesses need only a check and a copy: done here, the hand-off
+  // to the pool and its thread's wake-up would cost more.
+  if (pool == nullptr || PreprocessingIsACopy(request.images(), model.preprocess_spec())) {
+    return decode_and_schedule();
+  }
   pool->Schedule(std::move(decode_and_schedule));
 }
 

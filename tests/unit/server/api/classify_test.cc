@@ -143,6 +143,63 @@ TEST(ClassifyTest, DevicePreprocessingSendsSameSizeImagesAsPixels) {
               HasSubstr("image 1: "));
 }
 
+// PreprocessingIsACopy: true exactly when DecodeAndPreprocess only checks raw pixels and copies
+// them out as they are (at most kMaxInlineCopyBytes), which lets the service skip the pool.
+TEST(ClassifyTest, PreprocessingIsACopyOnlyForSmallRawPixelsTheDevicePreprocesses) {
+  PreprocessSpec spec;
+  spec.input_size = 8;  // Resized to 9 on the shorter side.
+  spec.on_device = true;
+  const v1::ClassifyRequest two_raw = RequestWith(2, 0);
+  EXPECT_TRUE(PreprocessingIsACopy(two_raw.images(), spec));
+  auto pixels = DecodeAndPreprocess(two_raw.images(), ImageLimits{}, spec);
+  ASSERT_TRUE(pixels.ok()) << pixels.status();
+  EXPECT_EQ(pixels->scalar_type(), at::kByte);  // What the copy means.
+
+  spec.on_device = false;  // Resized and normalised on the CPU.
+  EXPECT_FALSE(PreprocessingIsACopy(two_raw.images(), spec));
+  spec.on_device = true;
+
+  v1::ClassifyRequest mixed = two_raw;  // Another size: the CPU path.
+  mixed.mutable_images(1)->mutable_raw()->set_width(2);
+  mixed.mutable_images(1)->mutable_raw()->set_rgb8(std::string(2 * 2 * 3, '\x80'));
+  EXPECT_FALSE(PreprocessingIsACopy(mixed.images(), spec));
+
+  v1::ClassifyRequest encoded = two_raw;  // A file to decode.
+  encoded.mutable_images(1)->set_encoded("\xff\xd8\xff");
+  EXPECT_FALSE(PreprocessingIsACopy(encoded.images(), spec));
+
+  EXPECT_FALSE(PreprocessingIsACopy(v1::ClassifyRequest().images(), spec));  // No images.
+  v1::ClassifyRequest empty_size = two_raw;
+  empty_size.mutable_images(0)->mutable_raw()->set_width(0);
+  EXPECT_FALSE(PreprocessingIsACopy(empty_size.images(), spec));
+
+  // More than twice the resized side: resized on the CPU (DecodeAndPreprocess's floats).
+  v1::ClassifyRequest large;
+  auto* raw = large.add_images()->mutable_raw();
+  raw->set_width(19);
+  raw->set_height(19);
+  raw->set_rgb8(std::string(19 * 19 * 3, '\x20'));
+  EXPECT_FALSE(PreprocessingIsACopy(large.images(), spec));
+  raw->set_width(18);
+  raw->set_height(18);
+  raw->set_rgb8(std::string(18 * 18 * 3, '\x20'));
+  EXPECT_TRUE(PreprocessingIsACopy(large.images(), spec));
+
+  // A copy of more than kMaxInlineCopyBytes belongs on the pool: 5 images of 256x256 are
+  // 983,040 bytes, 6 are 1,179,648.
+  spec.input_size = 224;  // Resized to 256: no image is too large for the device.
+  v1::ClassifyRequest many;
+  for (int i = 0; i < 6; ++i) {
+    auto* image = many.add_images()->mutable_raw();
+    image->set_width(256);
+    image->set_height(256);
+    image->set_rgb8(std::string(256 * 256 * 3, '\x40'));
+    EXPECT_EQ(PreprocessingIsACopy(many.images(), spec),
+              (i + 1) * 256 * 256 * 3 <= kMaxInlineCopyBytes)
+        << i + 1 << " images";
+  }
+}
+
 // A request may not carry more images than --max-images-per-request: each becomes a model
 // input row whatever its encoded size, so tiny images would otherwise multiply memory.
 TEST(ClassifyTest, RefusesMoreImagesThanTheLimit) {

@@ -1,11 +1,19 @@
 // Both inference RPCs do their CPU-heavy input work (Classify: decoding and preprocessing;
 // ModelInfer: converting the input tensor) on the preprocessing WorkPool, never on gRPC's
 // threads. The proof: while the pool's only worker is held, neither call can finish; once it is
-// released, both finish with correct answers.
+// released, both finish with correct answers. The exception is work that is only a check and a
+// copy (raw pixels a model preprocesses on its device): it is done where it arrives, and its
+// batch runs while the pool is held.
+#include <sys/stat.h>
+
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <string>
 #include <utility>
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
@@ -23,6 +31,8 @@
 #include "server/api/work_pool.h"
 #include "server/metrics/server_metrics.h"
 #include "server/model_manager.h"
+#include "tests/test_util/scoped_temp_dir.h"
+#include "tests/test_util/test_models.h"
 
 namespace vitserve {
 namespace {
@@ -36,11 +46,16 @@ constexpr absl::Duration kAnswerWithin = absl::Seconds(120);
 
 class PreprocessOffloadTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  // The manager's options: quick mode, serving kModel as it is served by default on CPU.
+  virtual ModelManagerOptions ManagerOptions() {
     ModelManagerOptions options;
     options.quick_model = kModel;
     options.defaults.max_batch_size = 2;
-    auto manager = ModelManager::Create(options, &registry_, &metrics_);
+    return options;
+  }
+
+  void SetUp() override {
+    auto manager = ModelManager::Create(ManagerOptions(), &registry_, &metrics_);
     ASSERT_TRUE(manager.ok()) << manager.status();
     manager_ = *std::move(manager);
     ASSERT_TRUE(manager_->LoadAll().ok());
@@ -97,7 +112,26 @@ class PreprocessOffloadTest : public ::testing::Test {
     return status;
   }
 
-  ModelRegistry registry_ = BuiltinModelRegistry();
+  // A Classify request for `model` with one 64x48 image: raw pixels or, with `png`, a PNG file.
+  static v1::ClassifyRequest OneImage(const std::string& model, bool png) {
+    v1::ClassifyRequest request;
+    request.set_model(model);
+    request.set_top_k(1);
+    if (png) {
+      std::vector<uchar> file;
+      EXPECT_TRUE(cv::imencode(".png", cv::Mat(48, 64, CV_8UC3, cv::Scalar(127, 64, 30)), file));
+      request.add_images()->set_encoded(std::string(file.begin(), file.end()));
+    } else {
+      v1::RawImage* raw = request.add_images()->mutable_raw();
+      raw->set_width(64);
+      raw->set_height(48);
+      raw->set_rgb8(std::string(64 * 48 * 3, '\x7f'));
+    }
+    return request;
+  }
+
+  ComputeGate gate_;
+  ModelRegistry registry_ = RegistryWithTestModels(&gate_);
   prometheus::Registry prometheus_;
   ServerMetrics metrics_{prometheus_};
   std::unique_ptr<ModelManager> manager_;
@@ -111,13 +145,7 @@ class PreprocessOffloadTest : public ::testing::Test {
 
 TEST_F(PreprocessOffloadTest, ClassifyWaitsForThePool) {
   auto stub = v1::Vision::NewStub(channel_);
-  v1::ClassifyRequest request;
-  request.set_model(kModel);
-  request.set_top_k(1);
-  v1::RawImage* raw = request.add_images()->mutable_raw();
-  raw->set_width(64);
-  raw->set_height(48);
-  raw->set_rgb8(std::string(64 * 48 * 3, '\x7f'));
+  const v1::ClassifyRequest request = OneImage(kModel, /*png=*/false);
   v1::ClassifyResponse response;
   grpc::ClientContext context;
   const grpc::Status status = AnswerOnlyAfterRelease("Classify", context, [&](auto done) {
@@ -162,6 +190,112 @@ TEST_F(PreprocessOffloadTest, InvalidModelInferIsAnsweredWithoutThePool) {
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   const grpc::Status status = stub->ModelInfer(&context, request, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND) << status.error_message();
+}
+
+// A model with device preprocessing (ModelConfig.device_preprocessing, which CPU instances run
+// too): Classify then sends raw pixels of one size to the batcher as they are. The model is
+// kGatedModel, one row per batch, so a test can keep a batch computing while another waits.
+class DevicePreprocessingOffloadTest : public PreprocessOffloadTest {
+ protected:
+  static constexpr char kServed[] = "on_device";
+
+  ModelManagerOptions ManagerOptions() override {
+    const std::string dir = repository_.File(kServed);
+    EXPECT_EQ(mkdir(dir.c_str(), 0755), 0);
+    std::ofstream(dir + "/config.pbtxt")
+        << "architecture: \"" << kGatedModel << "\" allow_random_weights: true\n"
+        << "device_preprocessing: true batching { max_batch_size: 1 }\n";
+    ModelManagerOptions options;
+    options.repository_dir = repository_.path();
+    return options;
+  }
+
+  // Starts a Classify call of one image (raw pixels, or with `png` a PNG file) on kServed;
+  // `answered` is notified when it ends.
+  struct Call {
+    v1::ClassifyRequest request;
+    v1::ClassifyResponse response;
+    grpc::ClientContext context;
+    grpc::Status status;
+    absl::Notification answered;
+  };
+  void Start(Call& call, bool png) {
+    call.request = OneImage(kServed, png);
+    stub_->async()->Classify(&call.context, &call.request, &call.response,
+                             [&call](grpc::Status s) {
+                               call.status = std::move(s);
+                               call.answered.Notify();
+                             });
+  }
+
+  // Waits until `call` ends; a failure, and the call cancelled, when it does not in time.
+  void Finish(Call& call) {
+    if (!call.answered.WaitForNotificationWithTimeout(kAnswerWithin)) {
+      ADD_FAILURE() << "no answer within " << kAnswerWithin;
+      call.context.TryCancel();
+      call.answered.WaitForNotification();
+    }
+    EXPECT_TRUE(call.status.ok()) << call.status.error_message();
+    ASSERT_EQ(call.response.results_size(), 1);
+    EXPECT_EQ(call.response.results(0).classes_size(), 1);
+  }
+
+  ScopedTempDir repository_;
+  std::unique_ptr<v1::Vision::Stub> stub_ = nullptr;
+};
+
+// Raw pixels the device preprocesses are only checked and copied, on the gRPC thread
+// (PreprocessingIsACopy); with no other request waiting, the executor replies itself
+// (OnPoolWhileQueued). So the whole call is answered while the pool is held.
+TEST_F(DevicePreprocessingOffloadTest, RawPixelsForAnIdleModelNeedNoPool) {
+  stub_ = v1::Vision::NewStub(channel_);
+  HoldThePool();
+  Call call;
+  Start(call, /*png=*/false);
+  Finish(call);
+}
+
+// While a request waits in the queue, the executor hands its finished batch's reply to the pool
+// and takes the waiting one at once; that one, with nothing behind it, is answered by the
+// executor.
+TEST_F(DevicePreprocessingOffloadTest, RepliesGoToThePoolWhileRequestsWait) {
+  stub_ = v1::Vision::NewStub(channel_);
+  auto model = manager_->Get(kServed);
+  ASSERT_TRUE(model.ok()) << model.status();
+  gate_.ResetCounts();
+  gate_.Hold();
+  HoldThePool();
+  Call first, second;
+  Start(first, /*png=*/false);
+  ASSERT_TRUE(gate_.WaitForBatches(1, kAnswerWithin));  // The first computes (held)...
+  Start(second, /*png=*/false);
+  const absl::Time give_up = absl::Now() + kAnswerWithin;
+  while ((*model)->QueueDepth() < 1 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_EQ((*model)->QueueDepth(), 1);  // ...while the second waits in the queue.
+  gate_.Release();
+  ASSERT_TRUE(second.answered.WaitForNotificationWithTimeout(kAnswerWithin))
+      << "the second request, alone in its batch with none waiting, was not answered";
+  EXPECT_FALSE(first.answered.HasBeenNotified())
+      << "the first request's reply did not go to the (held) pool while the second waited";
+  release_.Notify();
+  Finish(first);
+  Finish(second);
+  EXPECT_EQ(gate_.BatchSizes(), (std::vector<int64_t>{1, 1}));
+}
+
+// An encoded image must be decoded: on the pool, even for a model that preprocesses on its
+// device.
+TEST_F(DevicePreprocessingOffloadTest, EncodedImagesWaitForThePool) {
+  stub_ = v1::Vision::NewStub(channel_);
+  Call call;
+  HoldThePool();
+  Start(call, /*png=*/true);
+  EXPECT_FALSE(call.answered.WaitForNotificationWithTimeout(kHeldFor))
+      << "Classify of a PNG answered while the preprocessing pool was held";
+  release_.Notify();
+  Finish(call);
 }
 
 }  // namespace
