@@ -172,7 +172,7 @@ case "$STEP" in
     ;;
   devpre)
     bash bench/preprocess_parity.sh "$OUT/parity" shvit_s1
-    export SWEEP_MODELS=shvit_s1 SECONDS_EACH=3 CLIENT_FLAGS="--channels 4"
+    export SWEEP_MODELS=shvit_s1 SECONDS_EACH=3 CLIENT_FLAGS="--channels 64"
     SERVE_FLAGS=--device-preprocessing=true bash bench/serve_sweep.sh "$OUT/on"
     SERVE_FLAGS=--device-preprocessing=false bash bench/serve_sweep.sh "$OUT/off"
     ;;
@@ -193,7 +193,7 @@ case "$STEP" in
     ;;
   instances)
     export SWEEP_MODELS="${SWEEP_MODELS:-shvit_s1}" SECONDS_EACH="${SECONDS_EACH:-3}" \
-      CLIENT_FLAGS="${CLIENT_FLAGS:---channels 4}"
+      CLIENT_FLAGS="${CLIENT_FLAGS---channels 64}"
     SERVE_FLAGS=--instance-count=1 bash bench/serve_sweep.sh "$OUT/instances1"
     PROFILE=0 SERVE_FLAGS=--instance-count=2 bash bench/serve_sweep.sh "$OUT/instances2"
     tar -czf "$OUT/instances.tar.gz" -C "$OUT" --exclude='*.jpg' instances1 instances2 && \
@@ -201,7 +201,7 @@ case "$STEP" in
     ;;
   variants)
     export SWEEP_MODELS="${SWEEP_MODELS:-shvit_s1}" SECONDS_EACH="${SECONDS_EACH:-3}" \
-      CLIENT_FLAGS="${CLIENT_FLAGS:---channels 4}"
+      CLIENT_FLAGS="${CLIENT_FLAGS---channels 64}"
     anchors=1
     labels=()
     IFS=';' read -ra variants <<< "${VARIANTS:-inst2:--instance-count=2;inst4:--instance-count=4}"

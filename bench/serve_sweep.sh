@@ -24,7 +24,7 @@
 #                  are found through LD_LIBRARY_PATH)
 #   SWEEP_BUILD_DIR  where the binaries are (default build-gpu: $SWEEP_BUILD_DIR/bin/vitserve, ...)
 #   SWEEP_CLIENT   the vitserve-client to load with (default $SWEEP_BUILD_DIR/bin/vitserve-client)
-#   CLIENT_FLAGS   more vitserve-client bench flags (e.g. "--channels 4")
+#   CLIENT_FLAGS   more vitserve-client bench flags (default "--channels 64"; set it empty for one)
 #   SPLIT_CLIENTS  client processes for one more raw row at the highest concurrency, the load
 #                  split between them (default 2; 1: no such row): is the client the limit?
 #   KSERVE_UINT8   1: after each model's runs, serve it again with --kserve-input-datatype=UINT8
@@ -39,6 +39,7 @@
 #                  the default, GPU decoding with nvJPEG, in the same call)
 #   JPEG_ONLY      1: of the served rows, only the JPEG ones (and CPU_JPEG's)
 #   NO_JPEG        1: no JPEG rows
+#   NO_KSERVE      1: no KServe rows (KSERVE_UINT8's still run)
 #   PA_ASYNC       1: each perf_analyzer row once more with --async (perf_analyzer_async_*)
 set -uo pipefail
 OUT="${1:-${OUT:-/tmp/vitserve-sweep}}"
@@ -51,7 +52,10 @@ CONCURRENCY="${CONCURRENCY:-1 64 256}"
 SERVE_FLAGS="${SERVE_FLAGS:-}"
 B="${SWEEP_BUILD_DIR:-build-gpu}"  # binaries in $B/bin
 C="${SWEEP_CLIENT:-$B/bin/vitserve-client}"
-CLIENT_FLAGS="${CLIENT_FLAGS:-}"
+# 64 connections by default: one connection's reads are handled by one gRPC thread at a time,
+# so a few connections cap what 1024 clients can send (runs 17-18, docs/performance.md), where a
+# served model's clients each have their own.
+CLIENT_FLAGS="${CLIENT_FLAGS---channels 64}"
 PA="${PERF_ANALYZER:-$B/bin/pa/perf_analyzer}"
 RESULTS="$OUT/results.tsv"
 log() { echo "[sweep $(date +%T)] $*"; }
@@ -304,7 +308,7 @@ for m in $MODELS; do
     echo "server CPU seconds by thread during the JPEG rows:"
     thread_cpu_delta "$OUT/threads_before_jpeg_$m.txt" "$OUT/threads_after_jpeg_$m.txt" 8
   fi
-  [[ "${JPEG_ONLY:-0}" != 1 ]] && kserve_rows "$m" fp32
+  [[ "${JPEG_ONLY:-0}" != 1 && "${NO_KSERVE:-0}" != 1 ]] && kserve_rows "$m" fp32
   scrape "$OUT/metrics_$m.txt"
   stage_means "over the model's runs" "$OUT/metrics_$m.txt"
   kill -TERM $SERVER; wait $SERVER 2>/dev/null
