@@ -54,43 +54,76 @@ int ExifOrientation(std::string_view app1) {
   return 0;
 }
 
-absl::StatusOr<ImageHeader> ReadJpeg(std::string_view d) {
-  // Walk the marker segments up to the first frame header (SOFn), noting an EXIF orientation.
-  int orientation = 1;
-  size_t pos = 2;
-  while (pos + 2 <= d.size()) {
-    if (Byte(d, pos) != 0xFF) return Malformed(ImageFormat::kJpeg, "bad marker");
-    const uint32_t marker = Byte(d, pos + 1);
-    if (marker == 0xFF) {  // Fill byte.
-      ++pos;
-      continue;
+// A start-of-frame marker (SOF0-SOF15, which leave out DHT, JPG and DAC).
+bool IsFrameHeader(uint32_t marker) {
+  return marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
+}
+
+// Walks a JPEG's markers from just after its start-of-image marker, for the header readers
+// below: fill bytes are skipped; a standalone marker (TEM, RSTn, SOI, EOI) comes with an empty
+// payload, any other with its segment's payload (after the length field). The entropy-coded
+// data after a start-of-scan is not walked: callers stop at the first SOS. Every offset is
+// checked against the data, which comes from the request.
+class JpegMarkerWalker {
+ public:
+  explicit JpegMarkerWalker(std::string_view data) : data_(data) {}
+
+  // The next marker and its payload; false at the end of the data; INVALID_ARGUMENT for a
+  // byte that is not a marker where one must be, or a segment that runs past the data.
+  absl::StatusOr<bool> Next(uint32_t* marker, std::string_view* payload) {
+    while (pos_ + 2 <= data_.size()) {
+      if (Byte(data_, pos_) != 0xFF) return Malformed(ImageFormat::kJpeg, "bad marker");
+      *marker = Byte(data_, pos_ + 1);
+      if (*marker == 0xFF) {  // Fill byte.
+        ++pos_;
+        continue;
+      }
+      pos_ += 2;
+      *payload = {};
+      if (*marker == 0x01 || (*marker >= 0xD0 && *marker <= 0xD9)) return true;
+      const uint32_t length = pos_ + 2 <= data_.size() ? Be16(data_, pos_) : 0;
+      if (length < 2 || pos_ + length > data_.size()) {
+        return Malformed(ImageFormat::kJpeg, "a segment runs past the file");
+      }
+      *payload = data_.substr(pos_ + 2, length - 2);
+      pos_ += length;
+      return true;
     }
-    pos += 2;
-    if (marker == 0x01 || marker == 0xD8 || (marker >= 0xD0 && marker <= 0xD7)) continue;
+    return false;
+  }
+
+ private:
+  const std::string_view data_;
+  size_t pos_ = 2;
+};
+
+absl::StatusOr<ImageHeader> ReadJpeg(std::string_view d) {
+  // The marker segments up to the first frame header (SOFn), noting an EXIF orientation.
+  int orientation = 1;
+  JpegMarkerWalker walker(d);
+  uint32_t marker = 0;
+  std::string_view segment;
+  while (true) {
+    VITSERVE_ASSIGN_OR_RETURN(const bool more, walker.Next(&marker, &segment));
+    if (!more) return Malformed(ImageFormat::kJpeg, "truncated before the frame header");
     if (marker == 0xD9 || marker == 0xDA) {
       return Malformed(ImageFormat::kJpeg, "no frame header before the image data");
     }
-    if (pos + 2 > d.size()) break;
-    const uint32_t length = Be16(d, pos);
-    if (length < 2 || pos + length > d.size()) break;
-    const bool is_sof =
-        marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
-    if (is_sof) {
-      if (length < 7) return Malformed(ImageFormat::kJpeg, "short frame header");
+    if (IsFrameHeader(marker)) {
+      // Precision, height, width, components.
+      if (segment.size() < 5) return Malformed(ImageFormat::kJpeg, "short frame header");
       VITSERVE_ASSIGN_OR_RETURN(ImageHeader header,
-                                Finish(ImageFormat::kJpeg, Be16(d, pos + 5), Be16(d, pos + 3)));
-      header.jpeg_components = length >= 8 ? static_cast<int>(Byte(d, pos + 7)) : 0;
-      header.jpeg_baseline = marker == 0xC0 && Byte(d, pos + 2) == 8;
+                                Finish(ImageFormat::kJpeg, Be16(segment, 3), Be16(segment, 1)));
+      header.jpeg_components = segment.size() >= 6 ? static_cast<int>(Byte(segment, 5)) : 0;
+      header.jpeg_baseline = marker == 0xC0 && Byte(segment, 0) == 8;
       header.exif_orientation = orientation;
       return header;
     }
     if (marker == 0xE1) {  // APP1: EXIF (or XMP, which ExifOrientation skips).
-      const int found = ExifOrientation(d.substr(pos + 2, length - 2));
+      const int found = ExifOrientation(segment);
       if (found != 0) orientation = found;
     }
-    pos += length;
   }
-  return Malformed(ImageFormat::kJpeg, "truncated before the frame header");
 }
 
 absl::StatusOr<ImageHeader> ReadPng(std::string_view d) {
@@ -146,22 +179,14 @@ absl::Status CheckJpegStructure(std::string_view d) {
   bool huffman_sequential = false;  // SOF0/SOF1: every scan needs its DC and AC tables.
   int component_ids[4] = {};
   int component_quantisation[4] = {};
-  size_t pos = 2;
-  while (pos + 4 <= d.size()) {
-    if (Byte(d, pos) != 0xFF) return bad("bad marker");
-    const uint32_t marker = Byte(d, pos + 1);
-    if (marker == 0xFF) {
-      ++pos;
-      continue;
-    }
-    pos += 2;
-    if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) continue;
+  JpegMarkerWalker walker(d);
+  uint32_t marker = 0;
+  std::string_view segment;
+  while (true) {
+    VITSERVE_ASSIGN_OR_RETURN(const bool more, walker.Next(&marker, &segment));
+    if (!more) return bad("no scan");
+    if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) continue;  // TEM, RSTn.
     if (marker == 0xD8 || marker == 0xD9) return bad("no scan before the end of the image");
-    const uint32_t length = Be16(d, pos);
-    if (length < 2 || pos + length > d.size()) return bad("a segment runs past the file");
-    const std::string_view segment = d.substr(pos + 2, length - 2);
-    const bool is_sof =
-        marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
     if (marker == 0xDB) {  // DQT: tables of 64 entries, 8- or 16-bit (Pq), id Tq.
       size_t i = 0;
       while (i < segment.size()) {
@@ -184,7 +209,7 @@ absl::Status CheckJpegStructure(std::string_view d) {
         huffman[tc][th] = true;
         i += 17 + symbols;
       }
-    } else if (is_sof) {
+    } else if (IsFrameHeader(marker)) {
       if (frame_components != 0) return bad("a second frame header");
       if (segment.size() < 6) return bad("short frame header");
       frame_components = static_cast<int>(Byte(segment, 5));
@@ -224,9 +249,7 @@ absl::Status CheckJpegStructure(std::string_view d) {
       }
       return absl::OkStatus();
     }
-    pos += length;
   }
-  return bad("no scan");
 }
 
 const char* ImageFormatName(ImageFormat format) {
