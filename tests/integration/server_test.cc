@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -222,6 +223,16 @@ double MetricSum(const std::string& exposition, const std::string& name,
     }
   }
   return sum;
+}
+
+// Writes `repository`/`name`/config.pbtxt with `config` (a test failure when it cannot).
+void WriteModelConfig(const ScopedTempDir& repository, const std::string& name,
+                      const std::string& config) {
+  const std::string dir = repository.File(name);
+  ASSERT_EQ(mkdir(dir.c_str(), 0755), 0) << dir;
+  std::ofstream file(dir + "/config.pbtxt");
+  file << config;
+  ASSERT_TRUE(file.good()) << dir;
 }
 
 // Polls `done` every millisecond for up to `timeout`; whether it became true.
@@ -1178,17 +1189,13 @@ class DevicePreprocessingServerTest : public ::testing::Test {
     };
     for (const Variant& v : {Variant{"on_cpu", false, false}, Variant{"on_device", true, false},
                              Variant{"on_device_nhwc", true, true}}) {
-      const std::string dir = repository_.File(v.name);
-      ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
-      FILE* config = fopen((dir + "/config.pbtxt").c_str(), "w");
-      ASSERT_NE(config, nullptr);
-      fprintf(config,
-              "architecture: \"%s\" allow_random_weights: true device_preprocessing: %s\n"
-              "channels_last: %s\n"
-              "input { interpolation: \"bicubic\" crop_pct: 0.875 }\n"
-              "batching { max_batch_size: 8 max_queue_delay_us: 20000 }\n",
-              kModel, v.on_device ? "true" : "false", v.channels_last ? "true" : "false");
-      fclose(config);
+      WriteModelConfig(
+          repository_, v.name,
+          absl::StrCat("architecture: \"", kModel, "\" allow_random_weights: true\n",
+                       "device_preprocessing: ", v.on_device ? "true" : "false",
+                       " channels_last: ", v.channels_last ? "true" : "false", "\n",
+                       "input { interpolation: \"bicubic\" crop_pct: 0.875 }\n",
+                       "batching { max_batch_size: 8 max_queue_delay_us: 20000 }\n"));
     }
     registry_ = RegistryWithTestModels(&gate_);
     ServerOptions options = TestOptions();
@@ -1322,16 +1329,11 @@ TEST(GpuJpegDecodingCudaTest, ServerAnswersAsTheCpuDecoderDoes) {
   ScopedTempDir repository;
   for (const auto& [name, gpu] : {std::pair<const char*, bool>{"cpu_jpeg", false},
                                   std::pair<const char*, bool>{"gpu_jpeg", true}}) {
-    const std::string dir = repository.File(name);
-    ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
-    FILE* config = fopen((dir + "/config.pbtxt").c_str(), "w");
-    ASSERT_NE(config, nullptr);
-    fprintf(config,
-            "architecture: \"%s\" allow_random_weights: true device: \"cuda\"\n"
-            "device_preprocessing: true gpu_jpeg_decoding: %s\n"
-            "batching { max_batch_size: 8 max_queue_delay_us: 20000 }\n",
-            kModel, gpu ? "true" : "false");
-    fclose(config);
+    WriteModelConfig(
+        repository, name,
+        absl::StrCat("architecture: \"", kModel, "\" allow_random_weights: true device: \"cuda\"\n",
+                     "device_preprocessing: true gpu_jpeg_decoding: ", gpu ? "true" : "false",
+                     "\nbatching { max_batch_size: 8 max_queue_delay_us: 20000 }\n"));
   }
   ComputeGate gate;
   ModelRegistry registry = RegistryWithTestModels(&gate);
@@ -1513,12 +1515,7 @@ class SegmentationServerTest : public ::testing::Test {
     if (server_) server_->Shutdown();
   }
   void WriteModel(const std::string& name, const std::string& config) {
-    const std::string dir = repository_.File(name);
-    ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
-    FILE* file = fopen((dir + "/config.pbtxt").c_str(), "w");
-    ASSERT_NE(file, nullptr);
-    fputs(config.c_str(), file);
-    fclose(file);
+    WriteModelConfig(repository_, name, config);
   }
   grpc::Status Segment(const v1::SegmentRequest& request, v1::SegmentResponse* response,
                        Client* client = nullptr) {

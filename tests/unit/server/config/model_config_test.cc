@@ -1,6 +1,7 @@
 #include "server/config/model_config.h"
 
 #include <fstream>
+#include <initializer_list>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -62,6 +63,26 @@ class ModelConfigTest : public ::testing::Test {
     absl::Status s = NormalizeModelConfig(registry_, defaults_, dir_.path() + "/a", "a", &*config);
     if (!s.ok()) return s;
     return config;
+  }
+
+  // One row of a flag-against-config table: a config, the server flag's value, and what the
+  // field normalises to.
+  struct FlagCase {
+    const char* text;
+    bool flag;
+    bool expected;
+  };
+  // Normalises each case's config with the server default `flag` set to the case's flag value
+  // and checks the boolean config field `field` against the case.
+  void ExpectFieldFollows(bool ServerDefaults::*flag, bool (v1::ModelConfig::*field)() const,
+                          std::initializer_list<FlagCase> cases) {
+    for (const FlagCase& c : cases) {
+      SCOPED_TRACE(c.text);
+      defaults_.*flag = c.flag;
+      absl::StatusOr<v1::ModelConfig> config = Normalized(c.text);
+      ASSERT_TRUE(config.ok()) << config.status();
+      EXPECT_EQ(((*config).*field)(), c.expected);
+    }
   }
 
   ModelRegistry registry_ = BuiltinModelRegistry();
@@ -200,50 +221,32 @@ TEST_F(ModelConfigTest, CudaGraphsFollowTheFlagUnlessTheConfigSaysOtherwise) {
 // device_preprocessing is `optional`: unset takes --device-preprocessing for models on CUDA and
 // is off on CPU; an explicit value wins either way.
 TEST_F(ModelConfigTest, DevicePreprocessingFollowsTheFlagOnCudaUnlessTheConfigSaysOtherwise) {
-  struct Case {
-    const char* text;
-    bool flag;
-    bool expected;
-  };
-  const Case cases[] = {
-      {R"pb(architecture: "shvit_s1" device: "cuda")pb", true, true},
-      {R"pb(architecture: "shvit_s1" device: "cuda:0")pb", false, false},
-      {R"pb(architecture: "shvit_s1" device: "cpu")pb", true, false},
-      {R"pb(architecture: "shvit_s1" device: "cuda" device_preprocessing: false)pb", true, false},
-      {R"pb(architecture: "shvit_s1" device: "cpu" device_preprocessing: true)pb", false, true},
-  };
-  for (const Case& c : cases) {
-    SCOPED_TRACE(c.text);
-    defaults_.device_preprocessing = c.flag;
-    absl::StatusOr<v1::ModelConfig> config = Normalized(c.text);
-    ASSERT_TRUE(config.ok()) << config.status();
-    EXPECT_EQ(config->device_preprocessing(), c.expected);
-  }
+  ExpectFieldFollows(
+      &ServerDefaults::device_preprocessing, &v1::ModelConfig::device_preprocessing,
+      {
+          {R"pb(architecture: "shvit_s1" device: "cuda")pb", true, true},
+          {R"pb(architecture: "shvit_s1" device: "cuda:0")pb", false, false},
+          {R"pb(architecture: "shvit_s1" device: "cpu")pb", true, false},
+          {R"pb(architecture: "shvit_s1" device: "cuda" device_preprocessing: false)pb", true,
+           false},
+          {R"pb(architecture: "shvit_s1" device: "cpu" device_preprocessing: true)pb", false, true},
+      });
 }
 
 // gpu_jpeg_decoding: unset takes --gpu-jpeg-decoding for CUDA models with device
 // preprocessing; set, it needs both (a field error names it otherwise).
 TEST_F(ModelConfigTest, GpuJpegDecodingFollowsTheFlagAndNeedsCudaAndDevicePreprocessing) {
-  struct Case {
-    const char* text;
-    bool flag;
-    bool expected;
-  };
-  const Case cases[] = {
-      {R"pb(architecture: "shvit_s1" device: "cuda")pb", true, true},
-      {R"pb(architecture: "shvit_s1" device: "cuda")pb", false, false},
-      {R"pb(architecture: "shvit_s1" device: "cpu")pb", true, false},
-      {R"pb(architecture: "shvit_s1" device: "cuda" device_preprocessing: false)pb", true, false},
-      {R"pb(architecture: "shvit_s1" device: "cuda" gpu_jpeg_decoding: false)pb", true, false},
-      {R"pb(architecture: "shvit_s1" device: "cuda" gpu_jpeg_decoding: true)pb", false, true},
-  };
-  for (const Case& c : cases) {
-    SCOPED_TRACE(c.text);
-    defaults_.gpu_jpeg_decoding = c.flag;
-    absl::StatusOr<v1::ModelConfig> config = Normalized(c.text);
-    ASSERT_TRUE(config.ok()) << config.status();
-    EXPECT_EQ(config->gpu_jpeg_decoding(), c.expected);
-  }
+  ExpectFieldFollows(
+      &ServerDefaults::gpu_jpeg_decoding, &v1::ModelConfig::gpu_jpeg_decoding,
+      {
+          {R"pb(architecture: "shvit_s1" device: "cuda")pb", true, true},
+          {R"pb(architecture: "shvit_s1" device: "cuda")pb", false, false},
+          {R"pb(architecture: "shvit_s1" device: "cpu")pb", true, false},
+          {R"pb(architecture: "shvit_s1" device: "cuda" device_preprocessing: false)pb", true,
+           false},
+          {R"pb(architecture: "shvit_s1" device: "cuda" gpu_jpeg_decoding: false)pb", true, false},
+          {R"pb(architecture: "shvit_s1" device: "cuda" gpu_jpeg_decoding: true)pb", false, true},
+      });
   defaults_.gpu_jpeg_decoding = false;
   for (const char* text :
        {R"pb(architecture: "shvit_s1" device: "cpu" gpu_jpeg_decoding: true)pb",
@@ -258,25 +261,15 @@ TEST_F(ModelConfigTest, GpuJpegDecodingFollowsTheFlagAndNeedsCudaAndDevicePrepro
 
 // channels_last, likewise: unset takes --channels-last for models on CUDA and is off on CPU.
 TEST_F(ModelConfigTest, ChannelsLastFollowsTheFlagOnCudaUnlessTheConfigSaysOtherwise) {
-  struct Case {
-    const char* text;
-    bool flag;
-    bool expected;
-  };
-  const Case cases[] = {
-      {R"pb(architecture: "shvit_s1" device: "cuda")pb", true, true},
-      {R"pb(architecture: "shvit_s1" device: "cuda")pb", false, false},
-      {R"pb(architecture: "shvit_s1" device: "cpu")pb", true, false},
-      {R"pb(architecture: "shvit_s1" device: "cuda" channels_last: false)pb", true, false},
-      {R"pb(architecture: "shvit_s1" device: "cpu" channels_last: true)pb", false, true},
-  };
-  for (const Case& c : cases) {
-    SCOPED_TRACE(c.text);
-    defaults_.channels_last = c.flag;
-    absl::StatusOr<v1::ModelConfig> config = Normalized(c.text);
-    ASSERT_TRUE(config.ok()) << config.status();
-    EXPECT_EQ(config->channels_last(), c.expected);
-  }
+  ExpectFieldFollows(
+      &ServerDefaults::channels_last, &v1::ModelConfig::channels_last,
+      {
+          {R"pb(architecture: "shvit_s1" device: "cuda")pb", true, true},
+          {R"pb(architecture: "shvit_s1" device: "cuda")pb", false, false},
+          {R"pb(architecture: "shvit_s1" device: "cpu")pb", true, false},
+          {R"pb(architecture: "shvit_s1" device: "cuda" channels_last: false)pb", true, false},
+          {R"pb(architecture: "shvit_s1" device: "cpu" channels_last: true)pb", false, true},
+      });
 }
 
 TEST_F(ModelConfigTest, ValidConfigPasses) {
