@@ -41,6 +41,9 @@
 #   NO_JPEG        1: no JPEG rows
 #   NO_KSERVE      1: no KServe rows (KSERVE_UINT8's still run)
 #   PA_ASYNC       1: each perf_analyzer row once more with --async (perf_analyzer_async_*)
+#   PA_SHARE       N: one more KServe pair, perf_analyzer --async sharing a connection among at
+#                  most N of its contexts (TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT) and our
+#                  client with as many connections
 set -uo pipefail
 OUT="${1:-${OUT:-/tmp/vitserve-sweep}}"
 mkdir -p "$OUT"
@@ -246,6 +249,14 @@ kserve_rows() {
   # PA_ASYNC=1: once more in perf_analyzer's asynchronous mode (a few threads and completion
   # queues), where its default, synchronous mode blocks one thread per outstanding request.
   [[ "${PA_ASYNC:-0}" == 1 ]] && pa_row "$m" perf_analyzer_async_${dtype}_c64 --async
+  # PA_SHARE=N: perf_analyzer (asynchronous) sharing a connection among at most N contexts
+  # instead of 6, and our client with as many connections (ceil(64 / N)).
+  if [[ -n "${PA_SHARE:-}" ]]; then
+    bench "$m" kserve_${dtype}_c64_share$PA_SHARE --input tensor --concurrency 64 \
+      --channels $(( (64 + PA_SHARE - 1) / PA_SHARE ))
+    TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT=$PA_SHARE \
+      pa_row "$m" perf_analyzer_async_${dtype}_c64_share$PA_SHARE --async
+  fi
 }
 # pa_row MODEL NAME [FLAGS...]: perf_analyzer at concurrency 64, batch 1, recorded as NAME.
 pa_row() {

@@ -96,13 +96,15 @@ absl::StatusOr<std::optional<at::Tensor>> JpegsForDevice(const std::vector<Sourc
   std::vector<EncodedJpeg> jpegs;
   jpegs.reserve(sources.size());
   for (const SourceImage& source : sources) {
-    if (source.image->data_case() != v1::Image::kEncoded) return std::nullopt;
+    if (source.image->data_case() != v1::Image::kEncoded || !source.header.has_value()) {
+      return std::nullopt;
+    }
     const std::string& bytes = source.image->encoded();
-    absl::StatusOr<ImageHeader> header = ReadImageHeader(bytes);
-    if (!header.ok() || header->format != ImageFormat::kJpeg || !header->jpeg_baseline ||
-        (header->jpeg_components != 1 && header->jpeg_components != 3) ||
-        header->exif_orientation != 1 || header->width != source.width ||
-        header->height != source.height ||
+    const ImageHeader& header = *source.header;  // Read by InspectImages.
+    if (header.format != ImageFormat::kJpeg || !header.jpeg_baseline ||
+        (header.jpeg_components != 1 && header.jpeg_components != 3) ||
+        header.exif_orientation != 1 || header.width != source.width ||
+        header.height != source.height ||
         // nvJPEG decodes some malformed files without an error (CheckJpegStructure): those,
         // and truncated ones, take the CPU path, whose decoder refuses them or fills in what
         // is missing as it always did.

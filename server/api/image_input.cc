@@ -21,6 +21,7 @@ absl::StatusOr<SourceImage> Inspect(const v1::Image& image, const ImageLimits& l
       if (!info.ok()) return info.status();
       source.width = static_cast<int>(info->width);
       source.height = static_cast<int>(info->height);
+      source.header = info->header;
       return source;
     }
     case v1::Image::kRaw:

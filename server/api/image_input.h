@@ -11,6 +11,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -30,6 +31,9 @@ struct SourceImage {
   const v1::Image* image = nullptr;
   int width = 0;
   int height = 0;
+  // An encoded image's header as read from the file (format, stored size, JPEG frame and EXIF
+  // orientation); empty for raw pixels.
+  std::optional<ImageHeader> header;
 };
 
 // "image <index>: <message>", same code.

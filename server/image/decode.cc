@@ -62,6 +62,7 @@ absl::StatusOr<EncodedImageInfo> InspectEncodedImage(std::string_view encoded,
                        : 1;
   info.width = (header.width + info.reduction - 1) / info.reduction;
   info.height = (header.height + info.reduction - 1) / info.reduction;
+  info.header = header;
   return info;
 }
 

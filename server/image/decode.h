@@ -52,6 +52,7 @@ struct EncodedImageInfo {
   int reduction = 1;  // 1, 2, 4 or 8 (see DecodeImage's reduce_to_short_side).
   int64_t width = 0;  // What DecodeImage gives: ceil(stored / reduction), as libjpeg rounds.
   int64_t height = 0;
+  ImageHeader header;  // The file's header as read (ReadImageHeader).
 };
 absl::StatusOr<EncodedImageInfo> InspectEncodedImage(std::string_view encoded,
                                                      const ImageLimits& limits,

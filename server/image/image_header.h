@@ -22,7 +22,7 @@ const char* ImageFormatName(ImageFormat format);
 inline constexpr char kSupportedImageFormats[] = "JPEG, PNG, BMP, WebP";
 
 struct ImageHeader {
-  ImageFormat format;
+  ImageFormat format = ImageFormat::kJpeg;
   int64_t width = 0;  // As stored, before any EXIF orientation.
   int64_t height = 0;
   // JPEG only (other formats keep these defaults); what a GPU decoder needs to know before it
