@@ -44,16 +44,21 @@ int ReduceTo(const PreprocessSpec& spec) {
   return spec.jpeg_dct_downscale ? static_cast<int>(ResizedShortSide(spec)) : 0;
 }
 
+// Whether an image of this size is at most kMaxDeviceResizeFactor times what the model
+// resizes to: small enough for the device's resize.
+bool DeviceResizes(int width, int height, const PreprocessSpec& spec) {
+  return ComputeCropGeometry(width, height, spec).scale * kMaxDeviceResizeFactor >= 1.0;
+}
+
 // Whether the model's device should preprocess these images: one size for all (they then form
-// one [N,H,W,3] tensor) and at most kMaxDeviceResizeFactor times what the model resizes to.
+// one [N,H,W,3] tensor) that DeviceResizes.
 bool ForDevice(const std::vector<SourceImage>& sources, const PreprocessSpec& spec) {
   if (!spec.on_device) return false;
   const SourceImage& first = sources.front();
   for (const SourceImage& source : sources) {
     if (source.width != first.width || source.height != first.height) return false;
   }
-  return ComputeCropGeometry(first.width, first.height, spec).scale * kMaxDeviceResizeFactor >=
-         1.0;
+  return DeviceResizes(first.width, first.height, spec);
 }
 
 // The device path: every image's pixels, one at a time, into one [N,H,W,3] uint8 tensor. Empty
@@ -140,9 +145,7 @@ bool PreprocessingIsACopy(const google::protobuf::RepeatedPtrField<v1::Image>& i
     bytes += width * height * 3;
     if (bytes > kMaxInlineCopyBytes) return false;
   }
-  return ComputeCropGeometry(static_cast<int>(width), static_cast<int>(height), spec).scale *
-             kMaxDeviceResizeFactor >=
-         1.0;
+  return DeviceResizes(static_cast<int>(width), static_cast<int>(height), spec);
 }
 
 absl::StatusOr<at::Tensor> DecodeAndPreprocess(

@@ -54,15 +54,12 @@ absl::StatusOr<EncodedImageInfo> InspectEncodedImage(std::string_view encoded,
   VITSERVE_ASSIGN_OR_RETURN(const ImageHeader header, ReadImageHeader(encoded));
   VITSERVE_RETURN_IF_ERROR(CheckDimensions(header.width, header.height, limits));
   EncodedImageInfo info;
-  info.format = header.format;
-  info.stored_width = header.width;
-  info.stored_height = header.height;
+  info.header = header;
   info.reduction = header.format == ImageFormat::kJpeg
                        ? JpegReductionFactor(header.width, header.height, reduce_to_short_side)
                        : 1;
   info.width = (header.width + info.reduction - 1) / info.reduction;
   info.height = (header.height + info.reduction - 1) / info.reduction;
-  info.header = header;
   return info;
 }
 
@@ -83,22 +80,22 @@ absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, const ImageLimits
     cv::Mat pixels = cv::imdecode(buffer, flags);
     if (pixels.empty() || pixels.type() != CV_8UC3) {
       return absl::InvalidArgumentError(absl::StrCat("could not decode the ",
-                                                     ImageFormatName(info.format),
+                                                     ImageFormatName(info.header.format),
                                                      " image (corrupt or truncated data)"));
     }
     cv::cvtColor(pixels, pixels, cv::COLOR_BGR2RGB);  // In place: no second full-size buffer.
     image.pixels = std::move(pixels);
   } catch (const cv::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "could not decode the ", ImageFormatName(info.format), " image: ", e.what()));
+        "could not decode the ", ImageFormatName(info.header.format), " image: ", e.what()));
   }
   // The decoder must agree with the header (up to the EXIF rotation's swap).
   const bool same = image.width() == info.width && image.height() == info.height;
   const bool swapped = image.width() == info.height && image.height() == info.width;
   if (!same && !swapped) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "malformed ", ImageFormatName(info.format), " image: header says ", info.stored_width, "x",
-        info.stored_height,
+        "malformed ", ImageFormatName(info.header.format), " image: header says ", info.header.width,
+        "x", info.header.height,
         info.reduction > 1 ? absl::StrCat(" (1/", info.reduction, " of it when reduced)") : "",
         " but it decoded to ", image.width(), "x", image.height()));
   }

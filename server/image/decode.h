@@ -46,13 +46,12 @@ absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, const ImageLimits
 // same errors (INVALID_ARGUMENT for empty or unrecognised data, RESOURCE_EXHAUSTED beyond the
 // limits) and the size of the result before any EXIF rotation.
 struct EncodedImageInfo {
-  ImageFormat format = ImageFormat::kJpeg;
-  int64_t stored_width = 0;  // As the header says.
-  int64_t stored_height = 0;
+  // The file's header as read (ReadImageHeader): format, stored size, JPEG frame, EXIF
+  // orientation.
+  ImageHeader header;
   int reduction = 1;  // 1, 2, 4 or 8 (see DecodeImage's reduce_to_short_side).
   int64_t width = 0;  // What DecodeImage gives: ceil(stored / reduction), as libjpeg rounds.
   int64_t height = 0;
-  ImageHeader header;  // The file's header as read (ReadImageHeader).
 };
 absl::StatusOr<EncodedImageInfo> InspectEncodedImage(std::string_view encoded,
                                                      const ImageLimits& limits,

@@ -198,24 +198,12 @@ TEST_F(ModelConfigTest, ExplicitValuesWin) {
 
 // cuda_graphs is `optional`: unset takes --cuda-graphs, an explicit false beats a true default.
 TEST_F(ModelConfigTest, CudaGraphsFollowTheFlagUnlessTheConfigSaysOtherwise) {
-  defaults_.cuda_graphs = true;
-  auto parsed = ParseModelConfigText(R"pb(architecture: "shvit_s1")pb", "a/config.pbtxt");
-  ASSERT_TRUE(parsed.ok()) << parsed.status();
-  ASSERT_TRUE(NormalizeModelConfig(registry_, defaults_, dir_.path() + "/a", "c", &*parsed).ok());
-  EXPECT_TRUE(parsed->cuda_graphs());
-
-  auto off = ParseModelConfigText(R"pb(architecture: "shvit_s1" cuda_graphs: false)pb",
-                                  "b/config.pbtxt");
-  ASSERT_TRUE(off.ok()) << off.status();
-  ASSERT_TRUE(NormalizeModelConfig(registry_, defaults_, dir_.path() + "/b", "c", &*off).ok());
-  EXPECT_FALSE(off->cuda_graphs());
-
-  defaults_.cuda_graphs = false;
-  auto on = ParseModelConfigText(R"pb(architecture: "shvit_s1" cuda_graphs: true)pb",
-                                 "c/config.pbtxt");
-  ASSERT_TRUE(on.ok()) << on.status();
-  ASSERT_TRUE(NormalizeModelConfig(registry_, defaults_, dir_.path() + "/c", "c", &*on).ok());
-  EXPECT_TRUE(on->cuda_graphs());
+  ExpectFieldFollows(&ServerDefaults::cuda_graphs, &v1::ModelConfig::cuda_graphs,
+                     {
+                         {R"pb(architecture: "shvit_s1")pb", true, true},
+                         {R"pb(architecture: "shvit_s1" cuda_graphs: false)pb", true, false},
+                         {R"pb(architecture: "shvit_s1" cuda_graphs: true)pb", false, true},
+                     });
 }
 
 // device_preprocessing is `optional`: unset takes --device-preprocessing for models on CUDA and
