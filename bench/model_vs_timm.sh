@@ -12,6 +12,10 @@
 #   SECONDS_EACH per measurement (default 2)
 #   LAYOUTS      our model's input layouts to measure (default "nchw nhwc"; the ratios use nhwc)
 #   PROFILE_KERNELS  eager steps profiled per model at PROFILE_BATCH (default 256); 0: none
+#   SIZES        input sides in pixels (default 224); sizes other than 224 use LARGE_BATCHES
+#   LARGE_BATCHES  batch sizes above 224 px (default 1,8,32)
+#   COMPILE      1: also timm under torch.compile(mode="max-autotune") at COMPILE_BATCH (default
+#                256), 224 px, channels-last (issue 16's stretch anchor; compiling takes minutes)
 # Binaries come from build-gpu/ (bench/stage_gpu_binaries.sh, or built here when missing).
 set -uo pipefail
 OUT="${1:-/tmp/model-vs-timm}"
@@ -20,6 +24,9 @@ MODELS="${MODELS:-deit_tiny_patch16_224 vit_base_patch16_224 shvit_s1}"
 BATCHES="${BATCHES:-1,32,128,256}"
 SECONDS_EACH="${SECONDS_EACH:-2}"
 LAYOUTS="${LAYOUTS:-nchw nhwc}"
+SIZES="${SIZES:-224}"
+LARGE_BATCHES="${LARGE_BATCHES:-1,8,32}"
+COMPILE_BATCH="${COMPILE_BATCH:-256}"
 PROFILE_KERNELS="${PROFILE_KERNELS:-0}"
 PROFILE_BATCH="${PROFILE_BATCH:-256}"
 B="${SWEEP_BUILD_DIR:-build-gpu}"
@@ -61,8 +68,11 @@ timm_anchor() {
 import sys, time, torch, timm
 name, size, batches, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
 torch.backends.cudnn.benchmark = True
-kwargs = {} if size == 224 else {"img_size": size}
-model = timm.create_model(name, pretrained=False, **kwargs).cuda().half().eval()
+try:  # ViTs are laid out for the size (position embedding); convolutional models take any size.
+    model = timm.create_model(name, pretrained=False, **({} if size == 224 else {"img_size": size}))
+except TypeError:
+    model = timm.create_model(name, pretrained=False)
+model = model.cuda().half().eval()
 def rate(step, batch):
     for _ in range(3): step()
     torch.cuda.synchronize()
@@ -123,14 +133,46 @@ for k, (n, us) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:25]:
 PY
 }
 
+# timm_compiled MODEL BATCH: timm under torch.compile(mode="max-autotune"), 224 px, NHWC.
+timm_compiled() {
+  python3 - "$1" "$2" "$SECONDS_EACH" <<'PY' >> "$RESULTS"
+import sys, time, torch, timm
+name, batch, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+torch.backends.cudnn.benchmark = True
+model = timm.create_model(name, pretrained=False).cuda().half().eval().to(memory_format=torch.channels_last)
+x = torch.randn(batch, 3, 224, 224, device="cuda", dtype=torch.half).to(memory_format=torch.channels_last)
+compiled = torch.compile(model, mode="max-autotune")
+with torch.inference_mode():
+    start = time.perf_counter()
+    for _ in range(3): compiled(x)
+    torch.cuda.synchronize()
+    print(f"{name}: compiled (max-autotune) in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    n, start = 0, time.perf_counter()
+    while True:
+        for _ in range(5): compiled(x)
+        n += 5
+        torch.cuda.synchronize()
+        if time.perf_counter() - start >= seconds: break
+    print(f"{name}\t224\ttimm\tcompile\tnhwc\t{batch}\t{batch * n / (time.perf_counter() - start):.1f}")
+PY
+}
+
 for m in $MODELS; do
-  log "$m: ours (eager and graph, $LAYOUTS)"
-  for layout in $LAYOUTS; do
-    ours "$m" 224 graph "$layout" "$BATCHES"
-    ours "$m" 224 eager "$layout" "$BATCHES"
+  for size in $SIZES; do
+    batches=$BATCHES
+    (( size != 224 )) && batches=$LARGE_BATCHES
+    log "$m at $size px: ours (eager and graph, $LAYOUTS)"
+    for layout in $LAYOUTS; do
+      ours "$m" "$size" graph "$layout" "$batches"
+      ours "$m" "$size" eager "$layout" "$batches"
+    done
+    log "$m at $size px: timm (eager NCHW, eager NHWC, graph NHWC)"
+    timm_anchor "$m" "$size" "$batches" || log "timm failed for $m at $size px"
   done
-  log "$m: timm (eager NCHW, eager NHWC, graph NHWC)"
-  timm_anchor "$m" 224 "$BATCHES" || log "timm failed for $m"
+  if [[ "${COMPILE:-0}" == 1 ]]; then
+    log "$m: timm under torch.compile(mode=max-autotune), batch $COMPILE_BATCH"
+    timm_compiled "$m" "$COMPILE_BATCH" || log "torch.compile failed for $m"
+  fi
   if (( PROFILE_KERNELS > 0 )); then
     {
       echo "== $m batch $PROFILE_BATCH, eager NHWC: ours"
@@ -149,7 +191,8 @@ for line in open(sys.argv[1]):
     rows[(m, int(size), int(batch))][(impl, mode, layout)] = float(rate)
 print("fp16 img/s; ours = vitserve-bench-model, timm = timm in PyTorch, same run; ratio = ours / timm, same mode, NHWC")
 hdr = ["model", "px", "batch", "ours graph nchw", "ours graph nhwc", "ours eager nchw", "ours eager nhwc",
-       "timm eager nchw", "timm eager nhwc", "timm graph nhwc", "eager ratio", "graph ratio"]
+       "timm eager nchw", "timm eager nhwc", "timm graph nhwc", "eager ratio", "graph ratio",
+       "timm compiled", "graph / compiled"]
 print("| " + " | ".join(hdr) + " |")
 print("|" + "---|" * len(hdr))
 def f(v): return f"{v:,.0f}" if v else "-"
@@ -159,5 +202,7 @@ for (m, size, batch), r in sorted(rows.items()):
     te, ten, tg = r.get(("timm", "eager", "nchw")), r.get(("timm", "eager", "nhwc")), r.get(("timm", "graph", "nhwc"))
     er = f"{oen / ten:.2f}x" if oen and ten else "-"
     gr = f"{ogn / tg:.2f}x" if ogn and tg else "-"
-    print(f"| {m} | {size} | {batch} | {f(og)} | {f(ogn)} | {f(oe)} | {f(oen)} | {f(te)} | {f(ten)} | {f(tg)} | {er} | {gr} |")
+    tc = r.get(("timm", "compile", "nhwc"))
+    cr = f"{ogn / tc:.2f}x" if ogn and tc else "-"
+    print(f"| {m} | {size} | {batch} | {f(og)} | {f(ogn)} | {f(oe)} | {f(oen)} | {f(te)} | {f(ten)} | {f(tg)} | {er} | {gr} | {f(tc)} | {cr} |")
 PY

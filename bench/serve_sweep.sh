@@ -41,6 +41,9 @@
 #   NO_JPEG        1: no JPEG rows
 #   NO_KSERVE      1: no KServe rows (KSERVE_UINT8's still run)
 #   PA_ASYNC       1: each perf_analyzer row once more with --async (perf_analyzer_async_*)
+#   KSERVE_ROUNDS  N > 1: the KServe rows become N interleaved pairs (perf_analyzer --async,
+#                  then our client on perf_analyzer's 11 connections), compared by their medians
+#                  (single rows vary by about 10% on the box, the size of the issue's margin)
 #   PA_SHARE       N: one more KServe pair, perf_analyzer --async sharing a connection among at
 #                  most N of its contexts (TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT) and our
 #                  client with as many connections
@@ -241,7 +244,17 @@ start_server() {
 # concurrency 64, counted with ss on the development machine. Our client's like-for-like row
 # opens as many (_pa_conns).
 kserve_rows() {
-  local m=$1 dtype=$2 v p50
+  local m=$1 dtype=$2 v p50 r
+  if [[ "${KSERVE_ROUNDS:-1}" -gt 1 && -x "$PA" ]]; then
+    # KSERVE_ROUNDS=N: N interleaved pairs, perf_analyzer --async (its default sharing: 11
+    # connections at concurrency 64) then our client on as many connections; the table's
+    # "KServe agreement" lines compare the medians.
+    for r in $(seq 1 "$KSERVE_ROUNDS"); do
+      pa_row "$m" perf_analyzer_async_${dtype}_c64_r$r --async
+      bench "$m" kserve_${dtype}_c64_pa_conns_r$r --input tensor --concurrency 64 --channels 11
+    done
+    return 0
+  fi
   bench "$m" kserve_${dtype}_c64 --input tensor --concurrency 64
   bench "$m" kserve_${dtype}_c64_pa_conns --input tensor --concurrency 64 --channels 11
   [[ -x "$PA" ]] || return 0
@@ -371,5 +384,14 @@ for m, r in rows.items():
             continue
         p50 = r.get(k + "_p50_ms", float("nan"))
         print(f"  {k:24s} {v:9.0f} {p50:8.2f} {v / alone if alone else float('nan'):9.1%} {v / timm if timm else float('nan'):8.2f}")
+    # KSERVE_ROUNDS: medians of the interleaved rounds, perf_analyzer against our client.
+    for dtype in ("fp32", "uint8"):
+        pa = sorted(v for k, v in r.items() if k.startswith(f"perf_analyzer_async_{dtype}_c64_r") and not k.endswith("_ms"))
+        ours = sorted(v for k, v in r.items() if k.startswith(f"kserve_{dtype}_c64_pa_conns_r") and not k.endswith("_ms"))
+        if pa and ours:
+            median = lambda xs: (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
+            print(f"  KServe agreement ({dtype}, {len(pa)} rounds): perf_analyzer --async median {median(pa):,.0f} "
+                  f"(range {pa[0]:,.0f}-{pa[-1]:,.0f}), vitserve-client median {median(ours):,.0f} "
+                  f"(range {ours[0]:,.0f}-{ours[-1]:,.0f}): perf_analyzer / ours = {median(pa) / median(ours):.3f}")
 PY
 log "done"

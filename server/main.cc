@@ -31,6 +31,7 @@
 #include "models/registry.h"
 #include "server/log.h"
 #include "server/model_manager.h"
+#include "server/runtime/device.h"
 #include "server/vitserve_server.h"
 
 ABSL_FLAG(int32_t, grpc_port, 8001, "gRPC port (Vision, KServe v2, health, reflection); 0: any");
@@ -377,6 +378,9 @@ int Run(int argc, char** argv) {
   } else if (absl::StartsWith(options.device, "cuda")) {
     at::set_num_threads(1);
   }
+  // That count is for the executors' forward passes. This thread only loads models, and
+  // RunTorchSeriallyOnThisThread says why it must not keep a team of OpenMP threads beside them.
+  RunTorchSeriallyOnThisThread();
   if (!options.model.empty() && !options.model_repository.empty()) {
     std::cerr << "vitserve: give either --model (quick mode) or --model-repository, not both\n";
     return 2;

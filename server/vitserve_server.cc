@@ -208,7 +208,10 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
   if (!manager.ok()) return manager.status();
   manager_ = *std::move(manager);
 
-  preprocess_pool_ = std::make_unique<WorkPool>(options_.preprocess_threads);
+  // The pool's threads run in parallel with each other and with the executors' forward passes:
+  // their tensor work stays on each thread (RunTorchSeriallyOnThisThread says why).
+  preprocess_pool_ =
+      std::make_unique<WorkPool>(options_.preprocess_threads, RunTorchSeriallyOnThisThread);
   vision_ = std::make_unique<VisionService>(manager_.get(), options_.image_limits,
                                             preprocess_pool_.get(), options_.max_request_time);
   inference_ = std::make_unique<InferenceService>(manager_.get(), std::string(VitserveVersion()),

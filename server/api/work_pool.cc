@@ -6,13 +6,14 @@
 
 namespace vitserve {
 
-WorkPool::WorkPool(int num_threads) {
+WorkPool::WorkPool(int num_threads, std::function<void()> on_thread_start) {
   if (num_threads < 1) num_threads = static_cast<int>(std::thread::hardware_concurrency());
   if (num_threads < 1) num_threads = 1;
   threads_.reserve(num_threads);
   for (int i = 0; i < num_threads; ++i) {
-    threads_.emplace_back([this] {
+    threads_.emplace_back([this, on_thread_start] {
       SetCurrentThreadName("preprocess");
+      if (on_thread_start) on_thread_start();
       WorkerLoop();
     });
   }

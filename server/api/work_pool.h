@@ -20,8 +20,9 @@ namespace vitserve {
 
 class WorkPool {
  public:
-  // `num_threads` < 1 means one per hardware thread.
-  explicit WorkPool(int num_threads);
+  // `num_threads` < 1 means one per hardware thread. `on_thread_start`, when given, runs first
+  // on each worker thread, before any task (per-thread library settings).
+  explicit WorkPool(int num_threads, std::function<void()> on_thread_start = nullptr);
   ~WorkPool();
   WorkPool(const WorkPool&) = delete;
   WorkPool& operator=(const WorkPool&) = delete;

@@ -1,5 +1,9 @@
 #include "server/runtime/device.h"
 
+#include <dlfcn.h>
+
+#include <ATen/Parallel.h>
+
 #include <torch/cuda.h>
 
 #include "absl/strings/numbers.h"
@@ -54,6 +58,22 @@ double GpuMemoryUsedBytes(const c10::Device& device) {
   }
 #endif
   return 0.0;
+}
+
+void RunTorchSeriallyOnThisThread() {
+  // LibTorch keeps two thread counts per thread, OpenMP's (ATen's parallel loops, oneDNN) and
+  // MKL's (its math functions open parallel regions of their own), and sets both from the
+  // process-wide count on the thread's first use of ATen. So use ATen first, then lower both for
+  // this thread alone; ATen has no per-thread setter. The setters are looked up at run time in
+  // the OpenMP runtime and the MKL that LibTorch loaded (builds without them have none).
+  (void)at::get_num_threads();
+  static const auto omp_set_num_threads =
+      reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"));
+  // MKL's C function (its lower-case names are the Fortran interface, which takes a pointer).
+  static const auto mkl_set_num_threads_local =
+      reinterpret_cast<int (*)(int)>(dlsym(RTLD_DEFAULT, "MKL_Set_Num_Threads_Local"));
+  if (omp_set_num_threads != nullptr) omp_set_num_threads(1);
+  if (mkl_set_num_threads_local != nullptr) mkl_set_num_threads_local(1);
 }
 
 }  // namespace vitserve

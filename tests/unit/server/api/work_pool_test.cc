@@ -88,6 +88,29 @@ TEST(WorkPoolTest, ThreadsAreNamedPreprocess) {
   EXPECT_EQ(name, "preprocess");
 }
 
+TEST(WorkPoolTest, ThreadStartHookRunsOnEachWorkerBeforeItsTasks) {
+  thread_local bool started_here = false;
+  std::atomic<int> hook_calls{0};
+  std::atomic<int> tasks_before_hook{0};
+  {
+    WorkPool pool(3, [&] {
+      started_here = true;
+      hook_calls.fetch_add(1);
+    });
+    absl::BlockingCounter finished(30);
+    for (int i = 0; i < 30; ++i) {
+      pool.Schedule([&] {
+        if (!started_here) tasks_before_hook.fetch_add(1);
+        finished.DecrementCount();
+      });
+    }
+    finished.Wait();
+  }  // Joined: every worker has started.
+  EXPECT_EQ(hook_calls.load(), 3);
+  EXPECT_EQ(tasks_before_hook.load(), 0);
+  EXPECT_FALSE(started_here);  // Only the workers ran it.
+}
+
 TEST(WorkPoolTest, TaskMayScheduleMoreWork) {
   WorkPool pool(1);
   absl::BlockingCounter finished(1);
