@@ -26,6 +26,8 @@
 #include "bench/bench_util.h"
 #include "models/model_loader.h"
 #include "models/registry.h"
+#include "models/vit/vision_transformer.h"
+#include "models/vit/vit_models.h"
 
 #ifdef VITSERVE_WITH_CUDA
 #include <ATen/cuda/CUDAGraph.h>
@@ -37,7 +39,8 @@ ABSL_FLAG(std::string, model, "shvit_s1", "Registry name of the model.");
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
 ABSL_FLAG(std::string, precision, "fp32", "fp32, fp16 or bf16.");
 ABSL_FLAG(std::string, batch_sizes, "1,8,32", "Comma-separated batch sizes.");
-ABSL_FLAG(int, image_size, 0, "Input side in pixels (0: the model's default).");
+ABSL_FLAG(int, image_size, 0,
+          "Input side in pixels (0: the model's default); a ViT/DeiT is built for that size.");
 ABSL_FLAG(double, seconds, 3.0, "Measured time per batch size (after warm-up).");
 ABSL_FLAG(int, warmup, 5, "Warm-up iterations per batch size.");
 ABSL_FLAG(bool, cuda_graphs, false, "Replay a CUDA graph captured per batch size (CUDA only).");
@@ -117,6 +120,16 @@ int Run() {
     at::globalContext().setBenchmarkCuDNN(true);
     // TF32 stays off so fp32 numbers are true fp32.
     at::globalContext().setAllowTF32CuBLAS(false);
+  }
+  // A ViT is laid out for its input size (the position embedding): at another --image-size it
+  // is built for that size, as timm does with img_size (random weights either way).
+  const int64_t requested_size = absl::GetFlag(FLAGS_image_size);
+  if (requested_size > 0 && requested_size != loaded->info.input_size) {
+    if (absl::StatusOr<VitConfig> vit = VitConfigForArchitecture(model_name); vit.ok()) {
+      vit->img_size = requested_size;
+      loaded->module = MakeVisionTransformer(*vit);
+      loaded->module->eval();
+    }
   }
   auto& model = *loaded->module;
   model.to(device, dtype);

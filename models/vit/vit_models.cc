@@ -3,6 +3,7 @@
 #include <string>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "models/dense/task_model.h"
 #include "models/registry.h"
@@ -16,6 +17,9 @@ struct Width {
   int64_t embed_dim;
   int64_t num_heads;
 };
+
+// ViT-Ti/S/B (DeiT Table 1 widths; ViT paper Table 1 for Base), patch 16, depth 12.
+constexpr Width kWidths[] = {{"tiny", 192, 3}, {"small", 384, 6}, {"base", 768, 12}};
 
 absl::Status RegisterOne(ModelRegistry& registry, std::string name, std::string family,
                          VitConfig config, std::array<float, 3> mean, std::array<float, 3> std) {
@@ -45,14 +49,12 @@ absl::Status RegisterOne(ModelRegistry& registry, std::string name, std::string 
 }  // namespace
 
 absl::Status RegisterVitModels(ModelRegistry& registry) {
-  // ViT-Ti/S/B (DeiT Table 1 widths; ViT paper Table 1 for Base), patch 16, depth 12.
-  const Width widths[] = {{"tiny", 192, 3}, {"small", 384, 6}, {"base", 768, 12}};
   // timm's vit_*_patch16_224 (augreg) weights use Inception normalisation; DeiT ImageNet's.
   constexpr std::array<float, 3> kInceptionMean{0.5f, 0.5f, 0.5f};
   constexpr std::array<float, 3> kInceptionStd{0.5f, 0.5f, 0.5f};
   constexpr std::array<float, 3> kImagenetMean{0.485f, 0.456f, 0.406f};
   constexpr std::array<float, 3> kImagenetStd{0.229f, 0.224f, 0.225f};
-  for (const Width& width : widths) {
+  for (const Width& width : kWidths) {
     VitConfig config;
     config.embed_dim = width.embed_dim;
     config.num_heads = width.num_heads;
@@ -66,6 +68,25 @@ absl::Status RegisterVitModels(ModelRegistry& registry) {
                                          "deit", config, kImagenetMean, kImagenetStd));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<VitConfig> VitConfigForArchitecture(std::string_view architecture) {
+  for (const Width& width : kWidths) {
+    const std::string size = width.size;
+    for (const bool distilled : {false, true}) {
+      const bool named = distilled ? architecture == "deit_" + size + "_distilled_patch16_224"
+                                   : architecture == "vit_" + size + "_patch16_224" ||
+                                         architecture == "deit_" + size + "_patch16_224";
+      if (!named) continue;
+      VitConfig config;
+      config.embed_dim = width.embed_dim;
+      config.num_heads = width.num_heads;
+      config.distilled = distilled;
+      return config;
+    }
+  }
+  return absl::NotFoundError(absl::StrCat("'", std::string(architecture),
+                                          "' is not a ViT or DeiT architecture of the registry"));
 }
 
 }  // namespace vitserve

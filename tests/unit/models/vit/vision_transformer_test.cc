@@ -9,6 +9,7 @@
 #include <string>
 
 #include "models/registry.h"
+#include "models/vit/vit_models.h"
 #include "models/weights/state_dict.h"
 
 namespace vitserve {
@@ -72,6 +73,48 @@ TEST(VisionTransformerTest, WrongInputSizeIsRejected) {
   absl::StatusOr<at::Tensor> out = ForwardOrStatus(*model, at::randn({1, 3, 256, 256}));
   EXPECT_EQ(out.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(out.status().message(), HasSubstr("224"));
+}
+
+TEST(VitConfigForArchitectureTest, GivesTheRegisteredWidthsAndADifferentSizeBuilds) {
+  absl::StatusOr<VitConfig> small = VitConfigForArchitecture("deit_small_patch16_224");
+  ASSERT_TRUE(small.ok()) << small.status();
+  EXPECT_EQ(small->embed_dim, 384);
+  EXPECT_EQ(small->num_heads, 6);
+  EXPECT_FALSE(small->distilled);
+  absl::StatusOr<VitConfig> base = VitConfigForArchitecture("vit_base_patch16_224");
+  ASSERT_TRUE(base.ok()) << base.status();
+  EXPECT_EQ(base->embed_dim, 768);
+  EXPECT_EQ(base->num_heads, 12);
+  absl::StatusOr<VitConfig> distilled = VitConfigForArchitecture("deit_tiny_distilled_patch16_224");
+  ASSERT_TRUE(distilled.ok()) << distilled.status();
+  EXPECT_EQ(distilled->embed_dim, 192);
+  EXPECT_TRUE(distilled->distilled);
+  EXPECT_EQ(VitConfigForArchitecture("shvit_s1").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(VitConfigForArchitecture("vit_base_distilled_patch16_224").status().code(),
+            absl::StatusCode::kNotFound);
+
+  // The registry's model and the config's agree on every parameter at 224 px.
+  ModelRegistry registry;
+  ASSERT_TRUE(RegisterVitModels(registry).ok());
+  auto registered = registry.Create("deit_tiny_distilled_patch16_224");
+  ASSERT_TRUE(registered.ok());
+  auto rebuilt = MakeVisionTransformer(*distilled);
+  auto registered_params = (*registered)->named_parameters();
+  auto rebuilt_params = rebuilt->named_parameters();
+  ASSERT_EQ(registered_params.size(), rebuilt_params.size());
+  for (const auto& item : registered_params) {
+    ASSERT_TRUE(rebuilt_params.contains(item.key())) << item.key();
+    EXPECT_EQ(rebuilt_params[item.key()].sizes(), item.value().sizes()) << item.key();
+  }
+
+  // At 64 px: 16 patches and the class and distillation tokens.
+  VitConfig small64 = *small;
+  small64.img_size = 64;
+  auto model = MakeVisionTransformer(small64);
+  model->eval();
+  c10::InferenceMode guard;
+  EXPECT_EQ(model->named_parameters()["pos_embed"].sizes(), (std::vector<int64_t>{1, 17, 384}));
+  EXPECT_EQ(model->forward(at::randn({2, 3, 64, 64})).sizes(), (std::vector<int64_t>{2, 1000}));
 }
 
 TEST(VisionTransformerTest, FuseForInferenceIsANoOp) {
