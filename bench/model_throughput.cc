@@ -24,6 +24,7 @@
 
 #include "absl/flags/flag.h"
 #include "bench/bench_util.h"
+#include "common/malloc_settings.h"
 #include "models/model_loader.h"
 #include "models/registry.h"
 #include "models/vit/vision_transformer.h"
@@ -199,6 +200,10 @@ int Run() {
 }  // namespace vitserve
 
 int main(int argc, char** argv) {
+  // The server's malloc settings, so that the model alone is measured as the server runs it.
+  if (absl::Status malloc_settings = vitserve::KeepFreedMemoryForReuse(); !malloc_settings.ok()) {
+    std::fprintf(stderr, "warning: %s\n", std::string(malloc_settings.message()).c_str());
+  }
   return vitserve::bench::RunBenchmark(
       argc, argv,
       "Model-only throughput of a vitserve zoo model (random weights, input on the device).\n"

@@ -27,6 +27,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "common/flag_names.h"
+#include "common/malloc_settings.h"
 #include "common/mutex_mode.h"
 #include "models/registry.h"
 #include "server/log.h"
@@ -293,6 +294,9 @@ void PrintBanner(VitServer& server) {
 
 int Run(int argc, char** argv) {
   UseReleaseMutexes();
+  if (absl::Status malloc_settings = KeepFreedMemoryForReuse(); !malloc_settings.ok()) {
+    LogWarning(std::string(malloc_settings.message()));
+  }
   absl::SetProgramUsageMessage(kUsage);
   // --help lists this file's flags (absl's default looks for <program>.cc or <program>_main.cc).
   absl::FlagsUsageConfig usage_config;
