@@ -15,7 +15,8 @@
 #   SIZES        input sides in pixels (default 224); sizes other than 224 use LARGE_BATCHES
 #   LARGE_BATCHES  batch sizes above 224 px (default 1,8,32)
 #   COMPILE      1: also timm under torch.compile(mode="max-autotune") at COMPILE_BATCH (default
-#                256), 224 px, channels-last (issue 16's stretch anchor; compiling takes minutes)
+#                256), 224 px, channels-last (issue 16's stretch anchor; compiling takes minutes:
+#                given up after COMPILE_TIMEOUT seconds, default 300)
 # Binaries come from build-gpu/ (bench/stage_gpu_binaries.sh, or built here when missing).
 set -uo pipefail
 OUT="${1:-/tmp/model-vs-timm}"
@@ -135,7 +136,7 @@ PY
 
 # timm_compiled MODEL BATCH: timm under torch.compile(mode="max-autotune"), 224 px, NHWC.
 timm_compiled() {
-  python3 - "$1" "$2" "$SECONDS_EACH" <<'PY' >> "$RESULTS"
+  timeout "${COMPILE_TIMEOUT:-300}" python3 - "$1" "$2" "$SECONDS_EACH" <<'PY' >> "$RESULTS"
 import sys, time, torch, timm
 name, batch, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 torch.backends.cudnn.benchmark = True
@@ -171,7 +172,7 @@ for m in $MODELS; do
   done
   if [[ "${COMPILE:-0}" == 1 ]]; then
     log "$m: timm under torch.compile(mode=max-autotune), batch $COMPILE_BATCH"
-    timm_compiled "$m" "$COMPILE_BATCH" || log "torch.compile failed for $m"
+    timm_compiled "$m" "$COMPILE_BATCH" || log "torch.compile failed or took over ${COMPILE_TIMEOUT:-300} s for $m"
   fi
   if (( PROFILE_KERNELS > 0 )); then
     {
