@@ -44,6 +44,8 @@
 #   KSERVE_ROUNDS  N > 1: the KServe rows become N interleaved pairs (perf_analyzer --async,
 #                  then our client on perf_analyzer's 11 connections), compared by their medians
 #                  (single rows vary by about 10% on the box, the size of the issue's margin)
+#   PA_SPLIT       1 (with KSERVE_ROUNDS): each round also runs two perf_analyzer processes at
+#                  concurrency 32, summed (is perf_analyzer its own limit?)
 #   PA_SHARE       N: one more KServe pair, perf_analyzer --async sharing a connection among at
 #                  most N of its contexts (TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT) and our
 #                  client with as many connections
@@ -252,6 +254,9 @@ kserve_rows() {
     for r in $(seq 1 "$KSERVE_ROUNDS"); do
       pa_row "$m" perf_analyzer_async_${dtype}_c64_r$r --async
       bench "$m" kserve_${dtype}_c64_pa_conns_r$r --input tensor --concurrency 64 --channels 11
+      # PA_SPLIT=1: two perf_analyzer processes at concurrency 32 each, summed: more than one
+      # process at 64 means perf_analyzer itself, not the server, was the limit.
+      [[ "${PA_SPLIT:-0}" == 1 ]] && pa_split_row "$m" perf_analyzer_async_${dtype}_2x32_r$r --async
     done
     return 0
   fi
@@ -283,6 +288,24 @@ pa_row() {
   record "$m" "$name" "${v:-nan}"
   [[ -n "$p50" ]] && record "$m" "${name}_p50_ms" "$(awk -v u="$p50" 'BEGIN {print u / 1000}')"
   log "$m $name: ${v:-?} infer/s (KServe)"
+}
+
+# pa_split_row MODEL NAME [FLAGS...]: two perf_analyzer processes at concurrency 32 at once,
+# their throughputs summed, recorded as NAME.
+pa_split_row() {
+  local m=$1 name=$2 i v pids=()
+  shift 2
+  for i in 1 2; do
+    LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" "$PA" -m "$m" -i grpc -u localhost:8001 \
+      --concurrency-range 32 --measurement-interval 3000 --measurement-mode time_windows \
+      --max-trials 3 --stability-percentage 999 -b 1 "$@" > "$OUT/pa_${m}_${name}_$i.txt" 2>&1 &
+    pids+=($!)
+  done
+  wait "${pids[@]}"  # Not the server, which runs in the background too.
+  v=$(for i in 1 2; do grep -oP 'throughput: \K[0-9.]+' "$OUT/pa_${m}_${name}_$i.txt" | tail -1; done \
+      | awk '{s += $1; n++} END {if (n == 2) printf "%.0f", s}')
+  record "$m" "$name" "${v:-nan}"
+  log "$m $name: ${v:-?} infer/s (KServe, two perf_analyzer processes)"
 }
 
 top_c=${CONCURRENCY##* }
@@ -393,5 +416,9 @@ for m, r in rows.items():
             print(f"  KServe agreement ({dtype}, {len(pa)} rounds): perf_analyzer --async median {median(pa):,.0f} "
                   f"(range {pa[0]:,.0f}-{pa[-1]:,.0f}), vitserve-client median {median(ours):,.0f} "
                   f"(range {ours[0]:,.0f}-{ours[-1]:,.0f}): perf_analyzer / ours = {median(pa) / median(ours):.3f}")
+            split = sorted(v for k, v in r.items() if k.startswith(f"perf_analyzer_async_{dtype}_2x32_r") and not k.endswith("_ms"))
+            if split:
+                print(f"  two perf_analyzer processes at 32 each ({dtype}): median {median(split):,.0f} "
+                      f"(range {split[0]:,.0f}-{split[-1]:,.0f}): / ours = {median(split) / median(ours):.3f}")
 PY
 log "done"
