@@ -18,6 +18,7 @@
 #include "server/api/stream_reactor.h"
 #include "server/api/task_calls.h"
 #include "server/metrics/server_metrics.h"
+#include "server/runtime/device.h"
 
 namespace vitserve {
 namespace {
@@ -166,6 +167,7 @@ grpc::ServerUnaryReactor* InferenceService::RepositoryModelLoad(
     inference::RepositoryModelLoadResponse*) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   std::thread([manager = manager_, name = request->model_name(), reactor] {
+    RunTorchSeriallyOnThisThread();  // Why: RunTorchSeriallyOnThisThread's comment.
     reactor->Finish(ToGrpcStatus(manager->Load(name)));
   }).detach();
   return reactor;

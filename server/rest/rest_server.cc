@@ -23,6 +23,7 @@
 #include "server/api/kserve_metadata.h"
 #include "server/api/task_calls.h"
 #include "server/rest/kserve_json.h"
+#include "server/runtime/device.h"
 
 namespace vitserve {
 namespace {
@@ -393,6 +394,9 @@ void RestServer::AddRoutes() {
            RequestBody body;  // Parameters (a config to load with) are not taken.
            if (!ReadBody(req, content, &body)) return;
            const std::string name = req.matches[1].str();
+           // Loading runs LibTorch on this long-lived connection thread: serially, so that it
+           // keeps no OpenMP team beside the executors' (RunTorchSeriallyOnThisThread).
+           RunTorchSeriallyOnThisThread();
            const absl::Status status =
                req.matches[2].str() == "load" ? manager_->Load(name) : manager_->Unload(name);
            status.ok() ? ReplyJson(res, 200, "{}") : ReplyError(res, status);
