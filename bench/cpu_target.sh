@@ -40,6 +40,9 @@ export OMP_NUM_THREADS=$THREADS
 log "$MODEL fp32 on CPU, batch $BATCH, $THREADS intra-op threads, server cores '${SERVER_CORES:-all}'," \
     "client cores '${CLIENT_CORES:-all}', concurrency $CONCURRENCY, $ROUNDS rounds of $T s"
 
+if "$B/vitserve-client" health --server "localhost:$GRPC_PORT" > /dev/null 2>&1; then
+  log "a server already answers on port $GRPC_PORT: stop it or set GRPC_PORT"; exit 1
+fi
 "${SERVER_PIN[@]}" "$B/vitserve" --model "$MODEL" --device cpu --max-batch-size "$BATCH" \
   --intra-op-threads "$THREADS" --preprocess-threads "$THREADS" --grpc-port "$GRPC_PORT" \
   --http-port "$HTTP_PORT" --rest-port -1 > "$OUT/server.log" 2>&1 &
