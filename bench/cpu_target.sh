@@ -13,6 +13,8 @@
 #   ROUNDS        interleaved rounds (default 3)
 #   SERVER_CORES  taskset list for the model alone and the server, e.g. 0,1 (default: none)
 #   CLIENT_CORES  taskset list for the client, e.g. 2-5 (default: none)
+#   SERVE_FLAGS   more vitserve flags (they come last, so they win), e.g.
+#                 "--intra-op-threads 1 --instance-count 2"
 #   BUILD_DIR     where bin/vitserve, bin/vitserve-client and bin/vitserve-bench-model are
 #                 (default build)
 # Prints each round and the median ratio served / alone (the target: at least 0.9).
@@ -45,7 +47,7 @@ if "$B/vitserve-client" health --server "localhost:$GRPC_PORT" > /dev/null 2>&1;
 fi
 "${SERVER_PIN[@]}" "$B/vitserve" --model "$MODEL" --device cpu --max-batch-size "$BATCH" \
   --intra-op-threads "$THREADS" --preprocess-threads "$THREADS" --grpc-port "$GRPC_PORT" \
-  --http-port "$HTTP_PORT" --rest-port -1 > "$OUT/server.log" 2>&1 &
+  --http-port "$HTTP_PORT" --rest-port -1 ${SERVE_FLAGS:-} > "$OUT/server.log" 2>&1 &
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER 2>/dev/null' EXIT
 for _ in $(seq 1 240); do

@@ -116,6 +116,12 @@ int Run() {
     return 1;
   }
   const at::Device device(absl::GetFlag(FLAGS_device));
+  // The server's malloc settings for CPU models, so that the model alone runs as it is served.
+  if (device.is_cpu()) {
+    if (absl::Status malloc_settings = KeepFreedMemoryForReuse(); !malloc_settings.ok()) {
+      std::fprintf(stderr, "warning: %s\n", std::string(malloc_settings.message()).c_str());
+    }
+  }
   const std::string precision = absl::GetFlag(FLAGS_precision);
   if (device.is_cuda()) {
     at::globalContext().setBenchmarkCuDNN(true);
@@ -200,10 +206,6 @@ int Run() {
 }  // namespace vitserve
 
 int main(int argc, char** argv) {
-  // The server's malloc settings, so that the model alone is measured as the server runs it.
-  if (absl::Status malloc_settings = vitserve::KeepFreedMemoryForReuse(); !malloc_settings.ok()) {
-    std::fprintf(stderr, "warning: %s\n", std::string(malloc_settings.message()).c_str());
-  }
   return vitserve::bench::RunBenchmark(
       argc, argv,
       "Model-only throughput of a vitserve zoo model (random weights, input on the device).\n"

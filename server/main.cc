@@ -30,6 +30,7 @@
 #include "common/malloc_settings.h"
 #include "common/mutex_mode.h"
 #include "models/registry.h"
+#include "server/config/model_config.h"
 #include "server/log.h"
 #include "server/model_manager.h"
 #include "server/runtime/device.h"
@@ -110,8 +111,10 @@ ABSL_FLAG(int32_t, instance_count, 0,
           "model): each has its own copy of the weights, its CUDA graphs and stream, and its own "
           "executor thread, all taking batches from the model's one queue. 0 (the default): 2 "
           "for a model on a GPU, where one batch's copies and preprocessing then overlap "
-          "another's forward pass (5-12% more images/s on the H200, docs/performance.md), 1 on "
-          "CPU");
+          "another's forward pass (5-12% more images/s on the H200, docs/performance.md); 2 on "
+          "a CPU too, each on half the cores (--intra-op-threads): on 2 cores it served "
+          "shvit_s1 at 98% of the model alone instead of 67-78%, a lone request 19 ms instead "
+          "of 16 (docs/performance.md)");
 ABSL_FLAG(int32_t, max_queue_size, 256,
           "default most requests waiting per model, being decoded or queued; a request beyond "
           "it (and beyond the batches computing) is refused with RESOURCE_EXHAUSTED on arrival, "
@@ -129,8 +132,9 @@ ABSL_FLAG(bool, list_models, false, "print the architectures this build can serv
 ABSL_FLAG(int, intra_op_threads, 0,
           "LibTorch intra-op threads for CPU tensor work (0: 1 when --device is cuda, since "
           "requests already run in parallel on the preprocessing pool and parallel copies of "
-          "small tensors only spin; otherwise LibTorch's default, one per core, for CPU "
-          "models)");
+          "small tensors only spin; for CPU models the cores shared among a model's instances "
+          "(--instance-count, 2 by default on CPU), so each instance's forward pass runs on its "
+          "share)");
 ABSL_FLAG(std::string, http_address, "0.0.0.0",
           "IPv4 address of the HTTP port (/metrics, /v2/health/*): e.g. 127.0.0.1 or an "
           "internal interface, to keep metrics off the network that reaches --host");
@@ -294,9 +298,6 @@ void PrintBanner(VitServer& server) {
 
 int Run(int argc, char** argv) {
   UseReleaseMutexes();
-  if (absl::Status malloc_settings = KeepFreedMemoryForReuse(); !malloc_settings.ok()) {
-    LogWarning(std::string(malloc_settings.message()));
-  }
   absl::SetProgramUsageMessage(kUsage);
   // --help lists this file's flags (absl's default looks for <program>.cc or <program>_main.cc).
   absl::FlagsUsageConfig usage_config;
@@ -377,11 +378,18 @@ int Run(int argc, char** argv) {
     std::cerr << "vitserve: --intra-op-threads must be >= 0\n";
     return 2;
   }
-  if (intra_op_threads > 0) {
-    at::set_num_threads(intra_op_threads);
-  } else if (absl::StartsWith(options.device, "cuda")) {
-    at::set_num_threads(1);
+  // For CPU models only: on the H200 it made no difference to CUDA serving's throughput and
+  // measured 0.03-0.08 ms slower at one request at a time (docs/performance.md).
+  if (!absl::StartsWith(options.device, "cuda")) {
+    if (absl::Status malloc_settings = KeepFreedMemoryForReuse(); !malloc_settings.ok()) {
+      LogWarning(std::string(malloc_settings.message()));
+    }
   }
+  // LibTorch's own default is one thread per core.
+  at::set_num_threads(intra_op_threads > 0
+                          ? intra_op_threads
+                          : DefaultIntraOpThreads(options.device, at::get_num_threads(),
+                                                  options.instance_count));
   // That count is for the executors' forward passes. This thread only loads models, and
   // RunTorchSeriallyOnThisThread says why it must not keep a team of OpenMP threads beside them.
   RunTorchSeriallyOnThisThread();

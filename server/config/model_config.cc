@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <string_view>
@@ -203,7 +204,7 @@ absl::Status NormalizeModelConfig(const ModelRegistry& registry, const ServerDef
   }
   const bool on_cuda = absl::StartsWith(config->device(), "cuda");
   if (config->instance_count() == 0) {
-    const uint32_t automatic = on_cuda ? kAutoInstanceCountOnCuda : 1;
+    const uint32_t automatic = on_cuda ? kAutoInstanceCountOnCuda : kAutoInstanceCountOnCpu;
     config->set_instance_count(defaults.instance_count > 0 ? defaults.instance_count : automatic);
   }
   if (config->warmup_iterations() == 0) config->set_warmup_iterations(1);
@@ -254,6 +255,13 @@ absl::Status NormalizeModelConfig(const ModelRegistry& registry, const ServerDef
     batching->set_default_timeout_ms(defaults.default_timeout_ms);
   }
   return absl::OkStatus();
+}
+
+int DefaultIntraOpThreads(std::string_view device, int cores, int instance_count_flag) {
+  if (device.substr(0, 4) == "cuda") return 1;
+  const int instances =
+      instance_count_flag > 0 ? instance_count_flag : static_cast<int>(kAutoInstanceCountOnCpu);
+  return std::max(1, cores / instances);
 }
 
 absl::Status ValidateKserveInputDatatype(const std::string& datatype) {

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -45,9 +46,21 @@ inline constexpr uint32_t kMaxInstanceCount = 64;
 // Instances per model on a GPU when neither its config nor --instance-count says: two let one
 // batch's copies, preprocessing and output overlap another's forward pass. Measured on the H200
 // (2026-12-02, fp16, raw images, 256 clients, docs/performance.md): one -> two instances served
-// shvit_s1 17,972 -> 20,118 img/s, deit_tiny 15,728 -> 17,331, vit_base 5,791 -> 6,028. On a
-// CPU the model's forward pass already uses every core, so one.
+// shvit_s1 17,972 -> 20,118 img/s, deit_tiny 15,728 -> 17,331, vit_base 5,791 -> 6,028.
 inline constexpr uint32_t kAutoInstanceCountOnCuda = 2;
+// On a CPU, two instances, each forward pass on half the cores (DefaultIntraOpThreads): while
+// one instance's batch is assembled and answered the other computes, and each OpenMP team is
+// half as wide, so a thread that the preprocessing pool or gRPC preempts stalls fewer others at
+// a barrier. Measured on 2 cores (2026-12-03, shvit_s1 fp32 batch 8, bench/cpu_target.sh,
+// docs/performance.md): served at 97.6% of the model alone (median of 5 rounds) against 67-78%
+// with one instance on both cores; a lone request took 19.2 ms (p50) against 16.1.
+inline constexpr uint32_t kAutoInstanceCountOnCpu = 2;
+
+// LibTorch intra-op threads when --intra-op-threads is 0, for models on `device` ("cpu",
+// "cuda", "cuda:N"), given the cores there are and --instance-count (0: automatic): on CUDA 1
+// (requests already run in parallel on the preprocessing pool, and parallel copies of small
+// tensors only spin); on a CPU the cores shared among the instances, at least 1.
+int DefaultIntraOpThreads(std::string_view device, int cores, int instance_count_flag);
 inline constexpr uint32_t kMaxInputSize = 4096;
 
 // Default file names inside a model directory.

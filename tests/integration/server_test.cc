@@ -495,7 +495,7 @@ TEST(ServerInstanceCountTest, TheFlagSetsTheModelsInstancesAndIsChecked) {
     EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(refused.status().message(), HasSubstr("--instance-count"));
   }
-  for (int count : {0, 2}) {
+  for (int count : {0, 1, 3}) {
     ServerOptions options = TestOptions();
     options.instance_count = count;
     auto server = VitServer::Start(options, &registry);
@@ -506,7 +506,9 @@ TEST(ServerInstanceCountTest, TheFlagSetsTheModelsInstancesAndIsChecked) {
     get.set_name(kModel);
     v1::ModelDescription description;
     ASSERT_TRUE(client.vision->GetModel(&context, get, &description).ok());
-    EXPECT_EQ(description.instance_count(), count == 0 ? 1u : 2u) << count;
+    EXPECT_EQ(description.instance_count(), count == 0 ? kAutoInstanceCountOnCpu
+                                                       : static_cast<uint32_t>(count))
+        << count;
     v1::ClassifyResponse response;
     EXPECT_TRUE(client.Classify(OneImage(RawImage(MakeRgb(64, 64, 8), 64, 64)), &response).ok());
     (*server)->Shutdown();
@@ -893,6 +895,8 @@ class GatedServerTest : public ::testing::Test {
     ServerOptions options = TestOptions();
     options.model = kGatedModel;
     options.max_batch_size = 1;
+    // One executor, so that holding the gate holds every batch (a CPU model's default is two).
+    options.instance_count = 1;
     return options;
   }
   void Start(ServerOptions options) {

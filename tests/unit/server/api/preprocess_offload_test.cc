@@ -194,7 +194,8 @@ TEST_F(PreprocessOffloadTest, InvalidModelInferIsAnsweredWithoutThePool) {
 
 // A model with device preprocessing (ModelConfig.device_preprocessing, which CPU instances run
 // too): Classify then sends raw pixels of one size to the batcher as they are. The model is
-// kGatedModel, one row per batch, so a test can keep a batch computing while another waits.
+// kGatedModel, one row per batch and one instance, so a test can keep a batch computing while
+// another waits.
 class DevicePreprocessingOffloadTest : public PreprocessOffloadTest {
  protected:
   static constexpr char kServed[] = "on_device";
@@ -204,7 +205,7 @@ class DevicePreprocessingOffloadTest : public PreprocessOffloadTest {
     EXPECT_EQ(mkdir(dir.c_str(), 0755), 0);
     std::ofstream(dir + "/config.pbtxt")
         << "architecture: \"" << kGatedModel << "\" allow_random_weights: true\n"
-        << "device_preprocessing: true batching { max_batch_size: 1 }\n";
+        << "device_preprocessing: true instance_count: 1 batching { max_batch_size: 1 }\n";
     ModelManagerOptions options;
     options.repository_dir = repository_.path();
     return options;

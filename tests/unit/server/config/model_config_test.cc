@@ -163,7 +163,7 @@ TEST_F(ModelConfigTest, NormalizationFillsFromArchitectureAndDefaults) {
   EXPECT_EQ(deit.labels(), "");  // No labels.txt in that directory.
 }
 
-// instance_count: the config's value, else --instance-count, else (0) 2 on CUDA and 1 on CPU.
+// instance_count: the config's value, else --instance-count, else (0) 2 on CUDA and 2 on CPU.
 TEST_F(ModelConfigTest, InstanceCountComesFromTheConfigTheFlagOrTheDevice) {
   struct Case {
     const char* text;
@@ -173,7 +173,8 @@ TEST_F(ModelConfigTest, InstanceCountComesFromTheConfigTheFlagOrTheDevice) {
   const Case cases[] = {
       {R"pb(architecture: "shvit_s1" device: "cuda")pb", 0, kAutoInstanceCountOnCuda},
       {R"pb(architecture: "shvit_s1" device: "cuda:1")pb", 0, kAutoInstanceCountOnCuda},
-      {R"pb(architecture: "shvit_s1" device: "cpu")pb", 0, 1},
+      {R"pb(architecture: "shvit_s1" device: "cpu")pb", 0, kAutoInstanceCountOnCpu},
+      {R"pb(architecture: "shvit_s1" device: "cpu" instance_count: 1)pb", 0, 1},
       {R"pb(architecture: "shvit_s1" device: "cuda")pb", 3, 3},
       {R"pb(architecture: "shvit_s1" device: "cpu")pb", 3, 3},
       {R"pb(architecture: "shvit_s1" device: "cuda" instance_count: 1)pb", 3, 1},
@@ -185,6 +186,20 @@ TEST_F(ModelConfigTest, InstanceCountComesFromTheConfigTheFlagOrTheDevice) {
     ASSERT_TRUE(NormalizeModelConfig(registry_, defaults_, dir_.path() + "/m", "c", &*parsed).ok());
     EXPECT_EQ(parsed->instance_count(), c.expected) << c.text << " flag " << c.flag;
   }
+}
+
+// --intra-op-threads 0: 1 on CUDA; on a CPU the cores shared among the instances.
+TEST(DefaultIntraOpThreadsTest, SharesTheCoresAmongTheInstancesOnCpu) {
+  EXPECT_EQ(kAutoInstanceCountOnCpu, 2u);
+  EXPECT_EQ(DefaultIntraOpThreads("cuda", 16, 0), 1);
+  EXPECT_EQ(DefaultIntraOpThreads("cuda:1", 16, 4), 1);
+  EXPECT_EQ(DefaultIntraOpThreads("cpu", 2, 0), 1);    // two automatic instances
+  EXPECT_EQ(DefaultIntraOpThreads("cpu", 16, 0), 8);
+  EXPECT_EQ(DefaultIntraOpThreads("cpu", 15, 0), 7);
+  EXPECT_EQ(DefaultIntraOpThreads("cpu", 16, 1), 16);  // --instance-count 1: every core
+  EXPECT_EQ(DefaultIntraOpThreads("cpu", 16, 4), 4);
+  EXPECT_EQ(DefaultIntraOpThreads("cpu", 1, 0), 1);    // never 0
+  EXPECT_EQ(DefaultIntraOpThreads("cpu", 2, 8), 1);
 }
 
 TEST_F(ModelConfigTest, ExplicitValuesWin) {
