@@ -14,7 +14,7 @@
 #   SERVER_CORES  taskset list for the model alone and the server, e.g. 0,1 (default: none)
 #   CLIENT_CORES  taskset list for the client, e.g. 2-5 (default: none)
 #   SERVE_FLAGS   more vitserve flags (they come last, so they win), e.g.
-#                 "--intra-op-threads 1 --instance-count 2"
+#                 "--instance-count 1" (one instance on every core instead of the default two)
 #   BUILD_DIR     where bin/vitserve, bin/vitserve-client and bin/vitserve-bench-model are
 #                 (default build)
 # Prints each round and the median ratio served / alone (the target: at least 0.9).
@@ -35,18 +35,19 @@ SERVER_PIN=(); CLIENT_PIN=()
 [[ -n "${SERVER_CORES:-}" ]] && SERVER_PIN=(taskset -c "$SERVER_CORES")
 [[ -n "${CLIENT_CORES:-}" ]] && CLIENT_PIN=(taskset -c "$CLIENT_CORES")
 
-# One intra-op thread per core the forward pass may use. LibTorch's default counts the
-# machine's cores, not the ones taskset allows, and would oversubscribe a pinned process.
+# The cores the model may use, as OMP_NUM_THREADS: LibTorch's default counts the machine's cores,
+# not the ones taskset allows, and would oversubscribe a pinned process. The model alone uses all
+# of them; the server shares them among its instances (its --intra-op-threads default).
 THREADS=$("${SERVER_PIN[@]}" nproc)
 export OMP_NUM_THREADS=$THREADS
-log "$MODEL fp32 on CPU, batch $BATCH, $THREADS intra-op threads, server cores '${SERVER_CORES:-all}'," \
+log "$MODEL fp32 on CPU, batch $BATCH, $THREADS cores, server cores '${SERVER_CORES:-all}'," \
     "client cores '${CLIENT_CORES:-all}', concurrency $CONCURRENCY, $ROUNDS rounds of $T s"
 
 if "$B/vitserve-client" health --server "localhost:$GRPC_PORT" > /dev/null 2>&1; then
   log "a server already answers on port $GRPC_PORT: stop it or set GRPC_PORT"; exit 1
 fi
 "${SERVER_PIN[@]}" "$B/vitserve" --model "$MODEL" --device cpu --max-batch-size "$BATCH" \
-  --intra-op-threads "$THREADS" --preprocess-threads "$THREADS" --grpc-port "$GRPC_PORT" \
+  --preprocess-threads "$THREADS" --grpc-port "$GRPC_PORT" \
   --http-port "$HTTP_PORT" --rest-port -1 ${SERVE_FLAGS:-} > "$OUT/server.log" 2>&1 &
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER 2>/dev/null' EXIT
