@@ -3,9 +3,13 @@
 #include <algorithm>
 #include <atomic>
 #include <thread>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/nn/module.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -40,6 +44,19 @@ std::string_view ModelStateName(ModelState state) {
 // ServableModel
 
 namespace {
+
+// `module`'s parameters then buffers, by name, in the module's order (cloned with `clone`).
+std::vector<std::pair<std::string, at::Tensor>> ModuleState(const torch::nn::Module& module,
+                                                            bool clone) {
+  std::vector<std::pair<std::string, at::Tensor>> state;
+  for (const auto& item : module.named_parameters()) {
+    state.emplace_back(item.key(), clone ? item.value().clone() : item.value());
+  }
+  for (const auto& item : module.named_buffers()) {
+    state.emplace_back(item.key(), clone ? item.value().clone() : item.value());
+  }
+  return state;
+}
 
 at::ScalarType ToScalarType(v1::Precision precision) {
   switch (precision) {
@@ -198,6 +215,9 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
   load_options.weights_path = weights_path;
   load_options.task = FromProtoTask(config.task());
   load_options.num_classes = config.num_classes();
+  // Random weights are drawn once per model: each instance's LoadModel draws its own, so the
+  // later ones take the first one's, and every instance serves the same model.
+  std::vector<std::pair<std::string, at::Tensor>> first_random_state;
   for (uint32_t i = 0; i < config.instance_count(); ++i) {
     absl::StatusOr<LoadedModel> loaded = LoadModel(registry, config.architecture(), load_options);
     if (!loaded.ok()) {
@@ -208,6 +228,27 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
       model->info_ = loaded->info;
       model->parameter_count_ = loaded->parameter_count;
       model->random_weights_ = loaded->random_weights;
+    }
+    if (loaded->random_weights) {
+      c10::InferenceMode inference_mode;
+      if (i == 0) {
+        first_random_state = ModuleState(*loaded->module, /*clone=*/true);
+      } else {
+        std::vector<std::pair<std::string, at::Tensor>> state =
+            ModuleState(*loaded->module, /*clone=*/false);
+        if (state.size() != first_random_state.size()) {
+          return absl::InternalError(absl::StrCat("model '", name, "': instance ", i,
+                                                  " has another layout than instance 0"));
+        }
+        for (size_t t = 0; t < state.size(); ++t) {
+          if (state[t].first != first_random_state[t].first) {
+            return absl::InternalError(absl::StrCat("model '", name, "': instance ", i, " has ",
+                                                    state[t].first, " where instance 0 has ",
+                                                    first_random_state[t].first));
+          }
+          state[t].second.copy_(first_random_state[t].second);
+        }
+      }
     }
     absl::StatusOr<std::unique_ptr<ModelInstance>> instance =
         ModelInstance::Create(std::move(loaded->module), instance_options);

@@ -2,7 +2,10 @@
 
 #include <fstream>
 #include <memory>
+#include <set>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -304,6 +307,48 @@ TEST_F(ModelManagerTest, ServesOnCudaInHalfPrecisionWithTwoInstances) {
   absl::MutexLock lock(&mu);
   mu.Await(absl::Condition(+[](int* n) { return *n == kTasks; }, &finished));
   EXPECT_EQ(ok, kTasks);
+}
+
+// With random weights every instance serves the same model: an image gets one answer whichever
+// executor computes it (each instance's LoadModel draws its own weights, which the manager
+// replaces with the first instance's).
+TEST_F(ModelManagerTest, InstancesOfARandomWeightsModelAnswerAlike) {
+  WriteConfig("twins", R"pb(
+    architecture: "shvit_s1"
+    allow_random_weights: true
+    device: "cpu"
+    instance_count: 2
+    input { size: 64 }
+    batching { max_batch_size: 1 max_queue_delay_us: 0 }
+  )pb");
+  constexpr int kTasks = 24;
+  absl::Mutex mu;
+  std::vector<at::Tensor> outputs;
+  std::set<std::thread::id> executors;
+  int finished = 0;
+  auto manager = RepositoryManager();
+  ASSERT_TRUE(manager->LoadAll().ok());
+  auto model = manager->Get("twins");
+  ASSERT_TRUE(model.ok()) << model.status();
+  const at::Tensor image = at::rand({1, 3, 64, 64});
+  for (int i = 0; i < kTasks; ++i) {
+    auto task = std::make_unique<InferenceTask>();
+    task->input = image;
+    task->on_done = [&](absl::StatusOr<at::Tensor> r) {
+      absl::MutexLock lock(&mu);
+      if (r.ok()) outputs.push_back(*r);
+      executors.insert(std::this_thread::get_id());  // on_done runs on the executor
+      ++finished;
+    };
+    ASSERT_TRUE((*model)->Schedule(&task).ok());
+  }
+  absl::MutexLock lock(&mu);
+  mu.Await(absl::Condition(+[](int* n) { return *n == kTasks; }, &finished));
+  ASSERT_EQ(outputs.size(), static_cast<size_t>(kTasks));
+  EXPECT_EQ(executors.size(), 2u) << "both instances should have computed";
+  for (const at::Tensor& output : outputs) {
+    EXPECT_TRUE(at::allclose(output, outputs.front(), 1e-5, 1e-6));
+  }
 }
 
 // Every family captures into CUDA graphs and, replayed with padding, answers as the same weights
