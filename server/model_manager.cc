@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
 #include <thread>
 #include <string>
 #include <utility>
@@ -15,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "models/model_loader.h"
+#include "models/weights/state_dict.h"
 #include "server/batching/batch_observer.h"
 #include "server/batching/batching_options.h"
 #include "server/batching/dynamic_batcher.h"
@@ -45,17 +47,25 @@ std::string_view ModelStateName(ModelState state) {
 
 namespace {
 
-// `module`'s parameters then buffers, by name, in the module's order (cloned with `clone`).
-std::vector<std::pair<std::string, at::Tensor>> ModuleState(const torch::nn::Module& module,
-                                                            bool clone) {
-  std::vector<std::pair<std::string, at::Tensor>> state;
-  for (const auto& item : module.named_parameters()) {
-    state.emplace_back(item.key(), clone ? item.value().clone() : item.value());
+// Copies `source`'s parameters and buffers into `target`, by state-dict name; both are instances
+// of one architecture built by LoadModel. INTERNAL when their layouts differ (a registry bug).
+absl::Status CopyStateInto(const std::map<std::string, at::Tensor>& source,
+                           torch::nn::Module& target) {
+  const std::map<std::string, at::Tensor> target_tensors = StateDictTensors(target);
+  if (target_tensors.size() != source.size()) {
+    return absl::InternalError(absl::StrCat("the instance has ", target_tensors.size(),
+                                            " tensors where the first one has ", source.size()));
   }
-  for (const auto& item : module.named_buffers()) {
-    state.emplace_back(item.key(), clone ? item.value().clone() : item.value());
+  c10::InferenceMode inference_mode;
+  for (const auto& [tensor_name, tensor] : target_tensors) {
+    auto it = source.find(tensor_name);
+    if (it == source.end()) {
+      return absl::InternalError(
+          absl::StrCat("the instance has ", tensor_name, ", which the first one lacks"));
+    }
+    at::Tensor(tensor).copy_(it->second);
   }
-  return state;
+  return absl::OkStatus();
 }
 
 at::ScalarType ToScalarType(v1::Precision precision) {
@@ -217,7 +227,7 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
   load_options.num_classes = config.num_classes();
   // Random weights are drawn once per model: each instance's LoadModel draws its own, so the
   // later ones take the first one's, and every instance serves the same model.
-  std::vector<std::pair<std::string, at::Tensor>> first_random_state;
+  std::map<std::string, at::Tensor> first_random_state;
   for (uint32_t i = 0; i < config.instance_count(); ++i) {
     absl::StatusOr<LoadedModel> loaded = LoadModel(registry, config.architecture(), load_options);
     if (!loaded.ok()) {
@@ -230,24 +240,15 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
       model->random_weights_ = loaded->random_weights;
     }
     if (loaded->random_weights) {
-      c10::InferenceMode inference_mode;
       if (i == 0) {
-        first_random_state = ModuleState(*loaded->module, /*clone=*/true);
-      } else {
-        std::vector<std::pair<std::string, at::Tensor>> state =
-            ModuleState(*loaded->module, /*clone=*/false);
-        if (state.size() != first_random_state.size()) {
-          return absl::InternalError(absl::StrCat("model '", name, "': instance ", i,
-                                                  " has another layout than instance 0"));
+        c10::InferenceMode inference_mode;
+        for (const auto& [tensor_name, tensor] : StateDictTensors(*loaded->module)) {
+          first_random_state.emplace(tensor_name, tensor.clone());
         }
-        for (size_t t = 0; t < state.size(); ++t) {
-          if (state[t].first != first_random_state[t].first) {
-            return absl::InternalError(absl::StrCat("model '", name, "': instance ", i, " has ",
-                                                    state[t].first, " where instance 0 has ",
-                                                    first_random_state[t].first));
-          }
-          state[t].second.copy_(first_random_state[t].second);
-        }
+      } else if (absl::Status copied = CopyStateInto(first_random_state, *loaded->module);
+                 !copied.ok()) {
+        return absl::Status(copied.code(), absl::StrCat("model '", name, "' instance ", i, ": ",
+                                                        copied.message()));
       }
     }
     absl::StatusOr<std::unique_ptr<ModelInstance>> instance =
