@@ -1,7 +1,9 @@
 #include "models/vit/vit_models.h"
 
+#include <array>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -12,14 +14,46 @@
 namespace vitserve {
 namespace {
 
-struct Width {
-  const char* size;  // "tiny", "small", "base"
-  int64_t embed_dim;
-  int64_t num_heads;
+// One registered ViT/DeiT: its name, family, configuration at 224 px and normalisation.
+struct VitArchitecture {
+  std::string name;
+  std::string family;
+  VitConfig config;
+  std::array<float, 3> mean;
+  std::array<float, 3> std;
 };
 
-// ViT-Ti/S/B (DeiT Table 1 widths; ViT paper Table 1 for Base), patch 16, depth 12.
-constexpr Width kWidths[] = {{"tiny", 192, 3}, {"small", 384, 6}, {"base", 768, 12}};
+// Every architecture RegisterVitModels registers, in one place so that the registry and
+// VitConfigForArchitecture cannot disagree. Widths: ViT-Ti/S/B (DeiT Table 1; ViT paper Table 1
+// for Base), patch 16, depth 12. timm's vit_*_patch16_224 (augreg) weights use Inception
+// normalisation; DeiT ImageNet's.
+std::vector<VitArchitecture> VitArchitectures() {
+  struct Width {
+    const char* size;  // "tiny", "small", "base"
+    int64_t embed_dim;
+    int64_t num_heads;
+  };
+  constexpr Width kWidths[] = {{"tiny", 192, 3}, {"small", 384, 6}, {"base", 768, 12}};
+  constexpr std::array<float, 3> kInceptionMean{0.5f, 0.5f, 0.5f};
+  constexpr std::array<float, 3> kInceptionStd{0.5f, 0.5f, 0.5f};
+  constexpr std::array<float, 3> kImagenetMean{0.485f, 0.456f, 0.406f};
+  constexpr std::array<float, 3> kImagenetStd{0.229f, 0.224f, 0.225f};
+  std::vector<VitArchitecture> architectures;
+  for (const Width& width : kWidths) {
+    VitConfig config;
+    config.embed_dim = width.embed_dim;
+    config.num_heads = width.num_heads;
+    const std::string size = width.size;
+    architectures.push_back(
+        {"vit_" + size + "_patch16_224", "vit", config, kInceptionMean, kInceptionStd});
+    architectures.push_back(
+        {"deit_" + size + "_patch16_224", "deit", config, kImagenetMean, kImagenetStd});
+    config.distilled = true;
+    architectures.push_back({"deit_" + size + "_distilled_patch16_224", "deit", config,
+                             kImagenetMean, kImagenetStd});
+  }
+  return architectures;
+}
 
 absl::Status RegisterOne(ModelRegistry& registry, std::string name, std::string family,
                          VitConfig config, std::array<float, 3> mean, std::array<float, 3> std) {
@@ -49,41 +83,17 @@ absl::Status RegisterOne(ModelRegistry& registry, std::string name, std::string 
 }  // namespace
 
 absl::Status RegisterVitModels(ModelRegistry& registry) {
-  // timm's vit_*_patch16_224 (augreg) weights use Inception normalisation; DeiT ImageNet's.
-  constexpr std::array<float, 3> kInceptionMean{0.5f, 0.5f, 0.5f};
-  constexpr std::array<float, 3> kInceptionStd{0.5f, 0.5f, 0.5f};
-  constexpr std::array<float, 3> kImagenetMean{0.485f, 0.456f, 0.406f};
-  constexpr std::array<float, 3> kImagenetStd{0.229f, 0.224f, 0.225f};
-  for (const Width& width : kWidths) {
-    VitConfig config;
-    config.embed_dim = width.embed_dim;
-    config.num_heads = width.num_heads;
-    const std::string size = width.size;
-    VITSERVE_RETURN_IF_ERROR(RegisterOne(registry, "vit_" + size + "_patch16_224", "vit", config,
-                                         kInceptionMean, kInceptionStd));
-    VITSERVE_RETURN_IF_ERROR(RegisterOne(registry, "deit_" + size + "_patch16_224", "deit", config,
-                                         kImagenetMean, kImagenetStd));
-    config.distilled = true;
-    VITSERVE_RETURN_IF_ERROR(RegisterOne(registry, "deit_" + size + "_distilled_patch16_224",
-                                         "deit", config, kImagenetMean, kImagenetStd));
+  for (VitArchitecture& architecture : VitArchitectures()) {
+    VITSERVE_RETURN_IF_ERROR(RegisterOne(registry, std::move(architecture.name),
+                                         std::move(architecture.family), architecture.config,
+                                         architecture.mean, architecture.std));
   }
   return absl::OkStatus();
 }
 
 absl::StatusOr<VitConfig> VitConfigForArchitecture(std::string_view architecture) {
-  for (const Width& width : kWidths) {
-    const std::string size = width.size;
-    for (const bool distilled : {false, true}) {
-      const bool named = distilled ? architecture == "deit_" + size + "_distilled_patch16_224"
-                                   : architecture == "vit_" + size + "_patch16_224" ||
-                                         architecture == "deit_" + size + "_patch16_224";
-      if (!named) continue;
-      VitConfig config;
-      config.embed_dim = width.embed_dim;
-      config.num_heads = width.num_heads;
-      config.distilled = distilled;
-      return config;
-    }
+  for (const VitArchitecture& candidate : VitArchitectures()) {
+    if (candidate.name == architecture) return candidate.config;
   }
   return absl::NotFoundError(absl::StrCat("'", std::string(architecture),
                                           "' is not a ViT or DeiT architecture of the registry"));
