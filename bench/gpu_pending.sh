@@ -5,7 +5,8 @@
 # Steps:
 #   cudatests  the CUDA cases of the GoogleTest suites: CUDA graphs vs eager for every family,
 #              the fused preprocessing kernel, NMS and label maps on CUDA vs CPU,
-#              fp16 serving, the Vim scan/conv kernels and the Fibottention kernel vs CPU
+#              fp16 serving, the Vim scan/conv kernels and the Fibottention kernel vs CPU, the
+#              LayerNorm kernel vs ATen
 #   vimserve   vim_tiny and vim_small served by vitserve on CUDA (issue 4), client bench
 #   vim        vim kernels and vim_tiny on CUDA vs the CPU reference at up to 6085 tokens, then the
 #              vim_tiny vs deit_tiny table (bench/vim_gpu_box.sh without its build step)
@@ -62,7 +63,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 run_cudatests() {
   local dir="$1" status=0
   mkdir -p "$dir"
-  for t in runtime_test tensor_preprocess_test dense_output_test heads_test model_manager_test vitserve_vim_test vitserve_fibottention_test; do
+  for t in runtime_test tensor_preprocess_test dense_output_test heads_test model_manager_test vitserve_models_test vitserve_vim_test vitserve_fibottention_test; do
     echo "== $t (CUDA cases)"
     # (No "|| true" after the pipeline: under pipefail it would reset PIPESTATUS.)
     build-gpu/bin/$t --gtest_filter='*Cuda*:*CUDA*:*Gpu*' 2>&1 | tee "$dir/$t.txt" | \

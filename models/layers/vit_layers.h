@@ -16,14 +16,15 @@
 #include <utility>
 
 #include "models/layers/init.h"
+#include "models/layers/layer_norm.h"
 #include "models/layers/linear.h"
 
 namespace vitserve::vit_layers {
 
 inline constexpr double kLayerNormEps = 1e-6;  // timm ViT / Flax default.
 
-inline torch::nn::LayerNorm MakeLayerNorm(int64_t dim, double eps = kLayerNormEps) {
-  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(eps));
+inline layers::LayerNorm MakeLayerNorm(int64_t dim, double eps = kLayerNormEps) {
+  return layers::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(eps));
 }
 
 // Exact (erf) GELU as timm, or the tanh approximation that Flax's nn.gelu uses by default.
@@ -119,9 +120,9 @@ class BlockImpl : public torch::nn::Module {
   Attention& attn() { return attn_; }
 
  private:
-  torch::nn::LayerNorm norm1_;
+  layers::LayerNorm norm1_;
   Attention attn_;
-  torch::nn::LayerNorm norm2_;
+  layers::LayerNorm norm2_;
   Mlp mlp_;
 };
 TORCH_MODULE(Block);

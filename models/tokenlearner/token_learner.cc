@@ -117,7 +117,7 @@ class TokenLearnerVit final : public VisionModel {
   std::vector<vit_layers::Block> blocks_;
   std::vector<TokenLearnerV11> learners_;
   std::vector<TokenFuser> fusers_;
-  nn::LayerNorm norm_{nullptr};
+  layers::LayerNorm norm_{nullptr};
   layers::Linear head_{nullptr};
 };
 

@@ -25,6 +25,7 @@
 
 #include "models/layers/vit_layers.h"
 #include "models/vision_model.h"
+#include "models/layers/layer_norm.h"
 #include "models/layers/linear.h"
 
 namespace vitserve {
@@ -39,7 +40,7 @@ class TokenLearnerV11Impl : public torch::nn::Module {
   at::Tensor SelectionWeights(const at::Tensor& x);
 
  private:
-  torch::nn::LayerNorm norm_;
+  layers::LayerNorm norm_;
   vit_layers::Mlp mlp_;
 };
 TORCH_MODULE(TokenLearnerV11);
@@ -52,10 +53,10 @@ class TokenFuserImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& tokens, const at::Tensor& original);
 
  private:
-  torch::nn::LayerNorm mix_norm1_;
+  layers::LayerNorm mix_norm1_;
   layers::Linear mix_;
-  torch::nn::LayerNorm mix_norm2_;
-  torch::nn::LayerNorm norm_;
+  layers::LayerNorm mix_norm2_;
+  layers::LayerNorm norm_;
   vit_layers::Mlp mlp_;
 };
 TORCH_MODULE(TokenFuser);

@@ -13,6 +13,7 @@
 
 #include "models/layers/init.h"
 #include "models/layers/vit_layers.h"
+#include "models/layers/layer_norm.h"
 #include "models/layers/linear.h"
 
 namespace vitserve {
@@ -127,7 +128,7 @@ class VisionTransformer final : public VisionModel {
   PatchEmbed patch_embed_{nullptr};
   nn::ModuleList blocks_{nullptr};
   std::vector<Block> block_list_;  // The same modules as blocks_, typed for the forward loop.
-  nn::LayerNorm norm_{nullptr};
+  layers::LayerNorm norm_{nullptr};
   layers::Linear head_{nullptr};
   layers::Linear head_dist_{nullptr};
   nn::Sequential simfp_2_{nullptr}, simfp_3_{nullptr};  // Only without a classifier.

@@ -10,6 +10,7 @@
 
 #include "models/layers/init.h"
 #include "models/layers/vit_layers.h"
+#include "models/layers/layer_norm.h"
 #include "models/layers/linear.h"
 
 namespace vitserve {
@@ -65,7 +66,7 @@ class TokenLearnerHead final : public VittmRwHeadImpl {
 
  private:
   vit_layers::Mlp mlp_;
-  nn::LayerNorm norm_;
+  layers::LayerNorm norm_;
 };
 
 // rw_heads.py CrossAttention: LayerNorm'd q/k/v projections, softmax attention, output proj.
@@ -97,11 +98,11 @@ class CrossAttentionHead final : public VittmRwHeadImpl {
  private:
   int64_t heads_;
   layers::Linear q_;
-  nn::LayerNorm q_norm_;
+  layers::LayerNorm q_norm_;
   layers::Linear k_;
-  nn::LayerNorm k_norm_;
+  layers::LayerNorm k_norm_;
   layers::Linear v_;
-  nn::LayerNorm v_norm_;
+  layers::LayerNorm v_norm_;
   layers::Linear proj_;
 };
 
@@ -242,10 +243,10 @@ class Vittm final : public VittmModel {
   VittmConfig config_;
   at::Tensor cls_token_, pos_embed_, process_pos_embed_, memory_pos_embed_;
   std::vector<vit_layers::Block> blocks_;
-  nn::LayerNorm fc_norm_{nullptr}, process_norm_{nullptr}, fc_norm_process_{nullptr};
+  layers::LayerNorm fc_norm_{nullptr}, process_norm_{nullptr}, fc_norm_process_{nullptr};
   layers::Linear head_{nullptr}, process_head_{nullptr};
   vit_layers::PatchEmbed memory_embedder_{nullptr}, process_embedder_{nullptr};
-  std::vector<nn::LayerNorm> read_norm_, write_norm_;
+  std::vector<layers::LayerNorm> read_norm_, write_norm_;
   std::vector<std::shared_ptr<VittmRwHeadImpl>> read_head_, write_head_;
   std::shared_ptr<AddEraseGate> read_fusion_, write_fusion_;
 };
