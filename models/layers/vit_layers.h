@@ -35,12 +35,45 @@ inline at::Tensor Gelu(const at::Tensor& x, bool tanh_approximation) {
 class PatchEmbedImpl : public torch::nn::Module {
  public:
   PatchEmbedImpl(int64_t patch, int64_t dim)
-      : proj_(register_module(
+      : patch_(patch),
+        proj_(register_module(
             "proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(3, dim, patch).stride(patch)))) {}
   // [B,3,H,W] → [B, (H/P)(W/P), D], patches in row-major order (ViT Eq. 1).
-  at::Tensor forward(const at::Tensor& x) { return proj_->forward(x).flatten(2).transpose(1, 2); }
+  at::Tensor forward(const at::Tensor& x) {
+    if (x.is_cuda() && x.dim() == 4 && x.size(2) % patch_ == 0 && x.size(3) % patch_ == 0) {
+      return PatchesTimesWeight(x);
+    }
+    return proj_->forward(x).flatten(2).transpose(1, 2);
+  }
 
  private:
+  // The same convolution as one matrix product: each patch's pixels as a row, times the weight
+  // flattened in the same order, with the bias in the product's epilogue. Why on CUDA: cuDNN
+  // runs this stride-P, P×P convolution as an implicit GEMM that took 14% of deit_tiny's fp16
+  // forward pass on the H200 (525 us at batch 256, as long as its 12 blocks' attention); the
+  // rows are one copy of the image (gathered in the input's own memory order, so channels-last
+  // input reads runs of P·C consecutive values) and the product a few microseconds.
+  at::Tensor PatchesTimesWeight(const at::Tensor& x) {
+    const int64_t batch = x.size(0), channels = x.size(1);
+    const int64_t rows = x.size(2) / patch_, cols = x.size(3) / patch_;
+    const at::Tensor& weight = proj_->weight;  // [D, C, P, P]
+    const int64_t dim = weight.size(0);
+    if (x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous()) {
+      // Entries of a patch in (row, column, channel) order, the weight permuted to match.
+      const at::Tensor patches = x.permute({0, 2, 3, 1})
+                                     .reshape({batch, rows, patch_, cols, patch_, channels})
+                                     .permute({0, 1, 3, 2, 4, 5})
+                                     .reshape({batch, rows * cols, patch_ * patch_ * channels});
+      return at::linear(patches, weight.permute({0, 2, 3, 1}).reshape({dim, -1}), proj_->bias);
+    }
+    // Entries in (channel, row, column) order: the weight's own.
+    const at::Tensor patches = x.reshape({batch, channels, rows, patch_, cols, patch_})
+                                   .permute({0, 2, 4, 1, 3, 5})
+                                   .reshape({batch, rows * cols, channels * patch_ * patch_});
+    return at::linear(patches, weight.reshape({dim, -1}), proj_->bias);
+  }
+
+  int64_t patch_;
   torch::nn::Conv2d proj_;
 };
 TORCH_MODULE(PatchEmbed);

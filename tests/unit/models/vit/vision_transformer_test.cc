@@ -5,9 +5,12 @@
 #include <c10/core/InferenceMode.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 
 #include <string>
+#include <utility>
 
+#include "models/layers/vit_layers.h"
 #include "models/registry.h"
 #include "models/vit/vit_models.h"
 #include "models/weights/state_dict.h"
@@ -221,6 +224,42 @@ TEST(VisionTransformerFeaturesTest, RegistryBuildsViTAndDeiTDetectorsAndSegmente
     detector->model->eval();
     // Five heat maps and the four box channels, at stride 4, as the SHViT detector gives.
     EXPECT_EQ(detector->model->forward(images).sizes(), (at::IntArrayRef{1, 9, 56, 56}));
+  }
+}
+
+// On CUDA the patch embedding is one matrix product over gathered patches (vit_layers.h): it
+// must equal the stride-P convolution for NCHW and channels-last input, fp32 and fp16, square and
+// non-square images. The reference is the convolution in fp64 on the CPU from the same rounded
+// inputs; the error is relative to the largest output (fp32 1e-5: cuBLAS without TF32; fp16
+// 2e-3, about the output's own rounding). Runs only on a CUDA host.
+TEST(PatchEmbedCudaTest, MatchesTheConvolutionInBothMemoryFormats) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  vit_layers::PatchEmbed embed(16, 192);
+  const at::Device cuda(at::kCUDA, 0);
+  for (at::ScalarType dtype : {at::kFloat, at::kHalf}) {
+    embed->to(cuda, dtype);
+    const std::map<std::string, at::Tensor> state = StateDictTensors(*embed);
+    const auto f64 = [](const at::Tensor& t) { return t.to(at::kCPU).to(at::kDouble); };
+    for (const auto& [height, width] : {std::pair<int64_t, int64_t>{224, 224}, {64, 48}}) {
+      for (const bool channels_last : {false, true}) {
+        at::manual_seed(height + channels_last);
+        at::Tensor images = at::randn({3, 3, height, width}).to(cuda, dtype);
+        if (channels_last) images = images.contiguous(at::MemoryFormat::ChannelsLast);
+        c10::InferenceMode guard;
+        const at::Tensor tokens = embed->forward(images);
+        ASSERT_EQ(tokens.sizes(), (at::IntArrayRef{3, (height / 16) * (width / 16), 192}));
+        const at::Tensor reference =
+            at::conv2d(f64(images), f64(state.at("proj.weight")), f64(state.at("proj.bias")),
+                       /*stride=*/16)
+                .flatten(2)
+                .transpose(1, 2);
+        const double error =
+            ((f64(tokens) - reference).abs().max() / reference.abs().max()).item<double>();
+        EXPECT_LE(error, dtype == at::kFloat ? 1e-5 : 2e-3)
+            << c10::toString(dtype) << " " << height << "x" << width
+            << (channels_last ? " channels-last" : " NCHW");
+      }
+    }
   }
 }
 
