@@ -42,7 +42,8 @@
 #              in fp16: vitserve-client bench of Detect and Segment, raw and JPEG scenes
 #              (bench/dense_serve.sh)
 #   models     issue 16's table: our models alone against timm, eager and CUDA graphs, NCHW and
-#              NHWC (bench/model_vs_timm.sh; MODELS, BATCHES, LAYOUTS, PROFILE_KERNELS)
+#              NHWC, and the Vision Mamba and Fibottention rows (bench/model_vs_timm.sh with VIM=1
+#              FIBOTTENTION=1 unless set; MODELS, BATCHES, LAYOUTS, SIZES, PROFILE_KERNELS, COMPILE)
 #   variants   the served sweep once per variant in $VARIANTS ("label:server flags[:client
 #              flags];...", default "inst2:--instance-count=2;inst4:--instance-count=4";
 #              client flags default to $CLIENT_FLAGS), anchors measured in the first only, for
@@ -151,7 +152,7 @@ case "$STEP" in
     bash bench/dense_serve.sh "$OUT"
     ;;
   models)
-    bash bench/model_vs_timm.sh "$OUT"
+    VIM="${VIM:-1}" FIBOTTENTION="${FIBOTTENTION:-1}" bash bench/model_vs_timm.sh "$OUT"
     ;;
   vimserve)
     GPU_STEPS=serve SERVE_MODELS="vim_tiny vim_small" SERVE_MAX_BATCH=32 BENCH_SECONDS=5 \

@@ -17,6 +17,12 @@
 #   COMPILE      1: also timm under torch.compile(mode="max-autotune") at COMPILE_BATCH (default
 #                256), 224 px, channels-last (issue 16's stretch anchor; compiling takes minutes:
 #                given up after COMPILE_TIMEOUT seconds, default 300)
+#   VIM          1: also issue 16's Vision Mamba row: vim_tiny against our deit_tiny (SDPA), fp16,
+#                at VIM_SIZES px (default "1024 1248"), batch VIM_BATCH (default 8)
+#                (vitserve-bench-vim-vs-deit; ratio = vim_tiny img/s / deit_tiny img/s)
+#   FIBOTTENTION 1: also issue 16's Fibottention rows: its CUDA kernel against dense SDPA, ViT-B
+#                heads (12 x 64), batch 64, official semantics, fp16, at FIB_TOKENS (default
+#                "197,785,3137") (vitserve-bench-fibottention; ratio = SDPA ms / kernel ms)
 # Binaries come from build-gpu/ (bench/stage_gpu_binaries.sh, or built here when missing).
 set -uo pipefail
 OUT="${1:-/tmp/model-vs-timm}"
@@ -48,6 +54,14 @@ if [[ ! -x $B/bin/vitserve-bench-model ]]; then
     || { tail -40 "$OUT/configure.log"; exit 1; }
   ninja -C $B vitserve-bench-model > "$OUT/build.log" 2>&1 || { tail -60 "$OUT/build.log"; exit 1; }
 fi
+for want in "${VIM:-0}:vitserve-bench-vim-vs-deit" "${FIBOTTENTION:-0}:vitserve-bench-fibottention"; do
+  if [[ ${want%%:*} == 1 && ! -x $B/bin/${want#*:} ]]; then
+    log "build ${want#*:}"
+    ninja -C $B "${want#*:}" >> "$OUT/build.log" 2>&1 || { tail -60 "$OUT/build.log"; exit 1; }
+  fi
+done
+OTHERS="$OUT/other_families.tsv"  # row, reference, ours, reference value, ours value, unit, ratio
+: > "$OTHERS"
 
 # ours MODEL SIZE MODE(eager|graph) LAYOUT(nchw|nhwc) BATCHES [extra flags]
 ours() {
@@ -184,6 +198,31 @@ for m in $MODELS; do
     } | tee "$OUT/kernels_$m.txt"
   fi
 done
+if [[ "${VIM:-0}" == 1 ]]; then
+  for size in ${VIM_SIZES:-1024 1248}; do
+    log "vim_tiny against deit_tiny (SDPA) at $size px, batch ${VIM_BATCH:-8}"
+    $B/bin/vitserve-bench-vim-vs-deit --device cuda --precision fp16 --models vim_tiny,deit_tiny \
+      --sizes "$size" --batch_sizes "${VIM_BATCH:-8}" --seconds "$SECONDS_EACH" \
+      > "$OUT/vim_vs_deit_$size.txt" 2>&1 || { tail -5 "$OUT/vim_vs_deit_$size.txt"; continue; }
+    # Rows: model px batch tokens images/s ms/batch peak_MiB.
+    awk -v size="$size" -v batch="${VIM_BATCH:-8}" '
+      $2 == size && $1 == "vim_tiny" { vim = $5 } $2 == size && $1 == "deit_tiny" { deit = $5 }
+      END { if (vim && deit) printf "vim_tiny, %s px, batch %s\tour deit_tiny (SDPA)\t%s\t%s\timg/s\t%.2f\n", size, batch, deit, vim, vim / deit }' \
+      "$OUT/vim_vs_deit_$size.txt" >> "$OTHERS"
+  done
+fi
+if [[ "${FIBOTTENTION:-0}" == 1 ]]; then
+  log "Fibottention kernel against SDPA at ${FIB_TOKENS:-197,785,3137} tokens"
+  $B/bin/vitserve-bench-fibottention --device cuda --precision fp16 --batch 64 \
+    --tokens "${FIB_TOKENS:-197,785,3137}" --seconds "$SECONDS_EACH" \
+    > "$OUT/fibottention.txt" 2>&1 || tail -5 "$OUT/fibottention.txt"
+  # Rows: T=N  impl  MS ms  kept P% ...
+  awk '$1 ~ /^T=/ && $4 == "ms" { ms[$1, $2] = $3; if (!($1 in order)) { order[$1] = n++; key[n - 1] = $1 } }
+       END { for (i = 0; i < n; i++) { t = key[i]; s = ms[t, "sdpa"]; f = ms[t, "fibottention"];
+             if (s && f) printf "Fibottention kernel, ViT-B heads, batch 64, %s tokens\tSDPA\t%s\t%s\tms\t%.2f\n", substr(t, 3), s, f, s / f } }' \
+    "$OUT/fibottention.txt" >> "$OTHERS"
+fi
+
 python3 - "$RESULTS" <<'PY' | tee "$OUT/table.txt"
 import sys, collections
 rows = collections.defaultdict(dict)
@@ -207,3 +246,12 @@ for (m, size, batch), r in sorted(rows.items()):
     cr = f"{ogn / tc:.2f}x" if ogn and tc else "-"
     print(f"| {m} | {size} | {batch} | {f(og)} | {f(ogn)} | {f(oe)} | {f(oen)} | {f(te)} | {f(ten)} | {f(tg)} | {er} | {gr} | {f(tc)} | {cr} |")
 PY
+if [[ -s "$OTHERS" ]]; then
+  {
+    echo
+    echo "other families, fp16, same run; ratio = ours / reference in speed (above 1: ours is faster)"
+    echo "| row | reference | reference value | ours | unit | ratio |"
+    echo "|---|---|---|---|---|---|"
+    awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %sx |\n", $1, $2, $3, $4, $5, $6 }' "$OTHERS"
+  } | tee -a "$OUT/table.txt"
+fi
