@@ -3,6 +3,7 @@
 #include <c10/core/GradMode.h>
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #ifdef VITSERVE_WITH_CUDA
@@ -13,6 +14,27 @@
 #endif
 
 namespace vitserve::layers {
+
+#ifdef VITSERVE_WITH_CUDA
+namespace {
+
+// The kernel's tag for `dtype`, or none for a dtype the kernel does not take: the one place
+// that says which dtypes it takes, read by LayerNormUsesKernel and LayerNormLastDim.
+std::optional<internal::LayerNormDtype> KernelDtype(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat:
+      return internal::LayerNormDtype::kFloat32;
+    case at::kHalf:
+      return internal::LayerNormDtype::kFloat16;
+    case at::kBFloat16:
+      return internal::LayerNormDtype::kBFloat16;
+    default:
+      return std::nullopt;
+  }
+}
+
+}  // namespace
+#endif
 
 bool LayerNormKernelBuilt() {
 #ifdef VITSERVE_WITH_CUDA
@@ -27,7 +49,7 @@ bool LayerNormUsesKernel(const at::Tensor& input, const at::Tensor& weight,
 #ifdef VITSERVE_WITH_CUDA
   if (!input.defined() || !weight.defined() || !bias.defined() || !input.is_cuda()) return false;
   const at::ScalarType dtype = input.scalar_type();
-  if (dtype != at::kFloat && dtype != at::kHalf && dtype != at::kBFloat16) return false;
+  if (!KernelDtype(dtype).has_value()) return false;
   if (input.dim() < 1 || input.numel() == 0) return false;
   const int64_t dim = input.size(-1);
   if (!internal::LayerNormKernelSupportsDim(dim)) return false;
@@ -69,9 +91,7 @@ at::Tensor LayerNormLastDim(const at::Tensor& input, const at::Tensor& weight,
     params.rows = rows.numel() / rows.size(-1);
     params.dim = static_cast<int>(rows.size(-1));
     params.eps = static_cast<float>(eps);
-    params.dtype = input.scalar_type() == at::kHalf       ? internal::LayerNormDtype::kFloat16
-                   : input.scalar_type() == at::kBFloat16 ? internal::LayerNormDtype::kBFloat16
-                                                          : internal::LayerNormDtype::kFloat32;
+    params.dtype = *KernelDtype(input.scalar_type());  // LayerNormUsesKernel checked it.
     params.input = rows.const_data_ptr();
     params.weight = weight.const_data_ptr();
     params.bias = bias.const_data_ptr();
