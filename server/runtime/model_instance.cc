@@ -56,9 +56,65 @@ struct ModelInstance::CudaState {
   // Timing events (BatchStages): before the input, after it, after the forward pass, after the
   // output copy. Reused: each batch records them again after the previous batch finished.
   std::vector<at::cuda::CUDAEvent> stage_events;
+  // False once cudaMemcpyBatchAsync has failed (a driver older than CUDA 12.8's): copies are
+  // then issued one call each.
+  bool batched_copies = true;
 };
 
 namespace {
+
+// Host-to-device copies of one batch, gathered so that they are issued with one driver call.
+struct HostToDeviceCopies {
+  std::vector<void*> destinations;
+  std::vector<const void*> sources;
+  std::vector<size_t> sizes;
+
+  void Reserve(size_t count) {
+    destinations.reserve(count);
+    sources.reserve(count);
+    sizes.reserve(count);
+  }
+  void Add(void* destination, const void* source, size_t bytes) {
+    destinations.push_back(destination);
+    sources.push_back(source);
+    sizes.push_back(bytes);
+  }
+};
+
+// Issues `copies` (page-locked sources, device destinations, none overlapping) on `stream`,
+// in stream order. A batch has a part per request, and one cudaMemcpyAsync per part costs the
+// executor several microseconds of driver time each while the copy engine waits for the next;
+// cudaMemcpyBatchAsync takes them in one call (deit_tiny at 1024 clients, docs/performance.md
+// run 24: the input stage 6.8 us per image instead of 10.0 in run 23). Where it fails (a driver
+// without it), `*batched` is cleared and every later batch uses one call per copy.
+void IssueHostToDeviceCopies(const HostToDeviceCopies& copies, cudaStream_t stream,
+                             bool* batched) {
+  const size_t count = copies.sizes.size();
+  if (count == 0) return;
+#if CUDART_VERSION >= 12080
+  if (*batched && count > 1) {
+    cudaMemcpyAttributes attributes = {};
+    // Stream order: the sources are request buffers no earlier work on the stream touches,
+    // but they must be read after what the stream already holds (the previous batch).
+    attributes.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+    size_t first_copy = 0;  // attributes applies to every copy.
+    const cudaError_t issued = cudaMemcpyBatchAsync(
+        copies.destinations.data(), copies.sources.data(), copies.sizes.data(), count,
+        &attributes, &first_copy, 1, stream);
+    if (issued == cudaSuccess) return;
+    (void)cudaGetLastError();  // Clears the error; the copies go one by one below.
+    *batched = false;
+    LogWarning(absl::StrCat("cudaMemcpyBatchAsync failed (", cudaGetErrorString(issued),
+                            "); issuing each request's copy to the GPU separately"));
+  }
+#else
+  *batched = false;
+#endif
+  for (size_t i = 0; i < count; ++i) {
+    C10_CUDA_CHECK(cudaMemcpyAsync(copies.destinations[i], copies.sources[i], copies.sizes[i],
+                                   cudaMemcpyHostToDevice, stream));
+  }
+}
 
 // Whether `part` is contiguous memory from torch's page-locked host allocator (what
 // at::empty(..., pinned_memory(true)) returns, as the services allocate request inputs for CUDA
@@ -573,6 +629,9 @@ at::Tensor ModelInstance::RunOrThrow(
     int64_t float_offset = 0;
     int64_t byte_offset = 0;
     int64_t pinned_offset = 0;
+    // The page-locked parts' copies, issued together after the loop (IssueHostToDeviceCopies).
+    HostToDeviceCopies copies;
+    copies.Reserve(parts.size());
     // The JPEG files, for one decoder call after the copies: where each goes, and from where.
     std::vector<EncodedJpeg> jpegs;
     std::vector<uint8_t*> jpeg_outputs;
@@ -614,13 +673,13 @@ at::Tensor ModelInstance::RunOrThrow(
           pinned_offset += part.numel();
         }
       }
-      // Page-locked and contiguous: one asynchronous DMA, issued directly. Through copy_ it
+      // Page-locked and contiguous: an asynchronous DMA, issued directly. Through copy_ it
       // costs about ten times the CPU (dispatch, TensorIterator, and an event recorded for
       // torch's host allocator per part). The source stays valid: the batcher frees parts only
       // after RunOrThrow, which returns after the stream has finished (finish's blocking copy).
-      C10_CUDA_CHECK(cudaMemcpyAsync(destination, source, part.nbytes(), cudaMemcpyHostToDevice,
-                                     cuda_->stream.stream()));
+      copies.Add(destination, source, part.nbytes());
     }
+    IssueHostToDeviceCopies(copies, cuda_->stream.stream(), &cuda_->batched_copies);
     if (!jpegs.empty()) DecodeJpegs(jpegs, jpeg_outputs, jpeg_origins, failed_parts);
     // Per part: its sizes on the device (a JPEG part's are its decoded images').
     auto sizes_of = [&](size_t k) {
