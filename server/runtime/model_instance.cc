@@ -54,7 +54,9 @@ struct ModelInstance::CudaState {
   std::vector<Graph> graphs;
   std::vector<int64_t> graph_sizes;  // graphs[i].batch_size, for BucketFor.
   // Timing events (BatchStages): before the input, after it, after the forward pass, after the
-  // output copy. Reused: each batch records them again after the previous batch finished.
+  // output copy, the last twice: [3] spins while the executor waits for it, [4] sleeps
+  // (kSleepingWaitRows says which a batch uses). Reused: each batch records them again after
+  // the previous batch finished.
   std::vector<at::cuda::CUDAEvent> stage_events;
   // False once cudaMemcpyBatchAsync has failed (a driver older than CUDA 12.8's): copies are
   // then issued one call each.
@@ -115,6 +117,14 @@ void IssueHostToDeviceCopies(const HostToDeviceCopies& copies, cudaStream_t stre
                                    cudaMemcpyHostToDevice, stream));
   }
 }
+
+// Batches of at least this many rows wait for the GPU asleep (an event with
+// cudaEventBlockingSync); smaller ones spin. A spinning executor answers a lone request a few
+// microseconds sooner, but at high load it held a core for every millisecond of a batch's
+// forward pass (a blocking device-to-host copy into pageable memory spins in the driver: 8% of
+// the server's CPU samples at 1024 clients in run 24), cores that gRPC's threads needed. At 16
+// rows deit_tiny's forward pass already takes a few hundred microseconds.
+constexpr int64_t kSleepingWaitRows = 16;
 
 // Whether `part` is contiguous memory from torch's page-locked host allocator (what
 // at::empty(..., pinned_memory(true)) returns, as the services allocate request inputs for CUDA
@@ -236,6 +246,7 @@ absl::Status ModelInstance::Prepare() {
       cuda_ = std::make_unique<CudaState>(CudaState{
           c10::cuda::getStreamFromPool(/*isHighPriority=*/false, options_.device.index())});
       for (int i = 0; i < 4; ++i) cuda_->stage_events.emplace_back(cudaEventDefault);  // Timed.
+      cuda_->stage_events.emplace_back(cudaEventBlockingSync);  // Timed too; waits asleep.
     }
 #endif
   } catch (...) {
@@ -576,17 +587,22 @@ at::Tensor ModelInstance::RunOrThrow(
     c10::cuda::CUDAStreamGuard stream_guard(cuda_->stream);
     std::vector<at::cuda::CUDAEvent>& events = cuda_->stage_events;
     events[0].record(cuda_->stream);
-    // Ends the batch: the output on the host, the stage times from the events (the output copy
-    // synchronised the stream, so the last event completes at once).
+    // Ends the batch: the output copied into page-locked host memory (torch's caching host
+    // allocator) asynchronously, then one wait for the stream, spinning or asleep by batch size
+    // (kSleepingWaitRows), and the stage times from the events.
     auto finish = [&](at::Tensor output_on_device) {
       events[2].record(cuda_->stream);
-      at::Tensor output = output_on_device.to(at::kFloat).to(at::kCPU).contiguous();
-      events[3].record(cuda_->stream);
+      const at::Tensor output_as_float = output_on_device.to(at::kFloat);
+      at::Tensor output = at::empty(output_as_float.sizes(),
+                                    at::TensorOptions().dtype(at::kFloat).pinned_memory(true));
+      output.copy_(output_as_float, /*non_blocking=*/true);
+      at::cuda::CUDAEvent& done = rows >= kSleepingWaitRows ? events[4] : events[3];
+      done.record(cuda_->stream);
+      done.synchronize();
       if (stages != nullptr) {
-        events[3].synchronize();
         stages->input_seconds = events[0].elapsed_time(events[1]) / 1e3;
         stages->forward_seconds = events[1].elapsed_time(events[2]) / 1e3;
-        stages->output_seconds = events[2].elapsed_time(events[3]) / 1e3;
+        stages->output_seconds = events[2].elapsed_time(done) / 1e3;
       }
       return output;
     };
@@ -676,7 +692,7 @@ at::Tensor ModelInstance::RunOrThrow(
       // Page-locked and contiguous: an asynchronous DMA, issued directly. Through copy_ it
       // costs about ten times the CPU (dispatch, TensorIterator, and an event recorded for
       // torch's host allocator per part). The source stays valid: the batcher frees parts only
-      // after RunOrThrow, which returns after the stream has finished (finish's blocking copy).
+      // after RunOrThrow, which returns after the stream has finished (finish waits for it).
       copies.Add(destination, source, part.nbytes());
     }
     IssueHostToDeviceCopies(copies, cuda_->stream.stream(), &cuda_->batched_copies);
@@ -713,7 +729,7 @@ at::Tensor ModelInstance::RunOrThrow(
     at::Tensor input = at::empty(batch_sizes, on_device.dtype(options_.dtype), format);
     AssembleInput(parts.size(), same_run, run_of, input);
     events[1].record(cuda_->stream);
-    // finish's D2H copy is blocking on the instance stream: it waits for the whole batch.
+    // finish waits for the instance stream: for the whole batch.
     return finish(module_->forward(input));
   }
 #endif
