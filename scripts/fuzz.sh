@@ -2,7 +2,8 @@
 # libFuzzer over the parsers that read untrusted bytes (issue 14): the safetensors header reader
 # (nlohmann-json underneath), the REST infer request reader, the image header reader + decoder,
 # the config.pbtxt parser + validator (a model repository's files), request validation into
-# batches (Vision and KServe requests, tests/fuzz/request_fuzz.cc), and whole safetensors files. Builds each target with clang
+# batches (Vision and KServe requests, and the raw Classify method's own reader of gRPC's bytes,
+# against protobuf: tests/fuzz/request_fuzz.cc), and whole safetensors files. Builds each target with clang
 # (-fsanitize=fuzzer,address,undefined) into build-fuzz/ and runs it for SECONDS (default 60)
 # from a seed corpus of our own files (tests/fuzz/corpus/<target>, grown by the run). A crash
 # leaves build-fuzz/<target>-crash-* and fails the script: turn each into a regression test.
@@ -59,7 +60,8 @@ fi
 # it calls; the models' top-k and LibTorch come uninstrumented as for config_fuzz.
 "${CXX[@]}" "${FLAGS[@]}" -Ibuild/proto/gen -idirafter "$TORCH/include" \
   -idirafter "$TORCH/include/torch/csrc/api/include" -D_GLIBCXX_USE_CXX11_ABI=1 \
-  tests/fuzz/request_fuzz.cc server/api/classify.cc server/api/image_input.cc \
+  tests/fuzz/request_fuzz.cc server/api/classify.cc server/api/deferred_classify.cc \
+  server/api/image_input.cc \
   server/api/kserve_tensor.cc server/api/detect.cc server/image/decode.cc server/image/image_header.cc \
   server/image/preprocess.cc server/image/resize_weights.cc server/image/dense_output.cc \
   server/image/jpeg_part.cc \
@@ -67,7 +69,7 @@ fi
   build/proto/gen/inference/grpc_service.pb.cc build/proto/gen/inference/model_config.pb.cc \
   -Wl,--start-group $(find build/models -name '*.a' | sort) -Wl,--end-group \
   $ABSL $(pkg-config --libs absl_str_format) -lprotobuf -lopencv_core -lopencv_imgproc \
-  -lopencv_imgcodecs "${TORCH_LIBS[@]}" -o "$B/request_fuzz"
+  -lopencv_imgcodecs $(pkg-config --libs grpc++) "${TORCH_LIBS[@]}" -o "$B/request_fuzz"
 
 # A whole safetensors file through SafetensorsFile::Open and Tensor(), instrumented.
 "${CXX[@]}" "${FLAGS[@]}" -idirafter "$TORCH/include" \
@@ -110,7 +112,8 @@ png_image = ld(1, png)
 vision = lambda image: ld(1, b"m") + ld(2, image) + num(3, 3)
 def infer(datatype, shape, data): return (ld(1, b"m") + ld(5, ld(1, b"input") + ld(2, datatype)
     + ld(3, b"".join(varint(d) for d in shape))) + ld(6, ld(1, b"logits")) + ld(7, data))
-seeds = {"classify_raw": b"\0\0" + vision(raw_image), "classify_png_device": b"\0\1" + vision(png_image),
+seeds = {"classify_raw": b"\0\0" + vision(raw_image), "classify_raw_device": b"\0\1" + vision(raw_image),
+         "classify_png_device": b"\0\1" + vision(png_image),
          "dense_png": b"\1\0" + vision(png_image), "dense_raw_stretch": b"\1\x08" + vision(raw_image),
          "infer_uint8": b"\2\1" + infer(b"UINT8", [1, 3, 2, 2], bytes(range(12))),
          "infer_fp32": b"\2\3" + infer(b"FP32", [3, 4, 4], struct.pack("<48f", *range(48)))}

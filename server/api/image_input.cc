@@ -45,16 +45,21 @@ absl::Status WithImageIndex(int index, const absl::Status& status) {
   return absl::Status(status.code(), absl::StrCat("image ", index, ": ", status.message()));
 }
 
-absl::StatusOr<std::vector<SourceImage>> InspectImages(
-    const google::protobuf::RepeatedPtrField<v1::Image>& images, const ImageLimits& limits,
-    int reduce_to) {
-  if (images.empty()) return absl::InvalidArgumentError("no images");
-  if (images.size() > limits.max_images_per_request) {
+absl::Status CheckImageCount(int count, const ImageLimits& limits) {
+  if (count == 0) return absl::InvalidArgumentError("no images");
+  if (count > limits.max_images_per_request) {
     return absl::ResourceExhaustedError(absl::StrCat(
-        "request has ", images.size(), " images; the limit is ", limits.max_images_per_request,
+        "request has ", count, " images; the limit is ", limits.max_images_per_request,
         " per request (configurable with the server flag --max-images-per-request); send them "
         "in several requests"));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<SourceImage>> InspectImages(
+    const google::protobuf::RepeatedPtrField<v1::Image>& images, const ImageLimits& limits,
+    int reduce_to) {
+  if (absl::Status count = CheckImageCount(images.size(), limits); !count.ok()) return count;
   // Checked (and sized) first, decoded later one at a time, so that a request never holds more
   // than one decoded image besides its model input.
   std::vector<SourceImage> sources;

@@ -39,6 +39,9 @@ struct SourceImage {
 // "image <index>: <message>", same code.
 absl::Status WithImageIndex(int index, const absl::Status& status);
 
+// INVALID_ARGUMENT for no images, RESOURCE_EXHAUSTED for more than the limit allows.
+absl::Status CheckImageCount(int count, const ImageLimits& limits);
+
 // Every image of a request, checked against `limits` (count, bytes, pixels) and sized.
 // `reduce_to` > 0 lets large JPEGs decode reduced in the DCT domain down to that shorter side
 // (DecodeImage); 0 decodes them whole (callers that map outputs back to the original pixels).

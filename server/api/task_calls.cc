@@ -79,7 +79,7 @@ void RunWholeImageTask(const ServableModel& model, const ImageLimits& limits, Wo
 void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool* pool,
                  const v1::ClassifyRequest& request, absl::Time deadline,
                  std::function<bool()> is_cancelled, v1::ClassifyResponse* response,
-                 FinishCallback finish) {
+                 FinishCallback finish, ClassifyInputFn input_fn) {
   const absl::Time start = absl::Now();
   ModelMetrics& metrics = model.metrics();
   std::function<void(absl::Status)> complete = TrackRequest(model, std::move(finish));
@@ -98,16 +98,19 @@ void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool
   // Decoding is the CPU-heavy part of a request: it runs on the pool, off gRPC's threads.
   // Announced meanwhile, so the batcher knows these rows are on their way.
   model.AnnounceArrival();
+  // Run inline (below) when there is an input_fn, so its captures need not outlive this call.
+  const bool inline_input = input_fn != nullptr;
   auto decode_and_schedule = [&model, &limits, &request, &metrics, start, deadline, response, pool,
                               is_cancelled = std::move(is_cancelled),
-                              complete = std::move(complete), k = *top_k]() mutable {
+                              complete = std::move(complete), k = *top_k,
+                              input_fn = std::move(input_fn)]() mutable {
     if (absl::Status wanted = CheckStillWanted(deadline, is_cancelled); !wanted.ok()) {
       model.WithdrawArrival();
       return complete(std::move(wanted));
     }
     const absl::Time preprocess_start = absl::Now();
     absl::StatusOr<at::Tensor> input =
-        DecodeAndPreprocess(request.images(), limits, model.preprocess_spec());
+        input_fn ? input_fn() : DecodeAndPreprocess(request.images(), limits, model.preprocess_spec());
     metrics.ObservePreprocess(absl::Now() - preprocess_start);
     if (!input.ok()) {
       model.WithdrawArrival();
@@ -125,8 +128,9 @@ void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool
                  OnPoolWhileQueued(pool, model, std::move(fill)), /*announced=*/true);
   };
   // Raw pixels the device preprocesses need only a check and a copy: done here, the hand-off
-  // to the pool and its thread's wake-up would cost more.
-  if (pool == nullptr || PreprocessingIsACopy(request.images(), model.preprocess_spec())) {
+  // to the pool and its thread's wake-up would cost more. (An input_fn is such a copy too.)
+  if (pool == nullptr || inline_input ||
+      PreprocessingIsACopy(request.images(), model.preprocess_spec())) {
     return decode_and_schedule();
   }
   pool->Schedule(std::move(decode_and_schedule));

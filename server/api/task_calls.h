@@ -20,7 +20,10 @@
 
 #include <functional>
 
+#include <ATen/core/Tensor.h>
+
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "inference/grpc_service.pb.h"
 #include "server/api/work_pool.h"
@@ -37,11 +40,16 @@ inline constexpr int kDefaultTopK = 5;
 
 using FinishCallback = std::function<void(absl::Status)>;
 
-// Top-k classes of every image (vitserve.v1.Vision/Classify).
+// The model input of a request whose images are not in its message: called once, inline, where
+// DecodeAndPreprocess would run (the Classify handler's deferred pixels: deferred_classify.h).
+using ClassifyInputFn = std::function<absl::StatusOr<at::Tensor>()>;
+
+// Top-k classes of every image (vitserve.v1.Vision/Classify). With `input`, the images come
+// from it instead of from `request`, which then carries every other field.
 void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool* pool,
                  const v1::ClassifyRequest& request, absl::Time deadline,
                  std::function<bool()> is_cancelled, v1::ClassifyResponse* response,
-                 FinishCallback finish);
+                 FinishCallback finish, ClassifyInputFn input = nullptr);
 
 // Boxes in each image's original pixels (vitserve.v1.Vision/Detect).
 void RunDetect(const ServableModel& model, const ImageLimits& limits, WorkPool* pool,

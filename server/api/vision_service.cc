@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -10,7 +11,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "grpcpp/support/proto_buffer_reader.h"
 #include "server/api/call_util.h"
+#include "server/api/deferred_classify.h"
 #include "server/api/grpc_status.h"
 #include "server/api/model_description.h"
 #include "server/api/stream_reactor.h"
@@ -42,6 +45,49 @@ VisionService::ModelCallReactor* VisionService::StartModelCall(const std::string
   *model = found->get();
   return new ModelCallReactor(*std::move(found));
 }
+
+// A Classify call: the method is raw (gRPC hands over bytes), so the call owns its request and
+// response messages, and holds the model's handle until OnDone (a gRPC thread).
+class VisionService::ClassifyCall final : public grpc::ServerUnaryReactor {
+ public:
+  explicit ClassifyCall(grpc::ByteBuffer* reply) : reply_(reply) {}
+  void OnDone() override { delete this; }
+
+  // Finishes the call with `status`; when it is OK, with the response serialised as the reply.
+  void Answer(const absl::Status& status) {
+    if (!status.ok()) return Finish(ToGrpcStatus(status));
+    bool own_buffer = false;
+    Finish(grpc::SerializationTraits<v1::ClassifyResponse>::Serialize(response, reply_,
+                                                                      &own_buffer));
+  }
+
+  // Parses the whole request into `request`, as the generated method would have.
+  absl::Status ParseWhole(const grpc::ByteBuffer& bytes) {
+    deferred.reset();
+    if (!bytes.Valid()) return absl::OkStatus();  // No bytes: the empty message.
+    grpc::ByteBuffer view(bytes);  // Shares the slices; the reader needs a mutable buffer.
+    grpc::ProtoBufferReader stream(&view);
+    if (!stream.status().ok() || !request.ParseFromZeroCopyStream(&stream)) {
+      return absl::InvalidArgumentError(
+          "the request is not a valid vitserve.v1.ClassifyRequest (protobuf cannot parse its " +
+          std::to_string(bytes.Length()) + " bytes)");
+    }
+    return absl::OkStatus();
+  }
+
+  // The request's fields: from `deferred` when its pixels were left in gRPC's buffer.
+  const v1::ClassifyRequest& fields() const {
+    return deferred.has_value() ? deferred->request : request;
+  }
+
+  std::shared_ptr<const ServableModel> model;
+  std::optional<DeferredClassifyRequest> deferred;
+  v1::ClassifyRequest request;  // Unused while `deferred` is set.
+  v1::ClassifyResponse response;
+
+ private:
+  grpc::ByteBuffer* const reply_;  // gRPC's, valid until OnDone.
+};
 
 // ClassifyStream: StreamReactor (server/api/stream_reactor.h) running RunClassify per request;
 // the first failing request ends the stream with its status, prefixed with its request_id.
@@ -103,17 +149,46 @@ VisionService::VisionService(ModelManager* manager, ImageLimits image_limits,
       preprocess_pool_(preprocess_pool) {}
 
 grpc::ServerUnaryReactor* VisionService::Classify(grpc::CallbackServerContext* context,
-                                                  const v1::ClassifyRequest* request,
-                                                  v1::ClassifyResponse* response) {
-  const ServableModel* model = nullptr;
-  ModelCallReactor* reactor = StartModelCall(request->model(), &model);
-  if (model == nullptr) return reactor;
-  const ServableModel& served = *model;
-  RunClassify(served, image_limits_, preprocess_pool_, *request,
-              CappedDeadline(DeadlineOf(*context), max_request_time_),
-              CancellationOf(context), response,
-              [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
-  return reactor;
+                                                  const grpc::ByteBuffer* request_bytes,
+                                                  grpc::ByteBuffer* response_bytes) {
+  auto* call = new ClassifyCall(response_bytes);
+  call->deferred = ReadDeferredClassifyRequest(*request_bytes);
+  if (!call->deferred.has_value()) {
+    if (absl::Status parsed = call->ParseWhole(*request_bytes); !parsed.ok()) {
+      call->Answer(parsed);
+      return call;
+    }
+  }
+  absl::StatusOr<std::shared_ptr<const ServableModel>> model =
+      manager_->Get(call->fields().model());
+  if (!model.ok()) {
+    call->Answer(model.status());
+    return call;
+  }
+  call->model = *std::move(model);
+  const ServableModel& served = *call->model;
+  // Pixels left in the buffer suit only a model that takes them as one copy; for any other the
+  // request is parsed whole after all (decoding or preprocessing on the CPU dwarfs that).
+  if (call->deferred.has_value() &&
+      !TakesDeferredPixels(*call->deferred, served.preprocess_spec())) {
+    if (absl::Status parsed = call->ParseWhole(*request_bytes); !parsed.ok()) {
+      call->Answer(parsed);
+      return call;
+    }
+  }
+  ClassifyInputFn input;
+  if (call->deferred.has_value()) {
+    // Run inline by RunClassify, while gRPC still holds the request's bytes.
+    input = [call, request_bytes, &served, this]() {
+      return DeferredPixelsInput(*call->deferred, *request_bytes, image_limits_,
+                                 served.preprocess_spec());
+    };
+  }
+  RunClassify(served, image_limits_, preprocess_pool_, call->fields(),
+              CappedDeadline(DeadlineOf(*context), max_request_time_), CancellationOf(context),
+              &call->response, [call](absl::Status status) { call->Answer(status); },
+              std::move(input));
+  return call;
 }
 
 grpc::ServerUnaryReactor* VisionService::Detect(grpc::CallbackServerContext* context,

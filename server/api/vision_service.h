@@ -28,6 +28,7 @@
 
 #include "absl/time/time.h"
 #include "grpcpp/server_context.h"
+#include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/server_callback.h"
 #include "server/api/task_calls.h"
 #include "server/api/work_pool.h"
@@ -37,7 +38,12 @@
 
 namespace vitserve {
 
-class VisionService final : public v1::Vision::CallbackService {
+// Classify is the generated raw method (it takes gRPC's byte buffer): its requests of raw pixels
+// are read with the pixels left in the buffer and copied from there straight into the model's
+// input (deferred_classify.h); every other request is parsed whole, as before. A request that is
+// not a valid ClassifyRequest is INVALID_ARGUMENT.
+class VisionService final
+    : public v1::Vision::WithRawCallbackMethod_Classify<v1::Vision::CallbackService> {
  public:
   // Requests of one ClassifyStream being processed at once, beyond which reads pause.
   static constexpr int kMaxPendingPerStream = 32;
@@ -51,8 +57,8 @@ class VisionService final : public v1::Vision::CallbackService {
                 absl::Duration max_request_time = absl::InfiniteDuration());
 
   grpc::ServerUnaryReactor* Classify(grpc::CallbackServerContext* context,
-                                     const v1::ClassifyRequest* request,
-                                     v1::ClassifyResponse* response) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Detect(grpc::CallbackServerContext* context,
                                    const v1::DetectRequest* request,
                                    v1::DetectResponse* response) override;
@@ -75,6 +81,7 @@ class VisionService final : public v1::Vision::CallbackService {
   // has already finished with the manager's status (NOT_FOUND, UNAVAILABLE).
   ModelCallReactor* StartModelCall(const std::string& name, const ServableModel** model);
   class ClassifyStreamReactor;
+  class ClassifyCall;
 
   ModelManager* const manager_;
   const ImageLimits image_limits_;

@@ -104,18 +104,23 @@ absl::StatusOr<RgbImage> DecodeImage(std::string_view encoded, const ImageLimits
 
 absl::Status ValidateRawImage(std::string_view rgb8, int width, int height,
                               const ImageLimits& limits) {
+  return ValidateRawImageSize(static_cast<int64_t>(rgb8.size()), width, height, limits);
+}
+
+absl::Status ValidateRawImageSize(int64_t rgb8_bytes, int width, int height,
+                                  const ImageLimits& limits) {
   if (width <= 0 || height <= 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("raw image width and height must be positive, got ", width, "x", height));
   }
   VITSERVE_RETURN_IF_ERROR(CheckDimensions(width, height, limits));
   const int64_t expected = int64_t{width} * height * 3;
-  if (static_cast<int64_t>(rgb8.size()) != expected) {
+  if (rgb8_bytes != expected) {
     return absl::InvalidArgumentError(absl::StrCat("raw RGB8 image of ", width, "x", height,
                                                    " needs ", expected,
                                                    " bytes (width * height "
                                                    "* 3), got ",
-                                                   rgb8.size()));
+                                                   rgb8_bytes));
   }
   return absl::OkStatus();
 }

@@ -63,6 +63,11 @@ absl::StatusOr<EncodedImageInfo> InspectEncodedImage(std::string_view encoded,
 absl::Status ValidateRawImage(std::string_view rgb8, int width, int height,
                               const ImageLimits& limits);
 
+// ValidateRawImage for pixels of `rgb8_bytes` bytes that are not at hand yet (a Classify request
+// read with its pixels left in gRPC's buffer: server/api/deferred_classify.h).
+absl::Status ValidateRawImageSize(int64_t rgb8_bytes, int width, int height,
+                                  const ImageLimits& limits);
+
 // Copies `rgb8` (row-major, 3 bytes per pixel, R G B) into an RgbImage.
 absl::StatusOr<RgbImage> RgbImageFromRaw(std::string_view rgb8, int width, int height,
                                          const ImageLimits& limits);

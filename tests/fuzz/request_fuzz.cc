@@ -1,7 +1,9 @@
 // libFuzzer target: request validation on its way into a batch, the steps every request takes
 // before the batcher, fed serialised protobuf requests:
 //   first byte % 3 == 0: a vitserve.v1.ClassifyRequest through ValidateClassifyRequest and
-//     DecodeAndPreprocess (CPU rows, or uint8 pixels for device preprocessing);
+//     DecodeAndPreprocess (CPU rows, or uint8 pixels for device preprocessing), and the same
+//     bytes through the raw Classify method's reader (ReadDeferredClassifyRequest), which must
+//     agree with protobuf and DecodeAndPreprocess wherever it reads a request;
 //   == 1: its images through DecodeAndPreprocessWhole (detection and segmentation), letterboxed
 //     or stretched;
 //   == 2: a KServe inference.ModelInferRequest through ParseInferInput and
@@ -12,10 +14,15 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
 
 #include "google/protobuf/stubs/logging.h"
 #include "inference/grpc_service.pb.h"
+#include "grpcpp/support/byte_buffer.h"
 #include "server/api/classify.h"
+#include "server/api/deferred_classify.h"
 #include "server/api/image_input.h"
 #include "server/api/kserve_tensor.h"
 #include "server/image/image_header.h"
@@ -50,9 +57,47 @@ vitserve::PreprocessSpec Spec(uint8_t options) {
   return spec;
 }
 
+// The raw Classify method's reader on the same bytes, in two slices cut where `options` says:
+// whatever it reads protobuf parses (`parsed` says whether it did) to the same fields and
+// pixels, and where it takes the pixels its input and errors are DecodeAndPreprocess's.
+void DeferredClassify(const uint8_t* data, size_t size, uint8_t options, bool parsed,
+                      const vitserve::v1::ClassifyRequest& request) {
+  const size_t cut = size * options / 256;
+  grpc::Slice slices[2] = {grpc::Slice(data, cut), grpc::Slice(data + cut, size - cut)};
+  const grpc::ByteBuffer buffer(slices, 2);
+  std::optional<vitserve::DeferredClassifyRequest> deferred =
+      vitserve::ReadDeferredClassifyRequest(buffer);
+  if (!deferred.has_value()) return;
+  Check(parsed);
+  const vitserve::v1::ClassifyRequest& fields = deferred->request;
+  Check(fields.model() == request.model() && fields.top_k() == request.top_k() &&
+        fields.request_id() == request.request_id() &&
+        fields.images_size() == request.images_size() &&
+        deferred->pixels.size() == static_cast<size_t>(request.images_size()));
+  for (int i = 0; i < request.images_size(); ++i) {
+    const vitserve::v1::Image& image = request.images(i);
+    const vitserve::ByteRange& range = deferred->pixels[static_cast<size_t>(i)];
+    Check(image.has_raw() && image.raw().width() == fields.images(i).raw().width() &&
+          image.raw().height() == fields.images(i).raw().height() &&
+          fields.images(i).raw().rgb8().empty() && range.offset + range.size <= size &&
+          image.raw().rgb8().size() == range.size &&
+          std::memcmp(image.raw().rgb8().data(), data + range.offset, range.size) == 0);
+  }
+  const vitserve::PreprocessSpec spec = Spec(options);
+  if (!vitserve::TakesDeferredPixels(*deferred, spec)) return;
+  absl::StatusOr<at::Tensor> ours =
+      vitserve::DeferredPixelsInput(*deferred, buffer, SmallLimits(), spec);
+  absl::StatusOr<at::Tensor> theirs =
+      vitserve::DecodeAndPreprocess(request.images(), SmallLimits(), spec);
+  Check(ours.status() == theirs.status());
+  if (ours.ok()) Check(at::equal(*ours, *theirs));
+}
+
 void Classify(const uint8_t* data, size_t size, uint8_t options) {
   vitserve::v1::ClassifyRequest request;
-  if (!request.ParseFromArray(data, static_cast<int>(size))) return;
+  const bool parsed = request.ParseFromArray(data, static_cast<int>(size));
+  DeferredClassify(data, size, options, parsed, request);
+  if (!parsed) return;
   absl::StatusOr<int64_t> top_k = vitserve::ValidateClassifyRequest(
       request, "m", vitserve::ModelTask::kClassification, 10, 5);
   if (!top_k.ok()) return;

@@ -33,6 +33,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
@@ -1321,6 +1322,61 @@ TEST_F(DevicePreprocessingServerTest, AnswersAsCpuPreprocessingDoes) {
   }
   for (std::thread& thread : threads) thread.join();
   EXPECT_EQ(mismatches.load(), 0);
+}
+
+// Classify requests of raw pixels that on_device takes as a copy are read with the pixels left
+// in gRPC's buffer (server/api/deferred_classify.h); on_cpu parses them whole. Bad ones get the
+// same answers from both, bytes that are no ClassifyRequest get INVALID_ARGUMENT, and the server
+// keeps serving.
+TEST_F(DevicePreprocessingServerTest, BadRawRequestsGetTheSameAnswersWithPixelsLeftInTheBuffer) {
+  const v1::Image good = RawImage(MakeRgb(32, 32, 1), 32, 32);
+  auto answer = [&](const char* model, v1::ClassifyRequest request) {
+    request.set_model(model);
+    v1::ClassifyResponse response;
+    grpc::Status status = client_->Classify(request, &response);
+    // The model's own name is the only difference allowed.
+    return std::make_pair(status.error_code(),
+                          absl::StrReplaceAll(status.error_message(), {{model, "<model>"}}));
+  };
+  std::vector<v1::ClassifyRequest> bad;
+  bad.push_back(OneImage(RawImage(std::string(100, 'x'), 32, 32)));  // Too few bytes.
+  bad.push_back(OneImage(good));
+  bad.back().add_images()->mutable_raw()->set_width(32);  // No height nor pixels.
+  bad.push_back(OneImage(good, kClasses + 1));             // top_k beyond the classes.
+  bad.push_back(OneImage(good));
+  *bad.back().add_images() = RawImage(MakeRgb(32, 32, 2).substr(3), 32, 32);
+  for (size_t i = 0; i < bad.size(); ++i) {
+    const auto on_cpu = answer("on_cpu", bad[i]);
+    EXPECT_NE(on_cpu.first, grpc::StatusCode::OK) << i;
+    EXPECT_EQ(answer("on_device", bad[i]), on_cpu) << i << ": " << on_cpu.second;
+  }
+
+  // Bytes that are not a ClassifyRequest: a model name, then an image cut short.
+  grpc::GenericStub generic(client_->channel);
+  const std::string junk("\x0a\x09on_device\x12\xff", 13);
+  grpc::Slice slice(junk.data(), junk.size());
+  const grpc::ByteBuffer junk_request(&slice, 1);
+  grpc::ByteBuffer reply;
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+  grpc::Status junk_status;
+  absl::Notification done;
+  generic.UnaryCall(&context, "/vitserve.v1.Vision/Classify", grpc::StubOptions(), &junk_request,
+                    &reply, [&](grpc::Status status) {
+                      junk_status = std::move(status);
+                      done.Notify();
+                    });
+  done.WaitForNotification();
+  EXPECT_EQ(junk_status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(junk_status.error_message(),
+              HasSubstr("not a valid vitserve.v1.ClassifyRequest"));
+
+  // Still serving, the same answer either way.
+  const std::vector<std::vector<float>> on_cpu = Classify("on_cpu", {good, good});
+  const std::vector<std::vector<float>> on_device = Classify("on_device", {good, good});
+  ASSERT_EQ(on_device.size(), 2u);
+  ASSERT_EQ(on_cpu.size(), 2u);
+  EXPECT_LT(MaxAbsDiff(on_device[1], on_cpu[1]), kRounding);
 }
 
 // GPU JPEG decoding (ModelConfig.gpu_jpeg_decoding), on a CUDA host only: the same probe on
