@@ -283,6 +283,17 @@ int RunBenchCommand(const CliOptions& options, std::ostream& out, std::ostream& 
   return kExitOk;
 }
 
+// Calls of `service`'s `method` on `client`, each sending `request`, serialised once here.
+StartCallFn SerializedCalls(VisionClient* client, const std::string& service,
+                            const std::string& method,
+                            const google::protobuf::MessageLite& request) {
+  auto serialized = std::make_shared<const VisionClient::SerializedRequest>(
+      VisionClient::Serialize(service, method, request));
+  return [client, serialized](std::function<void(absl::Status)> done) {
+    client->StartSerialized(*serialized, std::move(done));
+  };
+}
+
 template <typename Request>
 std::shared_ptr<Request> TaskRequest(const CliOptions& options, const v1::Image& image) {
   auto request = std::make_shared<Request>();
@@ -343,9 +354,8 @@ absl::StatusOr<BenchWorkload> MakeBenchWorkload(VisionClient& client,
     // Zeros: the compute cost does not depend on the pixel values.
     request->add_raw_input_contents(std::string(elements * element_bytes, '\0'));
     workload.rpc = "ModelInfer";
-    workload.start_call = [c, request](std::function<void(absl::Status)> done) {
-      c->StartModelInfer(*request, std::move(done));
-    };
+    workload.start_call = SerializedCalls(
+        c, inference::GRPCInferenceService::service_full_name(), "ModelInfer", *request);
     return workload;
   }
 
@@ -379,26 +389,21 @@ absl::StatusOr<BenchWorkload> MakeBenchWorkload(VisionClient& client,
     case v1::DETECTION: {
       auto request = TaskRequest<v1::DetectRequest>(options, image);
       workload.rpc = "Detect";
-      workload.start_call = [c, request](std::function<void(absl::Status)> done) {
-        c->StartDetect(*request, std::move(done));
-      };
+      workload.start_call = SerializedCalls(c, v1::Vision::service_full_name(), "Detect", *request);
       break;
     }
     case v1::SEGMENTATION: {
       auto request = TaskRequest<v1::SegmentRequest>(options, image);
       workload.rpc = "Segment";
-      workload.start_call = [c, request](std::function<void(absl::Status)> done) {
-        c->StartSegment(*request, std::move(done));
-      };
+      workload.start_call = SerializedCalls(c, v1::Vision::service_full_name(), "Segment", *request);
       break;
     }
     default: {
       auto request = TaskRequest<v1::ClassifyRequest>(options, image);
       request->set_top_k(options.top_k);
       workload.rpc = "Classify";
-      workload.start_call = [c, request](std::function<void(absl::Status)> done) {
-        c->StartClassify(*request, std::move(done));
-      };
+      workload.start_call =
+          SerializedCalls(c, v1::Vision::service_full_name(), "Classify", *request);
     }
   }
   return workload;
@@ -442,7 +447,9 @@ Commands:
       Inputs: jpeg = the --image file (encoded, decoded by the server; default when --image is
       given); raw = a synthetic RGB8 image of the model's input size (default otherwise);
       tensor = a zero FP32 tensor through KServe ModelInfer, as perf_analyzer sends.
-      The RPC follows the model's task (Classify, Detect or Segment). --channels C spreads the
+      The RPC follows the model's task (Classify, Detect or Segment); its request is
+      serialised once and the same bytes re-sent by every call, so that the load generator
+      takes little of a host it shares with the server. --channels C spreads the
       requests round robin over C connections (default 1), so that one connection's thread
       does not limit the load on a many-core server.
   help

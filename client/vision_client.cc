@@ -126,7 +126,8 @@ VisionClient::VisionClient(std::string target, std::shared_ptr<grpc::Channel> ch
       channel_(std::move(channel)),
       vision_(v1::Vision::NewStub(channel_)),
       kserve_(inference::GRPCInferenceService::NewStub(channel_)),
-      health_(grpc::health::v1::Health::NewStub(channel_)) {}
+      health_(grpc::health::v1::Health::NewStub(channel_)),
+      generic_(std::make_unique<grpc::GenericStub>(channel_)) {}
 
 void VisionClient::Prepare(grpc::ClientContext& context) const {
   context.set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
@@ -244,6 +245,28 @@ void VisionClient::StartModelInfer(const inference::ModelInferRequest& request,
       [this, &request](grpc::ClientContext* c, inference::ModelInferResponse* r,
                        std::function<void(grpc::Status)> f) {
         kserve_->async()->ModelInfer(c, &request, r, std::move(f));
+      },
+      std::move(done), [this](grpc::ClientContext& c) { Prepare(c); });
+}
+
+VisionClient::SerializedRequest VisionClient::Serialize(
+    const std::string& service, const std::string& method,
+    const google::protobuf::MessageLite& request) {
+  grpc::Slice bytes(request.SerializeAsString());
+  return SerializedRequest{"/" + service + "/" + method, grpc::ByteBuffer(&bytes, 1)};
+}
+
+void VisionClient::StartSerialized(const SerializedRequest& request, DoneCallback done) {
+  // The call's own reference to the bytes (a copy of the buffer shares its slices).
+  struct Call {
+    grpc::ByteBuffer request;
+  };
+  auto call = std::make_shared<Call>(Call{request.bytes});
+  StartAsync<grpc::ByteBuffer>(
+      [this, call, &request](grpc::ClientContext* c, grpc::ByteBuffer* r,
+                             std::function<void(grpc::Status)> f) {
+        generic_->UnaryCall(c, request.method, grpc::StubOptions(), &call->request, r,
+                            [call, f = std::move(f)](grpc::Status status) { f(status); });
       },
       std::move(done), [this](grpc::ClientContext& c) { Prepare(c); });
 }

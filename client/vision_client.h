@@ -17,6 +17,8 @@
 #include <string>
 
 #include <grpcpp/channel.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/support/byte_buffer.h>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -95,6 +97,20 @@ class VisionClient {
   void StartSegment(const v1::SegmentRequest& request, DoneCallback done);
   void StartModelInfer(const inference::ModelInferRequest& request, DoneCallback done);
 
+  // A request serialised once, for calls that all send it (load generation): each call then
+  // references the same bytes instead of serialising the message again (a raw 224x224 image is
+  // 150 KB, and serialising it was a copy per call on the load generator's cores).
+  struct SerializedRequest {
+    std::string method;      // The full method name: "/vitserve.v1.Vision/Classify".
+    grpc::ByteBuffer bytes;  // The serialised request.
+  };
+  // `service` is the service's full name (v1::Vision::service_full_name()), `method` its
+  // method's ("Classify").
+  static SerializedRequest Serialize(const std::string& service, const std::string& method,
+                                     const google::protobuf::MessageLite& request);
+  // As the Start* calls above, sending `request`'s bytes; its reply is not parsed.
+  void StartSerialized(const SerializedRequest& request, DoneCallback done);
+
  private:
   VisionClient(std::string target, std::shared_ptr<grpc::Channel> channel,
                ClientOptions options);
@@ -113,6 +129,7 @@ class VisionClient {
   std::unique_ptr<v1::Vision::Stub> vision_;
   std::unique_ptr<inference::GRPCInferenceService::Stub> kserve_;
   std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+  std::unique_ptr<grpc::GenericStub> generic_;  // For StartSerialized.
 };
 
 }  // namespace vitserve::client

@@ -188,6 +188,44 @@ TEST(BenchTest, TensorWorkloadUsesModelMetadata) {
   EXPECT_EQ(sent.raw_input_contents(0).size(), 4u * 3 * 8 * 8 * 4);
 }
 
+// The raw workload serialises its request once; every call still delivers the whole request,
+// and calls may run at once.
+TEST(BenchTest, RawClassifyWorkloadSendsTheWholeRequestEveryCall) {
+  testing::FakeServer server;
+  auto client = VisionClient::Connect(server.address());
+  ASSERT_TRUE(client.ok());
+  CliOptions cli;
+  cli.model = "shvit_s1";
+  cli.input = "raw";
+  cli.batch = 2;
+  cli.top_k = 3;
+  auto workload = MakeBenchWorkload(**client, cli);
+  ASSERT_TRUE(workload.ok()) << workload.status();
+  EXPECT_EQ(workload->rpc, "Classify");
+  constexpr int kCalls = 4;
+  std::atomic<int> finished{0};
+  std::atomic<int> failed{0};
+  for (int i = 0; i < kCalls; ++i) {
+    workload->start_call([&](absl::Status s) {
+      if (!s.ok()) ++failed;
+      ++finished;
+    });
+  }
+  while (finished < kCalls) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(server.vision.classify_calls.load(), kCalls);
+  absl::MutexLock lock(&server.vision.mu);
+  const v1::ClassifyRequest& sent = server.vision.last_classify;
+  EXPECT_EQ(sent.model(), "shvit_s1");
+  EXPECT_EQ(sent.top_k(), 3u);
+  ASSERT_EQ(sent.images_size(), 2);
+  for (const v1::Image& image : sent.images()) {
+    ASSERT_TRUE(image.has_raw());
+    EXPECT_EQ(image.raw().rgb8().size(), size_t{image.raw().width()} * image.raw().height() * 3);
+    EXPECT_GT(image.raw().width(), 0u);
+  }
+}
+
 TEST(BenchTest, RejectsBadOptions) {
   StartCallFn start = [](std::function<void(absl::Status)> done) { done(absl::OkStatus()); };
   BenchOptions options;
