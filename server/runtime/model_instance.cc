@@ -53,11 +53,18 @@ struct ModelInstance::CudaState {
   };
   std::vector<Graph> graphs;
   std::vector<int64_t> graph_sizes;  // graphs[i].batch_size, for BucketFor.
-  // Timing events (BatchStages): before the input, after it, after the forward pass, after the
-  // output copy, the last twice: [3] spins while the executor waits for it, [4] sleeps
-  // (kSleepingWaitRows says which a batch uses). Reused: each batch records them again after
-  // the previous batch finished.
-  std::vector<at::cuda::CUDAEvent> stage_events;
+  // Timing events (BatchStages), reused: each batch records them again after the previous
+  // batch finished.
+  struct StageEvents {
+    at::cuda::CUDAEvent input_start{cudaEventDefault};
+    at::cuda::CUDAEvent forward_start{cudaEventDefault};  // The input is ready.
+    at::cuda::CUDAEvent forward_end{cudaEventDefault};
+    // After the output copy: the executor waits for one of these, spinning for a batch of
+    // fewer than kSleepingWaitRows rows (a lone request's latency), asleep for a larger one.
+    at::cuda::CUDAEvent output_done_spinning{cudaEventDefault};
+    at::cuda::CUDAEvent output_done_sleeping{cudaEventBlockingSync};
+  };
+  StageEvents stage_events;
   // False once cudaMemcpyBatchAsync has failed (a driver older than CUDA 12.8's): copies are
   // then issued one call each.
   bool batched_copies = true;
@@ -245,8 +252,6 @@ absl::Status ModelInstance::Prepare() {
       if (options_.cudnn_benchmark) at::globalContext().setBenchmarkCuDNN(true);
       cuda_ = std::make_unique<CudaState>(CudaState{
           c10::cuda::getStreamFromPool(/*isHighPriority=*/false, options_.device.index())});
-      for (int i = 0; i < 4; ++i) cuda_->stage_events.emplace_back(cudaEventDefault);  // Timed.
-      cuda_->stage_events.emplace_back(cudaEventBlockingSync);  // Timed too; waits asleep.
     }
 #endif
   } catch (...) {
@@ -585,24 +590,25 @@ at::Tensor ModelInstance::RunOrThrow(
 #ifdef VITSERVE_WITH_CUDA
   if (cuda_ != nullptr) {
     c10::cuda::CUDAStreamGuard stream_guard(cuda_->stream);
-    std::vector<at::cuda::CUDAEvent>& events = cuda_->stage_events;
-    events[0].record(cuda_->stream);
+    CudaState::StageEvents& events = cuda_->stage_events;
+    events.input_start.record(cuda_->stream);
     // Ends the batch: the output copied into page-locked host memory (torch's caching host
     // allocator) asynchronously, then one wait for the stream, spinning or asleep by batch size
     // (kSleepingWaitRows), and the stage times from the events.
     auto finish = [&](at::Tensor output_on_device) {
-      events[2].record(cuda_->stream);
+      events.forward_end.record(cuda_->stream);
       const at::Tensor output_as_float = output_on_device.to(at::kFloat);
       at::Tensor output = at::empty(output_as_float.sizes(),
                                     at::TensorOptions().dtype(at::kFloat).pinned_memory(true));
       output.copy_(output_as_float, /*non_blocking=*/true);
-      at::cuda::CUDAEvent& done = rows >= kSleepingWaitRows ? events[4] : events[3];
+      at::cuda::CUDAEvent& done =
+          rows >= kSleepingWaitRows ? events.output_done_sleeping : events.output_done_spinning;
       done.record(cuda_->stream);
       done.synchronize();
       if (stages != nullptr) {
-        stages->input_seconds = events[0].elapsed_time(events[1]) / 1e3;
-        stages->forward_seconds = events[1].elapsed_time(events[2]) / 1e3;
-        stages->output_seconds = events[2].elapsed_time(done) / 1e3;
+        stages->input_seconds = events.input_start.elapsed_time(events.forward_start) / 1e3;
+        stages->forward_seconds = events.forward_start.elapsed_time(events.forward_end) / 1e3;
+        stages->output_seconds = events.forward_end.elapsed_time(done) / 1e3;
       }
       return output;
     };
@@ -721,14 +727,14 @@ at::Tensor ModelInstance::RunOrThrow(
     if (bucket >= 0) {
       CudaState::Graph& graph = cuda_->graphs[static_cast<size_t>(bucket)];
       AssembleInput(parts.size(), same_run, run_of, graph.input.narrow(0, 0, rows));
-      events[1].record(cuda_->stream);
+      events.forward_start.record(cuda_->stream);
       graph.graph->replay();
       // Copied out before any other replay can reuse the graph pool's memory.
       return finish(graph.output.narrow(0, 0, rows));
     }
     at::Tensor input = at::empty(batch_sizes, on_device.dtype(options_.dtype), format);
     AssembleInput(parts.size(), same_run, run_of, input);
-    events[1].record(cuda_->stream);
+    events.forward_start.record(cuda_->stream);
     // finish waits for the instance stream: for the whole batch.
     return finish(module_->forward(input));
   }
