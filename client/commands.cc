@@ -389,13 +389,15 @@ absl::StatusOr<BenchWorkload> MakeBenchWorkload(VisionClient& client,
     case v1::DETECTION: {
       auto request = TaskRequest<v1::DetectRequest>(options, image);
       workload.rpc = "Detect";
-      workload.start_call = SerializedCalls(c, v1::Vision::service_full_name(), "Detect", *request);
+      workload.start_call =
+          SerializedCalls(c, v1::Vision::service_full_name(), "Detect", *request);
       break;
     }
     case v1::SEGMENTATION: {
       auto request = TaskRequest<v1::SegmentRequest>(options, image);
       workload.rpc = "Segment";
-      workload.start_call = SerializedCalls(c, v1::Vision::service_full_name(), "Segment", *request);
+      workload.start_call =
+          SerializedCalls(c, v1::Vision::service_full_name(), "Segment", *request);
       break;
     }
     default: {

@@ -3,8 +3,8 @@
 # (nlohmann-json underneath), the REST infer request reader, the image header reader + decoder,
 # the config.pbtxt parser + validator (a model repository's files), request validation into
 # batches (Vision and KServe requests, and the raw Classify method's own reader of gRPC's bytes,
-# against protobuf: tests/fuzz/request_fuzz.cc), and whole safetensors files. Builds each target with clang
-# (-fsanitize=fuzzer,address,undefined) into build-fuzz/ and runs it for SECONDS (default 60)
+# against protobuf: tests/fuzz/request_fuzz.cc), and whole safetensors files. Builds each target
+# with clang (-fsanitize=fuzzer,address,undefined) into build-fuzz/ and runs it for SECONDS (default 60)
 # from a seed corpus of our own files (tests/fuzz/corpus/<target>, grown by the run). A crash
 # leaves build-fuzz/<target>-crash-* and fails the script: turn each into a regression test.
 #   scripts/fuzz.sh [SECONDS] [--junit FILE]
@@ -112,7 +112,8 @@ png_image = ld(1, png)
 vision = lambda image: ld(1, b"m") + ld(2, image) + num(3, 3)
 def infer(datatype, shape, data): return (ld(1, b"m") + ld(5, ld(1, b"input") + ld(2, datatype)
     + ld(3, b"".join(varint(d) for d in shape))) + ld(6, ld(1, b"logits")) + ld(7, data))
-seeds = {"classify_raw": b"\0\0" + vision(raw_image), "classify_raw_device": b"\0\1" + vision(raw_image),
+seeds = {"classify_raw": b"\0\0" + vision(raw_image),
+         "classify_raw_device": b"\0\1" + vision(raw_image),
          "classify_png_device": b"\0\1" + vision(png_image),
          "dense_png": b"\1\0" + vision(png_image), "dense_raw_stretch": b"\1\x08" + vision(raw_image),
          "infer_uint8": b"\2\1" + infer(b"UINT8", [1, 3, 2, 2], bytes(range(12))),

@@ -110,7 +110,8 @@ void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool
     }
     const absl::Time preprocess_start = absl::Now();
     absl::StatusOr<at::Tensor> input =
-        input_fn ? input_fn() : DecodeAndPreprocess(request.images(), limits, model.preprocess_spec());
+        input_fn ? input_fn()
+                 : DecodeAndPreprocess(request.images(), limits, model.preprocess_spec());
     metrics.ObservePreprocess(absl::Now() - preprocess_start);
     if (!input.ok()) {
       model.WithdrawArrival();
