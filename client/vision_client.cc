@@ -212,43 +212,6 @@ absl::StatusOr<inference::ModelInferResponse> VisionClient::ModelInfer(
   return Unary(*kserve_, &inference::GRPCInferenceService::Stub::ModelInfer, request);
 }
 
-void VisionClient::StartClassify(const v1::ClassifyRequest& request, DoneCallback done) {
-  StartAsync<v1::ClassifyResponse>(
-      [this, &request](grpc::ClientContext* c, v1::ClassifyResponse* r,
-                       std::function<void(grpc::Status)> f) {
-        vision_->async()->Classify(c, &request, r, std::move(f));
-      },
-      std::move(done), [this](grpc::ClientContext& c) { Prepare(c); });
-}
-
-void VisionClient::StartDetect(const v1::DetectRequest& request, DoneCallback done) {
-  StartAsync<v1::DetectResponse>(
-      [this, &request](grpc::ClientContext* c, v1::DetectResponse* r,
-                       std::function<void(grpc::Status)> f) {
-        vision_->async()->Detect(c, &request, r, std::move(f));
-      },
-      std::move(done), [this](grpc::ClientContext& c) { Prepare(c); });
-}
-
-void VisionClient::StartSegment(const v1::SegmentRequest& request, DoneCallback done) {
-  StartAsync<v1::SegmentResponse>(
-      [this, &request](grpc::ClientContext* c, v1::SegmentResponse* r,
-                       std::function<void(grpc::Status)> f) {
-        vision_->async()->Segment(c, &request, r, std::move(f));
-      },
-      std::move(done), [this](grpc::ClientContext& c) { Prepare(c); });
-}
-
-void VisionClient::StartModelInfer(const inference::ModelInferRequest& request,
-                                   DoneCallback done) {
-  StartAsync<inference::ModelInferResponse>(
-      [this, &request](grpc::ClientContext* c, inference::ModelInferResponse* r,
-                       std::function<void(grpc::Status)> f) {
-        kserve_->async()->ModelInfer(c, &request, r, std::move(f));
-      },
-      std::move(done), [this](grpc::ClientContext& c) { Prepare(c); });
-}
-
 VisionClient::SerializedRequest VisionClient::Serialize(
     const std::string& service, const std::string& method,
     const google::protobuf::MessageLite& request) {
@@ -257,16 +220,11 @@ VisionClient::SerializedRequest VisionClient::Serialize(
 }
 
 void VisionClient::StartSerialized(const SerializedRequest& request, DoneCallback done) {
-  // The call's own reference to the bytes (a copy of the buffer shares its slices).
-  struct Call {
-    grpc::ByteBuffer request;
-  };
-  auto call = std::make_shared<Call>(Call{request.bytes});
   StartAsync<grpc::ByteBuffer>(
-      [this, call, &request](grpc::ClientContext* c, grpc::ByteBuffer* r,
-                             std::function<void(grpc::Status)> f) {
-        generic_->UnaryCall(c, request.method, grpc::StubOptions(), &call->request, r,
-                            [call, f = std::move(f)](grpc::Status status) { f(status); });
+      [this, &request](grpc::ClientContext* c, grpc::ByteBuffer* r,
+                       std::function<void(grpc::Status)> f) {
+        generic_->UnaryCall(c, request.method, grpc::StubOptions(), &request.bytes, r,
+                            std::move(f));
       },
       std::move(done), [this](grpc::ClientContext& c) { Prepare(c); });
 }

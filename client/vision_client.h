@@ -88,18 +88,9 @@ class VisionClient {
       const inference::ModelInferRequest& request);
 
   // --- Asynchronous calls (gRPC callback API), for load generation ----------------
-  // Each starts one call and returns at once; `done` receives its status. The response is
-  // discarded. `request` and this client must stay alive until `done` has run (the call's
-  // own resources are freed before `done` runs, so `done` may trigger the client's
-  // destruction); many calls may share one request.
-  void StartClassify(const v1::ClassifyRequest& request, DoneCallback done);
-  void StartDetect(const v1::DetectRequest& request, DoneCallback done);
-  void StartSegment(const v1::SegmentRequest& request, DoneCallback done);
-  void StartModelInfer(const inference::ModelInferRequest& request, DoneCallback done);
-
-  // A request serialised once, for calls that all send it (load generation): each call then
-  // references the same bytes instead of serialising the message again (a raw 224x224 image is
-  // 150 KB, and serialising it was a copy per call on the load generator's cores).
+  // A request serialised once, for calls that all send it: each call then references the same
+  // bytes instead of serialising the message again (a raw 224x224 image is 150 KB, and
+  // serialising it was a copy per call on the load generator's cores).
   struct SerializedRequest {
     std::string method;      // The full method name: "/vitserve.v1.Vision/Classify".
     grpc::ByteBuffer bytes;  // The serialised request.
@@ -108,7 +99,10 @@ class VisionClient {
   // method's ("Classify").
   static SerializedRequest Serialize(const std::string& service, const std::string& method,
                                      const google::protobuf::MessageLite& request);
-  // As the Start* calls above, sending `request`'s bytes; its reply is not parsed.
+  // Starts one call sending `request`'s bytes and returns at once; `done` receives its status.
+  // The reply is discarded unparsed. `request` and this client must stay alive until `done`
+  // has run (the call's own resources are freed before `done` runs, so `done` may trigger the
+  // client's destruction); many calls may share one request.
   void StartSerialized(const SerializedRequest& request, DoneCallback done);
 
  private:
