@@ -155,6 +155,34 @@ struct Client {
     return vision->Classify(&context, request, response);
   }
 
+  // One call of `method` ("/package.Service/Method") through the generic stub, sending `bytes`
+  // as they are; the reply's bytes go to `*reply`.
+  grpc::Status CallWithBytes(const std::string& method, const std::string& bytes,
+                             std::string* reply) {
+    grpc::GenericStub generic(channel);
+    grpc::Slice slice(bytes);
+    const grpc::ByteBuffer request(&slice, 1);
+    grpc::ByteBuffer response;
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    absl::Notification done;
+    grpc::Status status;
+    generic.UnaryCall(&context, method, grpc::StubOptions(), &request, &response,
+                      [&](grpc::Status s) {
+                        status = std::move(s);
+                        done.Notify();
+                      });
+    done.WaitForNotification();
+    reply->clear();
+    std::vector<grpc::Slice> slices;
+    if (status.ok() && response.Dump(&slices).ok()) {
+      for (const grpc::Slice& part : slices) {
+        reply->append(reinterpret_cast<const char*>(part.begin()), part.size());
+      }
+    }
+    return status;
+  }
+
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<v1::Vision::Stub> vision;
   std::unique_ptr<inference::GRPCInferenceService::Stub> kserve;
@@ -707,29 +735,16 @@ TEST_F(ServerTest, KServeProtocol) {
 TEST_F(ServerTest, HealthCatalogueAndHttpEndpoints) {
   // grpc.health.v1.Health/Check through the generic stub: request {service = ""}, response
   // {status = SERVING (1)} encodes as the two bytes 0x08 0x01.
-  grpc::GenericStub generic(client_->channel);
   for (const std::string service : {"", "vitserve.v1.Vision", "inference.GRPCInferenceService"}) {
     std::string request_bytes;
     if (!service.empty()) {
       request_bytes = absl::StrCat(std::string(1, '\x0a'),
                                    std::string(1, static_cast<char>(service.size())), service);
     }
-    grpc::Slice slice(request_bytes);
-    grpc::ByteBuffer request(&slice, 1), response;
-    grpc::ClientContext context;
-    absl::Notification done;
-    grpc::Status status;
-    generic.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
-                      &response, [&](grpc::Status s) {
-                        status = std::move(s);
-                        done.Notify();
-                      });
-    done.WaitForNotification();
-    ASSERT_TRUE(status.ok()) << service << ": " << status.error_message();
-    std::vector<grpc::Slice> slices;
-    ASSERT_TRUE(response.Dump(&slices).ok());
     std::string bytes;
-    for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    const grpc::Status status =
+        client_->CallWithBytes("/grpc.health.v1.Health/Check", request_bytes, &bytes);
+    ASSERT_TRUE(status.ok()) << service << ": " << status.error_message();
     EXPECT_EQ(bytes, std::string("\x08\x01", 2)) << service;
   }
 
@@ -1352,21 +1367,10 @@ TEST_F(DevicePreprocessingServerTest, BadRawRequestsGetTheSameAnswersWithPixelsL
   }
 
   // Bytes that are not a ClassifyRequest: a model name, then an image cut short.
-  grpc::GenericStub generic(client_->channel);
   const std::string junk("\x0a\x09on_device\x12\xff", 13);
-  grpc::Slice slice(junk.data(), junk.size());
-  const grpc::ByteBuffer junk_request(&slice, 1);
-  grpc::ByteBuffer reply;
-  grpc::ClientContext context;
-  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
-  grpc::Status junk_status;
-  absl::Notification done;
-  generic.UnaryCall(&context, "/vitserve.v1.Vision/Classify", grpc::StubOptions(), &junk_request,
-                    &reply, [&](grpc::Status status) {
-                      junk_status = std::move(status);
-                      done.Notify();
-                    });
-  done.WaitForNotification();
+  std::string reply;
+  const grpc::Status junk_status =
+      client_->CallWithBytes("/vitserve.v1.Vision/Classify", junk, &reply);
   EXPECT_EQ(junk_status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(junk_status.error_message(),
               HasSubstr("not a valid vitserve.v1.ClassifyRequest"));
