@@ -126,7 +126,8 @@ class ServableModel {
   absl::Status Admit() const;
   void EndAdmission() const;
   // max_queue_size requests waiting (being decoded or queued) plus the most that can be
-  // computing at once (instance_count batches of max_batch_size single-image requests).
+  // computing at once (instance_count batches of max_batch_size single-image requests, twice
+  // that on CUDA, where each instance keeps two batches in flight).
   int64_t AdmissionLimit() const;
   // DynamicBatcher::AnnounceArrival / WithdrawArrival: a request for this model is being
   // decoded, so waiting for a fuller batch may pay (see BatchingOptions::idle_dispatch).

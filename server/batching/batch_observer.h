@@ -21,8 +21,9 @@ class BatchObserver {
   virtual void OnQueueDepthChanged(int64_t depth) {}
   // A task left the queue for a batch, after waiting `queue_time`.
   virtual void OnTaskDequeued(absl::Duration queue_time) {}
-  // A runner call finished: `batch_rows` rows, wall time on the batcher's clock, its status
-  // (OK, the runner's error, or INTERNAL for a bad output).
+  // A batch finished: `batch_rows` rows, wall time on the batcher's clock (a runner's call, or
+  // a launcher's launch to its completion, which includes waiting for the batch in flight
+  // before it), its status (OK, the runner's error, or INTERNAL for a bad output).
   virtual void OnBatchComputed(int64_t batch_rows, absl::Duration compute_time,
                                const absl::Status& status) {}
   // A task was failed without being computed: DEADLINE_EXCEEDED, CANCELLED, or UNAVAILABLE when

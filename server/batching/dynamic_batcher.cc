@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <exception>
+#include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -65,11 +67,40 @@ absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::Create(
 absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::Create(
     BatchingOptions options, std::vector<PartsRunner> runners, Clock* clock,
     BatchObserver* observer, std::vector<ExecutorSetup> setups) {
+  // A runner computes the whole batch when called: its completion only hands the output over.
+  std::vector<PartsLauncher> launchers;
+  launchers.reserve(runners.size());
+  for (PartsRunner& runner : runners) {
+    if (!runner) {
+      launchers.emplace_back();  // Reported as empty below.
+      continue;
+    }
+    launchers.push_back([runner = std::move(runner)](const BatchParts& parts,
+                                                     std::vector<PartError>* part_errors)
+                            -> absl::StatusOr<BatchCompletion> {
+      auto output = std::make_shared<absl::StatusOr<at::Tensor>>(runner(parts, part_errors));
+      return BatchCompletion([output] { return std::move(*output); });
+    });
+  }
+  return CreateWithLaunchers(std::move(options), std::move(launchers), /*overlap=*/false, clock,
+                             observer, std::move(setups));
+}
+
+absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::Create(
+    BatchingOptions options, std::vector<PartsLauncher> launchers, Clock* clock,
+    BatchObserver* observer, std::vector<ExecutorSetup> setups) {
+  return CreateWithLaunchers(std::move(options), std::move(launchers), /*overlap=*/true, clock,
+                             observer, std::move(setups));
+}
+
+absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::CreateWithLaunchers(
+    BatchingOptions options, std::vector<PartsLauncher> runners, bool overlap, Clock* clock,
+    BatchObserver* observer, std::vector<ExecutorSetup> setups) {
   VITSERVE_RETURN_IF_ERROR(ValidateBatchingOptions(options));
   if (runners.empty()) {
     return absl::InvalidArgumentError("DynamicBatcher needs at least one runner");
   }
-  for (const PartsRunner& runner : runners) {
+  for (const PartsLauncher& runner : runners) {
     if (!runner) return absl::InvalidArgumentError("DynamicBatcher runner is empty");
   }
   if (!setups.empty() && setups.size() != runners.size()) {
@@ -80,6 +111,7 @@ absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::Create(
   if (clock == nullptr) return absl::InvalidArgumentError("DynamicBatcher clock is null");
 
   std::unique_ptr<DynamicBatcher> batcher(new DynamicBatcher(std::move(options), clock, observer));
+  batcher->overlap_batches_ = overlap;
   setups.resize(runners.size());
   {
     absl::MutexLock lock(&batcher->mu_);
@@ -109,7 +141,7 @@ absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::Create(
 }
 
 void DynamicBatcher::ExecutorMain(size_t index, const ExecutorSetup& setup,
-                                  const PartsRunner& runner) {
+                                  const PartsLauncher& launcher) {
   const absl::Status status =
       setup ? CatchToInternal("executor setup failed", setup) : absl::OkStatus();
   {
@@ -120,7 +152,7 @@ void DynamicBatcher::ExecutorMain(size_t index, const ExecutorSetup& setup,
     }
     --setups_pending_;
   }
-  if (status.ok()) ExecutorLoop(runner);
+  if (status.ok()) ExecutorLoop(launcher);
 }
 
 DynamicBatcher::DynamicBatcher(BatchingOptions options, Clock* clock, BatchObserver* observer)
@@ -260,39 +292,54 @@ size_t DynamicBatcher::ReadyTaskCountLocked(absl::Time now) const {
   return 0;
 }
 
-std::vector<std::unique_ptr<InferenceTask>> DynamicBatcher::NextBatch() {
+std::vector<std::unique_ptr<InferenceTask>> DynamicBatcher::TakeLocked(size_t count) {
   std::vector<std::unique_ptr<InferenceTask>> batch;
+  batch.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    batch.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  computing_tasks_ += static_cast<int64_t>(count);
+  if (observer_ != nullptr) observer_->OnQueueDepthChanged(queue_.size());
+  cv_.SignalAll();  // Another executor may have a batch too; Stop may be draining.
+  return batch;
+}
+
+std::vector<std::unique_ptr<InferenceTask>> DynamicBatcher::NextBatch() {
   absl::MutexLock lock(&mu_);
   while (true) {
     if (queue_.empty()) {
-      if (stopping_) return batch;
+      if (stopping_) return {};
       clock_->WaitWithDeadline(cv_, mu_, absl::InfiniteFuture());
       continue;
     }
     const size_t ready = ReadyTaskCountLocked(clock_->Now());
-    if (ready > 0) {
-      batch.reserve(ready);
-      for (size_t i = 0; i < ready; ++i) {
-        batch.push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
-      computing_tasks_ += ready;
-      if (observer_ != nullptr) observer_->OnQueueDepthChanged(queue_.size());
-      cv_.SignalAll();  // Another executor may have a batch too; Stop may be draining.
-      return batch;
-    }
+    if (ready > 0) return TakeLocked(ready);
     clock_->WaitWithDeadline(cv_, mu_, queue_.front()->enqueue_time + options_.max_queue_delay);
   }
 }
 
-void DynamicBatcher::ExecutorLoop(const PartsRunner& runner) {
+std::vector<std::unique_ptr<InferenceTask>> DynamicBatcher::ReadyBatch() {
+  absl::MutexLock lock(&mu_);
+  if (queue_.empty()) return {};
+  return TakeLocked(ReadyTaskCountLocked(clock_->Now()));
+}
+
+void DynamicBatcher::ExecutorLoop(const PartsLauncher& launcher) {
+  std::optional<LaunchedBatch> in_flight;
   while (true) {
-    std::vector<std::unique_ptr<InferenceTask>> batch = NextBatch();
-    if (batch.empty()) return;
-    const int64_t taken = batch.size();
-    RunBatch(runner, std::move(batch));
-    absl::MutexLock lock(&mu_);
-    computing_tasks_ -= taken;
+    // With a batch in flight, only a batch that is ready now: waiting for a fuller one would
+    // hold back the answers of the one in flight.
+    std::vector<std::unique_ptr<InferenceTask>> batch = in_flight ? ReadyBatch() : NextBatch();
+    if (batch.empty() && !in_flight) return;  // Stopping, and nothing is left.
+    std::optional<LaunchedBatch> launched;
+    if (!batch.empty()) launched = Launch(launcher, std::move(batch));
+    if (in_flight) Complete(*in_flight);
+    in_flight = std::move(launched);
+    if (!overlap_batches_ && in_flight) {
+      Complete(*in_flight);
+      in_flight.reset();
+    }
   }
 }
 
@@ -301,11 +348,12 @@ void DynamicBatcher::FailTask(InferenceTask& task, absl::Status status) {
   task.on_done(std::move(status));
 }
 
-void DynamicBatcher::RunBatch(const PartsRunner& runner,
-                              std::vector<std::unique_ptr<InferenceTask>> batch) {
+DynamicBatcher::LaunchedBatch DynamicBatcher::Launch(
+    const PartsLauncher& launcher, std::vector<std::unique_ptr<InferenceTask>> batch) {
+  LaunchedBatch launched;
+  launched.taken = batch.size();
   const absl::Time now = clock_->Now();
-  std::vector<std::unique_ptr<InferenceTask>> live;
-  live.reserve(batch.size());
+  launched.live.reserve(batch.size());
   for (std::unique_ptr<InferenceTask>& task : batch) {
     if (observer_ != nullptr) observer_->OnTaskDequeued(now - task->enqueue_time);
     // The deadline first: gRPC also cancels a call whose deadline expired, and the deadline is
@@ -317,54 +365,71 @@ void DynamicBatcher::RunBatch(const PartsRunner& runner,
     } else if (task->is_cancelled && task->is_cancelled()) {
       FailTask(*task, absl::CancelledError("request was cancelled before it ran"));
     } else {
-      live.push_back(std::move(task));
+      launched.rows += task->rows();
+      launched.live.push_back(std::move(task));
     }
   }
-  if (live.empty()) return;
-
-  int64_t total_rows = 0;
-  for (const auto& task : live) total_rows += task->rows();
-
-  const absl::Time start = clock_->Now();
-  std::vector<PartError> part_errors;
-  absl::StatusOr<at::Tensor> output =
-      CatchToInternal("model runner failed", [&]() -> absl::StatusOr<at::Tensor> {
+  launched.start = clock_->Now();
+  if (launched.live.empty()) {
+    launched.completion = absl::CancelledError("no task left to run");  // Never reported.
+    return launched;
+  }
+  launched.completion =
+      CatchToInternal("model runner failed", [&]() -> absl::StatusOr<BatchCompletion> {
         BatchParts parts;
-        parts.reserve(live.size());
-        for (const auto& task : live) parts.push_back(task->input);
-        return runner(parts, &part_errors);
+        parts.reserve(launched.live.size());
+        for (const auto& task : launched.live) parts.push_back(task->input);
+        return launcher(parts, &launched.part_errors);
       });
-  if (output.ok() && (!output->defined() || output->dim() == 0 || output->size(0) != total_rows)) {
-    output = absl::InternalError(absl::StrCat(
-        "model runner returned ",
-        output->defined() ? ShapeString(output->sizes()) : std::string("an undefined tensor"),
-        " for a batch of ", total_rows, " rows; expected ", total_rows, " output rows"));
-  }
-  if (observer_ != nullptr) {
-    observer_->OnBatchComputed(total_rows, clock_->Now() - start, output.status());
-  }
+  return launched;
+}
 
-  if (!output.ok()) {
-    for (const auto& task : live) task->on_done(output.status());
-    return;
-  }
-  // Parts the runner failed alone get their own error (the first one reported for a part).
-  std::vector<const absl::Status*> failed(live.size(), nullptr);
-  for (const PartError& error : part_errors) {
-    if (error.part < live.size() && failed[error.part] == nullptr && !error.status.ok()) {
-      failed[error.part] = &error.status;
+void DynamicBatcher::Complete(LaunchedBatch& batch) {
+  std::vector<std::unique_ptr<InferenceTask>>& live = batch.live;
+  if (!live.empty()) {
+    absl::StatusOr<at::Tensor> output =
+        !batch.completion.ok()
+            ? absl::StatusOr<at::Tensor>(batch.completion.status())
+            : CatchToInternal("model runner failed", [&]() -> absl::StatusOr<at::Tensor> {
+                return (*batch.completion)();
+              });
+    const int64_t total_rows = batch.rows;
+    if (output.ok() &&
+        (!output->defined() || output->dim() == 0 || output->size(0) != total_rows)) {
+      output = absl::InternalError(absl::StrCat(
+          "model runner returned ",
+          output->defined() ? ShapeString(output->sizes()) : std::string("an undefined tensor"),
+          " for a batch of ", total_rows, " rows; expected ", total_rows, " output rows"));
     }
-  }
-  int64_t offset = 0;
-  for (size_t i = 0; i < live.size(); ++i) {
-    const int64_t rows = live[i]->rows();
-    if (failed[i] != nullptr) {
-      live[i]->on_done(*failed[i]);
+    if (observer_ != nullptr) {
+      observer_->OnBatchComputed(total_rows, clock_->Now() - batch.start, output.status());
+    }
+    if (!output.ok()) {
+      for (const auto& task : live) task->on_done(output.status());
     } else {
-      live[i]->on_done(output->narrow(0, offset, rows));
+      // Parts the runner failed alone get their own error (the first one reported for a part).
+      std::vector<const absl::Status*> failed(live.size(), nullptr);
+      for (const PartError& error : batch.part_errors) {
+        if (error.part < live.size() && failed[error.part] == nullptr && !error.status.ok()) {
+          failed[error.part] = &error.status;
+        }
+      }
+      int64_t offset = 0;
+      for (size_t i = 0; i < live.size(); ++i) {
+        const int64_t rows = live[i]->rows();
+        if (failed[i] != nullptr) {
+          live[i]->on_done(*failed[i]);
+        } else {
+          live[i]->on_done(output->narrow(0, offset, rows));
+        }
+        offset += rows;
+      }
     }
-    offset += rows;
   }
+  // The tasks (and the inputs the launcher read) are released only now.
+  live.clear();
+  absl::MutexLock lock(&mu_);
+  computing_tasks_ -= static_cast<int64_t>(batch.taken);
 }
 
 }  // namespace vitserve

@@ -19,6 +19,10 @@
 // (status, c10::Error or std::exception -> INTERNAL) or an output with the wrong row count
 // (INTERNAL) goes to every task of the batch.
 //
+// With launchers (Create's PartsLauncher form) an executor launches its next batch before it
+// completes the one in flight, when a batch is ready then (see that Create); tasks of a batch
+// in flight count as computing (InflightTasks) and Stop lets them finish.
+//
 // Ownership: the batcher owns its runners and queued tasks; it borrows `clock` and `observer`,
 // which must outlive it.
 // Thread-safety: Schedule, Stop, QueueDepth and InflightTasks may be called from any thread.
@@ -67,6 +71,16 @@ using BatchParts = std::vector<at::Tensor>;
 using PartsRunner = std::function<absl::StatusOr<at::Tensor>(
     const BatchParts& parts, std::vector<PartError>* part_errors)>;
 
+// Two halves of running one batch, for runners that can start a batch before the previous one
+// has finished (a model instance: the device works through its stream in order). A launcher
+// issues the batch's work and returns its completion; the completion waits for that work and
+// returns the output as a PartsRunner would. Part errors are reported by the launcher only. The
+// launcher's parts stay valid until its completion has returned (the batcher holds the tasks).
+// Both are called on the runner's executor thread; either may throw (INTERNAL for the batch).
+using BatchCompletion = std::function<absl::StatusOr<at::Tensor>()>;
+using PartsLauncher = std::function<absl::StatusOr<BatchCompletion>(
+    const BatchParts& parts, std::vector<PartError>* part_errors)>;
+
 // Runs once on a runner's executor thread before that thread takes any batch (e.g. a model
 // instance's warm-up, which must happen on the thread that serves: see ModelInstance::WarmUp).
 using ExecutorSetup = std::function<absl::Status()>;
@@ -85,6 +99,15 @@ class DynamicBatcher {
   // The same with runners that take the concatenated batch (the batcher concatenates).
   static absl::StatusOr<std::unique_ptr<DynamicBatcher>> Create(
       BatchingOptions options, std::vector<BatchRunner> runners, Clock* clock,
+      BatchObserver* observer, std::vector<ExecutorSetup> setups = {});
+  // The same with launchers: each executor keeps up to two batches in flight. While one batch
+  // runs, the executor takes the next one if the batching rules say it is ready now, launches
+  // it, and only then completes the first (its tasks' on_done), so the device is given the next
+  // batch before the executor spends its time answering the previous one's requests. With
+  // nothing ready it completes the batch in flight first: answers never wait for the queue
+  // delay. Batches complete in the order they were launched.
+  static absl::StatusOr<std::unique_ptr<DynamicBatcher>> Create(
+      BatchingOptions options, std::vector<PartsLauncher> launchers, Clock* clock,
       BatchObserver* observer, std::vector<ExecutorSetup> setups = {});
 
   DynamicBatcher(const DynamicBatcher&) = delete;
@@ -123,22 +146,48 @@ class DynamicBatcher {
   int64_t InflightTasks() const;
 
  private:
+  // A launched batch waiting for its completion.
+  struct LaunchedBatch {
+    std::vector<std::unique_ptr<InferenceTask>> live;  // The tasks computed, in part order.
+    size_t taken = 0;  // Tasks taken from the queue for it, dropped ones included.
+    int64_t rows = 0;
+    absl::Time start;  // When its launch began, on the batcher's clock.
+    absl::StatusOr<BatchCompletion> completion;
+    std::vector<PartError> part_errors;
+  };
+
   DynamicBatcher(BatchingOptions options, Clock* clock, BatchObserver* observer);
+  // Create's work; `overlap` lets an executor keep two batches in flight.
+  static absl::StatusOr<std::unique_ptr<DynamicBatcher>> CreateWithLaunchers(
+      BatchingOptions options, std::vector<PartsLauncher> launchers, bool overlap, Clock* clock,
+      BatchObserver* observer, std::vector<ExecutorSetup> setups);
 
   // Runs `setup` (if any) and reports it to Create, then, if it succeeded, ExecutorLoop.
-  void ExecutorMain(size_t index, const ExecutorSetup& setup, const PartsRunner& runner);
-  void ExecutorLoop(const PartsRunner& runner);
+  void ExecutorMain(size_t index, const ExecutorSetup& setup, const PartsLauncher& launcher);
+  void ExecutorLoop(const PartsLauncher& launcher);
   // Blocks until a batch is ready and removes it from the queue; empty when the executor should
   // exit (stopping and the queue is empty).
   std::vector<std::unique_ptr<InferenceTask>> NextBatch() ABSL_LOCKS_EXCLUDED(mu_);
+  // The batch that is ready now, removed from the queue, or empty without waiting.
+  std::vector<std::unique_ptr<InferenceTask>> ReadyBatch() ABSL_LOCKS_EXCLUDED(mu_);
+  // Removes the `count` leading tasks from the queue and counts them as computing.
+  std::vector<std::unique_ptr<InferenceTask>> TakeLocked(size_t count)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Number of leading queue tasks to run now, or 0 to keep waiting.
   size_t ReadyTaskCountLocked(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RunBatch(const PartsRunner& runner, std::vector<std::unique_ptr<InferenceTask>> batch);
+  // Fails the batch's expired and cancelled tasks and launches the others.
+  LaunchedBatch Launch(const PartsLauncher& launcher,
+                       std::vector<std::unique_ptr<InferenceTask>> batch);
+  // Waits for a launched batch and gives each task its rows or error.
+  void Complete(LaunchedBatch& batch);
   void FailTask(InferenceTask& task, absl::Status status);
   // Schedule's work; the announcement, if any, is ended by Schedule.
   absl::Status Enqueue(std::unique_ptr<InferenceTask>* task);
 
   const BatchingOptions options_;
+  // Whether executors keep a second batch in flight (launchers), or complete each batch before
+  // taking the next (runners, whose launch already computes the whole batch).
+  bool overlap_batches_ = false;
   Clock* const clock_;
   BatchObserver* const observer_;      // May be null.
   std::vector<int> preferred_sorted_;  // Ascending, unique.

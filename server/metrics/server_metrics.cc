@@ -76,10 +76,13 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry)
                                .Name("vitserve_preprocess_duration_seconds")
                                .Help("Image decode and preprocessing time, in seconds.")
                                .Register(registry)),
-      compute_duration_(prometheus::BuildHistogram()
-                            .Name("vitserve_compute_duration_seconds")
-                            .Help("Model execution time of one batch, in seconds.")
-                            .Register(registry)),
+      compute_duration_(
+          prometheus::BuildHistogram()
+              .Name("vitserve_compute_duration_seconds")
+              .Help("Model execution time of one batch, in seconds: from its launch to its "
+                    "output on the host (on CUDA this includes waiting for the batch launched "
+                    "before it).")
+              .Register(registry)),
       compute_stage_duration_(
           prometheus::BuildHistogram()
               .Name("vitserve_compute_stage_duration_seconds")

@@ -36,9 +36,6 @@ namespace vitserve {
 #ifdef VITSERVE_WITH_CUDA
 struct ModelInstance::CudaState {
   c10::cuda::CUDAStream stream;
-  // Page-locked staging buffer (flat, float32), grown to the largest batch seen, so H2D copies
-  // can be asynchronous. Reuse is safe because Run() returns only after the stream finished.
-  at::Tensor pinned;
   // Device buffer (flat, float32) that page-locked parts are copied into directly, grown like
   // `pinned`; reuse is safe because work on the instance's stream runs in order.
   at::Tensor device_staging;
@@ -53,21 +50,31 @@ struct ModelInstance::CudaState {
   };
   std::vector<Graph> graphs;
   std::vector<int64_t> graph_sizes;  // graphs[i].batch_size, for BucketFor.
-  // Timing events (BatchStages), reused: each batch records them again after the previous
-  // batch finished.
-  struct StageEvents {
-    at::cuda::CUDAEvent input_start{cudaEventDefault};
-    at::cuda::CUDAEvent forward_start{cudaEventDefault};  // The input is ready.
-    at::cuda::CUDAEvent forward_end{cudaEventDefault};
-    // After the output copy: the executor waits for one of these, spinning for a batch of
-    // fewer than kSleepingWaitRows rows (a lone request's latency), asleep for a larger one.
-    at::cuda::CUDAEvent output_done_spinning{cudaEventDefault};
-    at::cuda::CUDAEvent output_done_sleeping{cudaEventBlockingSync};
-  };
-  StageEvents stage_events;
+  // Resources of finished batches, for the next ones (a batch in flight holds its own).
+  std::vector<std::unique_ptr<BatchResources>> idle_resources;
+  int batches_in_flight = 0;  // Launched and not yet finished.
   // False once cudaMemcpyBatchAsync has failed (a driver older than CUDA 12.8's): copies are
   // then issued one call each.
   bool batched_copies = true;
+};
+
+// What one batch in flight uses until its work is done, so that two batches can be in flight.
+struct ModelInstance::BatchResources {
+  // Timing events (BatchStages).
+  at::cuda::CUDAEvent input_start{cudaEventDefault};
+  at::cuda::CUDAEvent forward_start{cudaEventDefault};  // The input is ready.
+  at::cuda::CUDAEvent forward_end{cudaEventDefault};
+  // After the output copy: Finish waits for one of these, spinning for a batch of fewer than
+  // kSleepingWaitRows rows (a lone request's latency), asleep for a larger one.
+  at::cuda::CUDAEvent output_done_spinning{cudaEventDefault};
+  at::cuda::CUDAEvent output_done_sleeping{cudaEventBlockingSync};
+  // Page-locked staging (flat, float32) for float parts that are not page-locked themselves,
+  // grown to the largest batch seen, so their copies to the device can be asynchronous.
+  at::Tensor pinned;
+
+  at::cuda::CUDAEvent& done(bool sleeping) {
+    return sleeping ? output_done_sleeping : output_done_spinning;
+  }
 };
 
 namespace {
@@ -144,11 +151,12 @@ bool FromPinnedAllocator(const at::Tensor& part) {
 }  // namespace
 #else
 struct ModelInstance::CudaState {};
+struct ModelInstance::BatchResources {};
 #endif
 
 namespace {
 
-// Thrown by RunOrThrow for a JPEG no decoder could decode when the caller takes no per-part
+// Thrown by LaunchOrThrow for a JPEG no decoder could decode when the caller takes no per-part
 // errors: the batch then fails with INVALID_ARGUMENT rather than INTERNAL.
 class UndecodableImageError : public std::runtime_error {
  public:
@@ -414,8 +422,92 @@ absl::Status CheckJpegPart(const at::Tensor& part) {
 
 }  // namespace
 
+ModelInstance::LaunchedBatch::LaunchedBatch(LaunchedBatch&& other) noexcept
+    : owner(other.owner),
+      output(std::move(other.output)),
+      stages(other.stages),
+      resources(std::move(other.resources)),
+      sleeping_wait(other.sleeping_wait) {}
+
+ModelInstance::LaunchedBatch& ModelInstance::LaunchedBatch::operator=(
+    LaunchedBatch&& other) noexcept {
+  if (this != &other) {
+    Release();
+    owner = other.owner;
+    output = std::move(other.output);
+    stages = other.stages;
+    resources = std::move(other.resources);
+    sleeping_wait = other.sleeping_wait;
+  }
+  return *this;
+}
+
+ModelInstance::LaunchedBatch::~LaunchedBatch() { Release(); }
+
+void ModelInstance::LaunchedBatch::Release() noexcept {
+  if (resources == nullptr) return;
+#ifdef VITSERVE_WITH_CUDA
+  try {
+    // The staging buffer and the output must outlive the copies that use them. The whole
+    // stream: a launch that failed midway may not have recorded the batch's last event.
+    owner->cuda_->stream.synchronize();
+  } catch (const std::exception& e) {
+    LogWarning(absl::StrCat("waiting for an unfinished batch: ", e.what()));
+  }
+#endif
+  owner->ReturnResources(std::move(resources));
+}
+
+std::unique_ptr<ModelInstance::BatchResources> ModelInstance::AcquireResources() {
+#ifdef VITSERVE_WITH_CUDA
+  ++cuda_->batches_in_flight;
+  if (!cuda_->idle_resources.empty()) {
+    std::unique_ptr<BatchResources> resources = std::move(cuda_->idle_resources.back());
+    cuda_->idle_resources.pop_back();
+    return resources;
+  }
+#endif
+  return std::make_unique<BatchResources>();
+}
+
+void ModelInstance::ReturnResources(std::unique_ptr<BatchResources> resources) {
+#ifdef VITSERVE_WITH_CUDA
+  --cuda_->batches_in_flight;
+  cuda_->idle_resources.push_back(std::move(resources));
+#endif
+}
+
 absl::StatusOr<at::Tensor> ModelInstance::RunParts(
     const std::vector<at::Tensor>& parts, BatchStages* stages,
+    std::vector<std::pair<size_t, absl::Status>>* failed_parts) {
+  absl::StatusOr<LaunchedBatch> launched = Launch(parts, failed_parts);
+  if (!launched.ok()) return launched.status();
+  return Finish(*std::move(launched), stages);
+}
+
+absl::StatusOr<at::Tensor> ModelInstance::Finish(LaunchedBatch batch, BatchStages* stages) {
+#ifdef VITSERVE_WITH_CUDA
+  if (batch.resources != nullptr) {
+    try {
+      BatchResources& events = *batch.resources;
+      at::cuda::CUDAEvent& done = events.done(batch.sleeping_wait);
+      done.synchronize();
+      batch.stages.input_seconds = events.input_start.elapsed_time(events.forward_start) / 1e3;
+      batch.stages.forward_seconds = events.forward_start.elapsed_time(events.forward_end) / 1e3;
+      batch.stages.output_seconds = events.forward_end.elapsed_time(done) / 1e3;
+    } catch (...) {
+      return TorchErrorToStatus(std::current_exception(),
+                                absl::StrCat("inference on ", options_.device.str()));
+    }
+    ReturnResources(std::move(batch.resources));
+  }
+#endif
+  if (stages != nullptr) *stages = batch.stages;
+  return std::move(batch.output);
+}
+
+absl::StatusOr<ModelInstance::LaunchedBatch> ModelInstance::Launch(
+    const std::vector<at::Tensor>& parts,
     std::vector<std::pair<size_t, absl::Status>>* failed_parts) {
   if (parts.empty()) {
     return absl::InvalidArgumentError("model input must have at least one part");
@@ -456,12 +548,12 @@ absl::StatusOr<at::Tensor> ModelInstance::RunParts(
   }
   try {
     std::vector<std::pair<size_t, absl::Status>> failed;  // This attempt's, kept if it succeeds.
-    at::Tensor output =
-        RunOrThrow(parts, rows, stages, failed_parts != nullptr ? &failed : nullptr);
+    LaunchedBatch launched =
+        LaunchOrThrow(parts, rows, failed_parts != nullptr ? &failed : nullptr);
     if (failed_parts != nullptr) {
       for (auto& entry : failed) failed_parts->push_back(std::move(entry));
     }
-    return output;
+    return launched;
   } catch (const UndecodableImageError& e) {
     return absl::InvalidArgumentError(e.what());
   } catch (const c10::OutOfMemoryError& e) {
@@ -476,7 +568,12 @@ absl::StatusOr<at::Tensor> ModelInstance::RunParts(
     return TorchErrorToStatus(std::current_exception(),
                               absl::StrCat("inference on ", options_.device.str()));
   }
-  return RunInHalves(parts, rows, stages, failed_parts);
+  LaunchedBatch halves;
+  halves.owner = this;
+  absl::StatusOr<at::Tensor> output = RunInHalves(parts, rows, &halves.stages, failed_parts);
+  if (!output.ok()) return output.status();
+  halves.output = *std::move(output);
+  return halves;
 }
 
 absl::StatusOr<at::Tensor> ModelInstance::RunInHalves(
@@ -575,10 +672,12 @@ void ModelInstance::DecodeJpegs(const std::vector<EncodedJpeg>&, const std::vect
 }
 #endif
 
-at::Tensor ModelInstance::RunOrThrow(
-    const std::vector<at::Tensor>& parts, int64_t rows, BatchStages* stages,
+ModelInstance::LaunchedBatch ModelInstance::LaunchOrThrow(
+    const std::vector<at::Tensor>& parts, int64_t rows,
     std::vector<std::pair<size_t, absl::Status>>* failed_parts) {
   c10::InferenceMode inference_mode;
+  LaunchedBatch launched;
+  launched.owner = this;
   const at::MemoryFormat format =
       options_.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   // [rows, 3, S, S]: S from the options, or from the (float) parts when input_size is 0.
@@ -590,27 +689,20 @@ at::Tensor ModelInstance::RunOrThrow(
 #ifdef VITSERVE_WITH_CUDA
   if (cuda_ != nullptr) {
     c10::cuda::CUDAStreamGuard stream_guard(cuda_->stream);
-    CudaState::StageEvents& events = cuda_->stage_events;
-    events.input_start.record(cuda_->stream);
-    // Ends the batch: the output copied into page-locked host memory (torch's caching host
-    // allocator) asynchronously, then one wait for the stream, spinning or asleep by batch size
-    // (kSleepingWaitRows), and the stage times from the events.
-    auto finish = [&](at::Tensor output_on_device) {
-      events.forward_end.record(cuda_->stream);
+    launched.resources = AcquireResources();
+    launched.sleeping_wait = rows >= kSleepingWaitRows;
+    BatchResources& resources = *launched.resources;
+    resources.input_start.record(cuda_->stream);
+    // Ends the launch: the output is copied into page-locked host memory (torch's caching host
+    // allocator) asynchronously, and the event Finish waits for is recorded after the copy.
+    auto launch_output = [&](const at::Tensor& output_on_device) {
+      resources.forward_end.record(cuda_->stream);
       const at::Tensor output_as_float = output_on_device.to(at::kFloat);
-      at::Tensor output = at::empty(output_as_float.sizes(),
-                                    at::TensorOptions().dtype(at::kFloat).pinned_memory(true));
-      output.copy_(output_as_float, /*non_blocking=*/true);
-      at::cuda::CUDAEvent& done =
-          rows >= kSleepingWaitRows ? events.output_done_sleeping : events.output_done_spinning;
-      done.record(cuda_->stream);
-      done.synchronize();
-      if (stages != nullptr) {
-        stages->input_seconds = events.input_start.elapsed_time(events.forward_start) / 1e3;
-        stages->forward_seconds = events.forward_start.elapsed_time(events.forward_end) / 1e3;
-        stages->output_seconds = events.forward_end.elapsed_time(done) / 1e3;
-      }
-      return output;
+      launched.output = at::empty(output_as_float.sizes(),
+                                  at::TensorOptions().dtype(at::kFloat).pinned_memory(true));
+      launched.output.copy_(output_as_float, /*non_blocking=*/true);
+      resources.done(launched.sleeping_wait).record(cuda_->stream);
+      return std::move(launched);
     };
     const at::TensorOptions on_device = at::TensorOptions().device(options_.device);
     // Buffers sized for the whole batch: float elements and image bytes.
@@ -637,17 +729,19 @@ at::Tensor ModelInstance::RunOrThrow(
     };
     grow(cuda_->device_staging, floats, on_device.dtype(at::kFloat));
     grow(cuda_->device_bytes, bytes, on_device.dtype(at::kByte));
-    grow(cuda_->pinned, pageable_floats, at::TensorOptions().dtype(at::kFloat).pinned_memory(true));
+    grow(resources.pinned, pageable_floats,
+         at::TensorOptions().dtype(at::kFloat).pinned_memory(true));
     // Each part to the device once, in order: page-locked parts (the services write requests
-    // there for CUDA models) straight from where they are, others through `pinned`. Reusing the
-    // buffers is safe because RunOrThrow returns only after the stream has finished with them.
+    // there for CUDA models) straight from where they are, others through the batch's `pinned`.
+    // The device buffers are shared by the batches in flight: each batch's copies into them
+    // run in stream order, after the previous batch's work has read them.
     // A batch has a part per request, so this loop works on offsets and raw pointers: a
     // narrow()/view() per part costs more CPU than the copy it describes.
     std::vector<int64_t> offsets;  // Per part: where it starts in device_bytes / device_staging.
     offsets.reserve(parts.size());
     uint8_t* const device_bytes = static_cast<uint8_t*>(cuda_->device_bytes.data_ptr());
     float* const device_floats = cuda_->device_staging.data_ptr<float>();
-    float* const pinned_floats = cuda_->pinned.data_ptr<float>();
+    float* const pinned_floats = resources.pinned.data_ptr<float>();
     int64_t float_offset = 0;
     int64_t byte_offset = 0;
     int64_t pinned_offset = 0;
@@ -689,7 +783,7 @@ at::Tensor ModelInstance::RunOrThrow(
         destination = device_floats + float_offset;
         float_offset += part.numel();
         if (!page_locked) {
-          at::Tensor staged = cuda_->pinned.narrow(0, pinned_offset, part.numel());
+          at::Tensor staged = resources.pinned.narrow(0, pinned_offset, part.numel());
           staged.view(part.sizes()).copy_(part);
           source = pinned_floats + pinned_offset;
           pinned_offset += part.numel();
@@ -697,12 +791,16 @@ at::Tensor ModelInstance::RunOrThrow(
       }
       // Page-locked and contiguous: an asynchronous DMA, issued directly. Through copy_ it
       // costs about ten times the CPU (dispatch, TensorIterator, and an event recorded for
-      // torch's host allocator per part). The source stays valid: the batcher frees parts only
-      // after RunOrThrow, which returns after the stream has finished (finish waits for it).
+      // torch's host allocator per part). The source stays valid: parts must outlive Finish,
+      // which returns after the stream has finished the batch.
       copies.Add(destination, source, part.nbytes());
     }
     IssueHostToDeviceCopies(copies, cuda_->stream.stream(), &cuda_->batched_copies);
-    if (!jpegs.empty()) DecodeJpegs(jpegs, jpeg_outputs, jpeg_origins, failed_parts);
+    if (!jpegs.empty()) {
+      // The decoder's host buffers may still feed an earlier batch's decoding on the stream.
+      if (cuda_->batches_in_flight > 1) cuda_->stream.synchronize();
+      DecodeJpegs(jpegs, jpeg_outputs, jpeg_origins, failed_parts);
+    }
     // Per part: its sizes on the device (a JPEG part's are its decoded images').
     auto sizes_of = [&](size_t k) {
       return decoded_sizes[k].empty() ? parts[k].sizes() : c10::IntArrayRef(decoded_sizes[k]);
@@ -727,16 +825,15 @@ at::Tensor ModelInstance::RunOrThrow(
     if (bucket >= 0) {
       CudaState::Graph& graph = cuda_->graphs[static_cast<size_t>(bucket)];
       AssembleInput(parts.size(), same_run, run_of, graph.input.narrow(0, 0, rows));
-      events.forward_start.record(cuda_->stream);
+      resources.forward_start.record(cuda_->stream);
       graph.graph->replay();
-      // Copied out before any other replay can reuse the graph pool's memory.
-      return finish(graph.output.narrow(0, 0, rows));
+      // Copied out (in stream order) before any other replay can reuse the graph pool's memory.
+      return launch_output(graph.output.narrow(0, 0, rows));
     }
     at::Tensor input = at::empty(batch_sizes, on_device.dtype(options_.dtype), format);
     AssembleInput(parts.size(), same_run, run_of, input);
-    events.forward_start.record(cuda_->stream);
-    // finish waits for the instance stream: for the whole batch.
-    return finish(module_->forward(input));
+    resources.forward_start.record(cuda_->stream);
+    return launch_output(module_->forward(input));
   }
 #endif
   using Clock = std::chrono::steady_clock;
@@ -764,14 +861,12 @@ at::Tensor ModelInstance::RunOrThrow(
   const Clock::time_point forward_start = Clock::now();
   at::Tensor output = module_->forward(input);
   const Clock::time_point output_start = Clock::now();
-  output = output.to(at::kFloat).contiguous();
-  if (stages != nullptr) {
-    auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
-    stages->input_seconds = seconds(forward_start - input_start);
-    stages->forward_seconds = seconds(output_start - forward_start);
-    stages->output_seconds = seconds(Clock::now() - output_start);
-  }
-  return output;
+  launched.output = output.to(at::kFloat).contiguous();
+  auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };
+  launched.stages.input_seconds = seconds(forward_start - input_start);
+  launched.stages.forward_seconds = seconds(output_start - forward_start);
+  launched.stages.output_seconds = seconds(Clock::now() - output_start);
+  return launched;
 }
 
 }  // namespace vitserve

@@ -12,7 +12,8 @@
 // is copied into that graph's static input (rows beyond it keep stale data, which is harmless
 // because every zoo model computes each row independently in eval mode) and the first N rows of
 // its static output are copied back. Graphs share one memory pool; that is safe because replays
-// never overlap (one executor thread) and each output is copied out before the next replay.
+// never overlap (they run in the order of the instance's one stream) and each output is copied
+// out, in that order, before the next replay.
 //
 // Ownership: the instance owns its module exclusively. A VisionModel is not Cloneable, so each
 // replica must come from its own LoadModel() call (the model manager does this); never give two
@@ -106,7 +107,37 @@ struct BatchStages {
 };
 
 class ModelInstance {
+ private:
+  struct BatchResources;  // A batch's stage events and staging buffer (CUDA builds).
+
  public:
+  // A batch whose work Launch has issued on the device; Finish waits for it and returns its
+  // output. Move-only. Finish it, or let it go, on the instance's thread and before the
+  // instance is destroyed; letting it go unfinished waits for its work first.
+  class LaunchedBatch {
+   public:
+    LaunchedBatch(LaunchedBatch&& other) noexcept;
+    LaunchedBatch& operator=(LaunchedBatch&& other) noexcept;
+    LaunchedBatch(const LaunchedBatch&) = delete;
+    LaunchedBatch& operator=(const LaunchedBatch&) = delete;
+    ~LaunchedBatch();
+
+   private:
+    friend class ModelInstance;
+    LaunchedBatch() = default;
+    // Waits for the batch's work (if any is pending) and gives its resources back.
+    void Release() noexcept;
+
+    ModelInstance* owner = nullptr;
+    // CUDA: page-locked, written when the batch's work is done. Otherwise the finished output.
+    at::Tensor output;
+    BatchStages stages;  // Known at launch when `resources` is null.
+    // CUDA: the events and staging the batch's work uses until it is done; null when the
+    // batch was computed at launch (CPU, or a batch run again in halves).
+    std::unique_ptr<BatchResources> resources;
+    bool sleeping_wait = false;  // Wait asleep rather than spinning (kSleepingWaitRows).
+  };
+
   static absl::StatusOr<std::unique_ptr<ModelInstance>> Create(
       std::shared_ptr<VisionModel> module, InstanceOptions options);
 
@@ -130,6 +161,21 @@ class ModelInstance {
       const std::vector<at::Tensor>& parts, BatchStages* stages = nullptr,
       std::vector<std::pair<size_t, absl::Status>>* failed_parts = nullptr);
 
+  // RunParts in two halves, so that a caller can issue the next batch while one runs. Launch
+  // checks the parts and issues the batch's work on the instance's stream (on CPU it computes
+  // the batch); Finish waits for that work and returns the output, as RunParts does. Batches
+  // launched one after another run in that order on the device: a second one may be launched
+  // before the first is finished (their inputs, static graph buffers and staging are then
+  // used in stream order, each batch with its own events and staging). A batch with JPEG parts
+  // waits for the batches in flight before it decodes (the decoder's host buffers are shared).
+  // Launch's errors are RunParts' (a batch that runs out of memory is run in halves there,
+  // synchronously); Finish's are INTERNAL for a failure of the batch's device work. Parts
+  // must stay valid until Finish returns.
+  absl::StatusOr<LaunchedBatch> Launch(
+      const std::vector<at::Tensor>& parts,
+      std::vector<std::pair<size_t, absl::Status>>* failed_parts = nullptr);
+  absl::StatusOr<at::Tensor> Finish(LaunchedBatch batch, BatchStages* stages = nullptr);
+
   // Runs the warm-up batches, then captures the CUDA graphs. Create() calls it unless
   // options.defer_warm_up; then call it once, on the thread that will call Run(), before the
   // first Run(). The thread matters: LibTorch keeps cuDNN execution plans (and handles) per
@@ -152,15 +198,19 @@ class ModelInstance {
   void DecodeJpegs(const std::vector<EncodedJpeg>& jpegs, const std::vector<uint8_t*>& outputs,
                    const std::vector<std::pair<size_t, int64_t>>& origins,
                    std::vector<std::pair<size_t, absl::Status>>* failed_parts);
-  // `failed_parts` as RunParts' (may be null: a part that fails then throws).
-  at::Tensor RunOrThrow(const std::vector<at::Tensor>& parts, int64_t rows, BatchStages* stages,
-                        std::vector<std::pair<size_t, absl::Status>>* failed_parts);
+  // Launch's work once the parts are checked. `failed_parts` as RunParts' (may be null: a part
+  // that fails then throws).
+  LaunchedBatch LaunchOrThrow(const std::vector<at::Tensor>& parts, int64_t rows,
+                              std::vector<std::pair<size_t, absl::Status>>* failed_parts);
+  // CUDA: a batch's resources, from those given back or new; and giving them back.
+  std::unique_ptr<BatchResources> AcquireResources();
+  void ReturnResources(std::unique_ptr<BatchResources> resources);
   // After `parts` (rows > 1 rows) ran out of device memory: runs each half by RunParts and
   // joins the outputs (see "Out of memory" in the file comment).
   absl::StatusOr<at::Tensor> RunInHalves(
       const std::vector<at::Tensor>& parts, int64_t rows, BatchStages* stages,
       std::vector<std::pair<size_t, absl::Status>>* failed_parts);
-  // Writes the rows of `parts` (already on target's device; see RunOrThrow) into `target`
+  // Writes the rows of `parts` (already on target's device; see LaunchOrThrow) into `target`
   // ([rows,3,S,S], serving dtype), a run of consecutive parts at a time: float rows copied (and
   // cast) at once, image parts of one size preprocessed together. `same_run(i, j)` says
   // whether parts i and j (= i + 1) belong to one run; `run_of(i, j)` returns parts i..j-1 of

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
@@ -941,6 +942,192 @@ TEST(DynamicBatcherTest, ConcurrentProducersWithRealClockEachGetTheirOwnRows) {
   // across tasks of one batch.
   EXPECT_GT(largest_batch, 3);
   EXPECT_LT(batches, kProducers * kTasksEach);
+}
+
+// What a launcher-driven batcher did, in order: "launch N", "complete N", "done N" (N: the
+// task id, from InputFor's values; batches of one task).
+class EventLog {
+ public:
+  void Add(std::string event) {
+    absl::MutexLock lock(&mu_);
+    events_.push_back(std::move(event));
+  }
+  std::vector<std::string> events() {
+    absl::MutexLock lock(&mu_);
+    return events_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::string> events_ ABSL_GUARDED_BY(mu_);
+};
+
+int TaskIdOf(const at::Tensor& input) {
+  return static_cast<int>(input.flatten()[0].item<float>() / 1000.0f);
+}
+
+// A launcher whose completions return the parts doubled, logging both halves; `before_launch`
+// runs first (to hold a launch until the test has queued more).
+PartsLauncher LoggingLauncher(EventLog& log, std::function<void(int)> before_launch = nullptr) {
+  return [&log, before_launch](const BatchParts& parts,
+                               std::vector<PartError>*) -> absl::StatusOr<BatchCompletion> {
+    const int id = TaskIdOf(parts.front());
+    if (before_launch) before_launch(id);
+    log.Add(absl::StrCat("launch ", id));
+    return BatchCompletion([&log, id, parts]() -> absl::StatusOr<at::Tensor> {
+      log.Add(absl::StrCat("complete ", id));
+      return at::cat(parts, 0) * 2;
+    });
+  };
+}
+
+// A LoggingLauncher whose launch of task 0 signals `launching` and then waits for `release`,
+// so that the test can queue more while that batch is being launched.
+struct FirstLaunchHeld {
+  explicit FirstLaunchHeld(EventLog& log)
+      : launcher(LoggingLauncher(log, [this](int id) {
+          if (id != 0) return;
+          launching.Notify();
+          release.WaitForNotification();
+        })) {}
+  absl::Notification launching, release;
+  PartsLauncher launcher;
+};
+
+std::unique_ptr<InferenceTask> LoggedTask(Results& results, EventLog& log, int id) {
+  auto task = MakeTask(results, id);
+  task->on_done = [&log, id, done = results.Callback(id)](absl::StatusOr<at::Tensor> result) {
+    log.Add(absl::StrCat("done ", id));
+    done(std::move(result));
+  };
+  return task;
+}
+
+// Two batches in flight: the executor launches the next ready batch before it completes (and
+// answers) the one in flight, and batches complete in launch order.
+TEST(DynamicBatcherTest, LauncherLaunchesTheNextReadyBatchBeforeCompletingTheOneInFlight) {
+  FakeClock clock;
+  Results results;
+  EventLog log;
+  FirstLaunchHeld held(log);
+  auto batcher =
+      DynamicBatcher::Create(Options(1, absl::Hours(1)), std::vector<PartsLauncher>{held.launcher},
+                             &clock, nullptr);
+  ASSERT_TRUE(batcher.ok()) << batcher.status();
+  auto first = LoggedTask(results, log, 0);
+  ASSERT_TRUE((*batcher)->Schedule(&first).ok());
+  held.launching.WaitForNotification();
+  auto second = LoggedTask(results, log, 1);
+  ASSERT_TRUE((*batcher)->Schedule(&second).ok());
+  held.release.Notify();
+  results.WaitFor(2);
+  EXPECT_THAT(log.events(), ElementsAre("launch 0", "launch 1", "complete 0", "done 0",
+                                        "complete 1", "done 1"));
+  ExpectDoubled(results, 0);
+  ExpectDoubled(results, 1);
+  (*batcher)->Stop(absl::InfiniteDuration());  // A task is counted out just after its answer.
+  EXPECT_EQ((*batcher)->InflightTasks(), 0);
+}
+
+// With a batch in flight and the next one not ready (it would wait out the queue delay), the
+// executor completes the batch in flight at once: answers never wait for the delay.
+TEST(DynamicBatcherTest, LauncherCompletesTheBatchInFlightWithoutWaitingForTheQueueDelay) {
+  FakeClock clock;
+  Results results;
+  EventLog log;
+  FirstLaunchHeld held(log);
+  const absl::Time t0 = clock.Now();
+  auto batcher =
+      DynamicBatcher::Create(Options(2, absl::Hours(1)), std::vector<PartsLauncher>{held.launcher},
+                             &clock, nullptr);
+  ASSERT_TRUE(batcher.ok()) << batcher.status();
+  auto full = MakeTask(results, 0, /*rows=*/2);  // A full batch: ready at once.
+  ASSERT_TRUE((*batcher)->Schedule(&full).ok());
+  held.launching.WaitForNotification();
+  auto lone = LoggedTask(results, log, 1);  // One row of two: waits for the delay.
+  ASSERT_TRUE((*batcher)->Schedule(&lone).ok());
+  held.release.Notify();
+  results.WaitFor(1);  // The clock has not moved.
+  ExpectDoubled(results, 0, 2);
+  EXPECT_EQ((*batcher)->QueueDepth(), 1);
+  ASSERT_TRUE(clock.BlockUntilWaiterWithDeadline(t0 + absl::Hours(1)));
+  clock.AdvanceBy(absl::Hours(1));
+  results.WaitFor(2);
+  ExpectDoubled(results, 1);
+  EXPECT_THAT(log.events(), ElementsAre("launch 0", "complete 0", "launch 1", "complete 1",
+                                        "done 1"));
+}
+
+// A launch or a completion that fails (an error status or an exception) fails only its own
+// batch's tasks; the batches around it are answered.
+TEST(DynamicBatcherTest, LaunchAndCompletionErrorsFailOnlyTheirBatch) {
+  FakeClock clock;
+  Results results;
+  PartsLauncher launcher = [](const BatchParts& parts,
+                              std::vector<PartError>*) -> absl::StatusOr<BatchCompletion> {
+    const int id = TaskIdOf(parts.front());
+    if (id == 1) return absl::InvalidArgumentError("launch refused");
+    if (id == 3) throw std::runtime_error("launch threw");
+    return BatchCompletion([id, parts]() -> absl::StatusOr<at::Tensor> {
+      if (id == 2) return absl::ResourceExhaustedError("completion failed");
+      if (id == 4) TORCH_CHECK(false, "completion threw");
+      return parts.front() * 2;
+    });
+  };
+  auto batcher =
+      DynamicBatcher::Create(Options(1, absl::Hours(1)), std::vector<PartsLauncher>{launcher},
+                             &clock, nullptr);
+  ASSERT_TRUE(batcher.ok()) << batcher.status();
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 6).ok());
+  results.WaitFor(6);
+  ExpectDoubled(results, 0);
+  EXPECT_EQ(results.Get(1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(results.Get(1).status().message(), HasSubstr("launch refused"));
+  EXPECT_EQ(results.Get(2).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(results.Get(3).status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(results.Get(3).status().message(), HasSubstr("launch threw"));
+  EXPECT_EQ(results.Get(4).status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(results.Get(4).status().message(), HasSubstr("completion threw"));
+  ExpectDoubled(results, 5);
+  (*batcher)->Stop(absl::InfiniteDuration());
+  EXPECT_EQ((*batcher)->InflightTasks(), 0);
+}
+
+// Stop with no grace fails what is still queued, but both batches in flight finish and are
+// answered; until then their tasks count as in flight.
+TEST(DynamicBatcherTest, StopLetsBothBatchesInFlightFinish) {
+  FakeClock clock;
+  Results results;
+  absl::Notification all_queued, completing, release;
+  PartsLauncher launcher = [&](const BatchParts& parts,
+                               std::vector<PartError>*) -> absl::StatusOr<BatchCompletion> {
+    const int id = TaskIdOf(parts.front());
+    if (id == 0) all_queued.WaitForNotification();
+    return BatchCompletion([&, id, parts]() -> absl::StatusOr<at::Tensor> {
+      if (id == 0) {
+        completing.Notify();
+        release.WaitForNotification();
+      }
+      return parts.front() * 2;
+    });
+  };
+  auto batcher =
+      DynamicBatcher::Create(Options(1, absl::Hours(1)), std::vector<PartsLauncher>{launcher},
+                             &clock, nullptr);
+  ASSERT_TRUE(batcher.ok()) << batcher.status();
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 3).ok());
+  all_queued.Notify();
+  completing.WaitForNotification();  // 0 is completing, 1 launched, 2 queued.
+  EXPECT_EQ((*batcher)->QueueDepth(), 1);
+  EXPECT_EQ((*batcher)->InflightTasks(), 3);
+  std::thread stopper([&] { (*batcher)->Stop(absl::ZeroDuration()); });
+  results.WaitFor(1);
+  EXPECT_EQ(results.Get(2).status().code(), absl::StatusCode::kUnavailable);
+  release.Notify();
+  stopper.join();
+  ExpectDoubled(results, 0);
+  ExpectDoubled(results, 1);
+  EXPECT_EQ((*batcher)->InflightTasks(), 0);
 }
 
 TEST(RealClockTest, WaitReturnsAtDeadline) {

@@ -136,6 +136,19 @@ PreprocessSpec SmallSpec() {
   return spec;
 }
 
+// An fp16 instance on the first CUDA device that preprocesses images of SmallSpec, warmed up
+// and captured at batch sizes 1 and 8.
+InstanceOptions CudaImageOptions() {
+  InstanceOptions options;
+  options.device = c10::Device(c10::kCUDA, 0);
+  options.dtype = at::kHalf;
+  options.input_size = 16;
+  options.image_preprocess = SmallSpec();
+  options.warmup_batch_sizes = {1, 8};
+  options.cuda_graph_batch_sizes = {1, 8};
+  return options;
+}
+
 // A mixed batch, as the batcher hands it over: runs of image parts (two sizes, enlarged and
 // shrunk, one part of two images) around a part of preprocessed float rows.
 struct MixedBatch {
@@ -458,6 +471,82 @@ TEST(ModelInstanceCudaTest, CudaGraphsGiveTheEagerResults) {
   EXPECT_EQ(model->calls.load(), calls_after_capture + 3);
 }
 
+// Launch and Finish: batches launched one after another and finished later, in any order,
+// each give what RunParts gives them alone; a launched batch let go unfinished is harmless.
+TEST(ModelInstanceTest, LaunchedBatchesFinishWithTheirOwnOutputs) {
+  auto model = std::make_shared<TinyModel>();
+  InstanceOptions options;
+  options.input_size = 8;
+  auto instance = ModelInstance::Create(model, options);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  const std::vector<at::Tensor> first = {Batch(2, 8), Batch(1, 8) + 1};
+  const std::vector<at::Tensor> second = {Batch(3, 8) * 2};
+  absl::StatusOr<at::Tensor> first_alone = (*instance)->RunParts(first);
+  absl::StatusOr<at::Tensor> second_alone = (*instance)->RunParts(second);
+  ASSERT_TRUE(first_alone.ok() && second_alone.ok());
+  auto launched_first = (*instance)->Launch(first);
+  auto launched_second = (*instance)->Launch(second);
+  { auto dropped = (*instance)->Launch(second); ASSERT_TRUE(dropped.ok()); }
+  ASSERT_TRUE(launched_first.ok()) << launched_first.status();
+  ASSERT_TRUE(launched_second.ok()) << launched_second.status();
+  BatchStages stages;
+  absl::StatusOr<at::Tensor> second_out = (*instance)->Finish(*std::move(launched_second), &stages);
+  absl::StatusOr<at::Tensor> first_out = (*instance)->Finish(*std::move(launched_first));
+  ASSERT_TRUE(first_out.ok() && second_out.ok());
+  EXPECT_TRUE(at::equal(*first_out, *first_alone));
+  EXPECT_TRUE(at::equal(*second_out, *second_alone));
+  EXPECT_GE(stages.forward_seconds, 0.0);
+  EXPECT_EQ((*instance)->Launch({}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Runs only on a CUDA host: five batches in flight on one stream (four in CUDA graphs, three of
+// them in the same one, so sharing its static input and output; page-locked and pageable float
+// parts, image parts through the preprocessing kernel; one eager), then finished, each equal to
+// the same batch run alone; one let go unfinished leaves the instance serving.
+TEST(ModelInstanceCudaTest, BatchesInFlightGiveWhatEachGivesAlone) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  at::manual_seed(11);
+  auto model = std::make_shared<TinyModel>();
+  InstanceOptions options = CudaImageOptions();
+  options.cuda_graph_batch_sizes = CudaGraphBatchSizes(8);
+  auto instance = ModelInstance::Create(model, options);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  const at::Tensor rows = at::rand({7, 3, 16, 16}, at::kFloat);
+  const at::Tensor pinned_rows = at::rand({5, 3, 16, 16}, at::kFloat).pin_memory();
+  const MixedBatch mixed = MakeMixedBatch();  // 6 rows.
+  const std::vector<std::vector<at::Tensor>> batches = {
+      {pinned_rows.narrow(0, 0, 2), rows.narrow(0, 0, 4)},  // 6 rows: the graph of 8.
+      {rows.narrow(0, 4, 3), pinned_rows.narrow(0, 2, 3), rows.narrow(0, 0, 1)},  // 7: graph 8.
+      {rows, pinned_rows},                                  // 12 rows: eager.
+      mixed.parts,                                          // 6 rows: graph 8.
+      {Images(3, 40, 33, 21).pin_memory()},                 // 3 rows: graph 4.
+  };
+  std::vector<at::Tensor> alone;
+  for (const std::vector<at::Tensor>& parts : batches) {
+    absl::StatusOr<at::Tensor> out = (*instance)->RunParts(parts);
+    ASSERT_TRUE(out.ok()) << out.status();
+    alone.push_back(*out);
+  }
+  std::vector<ModelInstance::LaunchedBatch> in_flight;
+  for (const std::vector<at::Tensor>& parts : batches) {
+    absl::StatusOr<ModelInstance::LaunchedBatch> launched = (*instance)->Launch(parts);
+    ASSERT_TRUE(launched.ok()) << launched.status();
+    in_flight.push_back(*std::move(launched));
+  }
+  { auto dropped = (*instance)->Launch(batches[0]); ASSERT_TRUE(dropped.ok()); }
+  for (size_t i = 0; i < in_flight.size(); ++i) {
+    BatchStages stages;
+    absl::StatusOr<at::Tensor> out = (*instance)->Finish(std::move(in_flight[i]), &stages);
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_TRUE(at::equal(*out, alone[i])) << "batch " << i << ": "
+                                           << (*out - alone[i]).abs().max();
+    EXPECT_GE(stages.forward_seconds, 0.0);
+  }
+  absl::StatusOr<at::Tensor> after = (*instance)->RunParts(batches[1]);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_TRUE(at::equal(*after, alone[1]));
+}
+
 // RunParts reports where the batch's time went: each stage non-negative, the forward pass
 // (a model that sleeps) at least as long as it slept, and the stages within the call's time.
 TEST(ModelInstanceTest, ReportsTheStagesOfABatch) {
@@ -529,13 +618,7 @@ TEST(ModelInstanceCudaTest, ImagePartsArePreprocessedOnTheGpu) {
   at::manual_seed(3);
   auto reference = std::make_shared<TinyModel>();
   auto model = CopyOf(*reference);
-  InstanceOptions options;
-  options.device = c10::Device(c10::kCUDA, 0);
-  options.dtype = at::kHalf;
-  options.input_size = 16;
-  options.image_preprocess = SmallSpec();
-  options.warmup_batch_sizes = {1, 8};
-  options.cuda_graph_batch_sizes = {1, 8};
+  InstanceOptions options = CudaImageOptions();
   auto instance = ModelInstance::Create(model, options);
   ASSERT_TRUE(instance.ok()) << instance.status();
   const MixedBatch batch = MakeMixedBatch();
@@ -735,6 +818,21 @@ TEST(ModelInstanceCudaTest, JpegPartsAreDecodedOnTheGpu) {
   absl::StatusOr<at::Tensor> whole = (*instance)->RunParts(with_bad);
   EXPECT_EQ(whole.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(whole.status().message(), HasSubstr("cannot be decoded"));
+
+  // JPEG batches launched while others are in flight (the decoder's buffers are shared)
+  // decode as they do alone.
+  std::vector<ModelInstance::LaunchedBatch> in_flight;
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<ModelInstance::LaunchedBatch> launched =
+        (*instance)->Launch(i == 1 ? pixel_parts : jpeg_parts);
+    ASSERT_TRUE(launched.ok()) << launched.status();
+    in_flight.push_back(*std::move(launched));
+  }
+  for (ModelInstance::LaunchedBatch& batch : in_flight) {
+    absl::StatusOr<at::Tensor> finished = (*instance)->Finish(std::move(batch));
+    ASSERT_TRUE(finished.ok()) << finished.status();
+    EXPECT_TRUE(at::allclose(*finished, *out, 0, 2e-2)) << (*finished - *out).abs().max();
+  }
 }
 
 #ifdef VITSERVE_WITH_CUDA
