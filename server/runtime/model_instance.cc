@@ -36,8 +36,10 @@ namespace vitserve {
 #ifdef VITSERVE_WITH_CUDA
 struct ModelInstance::CudaState {
   c10::cuda::CUDAStream stream;
-  // Device buffer (flat, float32) that page-locked parts are copied into directly, grown like
-  // `pinned`; reuse is safe because work on the instance's stream runs in order.
+  // Device buffer (flat, float32) that float parts are copied into, grown to the largest batch
+  // seen. Shared by the batches in flight: safe because all work on it, and its reallocation
+  // (the caching allocator reuses a freed block only on the stream it came from), follows the
+  // instance's stream order.
   at::Tensor device_staging;
   // Device buffer (flat, uint8) for image parts, grown and reused like `device_staging`.
   at::Tensor device_bytes;
