@@ -322,7 +322,10 @@ std::vector<std::unique_ptr<InferenceTask>> DynamicBatcher::NextBatch() {
 std::vector<std::unique_ptr<InferenceTask>> DynamicBatcher::ReadyBatch() {
   absl::MutexLock lock(&mu_);
   if (queue_.empty()) return {};
-  return TakeLocked(ReadyTaskCountLocked(clock_->Now()));
+  const size_t ready = ReadyTaskCountLocked(clock_->Now());
+  // Nothing taken: no depth to report, and no waiter to wake for a queue that did not change.
+  if (ready == 0) return {};
+  return TakeLocked(ready);
 }
 
 void DynamicBatcher::ExecutorLoop(const PartsLauncher& launcher) {
