@@ -83,13 +83,6 @@ uint64_t ToNs(absl::Duration d) {
   return d <= absl::ZeroDuration() ? 0 : static_cast<uint64_t>(absl::ToInt64Nanoseconds(d));
 }
 
-// The parts an instance failed alone (ModelInstance::RunParts / Launch), as the batcher takes
-// them.
-void AppendPartErrors(std::vector<std::pair<size_t, absl::Status>>& failed_parts,
-                      std::vector<PartError>* part_errors) {
-  for (auto& [part, status] : failed_parts) part_errors->push_back({part, std::move(status)});
-}
-
 }  // namespace
 
 // Everything executor threads touch. Members are destroyed in reverse order: the batcher first
@@ -308,59 +301,40 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
   // Each instance warms up (and captures its CUDA graphs) on its own executor thread, the one
   // that serves it (see ModelInstance::WarmUp for why the thread matters); the batcher starts
   // taking requests only when every instance is warm.
-  // On CUDA, launchers: each executor issues its next batch on the instance's stream before it
-  // answers the requests of the batch in flight (DynamicBatcher's PartsLauncher). On the CPU a
-  // launch computes the whole batch, so overlapping would only delay the answers: runners.
+  // On CUDA each executor issues its next batch on the instance's stream before it answers the
+  // requests of the batch in flight (DynamicBatcher's overlap_batches). On the CPU a launch
+  // computes the whole batch, so overlapping would only delay the answers.
   const bool overlap_batches = device.is_cuda();
   std::vector<PartsLauncher> launchers;
-  std::vector<PartsRunner> runners;
   std::vector<ExecutorSetup> warm_ups;
   for (const std::unique_ptr<ModelInstance>& instance : core->instances) {
     ModelInstance* raw = instance.get();
     ModelMetrics* metrics = core->metrics;
-    auto observe_stages = [metrics](const BatchStages& stages) {
-      metrics->ObserveComputeStages(stages.input_seconds, stages.forward_seconds,
-                                    stages.output_seconds);
-    };
-    if (!overlap_batches) {
-      runners.push_back([raw, observe_stages](const BatchParts& parts,
-                                              std::vector<PartError>* part_errors)
-                            -> absl::StatusOr<at::Tensor> {
+    launchers.push_back([raw, metrics](const BatchParts& parts,
+                                       std::vector<PartError>* part_errors)
+                            -> absl::StatusOr<BatchCompletion> {
+      std::vector<std::pair<size_t, absl::Status>> failed_parts;
+      absl::StatusOr<ModelInstance::LaunchedBatch> launched = raw->Launch(parts, &failed_parts);
+      for (auto& [part, status] : failed_parts) part_errors->push_back({part, std::move(status)});
+      if (!launched.ok()) return launched.status();
+      // BatchCompletion is a std::function, which must be copyable; the batch is not.
+      auto batch = std::make_shared<ModelInstance::LaunchedBatch>(*std::move(launched));
+      return BatchCompletion([raw, metrics, batch]() -> absl::StatusOr<at::Tensor> {
         BatchStages stages;
-        std::vector<std::pair<size_t, absl::Status>> failed_parts;
-        absl::StatusOr<at::Tensor> output = raw->RunParts(parts, &stages, &failed_parts);
-        AppendPartErrors(failed_parts, part_errors);
-        if (output.ok()) observe_stages(stages);
+        absl::StatusOr<at::Tensor> output = raw->Finish(std::move(*batch), &stages);
+        if (output.ok()) {
+          metrics->ObserveComputeStages(stages.input_seconds, stages.forward_seconds,
+                                        stages.output_seconds);
+        }
         return output;
       });
-    } else {
-      launchers.push_back([raw, observe_stages](const BatchParts& parts,
-                                                std::vector<PartError>* part_errors)
-                              -> absl::StatusOr<BatchCompletion> {
-        std::vector<std::pair<size_t, absl::Status>> failed_parts;
-        absl::StatusOr<ModelInstance::LaunchedBatch> launched =
-            raw->Launch(parts, &failed_parts);
-        AppendPartErrors(failed_parts, part_errors);
-        if (!launched.ok()) return launched.status();
-        // BatchCompletion is a std::function, which must be copyable; the batch is not.
-        auto batch = std::make_shared<ModelInstance::LaunchedBatch>(*std::move(launched));
-        return BatchCompletion([raw, observe_stages, batch]() -> absl::StatusOr<at::Tensor> {
-          BatchStages stages;
-          absl::StatusOr<at::Tensor> output = raw->Finish(std::move(*batch), &stages);
-          if (output.ok()) observe_stages(stages);
-          return output;
-        });
-      });
-    }
+    });
     warm_ups.push_back([raw] { return raw->WarmUp(); });
   }
   core->observer = std::make_unique<Observer>(core.get());
   absl::StatusOr<std::unique_ptr<DynamicBatcher>> batcher =
-      overlap_batches
-          ? DynamicBatcher::Create(batching_options, std::move(launchers), core->clock.get(),
-                                   core->observer.get(), std::move(warm_ups))
-          : DynamicBatcher::Create(batching_options, std::move(runners), core->clock.get(),
-                                   core->observer.get(), std::move(warm_ups));
+      DynamicBatcher::Create(batching_options, std::move(launchers), overlap_batches,
+                             core->clock.get(), core->observer.get(), std::move(warm_ups));
   if (!batcher.ok()) {
     return absl::Status(batcher.status().code(),
                         absl::StrCat("model '", name, "': ", batcher.status().message()));

@@ -82,20 +82,13 @@ absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::Create(
       return BatchCompletion([output] { return std::move(*output); });
     });
   }
-  return CreateWithLaunchers(std::move(options), std::move(launchers), /*overlap=*/false, clock,
-                             observer, std::move(setups));
+  return Create(std::move(options), std::move(launchers), /*overlap_batches=*/false, clock,
+                observer, std::move(setups));
 }
 
 absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::Create(
-    BatchingOptions options, std::vector<PartsLauncher> launchers, Clock* clock,
-    BatchObserver* observer, std::vector<ExecutorSetup> setups) {
-  return CreateWithLaunchers(std::move(options), std::move(launchers), /*overlap=*/true, clock,
-                             observer, std::move(setups));
-}
-
-absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::CreateWithLaunchers(
-    BatchingOptions options, std::vector<PartsLauncher> runners, bool overlap, Clock* clock,
-    BatchObserver* observer, std::vector<ExecutorSetup> setups) {
+    BatchingOptions options, std::vector<PartsLauncher> runners, bool overlap_batches,
+    Clock* clock, BatchObserver* observer, std::vector<ExecutorSetup> setups) {
   VITSERVE_RETURN_IF_ERROR(ValidateBatchingOptions(options));
   if (runners.empty()) {
     return absl::InvalidArgumentError("DynamicBatcher needs at least one runner");
@@ -111,7 +104,7 @@ absl::StatusOr<std::unique_ptr<DynamicBatcher>> DynamicBatcher::CreateWithLaunch
   if (clock == nullptr) return absl::InvalidArgumentError("DynamicBatcher clock is null");
 
   std::unique_ptr<DynamicBatcher> batcher(new DynamicBatcher(std::move(options), clock, observer));
-  batcher->overlap_batches_ = overlap;
+  batcher->overlap_batches_ = overlap_batches;
   setups.resize(runners.size());
   {
     absl::MutexLock lock(&batcher->mu_);

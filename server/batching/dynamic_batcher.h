@@ -19,9 +19,10 @@
 // (status, c10::Error or std::exception -> INTERNAL) or an output with the wrong row count
 // (INTERNAL) goes to every task of the batch.
 //
-// With launchers (Create's PartsLauncher form) an executor launches its next batch before it
-// completes the one in flight, when a batch is ready then (see that Create); tasks of a batch
-// in flight count as computing (InflightTasks) and Stop lets them finish.
+// With launchers and overlap_batches (Create's PartsLauncher form) an executor launches its
+// next batch before it completes the one in flight, when a batch is ready then (see that
+// Create); tasks of a batch in flight count as computing (InflightTasks) and Stop lets them
+// finish.
 //
 // Ownership: the batcher owns its runners and queued tasks; it borrows `clock` and `observer`,
 // which must outlive it.
@@ -71,9 +72,10 @@ using BatchParts = std::vector<at::Tensor>;
 using PartsRunner = std::function<absl::StatusOr<at::Tensor>(
     const BatchParts& parts, std::vector<PartError>* part_errors)>;
 
-// Two halves of running one batch, for runners that can start a batch before the previous one
-// has finished (a model instance: the device works through its stream in order). A launcher
-// issues the batch's work and returns its completion; the completion waits for that work and
+// Two halves of running one batch, so that a runner that can start a batch before the previous
+// one has finished (a model instance on CUDA: the device works through its stream in order) may
+// be given the next batch early. A launcher issues the batch's work (or does it) and returns
+// its completion; the completion waits for that work and
 // returns the output as a PartsRunner would. Part errors are reported by the launcher only. The
 // launcher's parts stay valid until its completion has returned (the batcher holds the tasks).
 // Both are called on the runner's executor thread; either may throw (INTERNAL for the batch).
@@ -100,15 +102,17 @@ class DynamicBatcher {
   static absl::StatusOr<std::unique_ptr<DynamicBatcher>> Create(
       BatchingOptions options, std::vector<BatchRunner> runners, Clock* clock,
       BatchObserver* observer, std::vector<ExecutorSetup> setups = {});
-  // The same with launchers: each executor keeps up to two batches in flight. While one batch
-  // runs, the executor takes the next one if the batching rules say it is ready now, launches
-  // it, and only then completes the first (its tasks' on_done), so the device is given the next
-  // batch before the executor spends its time answering the previous one's requests. With
-  // nothing ready it completes the batch in flight first: answers never wait for the queue
-  // delay. Batches complete in the order they were launched.
+  // The same with launchers. With `overlap_batches` each executor keeps up to two batches in
+  // flight: while one batch runs, the executor takes the next one if the batching rules say it
+  // is ready now, launches it, and only then completes the first (its tasks' on_done), so the
+  // device is given the next batch before the executor spends its time answering the previous
+  // one's requests. With nothing ready it completes the batch in flight first: answers never
+  // wait for the queue delay. Batches complete in the order they were launched. Without it,
+  // each batch is completed before the next is taken (for launchers that compute the whole
+  // batch, where overlapping would only delay the answers).
   static absl::StatusOr<std::unique_ptr<DynamicBatcher>> Create(
-      BatchingOptions options, std::vector<PartsLauncher> launchers, Clock* clock,
-      BatchObserver* observer, std::vector<ExecutorSetup> setups = {});
+      BatchingOptions options, std::vector<PartsLauncher> launchers, bool overlap_batches,
+      Clock* clock, BatchObserver* observer, std::vector<ExecutorSetup> setups = {});
 
   DynamicBatcher(const DynamicBatcher&) = delete;
   DynamicBatcher& operator=(const DynamicBatcher&) = delete;
@@ -157,10 +161,6 @@ class DynamicBatcher {
   };
 
   DynamicBatcher(BatchingOptions options, Clock* clock, BatchObserver* observer);
-  // Create's work; `overlap` lets an executor keep two batches in flight.
-  static absl::StatusOr<std::unique_ptr<DynamicBatcher>> CreateWithLaunchers(
-      BatchingOptions options, std::vector<PartsLauncher> launchers, bool overlap, Clock* clock,
-      BatchObserver* observer, std::vector<ExecutorSetup> setups);
 
   // Runs `setup` (if any) and reports it to Create, then, if it succeeded, ExecutorLoop.
   void ExecutorMain(size_t index, const ExecutorSetup& setup, const PartsLauncher& launcher);

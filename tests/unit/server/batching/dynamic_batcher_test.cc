@@ -1012,7 +1012,7 @@ TEST(DynamicBatcherTest, LauncherLaunchesTheNextReadyBatchBeforeCompletingTheOne
   FirstLaunchHeld held(log);
   auto batcher =
       DynamicBatcher::Create(Options(1, absl::Hours(1)), std::vector<PartsLauncher>{held.launcher},
-                             &clock, nullptr);
+                             /*overlap_batches=*/true, &clock, nullptr);
   ASSERT_TRUE(batcher.ok()) << batcher.status();
   auto first = LoggedTask(results, log, 0);
   ASSERT_TRUE((*batcher)->Schedule(&first).ok());
@@ -1039,7 +1039,7 @@ TEST(DynamicBatcherTest, LauncherCompletesTheBatchInFlightWithoutWaitingForTheQu
   const absl::Time t0 = clock.Now();
   auto batcher =
       DynamicBatcher::Create(Options(2, absl::Hours(1)), std::vector<PartsLauncher>{held.launcher},
-                             &clock, nullptr);
+                             /*overlap_batches=*/true, &clock, nullptr);
   ASSERT_TRUE(batcher.ok()) << batcher.status();
   auto full = MakeTask(results, 0, /*rows=*/2);  // A full batch: ready at once.
   ASSERT_TRUE((*batcher)->Schedule(&full).ok());
@@ -1076,7 +1076,7 @@ TEST(DynamicBatcherTest, LaunchAndCompletionErrorsFailOnlyTheirBatch) {
   };
   auto batcher =
       DynamicBatcher::Create(Options(1, absl::Hours(1)), std::vector<PartsLauncher>{launcher},
-                             &clock, nullptr);
+                             /*overlap_batches=*/true, &clock, nullptr);
   ASSERT_TRUE(batcher.ok()) << batcher.status();
   ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 6).ok());
   results.WaitFor(6);
@@ -1113,7 +1113,7 @@ TEST(DynamicBatcherTest, StopLetsBothBatchesInFlightFinish) {
   };
   auto batcher =
       DynamicBatcher::Create(Options(1, absl::Hours(1)), std::vector<PartsLauncher>{launcher},
-                             &clock, nullptr);
+                             /*overlap_batches=*/true, &clock, nullptr);
   ASSERT_TRUE(batcher.ok()) << batcher.status();
   ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 3).ok());
   all_queued.Notify();
