@@ -6,6 +6,7 @@
 // both semantics at batch 2 and prints PASS/FAIL lines (the GPU check of the CUDA kernel).
 //
 //   vitserve-bench-fibottention --device cuda --precision fp16 --tokens 197,785,3137 --batch 64
+//   vitserve-bench-fibottention --impls sdpa,fibottention,rowwarp,wholehead,tiled,tiled64x2
 //   vitserve-bench-fibottention --device cpu --precision fp32 --tokens 197,785 --batch 4
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
@@ -28,7 +29,11 @@ ABSL_FLAG(std::string, tokens, "197,785,3137", "Token counts T = 1 + a square nu
 ABSL_FLAG(int, batch, 64, "Batch size.");
 ABSL_FLAG(int, heads, 12, "Attention heads.");
 ABSL_FLAG(int, head_dim, 64, "Channels per head.");
-ABSL_FLAG(std::string, impls, "sdpa,fibottention", "sdpa, fibottention (dispatch), gather.");
+ABSL_FLAG(std::string, impls, "sdpa,fibottention",
+          "sdpa, fibottention (the dispatcher's choice), gather, and on CUDA the kernels by name: "
+          "rowwarp (one warp per query row), wholehead (one block per head, up to 320 tokens), "
+          "tiled (the tiled kernel, its shape by token count), tiledRxN (R = 64 or 128 rows "
+          "per block, N = 1 or 2 threads per row).");
 ABSL_FLAG(std::string, semantics, "official", "official or neginf.");
 ABSL_FLAG(double, seconds, 2.0, "Measured time per case (after warm-up).");
 ABSL_FLAG(int, warmup, 3, "Warm-up iterations per case.");
@@ -111,6 +116,28 @@ int Run() {
         call = [&] { FibottentionAttention(q, k, v, pattern, semantics, scale); };
       } else if (impl == "gather") {
         call = [&] { FibottentionAttentionGather(q, k, v, pattern, semantics, scale); };
+      } else if (impl == "wholehead") {
+        call = [&] {
+          FibottentionAttentionCuda(q, k, v, pattern, semantics, scale,
+                                    {FibottentionCudaOptions::Kernel::kWholeHead, 0, 0});
+        };
+      } else if (impl == "rowwarp" || impl.rfind("tiled", 0) == 0) {
+        // tiled: the dispatcher's shape; tiledRxN: R rows per block, N threads per row.
+        using Kernel = FibottentionCudaOptions::Kernel;
+        FibottentionCudaOptions options{Kernel::kRowPerWarp, 0, 0};
+        if (impl != "rowwarp") {
+          options.kernel = Kernel::kTiled;
+          const std::string spec = impl.substr(5);
+          const std::vector<std::string> shape = absl::StrSplit(spec, 'x');
+          if (!spec.empty() &&
+              (shape.size() != 2 || !absl::SimpleAtoi(shape[0], &options.tile_queries) ||
+               !absl::SimpleAtoi(shape[1], &options.threads_per_row))) {
+            options.tile_queries = -1;  // Refused by the kernel: reported as failed.
+          }
+        }
+        call = [&q, &k, &v, &pattern, semantics, scale, options] {
+          FibottentionAttentionCuda(q, k, v, pattern, semantics, scale, options);
+        };
       } else {
         std::fprintf(stderr, "error: unknown impl '%s'\n", impl.c_str());
         return 2;

@@ -214,6 +214,23 @@ FibottentionPattern MakeFibottentionPattern(const std::vector<std::vector<int64_
       width = std::max<int64_t>(width, static_cast<int64_t>(keys.size()));
     }
   }
+  std::vector<std::vector<int32_t>> shifts(pattern.heads);
+  int64_t shift_width = 1;
+  for (int64_t h = 0; h < pattern.heads; ++h) {
+    for (int64_t o : head_offsets[h]) {
+      shifts[h].push_back(static_cast<int32_t>(o));
+      shifts[h].push_back(static_cast<int32_t>(-o));
+    }
+    std::sort(shifts[h].begin(), shifts[h].end());
+    shifts[h].erase(std::unique(shifts[h].begin(), shifts[h].end()), shifts[h].end());
+    shift_width = std::max<int64_t>(shift_width, static_cast<int64_t>(shifts[h].size()));
+  }
+  pattern.shifts = at::full({pattern.heads, shift_width}, FibottentionPattern::kShiftPadding,
+                            at::kInt);
+  auto shift_acc = pattern.shifts.accessor<int32_t, 2>();
+  for (int64_t h = 0; h < pattern.heads; ++h) {
+    for (size_t j = 0; j < shifts[h].size(); ++j) shift_acc[h][j] = shifts[h][j];
+  }
   pattern.index = at::zeros({pattern.heads, pattern.tokens, width}, at::kLong);
   pattern.count = at::zeros({pattern.heads, pattern.tokens}, at::kLong);
   auto index = pattern.index.accessor<int64_t, 3>();
@@ -233,6 +250,7 @@ FibottentionPattern PatternTo(const FibottentionPattern& pattern, const at::Devi
   FibottentionPattern moved = pattern;
   moved.index = pattern.index.to(device);
   moved.count = pattern.count.to(device);
+  moved.shifts = pattern.shifts.to(device);
   return moved;
 }
 
@@ -363,24 +381,20 @@ at::Tensor FibottentionAttentionGather(const at::Tensor& q_in, const at::Tensor&
 #ifdef VITSERVE_WITH_CUDA
 at::Tensor FibottentionAttentionCuda(const at::Tensor& q_in, const at::Tensor& k_in,
                                      const at::Tensor& v_in, const FibottentionPattern& pattern,
-                                     FibottentionSemantics semantics, double scale) {
+                                     FibottentionSemantics semantics, double scale,
+                                     const FibottentionCudaOptions& options) {
   CheckQkv(q_in, k_in, v_in, pattern);
   TORCH_CHECK(q_in.is_cuda() && k_in.device() == q_in.device() && v_in.device() == q_in.device(),
               "FibottentionAttentionCuda needs q, k, v on one CUDA device");
   const c10::cuda::CUDAGuard guard(q_in.device());
   const at::Tensor q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
-  const at::Tensor index = pattern.index.to(q.device()).contiguous();
-  const at::Tensor count = pattern.count.to(q.device()).contiguous();
   const bool official = semantics == FibottentionSemantics::kOfficial;
-  const at::Tensor colsum =
-      official ? v.sum(2, /*keepdim=*/false, at::kFloat).contiguous() : at::Tensor();
   at::Tensor out = at::empty_like(q);
   fibottention::internal::FibParams p;
   p.batch = static_cast<int>(q.size(0));
   p.heads = static_cast<int>(q.size(1));
   p.tokens = static_cast<int>(q.size(2));
   p.dim = static_cast<int>(q.size(3));
-  p.width = static_cast<int>(index.size(2));
   switch (q.scalar_type()) {
     case at::kFloat:
       p.dtype = fibottention::internal::FibDtype::kFloat32;
@@ -399,14 +413,72 @@ at::Tensor FibottentionAttentionCuda(const at::Tensor& q_in, const at::Tensor& k
   p.q = q.data_ptr();
   p.k = k.data_ptr();
   p.v = v.data_ptr();
+  p.out = out.data_ptr();
+  p.class_token = pattern.class_token;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  using Kernel = FibottentionCudaOptions::Kernel;
+  const bool has_shifts = pattern.shifts.defined() && pattern.shifts.dim() == 2 &&
+                          pattern.shifts.size(0) == pattern.heads;
+  TORCH_CHECK(has_shifts || options.kernel == Kernel::kAuto ||
+                  options.kernel == Kernel::kRowPerWarp,
+              "Fibottention's tiled and whole-head CUDA kernels need the pattern's shifts "
+              "(MakeFibottentionPattern builds them)");
+  if (has_shifts && options.kernel != Kernel::kRowPerWarp) {
+    namespace fib = fibottention::internal;
+    const at::Tensor shifts = pattern.shifts.to(q.device(), at::kInt).contiguous();
+    p.shifts = shifts.data_ptr<int32_t>();
+    p.shift_width = static_cast<int>(shifts.size(1));
+    const fib::TiledShape shape{options.tile_queries, options.threads_per_row};
+    const bool whole_head = fib::WholeHeadFibottentionSupports(p);
+    const bool tiled = fib::TiledFibottentionSupports(p, shape);
+    TORCH_CHECK(options.kernel != Kernel::kWholeHead || whole_head,
+                "Fibottention's whole-head CUDA kernel needs head dim 64, fp16 or bf16, "
+                "16-byte-aligned tensors, at most 128 shifts per head and at most 320 tokens; got "
+                "head dim ", p.dim, ", ", q.scalar_type(), ", ", p.shift_width, " shifts, ",
+                p.tokens, " tokens");
+    TORCH_CHECK(options.kernel != Kernel::kTiled || tiled,
+                "Fibottention's tiled CUDA kernel needs head dim 64, fp16 or bf16, 16-byte-aligned "
+                "tensors, at most 65,535 batch × heads, at most 128 shifts per head, tile_queries "
+                "0, 64 or 128 and threads_per_row 0, 1 or 2; got head dim ", p.dim, ", ",
+                q.scalar_type(), ", ", q.size(0) * q.size(1), " batch × heads, ", p.shift_width,
+                " shifts, tile_queries ", options.tile_queries, ", threads_per_row ",
+                options.threads_per_row);
+    if (whole_head && options.kernel != Kernel::kTiled) {
+      const cudaError_t err = fib::LaunchWholeHeadFibottention(p, stream);
+      TORCH_CHECK(err == cudaSuccess, "Fibottention whole-head CUDA kernel failed: ",
+                  cudaGetErrorString(err));
+      return out;
+    }
+    if (tiled) {
+      // Written by the launch (Σ_t v), read only with the official semantics.
+      const int64_t colsum_size = official ? q.size(0) * q.size(1) * q.size(3) : 1;
+      const at::Tensor colsum = at::empty({colsum_size}, q.options().dtype(at::kFloat));
+      const cudaError_t err =
+          fib::LaunchTiledFibottention(p, shape, colsum.data_ptr<float>(), stream);
+      TORCH_CHECK(err == cudaSuccess, "Fibottention tiled CUDA kernel failed: ",
+                  cudaGetErrorString(err));
+      return out;
+    }
+    p.shifts = nullptr;
+    p.shift_width = 0;
+  }
+  const at::Tensor index = pattern.index.to(q.device()).contiguous();
+  const at::Tensor count = pattern.count.to(q.device()).contiguous();
+  const at::Tensor colsum =
+      official ? v.sum(2, /*keepdim=*/false, at::kFloat).contiguous() : at::Tensor();
+  p.width = static_cast<int>(index.size(2));
   p.colsum = official ? colsum.data_ptr<float>() : nullptr;
   p.index = index.data_ptr<int64_t>();
   p.count = count.data_ptr<int64_t>();
-  p.out = out.data_ptr();
-  const cudaError_t err =
-      fibottention::internal::LaunchFibottention(p, c10::cuda::getCurrentCUDAStream());
+  const cudaError_t err = fibottention::internal::LaunchFibottention(p, stream);
   TORCH_CHECK(err == cudaSuccess, "Fibottention CUDA kernel failed: ", cudaGetErrorString(err));
   return out;
+}
+#else
+at::Tensor FibottentionAttentionCuda(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                     const FibottentionPattern&, FibottentionSemantics, double,
+                                     const FibottentionCudaOptions&) {
+  TORCH_CHECK(false, "FibottentionAttentionCuda: vitserve was built without CUDA");
 }
 #endif
 

@@ -7,6 +7,7 @@ set(VITSERVE_FIBOTTENTION_SOURCES
 )
 set(VITSERVE_FIBOTTENTION_CUDA_SOURCES
   fibottention/fibottention_cuda.cu
+  fibottention/fibottention_tiled_cuda.cu
 )
 # fibottention.cc dispatches CUDA tensors to the kernel.
 set(VITSERVE_FIBOTTENTION_CUDA_DISPATCH_SOURCES

@@ -53,12 +53,18 @@ at::Tensor FibottentionDenseMask(const std::vector<std::vector<int64_t>>& head_o
 // Kept keys of every query row, as padded index lists: index [H, T, K] (int64, key positions),
 // count [H, T] (int64, number of valid entries of each row). Built from the offsets directly, in
 // O(H·T·K) (never a dense T×T mask). Rows list their keys in increasing order.
+// The same keys as shifts: patch row t of head h keeps the class token (when there is one) and
+// every t + shifts[h][j] that is a patch position, [class_token ? 1 : 0, T). shifts holds each
+// head's distinct ±offsets in increasing order, padded at the end with kShiftPadding (a key far
+// past any T); the tiled CUDA kernel reads them instead of the index lists.
 struct FibottentionPattern {
+  static constexpr int32_t kShiftPadding = 1 << 29;
   int64_t heads = 0;
   int64_t tokens = 0;       // T, class token included when class_token.
   bool class_token = true;  // Row 0 then attends to every key (count T; its index row unused).
   at::Tensor index;         // [H, T, K] int64, padding entries hold 0.
   at::Tensor count;         // [H, T] int64.
+  at::Tensor shifts;        // [H, S] int32.
 };
 FibottentionPattern MakeFibottentionPattern(const std::vector<std::vector<int64_t>>& head_offsets,
                                             int64_t patch_tokens, bool class_token = true);
@@ -67,9 +73,9 @@ FibottentionPattern PatternTo(const FibottentionPattern& pattern, const at::Devi
 
 // Sparse attention over the kept pairs. q, k, v: [B, H, T, d]; returns [B, H, T, d] in q's
 // dtype. Dispatch: CPU float32 → a fused C++ loop kernel (at::parallel_for over batch × head);
-// CUDA with VITSERVE_WITH_CUDA → the CUDA kernel (fibottention_cuda.cu); anything else → a
-// device-generic gather formulation in ATen ops (also exact). The pattern may live on any
-// device; it is moved when needed.
+// CUDA with VITSERVE_WITH_CUDA → the CUDA kernels (FibottentionCudaOptions' kAuto); anything
+// else → a device-generic gather formulation in ATen ops (also exact). The pattern may live on
+// any device; it is moved when needed.
 at::Tensor FibottentionAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                  const FibottentionPattern& pattern,
                                  FibottentionSemantics semantics, double scale);
@@ -81,11 +87,25 @@ at::Tensor FibottentionAttentionCpu(const at::Tensor& q, const at::Tensor& k, co
 at::Tensor FibottentionAttentionGather(const at::Tensor& q, const at::Tensor& k,
                                        const at::Tensor& v, const FibottentionPattern& pattern,
                                        FibottentionSemantics semantics, double scale);
-#ifdef VITSERVE_WITH_CUDA
+// Which CUDA kernel runs. kAuto: the whole-head kernel where it applies, else the tiled kernel
+// where it applies, else the row-per-warp kernel (any head dim ≤ 256, fp32/fp16/bf16). Both
+// faster kernels need head dim 64, fp16/bf16, 16-byte-aligned contiguous tensors and at most
+// 128 shifts per head; the whole-head kernel (one block per batch × head, the whole sequence
+// in shared memory) at most 320 tokens, the tiled kernel at most 65,535 batch × heads.
+// kTiled / kWholeHead fail (c10::Error) where that kernel does not apply. tile_queries (64 or
+// 128 patch rows per block) and threads_per_row (1 or 2) shape the tiled kernel; 0 picks by
+// token count (64 × 2 up to 1,024 tokens, else 128 × 1).
+struct FibottentionCudaOptions {
+  enum class Kernel { kAuto, kRowPerWarp, kTiled, kWholeHead };
+  Kernel kernel = Kernel::kAuto;
+  int tile_queries = 0;
+  int threads_per_row = 0;
+};
 at::Tensor FibottentionAttentionCuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      const FibottentionPattern& pattern,
-                                     FibottentionSemantics semantics, double scale);
-#endif
+                                     FibottentionSemantics semantics, double scale,
+                                     const FibottentionCudaOptions& options = {});
+// (In a build without CUDA it throws c10::Error.)
 
 // Test reference only: dense masked attention, mask [H, T, T] (0/1), as the official code
 // computes it (logits × mask, or −∞ where the mask is 0), in float32.

@@ -1,12 +1,17 @@
-// Launcher of the Fibottention CUDA kernel behind fibottention.h, with a plain C interface (raw
-// device pointers, a dtype tag) so that fibottention_cuda.cu needs no ATen headers. Used only by
+// Launchers of the Fibottention CUDA kernels behind fibottention.h, with a plain C interface (raw
+// device pointers, a dtype tag) so that the .cu files need no ATen headers. Used only by
 // fibottention.cc in CUDA builds.
-// Contract: q, k, v, out contiguous [B, H, T, d] of `dtype`; colsum fp32 [B, H, d] (Σ_t v, read
-// only with the official semantics); index int64 [H, T, K] and count int64 [H, T] as in
-// FibottentionPattern; d ≤ 256. One warp per query row, online softmax over its kept keys
-// (the class row, count == T, walks every key), fp32 accumulation.
+// Row-per-warp kernel (fibottention_cuda.cu; any d ≤ 256, fp32/fp16/bf16): q, k, v, out
+// contiguous [B, H, T, d] of `dtype`; colsum fp32 [B, H, d] (Σ_t v, read only with the official
+// semantics); index int64 [H, T, K] and count int64 [H, T] as in FibottentionPattern. One warp
+// per query row, online softmax over its kept keys (the class row, count == T, walks every
+// key), fp32 accumulation.
+// Tiled and whole-head kernels (fibottention_tiled_cuda.cu; d = 64, fp16/bf16, 16-byte-aligned
+// tensors): the same inputs, but keys from `shifts` (FibottentionPattern::shifts) instead of
+// index/count, and colsum computed by the launch itself (the tiled kernel writes it into a
+// caller-owned workspace).
 // Thread-safety: asynchronous on `stream`. Errors: the returned cudaError_t
-// (cudaErrorInvalidValue for d > 256 or an unknown dtype).
+// (cudaErrorInvalidValue for d > 256, an unknown dtype, or a shape the tiled kernels lack).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -32,9 +37,28 @@ struct FibParams {
   const float* colsum = nullptr;
   const int64_t* index = nullptr;
   const int64_t* count = nullptr;
+  bool class_token = true;         // Token 0 is the class token (tiled kernels).
+  const int32_t* shifts = nullptr;  // [H, shift_width] int32 (tiled kernels).
+  int shift_width = 0;
   void* out = nullptr;
 };
 
 cudaError_t LaunchFibottention(const FibParams& params, cudaStream_t stream);
+
+// Shape of the tiled rows kernel: patch rows per block (64 or 128) and threads per row (1, or 2
+// each holding half the channels); 0 picks by token count (TiledShapeFor).
+struct TiledShape {
+  int tile_queries = 0;
+  int threads_per_row = 0;
+};
+TiledShape TiledShapeFor(int tokens, TiledShape requested);
+bool TiledFibottentionSupports(const FibParams& params, TiledShape shape);
+// `colsum_workspace`: fp32 [B, H, 64], overwritten (Σ_t v with the official semantics).
+cudaError_t LaunchTiledFibottention(const FibParams& params, TiledShape shape,
+                                    float* colsum_workspace, cudaStream_t stream);
+
+// One block per (batch, head) with the whole sequence in shared memory: up to 320 tokens.
+bool WholeHeadFibottentionSupports(const FibParams& params);
+cudaError_t LaunchWholeHeadFibottention(const FibParams& params, cudaStream_t stream);
 
 }  // namespace vitserve::fibottention::internal

@@ -112,6 +112,47 @@ TEST(FibottentionMaskTest, PatternListsTheDenseMaskNonZeros) {
   }
 }
 
+// The shifts the tiled CUDA kernel reads name the same keys as the index lists, for plain and
+// "modified" Wythoff offsets (the latter has a zero offset and a repeated one in its first
+// head), with and without a class token.
+TEST(FibottentionMaskTest, ShiftsListTheSameKeysAsTheIndexLists) {
+  for (bool modified : {false, true}) {
+    for (bool class_token : {true, false}) {
+      const Offsets offsets = FibottentionLayerOffsets(49, 6, 3, 5, modified);
+      const FibottentionPattern pattern = MakeFibottentionPattern(offsets, 49, class_token);
+      const int64_t prefix = class_token ? 1 : 0;
+      ASSERT_EQ(pattern.shifts.dim(), 2);
+      ASSERT_EQ(pattern.shifts.size(0), 6);
+      bool saw_zero_shift = false;
+      for (int64_t h = 0; h < 6; ++h) {
+        std::vector<int32_t> shifts;
+        for (int64_t j = 0; j < pattern.shifts.size(1); ++j) {
+          const int32_t s = pattern.shifts[h][j].item<int32_t>();
+          if (s == FibottentionPattern::kShiftPadding) continue;
+          ASSERT_TRUE(shifts.empty() || s > shifts.back()) << "head " << h << " not increasing";
+          ASSERT_EQ(j, static_cast<int64_t>(shifts.size())) << "padding before a shift";
+          saw_zero_shift = saw_zero_shift || s == 0;
+          shifts.push_back(s);
+        }
+        for (int64_t t = prefix; t < pattern.tokens; ++t) {
+          std::vector<int64_t> keys;
+          if (class_token) keys.push_back(0);
+          for (int32_t s : shifts) {
+            if (t + s >= prefix && t + s < pattern.tokens) keys.push_back(t + s);
+          }
+          const int64_t c = pattern.count[h][t].item<int64_t>();
+          const at::Tensor listed = pattern.index[h][t].narrow(0, 0, c).contiguous();
+          EXPECT_EQ(keys, std::vector<int64_t>(listed.data_ptr<int64_t>(),
+                                               listed.data_ptr<int64_t>() + c))
+              << "modified " << modified << " class token " << class_token << " head " << h
+              << " row " << t;
+        }
+      }
+      EXPECT_EQ(saw_zero_shift, modified);
+    }
+  }
+}
+
 struct Qkv {
   at::Tensor q, k, v;
 };
@@ -226,6 +267,144 @@ TEST(FibottentionKernelCudaTest, EveryLaneGroupingMatchesDense) {
           ((out.cpu() - dense).abs().max() / dense.abs().max()).item<float>();
       EXPECT_LE(error, 1e-5f) << "dim " << dim << " semantics " << static_cast<int>(semantics);
     }
+  }
+}
+
+// The tiled and whole-head kernels (head dim 64, fp16/bf16) against dense masked attention on
+// the CPU and against the row-per-warp kernel: every tile shape, both semantics; ViT-B's token
+// counts; fewer tokens than one tile (shifts past both ends); no class token; "modified"
+// Wythoff offsets (a zero shift); large logits of both signs; 320 and 321 tokens (the
+// whole-head kernel's limit). Error relative to the largest output, as above.
+TEST(FibottentionKernelCudaTest, TiledKernelMatchesDenseAndTheRowKernel) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  struct Case {
+    int64_t patches, heads, batch;
+    bool class_token, modified;
+    double q_gain;
+  };
+  const std::vector<Case> cases = {{196, 12, 2, true, false, 4.0}, {784, 3, 1, true, false, 4.0},
+                                   {3136, 2, 1, true, false, 4.0}, {9, 4, 3, true, false, 4.0},
+                                   {49, 6, 2, false, false, 4.0},  {100, 5, 2, true, true, 4.0},
+                                   {300, 4, 1, false, true, 4.0},  {196, 3, 1, true, false, 12.0},
+                                   {319, 2, 1, true, false, 4.0},  {320, 2, 1, true, false, 4.0}};
+  using Kernel = FibottentionCudaOptions::Kernel;
+  for (const Case& c : cases) {
+    const Offsets offsets = FibottentionLayerOffsets(c.patches, c.heads, 1, 5, c.modified);
+    const at::Tensor mask = FibottentionDenseMask(offsets, c.patches, c.class_token);
+    const FibottentionPattern pattern = PatternTo(
+        MakeFibottentionPattern(offsets, c.patches, c.class_token), at::Device(at::kCUDA, 0));
+    const Qkv x = RandomQkv(c.batch, c.heads, pattern.tokens, 64, c.q_gain);
+    for (auto semantics : {FibottentionSemantics::kOfficial, FibottentionSemantics::kNegInf}) {
+      for (at::ScalarType dtype : {at::kHalf, at::kBFloat16}) {
+        const auto rounded = [dtype](const at::Tensor& t) { return t.to(dtype).to(at::kFloat); };
+        const at::Tensor dense = DenseMaskedAttention(rounded(x.q), rounded(x.k), rounded(x.v),
+                                                      mask, semantics, 0.125);
+        const auto on_gpu = [dtype](const at::Tensor& t) { return t.to(at::kCUDA).to(dtype); };
+        const at::Tensor q = on_gpu(x.q), k = on_gpu(x.k), v = on_gpu(x.v);
+        const at::Tensor row = FibottentionAttentionCuda(q, k, v, pattern, semantics, 0.125,
+                                                         {Kernel::kRowPerWarp, 0, 0});
+        for (const auto& [tile, threads] : std::vector<std::pair<int, int>>{
+                 {64, 1}, {64, 2}, {128, 1}, {128, 2}}) {
+          const std::string what = "patches " + std::to_string(c.patches) + " class token " +
+                                   std::to_string(c.class_token) + " modified " +
+                                   std::to_string(c.modified) + " semantics " +
+                                   std::to_string(static_cast<int>(semantics)) + " " +
+                                   c10::toString(dtype) + " tile " + std::to_string(tile) +
+                                   " x " + std::to_string(threads);
+          const at::Tensor tiled = FibottentionAttentionCuda(q, k, v, pattern, semantics, 0.125,
+                                                             {Kernel::kTiled, tile, threads});
+          ASSERT_EQ(tiled.scalar_type(), dtype) << what;
+          const at::Tensor got = tiled.to(at::kCPU).to(at::kFloat);
+          const float largest = dense.abs().max().item<float>();
+          EXPECT_LE(((got - dense).abs().max() / largest).item<float>(), 1e-2f) << what;
+          EXPECT_LE(((got - row.to(at::kCPU).to(at::kFloat)).abs().max() / largest)
+                        .item<float>(),
+                    1e-2f)
+              << what;
+        }
+        // The whole-head kernel where the sequence fits (at most 320 tokens), refused beyond.
+        const bool fits = pattern.tokens <= 320;
+        if (fits) {
+          const at::Tensor whole = FibottentionAttentionCuda(q, k, v, pattern, semantics, 0.125,
+                                                             {Kernel::kWholeHead, 0, 0});
+          const at::Tensor got = whole.to(at::kCPU).to(at::kFloat);
+          const float largest = dense.abs().max().item<float>();
+          EXPECT_LE(((got - dense).abs().max() / largest).item<float>(), 1e-2f)
+              << "whole head, patches " << c.patches << " " << c10::toString(dtype);
+        } else {
+          EXPECT_THROW(FibottentionAttentionCuda(q, k, v, pattern, semantics, 0.125,
+                                                 {Kernel::kWholeHead, 0, 0}),
+                       c10::Error);
+        }
+        // The dispatcher picks the whole-head kernel where it fits, else the tiled one (same
+        // kernel, same bits).
+        EXPECT_TRUE(at::equal(
+            FibottentionAttention(q, k, v, pattern, semantics, 0.125),
+            FibottentionAttentionCuda(q, k, v, pattern, semantics, 0.125,
+                                      {fits ? Kernel::kWholeHead : Kernel::kTiled, 0, 0})))
+            << "patches " << c.patches;
+      }
+    }
+  }
+}
+
+// Where the tiled and whole-head kernels do not apply, kAuto takes the row kernel (still
+// exact) and kTiled / kWholeHead refuse: fp32, head dim 32, fp16 tensors that start 2 bytes past
+// a 16-byte boundary, and tile shapes the tiled kernel does not have.
+TEST(FibottentionKernelCudaTest, TiledKernelRefusesWhatItCannotRun) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  using Kernel = FibottentionCudaOptions::Kernel;
+  const int64_t patches = 49, heads = 3;
+  const Offsets offsets = FibottentionLayerOffsets(patches, heads, 2);
+  const at::Tensor mask = FibottentionDenseMask(offsets, patches);
+  const FibottentionPattern pattern =
+      PatternTo(MakeFibottentionPattern(offsets, patches), at::Device(at::kCUDA, 0));
+  const auto misaligned = [](const at::Tensor& t) {
+    const at::Tensor flat = at::empty({t.numel() + 8}, t.options());
+    at::Tensor view = flat.narrow(0, 1, t.numel()).view(t.sizes());
+    view.copy_(t);
+    return view;
+  };
+  struct Case {
+    int64_t dim;
+    at::ScalarType dtype;
+    bool misalign;
+  };
+  for (const Case& c : std::vector<Case>{{64, at::kFloat, false}, {32, at::kHalf, false},
+                                         {64, at::kHalf, true}}) {
+    const Qkv x = RandomQkv(2, heads, patches + 1, c.dim, 2.0);
+    const auto on_gpu = [&](const at::Tensor& t) {
+      const at::Tensor g = t.to(at::kCUDA).to(c.dtype);
+      return c.misalign ? misaligned(g) : g;
+    };
+    const at::Tensor q = on_gpu(x.q), k = on_gpu(x.k), v = on_gpu(x.v);
+    const std::string what = "dim " + std::to_string(c.dim) + " " + c10::toString(c.dtype) +
+                             " misaligned " + std::to_string(c.misalign);
+    for (Kernel kernel : {Kernel::kTiled, Kernel::kWholeHead}) {
+      EXPECT_THROW(FibottentionAttentionCuda(q, k, v, pattern, FibottentionSemantics::kOfficial,
+                                             0.2, {kernel, 0, 0}),
+                   c10::Error)
+          << what;
+    }
+    const auto rounded = [&](const at::Tensor& t) { return t.to(c.dtype).to(at::kFloat); };
+    const at::Tensor dense = DenseMaskedAttention(rounded(x.q), rounded(x.k), rounded(x.v), mask,
+                                                  FibottentionSemantics::kOfficial, 0.2);
+    const at::Tensor got =
+        FibottentionAttention(q, k, v, pattern, FibottentionSemantics::kOfficial, 0.2);
+    EXPECT_LE(((got.cpu().to(at::kFloat) - dense).abs().max() / dense.abs().max()).item<float>(),
+              c.dtype == at::kFloat ? 1e-5f : 1e-2f)
+        << what;
+  }
+  // A shape the tiled kernel lacks is refused, not rounded to one it has.
+  const Qkv x = RandomQkv(1, heads, patches + 1, 64);
+  const at::Tensor q = x.q.to(at::kCUDA).to(at::kHalf), k = x.k.to(at::kCUDA).to(at::kHalf),
+                   v = x.v.to(at::kCUDA).to(at::kHalf);
+  for (const FibottentionCudaOptions& bad : {FibottentionCudaOptions{Kernel::kTiled, 100, 0},
+                                             FibottentionCudaOptions{Kernel::kTiled, 0, 3}}) {
+    EXPECT_THROW(FibottentionAttentionCuda(q, k, v, pattern, FibottentionSemantics::kOfficial,
+                                           0.2, bad),
+                 c10::Error)
+        << bad.tile_queries << " rows x " << bad.threads_per_row;
   }
 }
 

@@ -1,0 +1,639 @@
+// Tiled CUDA kernels of FibottentionAttention (fibottention.h) for head dim 64 in fp16/bf16, the
+// head shape of every ViT that Fibottention is trained with (ViT-T/S/B/L).
+//
+// Why: the row-per-warp kernel (fibottention_cuda.cu) reads each kept key and value row from L2
+// once per query that keeps it (about 10 queries per row at 785 tokens, 15 at 3,137), loads
+// each key only after the previous one's softmax step, and walks the class row's T keys in one
+// warp, which becomes the tail of the launch (0.33x / 0.53x / 1.27x SDPA at 197 / 785 / 3,137
+// tokens on the H200; docs/performance.md has this file's numbers). Here:
+//  1. TiledRowsKernel, one block per (tile of patch rows, batch, head), one or two threads per
+//     row: a head keeps, for patch row t, the keys t + s of a fixed sorted list of signed shifts
+//     s (plus the class token), so a tile's keys are the union of tile-long ranges, one per
+//     shift. The block walks that union in increasing order, stages each chunk of key and value
+//     rows in shared memory (cp.async, every copy of a chunk in flight at once), and every row
+//     takes its keys that lie in the chunk. A key row then comes from L2 once per tile rather
+//     than once per query (at 785 tokens and 128 rows per tile, 2.7 loads per row instead of
+//     about 10).
+//  2. DenseRowKernel, before it, one block per (batch, head): the class row's dense attention,
+//     its keys split over lane groups and merged in shared memory, and Σ_t v (the official
+//     semantics' column sum) from the same pass over V.
+//  3. WholeHeadKernel, instead of both for sequences of at most 320 tokens (ViT at 224 px has
+//     197): one block per (batch, head) stages every key and value row once and computes Σ_t v,
+//     the class row and the patch rows from shared memory, in one launch.
+// The official semantics stay exact with a single accumulator (PatchRow): every one of the T
+// keys is first counted with logit 0 (e^{-m} · Σ_t v and T · e^{-m}, added at the end) and each
+// kept key adds e^{s-m} - e^{-m}, a term that rescales like any other when the running max m
+// grows (m starts at 0, the masked keys' logit).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_pipeline_primitives.h>
+
+#include <cstdint>
+
+#include "models/fibottention/internal/fib_kernels.h"
+
+namespace vitserve::fibottention::internal {
+namespace {
+
+constexpr int kDim = 64;
+// DenseRowKernel: groups of kLanes lanes, each lane 8 channels (16 bytes of fp16/bf16) of a key.
+constexpr int kLanes = 8;
+constexpr int kDenseRowThreads = 128;  // 6 blocks per SM: one wave for 768 (batch, head) pairs.
+constexpr int kGroups = kDenseRowThreads / kLanes;  // Keys in flight per block.
+constexpr int kRowVectors = kDim / 8;       // 16-byte vectors per key row.
+constexpr int kMaxShifts = 128;
+constexpr int kMaxBlocksY = 65535;  // (batch, head) pairs are the tiled kernel's grid.y.
+
+template <typename T>
+struct Pair;
+template <>
+struct Pair<__half> {
+  using Type = __half2;
+  static __device__ __forceinline__ float2 ToFloat2(Type x) { return __half22float2(x); }
+  static __device__ __forceinline__ Type FromFloat2(float2 x) {
+    return __floats2half2_rn(x.x, x.y);
+  }
+  static __device__ __forceinline__ __half FromFloat(float x) { return __float2half(x); }
+  static __device__ __forceinline__ float ToFloat(__half x) { return __half2float(x); }
+};
+template <>
+struct Pair<__nv_bfloat16> {
+  using Type = __nv_bfloat162;
+  static __device__ __forceinline__ float2 ToFloat2(Type x) { return __bfloat1622float2(x); }
+  static __device__ __forceinline__ Type FromFloat2(float2 x) {
+    return __floats2bfloat162_rn(x.x, x.y);
+  }
+  static __device__ __forceinline__ __nv_bfloat16 FromFloat(float x) {
+    return __float2bfloat16(x);
+  }
+  static __device__ __forceinline__ float ToFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
+};
+
+template <typename T>
+__device__ __forceinline__ void Unpack(const uint4& raw, float (&out)[8]) {
+  const auto* pairs = reinterpret_cast<const typename Pair<T>::Type*>(&raw);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float2 f = Pair<T>::ToFloat2(pairs[j]);
+    out[2 * j] = f.x;
+    out[2 * j + 1] = f.y;
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ uint4 Pack(const float (&in)[8]) {
+  uint4 raw;
+  auto* pairs = reinterpret_cast<typename Pair<T>::Type*>(&raw);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) pairs[j] = Pair<T>::FromFloat2(make_float2(in[2 * j], in[2 * j + 1]));
+  return raw;
+}
+
+// The lanes of this thread's 8-lane group: shuffles inside a group stay legal while the
+// warp's groups take different branches (each group's lanes always agree).
+__device__ __forceinline__ unsigned GroupMask() { return 0xffu << ((threadIdx.x % 32) & ~7u); }
+
+// q · k over the group's 64 channels, on every lane of the group.
+__device__ __forceinline__ float GroupDot(const float (&q)[8], const float (&k)[8],
+                                          unsigned mask) {
+  float s = 0.f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) s += q[i] * k[i];
+  s += __shfl_xor_sync(mask, s, 4);
+  s += __shfl_xor_sync(mask, s, 2);
+  s += __shfl_xor_sync(mask, s, 1);
+  return s;
+}
+
+// Online-softmax state of the class row on one lane of a group: running max, denominator, and
+// the lane's 8 channels.
+struct DenseRowState {
+  float m = -INFINITY;
+  float l = 0.f;
+  float acc[8] = {};
+};
+
+// Adds one key (logit s, the lane's slice v of its value row).
+__device__ __forceinline__ void AddDenseKey(DenseRowState& st, float s, const float (&v)[8]) {
+  const float m_new = fmaxf(st.m, s);
+  const float correction = st.m == -INFINITY ? 0.f : __expf(st.m - m_new);
+  const float w = __expf(s - m_new);
+  st.l = st.l * correction + w;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) st.acc[i] = st.acc[i] * correction + w * v[i];
+  st.m = m_new;
+}
+
+template <typename T>
+__device__ __forceinline__ void LoadQuery(const T* row, int sub, float scale, float (&q)[8]) {
+  Unpack<T>(reinterpret_cast<const uint4*>(row)[sub], q);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) q[i] *= scale;
+}
+
+// One block per (batch, head): the class row over every key (class_row) and Σ_t v
+// (column_sum, into colsum [B·H, 64]).
+template <typename T>
+__global__ void __launch_bounds__(kDenseRowThreads)
+    DenseRowKernel(FibParams p, float* colsum, bool class_row, bool column_sum) {
+  const long bh = blockIdx.x;
+  const int group = threadIdx.x / kLanes, sub = threadIdx.x % kLanes;
+  const unsigned mask = GroupMask();
+  const long head_offset = bh * p.tokens * kDim;
+  const auto* k = reinterpret_cast<const uint4*>(static_cast<const T*>(p.k) + head_offset);
+  const auto* v = reinterpret_cast<const uint4*>(static_cast<const T*>(p.v) + head_offset);
+  float q[8] = {};
+  if (class_row) LoadQuery(static_cast<const T*>(p.q) + head_offset, sub, p.scale, q);
+  DenseRowState st;  // The class row keeps every key: plain softmax.
+  float col[8] = {};
+  // kBatch keys per group at a time, all their loads issued before the first is used: one
+  // memory latency per kBatch keys rather than per key.
+  constexpr int kBatch = 4;
+  for (int j0 = group; j0 < p.tokens; j0 += kGroups * kBatch) {
+    uint4 key_raw[kBatch], value_raw[kBatch];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      const int j = j0 + b * kGroups;
+      if (j >= p.tokens) break;
+      value_raw[b] = v[j * kRowVectors + sub];
+      if (class_row) key_raw[b] = k[j * kRowVectors + sub];
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b) {
+      if (j0 + b * kGroups >= p.tokens) break;
+      float vv[8];
+      Unpack<T>(value_raw[b], vv);
+      if (column_sum) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) col[i] += vv[i];
+      }
+      if (class_row) {
+        float kk[8];
+        Unpack<T>(key_raw[b], kk);
+        AddDenseKey(st, GroupDot(q, kk, mask), vv);
+      }
+    }
+  }
+  __shared__ float group_m[kGroups], group_l[kGroups];
+  __shared__ float group_acc[kGroups][kDim], group_col[kGroups][kDim];
+  if (sub == 0) {
+    group_m[group] = st.m;
+    group_l[group] = st.l;
+  }
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    group_acc[group][sub * 8 + i] = st.acc[i];
+    group_col[group][sub * 8 + i] = col[i];
+  }
+  __syncthreads();
+  if (threadIdx.x >= kDim) return;
+  const int e = threadIdx.x;
+  if (column_sum) {
+    float c = 0.f;
+    for (int g = 0; g < kGroups; ++g) c += group_col[g][e];
+    colsum[bh * kDim + e] = c;
+  }
+  if (class_row) {
+    float m = -INFINITY;
+    for (int g = 0; g < kGroups; ++g) m = fmaxf(m, group_m[g]);
+    float l = 0.f, a = 0.f;
+    for (int g = 0; g < kGroups; ++g) {
+      const float w = group_m[g] == -INFINITY ? 0.f : __expf(group_m[g] - m);
+      l += group_l[g] * w;
+      a += group_acc[g][e] * w;
+    }
+    static_cast<T*>(p.out)[head_offset + e] = Pair<T>::FromFloat(a / l);
+  }
+}
+
+// Staged key and value rows in shared memory are kPaddedRow 16-byte vectors apart (one more
+// than a row needs): the lanes of a warp read the same vector of consecutive rows, and the
+// padding spreads those reads over all banks.
+constexpr int kPaddedRow = kRowVectors + 1;
+// A new running max rescales the accumulator only when it exceeds the current one by more than
+// this (weights up to e^8 are safe in fp32): most keys then skip the 64 multiplications.
+constexpr float kRescaleSlack = 8.f;
+
+// One patch row's online softmax on one of its kSplit threads (1 or 2), which holds kDim /
+// kSplit channels of the query (scaled) and of the accumulator in registers, so that a key is
+// independent multiply-adds (plus one shuffle when split). Official semantics: the running max
+// starts at 0 (the masked keys' logit), each kept key's weight gives back e^{-m}, and Finish
+// counts all T keys with logit 0 (T · e^{-m}, e^{-m} · Σ_t v).
+template <typename T, int kSplit>
+struct PatchRow {
+  static constexpr int kChannels = kDim / kSplit;
+  static constexpr int kVectors = kChannels / 8;  // 16-byte vectors per thread and row.
+  int part;       // Which kVectors of each row this thread holds.
+  unsigned mask;  // The row's threads (always on one path, so a shuffle among them is legal).
+  float q[kChannels];
+  float acc[kChannels];
+  float m;
+  float masked_weight;  // e^{-m} with the official semantics, else 0.
+  float l;
+
+  // query_row: the row's 16-byte vectors, or nullptr for a row past the end (no loads).
+  __device__ __forceinline__ void Start(const uint4* query_row, float scale, bool official) {
+    part = static_cast<int>(threadIdx.x) % kSplit;
+    mask = kSplit == 1 ? 0xffffffffu
+                       : ((1u << kSplit) - 1) << ((threadIdx.x % 32) & ~(kSplit - 1u));
+    m = official ? 0.f : -INFINITY;
+    masked_weight = official ? 1.f : 0.f;
+    l = 0.f;
+#pragma unroll
+    for (int i = 0; i < kChannels; ++i) acc[i] = 0.f;
+    if (query_row == nullptr) return;
+#pragma unroll
+    for (int c = 0; c < kVectors; ++c) {
+      float f[8];
+      Unpack<T>(query_row[part * kVectors + c], f);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) q[c * 8 + i] = f[i] * scale;
+    }
+  }
+
+  // Adds the key whose rows start at key_row / value_row (16-byte vectors).
+  __device__ __forceinline__ void AddKey(const uint4* key_row, const uint4* value_row) {
+    float partial[4] = {};  // Four chains, not one long one.
+#pragma unroll
+    for (int c = 0; c < kVectors; ++c) {
+      float f[8];
+      Unpack<T>(key_row[part * kVectors + c], f);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) partial[i % 4] += q[c * 8 + i] * f[i];
+    }
+    float s = (partial[0] + partial[1]) + (partial[2] + partial[3]);
+    if constexpr (kSplit == 2) s += __shfl_xor_sync(mask, s, 1);
+    if (s > m + kRescaleSlack) {  // Rescale what is accumulated (m = -inf: the first key).
+      const float correction = m == -INFINITY ? 0.f : __expf(m - s);
+      l *= correction;
+      masked_weight *= correction;
+#pragma unroll
+      for (int i = 0; i < kChannels; ++i) acc[i] *= correction;
+      m = s;
+    }
+    const float w = __expf(s - m) - masked_weight;
+    l += w;
+#pragma unroll
+    for (int c = 0; c < kVectors; ++c) {
+      float f[8];
+      Unpack<T>(value_row[part * kVectors + c], f);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[c * 8 + i] += w * f[i];
+    }
+  }
+
+  // Writes the row. colsum: the head's Σ_t v (64 floats; read only with the official
+  // semantics). A row without keys under −∞ masking has l = 0: NaN, as softmax of nothing.
+  __device__ __forceinline__ void Finish(const float* colsum, int tokens, bool official,
+                                         uint4* out_row) const {
+    float out[kChannels];
+    if (official) {
+      const float inv = 1.f / (l + static_cast<float>(tokens) * masked_weight);
+#pragma unroll
+      for (int i = 0; i < kChannels; ++i) {
+        out[i] = (acc[i] + masked_weight * colsum[part * kChannels + i]) * inv;
+      }
+    } else {
+      const float inv = 1.f / l;
+#pragma unroll
+      for (int i = 0; i < kChannels; ++i) out[i] = acc[i] * inv;
+    }
+#pragma unroll
+    for (int c = 0; c < kVectors; ++c) {
+      float f[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) f[i] = out[c * 8 + i];
+      out_row[part * kVectors + c] = Pack<T>(f);
+    }
+  }
+};
+
+// Key rows staged at a time: the tile ± 64 rows, so that the small shifts' ranges, which merge
+// into one, take one chunk (at 128 rows, 74 KiB for keys and values: three blocks per SM).
+template <int kTile>
+constexpr int kChunkRows = kTile + 128;
+
+// Occupancy: 12 warps per SM with whole rows per thread (at most 170 registers), 16 when split.
+template <int kThreadsPerBlock, int kSplit>
+constexpr int kMinBlocksPerSm = (kSplit == 1 ? 384 : 512) / kThreadsPerBlock;
+
+// kSplit threads per patch row (PatchRow); a warp's rows read consecutive staged rows at each
+// shift. One block per (tile of kTile rows, batch · head); see the file comment. Dynamic
+// shared memory: kChunk key rows, then kChunk value rows, kPaddedRow apart.
+template <typename T, int kTile, int kSplit>
+__global__ void __launch_bounds__(kTile * kSplit, (kMinBlocksPerSm<kTile * kSplit, kSplit>))
+    TiledRowsKernel(FibParams p, const float* colsum) {
+  constexpr int kThreadsPerBlock = kTile * kSplit;
+  constexpr int kChunk = kChunkRows<kTile>;
+  extern __shared__ uint4 staged[];
+  uint4* staged_k = staged;
+  uint4* staged_v = staged + kChunk * kPaddedRow;
+  __shared__ int shifts[kMaxShifts];
+
+  const int tokens = p.tokens;
+  const int prefix = p.class_token ? 1 : 0;
+  const int t0 = prefix + static_cast<int>(blockIdx.x) * kTile;
+  const int t_end = min(t0 + kTile, tokens);  // One past the tile's last row.
+  const int t = t0 + static_cast<int>(threadIdx.x) / kSplit;
+  const bool row_valid = t < tokens;
+  const long bh = blockIdx.y;
+  const int head = static_cast<int>(bh % p.heads);
+  const int nshift = p.shift_width;
+  for (int i = threadIdx.x; i < nshift; i += kThreadsPerBlock) {
+    shifts[i] = p.shifts[static_cast<long>(head) * nshift + i];
+  }
+  const long head_offset = bh * tokens * kDim;
+  const auto* k = reinterpret_cast<const uint4*>(static_cast<const T*>(p.k) + head_offset);
+  const auto* v = reinterpret_cast<const uint4*>(static_cast<const T*>(p.v) + head_offset);
+  const auto* query_rows = reinterpret_cast<const uint4*>(static_cast<const T*>(p.q) + head_offset);
+
+  PatchRow<T, kSplit> row;
+  row.Start(row_valid ? query_rows + static_cast<long>(t) * kRowVectors : nullptr, p.scale,
+            p.official);
+  if (p.class_token && row_valid) row.AddKey(k, v);  // Every patch row keeps the class token.
+  __syncthreads();  // shifts[] is written.
+
+  // The union of the shifts' ranges [t0 + s, t_end + s) ∩ [prefix, tokens), as merged
+  // segments in increasing order (the shifts are sorted; padding shifts are past `tokens`).
+  int next = 0;  // This row's next shift not yet taken.
+  int k_shift = 0;
+  while (k_shift < nshift) {
+    const int lo = max(t0 + shifts[k_shift], prefix);
+    int hi = min(t_end + shifts[k_shift], tokens);
+    ++k_shift;
+    if (lo >= hi) continue;
+    while (k_shift < nshift) {
+      const int lo_next = max(t0 + shifts[k_shift], prefix);
+      const int hi_next = min(t_end + shifts[k_shift], tokens);
+      if (lo_next >= hi_next) {  // Only past the last row: every later range is empty too.
+        ++k_shift;
+        continue;
+      }
+      if (lo_next > hi) break;
+      hi = max(hi, hi_next);
+      ++k_shift;
+    }
+    for (int c0 = lo; c0 < hi; c0 += kChunk) {
+      const int c1 = min(c0 + kChunk, hi);
+      __syncthreads();  // The previous chunk's readers are done.
+      // Asynchronous copies (cp.async): every load of the chunk is in flight at once, where
+      // load-then-store through registers waited for each before issuing the next.
+      for (int i = threadIdx.x; i < (c1 - c0) * kRowVectors; i += kThreadsPerBlock) {
+        const int staged_index = (i / kRowVectors) * kPaddedRow + i % kRowVectors;
+        const long global_index = static_cast<long>(c0) * kRowVectors + i;
+        __pipeline_memcpy_async(staged_k + staged_index, k + global_index, sizeof(uint4));
+        __pipeline_memcpy_async(staged_v + staged_index, v + global_index, sizeof(uint4));
+      }
+      __pipeline_commit();
+      __pipeline_wait_prior(0);
+      __syncthreads();
+      // Keys of row t rise with the shift; those below c0 are below `prefix` (every patch key
+      // of the row is in the union, so an earlier chunk took it). Rows past the end take none.
+      for (; row_valid && next < nshift; ++next) {
+        const int key = t + shifts[next];
+        if (key >= c1) break;
+        if (key >= c0) {
+          row.AddKey(staged_k + (key - c0) * kPaddedRow, staged_v + (key - c0) * kPaddedRow);
+        }
+      }
+    }
+  }
+  if (!row_valid) return;
+  row.Finish(colsum + bh * kDim, tokens, p.official,
+             reinterpret_cast<uint4*>(static_cast<T*>(p.out) + head_offset) +
+                 static_cast<long>(t) * kRowVectors);
+}
+
+// WholeHeadKernel: one block per (batch, head) for sequences of at most kWholeMaxTokens, all
+// key and value rows staged in shared memory once: Σ_t v, the class row and every patch row
+// (two threads each) in one launch, reading q, k and v from memory once.
+constexpr int kWholeThreads = 256;
+constexpr int kWholeMaxTokens = 320;
+constexpr int kWholeWarps = kWholeThreads / 32;
+constexpr int kWholeRowsPerPass = kWholeThreads / 2;
+constexpr int kWholeChannelGroups = kWholeThreads / kDim;  // Row subsets per channel.
+
+size_t WholeHeadSharedBytes(int tokens) {
+  return 2 * static_cast<size_t>(tokens) * kPaddedRow * sizeof(uint4) + tokens * sizeof(float);
+}
+
+// Max (kMax) or sum over the block; every thread gets the result. `scratch`: kWholeWarps floats.
+template <bool kMax>
+__device__ __forceinline__ float WholeBlockReduce(float x, float* scratch) {
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) {
+    const float other = __shfl_xor_sync(0xffffffffu, x, off);
+    x = kMax ? fmaxf(x, other) : x + other;
+  }
+  __syncthreads();  // scratch is free (an earlier reduction's readers are done).
+  if (threadIdx.x % 32 == 0) scratch[threadIdx.x / 32] = x;
+  __syncthreads();
+  x = scratch[0];
+#pragma unroll
+  for (int w = 1; w < kWholeWarps; ++w) x = kMax ? fmaxf(x, scratch[w]) : x + scratch[w];
+  return x;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kWholeThreads, 2) WholeHeadKernel(FibParams p) {
+  const int tokens = p.tokens;
+  extern __shared__ uint4 staged[];
+  uint4* staged_k = staged;
+  uint4* staged_v = staged + tokens * kPaddedRow;
+  float* class_weights = reinterpret_cast<float*>(staged + 2 * tokens * kPaddedRow);
+  __shared__ int shifts[kMaxShifts];
+  __shared__ float class_query[kDim];
+  __shared__ float head_colsum[kDim];
+  __shared__ float channel_sums[2][kWholeChannelGroups][kDim];
+  __shared__ float scratch[kWholeWarps];
+
+  const long bh = blockIdx.x;
+  const int head = static_cast<int>(bh % p.heads);
+  const int prefix = p.class_token ? 1 : 0;
+  const int nshift = p.shift_width;
+  const long head_offset = bh * tokens * kDim;
+  const auto* k = reinterpret_cast<const uint4*>(static_cast<const T*>(p.k) + head_offset);
+  const auto* v = reinterpret_cast<const uint4*>(static_cast<const T*>(p.v) + head_offset);
+  const T* q = static_cast<const T*>(p.q) + head_offset;
+  for (int i = threadIdx.x; i < tokens * kRowVectors; i += kWholeThreads) {
+    const int staged_index = (i / kRowVectors) * kPaddedRow + i % kRowVectors;
+    __pipeline_memcpy_async(staged_k + staged_index, k + i, sizeof(uint4));
+    __pipeline_memcpy_async(staged_v + staged_index, v + i, sizeof(uint4));
+  }
+  __pipeline_commit();
+  for (int i = threadIdx.x; i < nshift; i += kWholeThreads) {
+    shifts[i] = p.shifts[static_cast<long>(head) * nshift + i];
+  }
+  if (p.class_token && threadIdx.x < kDim) {
+    class_query[threadIdx.x] = Pair<T>::ToFloat(q[threadIdx.x]) * p.scale;
+  }
+  __pipeline_wait_prior(0);
+  __syncthreads();
+
+  // The class row's softmax weights over every key (class_weights), normalised by its sum.
+  float class_sum = 1.f;
+  if (p.class_token) {
+    float local_max = -INFINITY;
+    for (int j = threadIdx.x; j < tokens; j += kWholeThreads) {
+      float partial[4] = {};
+#pragma unroll
+      for (int c = 0; c < kRowVectors; ++c) {
+        float f[8];
+        Unpack<T>(staged_k[j * kPaddedRow + c], f);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) partial[i % 4] += class_query[c * 8 + i] * f[i];
+      }
+      const float s = (partial[0] + partial[1]) + (partial[2] + partial[3]);
+      class_weights[j] = s;
+      local_max = fmaxf(local_max, s);
+    }
+    const float class_max = WholeBlockReduce<true>(local_max, scratch);
+    float local_sum = 0.f;
+    for (int j = threadIdx.x; j < tokens; j += kWholeThreads) {
+      const float w = __expf(class_weights[j] - class_max);
+      class_weights[j] = w;
+      local_sum += w;
+    }
+    class_sum = WholeBlockReduce<false>(local_sum, scratch);  // Its barriers publish the weights.
+  }
+  // Σ_t v and the class row's output, channel e over the rows j ≡ group (mod groups).
+  {
+    const int e = threadIdx.x % kDim, group = threadIdx.x / kDim;
+    const auto* values = reinterpret_cast<const T*>(staged_v);
+    float column = 0.f, weighted = 0.f;
+    for (int j = group; j < tokens; j += kWholeChannelGroups) {
+      const float x = Pair<T>::ToFloat(values[j * kPaddedRow * 8 + e]);
+      column += x;
+      if (p.class_token) weighted += class_weights[j] * x;
+    }
+    channel_sums[0][group][e] = column;
+    channel_sums[1][group][e] = weighted;
+    __syncthreads();
+    if (threadIdx.x < kDim) {
+      float c = 0.f, w = 0.f;
+#pragma unroll
+      for (int g = 0; g < kWholeChannelGroups; ++g) {
+        c += channel_sums[0][g][e];
+        w += channel_sums[1][g][e];
+      }
+      head_colsum[e] = c;
+      if (p.class_token) {
+        static_cast<T*>(p.out)[head_offset + e] = Pair<T>::FromFloat(w / class_sum);
+      }
+    }
+    __syncthreads();
+  }
+  // The patch rows, kWholeRowsPerPass at a time, two threads each.
+  const auto* query_rows = reinterpret_cast<const uint4*>(q);
+  auto* out_rows = reinterpret_cast<uint4*>(static_cast<T*>(p.out) + head_offset);
+  for (int base = prefix; base < tokens; base += kWholeRowsPerPass) {
+    const int t = base + static_cast<int>(threadIdx.x) / 2;
+    if (t >= tokens) break;  // Both threads of a row leave together.
+    PatchRow<T, 2> row;
+    row.Start(query_rows + static_cast<long>(t) * kRowVectors, p.scale, p.official);
+    if (p.class_token) row.AddKey(staged_k, staged_v);
+    for (int j = 0; j < nshift; ++j) {
+      const int key = t + shifts[j];
+      if (key >= tokens) break;
+      if (key >= prefix) row.AddKey(staged_k + key * kPaddedRow, staged_v + key * kPaddedRow);
+    }
+    row.Finish(head_colsum, tokens, p.official, out_rows + static_cast<long>(t) * kRowVectors);
+  }
+}
+
+bool Aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+template <typename T, int kTile, int kSplit>
+cudaError_t LaunchRows(const FibParams& p, const float* colsum, cudaStream_t stream) {
+  constexpr int kChunk = kChunkRows<kTile>;
+  constexpr size_t kSharedBytes = 2 * kChunk * kPaddedRow * sizeof(uint4);
+  const int rows = p.tokens - (p.class_token ? 1 : 0);
+  if (rows <= 0) return cudaSuccess;
+  // Above the 48 KiB default.
+  const cudaError_t err =
+      cudaFuncSetAttribute(TiledRowsKernel<T, kTile, kSplit>,
+                           cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes);
+  if (err != cudaSuccess) return err;
+  const dim3 grid((rows + kTile - 1) / kTile, p.batch * p.heads);
+  TiledRowsKernel<T, kTile, kSplit><<<grid, kTile * kSplit, kSharedBytes, stream>>>(p, colsum);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t LaunchWholeHead(const FibParams& p, cudaStream_t stream) {
+  const size_t shared_bytes = WholeHeadSharedBytes(p.tokens);
+  const cudaError_t err = cudaFuncSetAttribute(
+      WholeHeadKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+      static_cast<int>(WholeHeadSharedBytes(kWholeMaxTokens)));
+  if (err != cudaSuccess) return err;
+  WholeHeadKernel<T><<<p.batch * p.heads, kWholeThreads, shared_bytes, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t LaunchTiledTyped(const FibParams& p, TiledShape shape, float* colsum,
+                             cudaStream_t stream) {
+  if (p.class_token || p.official) {
+    DenseRowKernel<T><<<p.batch * p.heads, kDenseRowThreads, 0, stream>>>(p, colsum, p.class_token,
+                                                                  p.official);
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  if (shape.tile_queries == 64) {
+    return shape.threads_per_row == 2 ? LaunchRows<T, 64, 2>(p, colsum, stream)
+                                      : LaunchRows<T, 64, 1>(p, colsum, stream);
+  }
+  return shape.threads_per_row == 2 ? LaunchRows<T, 128, 2>(p, colsum, stream)
+                                    : LaunchRows<T, 128, 1>(p, colsum, stream);
+}
+
+}  // namespace
+
+TiledShape TiledShapeFor(int tokens, TiledShape requested) {
+  // Measured on the H200 (docs/performance.md, Fibottention), fp16, batch 64, 12 heads: at 785
+  // tokens 64 rows of two threads each took 0.292-0.304 ms against 0.309-0.312 for 128 rows of
+  // one; at 3,137 tokens 1.60-1.64 against 1.46-1.49 ms.
+  const bool up_to_1024 = tokens <= 1024;
+  TiledShape shape = requested;
+  if (shape.tile_queries == 0) shape.tile_queries = up_to_1024 ? 64 : 128;
+  if (shape.threads_per_row == 0) shape.threads_per_row = up_to_1024 ? 2 : 1;
+  return shape;
+}
+
+// What both the tiled and the whole-head kernels need.
+bool HalfHeads64(const FibParams& p) {
+  return p.dim == kDim && (p.dtype == FibDtype::kFloat16 || p.dtype == FibDtype::kBFloat16) &&
+         p.shifts != nullptr && p.shift_width >= 1 && p.shift_width <= kMaxShifts &&
+         Aligned16(p.q) && Aligned16(p.k) && Aligned16(p.v) && Aligned16(p.out);
+}
+
+bool TiledFibottentionSupports(const FibParams& p, TiledShape shape) {
+  shape = TiledShapeFor(p.tokens, shape);
+  return HalfHeads64(p) && (shape.tile_queries == 64 || shape.tile_queries == 128) &&
+         (shape.threads_per_row == 1 || shape.threads_per_row == 2) &&
+         static_cast<long>(p.batch) * p.heads <= kMaxBlocksY;
+}
+
+cudaError_t LaunchTiledFibottention(const FibParams& p, TiledShape shape, float* colsum_workspace,
+                                    cudaStream_t stream) {
+  if (!TiledFibottentionSupports(p, shape)) return cudaErrorInvalidValue;
+  if (p.batch == 0 || p.heads == 0 || p.tokens == 0) return cudaSuccess;
+  shape = TiledShapeFor(p.tokens, shape);
+  if (p.dtype == FibDtype::kFloat16) {
+    return LaunchTiledTyped<__half>(p, shape, colsum_workspace, stream);
+  }
+  return LaunchTiledTyped<__nv_bfloat16>(p, shape, colsum_workspace, stream);
+}
+
+bool WholeHeadFibottentionSupports(const FibParams& p) {
+  return HalfHeads64(p) && p.tokens <= kWholeMaxTokens;
+}
+
+cudaError_t LaunchWholeHeadFibottention(const FibParams& p, cudaStream_t stream) {
+  if (!WholeHeadFibottentionSupports(p)) return cudaErrorInvalidValue;
+  if (p.batch == 0 || p.heads == 0 || p.tokens == 0) return cudaSuccess;
+  if (p.dtype == FibDtype::kFloat16) return LaunchWholeHead<__half>(p, stream);
+  return LaunchWholeHead<__nv_bfloat16>(p, stream);
+}
+
+}  // namespace vitserve::fibottention::internal
