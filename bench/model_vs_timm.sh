@@ -11,7 +11,8 @@
 #   BATCHES      default 1,32,128,256
 #   SECONDS_EACH per measurement (default 2)
 #   LAYOUTS      our model's input layouts to measure (default "nchw nhwc"; the ratios use nhwc)
-#   PROFILE_KERNELS  eager steps profiled per model at PROFILE_BATCH (default 256); 0: none
+#   PROFILE_KERNELS  eager steps profiled per model at PROFILE_BATCH (default 256) and
+#                PROFILE_SIZE px (default 224); 0: none
 #   SIZES        input sides in pixels (default 224); sizes other than 224 use LARGE_BATCHES
 #   LARGE_BATCHES  batch sizes above 224 px (default 1,8,32)
 #   COMPILE      1: also timm under torch.compile(mode="max-autotune") at COMPILE_BATCH (default
@@ -36,6 +37,7 @@ LARGE_BATCHES="${LARGE_BATCHES:-1,8,32}"
 COMPILE_BATCH="${COMPILE_BATCH:-256}"
 PROFILE_KERNELS="${PROFILE_KERNELS:-0}"
 PROFILE_BATCH="${PROFILE_BATCH:-256}"
+PROFILE_SIZE="${PROFILE_SIZE:-224}"
 B="${SWEEP_BUILD_DIR:-build-gpu}"
 RESULTS="$OUT/model_vs_timm.tsv"  # model, size, impl, mode, layout, batch, img/s
 log() { echo "[model-vs-timm $(date +%T)] $*"; }
@@ -119,16 +121,21 @@ with torch.inference_mode():
 PY
 }
 
-# timm_profile MODEL BATCH STEPS: kernels of eager NHWC steps, as vitserve-bench-model prints them.
+# timm_profile MODEL BATCH STEPS SIZE: kernels of eager NHWC steps, as vitserve-bench-model prints
+# them.
 timm_profile() {
-  python3 - "$1" "$2" "$3" <<'PY'
+  python3 - "$1" "$2" "$3" "$4" <<'PY'
 import sys, torch, timm
 from collections import defaultdict
 from torch.profiler import profile, ProfilerActivity
-name, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+name, batch, steps, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 torch.backends.cudnn.benchmark = True
-model = timm.create_model(name, pretrained=False).cuda().half().eval().to(memory_format=torch.channels_last)
-x = torch.randn(batch, 3, 224, 224, device="cuda", dtype=torch.half).to(memory_format=torch.channels_last)
+try:  # As timm_anchor: ViTs are built for the size, convolutional models take any size.
+    model = timm.create_model(name, pretrained=False, **({} if size == 224 else {"img_size": size}))
+except TypeError:
+    model = timm.create_model(name, pretrained=False)
+model = model.cuda().half().eval().to(memory_format=torch.channels_last)
+x = torch.randn(batch, 3, size, size, device="cuda", dtype=torch.half).to(memory_format=torch.channels_last)
 with torch.inference_mode():
     for _ in range(5): model(x)
     torch.cuda.synchronize()
@@ -190,11 +197,12 @@ for m in $MODELS; do
   fi
   if (( PROFILE_KERNELS > 0 )); then
     {
-      echo "== $m batch $PROFILE_BATCH, eager NHWC: ours"
+      echo "== $m batch $PROFILE_BATCH, $PROFILE_SIZE px, eager NHWC: ours"
       $B/bin/vitserve-bench-model --model "$m" --device cuda --precision fp16 --channels-last \
-        --batch-sizes "$PROFILE_BATCH" --seconds 0.5 --kernel-profile "$PROFILE_KERNELS" 2>&1 | grep '^  '
-      echo "== $m batch $PROFILE_BATCH, eager NHWC: timm"
-      timm_profile "$m" "$PROFILE_BATCH" "$PROFILE_KERNELS"
+        --batch-sizes "$PROFILE_BATCH" --seconds 0.5 --kernel-profile "$PROFILE_KERNELS" \
+        --image-size "$PROFILE_SIZE" 2>&1 | grep '^  '
+      echo "== $m batch $PROFILE_BATCH, $PROFILE_SIZE px, eager NHWC: timm"
+      timm_profile "$m" "$PROFILE_BATCH" "$PROFILE_KERNELS" "$PROFILE_SIZE"
     } | tee "$OUT/kernels_$m.txt"
   fi
 done

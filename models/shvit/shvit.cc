@@ -5,6 +5,7 @@
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/normalization.h>
 
+#include <cmath>
 #include <utility>
 #include <vector>
 
@@ -87,12 +88,18 @@ class ShsaImpl : public nn::Module {
     std::vector<at::Tensor> parts = x.split_with_sizes({pdim_, dim_ - pdim_}, 1);
     const at::Tensor qkv = qkv_->forward(pre_norm_->forward(parts[0]));
     std::vector<at::Tensor> qkv_parts = qkv.split_with_sizes({qk_dim_, qk_dim_, pdim_}, 1);
-    // [B, C, H, W] → [B, 1 head, HW tokens, C] for the fused attention kernel; scale 1/sqrt(16)
-    // is SDPA's default for head width 16.
-    auto tokens = [&](const at::Tensor& t) { return t.flatten(2).transpose(1, 2).unsqueeze(1); };
-    at::Tensor attended = at::scaled_dot_product_attention(
-        tokens(qkv_parts[0]), tokens(qkv_parts[1]), tokens(qkv_parts[2]));
-    attended = attended.squeeze(1).transpose(1, 2).reshape({batch, pdim_, height, width});
+    // timm's order of operations, in the input's dtype: attn = softmax(qᵀk · qk_dim^-1/2) over
+    // the HW tokens, out = v attnᵀ. Not at::scaled_dot_product_attention: v is wider than q and
+    // k, which no fused SDPA kernel takes, and its fallback (the math backend) runs fp16 as fp32
+    // GEMMs with a masked-row guard: at 1024 px, 1.1 ms more per batch of 32 than these half-
+    // precision products on the H200 (docs/performance.md, run G).
+    const at::Tensor q = qkv_parts[0].flatten(2);  // [B, qk, HW]
+    const at::Tensor k = qkv_parts[1].flatten(2);
+    const at::Tensor v = qkv_parts[2].flatten(2);  // [B, pdim, HW]
+    const at::Tensor attn = at::softmax(
+        at::matmul(q.transpose(1, 2), k) * (1.0 / std::sqrt(static_cast<double>(qk_dim_))), -1);
+    const at::Tensor attended =
+        at::matmul(v, attn.transpose(1, 2)).reshape({batch, pdim_, height, width});
     return proj_->forward(at::cat({attended, parts[1]}, 1));
   }
 
