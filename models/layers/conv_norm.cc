@@ -29,9 +29,23 @@ Conv2dNormImpl::Conv2dNormImpl(const Conv2dNormOptions& options) : options_(opti
   bn_->bias.zero_();
 }
 
+bool Conv2dNormImpl::UsesPixelMatmul(const at::Tensor& x) const {
+  return !bn_ && x.is_cuda() && x.dim() == 4 && options_.kernel_size == 1 &&
+         options_.stride == 1 && options_.padding == 0 && options_.groups == 1 &&
+         x.size(1) == options_.in_channels && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
 torch::Tensor Conv2dNormImpl::forward(const torch::Tensor& x) {
-  if (!bn_) return c_->forward(x);
-  return bn_->forward(c_->forward(x));
+  if (bn_) return bn_->forward(c_->forward(x));
+  if (!UsesPixelMatmul(x)) return c_->forward(x);
+  // The pixels of channels-last memory are the rows of an [N·H·W, C_in] matrix; the result's
+  // rows are the pixels of a channels-last [N, C_out, H, W] tensor.
+  const int64_t n = x.size(0), h = x.size(2), w = x.size(3);
+  const at::Tensor pixels = x.permute({0, 2, 3, 1}).reshape({n * h * w, options_.in_channels});
+  const at::Tensor weight = c_->weight.reshape({options_.out_channels, options_.in_channels});
+  return at::linear(pixels, weight, c_->bias)
+      .view({n, h, w, options_.out_channels})
+      .permute({0, 3, 1, 2});
 }
 
 void Conv2dNormImpl::Fuse() {

@@ -41,6 +41,12 @@ class Conv2dNormImpl : public torch::nn::Module {
   // conv'(x) == x + conv(x), which removes the residual add of a Residual(depthwise conv).
   void AddIdentity();
   bool fused() const { return !bn_; }
+  // Whether forward(x) runs the fused 1×1, stride-1 convolution as one matrix product over the
+  // pixels (at::linear, the bias in the GEMM's epilogue): for CUDA tensors in channels-last
+  // memory. cuDNN's convolution adds the bias with a separate broadcasting kernel, which is not
+  // vectorised on channels-last tensors: 40% of shvit_s1's GPU time at 1024 px
+  // (docs/performance.md, run H). Same output, channels-last, as the convolution.
+  bool UsesPixelMatmul(const at::Tensor& x) const;
 
  private:
   Conv2dNormOptions options_;
