@@ -116,24 +116,20 @@ int Run() {
         call = [&] { FibottentionAttention(q, k, v, pattern, semantics, scale); };
       } else if (impl == "gather") {
         call = [&] { FibottentionAttentionGather(q, k, v, pattern, semantics, scale); };
-      } else if (impl == "wholehead") {
-        call = [&] {
-          FibottentionAttentionCuda(q, k, v, pattern, semantics, scale,
-                                    {FibottentionCudaOptions::Kernel::kWholeHead, 0, 0});
-        };
-      } else if (impl == "rowwarp" || impl.rfind("tiled", 0) == 0) {
-        // tiled: the dispatcher's shape; tiledRxN: R rows per block, N threads per row.
+      } else if (impl == "rowwarp" || impl == "wholehead" || impl.rfind("tiled", 0) == 0) {
+        // The CUDA kernels by name; tiled: the dispatcher's shape, tiledRxN: R rows per block,
+        // N threads per row.
         using Kernel = FibottentionCudaOptions::Kernel;
-        FibottentionCudaOptions options{Kernel::kRowPerWarp, 0, 0};
-        if (impl != "rowwarp") {
-          options.kernel = Kernel::kTiled;
-          const std::string spec = impl.substr(5);
-          const std::vector<std::string> shape = absl::StrSplit(spec, 'x');
-          if (!spec.empty() &&
-              (shape.size() != 2 || !absl::SimpleAtoi(shape[0], &options.tile_queries) ||
-               !absl::SimpleAtoi(shape[1], &options.threads_per_row))) {
-            options.tile_queries = -1;  // Refused by the kernel: reported as failed.
-          }
+        FibottentionCudaOptions options;
+        options.kernel = impl == "rowwarp"     ? Kernel::kRowPerWarp
+                         : impl == "wholehead" ? Kernel::kWholeHead
+                                               : Kernel::kTiled;
+        const std::string spec = options.kernel == Kernel::kTiled ? impl.substr(5) : "";
+        const std::vector<std::string> shape = absl::StrSplit(spec, 'x');
+        if (!spec.empty() &&
+            (shape.size() != 2 || !absl::SimpleAtoi(shape[0], &options.tile_queries) ||
+             !absl::SimpleAtoi(shape[1], &options.threads_per_row))) {
+          options.tile_queries = -1;  // Refused by the kernel: reported as failed.
         }
         call = [&q, &k, &v, &pattern, semantics, scale, options] {
           FibottentionAttentionCuda(q, k, v, pattern, semantics, scale, options);

@@ -194,26 +194,8 @@ FibottentionPattern MakeFibottentionPattern(const std::vector<std::vector<int64_
   const int64_t n = patch_tokens, prefix = class_token ? 1 : 0;
   pattern.tokens = n + prefix;
   pattern.class_token = class_token;
-  std::vector<std::vector<std::vector<int64_t>>> rows(pattern.heads,
-                                                      std::vector<std::vector<int64_t>>(n));
-  int64_t width = 1;
-  for (int64_t h = 0; h < pattern.heads; ++h) {
-    for (int64_t j = 0; j < n; ++j) {
-      std::vector<int64_t>& keys = rows[h][j];
-      if (class_token) keys.push_back(0);
-      for (int64_t o : head_offsets[h]) {
-        if (o == 0) continue;  // The official mask has no self diagonal unless an offset is 0.
-        if (j - o >= 0 && j - o < n) keys.push_back(prefix + j - o);
-        if (j + o >= 0 && j + o < n) keys.push_back(prefix + j + o);
-      }
-      for (int64_t o : head_offsets[h]) {
-        if (o == 0 && j < n) keys.push_back(prefix + j);
-      }
-      std::sort(keys.begin(), keys.end());
-      keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-      width = std::max<int64_t>(width, static_cast<int64_t>(keys.size()));
-    }
-  }
+  // Each head's distinct signed offsets, ascending: patch j keeps patch j + s for each s that
+  // lands on a patch (the official mask: j ± o, no self diagonal unless an offset is 0).
   std::vector<std::vector<int32_t>> shifts(pattern.heads);
   int64_t shift_width = 1;
   for (int64_t h = 0; h < pattern.heads; ++h) {
@@ -230,6 +212,21 @@ FibottentionPattern MakeFibottentionPattern(const std::vector<std::vector<int64_
   auto shift_acc = pattern.shifts.accessor<int32_t, 2>();
   for (int64_t h = 0; h < pattern.heads; ++h) {
     for (size_t j = 0; j < shifts[h].size(); ++j) shift_acc[h][j] = shifts[h][j];
+  }
+  // The index lists from the shifts: the class token first, then the patches, already in
+  // increasing order and distinct because the shifts are.
+  std::vector<std::vector<std::vector<int64_t>>> rows(pattern.heads,
+                                                      std::vector<std::vector<int64_t>>(n));
+  int64_t width = 1;
+  for (int64_t h = 0; h < pattern.heads; ++h) {
+    for (int64_t j = 0; j < n; ++j) {
+      std::vector<int64_t>& keys = rows[h][j];
+      if (class_token) keys.push_back(0);
+      for (int32_t shift : shifts[h]) {
+        if (j + shift >= 0 && j + shift < n) keys.push_back(prefix + j + shift);
+      }
+      width = std::max<int64_t>(width, static_cast<int64_t>(keys.size()));
+    }
   }
   pattern.index = at::zeros({pattern.heads, pattern.tokens, width}, at::kLong);
   pattern.count = at::zeros({pattern.heads, pattern.tokens}, at::kLong);

@@ -202,14 +202,11 @@ __global__ void FibottentionKernel(FibParams p) {
   }
 }
 
-bool Aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
-
 template <typename T, int kLanes>
 void LaunchLanes(const FibParams& p, dim3 grid, dim3 block, cudaStream_t stream) {
   // Vector loads need every row slice on a 16-byte boundary: d exactly kLanes × 8 and aligned
   // base pointers (rows are then d·sizeof(T) ≥ 16·sizeof(T) bytes apart).
-  const bool vec = p.dim == kLanes * kMaxPerLane && Aligned16(p.q) && Aligned16(p.k) &&
-                   Aligned16(p.v) && Aligned16(p.out);
+  const bool vec = p.dim == kLanes * kMaxPerLane && TensorsAligned16(p);
   if (vec) {
     FibottentionKernel<T, kLanes, true><<<grid, block, 0, stream>>>(p);
   } else {

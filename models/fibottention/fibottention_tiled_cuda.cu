@@ -541,7 +541,12 @@ __global__ void __launch_bounds__(kWholeThreads, 2) WholeHeadKernel(FibParams p)
   }
 }
 
-bool Aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+// What both the tiled and the whole-head kernels need.
+bool HalfHeads64(const FibParams& p) {
+  return p.dim == kDim && (p.dtype == FibDtype::kFloat16 || p.dtype == FibDtype::kBFloat16) &&
+         p.shifts != nullptr && p.shift_width >= 1 && p.shift_width <= kMaxShifts &&
+         TensorsAligned16(p);
+}
 
 template <typename T, int kTile, int kSplit>
 cudaError_t LaunchRows(const FibParams& p, const float* colsum, cudaStream_t stream) {
@@ -574,8 +579,8 @@ template <typename T>
 cudaError_t LaunchTiledTyped(const FibParams& p, TiledShape shape, float* colsum,
                              cudaStream_t stream) {
   if (p.class_token || p.official) {
-    DenseRowKernel<T><<<p.batch * p.heads, kDenseRowThreads, 0, stream>>>(p, colsum, p.class_token,
-                                                                  p.official);
+    DenseRowKernel<T><<<p.batch * p.heads, kDenseRowThreads, 0, stream>>>(
+        p, colsum, p.class_token, p.official);
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
@@ -598,13 +603,6 @@ TiledShape TiledShapeFor(int tokens, TiledShape requested) {
   if (shape.tile_queries == 0) shape.tile_queries = up_to_1024 ? 64 : 128;
   if (shape.threads_per_row == 0) shape.threads_per_row = up_to_1024 ? 2 : 1;
   return shape;
-}
-
-// What both the tiled and the whole-head kernels need.
-bool HalfHeads64(const FibParams& p) {
-  return p.dim == kDim && (p.dtype == FibDtype::kFloat16 || p.dtype == FibDtype::kBFloat16) &&
-         p.shifts != nullptr && p.shift_width >= 1 && p.shift_width <= kMaxShifts &&
-         Aligned16(p.q) && Aligned16(p.k) && Aligned16(p.v) && Aligned16(p.out);
 }
 
 bool TiledFibottentionSupports(const FibParams& p, TiledShape shape) {

@@ -17,6 +17,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <initializer_list>
 
 namespace vitserve::fibottention::internal {
 
@@ -42,6 +43,14 @@ struct FibParams {
   int shift_width = 0;
   void* out = nullptr;
 };
+
+// Whether q, k, v and out all start on a 16-byte boundary (the kernels' vector loads and stores).
+inline bool TensorsAligned16(const FibParams& params) {
+  for (const void* ptr : {params.q, params.k, params.v, static_cast<const void*>(params.out)}) {
+    if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0) return false;
+  }
+  return true;
+}
 
 cudaError_t LaunchFibottention(const FibParams& params, cudaStream_t stream);
 

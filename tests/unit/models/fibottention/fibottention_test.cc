@@ -91,22 +91,27 @@ TEST(FibottentionMaskTest, DenseMaskMatchesHandComputation) {
   EXPECT_TRUE(at::equal(official[1][5].nonzero().flatten(), at::tensor({0, 11, 15}, at::kLong)));
 }
 
+// Plain and "modified" Wythoff offsets (the latter with a zero and a repeated offset), with and
+// without a class token.
 TEST(FibottentionMaskTest, PatternListsTheDenseMaskNonZeros) {
-  for (bool class_token : {true, false}) {
-    const Offsets offsets = FibottentionLayerOffsets(49, 6, 3);
-    const at::Tensor mask = FibottentionDenseMask(offsets, 49, class_token);
-    const FibottentionPattern pattern = MakeFibottentionPattern(offsets, 49, class_token);
-    ASSERT_EQ(pattern.tokens, mask.size(1));
-    for (int64_t h = 0; h < 6; ++h) {
-      for (int64_t t = 0; t < pattern.tokens; ++t) {
-        const int64_t c = pattern.count[h][t].item<int64_t>();
-        const at::Tensor expected = mask[h][t].nonzero().flatten();
-        if (class_token && t == 0) {
-          EXPECT_EQ(c, pattern.tokens);
-          continue;
+  for (bool modified : {false, true}) {
+    for (bool class_token : {true, false}) {
+      const Offsets offsets = FibottentionLayerOffsets(49, 6, 3, 5, modified);
+      const at::Tensor mask = FibottentionDenseMask(offsets, 49, class_token);
+      const FibottentionPattern pattern = MakeFibottentionPattern(offsets, 49, class_token);
+      ASSERT_EQ(pattern.tokens, mask.size(1));
+      for (int64_t h = 0; h < 6; ++h) {
+        for (int64_t t = 0; t < pattern.tokens; ++t) {
+          const int64_t c = pattern.count[h][t].item<int64_t>();
+          const at::Tensor expected = mask[h][t].nonzero().flatten();
+          if (class_token && t == 0) {
+            EXPECT_EQ(c, pattern.tokens);
+            continue;
+          }
+          ASSERT_EQ(c, expected.numel())
+              << "modified " << modified << " head " << h << " row " << t;
+          EXPECT_TRUE(at::equal(pattern.index[h][t].narrow(0, 0, c), expected));
         }
-        ASSERT_EQ(c, expected.numel()) << "head " << h << " row " << t;
-        EXPECT_TRUE(at::equal(pattern.index[h][t].narrow(0, 0, c), expected));
       }
     }
   }
