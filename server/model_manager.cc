@@ -236,6 +236,15 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
     }
     if (i == 0) {
       model->info_ = loaded->info;
+      model->output_layout_.num_classes = loaded->info.num_classes;
+      // The softmax top-k of a classifier on a GPU is computed there, as many places as a
+      // request gets by default (the host computes more from the logits).
+      if (device.is_cuda() && loaded->info.task == ModelTask::kClassification &&
+          loaded->info.num_classes >= kDeviceTopK &&
+          loaded->info.num_classes <= kMaxDeviceTopKClasses) {
+        model->output_layout_.device_top_k = kDeviceTopK;
+        instance_options.device_top_k = kDeviceTopK;
+      }
       model->parameter_count_ = loaded->parameter_count;
       model->random_weights_ = loaded->random_weights;
     }
@@ -425,6 +434,19 @@ absl::Status ServableModel::Schedule(std::unique_ptr<InferenceTask>* task) const
                      : std::string("an undefined tensor"))));
   }
 
+  // Tasks see the logits unless they ask for the device's top-k columns too.
+  const int64_t asked_columns = t.output_columns;
+  if (asked_columns != 0 && asked_columns != output_layout_.num_classes &&
+      asked_columns != output_layout_.columns()) {
+    return reject(absl::InvalidArgumentError(absl::StrCat(
+        "Schedule: output_columns ", asked_columns, " (model '", name(), "' outputs ",
+        output_layout_.num_classes, " logits and ", 2 * output_layout_.device_top_k,
+        " top-k columns)")));
+  }
+  if (asked_columns == 0 && output_layout_.device_top_k > 0) {
+    t.output_columns = output_layout_.num_classes;
+  }
+
   // Wrap on_done to count the outcome. The caller's callback is kept in a shared holder so it
   // can be put back when Schedule fails (the task must then be left as it was).
   auto user_done =
@@ -447,6 +469,7 @@ absl::Status ServableModel::Schedule(std::unique_ptr<InferenceTask>* task) const
   absl::Status status = core->batcher->Schedule(task);
   if (!status.ok()) {
     (*task)->on_done = std::move(*user_done);
+    (*task)->output_columns = asked_columns;
     return reject(std::move(status));
   }
   return absl::OkStatus();

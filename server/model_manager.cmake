@@ -10,6 +10,7 @@ target_link_libraries(vitserve_model_manager PUBLIC
   vitserve_config
   vitserve_runtime
   vitserve_batching
+  vitserve_heads
   vitserve_image
   vitserve_metrics
   vitserve_models

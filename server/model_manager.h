@@ -38,6 +38,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "models/heads/topk.h"
 #include "models/model_info.h"
 #include "models/registry.h"
 #include "server/batching/clock.h"
@@ -90,6 +91,11 @@ struct ModelStatisticsSnapshot {
   std::vector<BatchSizeStat> batch_stats;  // Ascending batch_size.
 };
 
+// Places of the softmax top-k a classifier on a GPU computes there (ServableModel::
+// output_layout): at least what a Classify request gets by default, so that the common request
+// needs no softmax on the host.
+inline constexpr int64_t kDeviceTopK = 5;
+
 // One loaded model. Immutable after load; thread-safe; handed out as
 // std::shared_ptr<const ServableModel> (see the handle-release contract above).
 class ServableModel {
@@ -102,6 +108,10 @@ class ServableModel {
   const std::string& name() const { return config_.name(); }
   const v1::ModelConfig& config() const { return config_; }  // Normalised.
   const ModelInfo& info() const { return info_; }
+  // A classifier's output rows as its instances compute them: with device_top_k > 0 (CUDA,
+  // see InstanceOptions::device_top_k) they carry the softmax top-k besides the logits. Only a
+  // task whose output_columns asks for them gets those columns (Schedule).
+  const ClassifierOutputLayout& output_layout() const { return output_layout_; }
   // info().num_classes entries: the labels file's lines, or "0", "1", ... without one.
   const std::vector<std::string>& labels() const { return labels_; }
   const PreprocessSpec& preprocess_spec() const { return preprocess_spec_; }
@@ -113,7 +123,8 @@ class ServableModel {
   // config().input().size(), 1 <= rows <= max_batch_size), or with device preprocessing its
   // images ([rows,H,W,3] CPU uint8, see DecodeAndPreprocess), to the model's batcher. On OK the
   // batcher owns the task and calls its on_done exactly once with [rows,num_classes] CPU float32
-  // logits or an error (DynamicBatcher::Schedule documents them); on error `*task` is left as it
+  // logits (a task whose output_columns is output_layout().columns() gets those columns) or an
+  // error (DynamicBatcher::Schedule documents them); on error `*task` is left as it
   // was. Errors: INVALID_ARGUMENT (null task, no on_done, wrong shape/dtype/device),
   // RESOURCE_EXHAUSTED (queue full), UNAVAILABLE (the model is shutting down).
   absl::Status Schedule(std::unique_ptr<InferenceTask>* task) const;
@@ -156,6 +167,7 @@ class ServableModel {
 
   v1::ModelConfig config_;
   ModelInfo info_;
+  ClassifierOutputLayout output_layout_;
   std::vector<std::string> labels_;
   PreprocessSpec preprocess_spec_{};
   int64_t parameter_count_ = 0;

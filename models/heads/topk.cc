@@ -63,4 +63,46 @@ absl::StatusOr<std::vector<std::vector<ClassScore>>> TopKSoftmax(const at::Tenso
   return result;
 }
 
+absl::StatusOr<std::vector<std::vector<ClassScore>>> TopKOfOutput(
+    const at::Tensor& rows, const ClassifierOutputLayout& layout, int64_t k) {
+  if (layout.device_top_k == 0) return TopKSoftmax(rows, k);
+  if (!rows.defined() || rows.dim() != 2 || rows.size(1) != layout.columns()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "classifier output rows must have ", layout.columns(), " columns; got ",
+        rows.defined() ? c10::str(rows.sizes()) : std::string("an undefined tensor")));
+  }
+  // More places than the device computed (or an invalid k, which TopKSoftmax reports).
+  if (k < 1 || k > layout.device_top_k) {
+    return TopKSoftmax(rows.narrow(1, 0, layout.num_classes), k);
+  }
+  if (!rows.device().is_cpu() || rows.scalar_type() != at::kFloat || rows.stride(1) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "classifier output rows must be CPU float32 [N, ", layout.columns(),
+        "] with unit column stride; got ", c10::toString(rows.scalar_type()), " on ",
+        rows.device().str()));
+  }
+  if (k > layout.num_classes) {  // A layout whose device_top_k exceeds its classes.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "top_k is ", k, "; allowed: 1..", layout.num_classes, " (the model's classes)"));
+  }
+  std::vector<std::vector<ClassScore>> result(static_cast<size_t>(rows.size(0)));
+  const float* row = rows.data_ptr<float>();
+  for (std::vector<ClassScore>& scores : result) {
+    const float* probabilities = row + layout.num_classes;
+    const float* indices = probabilities + layout.device_top_k;
+    scores.reserve(static_cast<size_t>(k));
+    for (int64_t j = 0; j < k; ++j) {
+      const float index = indices[j];
+      if (!(index >= 0 && index < static_cast<float>(layout.num_classes))) {
+        return absl::InternalError(absl::StrCat(
+            "the device's top-k place ", j, " names class ", index, " of ", layout.num_classes,
+            " (are the model's logits NaN?)"));
+      }
+      scores.push_back(ClassScore{static_cast<int64_t>(index), probabilities[j]});
+    }
+    row += rows.stride(0);
+  }
+  return result;
+}
+
 }  // namespace vitserve

@@ -115,7 +115,8 @@ int64_t MaxRowsPerTask(const ServableModel& model) {
 
 void ScheduleRows(const ServableModel& model, at::Tensor input, absl::Time deadline,
                   std::function<bool()> is_cancelled,
-                  std::function<void(absl::StatusOr<at::Tensor>)> done, bool announced) {
+                  std::function<void(absl::StatusOr<at::Tensor>)> done, bool announced,
+                  int64_t output_columns) {
   const int64_t rows = input.size(0);
   const int64_t per_task = MaxRowsPerTask(model);
   const int chunks = static_cast<int>((rows + per_task - 1) / per_task);
@@ -135,6 +136,7 @@ void ScheduleRows(const ServableModel& model, at::Tensor input, absl::Time deadl
     task->input = chunks == 1 ? input : input.narrow(0, begin, length).contiguous();
     task->deadline = deadline;
     task->is_cancelled = is_cancelled;
+    task->output_columns = output_columns;
     // The last chunk ends the announcement: until it is queued, more rows are on their way.
     task->ends_announcement = announced && scheduled == chunks - 1;
     const int chunk = scheduled;

@@ -76,9 +76,11 @@ int64_t MaxRowsPerTask(const ServableModel& model);
 // DEADLINE_EXCEEDED, CANCELLED, or the runner's error). If a later chunk cannot be queued, the
 // chunks already queued still complete before `done` reports the error. With `announced`, the
 // request was announced to `model` (ServableModel::AnnounceArrival) and this call ends that
-// announcement.
+// announcement. `output_columns` is each task's InferenceTask::output_columns (0: the model's
+// default, its logits).
 void ScheduleRows(const ServableModel& model, at::Tensor input, absl::Time deadline,
                   std::function<bool()> is_cancelled,
-                  std::function<void(absl::StatusOr<at::Tensor>)> done, bool announced = false);
+                  std::function<void(absl::StatusOr<at::Tensor>)> done, bool announced = false,
+                  int64_t output_columns = 0);
 
 }  // namespace vitserve

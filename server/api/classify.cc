@@ -185,11 +185,12 @@ absl::StatusOr<at::Tensor> DecodeAndPreprocess(
   return batch;
 }
 
-absl::Status FillClassifications(const at::Tensor& logits, int64_t top_k,
+absl::Status FillClassifications(const at::Tensor& rows, int64_t top_k,
+                                 const ClassifierOutputLayout& layout,
                                  const std::vector<std::string>& labels,
                                  v1::ClassifyResponse* response) {
   absl::StatusOr<std::vector<std::vector<ClassScore>>> top =
-      TopKSoftmax(logits.to(at::kCPU, at::kFloat), top_k);
+      TopKOfOutput(rows.to(at::kCPU, at::kFloat), layout, top_k);
   if (!top.ok()) return top.status();
   for (const std::vector<ClassScore>& row : *top) {
     v1::Classification* result = response->add_results();

@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "models/heads/topk.h"
 #include "models/model_info.h"
 #include "server/image/decode.h"
 #include "server/image/preprocess.h"
@@ -51,9 +52,11 @@ inline constexpr int64_t kMaxInlineCopyBytes = int64_t{1} << 20;
 bool PreprocessingIsACopy(const google::protobuf::RepeatedPtrField<v1::Image>& images,
                           const PreprocessSpec& spec);
 
-// Fills `response->results` with the top_k softmax classes of each row of `logits` ([N,C]),
-// best first; the label is labels[index], or the index itself when there is no such label.
-absl::Status FillClassifications(const at::Tensor& logits, int64_t top_k,
+// Fills `response->results` with the top_k softmax classes of each of the model's output
+// `rows` (laid out as `layout` says: [N,C] logits, or with the device's top-k columns), best
+// first; the label is labels[index], or the index itself when there is no such label.
+absl::Status FillClassifications(const at::Tensor& rows, int64_t top_k,
+                                 const ClassifierOutputLayout& layout,
                                  const std::vector<std::string>& labels,
                                  v1::ClassifyResponse* response);
 

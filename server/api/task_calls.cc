@@ -119,14 +119,18 @@ void RunClassify(const ServableModel& model, const ImageLimits& limits, WorkPool
     }
 
     const std::vector<std::string>* labels = &model.labels();
-    // Softmax, top-k and the reply: on the pool while requests wait for the executor, on the
-    // executor when none does (OnPoolWhileQueued).
-    auto fill = [complete, k, labels, response](absl::StatusOr<at::Tensor> logits) {
-      if (!logits.ok()) return complete(logits.status());
-      complete(FillClassifications(*logits, k, *labels, response));
+    // The model's rows with the top-k columns its GPU computed, if it does (read when they
+    // hold k places; the host's softmax of the logits otherwise).
+    const ClassifierOutputLayout layout = model.output_layout();
+    // Top-k and the reply: on the pool while requests wait for the executor, on the executor
+    // when none does (OnPoolWhileQueued).
+    auto fill = [complete, k, labels, layout, response](absl::StatusOr<at::Tensor> rows) {
+      if (!rows.ok()) return complete(rows.status());
+      complete(FillClassifications(*rows, k, layout, *labels, response));
     };
     ScheduleRows(model, *std::move(input), deadline, std::move(is_cancelled),
-                 OnPoolWhileQueued(pool, model, std::move(fill)), /*announced=*/true);
+                 OnPoolWhileQueued(pool, model, std::move(fill)), /*announced=*/true,
+                 layout.columns());
   };
   // Raw pixels the device preprocesses need only a check and a copy: done here, the hand-off
   // to the pool and its thread's wake-up would cost more. (An input_fn is such a copy too.)

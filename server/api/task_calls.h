@@ -37,6 +37,8 @@ namespace vitserve {
 inline constexpr char kModelVersion[] = "1";
 // top_k when a Classify request leaves it 0 (capped at the model's class count).
 inline constexpr int kDefaultTopK = 5;
+// The default top_k comes from the GPU's columns (ServableModel::output_layout).
+static_assert(kDefaultTopK <= kDeviceTopK);
 
 using FinishCallback = std::function<void(absl::Status)>;
 

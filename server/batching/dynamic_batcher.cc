@@ -413,10 +413,17 @@ void DynamicBatcher::Complete(LaunchedBatch& batch) {
       int64_t offset = 0;
       for (size_t i = 0; i < live.size(); ++i) {
         const int64_t rows = live[i]->rows();
+        const int64_t columns = live[i]->output_columns;
         if (failed[i] != nullptr) {
           live[i]->on_done(*failed[i]);
-        } else {
+        } else if (columns == 0) {
           live[i]->on_done(output->narrow(0, offset, rows));
+        } else if (output->dim() < 2 || output->size(1) < columns) {
+          live[i]->on_done(absl::InternalError(absl::StrCat(
+              "model runner returned ", ShapeString(output->sizes()), "; the task reads ",
+              columns, " columns")));
+        } else {
+          live[i]->on_done(output->narrow(0, offset, rows).narrow(1, 0, columns));
         }
         offset += rows;
       }

@@ -37,6 +37,12 @@ struct InferenceTask {
   // thread) or call Stop.
   std::function<void(absl::StatusOr<at::Tensor>)> on_done;
 
+  // > 0: on_done gets only the first output_columns columns of its rows (a view), e.g. a
+  // classifier's logits without the top-k columns its instance appends
+  // (ServableModel::output_layout). 0: every column. A batch output with fewer columns fails
+  // the task with INTERNAL.
+  int64_t output_columns = 0;
+
   // True on the last task of a request that was announced (DynamicBatcher::AnnounceArrival):
   // Schedule then ends that announcement, whether it accepts the task or not.
   bool ends_announcement = false;

@@ -29,6 +29,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
+
+#include "server/runtime/internal/top_k_kernel.h"
 #endif
 
 namespace vitserve {
@@ -226,6 +228,11 @@ absl::StatusOr<std::unique_ptr<ModelInstance>> ModelInstance::Create(
           " differs from input_size ", options.input_size));
     }
   }
+  if (options.device_top_k < 0 || (options.device_top_k > 0 && !options.device.is_cuda())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ModelInstance: device_top_k ", options.device_top_k, " on ", options.device.str(),
+        " (allowed: 0, or >= 1 on a CUDA device)"));
+  }
   if (options.device.is_cuda()) {
 #ifndef VITSERVE_WITH_CUDA
     return absl::FailedPreconditionError(
@@ -337,13 +344,13 @@ absl::Status ModelInstance::CaptureCudaGraphs() {
                         .contiguous(format);
       // One eager pass on this stream first: lazily created state (cuBLAS handles and
       // workspaces, per-device copies a model caches) must exist before capture.
-      (void)module_->forward(graph.input);
+      (void)Forward(graph.input);
       cuda_->stream.synchronize();
       graph.graph = std::make_unique<at::cuda::CUDAGraph>();
       // Thread-local capture: other threads (other models loading or serving) may keep calling
       // the CUDA API meanwhile.
       graph.graph->capture_begin(pool, cudaStreamCaptureModeThreadLocal);
-      graph.output = module_->forward(graph.input);
+      graph.output = Forward(graph.input);
       graph.graph->capture_end();
       cuda_->graphs.push_back(std::move(graph));
     }
@@ -362,6 +369,62 @@ absl::Status ModelInstance::CaptureCudaGraphs() {
   }
 #endif
   return absl::OkStatus();
+}
+
+#ifdef VITSERVE_WITH_CUDA
+namespace {
+
+// [N, C] logits on a CUDA device -> [N, C + 2k] float32: the logits, then the softmax top-k
+// (runtime_internal::LaunchSoftmaxTopK), on the current stream.
+static_assert(kMaxDeviceTopKClasses == runtime_internal::kMaxTopKClasses);
+
+at::Tensor WithTopKColumns(const at::Tensor& logits, int64_t k) {
+  using runtime_internal::kMaxTopKClasses;
+  TORCH_CHECK(logits.dim() == 2 && logits.is_cuda() && k >= 1 && k <= logits.size(1) &&
+                  logits.size(1) <= kMaxTopKClasses,
+              "device_top_k ", k, " needs [N, C] logits on a CUDA device with ", k,
+              " <= C <= ", kMaxTopKClasses, "; the model returned ", logits.sizes(), " on ",
+              logits.device().str());
+  const at::Tensor rows = logits.stride(1) == 1 ? logits : logits.contiguous();
+  at::Tensor out =
+      at::empty({rows.size(0), rows.size(1) + 2 * k}, rows.options().dtype(at::kFloat));
+  if (rows.size(0) == 0) return out;
+  runtime_internal::SoftmaxTopKParams params;
+  params.rows = static_cast<int>(rows.size(0));
+  params.classes = static_cast<int>(rows.size(1));
+  params.k = static_cast<int>(k);
+  params.logits = rows.data_ptr();
+  params.logits_row_stride = rows.stride(0);
+  switch (rows.scalar_type()) {
+    case at::kFloat:
+      params.dtype = runtime_internal::LogitsDtype::kFloat32;
+      break;
+    case at::kHalf:
+      params.dtype = runtime_internal::LogitsDtype::kFloat16;
+      break;
+    case at::kBFloat16:
+      params.dtype = runtime_internal::LogitsDtype::kBFloat16;
+      break;
+    default:
+      TORCH_CHECK(false, "device_top_k: logits of dtype ", rows.scalar_type(),
+                  " (float32, float16 or bfloat16 expected)");
+  }
+  params.out = out.data_ptr<float>();
+  params.out_row_stride = out.stride(0);
+  C10_CUDA_CHECK(runtime_internal::LaunchSoftmaxTopK(
+      params, c10::cuda::getCurrentCUDAStream(rows.device().index()).stream()));
+  return out;
+}
+
+}  // namespace
+#endif
+
+at::Tensor ModelInstance::Forward(const at::Tensor& input) {
+  at::Tensor output = module_->forward(input);
+#ifdef VITSERVE_WITH_CUDA
+  if (options_.device_top_k > 0) return WithTopKColumns(output, options_.device_top_k);
+#endif
+  return output;
 }
 
 absl::StatusOr<at::Tensor> ModelInstance::Run(const at::Tensor& batch) {
@@ -835,7 +898,7 @@ ModelInstance::LaunchedBatch ModelInstance::LaunchOrThrow(
     at::Tensor input = at::empty(batch_sizes, on_device.dtype(options_.dtype), format);
     AssembleInput(parts.size(), same_run, run_of, input);
     resources.forward_start.record(cuda_->stream);
-    return launch_output(module_->forward(input));
+    return launch_output(Forward(input));
   }
 #endif
   using Clock = std::chrono::steady_clock;
@@ -861,7 +924,7 @@ ModelInstance::LaunchedBatch ModelInstance::LaunchOrThrow(
         input);
   }
   const Clock::time_point forward_start = Clock::now();
-  at::Tensor output = module_->forward(input);
+  at::Tensor output = Forward(input);
   const Clock::time_point output_start = Clock::now();
   launched.output = output.to(at::kFloat).contiguous();
   auto seconds = [](Clock::duration d) { return std::chrono::duration<double>(d).count(); };

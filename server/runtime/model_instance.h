@@ -52,6 +52,10 @@
 
 namespace vitserve {
 
+// The most classes InstanceOptions::device_top_k takes (a row's probabilities are held in the
+// 48 KB of shared memory a GPU block gets by default).
+inline constexpr int64_t kMaxDeviceTopKClasses = 12000;
+
 struct InstanceOptions {
   c10::Device device = c10::Device(c10::kCPU);
   // Serving dtype: kFloat, kHalf or kBFloat16. Inputs arrive and outputs leave as float32.
@@ -83,6 +87,12 @@ struct InstanceOptions {
   // the n files of a part decode to one size) and decodes them on the device first
   // (GpuJpegDecoder), a file the GPU cannot decode on the CPU.
   std::optional<PreprocessSpec> image_preprocess;
+  // CUDA only, for a classifier ([N, C] logits, C <= kMaxDeviceTopKClasses): > 0 appends to
+  // each output row the softmax top-k computed on the device, so that a reply needs no softmax
+  // or sort on the host: the output is then [N, C + 2k] float32 (models/heads/topk.h,
+  // ClassifierOutputLayout; the kernel is captured in the CUDA graphs with the forward pass).
+  // 0: the logits alone.
+  int64_t device_top_k = 0;
 };
 
 // The batch-size buckets for CUDA graphs of a model batching up to `max_batch_size` (>= 1):
@@ -190,6 +200,9 @@ class ModelInstance {
 
   ModelInstance(std::shared_ptr<VisionModel> module, InstanceOptions options);
   absl::Status Prepare();
+  // The module's forward pass, then (options.device_top_k) the top-k columns on the device.
+  // Throws as torch does.
+  at::Tensor Forward(const at::Tensor& input);
   absl::Status RunWarmUpBatches();
   absl::Status CaptureCudaGraphs();
   // CUDA only: decodes the JPEG files of a batch into `outputs` (device memory) on the instance's stream:

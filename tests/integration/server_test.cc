@@ -1383,6 +1383,68 @@ TEST_F(DevicePreprocessingServerTest, BadRawRequestsGetTheSameAnswersWithPixelsL
   EXPECT_LT(MaxAbsDiff(on_device[1], on_cpu[1]), kRounding);
 }
 
+// A server of the models in `repository` (no model named on its command line), from `registry`
+// (which must outlive it).
+absl::StatusOr<std::unique_ptr<VitServer>> StartWithRepository(const ScopedTempDir& repository,
+                                                               const ModelRegistry* registry) {
+  ServerOptions options = TestOptions();
+  options.model.clear();
+  options.model_repository = repository.path();
+  return VitServer::Start(options, registry);
+}
+
+// A classifier on a GPU computes its softmax top-k there (ServableModel::output_layout), on a
+// CUDA host only: Classify answers as the same model on the CPU does, for the default top_k and
+// fewer (read from the GPU's columns) and for every class (the host's softmax of the logits);
+// ModelInfer still returns the logits alone.
+TEST(DeviceTopKCudaTest, ClassifyAnswersAsOnTheCpuAndModelInferGetsTheLogitsAlone) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  ScopedTempDir repository;
+  for (const char* device : {"cpu", "cuda"}) {
+    WriteModelConfig(repository, device,
+                     absl::StrCat("architecture: \"", kModel, "\" allow_random_weights: true ",
+                                  "device: \"", device, "\"\n",
+                                  "batching { max_batch_size: 4 max_queue_delay_us: 1000 }\n"));
+  }
+  ComputeGate gate;
+  ModelRegistry registry = RegistryWithTestModels(&gate);
+  auto server = StartWithRepository(repository, &registry);
+  ASSERT_TRUE(server.ok()) << server.status();
+  Client client((*server)->grpc_port());
+  for (int seed : {1, 2}) {
+    const v1::Image image = RawImage(MakeRgb(32, 32, seed), 32, 32);
+    for (uint32_t top_k : {0u, 3u, static_cast<uint32_t>(kClasses)}) {
+      SCOPED_TRACE(::testing::Message() << "image " << seed << ", top_k " << top_k);
+      v1::ClassifyRequest request = OneImage(image, top_k);
+      v1::ClassifyResponse on_cpu, on_gpu;
+      request.set_model("cpu");
+      ASSERT_TRUE(client.Classify(request, &on_cpu).ok());
+      request.set_model("cuda");
+      ASSERT_TRUE(client.Classify(request, &on_gpu).ok());
+      const int k = top_k == 0 ? 5 : static_cast<int>(top_k);
+      ExpectWellFormed(on_gpu.results(0), static_cast<size_t>(k));
+      ASSERT_EQ(on_cpu.results(0).classes_size(), k);
+      for (int j = 0; j < k; ++j) {
+        const v1::ClassScore& cpu = on_cpu.results(0).classes(j);
+        const v1::ClassScore& gpu = on_gpu.results(0).classes(j);
+        EXPECT_EQ(gpu.index(), cpu.index()) << "place " << j;
+        EXPECT_EQ(gpu.label(), cpu.label()) << "place " << j;
+        EXPECT_NEAR(gpu.score(), cpu.score(), 1e-5) << "place " << j;
+      }
+    }
+  }
+  at::manual_seed(3);
+  inference::ModelInferRequest infer =
+      InferRequest("FP32", {2, 3, 32, 32}, Bytes(at::rand({2, 3, 32, 32})));
+  infer.set_model_name("cuda");
+  inference::ModelInferResponse response;
+  grpc::ClientContext context;
+  ASSERT_TRUE(client.kserve->ModelInfer(&context, infer, &response).ok());
+  ASSERT_EQ(response.outputs_size(), 1);
+  EXPECT_THAT(response.outputs(0).shape(), ::testing::ElementsAre(2, kClasses));
+  EXPECT_EQ(response.raw_output_contents(0).size(), 2 * kClasses * sizeof(float));
+}
+
 // GPU JPEG decoding (ModelConfig.gpu_jpeg_decoding), on a CUDA host only: the same probe on
 // the GPU with and without it gives the same answers for baseline JPEGs (decoded by nvJPEG)
 // within what two JPEG decoders' rounding moves a probability; a progressive file takes the
@@ -1401,10 +1463,7 @@ TEST(GpuJpegDecodingCudaTest, ServerAnswersAsTheCpuDecoderDoes) {
   }
   ComputeGate gate;
   ModelRegistry registry = RegistryWithTestModels(&gate);
-  ServerOptions options = TestOptions();
-  options.model.clear();
-  options.model_repository = repository.path();
-  auto server = VitServer::Start(options, &registry);
+  auto server = StartWithRepository(repository, &registry);
   ASSERT_TRUE(server.ok()) << server.status();
   Client client((*server)->grpc_port());
   v1::GetModelRequest get;

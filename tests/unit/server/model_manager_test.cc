@@ -16,6 +16,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "absl/strings/str_cat.h"
+#include "models/heads/topk.h"
 #include "models/model_loader.h"
 #include "models/registry.h"
 #include "models/weights/safetensors.h"
@@ -80,12 +81,14 @@ class ModelManagerTest : public ::testing::Test {
     return Infer(model, at::zeros({1, 3, size, size}));
   }
 
-  // Schedules `images` as one task and waits for its result.
-  static absl::StatusOr<at::Tensor> Infer(const ServableModel& model, const at::Tensor& images) {
+  // Schedules `images` as one task (reading `output_columns`) and waits for its result.
+  static absl::StatusOr<at::Tensor> Infer(const ServableModel& model, const at::Tensor& images,
+                                          int64_t output_columns = 0) {
     absl::Notification done;
     absl::StatusOr<at::Tensor> result;
     auto task = std::make_unique<InferenceTask>();
     task->input = images;
+    task->output_columns = output_columns;
     task->on_done = [&](absl::StatusOr<at::Tensor> r) {
       result = std::move(r);
       done.Notify();
@@ -124,6 +127,9 @@ TEST_F(ModelManagerTest, QuickModeServesTheModel) {
   ASSERT_TRUE(logits.ok()) << logits.status();
   EXPECT_EQ(logits->sizes(), (at::IntArrayRef{1, 1000}));
   EXPECT_EQ(logits->scalar_type(), at::kFloat);
+  // On the CPU the host computes the top-k: the rows are the logits alone.
+  EXPECT_EQ(m.output_layout().num_classes, 1000);
+  EXPECT_EQ(m.output_layout().device_top_k, 0);
 
   const ModelStatisticsSnapshot stats = m.Statistics();
   EXPECT_EQ(stats.success.count, 1u);
@@ -151,6 +157,15 @@ TEST_F(ModelManagerTest, ScheduleRejectsWrongInputAndLeavesTask) {
   ASSERT_NE(task, nullptr);
   EXPECT_TRUE(static_cast<bool>(task->on_done));
   EXPECT_EQ((*model)->Statistics().fail.count, 1u);
+
+  // Columns the model's rows do not have.
+  task->input = at::zeros({1, 3, 224, 224});
+  task->output_columns = 7;
+  status = (*model)->Schedule(&task);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(status.message(), HasSubstr("output_columns 7"));
+  ASSERT_NE(task, nullptr);
+  EXPECT_EQ(task->output_columns, 7);
 }
 
 TEST_F(ModelManagerTest, UnknownModelIsNotFoundAndListsNames) {
@@ -393,6 +408,25 @@ TEST_F(ModelManagerTest, CudaGraphsServeEveryFamilyWithTheEagerCpuAnswers) {
       EXPECT_TRUE(at::allclose(*result, expected, 1e-3, 1e-3))
           << "rows " << rows << ": max |diff| "
           << (*result - expected).abs().max().item<float>();
+      // Asked for, the rows carry the softmax top-k the GPU computed (in the same CUDA graph):
+      // the logits as without them, and the places TopKSoftmax gives for those logits.
+      const ClassifierOutputLayout layout = (**model).output_layout();
+      ASSERT_EQ(layout.num_classes, 1000);
+      ASSERT_EQ(layout.device_top_k, kDeviceTopK);
+      const absl::StatusOr<at::Tensor> with_top_k = Infer(**model, images, layout.columns());
+      ASSERT_TRUE(with_top_k.ok()) << with_top_k.status();
+      ASSERT_EQ(with_top_k->size(1), layout.columns());
+      const at::Tensor logits = with_top_k->narrow(1, 0, layout.num_classes);
+      EXPECT_TRUE(at::allclose(logits, *result, 1e-5, 1e-6));
+      const auto host = TopKSoftmax(logits, kDeviceTopK);
+      const auto device = TopKOfOutput(*with_top_k, layout, kDeviceTopK);
+      ASSERT_TRUE(host.ok() && device.ok()) << host.status() << device.status();
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t j = 0; j < kDeviceTopK; ++j) {
+          EXPECT_EQ((*device)[r][j].index, (*host)[r][j].index) << "row " << r << " place " << j;
+          EXPECT_NEAR((*device)[r][j].score, (*host)[r][j].score, 1e-6);
+        }
+      }
     }
   }
 }

@@ -75,5 +75,53 @@ TEST(TopKSoftmaxTest, RejectsNonMatrixLogits) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// Rows of ClassifierOutputLayout{2, 1}: two logits, the device's best probability and its class.
+TEST(TopKOfOutputTest, ReadsTheDevicesPlacesAndFallsBackToTheLogitsForMore) {
+  const at::Tensor rows = at::tensor({3.0f, 1.0f, 0.5f, 1.0f,  //
+                                      0.0f, 2.0f, 0.25f, 0.0f})
+                              .view({2, 4});
+  const ClassifierOutputLayout layout{2, 1};
+  EXPECT_EQ(layout.columns(), 4);
+  absl::StatusOr<std::vector<std::vector<ClassScore>>> read = TopKOfOutput(rows, layout, 1);
+  ASSERT_TRUE(read.ok()) << read.status();
+  // The columns as written (not the logits' softmax): the device's answer is what is read.
+  EXPECT_EQ((*read)[0][0].index, 1);
+  EXPECT_EQ((*read)[0][0].score, 0.5f);
+  EXPECT_EQ((*read)[1][0].index, 0);
+  EXPECT_EQ((*read)[1][0].score, 0.25f);
+
+  absl::StatusOr<std::vector<std::vector<ClassScore>>> computed = TopKOfOutput(rows, layout, 2);
+  absl::StatusOr<std::vector<std::vector<ClassScore>>> expected =
+      TopKSoftmax(rows.narrow(1, 0, 2), 2);
+  ASSERT_TRUE(computed.ok()) << computed.status();
+  ASSERT_TRUE(expected.ok());
+  for (size_t r = 0; r < 2; ++r) {
+    for (size_t j = 0; j < 2; ++j) {
+      EXPECT_EQ((*computed)[r][j].index, (*expected)[r][j].index);
+      EXPECT_EQ((*computed)[r][j].score, (*expected)[r][j].score);
+    }
+  }
+  // Without device columns, TopKSoftmax itself.
+  absl::StatusOr<std::vector<std::vector<ClassScore>>> plain =
+      TopKOfOutput(rows.narrow(1, 0, 2), ClassifierOutputLayout{2, 0}, 1);
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ((*plain)[0][0].index, 0);
+}
+
+TEST(TopKOfOutputTest, RejectsRowsOfAnotherLayoutAndPlacesThatNameNoClass) {
+  const ClassifierOutputLayout layout{2, 1};
+  EXPECT_THAT(TopKOfOutput(at::zeros({1, 2}), layout, 1).status().message(),
+              HasSubstr("must have 4 columns"));
+  EXPECT_EQ(TopKOfOutput(at::zeros({1, 4}, at::kDouble), layout, 1).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(TopKOfOutput(at::zeros({1, 4}), layout, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // What the kernel writes for a row of NaN logits: index -1.
+  const at::Tensor nan_row = at::tensor({NAN, NAN, NAN, -1.0f}).view({1, 4});
+  absl::StatusOr<std::vector<std::vector<ClassScore>>> read = TopKOfOutput(nan_row, layout, 1);
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(read.status().message(), HasSubstr("names class -1 of 2"));
+}
+
 }  // namespace
 }  // namespace vitserve

@@ -317,13 +317,36 @@ TEST(ClassifyTest, GpuJpegDecodingSendsBaselineJpegsStillEncoded) {
 TEST(ClassifyTest, RanksClassesWithLabels) {
   const at::Tensor logits = at::tensor({0.0f, 2.0f, 1.0f, 0.0f, 0.0f, 3.0f}).view({2, 3});
   v1::ClassifyResponse response;
-  ASSERT_TRUE(FillClassifications(logits, 2, {"cat", "dog"}, &response).ok());
+  ASSERT_TRUE(FillClassifications(logits, 2, ClassifierOutputLayout{3, 0}, {"cat", "dog"},
+                                  &response)
+                  .ok());
   ASSERT_EQ(response.results_size(), 2);
   EXPECT_EQ(response.results(0).classes(0).index(), 1);
   EXPECT_EQ(response.results(0).classes(0).label(), "dog");
   EXPECT_EQ(response.results(0).classes(1).label(), "2");  // No label: the index.
   EXPECT_EQ(response.results(1).classes(0).index(), 2);
   EXPECT_GT(response.results(0).classes(0).score(), response.results(0).classes(1).score());
+}
+
+TEST(ClassifyTest, ReadsTheDevicesTopKColumnsWhenTheyHoldEnoughPlaces) {
+  // Three logits, then the device's two best places: probabilities, then class indices. The
+  // columns are deliberately not the logits' softmax, to tell which the reply came from.
+  const at::Tensor rows = at::tensor({0.0f, 2.0f, 1.0f, 0.75f, 0.25f, 0.0f, 1.0f}).view({1, 7});
+  const ClassifierOutputLayout layout{3, 2};
+  v1::ClassifyResponse from_columns;
+  ASSERT_TRUE(FillClassifications(rows, 2, layout, {"a", "b", "c"}, &from_columns).ok());
+  ASSERT_EQ(from_columns.results(0).classes_size(), 2);
+  EXPECT_EQ(from_columns.results(0).classes(0).label(), "a");
+  EXPECT_FLOAT_EQ(from_columns.results(0).classes(0).score(), 0.75f);
+  EXPECT_EQ(from_columns.results(0).classes(1).index(), 1);
+  EXPECT_FLOAT_EQ(from_columns.results(0).classes(1).score(), 0.25f);
+
+  // Three places: more than the device computed, so the softmax of the logits.
+  v1::ClassifyResponse from_logits;
+  ASSERT_TRUE(FillClassifications(rows, 3, layout, {"a", "b", "c"}, &from_logits).ok());
+  ASSERT_EQ(from_logits.results(0).classes_size(), 3);
+  EXPECT_EQ(from_logits.results(0).classes(0).label(), "b");
+  EXPECT_NEAR(from_logits.results(0).classes(0).score(), 0.665241f, 1e-5);
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "models/heads/topk.h"
 #include "server/image/decode.h"
 #include "server/image/gpu_jpeg_decoder.h"
 #include "server/image/image.h"
@@ -352,6 +353,19 @@ TEST(ModelInstanceTest, RejectsBadInputAndOptions) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(ModelInstanceTest, DeviceTopKNeedsACudaDevice) {
+  InstanceOptions options;
+  options.input_size = 8;
+  options.device_top_k = 5;
+  absl::StatusOr<std::unique_ptr<ModelInstance>> instance =
+      ModelInstance::Create(std::make_shared<TinyModel>(), options);
+  EXPECT_EQ(instance.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(instance.status().message(), HasSubstr("device_top_k 5 on cpu"));
+  options.device_top_k = -1;
+  EXPECT_EQ(ModelInstance::Create(std::make_shared<TinyModel>(), options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(DeviceTest, ParsesCpuAndRejectsBadSyntax) {
   absl::StatusOr<c10::Device> cpu = ParseDevice("cpu");
   ASSERT_TRUE(cpu.ok());
@@ -469,6 +483,116 @@ TEST(ModelInstanceCudaTest, CudaGraphsGiveTheEagerResults) {
   // Replays do not call forward(); only the batches of 6 (beyond the largest graph: whole, in
   // parts and in pinned parts) ran eagerly.
   EXPECT_EQ(model->calls.load(), calls_after_capture + 3);
+}
+
+// [N,3,S,S] -> [N, classes] logits on a coarse grid (multiples of 1/4 within about +-4), so
+// that dozens of classes share each value in a row: ties the top-k must break by class index.
+class CoarseLogitsModel : public VisionModel {
+ public:
+  explicit CoarseLogitsModel(int64_t classes) {
+    linear_ = register_module("head", torch::nn::Linear(3, classes));
+  }
+  torch::Tensor forward(torch::Tensor images) override {
+    return (linear_->forward(images.mean({2, 3})) * 16).round() / 4;
+  }
+
+ private:
+  torch::nn::Linear linear_{nullptr};
+};
+
+// NaN logits, [N, 10].
+class NanLogitsModel : public VisionModel {
+ public:
+  torch::Tensor forward(torch::Tensor images) override {
+    return at::full({images.size(0), 10}, NAN, images.options());
+  }
+};
+
+// Runs only on a CUDA host: with device_top_k the rows are the logits (as an instance without
+// it returns them) followed by the softmax top-k TopKSoftmax finds in those logits, ties in
+// class order, in every serving dtype, from CUDA graphs and eagerly, for k = C and for the
+// most classes the kernel takes.
+TEST(ModelInstanceCudaTest, DeviceTopKColumnsAreTheHostsTopKOfTheLogits) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  for (const at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
+    for (const int64_t classes : {int64_t{1000}, int64_t{3}, kMaxDeviceTopKClasses}) {
+      SCOPED_TRACE(::testing::Message() << c10::toString(dtype) << ", " << classes << " classes");
+      const int64_t k = std::min<int64_t>(5, classes);
+      auto model = std::make_shared<CoarseLogitsModel>(classes);
+      auto plain_model = std::make_shared<CoarseLogitsModel>(classes);
+      {
+        c10::NoGradGuard no_grad;
+        for (size_t i = 0; i < model->parameters().size(); ++i) {
+          plain_model->parameters()[i].copy_(model->parameters()[i]);
+        }
+      }
+      InstanceOptions options;
+      options.device = c10::Device(c10::kCUDA, 0);
+      options.dtype = dtype;
+      options.input_size = 16;
+      options.warmup_batch_sizes = {1, 4};
+      options.cuda_graph_batch_sizes = {1, 4};
+      auto plain = ModelInstance::Create(plain_model, options);
+      options.device_top_k = k;
+      auto instance = ModelInstance::Create(model, options);
+      ASSERT_TRUE(instance.ok()) << instance.status();
+      ASSERT_TRUE(plain.ok()) << plain.status();
+      const ClassifierOutputLayout layout{classes, k};
+      for (int64_t n : {4, 1, 3, 6}) {  // Graphs (3 padded into 4), then eager beyond them.
+        at::manual_seed(n);
+        const at::Tensor batch = at::rand({n, 3, 16, 16});
+        absl::StatusOr<at::Tensor> out = (*instance)->Run(batch);
+        absl::StatusOr<at::Tensor> logits = (*plain)->Run(batch);
+        ASSERT_TRUE(out.ok()) << out.status();
+        ASSERT_TRUE(logits.ok()) << logits.status();
+        ASSERT_EQ(out->sizes(), (at::IntArrayRef{n, layout.columns()}));
+        EXPECT_TRUE(at::equal(out->narrow(1, 0, classes), *logits)) << "batch " << n;
+        const auto host = TopKSoftmax(*logits, k);
+        const auto device = TopKOfOutput(*out, layout, k);
+        ASSERT_TRUE(host.ok()) << host.status();
+        ASSERT_TRUE(device.ok()) << device.status();
+        int ties = 0;
+        for (int64_t r = 0; r < n; ++r) {
+          for (int64_t j = 0; j < k; ++j) {
+            EXPECT_EQ((*device)[r][j].index, (*host)[r][j].index)
+                << "batch " << n << " row " << r << " place " << j;
+            EXPECT_NEAR((*device)[r][j].score, (*host)[r][j].score, 1e-6);
+            if (j > 0 && (*host)[r][j].score == (*host)[r][j - 1].score) ++ties;
+          }
+        }
+        // The coarse logits do tie among the best classes, so the order of ties was tested.
+        if (classes == 1000 && n == 6) {
+          EXPECT_GT(ties, 0);
+        }
+      }
+    }
+  }
+}
+
+// Runs only on a CUDA host: NaN logits leave places that name no class (index -1), which the
+// reader refuses (INTERNAL) instead of answering with a made-up class; a model with more classes
+// than the kernel takes fails at warm-up, saying why.
+TEST(ModelInstanceCudaTest, DeviceTopKOfNanLogitsAndOfTooManyClasses) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  InstanceOptions options;
+  options.device = c10::Device(c10::kCUDA, 0);
+  options.input_size = 16;
+  options.warmup_batch_sizes = {1};
+  options.device_top_k = 2;
+  auto instance = ModelInstance::Create(std::make_shared<NanLogitsModel>(), options);
+  ASSERT_TRUE(instance.ok()) << instance.status();
+  absl::StatusOr<at::Tensor> out = (*instance)->Run(Batch(2, 16));
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(1), 14);
+  EXPECT_TRUE(at::isnan(out->narrow(1, 10, 2)).all().item<bool>());
+  EXPECT_TRUE(at::equal(out->narrow(1, 12, 2), at::full({2, 2}, -1.0f)));
+  EXPECT_EQ(TopKOfOutput(*out, ClassifierOutputLayout{10, 2}, 1).status().code(),
+            absl::StatusCode::kInternal);
+
+  absl::StatusOr<std::unique_ptr<ModelInstance>> too_many = ModelInstance::Create(
+      std::make_shared<CoarseLogitsModel>(kMaxDeviceTopKClasses + 1), options);
+  EXPECT_FALSE(too_many.ok());
+  EXPECT_THAT(too_many.status().message(), HasSubstr("device_top_k 2 needs [N, C] logits"));
 }
 
 // Launch and Finish: batches launched one after another and finished later, in any order,
