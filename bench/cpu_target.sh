@@ -15,6 +15,7 @@
 #   CLIENT_CORES  taskset list for the client, e.g. 2-5 (default: none)
 #   SERVE_FLAGS   more vitserve flags (they come last, so they win), e.g.
 #                 "--instance-count 1" (one instance on every core instead of the default two)
+#   SERVER_PRELOAD a library to LD_PRELOAD into vitserve only (e.g. another malloc, for an A/B)
 #   BUILD_DIR     where bin/vitserve, bin/vitserve-client and bin/vitserve-bench-model are
 #                 (default build)
 # Prints each round and the median ratio served / alone (the target: at least 0.9).
@@ -46,7 +47,7 @@ log "$MODEL fp32 on CPU, batch $BATCH, $THREADS cores, server cores '${SERVER_CO
 if "$B/vitserve-client" health --server "localhost:$GRPC_PORT" > /dev/null 2>&1; then
   log "a server already answers on port $GRPC_PORT: stop it or set GRPC_PORT"; exit 1
 fi
-"${SERVER_PIN[@]}" "$B/vitserve" --model "$MODEL" --device cpu --max-batch-size "$BATCH" \
+"${SERVER_PIN[@]}" env ${SERVER_PRELOAD:+LD_PRELOAD=$SERVER_PRELOAD} "$B/vitserve" --model "$MODEL" --device cpu --max-batch-size "$BATCH" \
   --preprocess-threads "$THREADS" --grpc-port "$GRPC_PORT" \
   --http-port "$HTTP_PORT" --rest-port -1 ${SERVE_FLAGS:-} > "$OUT/server.log" 2>&1 &
 SERVER=$!

@@ -17,6 +17,8 @@
 #   CONCURRENCY    served concurrencies for raw images (default "1 64 256")
 #   SERVE_FLAGS    more vitserve flags
 #   BUILD          1 (default when build-gpu/bin/vitserve is missing): build on the box first
+#   SERVER_PRELOAD a library (or colon-separated list) to LD_PRELOAD into vitserve, e.g. another
+#                  malloc (libtcmalloc_minimal.so.4) for an A/B against glibc's
 #   PROFILE        1: LD_PRELOAD .prof/libprofiler.so into vitserve (CPUPROFILE) for the raw
 #                  run at the highest concurrency and print the top of google-pprof --text
 #   PERF_ANALYZER  perf_analyzer to run against the KServe API (default $SWEEP_BUILD_DIR/bin/pa/
@@ -319,12 +321,16 @@ jpeg_rows() {
 }
 for m in $MODELS; do
   log "serving $m: fp16, max batch $MAX_BATCH, queue delay $QUEUE_DELAY_US us"
-  PRELOAD=""
-  if [[ "${PROFILE:-}" == 1 ]]; then PRELOAD="$PWD/.prof/libprofiler.so"; fi
-  # With CPUPROFILESIGNAL, gperftools profiles only between two SIGUSR2s (the raw run at the
-  # highest concurrency, below) and writes $OUT/cpu_$m.prof.0.
+  PRELOAD="${SERVER_PRELOAD:-}"
+  PROFILE_ENV=()
+  if [[ "${PROFILE:-}" == 1 ]]; then
+    PRELOAD="$PWD/.prof/libprofiler.so${PRELOAD:+:$PRELOAD}"
+    # With CPUPROFILESIGNAL, gperftools profiles only between two SIGUSR2s (the raw run at the
+    # highest concurrency, below) and writes $OUT/cpu_$m.prof.0.
+    PROFILE_ENV=(CPUPROFILE="$OUT/cpu_$m.prof" CPUPROFILESIGNAL=12 CPUPROFILE_FREQUENCY=250)
+  fi
   start_server "$m" "$OUT/server_$m.log" \
-    ${PRELOAD:+LD_PRELOAD=$PRELOAD LD_LIBRARY_PATH=$PWD/.prof:$LD_LIBRARY_PATH CPUPROFILE=$OUT/cpu_$m.prof CPUPROFILESIGNAL=12 CPUPROFILE_FREQUENCY=250} \
+    ${PRELOAD:+LD_PRELOAD=$PRELOAD LD_LIBRARY_PATH=$PWD/.prof:$LD_LIBRARY_PATH} "${PROFILE_ENV[@]}" \
     || continue
   grep -i "jpeg decoding" "$OUT/server_$m.log" | head -1
   for c in $CONCURRENCY; do
@@ -332,11 +338,11 @@ for m in $MODELS; do
     if [[ $c == "$top_c" ]]; then
       thread_cpu $SERVER > "$OUT/threads_before_$m.txt"
       scrape "$OUT/metrics_before_top_$m.txt"
-      [[ -n "$PRELOAD" ]] && kill -USR2 $SERVER  # Profile this run only.
+      [[ "${PROFILE:-}" == 1 ]] && kill -USR2 $SERVER  # Profile this run only.
     fi
     bench "$m" raw_c$c --input raw --concurrency "$c"
     if [[ $c == "$top_c" ]]; then
-      [[ -n "$PRELOAD" ]] && kill -USR2 $SERVER
+      [[ "${PROFILE:-}" == 1 ]] && kill -USR2 $SERVER
       thread_cpu $SERVER > "$OUT/threads_after_$m.txt"
       scrape "$OUT/metrics_after_top_$m.txt"
       stage_means "during raw_c$c" "$OUT/metrics_after_top_$m.txt" "$OUT/metrics_before_top_$m.txt"

@@ -19,9 +19,9 @@ for f in "$B"/bin/vitserve "$B"/bin/vitserve-client "$B"/bin/vitserve-bench-mode
   strip --strip-debug -o ".gpubin/bin/$(basename "$f")" "$f"
 done
 # Libraries the servers link that .devdeps (made before the REST server) lacks: cpp-httplib and
-# the brotli encoder it uses (bin/lib/, put on LD_LIBRARY_PATH by bench/gpu_pending.sh).
+# the brotli encoder it uses, tcmalloc (bin/lib/, put on LD_LIBRARY_PATH by bench/gpu_pending.sh).
 mkdir -p .gpubin/bin/lib
-for lib in libcpp-httplib.so.0.11 libbrotlienc.so.1; do
+for lib in libcpp-httplib.so.0.11 libbrotlienc.so.1 libtcmalloc_minimal.so.4; do
   cp -L "/usr/lib/x86_64-linux-gnu/$lib" .gpubin/bin/lib/
 done
 # Triton's perf_analyzer from the PyPI wheel in .venv/, with the two libraries the box lacks

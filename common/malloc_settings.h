@@ -30,6 +30,9 @@ inline bool TunablesSetMalloc(absl::string_view tunables) {
 // parameters. They are process-wide and apply to later allocations: call it early in main(),
 // before the tensor work. vitserve and vitserve-bench-model do for CPU models only (on the H200,
 // CUDA serving measured no better with them and 0.03-0.08 ms slower at one request at a time).
+// The vitserve binary links tcmalloc (VITSERVE_TCMALLOC) unless built without it: its mallopt
+// accepts and ignores these, and it keeps freed memory for reuse by itself (served CPU
+// throughput measured the same: docs/performance.md, run 29).
 // Errors: INTERNAL when glibc refuses a setting.
 inline absl::Status KeepFreedMemoryForReuse() {
   const char* tunables = std::getenv("GLIBC_TUNABLES");

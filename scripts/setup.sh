@@ -33,6 +33,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev  # JSON (header-only): REST bodies, --json output, COCO files
   libcpp-httplib-dev  # HTTP/1.1 server of the REST port (server/rest/)
+  libtcmalloc-minimal4  # tcmalloc, the vitserve binary's malloc (cmake/VitserveDependencies.cmake)
   curl  # the REST tests call the plain endpoint as users do
   clang libclang-rt-14-dev  # libFuzzer with ASan/UBSan: scripts/fuzz.sh (test.sh's short run)
   libb64-0d   # perf_analyzer's runtime dependency (e2e tests)

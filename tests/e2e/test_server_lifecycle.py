@@ -1,5 +1,6 @@
 """Process-level behaviour: model repository, config errors, SIGTERM drain."""
 import json
+import pathlib
 import subprocess
 import threading
 import time
@@ -50,6 +51,19 @@ def test_repository_serves_models_and_reports_config_errors(start_server, tmp_pa
                              server.grpc_target, "--model", "tiny", str(sample_images()[0])],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_server_allocates_with_tcmalloc(server):
+    """The vitserve binary links tcmalloc ahead of glibc (cmake/VitserveDependencies.cmake), so
+    its malloc is the one every allocation of the running server finds."""
+    needed = [line.split("[")[1].rstrip("]")
+              for line in subprocess.run(["readelf", "-d", str(binary("vitserve"))],
+                                         capture_output=True, text=True, check=True).stdout
+              .splitlines() if "(NEEDED)" in line]
+    assert "libtcmalloc_minimal.so.4" in needed, needed
+    assert needed.index("libtcmalloc_minimal.so.4") < needed.index("libc.so.6"), needed
+    maps = pathlib.Path(f"/proc/{server.proc.pid}/maps").read_text()
+    assert "libtcmalloc_minimal.so.4" in maps
 
 
 def _inflight_requests(server, model):
