@@ -416,7 +416,7 @@ void DynamicBatcher::Complete(LaunchedBatch& batch) {
         const int64_t columns = live[i]->output_columns;
         if (failed[i] != nullptr) {
           live[i]->on_done(*failed[i]);
-        } else if (columns == 0) {
+        } else if (columns == 0 || (output->dim() >= 2 && output->size(1) == columns)) {
           live[i]->on_done(output->narrow(0, offset, rows));
         } else if (output->dim() < 2 || output->size(1) < columns) {
           live[i]->on_done(absl::InternalError(absl::StrCat(

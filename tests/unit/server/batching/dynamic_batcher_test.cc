@@ -415,6 +415,33 @@ TEST(DynamicBatcherTest, EachTaskGetsItsOwnRows) {
   for (int id = 0; id < 4; ++id) ExpectDoubled(results, id, rows[id]);
 }
 
+// Input rows have 2 columns, so the runner's output does: a task reading 1 gets the first
+// column of its own rows, one reading 0 or 2 all of them, one reading 3 an error of its own.
+TEST(DynamicBatcherTest, EachTaskGetsTheColumnsItReads) {
+  FakeClock clock;
+  RecordingRunner runner;
+  Results results;
+  auto batcher =
+      DynamicBatcher::Create(Options(8, absl::Hours(1)), {runner.AsRunner()}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok());
+  const std::vector<int64_t> columns = {1, 0, 2, 3};
+  const std::vector<int64_t> rows = {2, 3, 1, 2};  // 8 rows: one full batch.
+  for (int id = 0; id < 4; ++id) {
+    auto task = MakeTask(results, id, rows[id]);
+    task->output_columns = columns[id];
+    ASSERT_TRUE((*batcher)->Schedule(&task).ok());
+  }
+  results.WaitFor(4);
+  EXPECT_THAT(runner.batch_rows(), ElementsAre(8));
+  absl::StatusOr<at::Tensor> first_column = results.Get(0);
+  ASSERT_TRUE(first_column.ok()) << first_column.status();
+  EXPECT_TRUE(at::equal(*first_column, (InputFor(0, 2) * 2).narrow(1, 0, 1)));
+  ExpectDoubled(results, 1, rows[1]);
+  ExpectDoubled(results, 2, rows[2]);
+  EXPECT_EQ(results.Get(3).status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(results.Get(3).status().message(), HasSubstr("the task reads 3 columns"));
+}
+
 TEST(DynamicBatcherTest, DropsExpiredRequestsBeforeCompute) {
   FakeClock clock;
   RecordingRunner runner;
