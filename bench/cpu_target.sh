@@ -47,7 +47,8 @@ log "$MODEL fp32 on CPU, batch $BATCH, $THREADS cores, server cores '${SERVER_CO
 if "$B/vitserve-client" health --server "localhost:$GRPC_PORT" > /dev/null 2>&1; then
   log "a server already answers on port $GRPC_PORT: stop it or set GRPC_PORT"; exit 1
 fi
-"${SERVER_PIN[@]}" env ${SERVER_PRELOAD:+LD_PRELOAD=$SERVER_PRELOAD} "$B/vitserve" --model "$MODEL" --device cpu --max-batch-size "$BATCH" \
+"${SERVER_PIN[@]}" env ${SERVER_PRELOAD:+LD_PRELOAD=$SERVER_PRELOAD} \
+  "$B/vitserve" --model "$MODEL" --device cpu --max-batch-size "$BATCH" \
   --preprocess-threads "$THREADS" --grpc-port "$GRPC_PORT" \
   --http-port "$HTTP_PORT" --rest-port -1 ${SERVE_FLAGS:-} > "$OUT/server.log" 2>&1 &
 SERVER=$!
