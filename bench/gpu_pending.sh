@@ -48,8 +48,17 @@
 #              flags];...", default "inst2:--instance-count=2;inst4:--instance-count=4";
 #              client flags default to $CLIENT_FLAGS), anchors measured in the first only, for
 #              $SWEEP_MODELS; outputs packed into OUTDIR/variants.tar.gz
+#   spin       a lone request's latency with and without --executor-idle-spin-us (SPIN_US,
+#              default 2000), alternately in ROUNDS (default 2) rounds at concurrency 1, with
+#              the anchors (graph replay at batch 1) first, for $SWEEP_MODELS (default
+#              deit_tiny_patch16_224); the server's stage means of each row beside it
+#   kservepin  KServe agreement (issue 11): KSERVE_ROUNDS (default 3) interleaved rounds of
+#              perf_analyzer --async and vitserve-client, FP32 and UINT8, with vitserve on one
+#              half of the physical cores and the clients on the other (SERVER_CPUS /
+#              CLIENT_CPUS of bench/serve_sweep.sh), then FP32 with all cores shared as before
 set -uo pipefail
-STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre | gpujpeg | instances | variants}"
+STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre \
+| gpujpeg | instances | variants | spin | kservepin}"
 OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
 source .devdeps/bootstrap.sh >/dev/null || exit 1
@@ -200,6 +209,42 @@ case "$STEP" in
     PROFILE=0 SERVE_FLAGS=--instance-count=2 bash bench/serve_sweep.sh "$OUT/instances2"
     tar -czf "$OUT/instances.tar.gz" -C "$OUT" --exclude='*.jpg' instances1 instances2 && \
       rm -rf "$OUT/instances1" "$OUT/instances2"
+    ;;
+  spin)
+    export SWEEP_MODELS="${SWEEP_MODELS:-deit_tiny_patch16_224}" NO_KSERVE=1 NO_JPEG=1 NO_RAW16=1 \
+      SPLIT_CLIENTS=1 CONCURRENCY=1 SECONDS_EACH="${SECONDS_EACH:-4}"
+    SERVE_FLAGS="--executor-idle-spin-us 0" bash bench/serve_sweep.sh "$OUT/anchors" \
+      > "$OUT/anchors.log" 2>&1
+    grep -E "alone:|raw_c1:" "$OUT/anchors.log"
+    for r in $(seq 1 "${ROUNDS:-2}"); do
+      for spin in "${SPIN_US:-2000}" 0; do
+        ANCHORS=0 SERVE_FLAGS="--executor-idle-spin-us $spin" \
+          bash bench/serve_sweep.sh "$OUT/spin${spin}_r$r" > "$OUT/spin${spin}_r$r.log" 2>&1
+        echo "spin $spin us, round $r: $(grep -E 'raw_c1:' "$OUT/spin${spin}_r$r.log")"
+        grep -E "vitserve_(request|queue|preprocess|compute)_duration|compute_stage" \
+          "$OUT/spin${spin}_r$r.log" | head -9
+      done
+    done
+    ;;
+  kservepin)
+    # Two halves of the cores that share no physical core (hyperthread siblings together).
+    read -r server_cpus client_cpus < <(python3 - <<'PY'
+import glob
+groups = sorted({open(p).read().strip() for p in
+                 glob.glob("/sys/devices/system/cpu/cpu[0-9]*/topology/thread_siblings_list")},
+                key=lambda g: int(g.replace("-", ",").split(",")[0]))
+print(",".join(groups[:len(groups) // 2]), ",".join(groups[len(groups) // 2:]))
+PY
+    )
+    echo "vitserve on cores $server_cpus, the clients on $client_cpus"
+    export SWEEP_MODELS="${SWEEP_MODELS:-deit_tiny_patch16_224}" ANCHORS=0 NO_JPEG=1 NO_RAW16=1 \
+      SPLIT_CLIENTS=1 CONCURRENCY=1 SECONDS_EACH="${SECONDS_EACH:-4}" \
+      KSERVE_ROUNDS="${KSERVE_ROUNDS:-3}"
+    SERVER_CPUS="$server_cpus" CLIENT_CPUS="$client_cpus" KSERVE_UINT8=1 \
+      bash bench/serve_sweep.sh "$OUT/pinned" > "$OUT/pinned.log" 2>&1
+    grep -E "KServe|infer/s|kserve_" "$OUT/pinned.log"
+    bash bench/serve_sweep.sh "$OUT/shared" > "$OUT/shared.log" 2>&1
+    grep -E "KServe|infer/s|kserve_" "$OUT/shared.log"
     ;;
   variants)
     export SWEEP_MODELS="${SWEEP_MODELS:-shvit_s1}" SECONDS_EACH="${SECONDS_EACH:-3}" \

@@ -51,6 +51,11 @@
 #   PA_SHARE       N: one more KServe pair, perf_analyzer --async sharing a connection among at
 #                  most N of its contexts (TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT) and our
 #                  client with as many connections
+#   SERVER_CPUS    CPU list (taskset -c) for vitserve, e.g. 0-7; CLIENT_CPUS the same for the
+#                  load generators (vitserve-client, perf_analyzer), e.g. 8-15: with both, the
+#                  server and the clients no longer take each other's cores, so a row measures
+#                  the server on its cores unless the client's cores are the limit
+#   NO_RAW16       1: no row of 16 images per request
 set -uo pipefail
 OUT="${1:-${OUT:-/tmp/vitserve-sweep}}"
 mkdir -p "$OUT"
@@ -67,6 +72,8 @@ C="${SWEEP_CLIENT:-$B/bin/vitserve-client}"
 # served model's clients each have their own.
 CLIENT_FLAGS="${CLIENT_FLAGS---channels 64}"
 PA="${PERF_ANALYZER:-$B/bin/pa/perf_analyzer}"
+SERVER_TASKSET=(); [[ -n "${SERVER_CPUS:-}" ]] && SERVER_TASKSET=(taskset -c "$SERVER_CPUS")
+CLIENT_TASKSET=(); [[ -n "${CLIENT_CPUS:-}" ]] && CLIENT_TASKSET=(taskset -c "$CLIENT_CPUS")
 RESULTS="$OUT/results.tsv"
 log() { echo "[sweep $(date +%T)] $*"; }
 record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$RESULTS"; }  # model, measurement, img/s
@@ -154,8 +161,8 @@ code = subprocess.call(sys.argv[2:], stdout=open(sys.argv[1], "w"))
 u = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(f"client_cpu_s {u.ru_utime + u.ru_stime:.2f}", file=sys.stderr)
 sys.exit(code)' "$OUT/bench_${m}_$label.json" \
-    $C bench --server localhost:8001 --model "$m" --duration "$T" --warmup 1 --json $CLIENT_FLAGS "$@" \
-    2> "$OUT/bench_${m}_$label.err"
+    "${CLIENT_TASKSET[@]}" $C bench --server localhost:8001 --model "$m" --duration "$T" \
+    --warmup 1 --json $CLIENT_FLAGS "$@" 2> "$OUT/bench_${m}_$label.err"
   local v p50 cpu
   v=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(round(d['throughput_img_s']))" "$OUT/bench_${m}_$label.json" 2>/dev/null)
   p50=$(python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(d['p50_ms'])" "$OUT/bench_${m}_$label.json" 2>/dev/null)
@@ -173,8 +180,9 @@ bench_split() {  # model label clients concurrency args...
   shift 4
   local pids=()
   for i in $(seq 1 "$n"); do
-    $C bench --server localhost:8001 --model "$m" --duration "$T" --warmup 1 --json $CLIENT_FLAGS \
-      --concurrency $((c / n)) "$@" > "$OUT/bench_${m}_${label}_$i.json" 2> "$OUT/bench_${m}_${label}_$i.err" &
+    "${CLIENT_TASKSET[@]}" $C bench --server localhost:8001 --model "$m" --duration "$T" \
+      --warmup 1 --json $CLIENT_FLAGS --concurrency $((c / n)) "$@" \
+      > "$OUT/bench_${m}_${label}_$i.json" 2> "$OUT/bench_${m}_${label}_$i.err" &
     pids+=($!)
   done
   wait "${pids[@]}"
@@ -227,7 +235,7 @@ start_server() {
     if [[ $1 == -- ]]; then shift; extra=("$@"); break; fi
     envs+=("$1"); shift
   done
-  setsid env "${envs[@]}" \
+  setsid env "${envs[@]}" "${SERVER_TASKSET[@]}" \
     $B/bin/vitserve --model "$m" --device cuda --precision fp16 --max-batch-size "$MAX_BATCH" \
     --max-queue-delay-us "$QUEUE_DELAY_US" --max-queue-size 16384 $SERVE_FLAGS "${extra[@]}" \
     > "$log_file" 2>&1 &
@@ -282,8 +290,9 @@ kserve_rows() {
 pa_row() {
   local m=$1 name=$2 v p50
   shift 2
-  LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" "$PA" -m "$m" -i grpc -u localhost:8001 \
-    --concurrency-range 64 --measurement-interval 3000 --measurement-mode time_windows \
+  LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" "${CLIENT_TASKSET[@]}" "$PA" -m "$m" \
+    -i grpc -u localhost:8001 --concurrency-range 64 --measurement-interval 3000 \
+    --measurement-mode time_windows \
     --max-trials 3 --stability-percentage 999 -b 1 "$@" > "$OUT/pa_${m}_${name}.txt" 2>&1
   v=$(grep -oP 'throughput: \K[0-9.]+' "$OUT/pa_${m}_${name}.txt" | tail -1)
   p50=$(grep -oP 'p50 latency: \K[0-9]+' "$OUT/pa_${m}_${name}.txt" | tail -1)
@@ -298,8 +307,9 @@ pa_split_row() {
   local m=$1 name=$2 i v pids=()
   shift 2
   for i in 1 2; do
-    LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" "$PA" -m "$m" -i grpc -u localhost:8001 \
-      --concurrency-range 32 --measurement-interval 3000 --measurement-mode time_windows \
+    LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" "${CLIENT_TASKSET[@]}" "$PA" -m "$m" \
+      -i grpc -u localhost:8001 --concurrency-range 32 --measurement-interval 3000 \
+      --measurement-mode time_windows \
       --max-trials 3 --stability-percentage 999 -b 1 "$@" > "$OUT/pa_${m}_${name}_$i.txt" 2>&1 &
     pids+=($!)
   done
@@ -353,7 +363,7 @@ for m in $MODELS; do
   if [[ "${SPLIT_CLIENTS:-2}" -gt 1 && "${JPEG_ONLY:-0}" != 1 ]]; then
     bench_split "$m" "raw_c${top_c}_${SPLIT_CLIENTS:-2}clients" "${SPLIT_CLIENTS:-2}" "$top_c" --input raw
   fi
-  [[ "${JPEG_ONLY:-0}" != 1 ]] && bench "$m" raw16_c32 --input raw --batch 16 --concurrency 32
+  [[ "${JPEG_ONLY:-0}" != 1 && "${NO_RAW16:-0}" != 1 ]] && bench "$m" raw16_c32 --input raw --batch 16 --concurrency 32
   if [[ "${NO_JPEG:-0}" != 1 ]]; then
     thread_cpu $SERVER > "$OUT/threads_before_jpeg_$m.txt"
     jpeg_rows "$m" jpeg

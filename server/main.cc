@@ -74,6 +74,11 @@ ABSL_FLAG(std::string, precision, "fp32", "default precision: fp32, fp16 or bf16
 ABSL_FLAG(int32_t, max_batch_size, 8, "default most images per forward pass");
 ABSL_FLAG(int64_t, max_queue_delay_us, 1000,
           "default time the oldest queued image waits for a fuller batch (microseconds)");
+ABSL_FLAG(int64_t, executor_idle_spin_us, vitserve::ServerOptions{}.executor_idle_spin_us,
+          "how long a model's executor thread that finds its queue empty keeps polling it "
+          "before it sleeps (microseconds, 0..10000): a request arriving meanwhile starts "
+          "without waiting for a sleeping thread to be woken, at the cost of that much CPU "
+          "after each batch while the model is idle");
 ABSL_FLAG(bool, cuda_graphs, true,
           "default for CUDA models: capture a CUDA graph per batch-size bucket at load and replay "
           "it (batches padded to powers of two and max batch); faster small batches, shorter "
@@ -347,6 +352,7 @@ int Run(int argc, char** argv) {
   options.precision = absl::GetFlag(FLAGS_precision);
   options.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   options.max_queue_delay_us = absl::GetFlag(FLAGS_max_queue_delay_us);
+  options.executor_idle_spin_us = absl::GetFlag(FLAGS_executor_idle_spin_us);
   options.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
   options.instance_count = absl::GetFlag(FLAGS_instance_count);
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);

@@ -150,7 +150,7 @@ class ServableModel::Observer final : public BatchObserver {
 
 absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
     const v1::ModelConfig& config, const std::string& model_dir, const ModelRegistry& registry,
-    ModelMetrics* metrics, std::shared_ptr<Clock> clock) {
+    ModelMetrics* metrics, std::shared_ptr<Clock> clock, absl::Duration executor_idle_spin) {
   const std::string& name = config.name();
   auto in_dir = [&](const std::string& file) {
     return JoinPath(model_dir, file);
@@ -300,6 +300,7 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
     batching_options.preferred_batch_sizes.push_back(static_cast<int>(size));
   }
   batching_options.max_queue_size = static_cast<int>(batching.max_queue_size());
+  batching_options.idle_spin = executor_idle_spin;
   batching_options.default_timeout =
       batching.default_timeout_ms() == 0
           ? absl::InfiniteDuration()
@@ -548,7 +549,9 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ModelManager::BuildModel(const st
   const absl::Time start = absl::Now();
   VITSERVE_ASSIGN_OR_RETURN(
       std::shared_ptr<ServableModel> model,
-      ServableModel::Build(config, model_dir, *registry_, &model_metrics, clock_));
+      ServableModel::Build(
+          config, model_dir, *registry_, &model_metrics, clock_,
+          absl::Microseconds(static_cast<int64_t>(options_.defaults.executor_idle_spin_us))));
   if (absl::StatusOr<c10::Device> device = ParseDevice(config.device());
       device.ok() && device->is_cuda()) {
     metrics_->SetGpuMemoryUsed(device->str(), GpuMemoryUsedBytes(*device));

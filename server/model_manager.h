@@ -157,10 +157,12 @@ class ServableModel {
   ServableModel() = default;
 
   // Builds, warms up and starts a model from its normalised config. `model_dir` resolves the
-  // weights and labels files ("" in quick mode: paths are used as given).
+  // weights and labels files ("" in quick mode: paths are used as given). `executor_idle_spin`:
+  // BatchingOptions::idle_spin of its batcher (a server-wide setting, not in the config).
   static absl::StatusOr<std::shared_ptr<ServableModel>> Build(
       const v1::ModelConfig& config, const std::string& model_dir,
-      const ModelRegistry& registry, ModelMetrics* metrics, std::shared_ptr<Clock> clock);
+      const ModelRegistry& registry, ModelMetrics* metrics, std::shared_ptr<Clock> clock,
+      absl::Duration executor_idle_spin);
 
   // Stops accepting work and drains within `grace` (DynamicBatcher::Stop). Manager only.
   void Stop(absl::Duration grace) const;

@@ -22,6 +22,7 @@
 #include "server/api/inference_service.h"
 #include "server/api/vision_service.h"
 #include "server/api/work_pool.h"
+#include "server/batching/batching_options.h"
 #include "server/config/model_config.h"
 #include "server/image/gpu_jpeg_decoder.h"
 #include "server/log.h"
@@ -106,6 +107,12 @@ absl::Status ValidateOptions(const ServerOptions& o) {
   if (o.max_queue_delay_us < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("max queue delay ", o.max_queue_delay_us, "us must be >= 0"));
+  }
+  if (o.executor_idle_spin_us < 0 ||
+      absl::Microseconds(o.executor_idle_spin_us) > kMaxIdleSpin) {
+    return absl::InvalidArgumentError(absl::StrCat("--executor-idle-spin-us ",
+                                                   o.executor_idle_spin_us, " is outside 0..",
+                                                   absl::ToInt64Microseconds(kMaxIdleSpin)));
   }
   if (o.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("shutdown grace must be >= 0");
@@ -193,6 +200,8 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
   manager_options.defaults.max_batch_size = static_cast<uint32_t>(options_.max_batch_size);
   manager_options.defaults.max_queue_delay_us = static_cast<uint64_t>(options_.max_queue_delay_us);
   manager_options.defaults.max_queue_size = static_cast<uint32_t>(options_.max_queue_size);
+  manager_options.defaults.executor_idle_spin_us =
+      static_cast<uint64_t>(options_.executor_idle_spin_us);
   manager_options.defaults.instance_count = static_cast<uint32_t>(options_.instance_count);
   manager_options.defaults.cuda_graphs = options_.cuda_graphs;
   manager_options.defaults.device_preprocessing = options_.device_preprocessing;

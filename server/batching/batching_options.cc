@@ -30,6 +30,11 @@ absl::Status ValidateBatchingOptions(const BatchingOptions& options) {
         absl::StrCat("default_timeout must be positive or infinite, got ",
                      absl::FormatDuration(options.default_timeout)));
   }
+  if (options.idle_spin < absl::ZeroDuration() || options.idle_spin > kMaxIdleSpin) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("idle_spin must be in [0, ", absl::FormatDuration(kMaxIdleSpin), "], got ",
+                     absl::FormatDuration(options.idle_spin)));
+  }
   return absl::OkStatus();
 }
 

@@ -31,7 +31,14 @@ struct BatchingOptions {
   // idle executor runs what is queued at once, so a lone request does not wait for company
   // that cannot come. false: Triton's rule, the oldest task waits up to max_queue_delay.
   bool idle_dispatch = true;
+  // How long an executor that finds the queue empty keeps polling it before it sleeps on the
+  // queue's condition variable. Waking a sleeping thread costs the next request the kernel's
+  // wake-up latency; polling costs the idle executor's CPU for this long after each batch.
+  // Finite, 0..kMaxIdleSpin (0: sleep at once).
+  absl::Duration idle_spin = absl::ZeroDuration();
 };
+
+inline constexpr absl::Duration kMaxIdleSpin = absl::Milliseconds(10);
 
 absl::Status ValidateBatchingOptions(const BatchingOptions& options);
 

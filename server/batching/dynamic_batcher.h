@@ -32,6 +32,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -166,7 +167,8 @@ class DynamicBatcher {
   void ExecutorMain(size_t index, const ExecutorSetup& setup, const PartsLauncher& launcher);
   void ExecutorLoop(const PartsLauncher& launcher);
   // Blocks until a batch is ready and removes it from the queue; empty when the executor should
-  // exit (stopping and the queue is empty).
+  // exit (stopping and the queue is empty). An executor finding the queue empty first polls it
+  // for options_.idle_spin (once per wait), then sleeps.
   std::vector<std::unique_ptr<InferenceTask>> NextBatch() ABSL_LOCKS_EXCLUDED(mu_);
   // The batch that is ready now, removed from the queue, or empty without waiting.
   std::vector<std::unique_ptr<InferenceTask>> ReadyBatch() ABSL_LOCKS_EXCLUDED(mu_);
@@ -178,6 +180,8 @@ class DynamicBatcher {
   // Fails the batch's expired and cancelled tasks and launches the others.
   LaunchedBatch Launch(const PartsLauncher& launcher,
                        std::vector<std::unique_ptr<InferenceTask>> batch);
+  // Polls queue_events_ (without the lock) until it differs from `seen` or idle_spin has passed.
+  void SpinUntilQueueEvent(uint64_t seen) const ABSL_LOCKS_EXCLUDED(mu_);
   // Waits for a launched batch and gives each task its rows or error.
   void Complete(LaunchedBatch& batch);
   void FailTask(InferenceTask& task, absl::Status status);
@@ -196,6 +200,9 @@ class DynamicBatcher {
   // Signalled on every queue change and on Stop; executors and Stop wait on it.
   absl::CondVar cv_;
   std::deque<std::unique_ptr<InferenceTask>> queue_ ABSL_GUARDED_BY(mu_);
+  // Bumped (under mu_) whenever a task is queued and when Stop begins, so that a spinning
+  // executor (options_.idle_spin) sees without the lock that it should look at the queue again.
+  std::atomic<uint64_t> queue_events_{0};
   int64_t computing_tasks_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t announced_ ABSL_GUARDED_BY(mu_) = 0;  // Requests on their way (AnnounceArrival).
   // Executor setups still running, and the first one's error; Create waits for the count to

@@ -46,6 +46,7 @@
 #include "grpcpp/support/byte_buffer.h"
 #include "gtest/gtest.h"
 #include "inference/grpc_service.grpc.pb.h"
+#include "server/batching/batching_options.h"
 #include "server/config/model_config.h"
 #include "server/image/decode.h"
 #include "server/image/preprocess.h"
@@ -542,6 +543,33 @@ TEST(ServerInstanceCountTest, TheFlagSetsTheModelsInstancesAndIsChecked) {
     EXPECT_TRUE(client.Classify(OneImage(RawImage(MakeRgb(64, 64, 8), 64, 64)), &response).ok());
     (*server)->Shutdown();
   }
+}
+
+// --executor-idle-spin-us outside 0..10,000 is refused at start, naming the flag; a server whose
+// executors spin the most serves as any other (the spin itself: DynamicBatcherTest.IdleSpin*).
+TEST(ServerExecutorIdleSpinTest, TheFlagIsCheckedAndASpinningServerServes) {
+  ComputeGate gate;
+  ModelRegistry registry = RegistryWithTestModels(&gate);
+  for (int64_t bad : {int64_t{-1}, absl::ToInt64Microseconds(kMaxIdleSpin) + 1}) {
+    ServerOptions options = TestOptions();
+    options.executor_idle_spin_us = bad;
+    auto refused = VitServer::Start(options, &registry);
+    ASSERT_FALSE(refused.ok()) << bad;
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(refused.status().message(), HasSubstr("--executor-idle-spin-us"));
+  }
+  ServerOptions options = TestOptions();
+  options.executor_idle_spin_us = absl::ToInt64Microseconds(kMaxIdleSpin);
+  auto server = VitServer::Start(options, &registry);
+  ASSERT_TRUE(server.ok()) << server.status();
+  Client client((*server)->grpc_port());
+  for (int request = 0; request < 3; ++request) {
+    v1::ClassifyResponse response;
+    ASSERT_TRUE(client.Classify(OneImage(RawImage(MakeRgb(64, 64, 8), 64, 64)), &response).ok());
+    EXPECT_EQ(response.results_size(), 1);
+    absl::SleepFor(absl::Milliseconds(20));  // The next request finds the executors asleep.
+  }
+  (*server)->Shutdown();
 }
 
 inference::ModelInferRequest InferRequest(const std::string& datatype, std::vector<int64_t> shape,

@@ -2,11 +2,13 @@
 
 #include <ATen/ATen.h>
 #include <pthread.h>
+#include <time.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <atomic>
 #include <map>
+#include <optional>
 #include <memory>
 #include <set>
 #include <stdexcept>
@@ -926,6 +928,63 @@ TEST(ValidateBatchingOptionsTest, NamesTheBadField) {
   options = BatchingOptions();
   options.default_timeout = absl::ZeroDuration();
   EXPECT_THAT(ValidateBatchingOptions(options).message(), HasSubstr("default_timeout"));
+  options = BatchingOptions();
+  options.idle_spin = absl::Microseconds(-1);
+  EXPECT_THAT(ValidateBatchingOptions(options).message(), HasSubstr("idle_spin"));
+  options.idle_spin = kMaxIdleSpin + absl::Microseconds(1);
+  EXPECT_THAT(ValidateBatchingOptions(options).message(), HasSubstr("idle_spin"));
+  options.idle_spin = kMaxIdleSpin;
+  EXPECT_TRUE(ValidateBatchingOptions(options).ok());
+}
+
+// CPU time the thread behind `clock_id` has used.
+absl::Duration ThreadCpuTime(clockid_t clock_id) {
+  timespec ts{};
+  EXPECT_EQ(clock_gettime(clock_id, &ts), 0);
+  return absl::DurationFromTimespec(ts);
+}
+
+// An executor that finds the queue empty polls it for idle_spin (real time, whatever the
+// batcher's clock), takes what arrives meanwhile, and then sleeps: it stops using CPU, and a
+// task arriving later still wakes it.
+TEST(DynamicBatcherTest, IdleSpinPollsTheQueueForItsDurationThenSleeps) {
+  FakeClock clock;
+  Results results;
+  absl::Mutex mu;
+  std::optional<clockid_t> executor_clock;
+  auto runner = [&](const at::Tensor& batch) -> absl::StatusOr<at::Tensor> {
+    clockid_t id;
+    EXPECT_EQ(pthread_getcpuclockid(pthread_self(), &id), 0);
+    absl::MutexLock lock(&mu);
+    executor_clock = id;
+    return batch * 2;
+  };
+  BatchingOptions options = Options(8, absl::Hours(1), /*idle_dispatch=*/true);
+  options.idle_spin = absl::Milliseconds(10);
+  auto batcher = DynamicBatcher::Create(options, {runner}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok()) << batcher.status();
+
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 1).ok());
+  results.WaitFor(1);
+  // Most likely while the executor spins (it has just answered task 0).
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 1, 1).ok());
+  results.WaitFor(2);
+  const clockid_t id = [&] {
+    absl::MutexLock lock(&mu);
+    return *executor_clock;
+  }();
+  const absl::Duration after_task_1 = ThreadCpuTime(id);
+  absl::SleepFor(absl::Milliseconds(200));  // The spin (10 ms) ends in here.
+  const absl::Duration after_spin = ThreadCpuTime(id);
+  absl::SleepFor(absl::Milliseconds(200));
+  const absl::Duration asleep = ThreadCpuTime(id) - after_spin;
+  EXPECT_GT(after_spin - after_task_1, absl::Microseconds(500)) << "the executor did not spin";
+  EXPECT_LT(asleep, absl::Milliseconds(5)) << "the executor kept spinning past idle_spin";
+
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 2, 1).ok());  // Wakes the sleeping executor.
+  results.WaitFor(3);
+  for (int task = 0; task < 3; ++task) ExpectDoubled(results, task);
+  (*batcher)->Stop(absl::InfiniteDuration());
 }
 
 TEST(DynamicBatcherTest, ConcurrentProducersWithRealClockEachGetTheirOwnRows) {
