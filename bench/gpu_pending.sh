@@ -48,6 +48,9 @@
 #              flags];...", default "inst2:--instance-count=2;inst4:--instance-count=4";
 #              client flags default to $CLIENT_FLAGS), anchors measured in the first only, for
 #              $SWEEP_MODELS; outputs packed into OUTDIR/variants.tar.gz
+#   fibmma     Fibottention's tensor-core kernel (issue 16): the fibottention test's CUDA cases
+#              (it against dense masked attention and the row kernel), then --check and the
+#              kernels by name against SDPA at 197, 785 and 3,137 tokens, fp16 and bf16
 #   spin       a lone request's latency with and without --executor-idle-spin-us (SPIN_US,
 #              default 2000), alternately in ROUNDS (default 2) rounds at concurrency 1, with
 #              the anchors (graph replay at batch 1) first, for $SWEEP_MODELS (default
@@ -58,7 +61,7 @@
 #              CLIENT_CPUS of bench/serve_sweep.sh), then FP32 with all cores shared as before
 set -uo pipefail
 STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre \
-| gpujpeg | instances | variants | spin | kservepin}"
+| gpujpeg | instances | variants | fibmma | spin | kservepin}"
 OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
 source .devdeps/bootstrap.sh >/dev/null || exit 1
@@ -209,6 +212,19 @@ case "$STEP" in
     PROFILE=0 SERVE_FLAGS=--instance-count=2 bash bench/serve_sweep.sh "$OUT/instances2"
     tar -czf "$OUT/instances.tar.gz" -C "$OUT" --exclude='*.jpg' instances1 instances2 && \
       rm -rf "$OUT/instances1" "$OUT/instances2"
+    ;;
+  fibmma)
+    status=0
+    build-gpu/bin/vitserve_fibottention_test --gtest_filter='*Cuda*' 2>&1 | \
+      tee "$OUT/fibottention_test.txt" | grep -E "^\[ *(OK|FAILED|PASSED) *\]|Failure|tensor cores"
+    [[ ${PIPESTATUS[0]} == 0 ]] || status=1
+    for precision in fp16 bf16; do
+      build-gpu/bin/vitserve-bench-fibottention --precision $precision --check \
+        --check-max-tokens 3137 --seconds 1 \
+        --impls sdpa,fibottention,tiled,tiled64x2,tiled128x1,mma 2>&1 \
+        | tee "$OUT/bench_$precision.txt"
+    done
+    exit $status
     ;;
   spin)
     export SWEEP_MODELS="${SWEEP_MODELS:-deit_tiny_patch16_224}" NO_KSERVE=1 NO_JPEG=1 NO_RAW16=1 \

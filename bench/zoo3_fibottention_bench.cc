@@ -33,7 +33,8 @@ ABSL_FLAG(std::string, impls, "sdpa,fibottention",
           "sdpa, fibottention (the dispatcher's choice), gather, and on CUDA the kernels by name: "
           "rowwarp (one warp per query row), wholehead (one block per head, up to 320 tokens), "
           "tiled (the tiled kernel, its shape by token count), tiledRxN (R = 64 or 128 rows "
-          "per block, N = 1 or 2 threads per row).");
+          "per block, N = 1 or 2 threads per row), mma (the tiled kernel's staging with the "
+          "products on tensor cores).");
 ABSL_FLAG(std::string, semantics, "official", "official or neginf.");
 ABSL_FLAG(double, seconds, 2.0, "Measured time per case (after warm-up).");
 ABSL_FLAG(int, warmup, 3, "Warm-up iterations per case.");
@@ -116,13 +117,15 @@ int Run() {
         call = [&] { FibottentionAttention(q, k, v, pattern, semantics, scale); };
       } else if (impl == "gather") {
         call = [&] { FibottentionAttentionGather(q, k, v, pattern, semantics, scale); };
-      } else if (impl == "rowwarp" || impl == "wholehead" || impl.rfind("tiled", 0) == 0) {
+      } else if (impl == "rowwarp" || impl == "wholehead" || impl == "mma" ||
+                 impl.rfind("tiled", 0) == 0) {
         // The CUDA kernels by name; tiled: the dispatcher's shape, tiledRxN: R rows per block,
         // N threads per row.
         using Kernel = FibottentionCudaOptions::Kernel;
         FibottentionCudaOptions options;
         options.kernel = impl == "rowwarp"     ? Kernel::kRowPerWarp
                          : impl == "wholehead" ? Kernel::kWholeHead
+                         : impl == "mma"       ? Kernel::kTensorCore
                                                : Kernel::kTiled;
         const std::string spec = options.kernel == Kernel::kTiled ? impl.substr(5) : "";
         const std::vector<std::string> shape = absl::StrSplit(spec, 'x');

@@ -418,7 +418,8 @@ at::Tensor FibottentionAttentionCuda(const at::Tensor& q_in, const at::Tensor& k
                           pattern.shifts.size(0) == pattern.heads;
   TORCH_CHECK(has_shifts || options.kernel == Kernel::kAuto ||
                   options.kernel == Kernel::kRowPerWarp,
-              "Fibottention's tiled and whole-head CUDA kernels need the pattern's shifts "
+              "Fibottention's tiled, whole-head and tensor-core CUDA kernels need the pattern's "
+              "shifts "
               "(MakeFibottentionPattern builds them)");
   if (has_shifts && options.kernel != Kernel::kRowPerWarp) {
     namespace fib = fibottention::internal;
@@ -426,6 +427,20 @@ at::Tensor FibottentionAttentionCuda(const at::Tensor& q_in, const at::Tensor& k
     p.shifts = shifts.data_ptr<int32_t>();
     p.shift_width = static_cast<int>(shifts.size(1));
     const fib::TiledShape shape{options.tile_queries, options.threads_per_row};
+    if (options.kernel == Kernel::kTensorCore) {
+      TORCH_CHECK(fib::MmaFibottentionSupports(p),
+                  "Fibottention's tensor-core CUDA kernel needs a GPU of compute capability 8.0 "
+                  "or above, head dim 64, fp16 or bf16, 16-byte-aligned tensors, at most 65,535 "
+                  "batch × heads and at most 128 shifts per head; got head dim ", p.dim, ", ",
+                  q.scalar_type(), ", ", q.size(0) * q.size(1), " batch × heads, ",
+                  p.shift_width, " shifts");
+      const int64_t colsum_size = official ? q.size(0) * q.size(1) * q.size(3) : 1;
+      const at::Tensor colsum = at::empty({colsum_size}, q.options().dtype(at::kFloat));
+      const cudaError_t err = fib::LaunchMmaFibottention(p, colsum.data_ptr<float>(), stream);
+      TORCH_CHECK(err == cudaSuccess, "Fibottention tensor-core CUDA kernel failed: ",
+                  cudaGetErrorString(err));
+      return out;
+    }
     const bool whole_head = fib::WholeHeadFibottentionSupports(p);
     const bool tiled = fib::TiledFibottentionSupports(p, shape);
     TORCH_CHECK(options.kernel != Kernel::kWholeHead || whole_head,

@@ -29,6 +29,8 @@
 #include <cuda_pipeline_primitives.h>
 
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "models/fibottention/internal/fib_kernels.h"
 
@@ -313,6 +315,55 @@ struct PatchRow {
 template <int kTile>
 constexpr int kChunkRows = kTile + 128;
 
+// Stages, chunk by chunk, the key and value rows a tile of patch rows [t0, t_end) keeps: the
+// union of the shifts' ranges [t0 + s, t_end + s) ∩ [prefix, tokens), walked as merged
+// segments in increasing order (the shifts are sorted; padding shifts are past `tokens`), each
+// cut into chunks of at most kChunk rows. For each chunk [c0, c1) every thread of the block
+// calls use_chunk(c0, c1) while the chunk's rows are in staged_k / staged_v (row r at
+// (r - c0) * kPaddedRow). Each key a row of the tile keeps lies in exactly one chunk. Called
+// by every thread of the block (it synchronises the block).
+template <int kThreadsPerBlock, int kChunk, typename UseChunk>
+__device__ __forceinline__ void ForEachStagedChunk(const int* shifts, int nshift, int t0,
+                                                   int t_end, int prefix, int tokens,
+                                                   const uint4* k, const uint4* v,
+                                                   uint4* staged_k, uint4* staged_v,
+                                                   UseChunk&& use_chunk) {
+  int k_shift = 0;
+  while (k_shift < nshift) {
+    const int lo = max(t0 + shifts[k_shift], prefix);
+    int hi = min(t_end + shifts[k_shift], tokens);
+    ++k_shift;
+    if (lo >= hi) continue;
+    while (k_shift < nshift) {
+      const int lo_next = max(t0 + shifts[k_shift], prefix);
+      const int hi_next = min(t_end + shifts[k_shift], tokens);
+      if (lo_next >= hi_next) {  // Only past the last row: every later range is empty too.
+        ++k_shift;
+        continue;
+      }
+      if (lo_next > hi) break;
+      hi = max(hi, hi_next);
+      ++k_shift;
+    }
+    for (int c0 = lo; c0 < hi; c0 += kChunk) {
+      const int c1 = min(c0 + kChunk, hi);
+      __syncthreads();  // The previous chunk's readers are done.
+      // Asynchronous copies (cp.async): every load of the chunk is in flight at once, where
+      // load-then-store through registers waited for each before issuing the next.
+      for (int i = threadIdx.x; i < (c1 - c0) * kRowVectors; i += kThreadsPerBlock) {
+        const int staged_index = (i / kRowVectors) * kPaddedRow + i % kRowVectors;
+        const long global_index = static_cast<long>(c0) * kRowVectors + i;
+        __pipeline_memcpy_async(staged_k + staged_index, k + global_index, sizeof(uint4));
+        __pipeline_memcpy_async(staged_v + staged_index, v + global_index, sizeof(uint4));
+      }
+      __pipeline_commit();
+      __pipeline_wait_prior(0);
+      __syncthreads();
+      use_chunk(c0, c1);
+    }
+  }
+}
+
 // Occupancy: 12 warps per SM with whole rows per thread (at most 170 registers), 16 when split.
 template <int kThreadsPerBlock, int kSplit>
 constexpr int kMinBlocksPerSm = (kSplit == 1 ? 384 : 512) / kThreadsPerBlock;
@@ -353,55 +404,264 @@ __global__ void __launch_bounds__(kTile * kSplit, (kMinBlocksPerSm<kTile * kSpli
   if (p.class_token && row_valid) row.AddKey(k, v);  // Every patch row keeps the class token.
   __syncthreads();  // shifts[] is written.
 
-  // The union of the shifts' ranges [t0 + s, t_end + s) ∩ [prefix, tokens), as merged
-  // segments in increasing order (the shifts are sorted; padding shifts are past `tokens`).
+  // Keys of row t rise with the shift; those below c0 are below `prefix` (every patch key of
+  // the row is in the union, so an earlier chunk took it). Rows past the end take none.
   int next = 0;  // This row's next shift not yet taken.
-  int k_shift = 0;
-  while (k_shift < nshift) {
-    const int lo = max(t0 + shifts[k_shift], prefix);
-    int hi = min(t_end + shifts[k_shift], tokens);
-    ++k_shift;
-    if (lo >= hi) continue;
-    while (k_shift < nshift) {
-      const int lo_next = max(t0 + shifts[k_shift], prefix);
-      const int hi_next = min(t_end + shifts[k_shift], tokens);
-      if (lo_next >= hi_next) {  // Only past the last row: every later range is empty too.
-        ++k_shift;
-        continue;
-      }
-      if (lo_next > hi) break;
-      hi = max(hi, hi_next);
-      ++k_shift;
-    }
-    for (int c0 = lo; c0 < hi; c0 += kChunk) {
-      const int c1 = min(c0 + kChunk, hi);
-      __syncthreads();  // The previous chunk's readers are done.
-      // Asynchronous copies (cp.async): every load of the chunk is in flight at once, where
-      // load-then-store through registers waited for each before issuing the next.
-      for (int i = threadIdx.x; i < (c1 - c0) * kRowVectors; i += kThreadsPerBlock) {
-        const int staged_index = (i / kRowVectors) * kPaddedRow + i % kRowVectors;
-        const long global_index = static_cast<long>(c0) * kRowVectors + i;
-        __pipeline_memcpy_async(staged_k + staged_index, k + global_index, sizeof(uint4));
-        __pipeline_memcpy_async(staged_v + staged_index, v + global_index, sizeof(uint4));
-      }
-      __pipeline_commit();
-      __pipeline_wait_prior(0);
-      __syncthreads();
-      // Keys of row t rise with the shift; those below c0 are below `prefix` (every patch key
-      // of the row is in the union, so an earlier chunk took it). Rows past the end take none.
-      for (; row_valid && next < nshift; ++next) {
-        const int key = t + shifts[next];
-        if (key >= c1) break;
-        if (key >= c0) {
-          row.AddKey(staged_k + (key - c0) * kPaddedRow, staged_v + (key - c0) * kPaddedRow);
+  ForEachStagedChunk<kThreadsPerBlock, kChunk>(
+      shifts, nshift, t0, t_end, prefix, tokens, k, v, staged_k, staged_v,
+      [&](int c0, int c1) {
+        for (; row_valid && next < nshift; ++next) {
+          const int key = t + shifts[next];
+          if (key >= c1) break;
+          if (key >= c0) {
+            row.AddKey(staged_k + (key - c0) * kPaddedRow, staged_v + (key - c0) * kPaddedRow);
+          }
         }
-      }
-    }
-  }
+      });
   if (!row_valid) return;
   row.Finish(colsum + bh * kDim, tokens, p.official,
              reinterpret_cast<uint4*>(static_cast<T*>(p.out) + head_offset) +
                  static_cast<long>(t) * kRowVectors);
+}
+
+// MmaRowsKernel: the tiled kernel's staging with the products on tensor cores. Each warp owns
+// 16 consecutive patch rows; for one shift s its rows keep the keys t + s, a diagonal of the
+// 16 x 16 block of scores between its rows and the 16 keys from row0 + s. mma.sync m16n8k16
+// computes that block (two 8-key halves, four 16-channel steps; 16 of its 256 products are
+// kept, which tensor cores still do in fewer instructions than the 64 multiply-adds and 64
+// conversions per key of PatchRow) and then P V, with P the diagonal matrix of the softmax
+// weights (so the value rows need no conversion either). The class token is the same step
+// with every row's key 0. Each row's softmax state is kept by the four threads (one quad) that
+// hold its accumulator; the score comes from the quad's one thread that computed it.
+//   mma fragments (PTX ISA, mma.m16n8k16, f16/bf16 in, f32 out), lane = 4 g + c:
+//   A (16 x 16, row-major): reg 0 = row g, columns 2c, 2c+1; reg 1 = row g+8, same columns;
+//     reg 2 = row g, columns 2c+8, 2c+9; reg 3 = row g+8, columns 2c+8, 2c+9.
+//   B (16 x 8): reg 0 = rows 2c, 2c+1 of column g; reg 1 = rows 2c+8, 2c+9 of column g.
+//   C (16 x 8, f32): c0, c1 = row g, columns 2c, 2c+1; c2, c3 = row g+8, same columns.
+constexpr int kMmaWarps = 4;
+constexpr int kMmaTile = 16 * kMmaWarps;  // Patch rows per block.
+constexpr int kMmaThreads = 32 * kMmaWarps;
+
+template <typename T>
+__device__ __forceinline__ void Mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                         uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+#else
+  __trap();  // Launched only on compute capability 8.0 and above (MmaFibottentionSupports).
+#endif
+}
+
+// Two values as one register of T pairs (the lower column in the low half).
+template <typename T>
+__device__ __forceinline__ uint32_t PackPair(float lo, float hi) {
+  const typename Pair<T>::Type pair = Pair<T>::FromFloat2(make_float2(lo, hi));
+  uint32_t bits;
+  memcpy(&bits, &pair, sizeof(bits));
+  return bits;
+}
+
+// One row's online softmax, kept alike by the four threads of its quad (PatchRow's rules: m
+// starts at 0 with the official semantics, a kept key's weight gives back e^{-m}, and the
+// accumulator is rescaled only when the max grows by more than kRescaleSlack).
+struct MmaRowState {
+  float m;
+  float masked_weight;
+  float l;
+};
+
+// Which key a row of the warp takes in one step: none (valid false), or the one whose staged
+// rows start `offset` 32-bit words into the staged keys and values.
+struct MmaKeyRef {
+  bool valid;
+  int offset;
+};
+
+template <typename T>
+__global__ void __launch_bounds__(kMmaThreads) MmaRowsKernel(FibParams p, const float* colsum) {
+  constexpr int kChunk = kChunkRows<kMmaTile>;
+  constexpr int kRowWords = kPaddedRow * 4;  // 32-bit words between staged rows.
+  extern __shared__ uint4 staged[];
+  uint4* staged_k = staged;
+  uint4* staged_v = staged + kChunk * kPaddedRow;
+  __shared__ int shifts[kMaxShifts];
+  __shared__ uint4 class_k[kPaddedRow], class_v[kPaddedRow];
+
+  const int tokens = p.tokens;
+  const int prefix = p.class_token ? 1 : 0;
+  const int t0 = prefix + static_cast<int>(blockIdx.x) * kMmaTile;
+  const int t_end = min(t0 + kMmaTile, tokens);
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int g = lane >> 2, c = lane & 3;
+  const int row0 = t0 + 16 * warp;  // The warp's first patch row.
+  const long bh = blockIdx.y;
+  const int head = static_cast<int>(bh % p.heads);
+  const int nshift = p.shift_width;
+  for (int i = threadIdx.x; i < nshift; i += kMmaThreads) {
+    shifts[i] = p.shifts[static_cast<long>(head) * nshift + i];
+  }
+  const long head_offset = bh * tokens * kDim;
+  const auto* k = reinterpret_cast<const uint4*>(static_cast<const T*>(p.k) + head_offset);
+  const auto* v = reinterpret_cast<const uint4*>(static_cast<const T*>(p.v) + head_offset);
+  if (p.class_token && threadIdx.x < kRowVectors) {
+    class_k[threadIdx.x] = k[threadIdx.x];
+    class_v[threadIdx.x] = v[threadIdx.x];
+  }
+
+  // The query rows g and g + 8 of the warp as A fragments, one per 16-channel step (zero past
+  // the end). Unscaled: the scale multiplies the scores.
+  const int rows[2] = {row0 + g, row0 + g + 8};
+  const bool row_valid[2] = {rows[0] < tokens, rows[1] < tokens};
+  const auto* q_words = reinterpret_cast<const uint32_t*>(static_cast<const T*>(p.q) + head_offset);
+  uint32_t qa[4][4];
+#pragma unroll
+  for (int step = 0; step < 4; ++step) {
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const int half = r & 1;  // Row g or g + 8.
+      const int word = step * 8 + (r >> 1) * 4 + c;
+      qa[step][r] = row_valid[half] ? q_words[static_cast<long>(rows[half]) * 32 + word] : 0u;
+    }
+  }
+  float acc[8][4] = {};
+  MmaRowState state[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    state[h].m = p.official ? 0.f : -INFINITY;
+    state[h].masked_weight = p.official ? 1.f : 0.f;
+    state[h].l = 0.f;
+  }
+  __syncthreads();  // shifts[], class_k and class_v are written.
+
+  // Adds, for each row i of the warp, the key whose staged rows start at word
+  // key_words[i] of the staged keys / values (k_words, v_words), or none where key_valid[i]
+  // is false. The warp's lanes call it together (mma.sync); the keys of rows g, g + 8 (scores)
+  // and of rows 2c, 2c + 1, 2c + 8, 2c + 9 (B fragments) come from `key_of`.
+  auto add_keys = [&](const uint32_t* k_words, const uint32_t* v_words, auto key_of) {
+    const MmaKeyRef kg = key_of(g), kg8 = key_of(g + 8);
+    // Scores: n-tile 0 holds the keys of rows 0-7 as columns, n-tile 1 those of rows 8-15.
+    float score_tile[2][4] = {};
+#pragma unroll
+    for (int step = 0; step < 4; ++step) {
+      const uint32_t* key0 = k_words + kg.offset;
+      const uint32_t* key1 = k_words + kg8.offset;
+      const uint32_t b00 = kg.valid ? key0[step * 8 + c] : 0u;
+      const uint32_t b01 = kg.valid ? key0[step * 8 + 4 + c] : 0u;
+      const uint32_t b10 = kg8.valid ? key1[step * 8 + c] : 0u;
+      const uint32_t b11 = kg8.valid ? key1[step * 8 + 4 + c] : 0u;
+      Mma16816<T>(score_tile[0], qa[step], b00, b01);
+      Mma16816<T>(score_tile[1], qa[step], b10, b11);
+    }
+    // Row g's score is column g of n-tile 0, row g + 8's column g of n-tile 1: both on the
+    // quad's thread c = g / 2 (element g % 2), from which the quad reads them.
+    const int source = (lane & ~3) | (g >> 1);
+    const float mine_lo = (g & 1) ? score_tile[0][1] : score_tile[0][0];
+    const float mine_hi = (g & 1) ? score_tile[1][3] : score_tile[1][2];
+    const float scores[2] = {__shfl_sync(0xffffffffu, mine_lo, source) * p.scale,
+                             __shfl_sync(0xffffffffu, mine_hi, source) * p.scale};
+    const bool valid[2] = {kg.valid, kg8.valid};
+    float weight[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      weight[h] = 0.f;
+      if (!valid[h]) continue;
+      MmaRowState& st = state[h];
+      if (scores[h] > st.m + kRescaleSlack) {  // m = -inf: the first key.
+        const float correction = st.m == -INFINITY ? 0.f : __expf(st.m - scores[h]);
+        st.l *= correction;
+        st.masked_weight *= correction;
+#pragma unroll
+        for (int n = 0; n < 8; ++n) {
+          acc[n][2 * h] *= correction;
+          acc[n][2 * h + 1] *= correction;
+        }
+        st.m = scores[h];
+      }
+      // The weight as P holds it, so that numerator and denominator agree.
+      weight[h] = Pair<T>::ToFloat(Pair<T>::FromFloat(__expf(scores[h] - st.m) -
+                                                      st.masked_weight));
+      st.l += weight[h];
+    }
+    // P: diagonal, row i's weight in column i: on thread c = g / 2, reg 0 (row g, column g)
+    // and reg 3 (row g + 8, column g + 8), element g % 2.
+    uint32_t pa[4] = {0u, 0u, 0u, 0u};
+    if (c == (g >> 1)) {
+      pa[0] = (g & 1) ? PackPair<T>(0.f, weight[0]) : PackPair<T>(weight[0], 0.f);
+      pa[3] = (g & 1) ? PackPair<T>(0.f, weight[1]) : PackPair<T>(weight[1], 0.f);
+    }
+    // V: rows 2c, 2c + 1, 2c + 8, 2c + 9 of the window (their keys), column g of each 8-channel
+    // n-tile; an invalid key reads as zeros (its weight is 0, and 0 x NaN would not be).
+    const MmaKeyRef k0 = key_of(2 * c), k1 = key_of(2 * c + 1), k8 = key_of(2 * c + 8),
+                    k9 = key_of(2 * c + 9);
+    const auto* v_halves = reinterpret_cast<const uint16_t*>(v_words);
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+      const int channel = n * 8 + g;
+      const uint32_t e0 = k0.valid ? v_halves[2 * k0.offset + channel] : 0u;
+      const uint32_t e1 = k1.valid ? v_halves[2 * k1.offset + channel] : 0u;
+      const uint32_t e8 = k8.valid ? v_halves[2 * k8.offset + channel] : 0u;
+      const uint32_t e9 = k9.valid ? v_halves[2 * k9.offset + channel] : 0u;
+      Mma16816<T>(acc[n], pa, e0 | (e1 << 16), e8 | (e9 << 16));
+    }
+  };
+  // Every patch row keeps the class token: the same step with key 0 for every row.
+  if (p.class_token) {
+    add_keys(reinterpret_cast<const uint32_t*>(class_k),
+             reinterpret_cast<const uint32_t*>(class_v),
+             [&](int i) { return MmaKeyRef{row0 + i < tokens, 0}; });
+  }
+
+  ForEachStagedChunk<kMmaThreads, kChunk>(
+      shifts, nshift, t0, t_end, prefix, tokens, k, v, staged_k, staged_v,
+      [&](int c0, int c1) {
+        const auto* k_words = reinterpret_cast<const uint32_t*>(staged_k);
+        const auto* v_words = reinterpret_cast<const uint32_t*>(staged_v);
+        // The shifts whose 16 keys (row0 + s ... row0 + s + 15) meet the chunk; each row takes
+        // its key where the key lies in the chunk (every kept key lies in exactly one).
+        for (int j = 0; j < nshift; ++j) {
+          const int first = row0 + shifts[j];
+          if (first >= c1) break;  // Sorted: every later shift's keys are past the chunk.
+          if (first + 16 <= c0) continue;
+          add_keys(k_words, v_words, [&](int i) {
+            const int key = first + i;
+            const bool valid = row0 + i < tokens && key >= c0 && key < c1 && key >= prefix;
+            return MmaKeyRef{valid, valid ? (key - c0) * kRowWords : 0};
+          });
+        }
+      });
+
+  // out = (acc + e^{-m} Σ_t v) / (l + T e^{-m}) with the official semantics, acc / l without.
+  const float* head_colsum = colsum + bh * kDim;
+  auto* out_words = reinterpret_cast<uint32_t*>(static_cast<T*>(p.out) + head_offset);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (!row_valid[h]) continue;
+    const MmaRowState& st = state[h];
+    const float inv =
+        1.f / (p.official ? st.l + static_cast<float>(tokens) * st.masked_weight : st.l);
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+      const int channel = n * 8 + 2 * c;
+      float lo = acc[n][2 * h], hi = acc[n][2 * h + 1];
+      if (p.official) {
+        lo += st.masked_weight * head_colsum[channel];
+        hi += st.masked_weight * head_colsum[channel + 1];
+      }
+      out_words[static_cast<long>(rows[h]) * 32 + channel / 2] = PackPair<T>(lo * inv, hi * inv);
+    }
+  }
 }
 
 // WholeHeadKernel: one block per (batch, head) for sequences of at most kWholeMaxTokens, all
@@ -565,6 +825,25 @@ cudaError_t LaunchRows(const FibParams& p, const float* colsum, cudaStream_t str
 }
 
 template <typename T>
+cudaError_t LaunchMmaRows(const FibParams& p, float* colsum, cudaStream_t stream) {
+  if (p.class_token || p.official) {
+    DenseRowKernel<T><<<p.batch * p.heads, kDenseRowThreads, 0, stream>>>(
+        p, colsum, p.class_token, p.official);
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  constexpr size_t kSharedBytes = 2 * kChunkRows<kMmaTile> * kPaddedRow * sizeof(uint4);
+  const int rows = p.tokens - (p.class_token ? 1 : 0);
+  if (rows <= 0) return cudaSuccess;
+  const cudaError_t err = cudaFuncSetAttribute(
+      MmaRowsKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes);
+  if (err != cudaSuccess) return err;
+  const dim3 grid((rows + kMmaTile - 1) / kMmaTile, p.batch * p.heads);
+  MmaRowsKernel<T><<<grid, kMmaThreads, kSharedBytes, stream>>>(p, colsum);
+  return cudaGetLastError();
+}
+
+template <typename T>
 cudaError_t LaunchWholeHead(const FibParams& p, cudaStream_t stream) {
   const size_t shared_bytes = WholeHeadSharedBytes(p.tokens);
   const cudaError_t err = cudaFuncSetAttribute(
@@ -621,6 +900,23 @@ cudaError_t LaunchTiledFibottention(const FibParams& p, TiledShape shape, float*
     return LaunchTiledTyped<__half>(p, shape, colsum_workspace, stream);
   }
   return LaunchTiledTyped<__nv_bfloat16>(p, shape, colsum_workspace, stream);
+}
+
+bool MmaFibottentionSupports(const FibParams& p) {
+  int device = 0, major = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+    return false;
+  }
+  return major >= 8 && HalfHeads64(p) && static_cast<long>(p.batch) * p.heads <= kMaxBlocksY;
+}
+
+cudaError_t LaunchMmaFibottention(const FibParams& p, float* colsum_workspace,
+                                  cudaStream_t stream) {
+  if (!MmaFibottentionSupports(p)) return cudaErrorInvalidValue;
+  if (p.batch == 0 || p.heads == 0 || p.tokens == 0) return cudaSuccess;
+  if (p.dtype == FibDtype::kFloat16) return LaunchMmaRows<__half>(p, colsum_workspace, stream);
+  return LaunchMmaRows<__nv_bfloat16>(p, colsum_workspace, stream);
 }
 
 bool WholeHeadFibottentionSupports(const FibParams& p) {

@@ -275,11 +275,11 @@ TEST(FibottentionKernelCudaTest, EveryLaneGroupingMatchesDense) {
   }
 }
 
-// The tiled and whole-head kernels (head dim 64, fp16/bf16) against dense masked attention on
-// the CPU and against the row-per-warp kernel: every tile shape, both semantics; ViT-B's token
-// counts; fewer tokens than one tile (shifts past both ends); no class token; "modified"
-// Wythoff offsets (a zero shift); large logits of both signs; 320 and 321 tokens (the
-// whole-head kernel's limit). Error relative to the largest output, as above.
+// The tiled, whole-head and tensor-core kernels (head dim 64, fp16/bf16) against dense masked
+// attention on the CPU and against the row-per-warp kernel: every tile shape, both semantics;
+// ViT-B's token counts; fewer tokens than one tile (shifts past both ends); no class token;
+// "modified" Wythoff offsets (a zero shift); large logits of both signs; 320 and 321 tokens
+// (the whole-head kernel's limit). Error relative to the largest output, as above.
 TEST(FibottentionKernelCudaTest, TiledKernelMatchesDenseAndTheRowKernel) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   struct Case {
@@ -327,6 +327,24 @@ TEST(FibottentionKernelCudaTest, TiledKernelMatchesDenseAndTheRowKernel) {
                     1e-2f)
               << what;
         }
+        // The tensor-core kernel (asked for by name) on every case.
+        {
+          const at::Tensor mma = FibottentionAttentionCuda(q, k, v, pattern, semantics, 0.125,
+                                                           {Kernel::kTensorCore, 0, 0});
+          ASSERT_EQ(mma.scalar_type(), dtype);
+          const at::Tensor got = mma.to(at::kCPU).to(at::kFloat);
+          const float largest = dense.abs().max().item<float>();
+          const std::string what = "tensor cores, patches " + std::to_string(c.patches) +
+                                   " class token " + std::to_string(c.class_token) +
+                                   " modified " + std::to_string(c.modified) + " semantics " +
+                                   std::to_string(static_cast<int>(semantics)) + " " +
+                                   c10::toString(dtype);
+          EXPECT_LE(((got - dense).abs().max() / largest).item<float>(), 1e-2f) << what;
+          EXPECT_LE(((got - row.to(at::kCPU).to(at::kFloat)).abs().max() / largest)
+                        .item<float>(),
+                    1e-2f)
+              << what;
+        }
         // The whole-head kernel where the sequence fits (at most 320 tokens), refused beyond.
         const bool fits = pattern.tokens <= 320;
         if (fits) {
@@ -353,9 +371,9 @@ TEST(FibottentionKernelCudaTest, TiledKernelMatchesDenseAndTheRowKernel) {
   }
 }
 
-// Where the tiled and whole-head kernels do not apply, kAuto takes the row kernel (still
-// exact) and kTiled / kWholeHead refuse: fp32, head dim 32, fp16 tensors that start 2 bytes past
-// a 16-byte boundary, and tile shapes the tiled kernel does not have.
+// Where the tiled, whole-head and tensor-core kernels do not apply, kAuto takes the row kernel
+// (still exact) and kTiled / kWholeHead / kTensorCore refuse: fp32, head dim 32, fp16 tensors
+// that start 2 bytes past a 16-byte boundary, and tile shapes the tiled kernel does not have.
 TEST(FibottentionKernelCudaTest, TiledKernelRefusesWhatItCannotRun) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   using Kernel = FibottentionCudaOptions::Kernel;
@@ -385,7 +403,7 @@ TEST(FibottentionKernelCudaTest, TiledKernelRefusesWhatItCannotRun) {
     const at::Tensor q = on_gpu(x.q), k = on_gpu(x.k), v = on_gpu(x.v);
     const std::string what = "dim " + std::to_string(c.dim) + " " + c10::toString(c.dtype) +
                              " misaligned " + std::to_string(c.misalign);
-    for (Kernel kernel : {Kernel::kTiled, Kernel::kWholeHead}) {
+    for (Kernel kernel : {Kernel::kTiled, Kernel::kWholeHead, Kernel::kTensorCore}) {
       EXPECT_THROW(FibottentionAttentionCuda(q, k, v, pattern, FibottentionSemantics::kOfficial,
                                              0.2, {kernel, 0, 0}),
                    c10::Error)
