@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "models/fibottention/internal/fib_kernels.h"
+#include "models/layers/internal/cuda_dtypes.cuh"
 
 namespace vitserve::fibottention::internal {
 namespace {
@@ -20,23 +21,8 @@ constexpr int kWarp = 32;
 constexpr int kMaxPerLane = 8;  // d ≤ 256.
 constexpr int kWarpsPerBlock = 4;
 
-__device__ __forceinline__ float ToFloat(float x) { return x; }
-__device__ __forceinline__ float ToFloat(__half x) { return __half2float(x); }
-__device__ __forceinline__ float ToFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
-template <typename T>
-__device__ __forceinline__ T FromFloat(float x);
-template <>
-__device__ __forceinline__ float FromFloat<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ __half FromFloat<__half>(float x) {
-  return __float2half(x);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float x) {
-  return __float2bfloat16(x);
-}
+using cuda_dtypes::FromFloat;
+using cuda_dtypes::ToFloat;
 
 // Eight consecutive elements from a 16-byte-aligned address, as floats, in one (fp16/bf16) or
 // two (fp32) vector loads.

@@ -33,6 +33,7 @@
 #include <type_traits>
 
 #include "models/fibottention/internal/fib_kernels.h"
+#include "models/layers/internal/cuda_dtypes.cuh"
 
 namespace vitserve::fibottention::internal {
 namespace {
@@ -46,37 +47,18 @@ constexpr int kRowVectors = kDim / 8;       // 16-byte vectors per key row.
 constexpr int kMaxShifts = 128;
 constexpr int kMaxBlocksY = 65535;  // (batch, head) pairs are the tiled kernel's grid.y.
 
-template <typename T>
-struct Pair;
-template <>
-struct Pair<__half> {
-  using Type = __half2;
-  static __device__ __forceinline__ float2 ToFloat2(Type x) { return __half22float2(x); }
-  static __device__ __forceinline__ Type FromFloat2(float2 x) {
-    return __floats2half2_rn(x.x, x.y);
-  }
-  static __device__ __forceinline__ __half FromFloat(float x) { return __float2half(x); }
-  static __device__ __forceinline__ float ToFloat(__half x) { return __half2float(x); }
-};
-template <>
-struct Pair<__nv_bfloat16> {
-  using Type = __nv_bfloat162;
-  static __device__ __forceinline__ float2 ToFloat2(Type x) { return __bfloat1622float2(x); }
-  static __device__ __forceinline__ Type FromFloat2(float2 x) {
-    return __floats2bfloat162_rn(x.x, x.y);
-  }
-  static __device__ __forceinline__ __nv_bfloat16 FromFloat(float x) {
-    return __float2bfloat16(x);
-  }
-  static __device__ __forceinline__ float ToFloat(__nv_bfloat16 x) { return __bfloat162float(x); }
-};
+using cuda_dtypes::FromFloat;
+using cuda_dtypes::FromFloat2;
+using cuda_dtypes::PairOf;
+using cuda_dtypes::ToFloat;
+using cuda_dtypes::ToFloat2;
 
 template <typename T>
 __device__ __forceinline__ void Unpack(const uint4& raw, float (&out)[8]) {
-  const auto* pairs = reinterpret_cast<const typename Pair<T>::Type*>(&raw);
+  const auto* pairs = reinterpret_cast<const typename PairOf<T>::Type*>(&raw);
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    const float2 f = Pair<T>::ToFloat2(pairs[j]);
+    const float2 f = ToFloat2(pairs[j]);
     out[2 * j] = f.x;
     out[2 * j + 1] = f.y;
   }
@@ -85,9 +67,9 @@ __device__ __forceinline__ void Unpack(const uint4& raw, float (&out)[8]) {
 template <typename T>
 __device__ __forceinline__ uint4 Pack(const float (&in)[8]) {
   uint4 raw;
-  auto* pairs = reinterpret_cast<typename Pair<T>::Type*>(&raw);
+  auto* pairs = reinterpret_cast<typename PairOf<T>::Type*>(&raw);
 #pragma unroll
-  for (int j = 0; j < 4; ++j) pairs[j] = Pair<T>::FromFloat2(make_float2(in[2 * j], in[2 * j + 1]));
+  for (int j = 0; j < 4; ++j) pairs[j] = FromFloat2<T>(make_float2(in[2 * j], in[2 * j + 1]));
   return raw;
 }
 
@@ -204,7 +186,7 @@ __global__ void __launch_bounds__(kDenseRowThreads)
       l += group_l[g] * w;
       a += group_acc[g][e] * w;
     }
-    static_cast<T*>(p.out)[head_offset + e] = Pair<T>::FromFloat(a / l);
+    static_cast<T*>(p.out)[head_offset + e] = FromFloat<T>(a / l);
   }
 }
 
@@ -467,7 +449,7 @@ __device__ __forceinline__ void Mma16816(float (&d)[4], const uint32_t (&a)[4], 
 // Two values as one register of T pairs (the lower column in the low half).
 template <typename T>
 __device__ __forceinline__ uint32_t PackPair(float lo, float hi) {
-  const typename Pair<T>::Type pair = Pair<T>::FromFloat2(make_float2(lo, hi));
+  const typename PairOf<T>::Type pair = FromFloat2<T>(make_float2(lo, hi));
   uint32_t bits;
   memcpy(&bits, &pair, sizeof(bits));
   return bits;
@@ -590,7 +572,7 @@ __global__ void __launch_bounds__(kMmaThreads) MmaRowsKernel(FibParams p, const 
         st.m = scores[h];
       }
       // The weight as P holds it, so that numerator and denominator agree.
-      weight[h] = Pair<T>::ToFloat(Pair<T>::FromFloat(__expf(scores[h] - st.m) -
+      weight[h] = ToFloat(FromFloat<T>(__expf(scores[h] - st.m) -
                                                       st.masked_weight));
       st.l += weight[h];
     }
@@ -725,7 +707,7 @@ __global__ void __launch_bounds__(kWholeThreads, 2) WholeHeadKernel(FibParams p)
     shifts[i] = p.shifts[static_cast<long>(head) * nshift + i];
   }
   if (p.class_token && threadIdx.x < kDim) {
-    class_query[threadIdx.x] = Pair<T>::ToFloat(q[threadIdx.x]) * p.scale;
+    class_query[threadIdx.x] = ToFloat(q[threadIdx.x]) * p.scale;
   }
   __pipeline_wait_prior(0);
   __syncthreads();
@@ -762,7 +744,7 @@ __global__ void __launch_bounds__(kWholeThreads, 2) WholeHeadKernel(FibParams p)
     const auto* values = reinterpret_cast<const T*>(staged_v);
     float column = 0.f, weighted = 0.f;
     for (int j = group; j < tokens; j += kWholeChannelGroups) {
-      const float x = Pair<T>::ToFloat(values[j * kPaddedRow * 8 + e]);
+      const float x = ToFloat(values[j * kPaddedRow * 8 + e]);
       column += x;
       if (p.class_token) weighted += class_weights[j] * x;
     }
@@ -778,7 +760,7 @@ __global__ void __launch_bounds__(kWholeThreads, 2) WholeHeadKernel(FibParams p)
       }
       head_colsum[e] = c;
       if (p.class_token) {
-        static_cast<T*>(p.out)[head_offset + e] = Pair<T>::FromFloat(w / class_sum);
+        static_cast<T*>(p.out)[head_offset + e] = FromFloat<T>(w / class_sum);
       }
     }
     __syncthreads();

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 
+#include "models/layers/internal/cuda_dtypes.cuh"
 #include "models/layers/internal/layer_norm_kernel.h"
 
 namespace vitserve::layers::internal {
@@ -26,26 +27,16 @@ constexpr int kWarpsPerBlock = 4;
 struct Pair {
   float x, y;
 };
-__device__ __forceinline__ Pair LoadPair(const float* p) {
-  const float2 v = *reinterpret_cast<const float2*>(p);
+template <typename T>
+__device__ __forceinline__ Pair LoadPair(const T* p) {
+  using Vector = typename cuda_dtypes::PairOf<T>::Type;
+  const float2 v = cuda_dtypes::ToFloat2(*reinterpret_cast<const Vector*>(p));
   return {v.x, v.y};
 }
-__device__ __forceinline__ Pair LoadPair(const __half* p) {
-  const float2 v = __half22float2(*reinterpret_cast<const __half2*>(p));
-  return {v.x, v.y};
-}
-__device__ __forceinline__ Pair LoadPair(const __nv_bfloat16* p) {
-  const float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
-  return {v.x, v.y};
-}
-__device__ __forceinline__ void StorePair(float* p, Pair v) {
-  *reinterpret_cast<float2*>(p) = make_float2(v.x, v.y);
-}
-__device__ __forceinline__ void StorePair(__half* p, Pair v) {
-  *reinterpret_cast<__half2*>(p) = __floats2half2_rn(v.x, v.y);
-}
-__device__ __forceinline__ void StorePair(__nv_bfloat16* p, Pair v) {
-  *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(v.x, v.y);
+template <typename T>
+__device__ __forceinline__ void StorePair(T* p, Pair v) {
+  using Vector = typename cuda_dtypes::PairOf<T>::Type;
+  *reinterpret_cast<Vector*>(p) = cuda_dtypes::FromFloat2<T>(make_float2(v.x, v.y));
 }
 
 __device__ __forceinline__ float WarpSum(float value) {

@@ -15,6 +15,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "models/layers/internal/cuda_dtypes.cuh"
 #include "models/vim/internal/scan_kernels.h"
 
 namespace vitserve::vim::internal {
@@ -25,20 +26,8 @@ constexpr int kChunk = 64;
 constexpr int kGroup = 8;  // steps whose loads are issued together; divides kChunk
 constexpr float kLog2e = 1.4426950408889634f;
 
-__device__ __forceinline__ float ToFloat(float v) { return v; }
-__device__ __forceinline__ float ToFloat(__half v) { return __half2float(v); }
-__device__ __forceinline__ float ToFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T>
-__device__ __forceinline__ T FromFloat(float v);
-template <>
-__device__ __forceinline__ float FromFloat<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __half FromFloat<__half>(float v) { return __float2half_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
+using cuda_dtypes::FromFloat;
+using cuda_dtypes::ToFloat;
 
 __device__ __forceinline__ float Silu(float v) { return v / (1.0f + expf(-v)); }
 
