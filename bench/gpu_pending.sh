@@ -221,7 +221,7 @@ case "$STEP" in
     for precision in fp16 bf16; do
       build-gpu/bin/vitserve-bench-fibottention --precision $precision --check \
         --check-max-tokens 3137 --seconds 1 \
-        --impls sdpa,fibottention,tiled,tiled64x2,tiled128x1,mma 2>&1 \
+        --impls sdpa,fibottention,tiled,tiled64x2,tiled128x1,mma64,mma128 2>&1 \
         | tee "$OUT/bench_$precision.txt"
     done
     exit $status

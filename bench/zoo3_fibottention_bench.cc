@@ -34,7 +34,7 @@ ABSL_FLAG(std::string, impls, "sdpa,fibottention",
           "rowwarp (one warp per query row), wholehead (one block per head, up to 320 tokens), "
           "tiled (the tiled kernel, its shape by token count), tiledRxN (R = 64 or 128 rows "
           "per block, N = 1 or 2 threads per row), mma (the tiled kernel's staging with the "
-          "products on tensor cores).");
+          "products on tensor cores; its default tile), mmaR (R = 64 or 128 rows per block).");
 ABSL_FLAG(std::string, semantics, "official", "official or neginf.");
 ABSL_FLAG(double, seconds, 2.0, "Measured time per case (after warm-up).");
 ABSL_FLAG(int, warmup, 3, "Warm-up iterations per case.");
@@ -117,7 +117,7 @@ int Run() {
         call = [&] { FibottentionAttention(q, k, v, pattern, semantics, scale); };
       } else if (impl == "gather") {
         call = [&] { FibottentionAttentionGather(q, k, v, pattern, semantics, scale); };
-      } else if (impl == "rowwarp" || impl == "wholehead" || impl == "mma" ||
+      } else if (impl == "rowwarp" || impl == "wholehead" || impl.rfind("mma", 0) == 0 ||
                  impl.rfind("tiled", 0) == 0) {
         // The CUDA kernels by name; tiled: the dispatcher's shape, tiledRxN: R rows per block,
         // N threads per row.
@@ -125,14 +125,19 @@ int Run() {
         FibottentionCudaOptions options;
         options.kernel = impl == "rowwarp"     ? Kernel::kRowPerWarp
                          : impl == "wholehead" ? Kernel::kWholeHead
-                         : impl == "mma"       ? Kernel::kTensorCore
-                                               : Kernel::kTiled;
+                         : impl.rfind("mma", 0) == 0 ? Kernel::kTensorCore
+                                                     : Kernel::kTiled;
         const std::string spec = options.kernel == Kernel::kTiled ? impl.substr(5) : "";
         const std::vector<std::string> shape = absl::StrSplit(spec, 'x');
         if (!spec.empty() &&
             (shape.size() != 2 || !absl::SimpleAtoi(shape[0], &options.tile_queries) ||
              !absl::SimpleAtoi(shape[1], &options.threads_per_row))) {
           options.tile_queries = -1;  // Refused by the kernel: reported as failed.
+        }
+        // mmaR: R rows per block.
+        if (options.kernel == Kernel::kTensorCore && impl.size() > 3 &&
+            !absl::SimpleAtoi(impl.substr(3), &options.tile_queries)) {
+          options.tile_queries = -1;
         }
         call = [&q, &k, &v, &pattern, semantics, scale, options] {
           FibottentionAttentionCuda(q, k, v, pattern, semantics, scale, options);

@@ -428,15 +428,19 @@ at::Tensor FibottentionAttentionCuda(const at::Tensor& q_in, const at::Tensor& k
     p.shift_width = static_cast<int>(shifts.size(1));
     const fib::TiledShape shape{options.tile_queries, options.threads_per_row};
     if (options.kernel == Kernel::kTensorCore) {
-      TORCH_CHECK(fib::MmaFibottentionSupports(p),
+      TORCH_CHECK(options.threads_per_row == 0 &&
+                      fib::MmaFibottentionSupports(p, options.tile_queries),
                   "Fibottention's tensor-core CUDA kernel needs a GPU of compute capability 8.0 "
                   "or above, head dim 64, fp16 or bf16, 16-byte-aligned tensors, at most 65,535 "
-                  "batch × heads and at most 128 shifts per head; got head dim ", p.dim, ", ",
-                  q.scalar_type(), ", ", q.size(0) * q.size(1), " batch × heads, ",
-                  p.shift_width, " shifts");
+                  "batch × heads, at most 128 shifts per head, tile_queries 0, 64 or 128 and "
+                  "threads_per_row 0; got head dim ", p.dim, ", ", q.scalar_type(), ", ",
+                  q.size(0) * q.size(1), " batch × heads, ", p.shift_width,
+                  " shifts, tile_queries ", options.tile_queries, ", threads_per_row ",
+                  options.threads_per_row);
       const int64_t colsum_size = official ? q.size(0) * q.size(1) * q.size(3) : 1;
       const at::Tensor colsum = at::empty({colsum_size}, q.options().dtype(at::kFloat));
-      const cudaError_t err = fib::LaunchMmaFibottention(p, colsum.data_ptr<float>(), stream);
+      const cudaError_t err = fib::LaunchMmaFibottention(p, options.tile_queries,
+                                                         colsum.data_ptr<float>(), stream);
       TORCH_CHECK(err == cudaSuccess, "Fibottention tensor-core CUDA kernel failed: ",
                   cudaGetErrorString(err));
       return out;

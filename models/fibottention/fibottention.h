@@ -96,8 +96,9 @@ at::Tensor FibottentionAttentionGather(const at::Tensor& q, const at::Tensor& k,
 // 128 patch rows per block) and threads_per_row (1 or 2) shape the tiled kernel; 0 picks by
 // token count (64 × 2 up to 1,024 tokens, else 128 × 1). kTensorCore: the tiled kernel's
 // staging with the products on tensor cores (mma.sync; the tiled kernel's requirements and a
-// GPU of compute capability 8.0 or above); asked for by name only, kAuto does not pick it
-// until it has been measured against the tiled kernel.
+// GPU of compute capability 8.0 or above), tile_queries 64 or 128 rows per block (0: 128),
+// threads_per_row 0; asked for by name only, kAuto does not pick it until it has been
+// measured against the tiled kernel.
 struct FibottentionCudaOptions {
   enum class Kernel { kAuto, kRowPerWarp, kTiled, kWholeHead, kTensorCore };
   Kernel kernel = Kernel::kAuto;

@@ -420,9 +420,11 @@ __global__ void __launch_bounds__(kTile * kSplit, (kMinBlocksPerSm<kTile * kSpli
 //     reg 2 = row g, columns 2c+8, 2c+9; reg 3 = row g+8, columns 2c+8, 2c+9.
 //   B (16 x 8): reg 0 = rows 2c, 2c+1 of column g; reg 1 = rows 2c+8, 2c+9 of column g.
 //   C (16 x 8, f32): c0, c1 = row g, columns 2c, 2c+1; c2, c3 = row g+8, same columns.
-constexpr int kMmaWarps = 4;
-constexpr int kMmaTile = 16 * kMmaWarps;  // Patch rows per block.
-constexpr int kMmaThreads = 32 * kMmaWarps;
+// kWarps warps per block (4 or 8): 16 * kWarps patch rows per block.
+template <int kWarps>
+constexpr int kMmaTile = 16 * kWarps;
+template <int kWarps>
+constexpr int kMmaThreads = 32 * kWarps;
 
 template <typename T>
 __device__ __forceinline__ void Mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
@@ -471,9 +473,12 @@ struct MmaKeyRef {
   int offset;
 };
 
-template <typename T>
-__global__ void __launch_bounds__(kMmaThreads) MmaRowsKernel(FibParams p, const float* colsum) {
-  constexpr int kChunk = kChunkRows<kMmaTile>;
+template <typename T, int kWarps>
+__global__ void __launch_bounds__(kMmaThreads<kWarps>)
+    MmaRowsKernel(FibParams p, const float* colsum) {
+  constexpr int kTile = kMmaTile<kWarps>;
+  constexpr int kThreads = kMmaThreads<kWarps>;
+  constexpr int kChunk = kChunkRows<kTile>;
   constexpr int kRowWords = kPaddedRow * 4;  // 32-bit words between staged rows.
   extern __shared__ uint4 staged[];
   uint4* staged_k = staged;
@@ -483,15 +488,15 @@ __global__ void __launch_bounds__(kMmaThreads) MmaRowsKernel(FibParams p, const 
 
   const int tokens = p.tokens;
   const int prefix = p.class_token ? 1 : 0;
-  const int t0 = prefix + static_cast<int>(blockIdx.x) * kMmaTile;
-  const int t_end = min(t0 + kMmaTile, tokens);
+  const int t0 = prefix + static_cast<int>(blockIdx.x) * kTile;
+  const int t_end = min(t0 + kTile, tokens);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int g = lane >> 2, c = lane & 3;
   const int row0 = t0 + 16 * warp;  // The warp's first patch row.
   const long bh = blockIdx.y;
   const int head = static_cast<int>(bh % p.heads);
   const int nshift = p.shift_width;
-  for (int i = threadIdx.x; i < nshift; i += kMmaThreads) {
+  for (int i = threadIdx.x; i < nshift; i += kThreads) {
     shifts[i] = p.shifts[static_cast<long>(head) * nshift + i];
   }
   const long head_offset = bh * tokens * kDim;
@@ -605,7 +610,7 @@ __global__ void __launch_bounds__(kMmaThreads) MmaRowsKernel(FibParams p, const 
              [&](int i) { return MmaKeyRef{row0 + i < tokens, 0}; });
   }
 
-  ForEachStagedChunk<kMmaThreads, kChunk>(
+  ForEachStagedChunk<kThreads, kChunk>(
       shifts, nshift, t0, t_end, prefix, tokens, k, v, staged_k, staged_v,
       [&](int c0, int c1) {
         const auto* k_words = reinterpret_cast<const uint32_t*>(staged_k);
@@ -806,7 +811,7 @@ cudaError_t LaunchRows(const FibParams& p, const float* colsum, cudaStream_t str
   return cudaGetLastError();
 }
 
-template <typename T>
+template <typename T, int kWarps>
 cudaError_t LaunchMmaRows(const FibParams& p, float* colsum, cudaStream_t stream) {
   if (p.class_token || p.official) {
     DenseRowKernel<T><<<p.batch * p.heads, kDenseRowThreads, 0, stream>>>(
@@ -814,14 +819,15 @@ cudaError_t LaunchMmaRows(const FibParams& p, float* colsum, cudaStream_t stream
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
-  constexpr size_t kSharedBytes = 2 * kChunkRows<kMmaTile> * kPaddedRow * sizeof(uint4);
+  constexpr int kTile = kMmaTile<kWarps>;
+  constexpr size_t kSharedBytes = 2 * kChunkRows<kTile> * kPaddedRow * sizeof(uint4);
   const int rows = p.tokens - (p.class_token ? 1 : 0);
   if (rows <= 0) return cudaSuccess;
   const cudaError_t err = cudaFuncSetAttribute(
-      MmaRowsKernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes);
+      MmaRowsKernel<T, kWarps>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes);
   if (err != cudaSuccess) return err;
-  const dim3 grid((rows + kMmaTile - 1) / kMmaTile, p.batch * p.heads);
-  MmaRowsKernel<T><<<grid, kMmaThreads, kSharedBytes, stream>>>(p, colsum);
+  const dim3 grid((rows + kTile - 1) / kTile, p.batch * p.heads);
+  MmaRowsKernel<T, kWarps><<<grid, kMmaThreads<kWarps>, kSharedBytes, stream>>>(p, colsum);
   return cudaGetLastError();
 }
 
@@ -884,21 +890,34 @@ cudaError_t LaunchTiledFibottention(const FibParams& p, TiledShape shape, float*
   return LaunchTiledTyped<__nv_bfloat16>(p, shape, colsum_workspace, stream);
 }
 
-bool MmaFibottentionSupports(const FibParams& p) {
+int MmaTileFor(int tile_queries) {
+  // Not measured yet: 128 rows per block stage each key row about half as often as 64 and,
+  // at 74 KB of shared memory per 256 threads, keep 24 warps per SM against 16.
+  return tile_queries == 0 ? 128 : tile_queries;
+}
+
+bool MmaFibottentionSupports(const FibParams& p, int tile_queries) {
   int device = 0, major = 0;
   if (cudaGetDevice(&device) != cudaSuccess ||
       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
     return false;
   }
-  return major >= 8 && HalfHeads64(p) && static_cast<long>(p.batch) * p.heads <= kMaxBlocksY;
+  const int tile = MmaTileFor(tile_queries);
+  return major >= 8 && HalfHeads64(p) && (tile == 64 || tile == 128) &&
+         static_cast<long>(p.batch) * p.heads <= kMaxBlocksY;
 }
 
-cudaError_t LaunchMmaFibottention(const FibParams& p, float* colsum_workspace,
+cudaError_t LaunchMmaFibottention(const FibParams& p, int tile_queries, float* colsum_workspace,
                                   cudaStream_t stream) {
-  if (!MmaFibottentionSupports(p)) return cudaErrorInvalidValue;
+  if (!MmaFibottentionSupports(p, tile_queries)) return cudaErrorInvalidValue;
   if (p.batch == 0 || p.heads == 0 || p.tokens == 0) return cudaSuccess;
-  if (p.dtype == FibDtype::kFloat16) return LaunchMmaRows<__half>(p, colsum_workspace, stream);
-  return LaunchMmaRows<__nv_bfloat16>(p, colsum_workspace, stream);
+  const bool half = p.dtype == FibDtype::kFloat16;
+  if (MmaTileFor(tile_queries) == 64) {
+    return half ? LaunchMmaRows<__half, 4>(p, colsum_workspace, stream)
+                : LaunchMmaRows<__nv_bfloat16, 4>(p, colsum_workspace, stream);
+  }
+  return half ? LaunchMmaRows<__half, 8>(p, colsum_workspace, stream)
+              : LaunchMmaRows<__nv_bfloat16, 8>(p, colsum_workspace, stream);
 }
 
 bool WholeHeadFibottentionSupports(const FibParams& p) {

@@ -67,10 +67,11 @@ cudaError_t LaunchTiledFibottention(const FibParams& params, TiledShape shape,
                                     float* colsum_workspace, cudaStream_t stream);
 
 // The tiled kernel's staging with the products on tensor cores (mma.sync, compute capability
-// 8.0 and above): 64 patch rows per block, 16 per warp. Same inputs and workspace.
-bool MmaFibottentionSupports(const FibParams& params);
-cudaError_t LaunchMmaFibottention(const FibParams& params, float* colsum_workspace,
-                                  cudaStream_t stream);
+// 8.0 and above): tile_queries (64 or 128; 0 picks 128) patch rows per block, 16 per warp.
+// Same inputs and workspace as the tiled kernel.
+bool MmaFibottentionSupports(const FibParams& params, int tile_queries);
+cudaError_t LaunchMmaFibottention(const FibParams& params, int tile_queries,
+                                  float* colsum_workspace, cudaStream_t stream);
 
 // One block per (batch, head) with the whole sequence in shared memory: up to 320 tokens.
 bool WholeHeadFibottentionSupports(const FibParams& params);

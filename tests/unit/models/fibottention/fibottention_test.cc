@@ -327,14 +327,15 @@ TEST(FibottentionKernelCudaTest, TiledKernelMatchesDenseAndTheRowKernel) {
                     1e-2f)
               << what;
         }
-        // The tensor-core kernel (asked for by name) on every case.
-        {
+        // The tensor-core kernel (asked for by name) on every case, both tile sizes.
+        for (int tile : {64, 128}) {
           const at::Tensor mma = FibottentionAttentionCuda(q, k, v, pattern, semantics, 0.125,
-                                                           {Kernel::kTensorCore, 0, 0});
+                                                           {Kernel::kTensorCore, tile, 0});
           ASSERT_EQ(mma.scalar_type(), dtype);
           const at::Tensor got = mma.to(at::kCPU).to(at::kFloat);
           const float largest = dense.abs().max().item<float>();
-          const std::string what = "tensor cores, patches " + std::to_string(c.patches) +
+          const std::string what = "tensor cores, tile " + std::to_string(tile) +
+                                   ", patches " + std::to_string(c.patches) +
                                    " class token " + std::to_string(c.class_token) +
                                    " modified " + std::to_string(c.modified) + " semantics " +
                                    std::to_string(static_cast<int>(semantics)) + " " +
@@ -418,12 +419,15 @@ TEST(FibottentionKernelCudaTest, TiledKernelRefusesWhatItCannotRun) {
               c.dtype == at::kFloat ? 1e-5f : 1e-2f)
         << what;
   }
-  // A shape the tiled kernel lacks is refused, not rounded to one it has.
+  // A shape the tiled or tensor-core kernel lacks is refused, not rounded to one it has.
   const Qkv x = RandomQkv(1, heads, patches + 1, 64);
   const at::Tensor q = x.q.to(at::kCUDA).to(at::kHalf), k = x.k.to(at::kCUDA).to(at::kHalf),
                    v = x.v.to(at::kCUDA).to(at::kHalf);
-  for (const FibottentionCudaOptions& bad : {FibottentionCudaOptions{Kernel::kTiled, 100, 0},
-                                             FibottentionCudaOptions{Kernel::kTiled, 0, 3}}) {
+  for (const FibottentionCudaOptions& bad :
+       {FibottentionCudaOptions{Kernel::kTiled, 100, 0},
+        FibottentionCudaOptions{Kernel::kTiled, 0, 3},
+        FibottentionCudaOptions{Kernel::kTensorCore, 32, 0},
+        FibottentionCudaOptions{Kernel::kTensorCore, 0, 2}}) {
     EXPECT_THROW(FibottentionAttentionCuda(q, k, v, pattern, FibottentionSemantics::kOfficial,
                                            0.2, bad),
                  c10::Error)
