@@ -48,9 +48,10 @@
 #              flags];...", default "inst2:--instance-count=2;inst4:--instance-count=4";
 #              client flags default to $CLIENT_FLAGS), anchors measured in the first only, for
 #              $SWEEP_MODELS; outputs packed into OUTDIR/variants.tar.gz
-#   fibmma     Fibottention's tensor-core kernel (issue 16): the fibottention test's CUDA cases
-#              (it against dense masked attention and the row kernel), then --check and the
-#              kernels by name against SDPA at 197, 785 and 3,137 tokens, fp16 and bf16
+#   fibmma     Fibottention's tensor-core kernel and the tiled kernel with four threads per row
+#              (issue 16): the fibottention test's CUDA cases (each against dense masked
+#              attention and the row kernel), then --check and the kernels by name against SDPA
+#              at 197, 785 and 3,137 tokens, fp16 and bf16
 #   spin       a lone request's latency with and without --executor-idle-spin-us (SPIN_US,
 #              default 2000), alternately in ROUNDS (default 2) rounds at concurrency 1, with
 #              the anchors (graph replay at batch 1) first, for $SWEEP_MODELS (default
@@ -58,7 +59,8 @@
 #   kservepin  KServe agreement (issue 11): KSERVE_ROUNDS (default 3) interleaved rounds of
 #              perf_analyzer --async and vitserve-client, FP32 and UINT8, with vitserve on one
 #              half of the physical cores and the clients on the other (SERVER_CPUS /
-#              CLIENT_CPUS of bench/serve_sweep.sh), then FP32 with all cores shared as before
+#              CLIENT_CPUS of bench/serve_sweep.sh), then FP32 with all cores shared as before,
+#              then shared with perf_analyzer --max-threads 64 (a thread per context)
 set -uo pipefail
 STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre \
 | gpujpeg | instances | variants | fibmma | spin | kservepin}"
@@ -221,7 +223,8 @@ case "$STEP" in
     for precision in fp16 bf16; do
       build-gpu/bin/vitserve-bench-fibottention --precision $precision --check \
         --check-max-tokens 3137 --seconds 1 \
-        --impls sdpa,fibottention,tiled,tiled64x2,tiled128x1,mma64,mma128 2>&1 \
+        --impls sdpa,fibottention,tiled,tiled64x2,tiled64x4,tiled128x1,tiled128x4,mma64,mma128 \
+        2>&1 \
         | tee "$OUT/bench_$precision.txt"
     done
     exit $status
@@ -261,6 +264,10 @@ PY
     grep -E "KServe|infer/s|kserve_" "$OUT/pinned.log"
     bash bench/serve_sweep.sh "$OUT/shared" > "$OUT/shared.log" 2>&1
     grep -E "KServe|infer/s|kserve_" "$OUT/shared.log"
+    # perf_analyzer with a thread per context (its default: 16 threads for 64 contexts).
+    PA_FLAGS="--max-threads 64" bash bench/serve_sweep.sh "$OUT/threads64" \
+      > "$OUT/threads64.log" 2>&1
+    grep -E "KServe|infer/s|kserve_" "$OUT/threads64.log"
     ;;
   variants)
     export SWEEP_MODELS="${SWEEP_MODELS:-shvit_s1}" SECONDS_EACH="${SECONDS_EACH:-3}" \

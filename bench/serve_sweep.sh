@@ -56,6 +56,7 @@
 #                  server and the clients no longer take each other's cores, so a row measures
 #                  the server on its cores unless the client's cores are the limit
 #   NO_RAW16       1: no row of 16 images per request
+#   PA_FLAGS       more perf_analyzer flags for every perf_analyzer row (e.g. --max-threads 64)
 set -uo pipefail
 OUT="${1:-${OUT:-/tmp/vitserve-sweep}}"
 mkdir -p "$OUT"
@@ -293,7 +294,8 @@ pa_row() {
   LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" "${CLIENT_TASKSET[@]}" "$PA" -m "$m" \
     -i grpc -u localhost:8001 --concurrency-range 64 --measurement-interval 3000 \
     --measurement-mode time_windows \
-    --max-trials 3 --stability-percentage 999 -b 1 "$@" > "$OUT/pa_${m}_${name}.txt" 2>&1
+    --max-trials 3 --stability-percentage 999 -b 1 ${PA_FLAGS:-} "$@" \
+    > "$OUT/pa_${m}_${name}.txt" 2>&1
   v=$(grep -oP 'throughput: \K[0-9.]+' "$OUT/pa_${m}_${name}.txt" | tail -1)
   p50=$(grep -oP 'p50 latency: \K[0-9]+' "$OUT/pa_${m}_${name}.txt" | tail -1)
   record "$m" "$name" "${v:-nan}"
@@ -310,7 +312,8 @@ pa_split_row() {
     LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" "${CLIENT_TASKSET[@]}" "$PA" -m "$m" \
       -i grpc -u localhost:8001 --concurrency-range 32 --measurement-interval 3000 \
       --measurement-mode time_windows \
-      --max-trials 3 --stability-percentage 999 -b 1 "$@" > "$OUT/pa_${m}_${name}_$i.txt" 2>&1 &
+      --max-trials 3 --stability-percentage 999 -b 1 ${PA_FLAGS:-} "$@" \
+      > "$OUT/pa_${m}_${name}_$i.txt" 2>&1 &
     pids+=($!)
   done
   wait "${pids[@]}"  # Not the server, which runs in the background too.

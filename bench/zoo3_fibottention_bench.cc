@@ -33,7 +33,7 @@ ABSL_FLAG(std::string, impls, "sdpa,fibottention",
           "sdpa, fibottention (the dispatcher's choice), gather, and on CUDA the kernels by name: "
           "rowwarp (one warp per query row), wholehead (one block per head, up to 320 tokens), "
           "tiled (the tiled kernel, its shape by token count), tiledRxN (R = 64 or 128 rows "
-          "per block, N = 1 or 2 threads per row), mma (the tiled kernel's staging with the "
+          "per block, N = 1, 2 or 4 threads per row), mma (the tiled kernel's staging with the "
           "products on tensor cores; its default tile), mmaR (R = 64 or 128 rows per block).");
 ABSL_FLAG(std::string, semantics, "official", "official or neginf.");
 ABSL_FLAG(double, seconds, 2.0, "Measured time per case (after warm-up).");

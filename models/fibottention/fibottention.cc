@@ -455,7 +455,7 @@ at::Tensor FibottentionAttentionCuda(const at::Tensor& q_in, const at::Tensor& k
     TORCH_CHECK(options.kernel != Kernel::kTiled || tiled,
                 "Fibottention's tiled CUDA kernel needs head dim 64, fp16 or bf16, 16-byte-aligned "
                 "tensors, at most 65,535 batch × heads, at most 128 shifts per head, tile_queries "
-                "0, 64 or 128 and threads_per_row 0, 1 or 2; got head dim ", p.dim, ", ",
+                "0, 64 or 128 and threads_per_row 0, 1, 2 or 4; got head dim ", p.dim, ", ",
                 q.scalar_type(), ", ", q.size(0) * q.size(1), " batch × heads, ", p.shift_width,
                 " shifts, tile_queries ", options.tile_queries, ", threads_per_row ",
                 options.threads_per_row);

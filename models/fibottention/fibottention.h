@@ -93,7 +93,7 @@ at::Tensor FibottentionAttentionGather(const at::Tensor& q, const at::Tensor& k,
 // 128 shifts per head; the whole-head kernel (one block per batch × head, the whole sequence
 // in shared memory) at most 320 tokens, the tiled kernel at most 65,535 batch × heads.
 // kTiled / kWholeHead fail (c10::Error) where that kernel does not apply. tile_queries (64 or
-// 128 patch rows per block) and threads_per_row (1 or 2) shape the tiled kernel; 0 picks by
+// 128 patch rows per block) and threads_per_row (1, 2 or 4) shape the tiled kernel; 0 picks by
 // token count (64 × 2 up to 1,024 tokens, else 128 × 1). kTensorCore: the tiled kernel's
 // staging with the products on tensor cores (mma.sync; the tiled kernel's requirements and a
 // GPU of compute capability 8.0 or above), tile_queries 64 or 128 rows per block (0: 128),

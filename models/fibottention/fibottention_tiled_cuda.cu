@@ -198,9 +198,9 @@ constexpr int kPaddedRow = kRowVectors + 1;
 // this (weights up to e^8 are safe in fp32): most keys then skip the 64 multiplications.
 constexpr float kRescaleSlack = 8.f;
 
-// One patch row's online softmax on one of its kSplit threads (1 or 2), which holds kDim /
+// One patch row's online softmax on one of its kSplit threads (1, 2 or 4), which holds kDim /
 // kSplit channels of the query (scaled) and of the accumulator in registers, so that a key is
-// independent multiply-adds (plus one shuffle when split). Official semantics: the running max
+// independent multiply-adds (plus one or two shuffles when split). Official semantics: the running max
 // starts at 0 (the masked keys' logit), each kept key's weight gives back e^{-m}, and Finish
 // counts all T keys with logit 0 (T · e^{-m}, e^{-m} · Σ_t v).
 template <typename T, int kSplit>
@@ -246,7 +246,8 @@ struct PatchRow {
       for (int i = 0; i < 8; ++i) partial[i % 4] += q[c * 8 + i] * f[i];
     }
     float s = (partial[0] + partial[1]) + (partial[2] + partial[3]);
-    if constexpr (kSplit == 2) s += __shfl_xor_sync(mask, s, 1);
+    if constexpr (kSplit >= 2) s += __shfl_xor_sync(mask, s, 1);
+    if constexpr (kSplit == 4) s += __shfl_xor_sync(mask, s, 2);
     if (s > m + kRescaleSlack) {  // Rescale what is accumulated (m = -inf: the first key).
       const float correction = m == -INFINITY ? 0.f : __expf(m - s);
       l *= correction;
@@ -346,9 +347,10 @@ __device__ __forceinline__ void ForEachStagedChunk(const int* shifts, int nshift
   }
 }
 
-// Occupancy: 12 warps per SM with whole rows per thread (at most 170 registers), 16 when split.
+// Occupancy: 12 warps per SM with whole rows per thread (at most 170 registers), 16 with two
+// threads per row, 32 with four (at most 64 registers).
 template <int kThreadsPerBlock, int kSplit>
-constexpr int kMinBlocksPerSm = (kSplit == 1 ? 384 : 512) / kThreadsPerBlock;
+constexpr int kMinBlocksPerSm = (kSplit == 1 ? 384 : kSplit == 2 ? 512 : 1024) / kThreadsPerBlock;
 
 // kSplit threads per patch row (PatchRow); a warp's rows read consecutive staged rows at each
 // shift. One block per (tile of kTile rows, batch · head); see the file comment. Dynamic
@@ -852,11 +854,13 @@ cudaError_t LaunchTiledTyped(const FibParams& p, TiledShape shape, float* colsum
     if (err != cudaSuccess) return err;
   }
   if (shape.tile_queries == 64) {
-    return shape.threads_per_row == 2 ? LaunchRows<T, 64, 2>(p, colsum, stream)
-                                      : LaunchRows<T, 64, 1>(p, colsum, stream);
+    return shape.threads_per_row == 4   ? LaunchRows<T, 64, 4>(p, colsum, stream)
+           : shape.threads_per_row == 2 ? LaunchRows<T, 64, 2>(p, colsum, stream)
+                                        : LaunchRows<T, 64, 1>(p, colsum, stream);
   }
-  return shape.threads_per_row == 2 ? LaunchRows<T, 128, 2>(p, colsum, stream)
-                                    : LaunchRows<T, 128, 1>(p, colsum, stream);
+  return shape.threads_per_row == 4   ? LaunchRows<T, 128, 4>(p, colsum, stream)
+         : shape.threads_per_row == 2 ? LaunchRows<T, 128, 2>(p, colsum, stream)
+                                      : LaunchRows<T, 128, 1>(p, colsum, stream);
 }
 
 }  // namespace
@@ -875,7 +879,8 @@ TiledShape TiledShapeFor(int tokens, TiledShape requested) {
 bool TiledFibottentionSupports(const FibParams& p, TiledShape shape) {
   shape = TiledShapeFor(p.tokens, shape);
   return HalfHeads64(p) && (shape.tile_queries == 64 || shape.tile_queries == 128) &&
-         (shape.threads_per_row == 1 || shape.threads_per_row == 2) &&
+         (shape.threads_per_row == 1 || shape.threads_per_row == 2 ||
+          shape.threads_per_row == 4) &&
          static_cast<long>(p.batch) * p.heads <= kMaxBlocksY;
 }
 

@@ -55,7 +55,7 @@ inline bool TensorsAligned16(const FibParams& params) {
 cudaError_t LaunchFibottention(const FibParams& params, cudaStream_t stream);
 
 // Shape of the tiled rows kernel: patch rows per block (64 or 128) and threads per row (1, or 2
-// each holding half the channels); 0 picks by token count (TiledShapeFor).
+// or 4 each holding a share of the channels); 0 picks by token count (TiledShapeFor).
 struct TiledShape {
   int tile_queries = 0;
   int threads_per_row = 0;

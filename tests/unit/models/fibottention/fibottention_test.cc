@@ -309,7 +309,7 @@ TEST(FibottentionKernelCudaTest, TiledKernelMatchesDenseAndTheRowKernel) {
         const at::Tensor row = FibottentionAttentionCuda(q, k, v, pattern, semantics, 0.125,
                                                          {Kernel::kRowPerWarp, 0, 0});
         for (const auto& [tile, threads] : std::vector<std::pair<int, int>>{
-                 {64, 1}, {64, 2}, {128, 1}, {128, 2}}) {
+                 {64, 1}, {64, 2}, {64, 4}, {128, 1}, {128, 2}, {128, 4}}) {
           const std::string what = "patches " + std::to_string(c.patches) + " class token " +
                                    std::to_string(c.class_token) + " modified " +
                                    std::to_string(c.modified) + " semantics " +
