@@ -51,7 +51,8 @@
 #   fibmma     Fibottention's tensor-core kernel and the tiled kernel with four threads per row
 #              (issue 16): the fibottention test's CUDA cases (each against dense masked
 #              attention and the row kernel), then --check and the kernels by name against SDPA
-#              at 197, 785 and 3,137 tokens, fp16 and bf16
+#              at 197, 785 and 3,137 tokens, fp16 and bf16; NCU=1 then reads both kernels at
+#              785 tokens with Nsight Compute (issue rate, warps, stalls: OUTDIR/ncu_785.txt)
 #   spin       a lone request's latency with and without --executor-idle-spin-us (SPIN_US,
 #              default 2000), alternately in ROUNDS (default 2) rounds at concurrency 1, with
 #              the anchors (graph replay at batch 1) first, for $SWEEP_MODELS (default
@@ -227,6 +228,16 @@ case "$STEP" in
         2>&1 \
         | tee "$OUT/bench_$precision.txt"
     done
+    if [[ "${NCU:-0}" == 1 ]] && command -v ncu > /dev/null; then
+      # One launch of each rows kernel after warm-up (clocks locked by ncu: times run high).
+      ncu --kernel-name regex:'MmaRowsKernel|TiledRowsKernel' --launch-skip 6 --launch-count 4 \
+        --section SpeedOfLight --section Occupancy --section LaunchStats \
+        --section WarpStateStats --section SchedulerStats --section InstructionStats \
+        build-gpu/bin/vitserve-bench-fibottention --tokens 785 --seconds 0.05 --warmup 3 \
+        --impls tiled64x2,tiled64x4,mma64,mma128 > "$OUT/ncu_785.txt" 2>&1
+      metrics="Duration|Issue Slots Busy|Achieved Occupancy|Registers Per|Executed Ipc A"
+      grep -E "RowsKernel|$metrics" "$OUT/ncu_785.txt" | head -60
+    fi
     exit $status
     ;;
   spin)
