@@ -6,8 +6,8 @@
 // each key only after the previous one's softmax step, and walks the class row's T keys in one
 // warp, which becomes the tail of the launch (0.33x / 0.53x / 1.27x SDPA at 197 / 785 / 3,137
 // tokens on the H200; docs/performance.md has this file's numbers). Here:
-//  1. TiledRowsKernel, one block per (tile of patch rows, batch, head), one or two threads per
-//     row: a head keeps, for patch row t, the keys t + s of a fixed sorted list of signed shifts
+//  1. TiledRowsKernel, one block per (tile of patch rows, batch, head), one, two or four threads
+//     per row: a head keeps, for patch row t, the keys t + s of a fixed sorted list of signed shifts
 //     s (plus the class token), so a tile's keys are the union of tile-long ranges, one per
 //     shift. The block walks that union in increasing order, stages each chunk of key and value
 //     rows in shared memory (cp.async, every copy of a chunk in flight at once), and every row
@@ -20,6 +20,8 @@
 //  3. WholeHeadKernel, instead of both for sequences of at most 320 tokens (ViT at 224 px has
 //     197): one block per (batch, head) stages every key and value row once and computes Σ_t v,
 //     the class row and the patch rows from shared memory, in one launch.
+//  4. MmaRowsKernel (asked for by name; not yet measured), in place of TiledRowsKernel: the
+//     same staging, with q·k and P V computed on tensor cores (see its comment).
 // The official semantics stay exact with a single accumulator (PatchRow): every one of the T
 // keys is first counted with logit 0 (e^{-m} · Σ_t v and T · e^{-m}, added at the end) and each
 // kept key adds e^{s-m} - e^{-m}, a term that rescales like any other when the running max m
