@@ -366,7 +366,8 @@ for m in $MODELS; do
   if [[ "${SPLIT_CLIENTS:-2}" -gt 1 && "${JPEG_ONLY:-0}" != 1 ]]; then
     bench_split "$m" "raw_c${top_c}_${SPLIT_CLIENTS:-2}clients" "${SPLIT_CLIENTS:-2}" "$top_c" --input raw
   fi
-  [[ "${JPEG_ONLY:-0}" != 1 && "${NO_RAW16:-0}" != 1 ]] && bench "$m" raw16_c32 --input raw --batch 16 --concurrency 32
+  [[ "${JPEG_ONLY:-0}" != 1 && "${NO_RAW16:-0}" != 1 ]] && \
+    bench "$m" raw16_c32 --input raw --batch 16 --concurrency 32
   if [[ "${NO_JPEG:-0}" != 1 ]]; then
     thread_cpu $SERVER > "$OUT/threads_before_jpeg_$m.txt"
     jpeg_rows "$m" jpeg

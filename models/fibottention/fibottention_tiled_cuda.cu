@@ -7,13 +7,12 @@
 // warp, which becomes the tail of the launch (0.33x / 0.53x / 1.27x SDPA at 197 / 785 / 3,137
 // tokens on the H200; docs/performance.md has this file's numbers). Here:
 //  1. TiledRowsKernel, one block per (tile of patch rows, batch, head), one, two or four threads
-//     per row: a head keeps, for patch row t, the keys t + s of a fixed sorted list of signed shifts
-//     s (plus the class token), so a tile's keys are the union of tile-long ranges, one per
+//     per row: a head keeps, for patch row t, the keys t + s of a fixed sorted list of signed
+//     shifts s (plus the class token), so a tile's keys are the union of tile-long ranges, one per
 //     shift. The block walks that union in increasing order, stages each chunk of key and value
 //     rows in shared memory (cp.async, every copy of a chunk in flight at once), and every row
-//     takes its keys that lie in the chunk. A key row then comes from L2 once per tile rather
-//     than once per query (at 785 tokens and 128 rows per tile, 2.7 loads per row instead of
-//     about 10).
+//     takes its keys that lie in the chunk. A key row then comes from L2 once per tile rather than
+//     once per query (at 785 tokens and 128 rows per tile, 2.7 loads per row instead of about 10).
 //  2. DenseRowKernel, before it, one block per (batch, head): the class row's dense attention,
 //     its keys split over lane groups and merged in shared memory, and Σ_t v (the official
 //     semantics' column sum) from the same pass over V.
@@ -202,9 +201,9 @@ constexpr float kRescaleSlack = 8.f;
 
 // One patch row's online softmax on one of its kSplit threads (1, 2 or 4), which holds kDim /
 // kSplit channels of the query (scaled) and of the accumulator in registers, so that a key is
-// independent multiply-adds (plus one or two shuffles when split). Official semantics: the running max
-// starts at 0 (the masked keys' logit), each kept key's weight gives back e^{-m}, and Finish
-// counts all T keys with logit 0 (T · e^{-m}, e^{-m} · Σ_t v).
+// independent multiply-adds (plus one or two shuffles when split). Official semantics: the
+// running max starts at 0 (the masked keys' logit), each kept key's weight gives back e^{-m},
+// and Finish counts all T keys with logit 0 (T · e^{-m}, e^{-m} · Σ_t v).
 template <typename T, int kSplit>
 struct PatchRow {
   static constexpr int kChannels = kDim / kSplit;
