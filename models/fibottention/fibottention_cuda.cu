@@ -11,8 +11,8 @@
 
 #include <cstdint>
 
+#include "common/cuda_dtypes.cuh"
 #include "models/fibottention/internal/fib_kernels.h"
-#include "models/layers/internal/cuda_dtypes.cuh"
 
 namespace vitserve::fibottention::internal {
 namespace {
@@ -32,23 +32,10 @@ __device__ __forceinline__ void LoadEight(const float* src, float* dst) {
   dst[0] = a.x, dst[1] = a.y, dst[2] = a.z, dst[3] = a.w;
   dst[4] = b.x, dst[5] = b.y, dst[6] = b.z, dst[7] = b.w;
 }
-__device__ __forceinline__ void LoadEight(const __half* src, float* dst) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(src);
-  const __half2* pairs = reinterpret_cast<const __half2*>(&raw);
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const float2 f = __half22float2(pairs[j]);
-    dst[2 * j] = f.x, dst[2 * j + 1] = f.y;
-  }
-}
-__device__ __forceinline__ void LoadEight(const __nv_bfloat16* src, float* dst) {
-  const uint4 raw = *reinterpret_cast<const uint4*>(src);
-  const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const float2 f = __bfloat1622float2(pairs[j]);
-    dst[2 * j] = f.x, dst[2 * j + 1] = f.y;
-  }
+template <typename T>  // __half or __nv_bfloat16
+__device__ __forceinline__ void LoadEight(const T* src, float* dst) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(src);  // One 16-byte load.
+  cuda_dtypes::UnpackEight<T>(raw, dst);
 }
 
 // Online-softmax state of one lane: running max m, denominator l, and its kMaxPerLane output

@@ -33,8 +33,8 @@
 #include <cstring>
 #include <type_traits>
 
+#include "common/cuda_dtypes.cuh"
 #include "models/fibottention/internal/fib_kernels.h"
-#include "models/layers/internal/cuda_dtypes.cuh"
 
 namespace vitserve::fibottention::internal {
 namespace {
@@ -52,18 +52,7 @@ using cuda_dtypes::FromFloat;
 using cuda_dtypes::FromFloat2;
 using cuda_dtypes::PairOf;
 using cuda_dtypes::ToFloat;
-using cuda_dtypes::ToFloat2;
-
-template <typename T>
-__device__ __forceinline__ void Unpack(const uint4& raw, float (&out)[8]) {
-  const auto* pairs = reinterpret_cast<const typename PairOf<T>::Type*>(&raw);
-#pragma unroll
-  for (int j = 0; j < 4; ++j) {
-    const float2 f = ToFloat2(pairs[j]);
-    out[2 * j] = f.x;
-    out[2 * j + 1] = f.y;
-  }
-}
+using cuda_dtypes::UnpackEight;
 
 template <typename T>
 __device__ __forceinline__ uint4 Pack(const float (&in)[8]) {
@@ -111,7 +100,7 @@ __device__ __forceinline__ void AddDenseKey(DenseRowState& st, float s, const fl
 
 template <typename T>
 __device__ __forceinline__ void LoadQuery(const T* row, int sub, float scale, float (&q)[8]) {
-  Unpack<T>(reinterpret_cast<const uint4*>(row)[sub], q);
+  UnpackEight<T>(reinterpret_cast<const uint4*>(row)[sub], q);
 #pragma unroll
   for (int i = 0; i < 8; ++i) q[i] *= scale;
 }
@@ -147,14 +136,14 @@ __global__ void __launch_bounds__(kDenseRowThreads)
     for (int b = 0; b < kBatch; ++b) {
       if (j0 + b * kGroups >= p.tokens) break;
       float vv[8];
-      Unpack<T>(value_raw[b], vv);
+      UnpackEight<T>(value_raw[b], vv);
       if (column_sum) {
 #pragma unroll
         for (int i = 0; i < 8; ++i) col[i] += vv[i];
       }
       if (class_row) {
         float kk[8];
-        Unpack<T>(key_raw[b], kk);
+        UnpackEight<T>(key_raw[b], kk);
         AddDenseKey(st, GroupDot(q, kk, mask), vv);
       }
     }
@@ -230,7 +219,7 @@ struct PatchRow {
 #pragma unroll
     for (int c = 0; c < kVectors; ++c) {
       float f[8];
-      Unpack<T>(query_row[part * kVectors + c], f);
+      UnpackEight<T>(query_row[part * kVectors + c], f);
 #pragma unroll
       for (int i = 0; i < 8; ++i) q[c * 8 + i] = f[i] * scale;
     }
@@ -242,7 +231,7 @@ struct PatchRow {
 #pragma unroll
     for (int c = 0; c < kVectors; ++c) {
       float f[8];
-      Unpack<T>(key_row[part * kVectors + c], f);
+      UnpackEight<T>(key_row[part * kVectors + c], f);
 #pragma unroll
       for (int i = 0; i < 8; ++i) partial[i % 4] += q[c * 8 + i] * f[i];
     }
@@ -262,7 +251,7 @@ struct PatchRow {
 #pragma unroll
     for (int c = 0; c < kVectors; ++c) {
       float f[8];
-      Unpack<T>(value_row[part * kVectors + c], f);
+      UnpackEight<T>(value_row[part * kVectors + c], f);
 #pragma unroll
       for (int i = 0; i < 8; ++i) acc[c * 8 + i] += w * f[i];
     }
@@ -729,7 +718,7 @@ __global__ void __launch_bounds__(kWholeThreads, 2) WholeHeadKernel(FibParams p)
 #pragma unroll
       for (int c = 0; c < kRowVectors; ++c) {
         float f[8];
-        Unpack<T>(staged_k[j * kPaddedRow + c], f);
+        UnpackEight<T>(staged_k[j * kPaddedRow + c], f);
 #pragma unroll
         for (int i = 0; i < 8; ++i) partial[i % 4] += class_query[c * 8 + i] * f[i];
       }

@@ -14,7 +14,7 @@
 
 #include <cstdint>
 
-#include "models/layers/internal/cuda_dtypes.cuh"
+#include "common/cuda_dtypes.cuh"
 #include "models/layers/internal/layer_norm_kernel.h"
 
 namespace vitserve::layers::internal {

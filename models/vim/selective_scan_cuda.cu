@@ -15,7 +15,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include "models/layers/internal/cuda_dtypes.cuh"
+#include "common/cuda_dtypes.cuh"
 #include "models/vim/internal/scan_kernels.h"
 
 namespace vitserve::vim::internal {

@@ -10,25 +10,13 @@
 
 #include <cstdint>
 
+#include "common/cuda_dtypes.cuh"
 #include "server/image/internal/preprocess_kernel.h"
 
 namespace vitserve::image_internal {
 namespace {
 
-template <typename T>
-__device__ __forceinline__ T FromFloat(float x);
-template <>
-__device__ __forceinline__ float FromFloat<float>(float x) {
-  return x;
-}
-template <>
-__device__ __forceinline__ __half FromFloat<__half>(float x) {
-  return __float2half(x);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 FromFloat<__nv_bfloat16>(float x) {
-  return __float2bfloat16(x);
-}
+using cuda_dtypes::FromFloat;
 
 template <typename T>
 __global__ void PreprocessKernel(PreprocessParams p) {

@@ -1,7 +1,7 @@
 // Conversions between float and the element types of the project's CUDA kernels (float, __half,
 // __nv_bfloat16), one element or two at a time, with round-to-nearest-even. One definition for
-// every kernel (layer norm, Fibottention, the Vision Mamba scan), which each used to carry its
-// own copy.
+// every kernel (layer norm, Fibottention, the Vision Mamba scan, image preprocessing), which
+// each used to carry its own copy.
 // Device code only: include from .cu files.
 #pragma once
 
@@ -62,6 +62,21 @@ __device__ __forceinline__ __half2 FromFloat2<__half>(float2 v) {
 template <>
 __device__ __forceinline__ __nv_bfloat162 FromFloat2<__nv_bfloat16>(float2 v) {
   return __floats2bfloat162_rn(v.x, v.y);
+}
+
+// Eight consecutive 16-bit elements (__half or __nv_bfloat16) as floats, out[0..7] in memory
+// order. Passed a reference into memory, nvcc reads `raw` as four 32-bit loads (PTX); a caller
+// that wants one 16-byte load copies it into a local first.
+template <typename T>
+__device__ __forceinline__ void UnpackEight(const uint4& raw, float* out) {
+  static_assert(sizeof(T) == 2, "eight elements of T fill 16 bytes only for 16-bit types");
+  const auto* pairs = reinterpret_cast<const typename PairOf<T>::Type*>(&raw);
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float2 f = ToFloat2(pairs[j]);
+    out[2 * j] = f.x;
+    out[2 * j + 1] = f.y;
+  }
 }
 
 }  // namespace vitserve::cuda_dtypes
