@@ -419,14 +419,19 @@ at::Tensor FibottentionAttentionCuda(const at::Tensor& q_in, const at::Tensor& k
   TORCH_CHECK(has_shifts || options.kernel == Kernel::kAuto ||
                   options.kernel == Kernel::kRowPerWarp,
               "Fibottention's tiled, whole-head and tensor-core CUDA kernels need the pattern's "
-              "shifts "
-              "(MakeFibottentionPattern builds them)");
+              "shifts (MakeFibottentionPattern builds them)");
   if (has_shifts && options.kernel != Kernel::kRowPerWarp) {
     namespace fib = fibottention::internal;
     const at::Tensor shifts = pattern.shifts.to(q.device(), at::kInt).contiguous();
     p.shifts = shifts.data_ptr<int32_t>();
     p.shift_width = static_cast<int>(shifts.size(1));
     const fib::TiledShape shape{options.tile_queries, options.threads_per_row};
+    // The tiled and tensor-core launches write Σ_t v here (read only with the official
+    // semantics).
+    const auto colsum_workspace = [&] {
+      const int64_t size = official ? q.size(0) * q.size(1) * q.size(3) : 1;
+      return at::empty({size}, q.options().dtype(at::kFloat));
+    };
     if (options.kernel == Kernel::kTensorCore) {
       TORCH_CHECK(options.threads_per_row == 0 &&
                       fib::MmaFibottentionSupports(p, options.tile_queries),
@@ -437,8 +442,7 @@ at::Tensor FibottentionAttentionCuda(const at::Tensor& q_in, const at::Tensor& k
                   q.size(0) * q.size(1), " batch × heads, ", p.shift_width,
                   " shifts, tile_queries ", options.tile_queries, ", threads_per_row ",
                   options.threads_per_row);
-      const int64_t colsum_size = official ? q.size(0) * q.size(1) * q.size(3) : 1;
-      const at::Tensor colsum = at::empty({colsum_size}, q.options().dtype(at::kFloat));
+      const at::Tensor colsum = colsum_workspace();
       const cudaError_t err = fib::LaunchMmaFibottention(p, options.tile_queries,
                                                          colsum.data_ptr<float>(), stream);
       TORCH_CHECK(err == cudaSuccess, "Fibottention tensor-core CUDA kernel failed: ",
@@ -466,9 +470,7 @@ at::Tensor FibottentionAttentionCuda(const at::Tensor& q_in, const at::Tensor& k
       return out;
     }
     if (tiled) {
-      // Written by the launch (Σ_t v), read only with the official semantics.
-      const int64_t colsum_size = official ? q.size(0) * q.size(1) * q.size(3) : 1;
-      const at::Tensor colsum = at::empty({colsum_size}, q.options().dtype(at::kFloat));
+      const at::Tensor colsum = colsum_workspace();
       const cudaError_t err =
           fib::LaunchTiledFibottention(p, shape, colsum.data_ptr<float>(), stream);
       TORCH_CHECK(err == cudaSuccess, "Fibottention tiled CUDA kernel failed: ",

@@ -308,38 +308,23 @@ TEST(FibottentionKernelCudaTest, TiledKernelMatchesDenseAndTheRowKernel) {
         const at::Tensor q = on_gpu(x.q), k = on_gpu(x.k), v = on_gpu(x.v);
         const at::Tensor row = FibottentionAttentionCuda(q, k, v, pattern, semantics, 0.125,
                                                          {Kernel::kRowPerWarp, 0, 0});
-        for (const auto& [tile, threads] : std::vector<std::pair<int, int>>{
-                 {64, 1}, {64, 2}, {64, 4}, {128, 1}, {128, 2}, {128, 4}}) {
-          const std::string what = "patches " + std::to_string(c.patches) + " class token " +
-                                   std::to_string(c.class_token) + " modified " +
-                                   std::to_string(c.modified) + " semantics " +
-                                   std::to_string(static_cast<int>(semantics)) + " " +
-                                   c10::toString(dtype) + " tile " + std::to_string(tile) +
-                                   " x " + std::to_string(threads);
-          const at::Tensor tiled = FibottentionAttentionCuda(q, k, v, pattern, semantics, 0.125,
-                                                             {Kernel::kTiled, tile, threads});
-          ASSERT_EQ(tiled.scalar_type(), dtype) << what;
-          const at::Tensor got = tiled.to(at::kCPU).to(at::kFloat);
+        // Every tiled shape, and the tensor-core kernel (asked for by name) at both tiles.
+        for (const FibottentionCudaOptions& options : std::vector<FibottentionCudaOptions>{
+                 {Kernel::kTiled, 64, 1}, {Kernel::kTiled, 64, 2}, {Kernel::kTiled, 64, 4},
+                 {Kernel::kTiled, 128, 1}, {Kernel::kTiled, 128, 2}, {Kernel::kTiled, 128, 4},
+                 {Kernel::kTensorCore, 64, 0}, {Kernel::kTensorCore, 128, 0}}) {
+          const std::string what =
+              std::string(options.kernel == Kernel::kTiled ? "tiled" : "tensor cores") +
+              ", patches " + std::to_string(c.patches) + " class token " +
+              std::to_string(c.class_token) + " modified " + std::to_string(c.modified) +
+              " semantics " + std::to_string(static_cast<int>(semantics)) + " " +
+              c10::toString(dtype) + " tile " + std::to_string(options.tile_queries) + " x " +
+              std::to_string(options.threads_per_row);
+          const at::Tensor out =
+              FibottentionAttentionCuda(q, k, v, pattern, semantics, 0.125, options);
+          ASSERT_EQ(out.scalar_type(), dtype) << what;
+          const at::Tensor got = out.to(at::kCPU).to(at::kFloat);
           const float largest = dense.abs().max().item<float>();
-          EXPECT_LE(((got - dense).abs().max() / largest).item<float>(), 1e-2f) << what;
-          EXPECT_LE(((got - row.to(at::kCPU).to(at::kFloat)).abs().max() / largest)
-                        .item<float>(),
-                    1e-2f)
-              << what;
-        }
-        // The tensor-core kernel (asked for by name) on every case, both tile sizes.
-        for (int tile : {64, 128}) {
-          const at::Tensor mma = FibottentionAttentionCuda(q, k, v, pattern, semantics, 0.125,
-                                                           {Kernel::kTensorCore, tile, 0});
-          ASSERT_EQ(mma.scalar_type(), dtype);
-          const at::Tensor got = mma.to(at::kCPU).to(at::kFloat);
-          const float largest = dense.abs().max().item<float>();
-          const std::string what = "tensor cores, tile " + std::to_string(tile) +
-                                   ", patches " + std::to_string(c.patches) +
-                                   " class token " + std::to_string(c.class_token) +
-                                   " modified " + std::to_string(c.modified) + " semantics " +
-                                   std::to_string(static_cast<int>(semantics)) + " " +
-                                   c10::toString(dtype);
           EXPECT_LE(((got - dense).abs().max() / largest).item<float>(), 1e-2f) << what;
           EXPECT_LE(((got - row.to(at::kCPU).to(at::kFloat)).abs().max() / largest)
                         .item<float>(),
