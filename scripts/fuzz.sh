@@ -2,11 +2,12 @@
 # libFuzzer over the parsers that read untrusted bytes (issue 14): the safetensors header reader
 # (nlohmann-json underneath), the REST infer request reader, the image header reader + decoder,
 # the config.pbtxt parser + validator (a model repository's files), request validation into
-# batches (Vision and KServe requests, and the raw Classify method's own reader of gRPC's bytes,
-# against protobuf: tests/fuzz/request_fuzz.cc), and whole safetensors files. Builds each target
-# with clang (-fsanitize=fuzzer,address,undefined) into build-fuzz/ and runs it for SECONDS (default 60)
-# from a seed corpus of our own files (tests/fuzz/corpus/<target>, grown by the run). A crash
-# leaves build-fuzz/<target>-crash-* and fails the script: turn each into a regression test.
+# batches (Vision and KServe requests, and the raw Classify and ModelInfer methods' own readers
+# of gRPC's bytes, against protobuf: tests/fuzz/request_fuzz.cc), and whole safetensors files.
+# Builds each target with clang (-fsanitize=fuzzer,address,undefined) into build-fuzz/ and runs
+# it for SECONDS (default 60) from a seed corpus of our own files (tests/fuzz/corpus/<target>,
+# grown by the run). A crash leaves build-fuzz/<target>-crash-* and fails the script: turn each
+# into a regression test.
 #   scripts/fuzz.sh [SECONDS] [--junit FILE]
 # --junit FILE writes one JUnit test case per target (fuzz::<target>), for scripts/test_report.py;
 # scripts/test.sh runs every target for 15 s this way (the CI's short run).
@@ -60,8 +61,8 @@ fi
 # it calls; the models' top-k and LibTorch come uninstrumented as for config_fuzz.
 "${CXX[@]}" "${FLAGS[@]}" -Ibuild/proto/gen -idirafter "$TORCH/include" \
   -idirafter "$TORCH/include/torch/csrc/api/include" -D_GLIBCXX_USE_CXX11_ABI=1 \
-  tests/fuzz/request_fuzz.cc server/api/classify.cc server/api/deferred_classify.cc \
-  server/api/image_input.cc \
+  tests/fuzz/request_fuzz.cc server/api/wire_bytes.cc server/api/classify.cc \
+  server/api/deferred_classify.cc server/api/deferred_infer.cc server/api/image_input.cc \
   server/api/kserve_tensor.cc server/api/detect.cc server/image/decode.cc server/image/image_header.cc \
   server/image/preprocess.cc server/image/resize_weights.cc server/image/dense_output.cc \
   server/image/jpeg_part.cc \

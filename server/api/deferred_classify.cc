@@ -32,23 +32,11 @@ constexpr uint32_t kRawWidth = Tag(1, kVarint);
 constexpr uint32_t kRawHeight = Tag(2, kVarint);
 constexpr uint32_t kRawRgb8 = Tag(3, kLengthDelimited);
 
-// A length prefix as protobuf reads one: at most five bytes and at most INT_MAX (protobuf
-// refuses anything else, so this does too).
-bool ReadLength(CodedInputStream& in, int* length) {
-  const int start = in.CurrentPosition();
-  uint64_t value = 0;
-  if (!in.ReadVarint64(&value) || in.CurrentPosition() - start > 5 || value > INT_MAX) {
-    return false;
-  }
-  *length = static_cast<int>(value);
-  return true;
-}
-
 // A string field whose bytes are all ASCII: valid UTF-8 whatever they are, as proto3 requires of
 // `string` fields (other text is left to protobuf, which checks it).
 bool ReadAsciiString(CodedInputStream& in, std::string* out) {
   int length = 0;
-  if (!ReadLength(in, &length) || !in.ReadString(out, length)) return false;
+  if (!ReadWireLength(in, &length) || !in.ReadString(out, length)) return false;
   for (const char c : *out) {
     if (static_cast<unsigned char>(c) >= 0x80) return false;
   }
@@ -61,7 +49,7 @@ bool ReadRawImage(CodedInputStream& in, v1::RawImage* raw, ByteRange* pixels) {
   bool width = false, height = false, rgb8 = false;
   while (in.BytesUntilLimit() > 0) {
     uint32_t value = 0;
-    switch (in.ReadTag()) {
+    switch (ReadWireTag(in)) {
       case kRawWidth:
         if (width || !in.ReadVarint32(&value)) return false;
         raw->set_width(value);
@@ -74,7 +62,7 @@ bool ReadRawImage(CodedInputStream& in, v1::RawImage* raw, ByteRange* pixels) {
         break;
       case kRawRgb8: {
         int length = 0;
-        if (rgb8 || !ReadLength(in, &length)) return false;
+        if (rgb8 || !ReadWireLength(in, &length)) return false;
         pixels->offset = static_cast<size_t>(in.CurrentPosition());
         pixels->size = static_cast<size_t>(length);
         if (!in.Skip(length)) return false;
@@ -91,9 +79,9 @@ bool ReadRawImage(CodedInputStream& in, v1::RawImage* raw, ByteRange* pixels) {
 // Whether the next length-delimited bytes are an Image holding exactly one `raw`.
 bool ReadImage(CodedInputStream& in, v1::Image* image, ByteRange* pixels) {
   int length = 0;
-  if (!ReadLength(in, &length)) return false;
+  if (!ReadWireLength(in, &length)) return false;
   const CodedInputStream::Limit image_limit = in.PushLimit(length);
-  if (in.BytesUntilLimit() != length || in.ReadTag() != kImageRaw || !ReadLength(in, &length)) {
+  if (in.BytesUntilLimit() != length || ReadWireTag(in) != kImageRaw || !ReadWireLength(in, &length)) {
     return false;
   }
   const CodedInputStream::Limit raw_limit = in.PushLimit(length);
@@ -122,7 +110,7 @@ std::optional<DeferredClassifyRequest> ReadDeferredClassifyRequest(
   std::string text;
   while (in.CurrentPosition() < total) {
     uint32_t value = 0;
-    switch (in.ReadTag()) {
+    switch (ReadWireTag(in)) {
       case kRequestModel:  // The last of repeated singular fields wins, as in protobuf.
         if (!ReadAsciiString(in, &text)) return std::nullopt;
         out.request.set_model(text);
@@ -179,29 +167,6 @@ absl::StatusOr<at::Tensor> DeferredPixelsInput(const DeferredClassifyRequest& de
                     at::kByte, spec.pin_memory));
   VITSERVE_RETURN_IF_ERROR(CopyByteRanges(buffer, deferred.pixels, pixels.data_ptr<uint8_t>()));
   return pixels;
-}
-
-absl::Status CopyByteRanges(const grpc::ByteBuffer& buffer, absl::Span<const ByteRange> ranges,
-                            uint8_t* out) {
-  grpc::ByteBuffer view(buffer);
-  grpc::ProtoBufferReader stream(&view);
-  if (!stream.status().ok()) return absl::InternalError("unreadable gRPC byte buffer");
-  CodedInputStream in(&stream);
-  size_t position = 0;
-  for (const ByteRange& range : ranges) {
-    if (range.offset < position || range.offset > static_cast<size_t>(INT_MAX) ||
-        range.size > static_cast<size_t>(INT_MAX) ||
-        !in.Skip(static_cast<int>(range.offset - position)) ||
-        !in.ReadRaw(out, static_cast<int>(range.size))) {
-      return absl::InternalError(absl::StrCat("bytes [", range.offset, ", ",
-                                              range.offset + range.size,
-                                              ") are not within the request's ", buffer.Length(),
-                                              " bytes, after ", position));
-    }
-    out += range.size;
-    position = range.offset + range.size;
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace vitserve

@@ -21,19 +21,13 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "absl/types/span.h"
 #include "grpcpp/support/byte_buffer.h"
+#include "server/api/wire_bytes.h"
 #include "server/image/decode.h"
 #include "server/image/preprocess.h"
 #include "vitserve/v1/vision.pb.h"
 
 namespace vitserve {
-
-// Bytes of a gRPC byte buffer: [offset, offset + size).
-struct ByteRange {
-  size_t offset = 0;
-  size_t size = 0;
-};
 
 struct DeferredClassifyRequest {
   // Every field of the request, each raw image's `rgb8` left empty.
@@ -57,10 +51,5 @@ absl::StatusOr<at::Tensor> DeferredPixelsInput(const DeferredClassifyRequest& de
                                                const grpc::ByteBuffer& buffer,
                                                const ImageLimits& limits,
                                                const PreprocessSpec& spec);
-
-// Copies the `ranges` (ascending, not overlapping) of `buffer` one after another into `out`.
-// INTERNAL when a range is not within the buffer.
-absl::Status CopyByteRanges(const grpc::ByteBuffer& buffer, absl::Span<const ByteRange> ranges,
-                            uint8_t* out);
 
 }  // namespace vitserve

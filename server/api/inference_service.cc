@@ -4,17 +4,20 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/api/call_util.h"
+#include "server/api/deferred_infer.h"
 #include "server/api/grpc_status.h"
 #include "server/api/kserve_metadata.h"
 #include "server/api/kserve_tensor.h"
 #include "server/api/model_description.h"
 #include "server/api/model_statistics.h"
+#include "server/api/raw_unary_call.h"
 #include "server/api/stream_reactor.h"
 #include "server/api/task_calls.h"
 #include "server/metrics/server_metrics.h"
@@ -31,17 +34,6 @@ grpc::ServerUnaryReactor* FinishWith(grpc::CallbackServerContext* context,
 }
 
 }  // namespace
-
-// A ModelInfer call that holds its model handle until OnDone (a gRPC thread).
-class InferenceService::InferReactor final : public grpc::ServerUnaryReactor {
- public:
-  explicit InferReactor(std::shared_ptr<const ServableModel> model) : model_(std::move(model)) {}
-  void OnDone() override { delete this; }
-
- private:
-  std::shared_ptr<const ServableModel> model_;
-};
-
 
 // ModelStreamInfer, as Triton answers it for models that are not decoupled: one response per
 // request, in completion order, each carrying the request's id. A failed request is answered
@@ -184,17 +176,41 @@ grpc::ServerUnaryReactor* InferenceService::RepositoryModelUnload(
 }
 
 grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerContext* context,
-                                                       const inference::ModelInferRequest* request,
-                                                       inference::ModelInferResponse* response) {
-  auto model = GetModel(request->model_name(), request->model_version());
-  if (!model.ok()) return FinishWith(context, model.status());
-  const ServableModel& served = **model;
-  auto* reactor = new InferReactor(*std::move(model));
-  RunModelInfer(served, *request, CappedDeadline(DeadlineOf(*context), max_request_time_),
-                CancellationOf(context), preprocess_pool_,
-                response,
-                [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
-  return reactor;
+                                                       const grpc::ByteBuffer* request_bytes,
+                                                       grpc::ByteBuffer* response_bytes) {
+  using InferCall = RawUnaryCall<inference::ModelInferRequest, inference::ModelInferResponse,
+                                 DeferredInferRequest>;
+  auto* call = new InferCall(response_bytes);
+  call->deferred = ReadDeferredInferRequest(*request_bytes);
+  if (!call->deferred.has_value()) {
+    if (absl::Status parsed = call->ParseWhole(*request_bytes); !parsed.ok()) {
+      call->Answer(parsed);
+      return call;
+    }
+  }
+  auto model = GetModel(call->fields().model_name(), call->fields().model_version());
+  if (!model.ok()) {
+    call->Answer(model.status());
+    return call;
+  }
+  call->model = *std::move(model);
+  std::optional<ExternalRawInputs> raw_inputs;
+  if (call->deferred.has_value()) {
+    // The copy runs on the pool before the call is answered, so gRPC still holds the bytes.
+    raw_inputs.emplace();
+    for (const ByteRange& range : call->deferred->raw_inputs) {
+      raw_inputs->sizes.push_back(range.size);
+    }
+    raw_inputs->copy = [request_bytes, ranges = call->deferred->raw_inputs](size_t index,
+                                                                             uint8_t* out) {
+      return CopyByteRanges(*request_bytes, {ranges.at(index)}, out);
+    };
+  }
+  RunModelInfer(*call->model, call->fields(),
+                CappedDeadline(DeadlineOf(*context), max_request_time_), CancellationOf(context),
+                preprocess_pool_, &call->response,
+                [call](absl::Status status) { call->Answer(status); }, std::move(raw_inputs));
+  return call;
 }
 
 grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*

@@ -23,6 +23,7 @@
 
 #include "absl/time/time.h"
 #include "grpcpp/server_context.h"
+#include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/server_callback.h"
 #include "inference/grpc_service.grpc.pb.h"
 #include "server/api/kserve_metadata.h"
@@ -31,7 +32,11 @@
 
 namespace vitserve {
 
-class InferenceService final : public inference::GRPCInferenceService::CallbackService {
+// ModelInfer is a raw method (gRPC hands over the request's bytes): its raw_input_contents are
+// read from gRPC's buffer straight into the model's input (deferred_infer.h).
+class InferenceService final
+    : public inference::GRPCInferenceService::WithRawCallbackMethod_ModelInfer<
+          inference::GRPCInferenceService::CallbackService> {
  public:
   // Requests of one ModelStreamInfer stream being processed at once, beyond which reads pause.
   static constexpr int kMaxPendingPerStream = 32;
@@ -62,8 +67,8 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
                                           const inference::ModelMetadataRequest* request,
                                           inference::ModelMetadataResponse* response) override;
   grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* context,
-                                       const inference::ModelInferRequest* request,
-                                       inference::ModelInferResponse* response) override;
+                                       const grpc::ByteBuffer* request_bytes,
+                                       grpc::ByteBuffer* response_bytes) override;
   grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*
   ModelStreamInfer(grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* ModelConfig(grpc::CallbackServerContext* context,
@@ -83,7 +88,6 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
       inference::RepositoryModelUnloadResponse* response) override;
 
  private:
-  class InferReactor;
   class StreamInferReactor;
 
   // The model `name` at `version` ("" or "1"): NOT_FOUND / UNAVAILABLE otherwise.

@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "models/heads/center_decode.h"
+#include "server/api/image_input.h"
 #include "server/config/model_config.h"
 #include "server/image/dense_output.h"
 
@@ -32,8 +33,25 @@ int64_t ElementBytes(const std::string& datatype) {
 
 }  // namespace
 
+void NormalisePlanarPixels(const uint8_t* pixels, int64_t images, int64_t plane,
+                           const std::array<float, 3>& mean, const std::array<float, 3>& std,
+                           float* out) {
+  // One multiply-add per pixel, which the compiler vectorises: (v / 255 - m) / s rewritten as
+  // v · (1 / (255 s)) − m / s, within 2 float roundings of the formula (about 5e-7 here).
+  for (int64_t image = 0; image < images; ++image) {
+    for (size_t c = 0; c < 3; ++c) {
+      const float scale = 1.0f / (255.0f * std[c]);
+      const float shift = -mean[c] / std[c];
+      for (int64_t i = 0; i < plane; ++i) out[i] = static_cast<float>(pixels[i]) * scale + shift;
+      pixels += plane;
+      out += plane;
+    }
+  }
+}
+
 absl::StatusOr<InferInput> ParseInferInput(const inference::ModelInferRequest& request,
-                                           const InferInputSpec& spec) {
+                                           const InferInputSpec& spec,
+                                           const ExternalRawInputs* external) {
   const int64_t s = spec.input_size;
   const std::string expected = absl::StrCat(
       "[N,3,", s, ",", s, "] with 1 <= N <= ", spec.max_batch_size, ", or [3,", s, ",", s, "]");
@@ -73,20 +91,36 @@ absl::StatusOr<InferInput> ParseInferInput(const inference::ModelInferRequest& r
   const at::ScalarType dtype = input.datatype() == "FP32"   ? at::kFloat
                                : input.datatype() == "FP16" ? at::kHalf
                                                             : at::kByte;
-  at::Tensor tensor = at::empty({n, 3, s, s}, at::TensorOptions().dtype(dtype));
-  if (request.raw_input_contents_size() > 0) {
-    if (request.raw_input_contents_size() != 1) {
-      return absl::InvalidArgumentError(absl::StrCat("raw_input_contents has ",
-                                                     request.raw_input_contents_size(),
-                                                     " entries; expected one per input (1)"));
-    }
-    const std::string& raw = request.raw_input_contents(0);
-    if (static_cast<int64_t>(raw.size()) != bytes) {
+  const std::vector<int64_t> sizes = {n, 3, s, s};
+  // The model's input, written once: FP32 bytes land here directly; FP16 and UINT8 go through a
+  // scratch tensor of their own type and are converted into it.
+  VITSERVE_ASSIGN_OR_RETURN(at::Tensor result_tensor,
+                            AllocateInput(sizes, at::kFloat, spec.pin_memory));
+  at::Tensor received = dtype == at::kFloat ? result_tensor : at::empty(sizes, dtype);
+  const size_t raw_count = external != nullptr
+                               ? external->sizes.size()
+                               : static_cast<size_t>(request.raw_input_contents_size());
+  if (external != nullptr && request.raw_input_contents_size() > 0) {
+    return absl::InternalError("raw_input_contents both in the message and left outside it");
+  }
+  if (raw_count > 0) {
+    if (raw_count != 1) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "input '", kKServeInputName, "' has ", raw.size(), " bytes in raw_input_contents; ",
+          "raw_input_contents has ", raw_count, " entries; expected one per input (1)"));
+    }
+    const size_t raw_size =
+        external != nullptr ? external->sizes[0] : request.raw_input_contents(0).size();
+    if (static_cast<int64_t>(raw_size) != bytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input '", kKServeInputName, "' has ", raw_size, " bytes in raw_input_contents; ",
           input.datatype(), " ", ShapeString(shape), " needs ", bytes, " bytes"));
     }
-    std::memcpy(tensor.data_ptr(), raw.data(), raw.size());
+    auto* out = static_cast<uint8_t*>(received.data_ptr());
+    if (external != nullptr) {
+      VITSERVE_RETURN_IF_ERROR(external->copy(0, out));
+    } else {
+      std::memcpy(out, request.raw_input_contents(0).data(), raw_size);
+    }
   } else if (input.datatype() == "FP32") {
     const auto& values = input.contents().fp32_contents();
     if (values.size() != elements) {
@@ -94,7 +128,7 @@ absl::StatusOr<InferInput> ParseInferInput(const inference::ModelInferRequest& r
                                                      values.size(), " values in fp32_contents; ",
                                                      ShapeString(shape), " needs ", elements));
     }
-    std::memcpy(tensor.data_ptr(), values.data(), bytes);
+    std::memcpy(received.data_ptr(), values.data(), bytes);
   } else if (input.datatype() == "UINT8") {
     const auto& values = input.contents().uint_contents();
     if (values.size() != elements) {
@@ -102,7 +136,7 @@ absl::StatusOr<InferInput> ParseInferInput(const inference::ModelInferRequest& r
                                                      values.size(), " values in uint_contents; ",
                                                      ShapeString(shape), " needs ", elements));
     }
-    uint8_t* out = tensor.data_ptr<uint8_t>();
+    uint8_t* out = received.data_ptr<uint8_t>();
     for (int64_t i = 0; i < elements; ++i) {
       if (values[i] > 255) {
         return absl::InvalidArgumentError(absl::StrCat("input '", kKServeInputName,
@@ -120,14 +154,12 @@ absl::StatusOr<InferInput> ParseInferInput(const inference::ModelInferRequest& r
   InferInput result;
   result.batched = batched;
   if (dtype == at::kByte) {
-    const at::Tensor mean =
-        at::tensor(std::vector<float>(spec.mean.begin(), spec.mean.end())).view({1, 3, 1, 1});
-    const at::Tensor std =
-        at::tensor(std::vector<float>(spec.std.begin(), spec.std.end())).view({1, 3, 1, 1});
-    result.tensor = tensor.to(at::kFloat).div_(255.0f).sub_(mean).div_(std);
-  } else {
-    result.tensor = tensor.to(at::kFloat);
+    NormalisePlanarPixels(received.data_ptr<uint8_t>(), n, s * s, spec.mean, spec.std,
+                          result_tensor.data_ptr<float>());
+  } else if (dtype == at::kHalf) {
+    result_tensor.copy_(received);
   }
+  result.tensor = std::move(result_tensor);
   return result;
 }
 

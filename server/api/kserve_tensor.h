@@ -27,7 +27,7 @@
 
 #include <array>
 #include <cstdint>
-
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -65,16 +65,34 @@ struct InferInputSpec {
   std::array<float, 3> mean{};
   std::array<float, 3> std{};
   int64_t max_batch_size = 1;
+  // Allocate the input page-locked (a model on CUDA copies it to the device from there).
+  bool pin_memory = false;
 };
 
 struct InferInput {
-  at::Tensor tensor;    // [N,3,S,S] float32, normalised, CPU
+  at::Tensor tensor;    // [N,3,S,S] float32, normalised, CPU (page-locked with pin_memory)
   bool batched = true;  // false when the request's shape was [3,S,S]
 };
 
-// Validates the request's inputs and converts them to the model's input tensor.
+// raw_input_contents that the request's message does not hold (deferred_infer.h leaves them
+// in gRPC's buffer): each entry's size, and a function that copies entry i's bytes to `out`.
+struct ExternalRawInputs {
+  std::vector<size_t> sizes;
+  std::function<absl::Status(size_t index, uint8_t* out)> copy;
+};
+
+// Validates the request's inputs and converts them to the model's input tensor; its
+// raw_input_contents come from `external` when given (the message's must then be empty). The
+// tensor bytes are copied once into the result (FP32) or into a scratch tensor converted into
+// it (FP16, UINT8).
 absl::StatusOr<InferInput> ParseInferInput(const inference::ModelInferRequest& request,
-                                           const InferInputSpec& spec);
+                                           const InferInputSpec& spec,
+                                           const ExternalRawInputs* external = nullptr);
+
+// UINT8 planar pixels [images, 3, plane] to model input: (pixel / 255 - mean[c]) / std[c].
+void NormalisePlanarPixels(const uint8_t* pixels, int64_t images, int64_t plane,
+                           const std::array<float, 3>& mean, const std::array<float, 3>& std,
+                           float* out);
 
 // OK when every output the request names is one of `task`'s (each at most once).
 absl::Status ValidateRequestedOutputs(const inference::ModelInferRequest& request,

@@ -179,8 +179,8 @@ void RunSegment(const ServableModel& model, const ImageLimits& limits, WorkPool*
 // Records the request's metrics. `request` and `response` must stay alive until `finish` runs.
 void RunModelInfer(const ServableModel& model, const inference::ModelInferRequest& request,
                    absl::Time deadline, std::function<bool()> is_cancelled, WorkPool* pool,
-                   inference::ModelInferResponse* response,
-                   FinishCallback finish) {
+                   inference::ModelInferResponse* response, FinishCallback finish,
+                   std::optional<ExternalRawInputs> raw_inputs) {
   const absl::Time start = absl::Now();
   ModelMetrics& metrics = model.metrics();
   std::function<void(absl::Status)> complete = TrackRequest(model, std::move(finish));
@@ -201,6 +201,7 @@ void RunModelInfer(const ServableModel& model, const inference::ModelInferReques
   spec.mean = ModelMean(model);
   spec.std = ModelStd(model);
   spec.max_batch_size = MaxRowsPerTask(model);
+  spec.pin_memory = model.preprocess_spec().pin_memory;
   absl::Status outputs_ok = ValidateRequestedOutputs(request, task);
   if (!outputs_ok.ok()) return complete(outputs_ok);
   if (start >= deadline) {
@@ -213,7 +214,7 @@ void RunModelInfer(const ServableModel& model, const inference::ModelInferReques
   // Classify's decoding does.
   model.AnnounceArrival();  // Ended by ScheduleRows or, on failure, withdrawn below.
   auto convert_and_schedule = [&model, &metrics, &request, response, spec, deadline, pool, task,
-                               detect_settings,
+                               detect_settings, raw_inputs = std::move(raw_inputs),
                                is_cancelled = std::move(is_cancelled),
                                complete = std::move(complete)]() mutable {
     if (absl::Status wanted = CheckStillWanted(deadline, is_cancelled); !wanted.ok()) {
@@ -221,7 +222,8 @@ void RunModelInfer(const ServableModel& model, const inference::ModelInferReques
       return complete(std::move(wanted));
     }
     const absl::Time preprocess_start = absl::Now();
-    absl::StatusOr<InferInput> input = ParseInferInput(request, spec);
+    absl::StatusOr<InferInput> input =
+        ParseInferInput(request, spec, raw_inputs.has_value() ? &*raw_inputs : nullptr);
     metrics.ObservePreprocess(absl::Now() - preprocess_start);
     if (!input.ok()) {
       model.WithdrawArrival();

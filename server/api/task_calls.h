@@ -19,6 +19,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 
 #include <ATen/core/Tensor.h>
 
@@ -26,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "inference/grpc_service.pb.h"
+#include "server/api/kserve_tensor.h"
 #include "server/api/work_pool.h"
 #include "server/image/decode.h"
 #include "server/model_manager.h"
@@ -65,9 +67,12 @@ void RunSegment(const ServableModel& model, const ImageLimits& limits, WorkPool*
                 std::function<bool()> is_cancelled, v1::SegmentResponse* response,
                 FinishCallback finish);
 
-// KServe v2 ModelInfer on a classification model (tensor conventions: kserve_tensor.h).
+// KServe v2 ModelInfer (tensor conventions: kserve_tensor.h). `raw_inputs`: the request's
+// raw_input_contents when they were left outside `request` (deferred_infer.h); their `copy`
+// runs on the pool, before `finish`, so what it reads must stay valid until then.
 void RunModelInfer(const ServableModel& model, const inference::ModelInferRequest& request,
                    absl::Time deadline, std::function<bool()> is_cancelled, WorkPool* pool,
-                   inference::ModelInferResponse* response, FinishCallback finish);
+                   inference::ModelInferResponse* response, FinishCallback finish,
+                   std::optional<ExternalRawInputs> raw_inputs = std::nullopt);
 
 }  // namespace vitserve

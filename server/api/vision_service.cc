@@ -11,11 +11,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
-#include "grpcpp/support/proto_buffer_reader.h"
 #include "server/api/call_util.h"
 #include "server/api/deferred_classify.h"
 #include "server/api/grpc_status.h"
 #include "server/api/model_description.h"
+#include "server/api/raw_unary_call.h"
 #include "server/api/stream_reactor.h"
 #include "server/api/task_calls.h"
 #include "server/metrics/server_metrics.h"
@@ -45,49 +45,6 @@ VisionService::ModelCallReactor* VisionService::StartModelCall(const std::string
   *model = found->get();
   return new ModelCallReactor(*std::move(found));
 }
-
-// A Classify call: the method is raw (gRPC hands over bytes), so the call owns its request and
-// response messages, and holds the model's handle until OnDone (a gRPC thread).
-class VisionService::ClassifyCall final : public grpc::ServerUnaryReactor {
- public:
-  explicit ClassifyCall(grpc::ByteBuffer* reply) : reply_(reply) {}
-  void OnDone() override { delete this; }
-
-  // Finishes the call with `status`; when it is OK, with the response serialised as the reply.
-  void Answer(const absl::Status& status) {
-    if (!status.ok()) return Finish(ToGrpcStatus(status));
-    bool own_buffer = false;
-    Finish(grpc::SerializationTraits<v1::ClassifyResponse>::Serialize(response, reply_,
-                                                                      &own_buffer));
-  }
-
-  // Parses the whole request into `request`, as the generated method would have.
-  absl::Status ParseWhole(const grpc::ByteBuffer& bytes) {
-    deferred.reset();
-    if (!bytes.Valid()) return absl::OkStatus();  // No bytes: the empty message.
-    grpc::ByteBuffer view(bytes);  // Shares the slices; the reader needs a mutable buffer.
-    grpc::ProtoBufferReader stream(&view);
-    if (!stream.status().ok() || !request.ParseFromZeroCopyStream(&stream)) {
-      return absl::InvalidArgumentError(
-          "the request is not a valid vitserve.v1.ClassifyRequest (protobuf cannot parse its " +
-          std::to_string(bytes.Length()) + " bytes)");
-    }
-    return absl::OkStatus();
-  }
-
-  // The request's fields: from `deferred` when its pixels were left in gRPC's buffer.
-  const v1::ClassifyRequest& fields() const {
-    return deferred.has_value() ? deferred->request : request;
-  }
-
-  std::shared_ptr<const ServableModel> model;
-  std::optional<DeferredClassifyRequest> deferred;
-  v1::ClassifyRequest request;  // Unused while `deferred` is set.
-  v1::ClassifyResponse response;
-
- private:
-  grpc::ByteBuffer* const reply_;  // gRPC's, valid until OnDone.
-};
 
 // ClassifyStream: StreamReactor (server/api/stream_reactor.h) running RunClassify per request;
 // the first failing request ends the stream with its status, prefixed with its request_id.
@@ -151,6 +108,8 @@ VisionService::VisionService(ModelManager* manager, ImageLimits image_limits,
 grpc::ServerUnaryReactor* VisionService::Classify(grpc::CallbackServerContext* context,
                                                   const grpc::ByteBuffer* request_bytes,
                                                   grpc::ByteBuffer* response_bytes) {
+  using ClassifyCall =
+      RawUnaryCall<v1::ClassifyRequest, v1::ClassifyResponse, DeferredClassifyRequest>;
   auto* call = new ClassifyCall(response_bytes);
   call->deferred = ReadDeferredClassifyRequest(*request_bytes);
   if (!call->deferred.has_value()) {

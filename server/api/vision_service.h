@@ -81,7 +81,6 @@ class VisionService final
   // has already finished with the manager's status (NOT_FOUND, UNAVAILABLE).
   ModelCallReactor* StartModelCall(const std::string& name, const ServableModel** model);
   class ClassifyStreamReactor;
-  class ClassifyCall;
 
   ModelManager* const manager_;
   const ImageLimits image_limits_;

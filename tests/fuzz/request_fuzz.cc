@@ -7,7 +7,9 @@
 //   == 1: its images through DecodeAndPreprocessWhole (detection and segmentation), letterboxed
 //     or stretched;
 //   == 2: a KServe inference.ModelInferRequest through ParseInferInput and
-//     ValidateRequestedOutputs.
+//     ValidateRequestedOutputs, and the same bytes through the raw ModelInfer method's reader
+//     (ReadDeferredInferRequest), which must agree with protobuf and ParseInferInput wherever it
+//     reads a request.
 // The second byte picks the options. Each must return a batch of the promised shape or an
 // error, never crash, overrun or leak; small limits keep each input fast (and are under test).
 #include <ATen/ATen.h>
@@ -19,10 +21,12 @@
 #include <string>
 
 #include "google/protobuf/stubs/logging.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "inference/grpc_service.pb.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "server/api/classify.h"
 #include "server/api/deferred_classify.h"
+#include "server/api/deferred_infer.h"
 #include "server/api/image_input.h"
 #include "server/api/kserve_tensor.h"
 #include "server/image/image_header.h"
@@ -140,9 +144,56 @@ void Dense(const uint8_t* data, size_t size, uint8_t options) {
   Check(at::isfinite(batch->input).all().item<bool>());
 }
 
+// The raw ModelInfer method's reader on the same bytes, in two slices cut where `options` says:
+// whatever it reads protobuf parses (`parsed` says whether it did), to the same message once the
+// raw contents are copied back from the buffer, and ParseInferInput takes those contents from
+// the buffer with the same result (input or error) as from the message.
+void DeferredInfer(const uint8_t* data, size_t size, uint8_t options, bool parsed,
+                   const inference::ModelInferRequest& request,
+                   const vitserve::InferInputSpec& spec) {
+  const size_t cut = size * options / 256;
+  grpc::Slice slices[2] = {grpc::Slice(data, cut), grpc::Slice(data + cut, size - cut)};
+  const grpc::ByteBuffer buffer(slices, 2);
+  std::optional<vitserve::DeferredInferRequest> deferred =
+      vitserve::ReadDeferredInferRequest(buffer);
+  if (!deferred.has_value()) return;
+  Check(parsed && deferred->request.raw_input_contents().empty());
+  inference::ModelInferRequest rebuilt = deferred->request;
+  vitserve::ExternalRawInputs external;
+  for (const vitserve::ByteRange& range : deferred->raw_inputs) {
+    Check(range.offset + range.size <= size);
+    std::string bytes(range.size, '\0');
+    Check(vitserve::CopyByteRanges(buffer, {range}, reinterpret_cast<uint8_t*>(bytes.data()))
+              .ok());
+    rebuilt.add_raw_input_contents(std::move(bytes));
+    external.sizes.push_back(range.size);
+  }
+  Check(google::protobuf::util::MessageDifferencer::Equals(rebuilt, request));
+  external.copy = [&](size_t index, uint8_t* out) {
+    return vitserve::CopyByteRanges(buffer, {deferred->raw_inputs.at(index)}, out);
+  };
+  absl::StatusOr<vitserve::InferInput> ours =
+      vitserve::ParseInferInput(deferred->request, spec, &external);
+  absl::StatusOr<vitserve::InferInput> theirs = vitserve::ParseInferInput(request, spec);
+  Check(ours.status() == theirs.status());
+  if (ours.ok()) {
+    Check(ours->batched == theirs->batched && ours->tensor.sizes() == theirs->tensor.sizes());
+    // NaN payloads of FP32/FP16 inputs compare unequal to themselves: compare the bytes.
+    Check(std::memcmp(ours->tensor.data_ptr(), theirs->tensor.data_ptr(),
+                      ours->tensor.nbytes()) == 0);
+  }
+}
+
 void ModelInfer(const uint8_t* data, size_t size, uint8_t options) {
+  vitserve::InferInputSpec spec;
+  spec.input_size = 1 + options % 4;
+  spec.mean = {0.5f, 0.4f, 0.3f};
+  spec.std = {0.2f, 0.25f, 0.3f};
+  spec.max_batch_size = 4;
   inference::ModelInferRequest request;
-  if (!request.ParseFromArray(data, static_cast<int>(size))) return;
+  const bool parsed = request.ParseFromArray(data, static_cast<int>(size));
+  DeferredInfer(data, size, options, parsed, request, spec);
+  if (!parsed) return;
   for (vitserve::ModelTask task : {vitserve::ModelTask::kClassification,
                                    vitserve::ModelTask::kDetection,
                                    vitserve::ModelTask::kSegmentation}) {
@@ -157,11 +208,6 @@ void ModelInfer(const uint8_t* data, size_t size, uint8_t options) {
     Check(settings->score_threshold >= 0 && settings->score_threshold <= 1 &&
           settings->max_detections >= 1 && settings->max_detections <= 10000);
   }
-  vitserve::InferInputSpec spec;
-  spec.input_size = 1 + options % 4;
-  spec.mean = {0.5f, 0.4f, 0.3f};
-  spec.std = {0.2f, 0.25f, 0.3f};
-  spec.max_batch_size = 4;
   absl::StatusOr<vitserve::InferInput> input = vitserve::ParseInferInput(request, spec);
   if (!input.ok()) return;
   const at::Tensor& t = input->tensor;

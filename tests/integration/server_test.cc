@@ -744,6 +744,24 @@ TEST_F(ServerTest, KServeProtocol) {
     EXPECT_EQ(response.model_stats(0).inference_count(), 6u);
   }
   {
+    // Bytes that are not a ModelInferRequest (a valid one cut inside its raw contents):
+    // INVALID_ARGUMENT from the raw method, and the next request is served.
+    const std::string whole =
+        InferRequest("FP32", {1, 3, kSize, kSize}, good_bytes).SerializeAsString();
+    std::string reply;
+    const grpc::Status junk = client_->CallWithBytes(
+        "/inference.GRPCInferenceService/ModelInfer", whole.substr(0, whole.size() - 100), &reply);
+    EXPECT_EQ(junk.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(junk.error_message(), HasSubstr("not a valid inference.ModelInferRequest"));
+    // The same bytes whole, through the generic stub, are answered as the typed stub is.
+    const grpc::Status good = client_->CallWithBytes(
+        "/inference.GRPCInferenceService/ModelInfer", whole, &reply);
+    ASSERT_TRUE(good.ok()) << good.error_message();
+    inference::ModelInferResponse response;
+    ASSERT_TRUE(response.ParseFromString(reply));
+    EXPECT_LT((Logits(response) - fp32_logits).abs().max().item<double>(), 1e-5);
+  }
+  {
     grpc::ClientContext context;
     inference::RepositoryIndexResponse response;
     ASSERT_TRUE(kserve.RepositoryIndex(&context, {}, &response).ok());

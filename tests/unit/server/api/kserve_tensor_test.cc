@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -98,6 +99,90 @@ TEST(KServeTensorTest, TypedFp32ContentsEqualRawBytes) {
   ASSERT_TRUE(from_raw.ok()) << from_raw.status();
   EXPECT_TRUE(at::equal(from_typed->tensor, from_raw->tensor));
   EXPECT_FLOAT_EQ(from_typed->tensor[0][2][1][1].item<float>(), values[11]);
+}
+
+// ExternalRawInputs holding `entries` (copied from these strings).
+ExternalRawInputs External(const std::vector<std::string>& entries) {
+  ExternalRawInputs external;
+  for (const std::string& entry : entries) external.sizes.push_back(entry.size());
+  external.copy = [entries](size_t index, uint8_t* out) {
+    std::memcpy(out, entries.at(index).data(), entries.at(index).size());
+    return absl::OkStatus();
+  };
+  return external;
+}
+
+// The same request with its raw contents left outside the message.
+inference::ModelInferRequest WithoutRaw(inference::ModelInferRequest request) {
+  request.clear_raw_input_contents();
+  return request;
+}
+
+TEST(KServeTensorTest, RawContentsOutsideTheMessageAreReadAsTheMessagesAre) {
+  std::vector<float> values(24);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = 0.37f * static_cast<float>(i) - 3.0f;
+  std::vector<uint16_t> halves(24);
+  for (size_t i = 0; i < halves.size(); ++i) {
+    halves[i] = c10::Half(values[i]).x;
+  }
+  std::string pixels(24, '\0');
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<char>(i * 11);
+  const std::vector<inference::ModelInferRequest> requests = {
+      Request("FP32", {2, 3, 2, 2}, FloatBytes(values)),
+      Request("FP16", {2, 3, 2, 2}, std::string(reinterpret_cast<const char*>(halves.data()), 48)),
+      Request("UINT8", {2, 3, 2, 2}, pixels),
+  };
+  for (const inference::ModelInferRequest& request : requests) {
+    const std::string& datatype = request.inputs(0).datatype();
+    auto in_message = ParseInferInput(request, Spec());
+    ASSERT_TRUE(in_message.ok()) << in_message.status();
+    const ExternalRawInputs external = External({request.raw_input_contents(0)});
+    auto outside = ParseInferInput(WithoutRaw(request), Spec(), &external);
+    ASSERT_TRUE(outside.ok()) << outside.status();
+    EXPECT_EQ(outside->tensor.scalar_type(), at::kFloat) << datatype;
+    EXPECT_TRUE(at::equal(outside->tensor, in_message->tensor)) << datatype;
+    // ... and the bytes were really read: other bytes give another tensor.
+    std::string other = request.raw_input_contents(0);
+    other[5] ^= 0x40;
+    const ExternalRawInputs changed = External({other});
+    auto read_other = ParseInferInput(WithoutRaw(request), Spec(), &changed);
+    ASSERT_TRUE(read_other.ok()) << read_other.status();
+    EXPECT_FALSE(at::equal(read_other->tensor, in_message->tensor)) << datatype;
+  }
+
+  // The checks and errors are the message's, with the sizes of the entries outside it.
+  const std::string bytes = FloatBytes(std::vector<float>(12));
+  const inference::ModelInferRequest fields = WithoutRaw(Request("FP32", {1, 3, 2, 2}, bytes));
+  const ExternalRawInputs two = External({bytes, bytes});
+  EXPECT_THAT(ParseInferInput(fields, Spec(), &two).status().message(),
+              HasSubstr("raw_input_contents has 2 entries"));
+  const ExternalRawInputs short_entry = External({bytes.substr(4)});
+  EXPECT_THAT(ParseInferInput(fields, Spec(), &short_entry).status().message(),
+              HasSubstr("has 44 bytes in raw_input_contents; FP32 [1,3,2,2] needs 48 bytes"));
+  ExternalRawInputs failing = External({bytes});
+  failing.copy = [](size_t, uint8_t*) { return absl::InternalError("buffer gone"); };
+  EXPECT_EQ(ParseInferInput(fields, Spec(), &failing).status(),
+            absl::InternalError("buffer gone"));
+  const ExternalRawInputs once = External({bytes});
+  EXPECT_EQ(ParseInferInput(Request("FP32", {1, 3, 2, 2}, bytes), Spec(), &once).status().code(),
+            absl::StatusCode::kInternal);  // Raw contents in both places.
+}
+
+TEST(KServeTensorTest, NormalisedPixelsFollowTheFormulaForEveryValue) {
+  const int64_t plane = 256;
+  std::vector<uint8_t> pixels(2 * 3 * plane);
+  for (size_t i = 0; i < pixels.size(); ++i) {
+    pixels[i] = static_cast<uint8_t>(i % 256 ^ (i / 256) * 37);
+  }
+  const std::array<float, 3> mean = {0.485f, 0.456f, 0.406f};
+  const std::array<float, 3> stds = {0.229f, 0.224f, 0.225f};
+  std::vector<float> out(pixels.size(), -1000.0f);
+  NormalisePlanarPixels(pixels.data(), 2, plane, mean, stds, out.data());
+  for (size_t i = 0; i < pixels.size(); ++i) {
+    const size_t c = i / plane % 3;
+    const double expected = (pixels[i] / 255.0 - mean[c]) / stds[c];
+    EXPECT_NEAR(out[i], expected, 2e-6) << i;
+  }
 }
 
 TEST(KServeTensorTest, RejectsWhatIsNotAllowedAndSaysWhatIs) {

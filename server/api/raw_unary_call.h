@@ -1,0 +1,66 @@
+// The reactor of a raw unary method (gRPC hands over the request's bytes rather than a parsed
+// message): used where the bulk of a request is read straight from gRPC's buffer
+// (deferred_classify.h for Classify, deferred_infer.h for ModelInfer). The call owns its request
+// and response messages and holds the model's handle until OnDone (a gRPC thread), after which
+// it deletes itself.
+//
+// `Deferred` is the reader's result, with the request's other fields in `Deferred::request`.
+// Thread-safety: as any reactor; Answer once.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "grpcpp/impl/codegen/proto_utils.h"
+#include "grpcpp/support/byte_buffer.h"
+#include "grpcpp/support/proto_buffer_reader.h"
+#include "grpcpp/support/server_callback.h"
+#include "server/api/grpc_status.h"
+#include "server/model_manager.h"
+
+namespace vitserve {
+
+template <typename Request, typename Response, typename Deferred>
+class RawUnaryCall final : public grpc::ServerUnaryReactor {
+ public:
+  explicit RawUnaryCall(grpc::ByteBuffer* reply) : reply_(reply) {}
+  void OnDone() override { delete this; }
+
+  // Finishes the call with `status`; when it is OK, with `response` serialised as the reply.
+  void Answer(const absl::Status& status) {
+    if (!status.ok()) return Finish(ToGrpcStatus(status));
+    bool own_buffer = false;
+    Finish(grpc::SerializationTraits<Response>::Serialize(response, reply_, &own_buffer));
+  }
+
+  // Parses the whole request into `request`, as the generated method would have (for requests
+  // the deferred reader declines); INVALID_ARGUMENT when protobuf cannot.
+  absl::Status ParseWhole(const grpc::ByteBuffer& bytes) {
+    deferred.reset();
+    if (!bytes.Valid()) return absl::OkStatus();  // No bytes: the empty message.
+    grpc::ByteBuffer view(bytes);  // Shares the slices; the reader needs a mutable buffer.
+    grpc::ProtoBufferReader stream(&view);
+    if (!stream.status().ok() || !request.ParseFromZeroCopyStream(&stream)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the request is not a valid ", Request::descriptor()->full_name(),
+          " (protobuf cannot parse its ", bytes.Length(), " bytes)"));
+    }
+    return absl::OkStatus();
+  }
+
+  // The request's fields: from `deferred` when its bulk was left in gRPC's buffer.
+  const Request& fields() const { return deferred.has_value() ? deferred->request : request; }
+
+  std::shared_ptr<const ServableModel> model;
+  std::optional<Deferred> deferred;
+  Request request;  // Unused while `deferred` is set.
+  Response response;
+
+ private:
+  grpc::ByteBuffer* const reply_;  // gRPC's, valid until OnDone.
+};
+
+}  // namespace vitserve
