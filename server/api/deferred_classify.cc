@@ -81,7 +81,8 @@ bool ReadImage(CodedInputStream& in, v1::Image* image, ByteRange* pixels) {
   int length = 0;
   if (!ReadWireLength(in, &length)) return false;
   const CodedInputStream::Limit image_limit = in.PushLimit(length);
-  if (in.BytesUntilLimit() != length || ReadWireTag(in) != kImageRaw || !ReadWireLength(in, &length)) {
+  if (in.BytesUntilLimit() != length || ReadWireTag(in) != kImageRaw ||
+      !ReadWireLength(in, &length)) {
     return false;
   }
   const CodedInputStream::Limit raw_limit = in.PushLimit(length);

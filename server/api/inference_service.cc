@@ -140,8 +140,8 @@ grpc::ServerUnaryReactor* InferenceService::ModelConfig(
 grpc::ServerUnaryReactor* InferenceService::ModelStatistics(
     grpc::CallbackServerContext* context, const inference::ModelStatisticsRequest* request,
     inference::ModelStatisticsResponse* response) {
-  return FinishWith(context,
-                    FillStatisticsResponse(*manager_, request->name(), request->version(), response));
+  return FinishWith(context, FillStatisticsResponse(*manager_, request->name(),
+                                                    request->version(), response));
 }
 
 grpc::ServerUnaryReactor* InferenceService::RepositoryIndex(
