@@ -57,6 +57,11 @@
 #              default 2000), alternately in ROUNDS (default 2) rounds at concurrency 1, with
 #              the anchors (graph replay at batch 1) first, for $SWEEP_MODELS (default
 #              deit_tiny_patch16_224); the server's stage means of each row beside it
+#   vimscan    Vision Mamba's scan (issue 16): vitserve-bench-vim-ops at batch 8 x 1248 px and
+#              batch 128 x 224 px, fp16 (every operator, and the scan at fixed chunk counts);
+#              with NCU=1 also Nsight Compute on the scan kernel's launches at 1248 px (issue
+#              rate, occupancy, stalls: OUTDIR/ncu_scan.txt), to find what keeps it at several
+#              times its arithmetic floor before it is rewritten
 #   kservepin  KServe agreement (issue 11): KSERVE_ROUNDS (default 3) interleaved rounds of
 #              perf_analyzer --async and vitserve-client, FP32 and UINT8, with vitserve on one
 #              half of the physical cores and the clients on the other (SERVER_CPUS /
@@ -64,7 +69,7 @@
 #              then shared with perf_analyzer --max-threads 64 (a thread per context)
 set -uo pipefail
 STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre \
-| gpujpeg | instances | variants | fibmma | spin | kservepin}"
+| gpujpeg | instances | variants | fibmma | spin | kservepin | vimscan}"
 OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
 source .devdeps/bootstrap.sh >/dev/null || exit 1
@@ -239,6 +244,23 @@ case "$STEP" in
       grep -E "RowsKernel|$metrics" "$OUT/ncu_785.txt" | head -60
     fi
     exit $status
+    ;;
+  vimscan)
+    for shape in "1248 8" "224 128"; do
+      read -r size batch <<< "$shape"
+      build-gpu/bin/vitserve-bench-vim-ops --image-size "$size" --batch "$batch" \
+        --precision fp16 --seconds 0.5 2>&1 | tee "$OUT/vim_ops_${size}.txt"
+    done
+    if [[ "${NCU:-0}" == 1 ]] && command -v ncu > /dev/null; then
+      # Both passes of the chunked scan (clocks locked by ncu: times run high).
+      ncu --kernel-name regex:SelectiveScanKernel --launch-skip 4 --launch-count 4 \
+        --section SpeedOfLight --section Occupancy --section LaunchStats \
+        --section WarpStateStats --section SchedulerStats --section InstructionStats \
+        build-gpu/bin/vitserve-bench-vim-ops --image-size 1248 --batch 8 --precision fp16 \
+        --seconds 0.05 > "$OUT/ncu_scan.txt" 2>&1
+      metrics="Duration|Issue Slots Busy|Achieved Occupancy|Registers Per|Executed Ipc A"
+      grep -E "SelectiveScanKernel|$metrics|Stall" "$OUT/ncu_scan.txt" | head -60
+    fi
     ;;
   spin)
     export SWEEP_MODELS="${SWEEP_MODELS:-deit_tiny_patch16_224}" NO_KSERVE=1 NO_JPEG=1 NO_RAW16=1 \
