@@ -63,6 +63,9 @@ std::optional<DeferredInferRequest> ReadDeferredInferRequest(const grpc::ByteBuf
       return std::nullopt;
     }
   }
+  // Without raw contents nothing is saved, and a request of typed contents (fp32_contents...)
+  // would be copied here before protobuf parses it: protobuf parses it from the buffer instead.
+  if (out.raw_inputs.empty()) return std::nullopt;
   // The other fields' bytes as they came, for protobuf to parse (a few hundred bytes).
   size_t size = 0;
   for (const ByteRange& range : fields) size += range.size;

@@ -29,8 +29,8 @@ struct DeferredInferRequest {
   std::vector<ByteRange> raw_inputs;
 };
 
-// The request in `buffer` with its raw_input_contents left there, or nothing when its bytes are
-// not a well-formed ModelInferRequest (the caller then parses it with protobuf).
+// The request in `buffer` with its raw_input_contents left there, or nothing when it has none
+// or its bytes are not a well-formed ModelInferRequest (the caller then parses it with protobuf).
 std::optional<DeferredInferRequest> ReadDeferredInferRequest(const grpc::ByteBuffer& buffer);
 
 }  // namespace vitserve

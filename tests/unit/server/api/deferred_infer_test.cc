@@ -135,7 +135,7 @@ TEST(DeferredInferTest, WhatItReadsIsWhatProtobufParses) {
 
 // Bytes protobuf refuses are refused here too (the service then parses them whole, for the
 // error); each case is first checked to be refused by protobuf.
-TEST(DeferredInferTest, GivesUpWhereProtobufDoes) {
+TEST(DeferredInferTest, LeavesToProtobufWhatItRefusesAndRequestsWithoutRawContents) {
   const std::string good = FullRequest().SerializeAsString();
   const std::vector<std::string> bad = {
       good.substr(0, good.size() - 10),           // The last raw entry cut short.
@@ -153,6 +153,12 @@ TEST(DeferredInferTest, GivesUpWhereProtobufDoes) {
     ASSERT_FALSE(ParsedWhole(bad[i]).has_value()) << i;
     EXPECT_FALSE(ReadDeferredInferRequest(BufferOf(bad[i], 100)).has_value()) << i;
   }
+  // A request with no raw contents (typed contents, or none) is left to protobuf whole.
+  inference::ModelInferRequest typed = FullRequest();
+  typed.clear_raw_input_contents();
+  typed.mutable_inputs(0)->mutable_contents()->add_fp32_contents(1.5f);
+  ASSERT_TRUE(ParsedWhole(typed.SerializeAsString()).has_value());
+  EXPECT_FALSE(ReadDeferredInferRequest(BufferOf(typed.SerializeAsString(), 100)).has_value());
   // A field of the wrong wire type for raw_input_contents is an unknown field, as in protobuf;
   // a raw entry whose tag is spelt in five bytes (protobuf's longest) is an entry.
   const std::string odd = good + std::string("\x38\x05", 2) +  // field 7 as a varint
