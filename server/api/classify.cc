@@ -176,7 +176,8 @@ absl::StatusOr<at::Tensor> DecodeAndPreprocess(
   float* next_row = batch.data_ptr<float>();
   const int64_t row_floats = 3 * spec.input_size * spec.input_size;
   for (int i = 0; i < images.size(); ++i) {
-    absl::StatusOr<RgbImage> rgb = ImagePixels(sources[static_cast<size_t>(i)], limits, ReduceTo(spec));
+    absl::StatusOr<RgbImage> rgb =
+        ImagePixels(sources[static_cast<size_t>(i)], limits, ReduceTo(spec));
     if (!rgb.ok()) return WithImageIndex(i, rgb.status());
     absl::StatusOr<CropGeometry> geometry = PreprocessInto(*rgb, spec, next_row);
     if (!geometry.ok()) return WithImageIndex(i, geometry.status());

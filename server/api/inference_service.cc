@@ -33,13 +33,27 @@ grpc::ServerUnaryReactor* FinishWith(grpc::CallbackServerContext* context,
   return reactor;
 }
 
+// The raw contents `deferred` left in `bytes`, for ParseInferInput; nothing when the request
+// was parsed whole. `bytes` must outlive the returned copy function's calls, which RunModelInfer
+// makes before it finishes the request.
+std::optional<ExternalRawInputs> RawInputsOf(const std::optional<DeferredInferRequest>& deferred,
+                                             const grpc::ByteBuffer* bytes) {
+  if (!deferred.has_value()) return std::nullopt;
+  ExternalRawInputs raw_inputs;
+  for (const ByteRange& range : deferred->raw_inputs) raw_inputs.sizes.push_back(range.size);
+  raw_inputs.copy = [bytes, ranges = deferred->raw_inputs](size_t index, uint8_t* out) {
+    return CopyByteRanges(*bytes, {ranges.at(index)}, out);
+  };
+  return raw_inputs;
+}
+
 }  // namespace
 
 // ModelStreamInfer, as Triton answers it for models that are not decoupled: one response per
 // request, in completion order, each carrying the request's id. A failed request is answered
 // in-band (error_message, with the gRPC code name first) and the stream goes on.
 class InferenceService::StreamInferReactor final
-    : public StreamReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse> {
+    : public StreamReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   StreamInferReactor(const InferenceService* service, grpc::CallbackServerContext* context)
       : StreamReactor(kMaxPendingPerStream), service_(service), context_(context) {
@@ -47,23 +61,37 @@ class InferenceService::StreamInferReactor final
   }
 
  private:
+  // One request of the stream, alive until its response is handed to Complete().
   struct Item {
-    inference::ModelInferRequest request;
+    grpc::ByteBuffer bytes;  // As read; raw contents left here are copied from it.
+    std::optional<DeferredInferRequest> deferred;
+    inference::ModelInferRequest request;  // Parsed whole when `deferred` is not set.
     inference::ModelStreamInferResponse response;
+
+    const inference::ModelInferRequest& fields() const {
+      return deferred.has_value() ? deferred->request : request;
+    }
   };
 
-  void Process(inference::ModelInferRequest request) override {
+  void Process(grpc::ByteBuffer bytes) override {
     auto item = std::make_shared<Item>();
-    item->request = std::move(request);
-    auto model = service_->GetModel(item->request.model_name(), item->request.model_version());
+    item->bytes = std::move(bytes);
+    item->deferred = ReadDeferredInferRequest(item->bytes);
+    if (!item->deferred.has_value()) {
+      if (absl::Status parsed = ParseWholeMessage(item->bytes, &item->request); !parsed.ok()) {
+        return Done(*item, nullptr, parsed);
+      }
+    }
+    auto model = service_->GetModel(item->fields().model_name(), item->fields().model_version());
     if (!model.ok()) return Done(*item, nullptr, model.status());
     const ServableModel* raw = model->get();
     HoldModel(*std::move(model));
-    RunModelInfer(*raw, item->request,
+    RunModelInfer(*raw, item->fields(),
                   CappedDeadline(DeadlineOf(*context_), service_->max_request_time_),
-                  CancellationOf(context_),
-                  service_->preprocess_pool_, item->response.mutable_infer_response(),
-                  [this, item, raw](absl::Status status) { Done(*item, raw, status); });
+                  CancellationOf(context_), service_->preprocess_pool_,
+                  item->response.mutable_infer_response(),
+                  [this, item, raw](absl::Status status) { Done(*item, raw, status); },
+                  RawInputsOf(item->deferred, &item->bytes));
   }
 
   void Done(Item& item, const ServableModel* model, const absl::Status& status) {
@@ -72,9 +100,9 @@ class InferenceService::StreamInferReactor final
           absl::StatusCodeToString(status.code()), ": ", status.message()));
       item.response.mutable_infer_response()->clear_outputs();
       item.response.mutable_infer_response()->clear_raw_output_contents();
-      item.response.mutable_infer_response()->set_id(item.request.id());
+      item.response.mutable_infer_response()->set_id(item.fields().id());
     }
-    Complete(model, std::move(item.response));
+    Complete(model, SerializedMessage(item.response));
   }
 
   const InferenceService* const service_;
@@ -194,27 +222,16 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
     return call;
   }
   call->model = *std::move(model);
-  std::optional<ExternalRawInputs> raw_inputs;
-  if (call->deferred.has_value()) {
-    // The copy runs on the pool before the call is answered, so gRPC still holds the bytes.
-    raw_inputs.emplace();
-    for (const ByteRange& range : call->deferred->raw_inputs) {
-      raw_inputs->sizes.push_back(range.size);
-    }
-    raw_inputs->copy = [request_bytes, ranges = call->deferred->raw_inputs](size_t index,
-                                                                             uint8_t* out) {
-      return CopyByteRanges(*request_bytes, {ranges.at(index)}, out);
-    };
-  }
   RunModelInfer(*call->model, call->fields(),
                 CappedDeadline(DeadlineOf(*context), max_request_time_), CancellationOf(context),
                 preprocess_pool_, &call->response,
-                [call](absl::Status status) { call->Answer(status); }, std::move(raw_inputs));
+                [call](absl::Status status) { call->Answer(status); },
+                RawInputsOf(call->deferred, request_bytes));
   return call;
 }
 
-grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*
-InferenceService::ModelStreamInfer(grpc::CallbackServerContext* context) {
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* InferenceService::ModelStreamInfer(
+    grpc::CallbackServerContext* context) {
   return new StreamInferReactor(this, context);
 }
 

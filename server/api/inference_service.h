@@ -32,11 +32,26 @@
 
 namespace vitserve {
 
-// ModelInfer is a raw method (gRPC hands over the request's bytes): its raw_input_contents are
-// read from gRPC's buffer straight into the model's input (deferred_infer.h).
-class InferenceService final
-    : public inference::GRPCInferenceService::WithRawCallbackMethod_ModelInfer<
-          inference::GRPCInferenceService::CallbackService> {
+// The generated CallbackService with ModelInfer and ModelStreamInfer as raw methods (gRPC hands
+// over the requests' bytes, whose raw_input_contents are then read from gRPC's buffer straight
+// into the model's input: deferred_infer.h). Spelt out because a raw bidirectional method cannot
+// be layered over the typed one (their reactors' return types conflict); a method added to the
+// proto must be added here too.
+namespace inference_service_internal {
+using Kserve = inference::GRPCInferenceService;
+// clang-format off
+using Base =
+    Kserve::WithCallbackMethod_ServerLive<Kserve::WithCallbackMethod_ServerReady<
+    Kserve::WithCallbackMethod_ModelReady<Kserve::WithCallbackMethod_ServerMetadata<
+    Kserve::WithCallbackMethod_ModelMetadata<Kserve::WithRawCallbackMethod_ModelInfer<
+    Kserve::WithRawCallbackMethod_ModelStreamInfer<Kserve::WithCallbackMethod_ModelConfig<
+    Kserve::WithCallbackMethod_ModelStatistics<Kserve::WithCallbackMethod_RepositoryIndex<
+    Kserve::WithCallbackMethod_RepositoryModelLoad<Kserve::WithCallbackMethod_RepositoryModelUnload<
+    Kserve::Service>>>>>>>>>>>>;
+// clang-format on
+}  // namespace inference_service_internal
+
+class InferenceService final : public inference_service_internal::Base {
  public:
   // Requests of one ModelStreamInfer stream being processed at once, beyond which reads pause.
   static constexpr int kMaxPendingPerStream = 32;
@@ -69,8 +84,8 @@ class InferenceService final
   grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* context,
                                        const grpc::ByteBuffer* request_bytes,
                                        grpc::ByteBuffer* response_bytes) override;
-  grpc::ServerBidiReactor<inference::ModelInferRequest, inference::ModelStreamInferResponse>*
-  ModelStreamInfer(grpc::CallbackServerContext* context) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ModelStreamInfer(
+      grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* ModelConfig(grpc::CallbackServerContext* context,
                                         const inference::ModelConfigRequest* request,
                                         inference::ModelConfigResponse* response) override;

@@ -10,15 +10,13 @@
 
 #include <memory>
 #include <optional>
-#include <string>
 
 #include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "grpcpp/support/byte_buffer.h"
-#include "grpcpp/support/proto_buffer_reader.h"
 #include "grpcpp/support/server_callback.h"
 #include "server/api/grpc_status.h"
+#include "server/api/wire_bytes.h"
 #include "server/model_manager.h"
 
 namespace vitserve {
@@ -40,15 +38,7 @@ class RawUnaryCall final : public grpc::ServerUnaryReactor {
   // the deferred reader declines); INVALID_ARGUMENT when protobuf cannot.
   absl::Status ParseWhole(const grpc::ByteBuffer& bytes) {
     deferred.reset();
-    if (!bytes.Valid()) return absl::OkStatus();  // No bytes: the empty message.
-    grpc::ByteBuffer view(bytes);  // Shares the slices; the reader needs a mutable buffer.
-    grpc::ProtoBufferReader stream(&view);
-    if (!stream.status().ok() || !request.ParseFromZeroCopyStream(&stream)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the request is not a valid ", Request::descriptor()->full_name(),
-          " (protobuf cannot parse its ", bytes.Length(), " bytes)"));
-    }
-    return absl::OkStatus();
+    return ParseWholeMessage(bytes, &request);
   }
 
   // The request's fields: from `deferred` when its bulk was left in gRPC's buffer.

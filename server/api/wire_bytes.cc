@@ -3,9 +3,33 @@
 #include <climits>
 
 #include "absl/strings/str_cat.h"
+#include "grpcpp/impl/codegen/proto_utils.h"
 #include "grpcpp/support/proto_buffer_reader.h"
 
 namespace vitserve {
+
+absl::Status ParseWholeMessage(const grpc::ByteBuffer& bytes, google::protobuf::Message* message) {
+  message->Clear();
+  if (!bytes.Valid()) return absl::OkStatus();  // No bytes: the empty message.
+  grpc::ByteBuffer view(bytes);  // Shares the slices; the reader needs a mutable buffer.
+  grpc::ProtoBufferReader stream(&view);
+  if (!stream.status().ok() || !message->ParseFromZeroCopyStream(&stream)) {
+    message->Clear();  // Not the fields protobuf read before it failed.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the request is not a valid ", message->GetDescriptor()->full_name(),
+        " (protobuf cannot parse its ", bytes.Length(), " bytes)"));
+  }
+  return absl::OkStatus();
+}
+
+grpc::ByteBuffer SerializedMessage(const google::protobuf::Message& message) {
+  grpc::ByteBuffer buffer;
+  bool own_buffer = false;
+  // Fails only for a message over 2 GB, which no reply of ours is.
+  (void)grpc::SerializationTraits<google::protobuf::Message>::Serialize(message, &buffer,
+                                                                       &own_buffer);
+  return buffer;
+}
 
 absl::Status CopyByteRanges(const grpc::ByteBuffer& buffer, absl::Span<const ByteRange> ranges,
                             uint8_t* out) {

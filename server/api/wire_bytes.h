@@ -12,9 +12,18 @@
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 #include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/message.h"
 #include "grpcpp/support/byte_buffer.h"
 
 namespace vitserve {
+
+// Parses all of `bytes` into `message` (cleared first), as a generated method would: no bytes is
+// the empty message; INVALID_ARGUMENT naming the message's type when protobuf cannot parse them
+// (and `message` left empty).
+absl::Status ParseWholeMessage(const grpc::ByteBuffer& bytes, google::protobuf::Message* message);
+
+// `message` serialised into a byte buffer, as a generated method sends it.
+grpc::ByteBuffer SerializedMessage(const google::protobuf::Message& message);
 
 // Bytes of a gRPC byte buffer: [offset, offset + size).
 struct ByteRange {

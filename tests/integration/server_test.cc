@@ -40,6 +40,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
+#include "grpcpp/completion_queue.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/security/credentials.h"
@@ -180,6 +181,58 @@ struct Client {
       for (const grpc::Slice& part : slices) {
         reply->append(reinterpret_cast<const char*>(part.begin()), part.size());
       }
+    }
+    return status;
+  }
+
+  // One bidirectional call of `method` through the generic stub: writes `messages` as they are,
+  // half-closes, then reads every reply's bytes into `*replies` until the server finishes.
+  grpc::Status StreamWithBytes(const std::string& method, const std::vector<std::string>& messages,
+                               std::vector<std::string>* replies) {
+    grpc::GenericStub generic(channel);
+    grpc::CompletionQueue queue;
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call =
+        generic.PrepareCall(&context, method, &queue);
+    int tag = 0;
+    auto next = [&] {  // Waits for the one operation in flight; whether it succeeded.
+      void* got = nullptr;
+      bool ok = false;
+      return queue.Next(&got, &ok) && got == &tag && ok;
+    };
+    call->StartCall(&tag);
+    bool ok = next();
+    for (const std::string& message : messages) {
+      if (!ok) break;
+      grpc::Slice slice(message);
+      call->Write(grpc::ByteBuffer(&slice, 1), &tag);
+      ok = next();
+    }
+    if (ok) {
+      call->WritesDone(&tag);
+      ok = next();
+    }
+    replies->clear();
+    grpc::ByteBuffer reply;
+    while (ok) {
+      call->Read(&reply, &tag);
+      if (!next()) break;
+      std::vector<grpc::Slice> slices;
+      std::string& bytes = replies->emplace_back();
+      if (reply.Dump(&slices).ok()) {
+        for (const grpc::Slice& part : slices) {
+          bytes.append(reinterpret_cast<const char*>(part.begin()), part.size());
+        }
+      }
+    }
+    grpc::Status status;
+    call->Finish(&status, &tag);
+    next();
+    queue.Shutdown();
+    void* ignored_tag = nullptr;
+    bool ignored_ok = false;
+    while (queue.Next(&ignored_tag, &ignored_ok)) {
     }
     return status;
   }
@@ -823,6 +876,63 @@ TEST_F(ServerTest, HealthCatalogueAndHttpEndpoints) {
   auto [status, metrics] = HttpGet(server_->http_port(), "/metrics");
   EXPECT_EQ(status, 200);
   EXPECT_EQ(MetricSum(metrics, "vitserve_model_ready", {{"model", kModel}}), 1) << metrics;
+}
+
+// ModelStreamInfer, a raw method: each request is answered with its own id and its own tensor
+// (read from gRPC's buffer); a failing request, malformed bytes among them, is answered in-band
+// and the stream goes on.
+TEST_F(ServerTest, ModelStreamInferAnswersEachRequestInBand) {
+  std::vector<std::string> tensors;
+  std::vector<at::Tensor> unary;
+  for (int i = 0; i < 2; ++i) {
+    const at::Tensor input =
+        at::sin(at::arange(3 * kSize * kSize, at::kFloat) * (0.01 * (i + 1))).view(
+            {1, 3, kSize, kSize});
+    tensors.push_back(Bytes(input));
+    inference::ModelInferResponse response;
+    grpc::ClientContext context;
+    ASSERT_TRUE(client_->kserve
+                    ->ModelInfer(&context, InferRequest("FP32", {1, 3, kSize, kSize}, tensors[i]),
+                                 &response)
+                    .ok());
+    unary.push_back(Logits(response));
+  }
+  ASSERT_GT((unary[0] - unary[1]).abs().max().item<double>(), 1e-3);
+
+  auto request = [&](const std::string& id, const std::string& model, const std::string& bytes) {
+    inference::ModelInferRequest message = InferRequest("FP32", {1, 3, kSize, kSize}, bytes);
+    message.set_id(id);
+    message.set_model_name(model);
+    return message.SerializeAsString();
+  };
+  const std::string truncated = request("cut", kModel, tensors[0]);
+  std::vector<std::string> replies;
+  const grpc::Status status = client_->StreamWithBytes(
+      "/inference.GRPCInferenceService/ModelStreamInfer",
+      {request("first", kModel, tensors[0]), truncated.substr(0, truncated.size() - 100),
+       request("unknown", "no_such_model", tensors[0]),
+       request("short", kModel, tensors[1].substr(4)), request("second", kModel, tensors[1])},
+      &replies);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(replies.size(), 5u);
+  std::map<std::string, inference::ModelStreamInferResponse> by_id;
+  for (const std::string& bytes : replies) {
+    inference::ModelStreamInferResponse response;
+    ASSERT_TRUE(response.ParseFromString(bytes));
+    by_id[response.infer_response().id()] = response;
+  }
+  // The malformed message has no id to echo: its answer is the one with an empty id.
+  ASSERT_EQ(by_id.size(), 5u);
+  EXPECT_THAT(by_id[""].error_message(),
+              HasSubstr("INVALID_ARGUMENT: the request is not a valid inference.ModelInferRequest"));
+  EXPECT_THAT(by_id["unknown"].error_message(), HasSubstr("NOT_FOUND"));
+  EXPECT_THAT(by_id["short"].error_message(), HasSubstr("INVALID_ARGUMENT"));
+  for (const auto& [id, row] : {std::pair<std::string, int>{"first", 0}, {"second", 1}}) {
+    const inference::ModelStreamInferResponse& answer = by_id[id];
+    ASSERT_TRUE(answer.error_message().empty()) << id << ": " << answer.error_message();
+    EXPECT_LT((Logits(answer.infer_response()) - unary[row]).abs().max().item<double>(), 1e-5)
+        << id;
+  }
 }
 
 TEST_F(ServerTest, ClassifyStreamAnswersEachRequestWithItsOwnResult) {
