@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 
-#include <algorithm>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -12,22 +11,15 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/test_util/wire_bytes_testing.h"
 #include "server/api/classify.h"
 
 namespace vitserve {
 namespace {
 
 using ::testing::HasSubstr;
-
-// A gRPC byte buffer of `bytes` cut into slices of `slice_size` (gRPC's receive buffers are
-// slices too, so the pixels of one image usually span several).
-grpc::ByteBuffer BufferOf(const std::string& bytes, size_t slice_size) {
-  std::vector<grpc::Slice> slices;
-  for (size_t at = 0; at < bytes.size(); at += slice_size) {
-    slices.emplace_back(bytes.data() + at, std::min(slice_size, bytes.size() - at));
-  }
-  return grpc::ByteBuffer(slices.data(), slices.size());
-}
+using testing::BufferOf;
+using testing::MutatedBytes;
 
 std::string Pixels(int width, int height, int seed) {
   std::string pixels(static_cast<size_t>(width) * height * 3, '\0');
@@ -157,24 +149,7 @@ TEST(DeferredClassifyTest, WhatItReadsIsWhatProtobufParses) {
   int accepted = 0;
   int refused = 0;
   for (int trial = 0; trial < 20000; ++trial) {
-    std::string bytes = original;
-    const int edits = 1 + static_cast<int>(rng() % 3);
-    for (int e = 0; e < edits && !bytes.empty(); ++e) {
-      const size_t at = rng() % bytes.size();
-      switch (rng() % 4) {
-        case 0:
-          bytes[at] = static_cast<char>(rng());
-          break;
-        case 1:
-          bytes.insert(at, 1, static_cast<char>(rng()));
-          break;
-        case 2:
-          bytes.erase(at, 1);
-          break;
-        default:
-          bytes.resize(at);
-      }
-    }
+    const std::string bytes = MutatedBytes(original, rng);
     const grpc::ByteBuffer buffer = BufferOf(bytes, 1 + rng() % 20);
     std::optional<DeferredClassifyRequest> deferred = ReadDeferredClassifyRequest(buffer);
     if (!deferred.has_value()) {

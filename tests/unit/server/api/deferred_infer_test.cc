@@ -1,6 +1,5 @@
 #include "server/api/deferred_infer.h"
 
-#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <random>
@@ -12,21 +11,14 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/test_util/wire_bytes_testing.h"
 
 namespace vitserve {
 namespace {
 
 using google::protobuf::util::MessageDifferencer;
-
-// A gRPC byte buffer of `bytes` cut into slices of `slice_size` (gRPC's receive buffers are
-// slices too, so one tensor's bytes usually span several).
-grpc::ByteBuffer BufferOf(const std::string& bytes, size_t slice_size) {
-  std::vector<grpc::Slice> slices;
-  for (size_t at = 0; at < bytes.size(); at += slice_size) {
-    slices.emplace_back(bytes.data() + at, std::min(slice_size, bytes.size() - at));
-  }
-  return grpc::ByteBuffer(slices.data(), slices.size());
-}
+using testing::BufferOf;
+using testing::MutatedBytes;
 
 std::string Pattern(size_t size, int seed) {
   std::string bytes(size, '\0');
@@ -145,24 +137,7 @@ TEST(DeferredInferTest, WhatItReadsOfMutatedBytesIsWhatProtobufParses) {
   int accepted = 0;
   int refused = 0;
   for (int trial = 0; trial < 20000; ++trial) {
-    std::string bytes = original;
-    const int edits = 1 + static_cast<int>(rng() % 3);
-    for (int e = 0; e < edits && !bytes.empty(); ++e) {
-      const size_t at = rng() % bytes.size();
-      switch (rng() % 4) {
-        case 0:
-          bytes[at] = static_cast<char>(rng());
-          break;
-        case 1:
-          bytes.insert(at, 1, static_cast<char>(rng()));
-          break;
-        case 2:
-          bytes.erase(at, 1);
-          break;
-        default:
-          bytes.resize(at);
-      }
-    }
+    const std::string bytes = MutatedBytes(original, rng);
     const grpc::ByteBuffer buffer = BufferOf(bytes, 1 + rng() % 20);
     std::optional<DeferredInferRequest> deferred = ReadDeferredInferRequest(buffer);
     if (!deferred.has_value()) {
