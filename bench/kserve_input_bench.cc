@@ -88,11 +88,7 @@ void Deferred(benchmark::State& state, const std::string& datatype) {
   for (auto _ : state) {
     std::optional<DeferredInferRequest> deferred = ReadDeferredInferRequest(buffer);
     if (!deferred.has_value()) state.SkipWithError("not read");
-    ExternalRawInputs raw;
-    for (const ByteRange& range : deferred->raw_inputs) raw.sizes.push_back(range.size);
-    raw.copy = [&](size_t index, uint8_t* out) {
-      return CopyByteRanges(buffer, {deferred->raw_inputs.at(index)}, out);
-    };
+    const ExternalRawInputs raw = RawInputsOf(*deferred, &buffer);
     absl::StatusOr<InferInput> input = ParseInferInput(deferred->request, spec, &raw);
     if (!input.ok()) state.SkipWithError(std::string(input.status().message()).c_str());
     benchmark::DoNotOptimize(input->tensor.data_ptr());

@@ -77,4 +77,14 @@ std::optional<DeferredInferRequest> ReadDeferredInferRequest(const grpc::ByteBuf
   return out;
 }
 
+ExternalRawInputs RawInputsOf(const DeferredInferRequest& deferred,
+                              const grpc::ByteBuffer* buffer) {
+  ExternalRawInputs raw_inputs;
+  for (const ByteRange& range : deferred.raw_inputs) raw_inputs.sizes.push_back(range.size);
+  raw_inputs.copy = [buffer, ranges = deferred.raw_inputs](size_t index, uint8_t* out) {
+    return CopyByteRanges(*buffer, {ranges.at(index)}, out);
+  };
+  return raw_inputs;
+}
+
 }  // namespace vitserve

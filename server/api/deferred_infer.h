@@ -18,6 +18,7 @@
 
 #include "grpcpp/support/byte_buffer.h"
 #include "inference/grpc_service.pb.h"
+#include "server/api/kserve_tensor.h"
 #include "server/api/wire_bytes.h"
 
 namespace vitserve {
@@ -32,5 +33,9 @@ struct DeferredInferRequest {
 // The request in `buffer` with its raw_input_contents left there, or nothing when it has none
 // or its bytes are not a well-formed ModelInferRequest (the caller then parses it with protobuf).
 std::optional<DeferredInferRequest> ReadDeferredInferRequest(const grpc::ByteBuffer& buffer);
+
+// The raw contents `deferred` left in `buffer`, as ParseInferInput takes them. `buffer` must
+// outlive every call of the returned copy function.
+ExternalRawInputs RawInputsOf(const DeferredInferRequest& deferred, const grpc::ByteBuffer* buffer);
 
 }  // namespace vitserve

@@ -33,18 +33,12 @@ grpc::ServerUnaryReactor* FinishWith(grpc::CallbackServerContext* context,
   return reactor;
 }
 
-// The raw contents `deferred` left in `bytes`, for ParseInferInput; nothing when the request
-// was parsed whole. `bytes` must outlive the returned copy function's calls, which RunModelInfer
-// makes before it finishes the request.
-std::optional<ExternalRawInputs> RawInputsOf(const std::optional<DeferredInferRequest>& deferred,
-                                             const grpc::ByteBuffer* bytes) {
+// The raw contents `deferred` left in `bytes`; nothing when the request was parsed whole.
+// RunModelInfer copies them before it finishes the request, while gRPC still holds `bytes`.
+std::optional<ExternalRawInputs> RawInputsIfDeferred(
+    const std::optional<DeferredInferRequest>& deferred, const grpc::ByteBuffer* bytes) {
   if (!deferred.has_value()) return std::nullopt;
-  ExternalRawInputs raw_inputs;
-  for (const ByteRange& range : deferred->raw_inputs) raw_inputs.sizes.push_back(range.size);
-  raw_inputs.copy = [bytes, ranges = deferred->raw_inputs](size_t index, uint8_t* out) {
-    return CopyByteRanges(*bytes, {ranges.at(index)}, out);
-  };
-  return raw_inputs;
+  return RawInputsOf(*deferred, bytes);
 }
 
 }  // namespace
@@ -91,7 +85,7 @@ class InferenceService::StreamInferReactor final
                   CancellationOf(context_), service_->preprocess_pool_,
                   item->response.mutable_infer_response(),
                   [this, item, raw](absl::Status status) { Done(*item, raw, status); },
-                  RawInputsOf(item->deferred, &item->bytes));
+                  RawInputsIfDeferred(item->deferred, &item->bytes));
   }
 
   void Done(Item& item, const ServableModel* model, const absl::Status& status) {
@@ -226,7 +220,7 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
                 CappedDeadline(DeadlineOf(*context), max_request_time_), CancellationOf(context),
                 preprocess_pool_, &call->response,
                 [call](absl::Status status) { call->Answer(status); },
-                RawInputsOf(call->deferred, request_bytes));
+                RawInputsIfDeferred(call->deferred, request_bytes));
   return call;
 }
 

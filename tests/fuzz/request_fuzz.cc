@@ -159,19 +159,16 @@ void DeferredInfer(const uint8_t* data, size_t size, uint8_t options, bool parse
   if (!deferred.has_value()) return;
   Check(parsed && deferred->request.raw_input_contents().empty());
   inference::ModelInferRequest rebuilt = deferred->request;
-  vitserve::ExternalRawInputs external;
-  for (const vitserve::ByteRange& range : deferred->raw_inputs) {
-    Check(range.offset + range.size <= size);
+  const vitserve::ExternalRawInputs external = vitserve::RawInputsOf(*deferred, &buffer);
+  Check(external.sizes.size() == deferred->raw_inputs.size());
+  for (size_t i = 0; i < deferred->raw_inputs.size(); ++i) {
+    const vitserve::ByteRange& range = deferred->raw_inputs[i];
+    Check(range.offset + range.size <= size && external.sizes[i] == range.size);
     std::string bytes(range.size, '\0');
-    Check(vitserve::CopyByteRanges(buffer, {range}, reinterpret_cast<uint8_t*>(bytes.data()))
-              .ok());
+    Check(external.copy(i, reinterpret_cast<uint8_t*>(bytes.data())).ok());
     rebuilt.add_raw_input_contents(std::move(bytes));
-    external.sizes.push_back(range.size);
   }
   Check(google::protobuf::util::MessageDifferencer::Equals(rebuilt, request));
-  external.copy = [&](size_t index, uint8_t* out) {
-    return vitserve::CopyByteRanges(buffer, {deferred->raw_inputs.at(index)}, out);
-  };
   absl::StatusOr<vitserve::InferInput> ours =
       vitserve::ParseInferInput(deferred->request, spec, &external);
   absl::StatusOr<vitserve::InferInput> theirs = vitserve::ParseInferInput(request, spec);
