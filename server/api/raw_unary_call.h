@@ -10,9 +10,10 @@
 
 #include <memory>
 #include <optional>
+#include <utility>
 
 #include "absl/status/status.h"
-#include "grpcpp/impl/codegen/proto_utils.h"
+#include "absl/status/statusor.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/server_callback.h"
 #include "server/api/grpc_status.h"
@@ -30,8 +31,10 @@ class RawUnaryCall final : public grpc::ServerUnaryReactor {
   // Finishes the call with `status`; when it is OK, with `response` serialised as the reply.
   void Answer(const absl::Status& status) {
     if (!status.ok()) return Finish(ToGrpcStatus(status));
-    bool own_buffer = false;
-    Finish(grpc::SerializationTraits<Response>::Serialize(response, reply_, &own_buffer));
+    absl::StatusOr<grpc::ByteBuffer> reply = SerializedMessage(response);
+    if (!reply.ok()) return Finish(ToGrpcStatus(reply.status()));
+    *reply_ = *std::move(reply);
+    Finish(grpc::Status::OK);
   }
 
   // Parses the whole request into `request`, as the generated method would have (for requests

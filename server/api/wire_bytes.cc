@@ -22,12 +22,16 @@ absl::Status ParseWholeMessage(const grpc::ByteBuffer& bytes, google::protobuf::
   return absl::OkStatus();
 }
 
-grpc::ByteBuffer SerializedMessage(const google::protobuf::Message& message) {
+absl::StatusOr<grpc::ByteBuffer> SerializedMessage(const google::protobuf::Message& message) {
   grpc::ByteBuffer buffer;
   bool own_buffer = false;
-  // Fails only for a message over 2 GB, which no reply of ours is.
-  (void)grpc::SerializationTraits<google::protobuf::Message>::Serialize(message, &buffer,
-                                                                       &own_buffer);
+  const grpc::Status status = grpc::SerializationTraits<google::protobuf::Message>::Serialize(
+      message, &buffer, &own_buffer);
+  if (!status.ok()) {
+    return absl::InternalError(absl::StrCat("cannot serialise the ",
+                                            message.GetDescriptor()->full_name(), ": ",
+                                            status.error_message()));
+  }
   return buffer;
 }
 

@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/message.h"
@@ -22,8 +23,9 @@ namespace vitserve {
 // (and `message` left empty).
 absl::Status ParseWholeMessage(const grpc::ByteBuffer& bytes, google::protobuf::Message* message);
 
-// `message` serialised into a byte buffer, as a generated method sends it.
-grpc::ByteBuffer SerializedMessage(const google::protobuf::Message& message);
+// `message` serialised into a byte buffer, as a generated method sends it; INTERNAL when gRPC's
+// serialiser refuses it (a message over 2 GB).
+absl::StatusOr<grpc::ByteBuffer> SerializedMessage(const google::protobuf::Message& message);
 
 // Bytes of a gRPC byte buffer: [offset, offset + size).
 struct ByteRange {
