@@ -91,18 +91,18 @@ absl::StatusOr<InferInput> ParseInferInput(const inference::ModelInferRequest& r
   const at::ScalarType dtype = input.datatype() == "FP32"   ? at::kFloat
                                : input.datatype() == "FP16" ? at::kHalf
                                                             : at::kByte;
+  if (external != nullptr && request.raw_input_contents_size() > 0) {
+    return absl::InternalError("raw_input_contents both in the message and left outside it");
+  }
+  const size_t raw_count = external != nullptr
+                               ? external->sizes.size()
+                               : static_cast<size_t>(request.raw_input_contents_size());
   const std::vector<int64_t> sizes = {n, 3, s, s};
   // The model's input, written once: FP32 bytes land here directly; FP16 and UINT8 go through a
   // scratch tensor of their own type and are converted into it.
   VITSERVE_ASSIGN_OR_RETURN(at::Tensor result_tensor,
                             AllocateInput(sizes, at::kFloat, spec.pin_memory));
   at::Tensor received = dtype == at::kFloat ? result_tensor : at::empty(sizes, dtype);
-  const size_t raw_count = external != nullptr
-                               ? external->sizes.size()
-                               : static_cast<size_t>(request.raw_input_contents_size());
-  if (external != nullptr && request.raw_input_contents_size() > 0) {
-    return absl::InternalError("raw_input_contents both in the message and left outside it");
-  }
   if (raw_count > 0) {
     if (raw_count != 1) {
       return absl::InvalidArgumentError(absl::StrCat(
