@@ -80,6 +80,22 @@ mkdir -p build-gpu && tar -xJf .gpubin/bin.tar.xz -C build-gpu
 export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$PWD/build-gpu/bin/lib"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 
+# Nsight Compute on the launches of the kernels matching $1 (after skipping $2), the sections
+# that tell why a kernel waits, into $3; then the summary lines (and $4's extra ones). The rest
+# is the command to profile. Nothing when NCU is not 1 or ncu is missing. ncu locks the clocks,
+# so its durations run 10-20% above the benchmarks'.
+profile_kernels() {
+  local kernels="$1" skip="$2" out="$3" extra="$4"
+  shift 4
+  [[ "${NCU:-0}" == 1 ]] && command -v ncu > /dev/null || return 0
+  ncu --kernel-name regex:"$kernels" --launch-skip "$skip" --launch-count 4 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats \
+    --section WarpStateStats --section SchedulerStats --section InstructionStats \
+    "$@" > "$out" 2>&1
+  local metrics="Duration|Issue Slots Busy|Achieved Occupancy|Registers Per|Executed Ipc A"
+  grep -E "$kernels|$metrics${extra:+|$extra}" "$out" | head -60
+}
+
 # The CUDA cases of the test binaries; logs in $1. Returns 1 when any failed.
 run_cudatests() {
   local dir="$1" status=0
@@ -233,16 +249,10 @@ case "$STEP" in
         2>&1 \
         | tee "$OUT/bench_$precision.txt"
     done
-    if [[ "${NCU:-0}" == 1 ]] && command -v ncu > /dev/null; then
-      # One launch of each rows kernel after warm-up (clocks locked by ncu: times run high).
-      ncu --kernel-name regex:'MmaRowsKernel|TiledRowsKernel' --launch-skip 6 --launch-count 4 \
-        --section SpeedOfLight --section Occupancy --section LaunchStats \
-        --section WarpStateStats --section SchedulerStats --section InstructionStats \
-        build-gpu/bin/vitserve-bench-fibottention --tokens 785 --seconds 0.05 --warmup 3 \
-        --impls tiled64x2,tiled64x4,mma64,mma128 > "$OUT/ncu_785.txt" 2>&1
-      metrics="Duration|Issue Slots Busy|Achieved Occupancy|Registers Per|Executed Ipc A"
-      grep -E "RowsKernel|$metrics" "$OUT/ncu_785.txt" | head -60
-    fi
+    # One launch of each rows kernel after warm-up, at 785 tokens.
+    profile_kernels 'MmaRowsKernel|TiledRowsKernel' 6 "$OUT/ncu_785.txt" "" \
+      build-gpu/bin/vitserve-bench-fibottention --tokens 785 --seconds 0.05 --warmup 3 \
+      --impls tiled64x2,tiled64x4,mma64,mma128
     exit $status
     ;;
   vimscan)
@@ -251,16 +261,10 @@ case "$STEP" in
       build-gpu/bin/vitserve-bench-vim-ops --image-size "$size" --batch "$batch" \
         --precision fp16 --seconds 0.5 2>&1 | tee "$OUT/vim_ops_${size}.txt"
     done
-    if [[ "${NCU:-0}" == 1 ]] && command -v ncu > /dev/null; then
-      # Both passes of the chunked scan (clocks locked by ncu: times run high).
-      ncu --kernel-name regex:SelectiveScanKernel --launch-skip 4 --launch-count 4 \
-        --section SpeedOfLight --section Occupancy --section LaunchStats \
-        --section WarpStateStats --section SchedulerStats --section InstructionStats \
-        build-gpu/bin/vitserve-bench-vim-ops --image-size 1248 --batch 8 --precision fp16 \
-        --seconds 0.05 > "$OUT/ncu_scan.txt" 2>&1
-      metrics="Duration|Issue Slots Busy|Achieved Occupancy|Registers Per|Executed Ipc A"
-      grep -E "SelectiveScanKernel|$metrics|Stall" "$OUT/ncu_scan.txt" | head -60
-    fi
+    # Both passes of the chunked scan at 1248 px.
+    profile_kernels SelectiveScanKernel 4 "$OUT/ncu_scan.txt" Stall \
+      build-gpu/bin/vitserve-bench-vim-ops --image-size 1248 --batch 8 --precision fp16 \
+      --seconds 0.05
     ;;
   spin)
     export SWEEP_MODELS="${SWEEP_MODELS:-deit_tiny_patch16_224}" NO_KSERVE=1 NO_JPEG=1 NO_RAW16=1 \
