@@ -31,6 +31,15 @@ using cuda_dtypes::ToFloat;
 
 __device__ __forceinline__ float Silu(float v) { return v / (1.0f + expf(-v)); }
 
+// 2^x on the special-function unit. exp2f adds three instructions per call that keep results
+// below 2^-126 (denormals) exact; here they flush to zero, which for a decay factor multiplying
+// the state changes nothing at fp32 precision. The scan calls it once per (token, state).
+__device__ __forceinline__ float Exp2FlushDenormals(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // softplus with PyTorch's threshold (linear above 20).
 __device__ __forceinline__ float Softplus(float v) { return v <= 20.0f ? log1pf(expf(v)) : v; }
 
@@ -41,6 +50,7 @@ __device__ __forceinline__ float Softplus(float v) { return v <= 20.0f ? log1pf(
 // Chunks and steps are numbered in scan order: step s is token t = s, or L−1−s when reverse.
 template <typename T, int kN, int kPass>
 __global__ void __launch_bounds__(kScanThreads) SelectiveScanKernel(ScanParams p) {
+  static_assert(kChunk * kN % kScanThreads == 0, "B/C staging assumes whole rounds");
   __shared__ float smem_b[kChunk][kN];
   __shared__ float smem_c[kChunk][kN];
 
@@ -87,7 +97,7 @@ __global__ void __launch_bounds__(kScanThreads) SelectiveScanKernel(ScanParams p
     for (int j = 0; j < chunk; ++j) {
       const float sum_dt = *ws(j, kN);
 #pragma unroll
-      for (int n = 0; n < kN; ++n) h[n] = exp2f(sum_dt * a2[n]) * h[n] + *ws(j, n);
+      for (int n = 0; n < kN; ++n) h[n] = Exp2FlushDenormals(sum_dt * a2[n]) * h[n] + *ws(j, n);
     }
   }
   const float d_skip = (active && p.D != nullptr) ? p.D[channel] : 0.0f;
@@ -97,11 +107,16 @@ __global__ void __launch_bounds__(kScanThreads) SelectiveScanKernel(ScanParams p
   for (int sub = begin; sub < end; sub += kChunk) {
     const int steps = min(kChunk, end - sub);
     __syncthreads();  // The previous sub-chunk's B/C are no longer read.
-    for (int i = threadIdx.x; i < steps * kN; i += kScanThreads) {
+    // A fixed trip count, unrolled, so that all of a thread's loads are in flight at once.
+#pragma unroll
+    for (int r = 0; r < kChunk * kN / kScanThreads; ++r) {
+      const int i = r * kScanThreads + threadIdx.x;
       const int s = i / kN, n = i % kN;
-      const int t = p.reverse ? p.length - 1 - (sub + s) : sub + s;
-      smem_b[s][n] = ToFloat(b_base[t * p.B.length_stride + n]);
-      if (kPass != 1) smem_c[s][n] = ToFloat(c_base[t * p.C.length_stride + n]);
+      if (s < steps) {
+        const int t = p.reverse ? p.length - 1 - (sub + s) : sub + s;
+        smem_b[s][n] = ToFloat(b_base[t * p.B.length_stride + n]);
+        if (kPass != 1) smem_c[s][n] = ToFloat(c_base[t * p.C.length_stride + n]);
+      }
     }
     __syncthreads();
     if (!active) continue;
@@ -133,14 +148,16 @@ __global__ void __launch_bounds__(kScanThreads) SelectiveScanKernel(ScanParams p
         if (kPass == 1) {
           sum_dt += dt;
 #pragma unroll
-          for (int n = 0; n < kN; ++n) h[n] = exp2f(dt * a2[n]) * h[n] + dt_u * smem_b[s][n];
+          for (int n = 0; n < kN; ++n) {
+            h[n] = Exp2FlushDenormals(dt * a2[n]) * h[n] + dt_u * smem_b[s][n];
+          }
           continue;
         }
         // Four partial sums, so that y is not one chain of kN dependent FMAs.
         float y_part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
         for (int n = 0; n < kN; ++n) {
-          h[n] = exp2f(dt * a2[n]) * h[n] + dt_u * smem_b[s][n];
+          h[n] = Exp2FlushDenormals(dt * a2[n]) * h[n] + dt_u * smem_b[s][n];
           y_part[n % 4] += smem_c[s][n] * h[n];
         }
         float y = (y_part[0] + y_part[1]) + (y_part[2] + y_part[3]) + d_skip * u_t;
@@ -155,6 +172,192 @@ __global__ void __launch_bounds__(kScanThreads) SelectiveScanKernel(ScanParams p
 #pragma unroll
     for (int n = 0; n < kN; ++n) *ws(chunk, n) = h[n];
     *ws(chunk, kN) = sum_dt;
+  }
+}
+
+// Warp scan: a block of kWarpScanWarps warps takes as many consecutive channels of one batch
+// element, warp w the channel blockIdx.x·kWarpScanWarps + w. The sequence goes in tiles of
+// kWarpScanTile steps (scan order); lane l owns the run of steps l·kItems … l·kItems + kItems − 1
+// of a tile. Per tile the block stages u, Δ, z, average_with (its channels) and B, C (shared by
+// the channels) in shared memory with coalesced loads, transposed so that a lane reads its run as
+// vectors. Then, per state n, each lane computes its steps' a_i = exp(Δ_i·A_n) and
+// b_i = Δ_i·u_i·B_i,n and composes them into the one affine map h ↦ a·h + b that its run applies;
+// the warp combines the 32 maps with a Kogge–Stone scan (five shuffle rounds), from which lane l
+// gets the state entering its run from the state carried over from the previous tile; the lane
+// then walks its run again with the a_i, b_i it kept (no new exponentials), adding C_i,n·h_i to
+// y_i. Outputs go back through shared memory to coalesced stores. Steps past the end are the
+// identity map (a = 1, b = 0) and are not stored.
+constexpr int kWarpScanWarps = 8;
+constexpr int kWarpScanThreads = kWarpScanWarps * 32;
+constexpr int kWarpScanItems = 8;
+constexpr int kWarpScanTile = 32 * kWarpScanItems;
+// Row stride of the staged tiles in floats: a multiple of 4 (float4 reads) and 4 more than the
+// tile, so that the transposing stores of consecutive channels (or states) hit different banks.
+constexpr int kWarpScanStride = kWarpScanTile + 4;
+
+// Shared memory of one block: four per-channel tiles (u, Δ, z, average_with) and B, C.
+constexpr size_t WarpScanSharedBytes(int d_state) {
+  return sizeof(float) * kWarpScanStride * (4 * kWarpScanWarps + 2 * d_state);
+}
+
+// Reads kWarpScanItems consecutive floats (16-byte aligned) as two float4 loads.
+__device__ __forceinline__ void LoadRun(const float* src, float (&dst)[kWarpScanItems]) {
+  static_assert(kWarpScanItems == 8, "two float4 per run");
+  const float4 lo = reinterpret_cast<const float4*>(src)[0];
+  const float4 hi = reinterpret_cast<const float4*>(src)[1];
+  dst[0] = lo.x, dst[1] = lo.y, dst[2] = lo.z, dst[3] = lo.w;
+  dst[4] = hi.x, dst[5] = hi.y, dst[6] = hi.z, dst[7] = hi.w;
+}
+
+__device__ __forceinline__ void StoreRun(const float (&src)[kWarpScanItems], float* dst) {
+  reinterpret_cast<float4*>(dst)[0] = make_float4(src[0], src[1], src[2], src[3]);
+  reinterpret_cast<float4*>(dst)[1] = make_float4(src[4], src[5], src[6], src[7]);
+}
+
+template <typename T, int kN>
+__global__ void __launch_bounds__(kWarpScanThreads, 3) WarpScanKernel(ScanParams p) {
+  constexpr int kItems = kWarpScanItems;
+  constexpr int kStride = kWarpScanStride;
+  extern __shared__ float4 warp_scan_smem[];
+  float* const s_u = reinterpret_cast<float*>(warp_scan_smem);
+  float* const s_dt = s_u + kWarpScanWarps * kStride;
+  float* const s_z = s_dt + kWarpScanWarps * kStride;
+  float* const s_avg = s_z + kWarpScanWarps * kStride;
+  float* const s_b = s_avg + kWarpScanWarps * kStride;
+  float* const s_c = s_b + kN * kStride;
+
+  const int batch = blockIdx.y;
+  const int first_channel = blockIdx.x * kWarpScanWarps;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int channel = first_channel + warp;
+  const bool active = channel < p.channels;
+  const bool has_z = p.z.data != nullptr, has_avg = p.average_with != nullptr;
+
+  const T* __restrict__ u = static_cast<const T*>(p.u.data) + batch * p.u.batch_stride;
+  const T* __restrict__ delta = static_cast<const T*>(p.delta.data) + batch * p.delta.batch_stride;
+  const T* __restrict__ z = has_z ? static_cast<const T*>(p.z.data) + batch * p.z.batch_stride
+                                  : nullptr;
+  const T* __restrict__ b_base = static_cast<const T*>(p.B.data) + batch * p.B.batch_stride;
+  const T* __restrict__ c_base = static_cast<const T*>(p.C.data) + batch * p.C.batch_stride;
+  const int64_t contiguous_batch = static_cast<int64_t>(batch) * p.length * p.channels;
+  T* __restrict__ out = static_cast<T*>(p.out) + contiguous_batch;
+  const T* __restrict__ avg =
+      has_avg ? static_cast<const T*>(p.average_with) + contiguous_batch : nullptr;
+
+  // Lane n holds state n's A·log2(e) (so that exp(Δ·A) = 2^(Δ·A')) and the state carried over
+  // from the previous tiles; the state loop below fetches them by shuffles, since it is not
+  // unrolled and register arrays indexed by n would spill.
+  static_assert(kN <= 32, "a lane per state");
+  const float lane_a2 = (active && lane < kN) ? p.A[channel * kN + lane] * kLog2e : 0.0f;
+  float lane_carry = 0.0f;
+  const float d_skip = (active && p.D != nullptr) ? p.D[channel] : 0.0f;
+  const float bias = (active && p.delta_bias != nullptr) ? p.delta_bias[channel] : 0.0f;
+
+  for (int tile = 0; tile < p.length; tile += kWarpScanTile) {
+    __syncthreads();  // The previous tile's outputs have been stored.
+    // Stage the block's channels: element e is (step e / warps, channel e % warps), so a warp's
+    // loads cover four steps of eight adjacent channels.
+#pragma unroll 2
+    for (int e = threadIdx.x; e < kWarpScanTile * kWarpScanWarps; e += kWarpScanThreads) {
+      const int s = e / kWarpScanWarps, c = e % kWarpScanWarps;
+      const int step = tile + s;
+      const bool valid = step < p.length && first_channel + c < p.channels;
+      const int64_t t = p.reverse ? p.length - 1 - step : step;
+      const int col = first_channel + c;
+      const int at = c * kStride + s;
+      s_u[at] = valid ? ToFloat(u[t * p.u.length_stride + col]) : 0.0f;
+      s_dt[at] = valid ? ToFloat(delta[t * p.delta.length_stride + col]) : 0.0f;
+      if (has_z) s_z[at] = valid ? ToFloat(z[t * p.z.length_stride + col]) : 0.0f;
+      if (has_avg) s_avg[at] = valid ? ToFloat(avg[t * p.channels + col]) : 0.0f;
+    }
+    // B and C: element e is (step e / kN, state e % kN).
+#pragma unroll 2
+    for (int e = threadIdx.x; e < kWarpScanTile * kN; e += kWarpScanThreads) {
+      const int s = e / kN, n = e % kN;
+      const int step = tile + s;
+      const bool valid = step < p.length;
+      const int64_t t = p.reverse ? p.length - 1 - step : step;
+      s_b[n * kStride + s] = valid ? ToFloat(b_base[t * p.B.length_stride + n]) : 0.0f;
+      s_c[n * kStride + s] = valid ? ToFloat(c_base[t * p.C.length_stride + n]) : 0.0f;
+    }
+    __syncthreads();
+    const int run = lane * kItems;  // this lane's first step within the tile
+    // Warps past the last channel skip the arithmetic but still stage, store and synchronise.
+    if (active) {
+      float dt[kItems], dt_u[kItems], y[kItems];
+      LoadRun(s_u + warp * kStride + run, dt_u);
+      LoadRun(s_dt + warp * kStride + run, dt);
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) {
+        const float u_i = dt_u[i];
+        float dt_i = dt[i] + bias;
+        if (p.delta_softplus) dt_i = Softplus(dt_i);
+        dt[i] = tile + run + i < p.length ? dt_i : 0.0f;  // Δ = 0 and u = 0: the identity map
+        dt_u[i] = dt[i] * u_i;
+        y[i] = d_skip * u_i;
+      }
+#pragma unroll 1
+      for (int n = 0; n < kN; ++n) {
+        const float a2 = __shfl_sync(0xffffffffu, lane_a2, n);
+        float a[kItems], b[kItems];
+        LoadRun(s_b + n * kStride + run, b);
+        // The run's map h ↦ run_a·h + run_b.
+        float run_a = 1.0f, run_b = 0.0f;
+#pragma unroll
+        for (int i = 0; i < kItems; ++i) {
+          a[i] = Exp2FlushDenormals(dt[i] * a2);
+          b[i] *= dt_u[i];
+          run_b = a[i] * run_b + b[i];
+          run_a *= a[i];
+        }
+        // Inclusive scan over the lanes: lane l ends with the map of runs 0 … l.
+#pragma unroll
+        for (int offset = 1; offset < 32; offset *= 2) {
+          const float prev_a = __shfl_up_sync(0xffffffffu, run_a, offset);
+          const float prev_b = __shfl_up_sync(0xffffffffu, run_b, offset);
+          if (lane >= offset) {
+            run_b = run_a * prev_b + run_b;
+            run_a *= prev_a;
+          }
+        }
+        // The state entering this lane's run: runs 0 … l−1 applied to the carried state.
+        const float before_a = __shfl_up_sync(0xffffffffu, run_a, 1);
+        const float before_b = __shfl_up_sync(0xffffffffu, run_b, 1);
+        const float carry = __shfl_sync(0xffffffffu, lane_carry, n);
+        float h = lane == 0 ? carry : before_a * carry + before_b;
+        const float total_a = __shfl_sync(0xffffffffu, run_a, 31);
+        const float total_b = __shfl_sync(0xffffffffu, run_b, 31);
+        if (lane == n) lane_carry = total_a * carry + total_b;
+        float c[kItems];
+        LoadRun(s_c + n * kStride + run, c);
+#pragma unroll
+        for (int i = 0; i < kItems; ++i) {
+          h = a[i] * h + b[i];
+          y[i] += c[i] * h;
+        }
+      }
+      if (has_z || has_avg) {
+        float gate[kItems], other[kItems];
+        if (has_z) LoadRun(s_z + warp * kStride + run, gate);
+        if (has_avg) LoadRun(s_avg + warp * kStride + run, other);
+#pragma unroll
+        for (int i = 0; i < kItems; ++i) {
+          if (has_z) y[i] *= Silu(gate[i]);
+          if (has_avg) y[i] = 0.5f * (other[i] + y[i]);
+        }
+      }
+      // This lane read u at exactly these places, so no other lane needs them any more.
+      StoreRun(y, s_u + warp * kStride + run);
+    }
+    __syncthreads();
+#pragma unroll 2
+    for (int e = threadIdx.x; e < kWarpScanTile * kWarpScanWarps; e += kWarpScanThreads) {
+      const int s = e / kWarpScanWarps, c = e % kWarpScanWarps;
+      const int step = tile + s;
+      if (step >= p.length || first_channel + c >= p.channels) continue;
+      const int64_t t = p.reverse ? p.length - 1 - step : step;
+      out[t * p.channels + first_channel + c] = FromFloat<T>(s_u[c * kStride + s]);
+    }
   }
 }
 
@@ -234,7 +437,21 @@ __global__ void AddRmsNormKernel(AddRmsNormParams p) {
 }
 
 template <typename T, int kN>
+cudaError_t LaunchWarpScan(const ScanParams& p, cudaStream_t stream) {
+  constexpr size_t kShared = WarpScanSharedBytes(kN);
+  // Above the 48 KiB a kernel gets by default. Set at every launch: the attribute belongs to the
+  // current device's context, and setting it is a host-side call (allowed in graph capture).
+  cudaError_t err = cudaFuncSetAttribute(WarpScanKernel<T, kN>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, kShared);
+  if (err != cudaSuccess) return err;
+  const dim3 grid((p.channels + kWarpScanWarps - 1) / kWarpScanWarps, p.batch);
+  WarpScanKernel<T, kN><<<grid, kWarpScanThreads, kShared, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <typename T, int kN>
 cudaError_t LaunchScanState(const ScanParams& p, cudaStream_t stream) {
+  if (p.kernel == ScanKernel::kWarpScan) return LaunchWarpScan<T, kN>(p, stream);
   const dim3 grid((p.channels + kScanThreads - 1) / kScanThreads, p.chunks, p.batch);
   if (p.chunks <= 1) {
     SelectiveScanKernel<T, kN, 0><<<grid, kScanThreads, 0, stream>>>(p);
