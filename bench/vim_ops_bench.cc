@@ -3,8 +3,7 @@
 // size and batch (random values, same dtype as the model would run), and prints ms per call
 // and ms per forward pass (calls per layer × depth), so the table shows which operator bounds
 // the model. The operators are the ones vision_mamba.cc calls, in its order; on CUDA the scan
-// is also timed with fixed chunk counts (SelectiveScanInputs::chunks), to tune ScanChunks(), and
-// with each kernel (SelectiveScanInputs::kernel).
+// is also timed with fixed chunk counts (SelectiveScanInputs::chunks), to tune ScanChunks().
 //
 //   vitserve-bench-vim-ops --image_size 224 --batch 128 --precision fp16
 #include <ATen/ATen.h>
@@ -39,13 +38,7 @@ struct Op {
 };
 
 vim::SelectiveScanInputs WithChunks(vim::SelectiveScanInputs in, int chunks) {
-  in.kernel = vim::ScanKernelChoice::kChunked;
   in.chunks = chunks;
-  return in;
-}
-
-vim::SelectiveScanInputs WithKernel(vim::SelectiveScanInputs in, vim::ScanKernelChoice kernel) {
-  in.kernel = kernel;
   return in;
 }
 
@@ -120,14 +113,6 @@ int Run() {
       {"  chunks=32", 0, [&] { (void)vim::SelectiveScan(WithChunks(in, 32)); }},
       {"  chunks=64", 0, [&] { (void)vim::SelectiveScan(WithChunks(in, 64)); }},
       {"  averaged", 0, [&] { (void)vim::SelectiveScan(Averaged(in, y)); }},
-      {"  chunked", 0,
-       [&] { (void)vim::SelectiveScan(WithKernel(in, vim::ScanKernelChoice::kChunked)); }},
-      {"  warp scan", 0,
-       [&] { (void)vim::SelectiveScan(WithKernel(in, vim::ScanKernelChoice::kWarpScan)); }},
-      {"  warp averaged", 0,
-       [&] {
-         (void)vim::SelectiveScan(Averaged(WithKernel(in, vim::ScanKernelChoice::kWarpScan), y));
-       }},
       {"out_proj", 1, [&] { (void)at::linear(y, out_proj); }},
   };
   std::printf("device %s  precision %s  batch %lld  tokens %lld  D %lld  d_inner %lld  depth %d\n",

@@ -94,11 +94,11 @@ at::Tensor FibottentionAttentionGather(const at::Tensor& q, const at::Tensor& k,
 // in shared memory) at most 320 tokens, the tiled kernel at most 65,535 batch × heads.
 // kTiled / kWholeHead fail (c10::Error) where that kernel does not apply. tile_queries (64 or
 // 128 patch rows per block) and threads_per_row (1, 2 or 4) shape the tiled kernel; 0 picks by
-// token count (64 × 2 up to 1,024 tokens, else 128 × 1). kTensorCore: the tiled kernel's
+// token count (64 × 4 up to 1,024 tokens, else 128 × 1). kTensorCore: the tiled kernel's
 // staging with the products on tensor cores (mma.sync; the tiled kernel's requirements and a
 // GPU of compute capability 8.0 or above), tile_queries 64 or 128 rows per block (0: 128),
-// threads_per_row 0; asked for by name only, kAuto does not pick it until it has been
-// measured against the tiled kernel.
+// threads_per_row 0; asked for by name only: on the H200 it was slower than the tiled kernel
+// (0.39 against 0.28 ms at 785 tokens, docs/performance.md run I), so kAuto does not pick it.
 struct FibottentionCudaOptions {
   enum class Kernel { kAuto, kRowPerWarp, kTiled, kWholeHead, kTensorCore };
   Kernel kernel = Kernel::kAuto;

@@ -856,13 +856,14 @@ cudaError_t LaunchTiledTyped(const FibParams& p, TiledShape shape, float* colsum
 }  // namespace
 
 TiledShape TiledShapeFor(int tokens, TiledShape requested) {
-  // Measured on the H200 (docs/performance.md, Fibottention), fp16, batch 64, 12 heads: at 785
-  // tokens 64 rows of two threads each took 0.292-0.304 ms against 0.309-0.312 for 128 rows of
-  // one; at 3,137 tokens 1.60-1.64 against 1.46-1.49 ms.
+  // Measured on the H200 (docs/performance.md, Fibottention), batch 64, 12 heads: at 785
+  // tokens 64 rows of four threads each took 0.275 ms (fp16) and 0.283 (bf16) against 0.291 /
+  // 0.300 for two threads and 0.302 / 0.311 for 128 rows of one (run I); at 3,137 tokens 128
+  // rows of one took 1.45-1.52 ms against 1.58-1.62 for 64 x 4 and 1.60-1.65 for 64 x 2.
   const bool up_to_1024 = tokens <= 1024;
   TiledShape shape = requested;
   if (shape.tile_queries == 0) shape.tile_queries = up_to_1024 ? 64 : 128;
-  if (shape.threads_per_row == 0) shape.threads_per_row = up_to_1024 ? 2 : 1;
+  if (shape.threads_per_row == 0) shape.threads_per_row = up_to_1024 ? 4 : 1;
   return shape;
 }
 

@@ -117,12 +117,8 @@ at::Tensor SelectiveScanCuda(const SelectiveScanInputs& in) {
   p.delta_softplus = in.delta_softplus;
   p.reverse = in.reverse;
   p.out = out.data_ptr();
-  p.kernel = in.kernel == ScanKernelChoice::kWarpScan ? internal::ScanKernel::kWarpScan
-                                                      : internal::ScanKernel::kChunked;
-  if (p.kernel == internal::ScanKernel::kChunked) {
-    p.chunks = in.chunks > 0 ? std::min(in.chunks, p.length)
-                             : internal::ScanChunks(p.batch, p.channels, p.length);
-  }
+  p.chunks = in.chunks > 0 ? std::min(in.chunks, p.length)
+                           : internal::ScanChunks(p.batch, p.channels, p.length);
   at::Tensor workspace;
   if (p.chunks > 1) {
     workspace = at::empty({internal::ScanWorkspaceFloats(p.batch, p.channels, p.d_state, p.chunks)},

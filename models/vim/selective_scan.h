@@ -31,13 +31,6 @@
 
 namespace vitserve::vim {
 
-// CUDA only: which kernel runs the scan (selective_scan_cuda.cu). kChunked: a thread per channel
-// walks the steps, the sequence split into chunks scanned in two passes when batch × channels
-// cannot fill the GPU; kWarpScan: a warp per channel, its lanes on runs of steps combined by a
-// warp-wide parallel scan, one pass at any length. kAuto is kChunked until the warp scan has
-// been measured on a GPU (docs/vim.md). The result does not depend on it beyond rounding.
-enum class ScanKernelChoice { kAuto, kChunked, kWarpScan };
-
 struct SelectiveScanInputs {
   at::Tensor u;           // [B, L, D] (the conv output), fp32/fp16/bf16
   at::Tensor delta;       // [B, L, D] before bias and softplus, any supported dtype
@@ -49,11 +42,10 @@ struct SelectiveScanInputs {
   at::Tensor delta_bias;  // [D] fp32, or undefined
   bool delta_softplus = true;
   bool reverse = false;
-  // CUDA, chunked kernel only: sequence chunks scanned in parallel; 0 lets the kernel
+  // CUDA only: sequence chunks scanned in parallel (selective_scan_cuda.cu); 0 lets the kernel
   // pick from the GPU fill (internal::ScanChunks). The result does not depend on it beyond
   // rounding. Benchmarks set it to compare choices.
   int chunks = 0;
-  ScanKernelChoice kernel = ScanKernelChoice::kAuto;
   // Optional [B, L, D] in u's dtype: the result is (average_with + y) / 2, computed in fp32
   // before rounding. Bimamba v2 averages its two directions this way; passing the forward
   // output to the backward scan saves a pass over both.

@@ -23,16 +23,7 @@ struct Strided {
   int64_t length_stride = 0;
 };
 
-// Which scan kernel runs (selective_scan_cuda.cu):
-// kChunked: a thread per (batch, channel, chunk of the sequence) walks its steps one by one; with
-//   more than one chunk a first pass computes each chunk's end state and a second folds them in,
-//   so every step's exponentials are computed twice.
-// kWarpScan: a warp per (batch, channel), its 32 lanes on consecutive runs of steps, combined
-//   with a warp-wide parallel scan; each step's exponentials are computed once at any length.
-enum class ScanKernel { kChunked, kWarpScan };
-
 struct ScanParams {
-  ScanKernel kernel = ScanKernel::kChunked;
   int batch = 0;
   int length = 0;
   int channels = 0;
@@ -47,8 +38,8 @@ struct ScanParams {
   void* out = nullptr;  // [batch, length, channels]
   // Contiguous [batch, length, channels] of `dtype`, or null: out = (average_with + y) / 2.
   const void* average_with = nullptr;
-  // kChunked only: sequence chunks scanned in parallel (ScanChunks()); with more than one,
-  // `workspace` holds ScanWorkspaceFloats() floats of device memory.
+  // Sequence chunks scanned in parallel (ScanChunks()); with more than one, `workspace` holds
+  // ScanWorkspaceFloats() floats of device memory.
   int chunks = 1;
   float* workspace = nullptr;
 };
