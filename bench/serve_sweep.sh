@@ -288,19 +288,24 @@ kserve_rows() {
   fi
 }
 # pa_row MODEL NAME [FLAGS...]: perf_analyzer at concurrency 64, batch 1, recorded as NAME.
+# The log line also gives perf_analyzer's CPU time (user + system, from bash's `time`) over its
+# whole run, as the client rows give vitserve-client's: is the load generator its own limit?
 pa_row() {
-  local m=$1 name=$2 v p50
+  local m=$1 name=$2 v p50 timing wall user sys
   shift 2
-  LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" "${CLIENT_TASKSET[@]}" "$PA" -m "$m" \
+  timing=$( { TIMEFORMAT='%R %U %S'; time LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" \
+    "${CLIENT_TASKSET[@]}" "$PA" -m "$m" \
     -i grpc -u localhost:8001 --concurrency-range 64 --measurement-interval 3000 \
     --measurement-mode time_windows \
     --max-trials 3 --stability-percentage 999 -b 1 ${PA_FLAGS:-} "$@" \
-    > "$OUT/pa_${m}_${name}.txt" 2>&1
+    > "$OUT/pa_${m}_${name}.txt" 2>&1; } 2>&1 )
+  read -r wall user sys <<< "$timing"
   v=$(grep -oP 'throughput: \K[0-9.]+' "$OUT/pa_${m}_${name}.txt" | tail -1)
   p50=$(grep -oP 'p50 latency: \K[0-9]+' "$OUT/pa_${m}_${name}.txt" | tail -1)
   record "$m" "$name" "${v:-nan}"
   [[ -n "$p50" ]] && record "$m" "${name}_p50_ms" "$(awk -v u="$p50" 'BEGIN {print u / 1000}')"
-  log "$m $name: ${v:-?} infer/s (KServe)"
+  log "$m $name: ${v:-?} infer/s (KServe), perf_analyzer CPU" \
+    "$(awk -v u="${user:-0}" -v s="${sys:-0}" 'BEGIN {printf "%.2f", u + s}') s in ${wall:-?} s"
 }
 
 # pa_split_row MODEL NAME [FLAGS...]: two perf_analyzer processes at concurrency 32 at once,
