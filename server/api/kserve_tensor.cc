@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstring>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
@@ -47,6 +49,19 @@ void NormalisePlanarPixels(const uint8_t* pixels, int64_t images, int64_t plane,
       out += plane;
     }
   }
+}
+
+ExternalRawInputs RawInputsOfViews(std::vector<std::string_view> views) {
+  ExternalRawInputs raw_inputs;
+  for (std::string_view view : views) raw_inputs.sizes.push_back(view.size());
+  raw_inputs.copy = [views = std::move(views)](size_t index, uint8_t* out) {
+    if (index >= views.size()) {
+      return absl::InternalError(absl::StrCat("no raw input ", index, " of ", views.size()));
+    }
+    std::memcpy(out, views[index].data(), views[index].size());
+    return absl::OkStatus();
+  };
+  return raw_inputs;
 }
 
 absl::StatusOr<InferInput> ParseInferInput(const inference::ModelInferRequest& request,

@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -80,6 +81,10 @@ struct ExternalRawInputs {
   std::vector<size_t> sizes;
   std::function<absl::Status(size_t index, uint8_t* out)> copy;
 };
+
+// Raw contents that lie in memory the caller keeps (the binary part of an HTTP body), one view
+// per input; the views must stay valid until ParseInferInput has run.
+ExternalRawInputs RawInputsOfViews(std::vector<std::string_view> views);
 
 // Validates the request's inputs and converts them to the model's input tensor; its
 // raw_input_contents come from `external` when given (the message's must then be empty). The

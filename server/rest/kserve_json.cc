@@ -221,6 +221,9 @@ absl::StatusOr<ParsedInferRequest> ParseInferRequest(std::string_view body,
     return absl::InvalidArgumentError("the request has no 'inputs' array");
   }
   size_t binary_offset = json_length;
+  // Inputs sent as binary data: their index and bytes (views of the body). Copied into the
+  // message only when some other input came as JSON.
+  std::vector<std::pair<int, std::string_view>> binary_views;
   for (const json& input : *inputs) {
     if (!input.is_object()) return absl::InvalidArgumentError("each input must be an object");
     auto name = input.find("name");
@@ -263,7 +266,8 @@ absl::StatusOr<ParsedInferRequest> ParseInferRequest(std::string_view body,
             "input '", input_name, "': binary_data_size is ", size, " but only ",
             body.size() - binary_offset, " bytes of binary data are left in the body"));
       }
-      raw->assign(body.substr(binary_offset, size));
+      binary_views.emplace_back(request.raw_input_contents_size() - 1,
+                                body.substr(binary_offset, size));
       binary_offset += size;
       continue;
     }
@@ -288,6 +292,16 @@ absl::StatusOr<ParsedInferRequest> ParseInferRequest(std::string_view body,
     return absl::InvalidArgumentError(absl::StrCat(
         body.size() - binary_offset, " bytes of binary data follow the JSON header that no "
         "input's binary_data_size accounts for"));
+  }
+  const bool all_binary =
+      !binary_views.empty() && binary_views.size() == static_cast<size_t>(request.inputs_size());
+  if (all_binary) {
+    request.clear_raw_input_contents();
+    for (const auto& [index, view] : binary_views) parsed.binary_inputs.push_back(view);
+  } else {
+    for (const auto& [index, view] : binary_views) {
+      request.mutable_raw_input_contents(index)->assign(view.data(), view.size());
+    }
   }
 
   if (auto outputs = header.find("outputs"); outputs != header.end()) {

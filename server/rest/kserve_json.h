@@ -21,6 +21,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
@@ -42,6 +43,12 @@ struct BinaryOutputChoice {
 
 struct ParsedInferRequest {
   inference::ModelInferRequest request;
+  // When every input came as binary data after the JSON header (Triton's binary-data
+  // extension, tritonclient.http's default): their bytes as views of the body, in input order,
+  // and request.raw_input_contents empty, so the tensor bytes are copied once, into the model's
+  // input (RawInputsOfViews), not first into the message. Empty otherwise (the message holds
+  // every input's bytes). The views are valid as long as the body passed to ParseInferRequest.
+  std::vector<std::string_view> binary_inputs;
   BinaryOutputChoice binary;
   std::optional<absl::Duration> timeout;  // the "timeout" parameter, when given
 };

@@ -21,6 +21,7 @@
 #include "server/api/call_util.h"
 #include "server/api/image_input.h"
 #include "server/api/kserve_metadata.h"
+#include "server/api/kserve_tensor.h"
 #include "server/api/task_calls.h"
 #include "server/rest/kserve_json.h"
 #include "server/runtime/device.h"
@@ -431,8 +432,13 @@ void RestServer::AddRoutes() {
                options_.max_request_time);
            inference::ModelInferResponse response;
            const absl::Status status = RunAndWait([&](FinishCallback finish) {
+             // Binary tensors are read from `body` (alive until RunAndWait returns).
+             std::optional<ExternalRawInputs> raw_inputs;
+             if (!parsed->binary_inputs.empty()) {
+               raw_inputs = RawInputsOfViews(parsed->binary_inputs);
+             }
              RunModelInfer(**model, parsed->request, deadline, nullptr, pool_, &response,
-                           std::move(finish));
+                           std::move(finish), std::move(raw_inputs));
            });
            if (!status.ok()) return ReplyError(res, status);
            absl::StatusOr<InferReply> reply = WriteInferResponse(response, parsed->binary);

@@ -47,9 +47,27 @@ TEST(ParseInferRequestTest, BinaryDataAfterTheHeaderGoesToItsInput) {
   const std::string body = header + Floats({7.f, 8.f});
   absl::StatusOr<ParsedInferRequest> parsed = ParseInferRequest(body, header.size(), "m", "");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
-  EXPECT_EQ(parsed->request.raw_input_contents(0), Floats({7.f, 8.f}));
+  // Every input is binary, so its bytes stay in the body, as a view, and the message holds none.
+  EXPECT_EQ(parsed->request.raw_input_contents_size(), 0);
+  ASSERT_EQ(parsed->binary_inputs.size(), 1u);
+  EXPECT_EQ(parsed->binary_inputs[0], Floats({7.f, 8.f}));
+  EXPECT_EQ(parsed->binary_inputs[0].data(), body.data() + header.size());
   EXPECT_TRUE(parsed->binary.all);
   EXPECT_EQ(parsed->timeout, absl::Microseconds(2500));
+}
+
+TEST(ParseInferRequestTest, BinaryDataBesideJsonDataIsCopiedIntoTheMessage) {
+  const std::string header =
+      R"({"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1.5]},
+                     {"name": "b", "shape": [2], "datatype": "FP32",
+                      "parameters": {"binary_data_size": 8}}]})";
+  const std::string body = header + Floats({7.f, 8.f});
+  absl::StatusOr<ParsedInferRequest> parsed = ParseInferRequest(body, header.size(), "m", "");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_TRUE(parsed->binary_inputs.empty());
+  ASSERT_EQ(parsed->request.raw_input_contents_size(), 2);
+  EXPECT_EQ(parsed->request.raw_input_contents(0), Floats({1.5f}));
+  EXPECT_EQ(parsed->request.raw_input_contents(1), Floats({7.f, 8.f}));
 }
 
 TEST(ParseInferRequestTest, Uint8DataIsCheckedToBeBytes) {
