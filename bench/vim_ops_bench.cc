@@ -3,7 +3,8 @@
 // size and batch (random values, same dtype as the model would run), and prints ms per call
 // and ms per forward pass (calls per layer × depth), so the table shows which operator bounds
 // the model. The operators are the ones vision_mamba.cc calls, in its order; on CUDA the scan
-// is also timed with fixed chunk counts (SelectiveScanInputs::chunks), to tune ScanChunks().
+// is also timed with fixed chunk counts (SelectiveScanInputs::chunks), to tune ScanChunks(), and
+// with each kernel (SelectiveScanInputs::kernel; "br-free" rows: kChunkedBranchFree).
 //
 //   vitserve-bench-vim-ops --image_size 224 --batch 128 --precision fp16
 #include <ATen/ATen.h>
@@ -26,6 +27,9 @@ ABSL_FLAG(int, depth, 24, "Layers per forward pass.");
 ABSL_FLAG(std::string, precision, "fp16", "fp32, fp16 or bf16.");
 ABSL_FLAG(std::string, device, "cuda", "cuda or cpu.");
 ABSL_FLAG(double, seconds, 0.5, "Measured time per operator.");
+ABSL_FLAG(std::string, scan_kernel, "auto",
+          "Kernel of the \"selective scan\" row (CUDA): auto, chunked or branch-free (so that a "
+          "profiler that skips the first launches catches the one asked for).");
 
 namespace vitserve {
 namespace {
@@ -38,6 +42,13 @@ struct Op {
 };
 
 vim::SelectiveScanInputs WithChunks(vim::SelectiveScanInputs in, int chunks) {
+  in.chunks = chunks;
+  return in;
+}
+
+vim::SelectiveScanInputs WithKernel(vim::SelectiveScanInputs in, vim::ScanKernelChoice kernel,
+                                    int chunks = 0) {
+  in.kernel = kernel;
   in.chunks = chunks;
   return in;
 }
@@ -58,6 +69,7 @@ int Run() {
   if (device.is_cuda()) at::globalContext().setAllowTF32CuBLAS(false);
   c10::InferenceMode guard;
   const auto opts = at::TensorOptions().device(device).dtype(dtype);
+  constexpr vim::ScanKernelChoice kBranchFree = vim::ScanKernelChoice::kChunkedBranchFree;
   const auto fp32 = at::TensorOptions().device(device).dtype(at::kFloat);
 
   // Weights (nn.Linear layout [out, in]) and activations as the block produces them.
@@ -83,6 +95,16 @@ int Run() {
   in.D = at::ones({inner}, fp32);
   in.z = z;
   in.delta_bias = at::full({inner}, -4.0, fp32);
+  const std::string scan_kernel = absl::GetFlag(FLAGS_scan_kernel);
+  if (scan_kernel == "chunked") {
+    in.kernel = vim::ScanKernelChoice::kChunked;
+  } else if (scan_kernel == "branch-free") {
+    in.kernel = kBranchFree;
+  } else if (scan_kernel != "auto") {
+    std::fprintf(stderr, "--scan_kernel: auto, chunked or branch-free, not '%s'\n",
+                 scan_kernel.c_str());
+    return 2;
+  }
   at::Tensor y = vim::SelectiveScan(in);
   // The mixer's per-call parameter conversions, from parameters stored in the model's dtype.
   const at::Tensor a_log = at::zeros({inner, state}, opts);
@@ -113,6 +135,13 @@ int Run() {
       {"  chunks=32", 0, [&] { (void)vim::SelectiveScan(WithChunks(in, 32)); }},
       {"  chunks=64", 0, [&] { (void)vim::SelectiveScan(WithChunks(in, 64)); }},
       {"  averaged", 0, [&] { (void)vim::SelectiveScan(Averaged(in, y)); }},
+      {"  branch-free", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kBranchFree)); }},
+      {"  br-free avg", 0,
+       [&] { (void)vim::SelectiveScan(Averaged(WithKernel(in, kBranchFree), y)); }},
+      {"  br-free ch=1", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kBranchFree, 1)); }},
+      {"  br-free ch=16", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kBranchFree, 16)); }},
+      {"  br-free ch=32", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kBranchFree, 32)); }},
+      {"  br-free ch=64", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kBranchFree, 64)); }},
       {"out_proj", 1, [&] { (void)at::linear(y, out_proj); }},
   };
   std::printf("device %s  precision %s  batch %lld  tokens %lld  D %lld  d_inner %lld  depth %d\n",

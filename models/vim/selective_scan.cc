@@ -117,6 +117,9 @@ at::Tensor SelectiveScanCuda(const SelectiveScanInputs& in) {
   p.delta_softplus = in.delta_softplus;
   p.reverse = in.reverse;
   p.out = out.data_ptr();
+  p.kernel = in.kernel == ScanKernelChoice::kChunkedBranchFree
+                 ? internal::ScanKernel::kChunkedBranchFree
+                 : internal::ScanKernel::kChunked;
   p.chunks = in.chunks > 0 ? std::min(in.chunks, p.length)
                            : internal::ScanChunks(p.batch, p.channels, p.length);
   at::Tensor workspace;

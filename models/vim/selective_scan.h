@@ -31,6 +31,14 @@
 
 namespace vitserve::vim {
 
+// CUDA only: which kernel runs the scan (selective_scan_cuda.cu; both are the chunked scan, and
+// the result does not depend on the choice beyond rounding). kChunked computes each step's Δ
+// (softplus) and gate between the step's state updates; kChunkedBranchFree computes them for a
+// group of 8 steps first and then advances the state through the group with no branch, so that
+// the compiler can overlap the steps. kAuto is kChunked until the other has been measured on a
+// GPU (docs/vim.md).
+enum class ScanKernelChoice { kAuto, kChunked, kChunkedBranchFree };
+
 struct SelectiveScanInputs {
   at::Tensor u;           // [B, L, D] (the conv output), fp32/fp16/bf16
   at::Tensor delta;       // [B, L, D] before bias and softplus, any supported dtype
@@ -46,6 +54,7 @@ struct SelectiveScanInputs {
   // pick from the GPU fill (internal::ScanChunks). The result does not depend on it beyond
   // rounding. Benchmarks set it to compare choices.
   int chunks = 0;
+  ScanKernelChoice kernel = ScanKernelChoice::kAuto;
   // Optional [B, L, D] in u's dtype: the result is (average_with + y) / 2, computed in fp32
   // before rounding. Bimamba v2 averages its two directions this way; passing the forward
   // output to the backward scan saves a pass over both.

@@ -31,6 +31,11 @@ using cuda_dtypes::ToFloat;
 
 __device__ __forceinline__ float Silu(float v) { return v / (1.0f + expf(-v)); }
 
+// SiLU without IEEE division's slow-path branch (and its call): __fdividef is the reciprocal and
+// a multiply, within 2 ulp here. Where 1 + e^-v overflows (v < -88) it gives v·0 = -0, as the
+// exact SiLU rounds to.
+__device__ __forceinline__ float SiluNoBranch(float v) { return __fdividef(v, 1.0f + expf(-v)); }
+
 // 2^x on the special-function unit. exp2f adds three instructions per call that keep results
 // below 2^-126 (denormals) exact; here they flush to zero, which for a decay factor multiplying
 // the state changes nothing at fp32 precision. The scan calls it once per (token, state).
@@ -43,13 +48,97 @@ __device__ __forceinline__ float Exp2FlushDenormals(float x) {
 // softplus with PyTorch's threshold (linear above 20).
 __device__ __forceinline__ float Softplus(float v) { return v <= 20.0f ? log1pf(expf(v)) : v; }
 
+// softplus as Softplus, computed on both sides of the threshold and selected, so that a group's
+// eight of them need no branch and overlap. NaN stays NaN (the comparison is false).
+__device__ __forceinline__ float SoftplusNoBranch(float v) {
+  const float below = log1pf(expf(fminf(v, 20.0f)));
+  return v <= 20.0f ? below : v;
+}
+
+// One group of kGroup steps of SelectiveScanKernel<T, kN, kPass, /*kBranchFree=*/true>, steps
+// s0 … s0 + kGroup − 1 of the sub-chunk starting at step `sub`; those at or past `steps` are
+// padding (u, Δ and z loaded as 0, B and C staged as 0) and leave the state unchanged. u_g,
+// dt_g (raw δ), z_g and avg_g hold the group's loads; dt_g and z_g are overwritten.
+template <typename T, int kN, int kPass>
+__device__ __forceinline__ void AdvanceGroupBranchFree(
+    const ScanParams& p, int s0, int steps, int sub, const float (&u_g)[kGroup],
+    float (&dt_g)[kGroup], float (&z_g)[kGroup], const float (&avg_g)[kGroup], float bias,
+    float d_skip, const float (&a2)[kN], float (&h)[kN], float& sum_dt,
+    const float (&smem_b)[kChunk][kN], const float (&smem_c)[kChunk][kN], bool gated,
+    bool averaged, T* __restrict__ out) {
+  // The flags are the same for every thread: one branch each around the group, not per step.
+  if (p.delta_softplus) {
+#pragma unroll
+    for (int k = 0; k < kGroup; ++k) dt_g[k] = SoftplusNoBranch(dt_g[k] + bias);
+  } else {
+#pragma unroll
+    for (int k = 0; k < kGroup; ++k) dt_g[k] += bias;
+  }
+#pragma unroll
+  for (int k = 0; k < kGroup; ++k) dt_g[k] = s0 + k < steps ? dt_g[k] : 0.0f;
+  if (kPass != 1) {
+    if (gated) {
+#pragma unroll
+      for (int k = 0; k < kGroup; ++k) z_g[k] = SiluNoBranch(z_g[k]);
+    } else {
+#pragma unroll
+      for (int k = 0; k < kGroup; ++k) z_g[k] = 1.0f;
+    }
+  }
+  // The outputs are kept until the group's state work is done, so that their stores, which a
+  // partial group skips, do not cut it into regions.
+  float y_g[kGroup];
+#pragma unroll
+  for (int k = 0; k < kGroup; ++k) {
+    const int s = s0 + k;
+    const float dt = dt_g[k];
+    const float dt_u = dt * u_g[k];
+    if (kPass == 1) {
+      sum_dt += dt;
+#pragma unroll
+      for (int n = 0; n < kN; ++n) {
+        h[n] = Exp2FlushDenormals(dt * a2[n]) * h[n] + dt_u * smem_b[s][n];
+      }
+      continue;
+    }
+    float y_part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int n = 0; n < kN; ++n) {
+      h[n] = Exp2FlushDenormals(dt * a2[n]) * h[n] + dt_u * smem_b[s][n];
+      y_part[n % 4] += smem_c[s][n] * h[n];
+    }
+    y_g[k] = (y_part[0] + y_part[1]) + (y_part[2] + y_part[3]) + d_skip * u_g[k];
+  }
+  if (kPass == 1) return;
+  // (avg + y) / 2 when averaging and y otherwise: avg_g is 0 when not averaging.
+  const float out_scale = averaged ? 0.5f : 1.0f;
+#pragma unroll
+  for (int k = 0; k < kGroup; ++k) {
+    const int s = s0 + k;
+    if (s >= steps) break;
+    const int t = p.reverse ? p.length - 1 - s - sub : sub + s;
+    out[static_cast<int64_t>(t) * p.channels] =
+        FromFloat<T>(out_scale * (avg_g[k] + y_g[k] * z_g[k]));
+  }
+}
+
 // kPass 0: the whole sequence in one chunk (h starts at 0), writing outputs.
 // kPass 1: chunk-local scan from h = 0, writing only the end state and Σ Δ to the workspace.
 // kPass 2: the chunk's start state is folded from the earlier chunks' workspace entries
 //          (h ← exp(A·ΣΔ_j)·h + h_j, since Π_t exp(Δ_t·A) = exp(A·Σ_t Δ_t)), then outputs.
 // Chunks and steps are numbered in scan order: step s is token t = s, or L−1−s when reverse.
-template <typename T, int kN, int kPass>
-__global__ void __launch_bounds__(kScanThreads) SelectiveScanKernel(ScanParams p) {
+// kBranchFree (ScanKernel::kChunkedBranchFree): the same scan, but each group of kGroup steps
+// first computes its Δ (bias + softplus) and gates, whose code branches (softplus's threshold,
+// IEEE division's slow path), and then advances the state through all kGroup steps in one
+// branch-free block, a partial group padded with Δ = 0 (the state stays as it is). In the plain
+// kernel every step is a region of its own between those branches, so the compiler cannot
+// overlap one step's exponentials with the next step's work (its SASS: three branches and a
+// call per step). Its registers are capped at 128 (4 blocks per SM, as the plain kernel has;
+// uncapped it took 146-148 and so 3 blocks), which costs a few spilled pointers, reloaded once
+// per 64 steps. A minimum of 0 blocks leaves the plain kernel as it was.
+template <typename T, int kN, int kPass, bool kBranchFree>
+__global__ void __launch_bounds__(kScanThreads, kBranchFree ? 4 : 0)
+    SelectiveScanKernel(ScanParams p) {
   static_assert(kChunk * kN % kScanThreads == 0, "B/C staging assumes whole rounds");
   __shared__ float smem_b[kChunk][kN];
   __shared__ float smem_c[kChunk][kN];
@@ -116,6 +205,10 @@ __global__ void __launch_bounds__(kScanThreads) SelectiveScanKernel(ScanParams p
         const int t = p.reverse ? p.length - 1 - (sub + s) : sub + s;
         smem_b[s][n] = ToFloat(b_base[t * p.B.length_stride + n]);
         if (kPass != 1) smem_c[s][n] = ToFloat(c_base[t * p.C.length_stride + n]);
+      } else if (kBranchFree) {
+        // Padded steps read B and C too: zeros, so that Δ·u·B is 0 and not 0·(stale bits).
+        smem_b[s][n] = 0.0f;
+        if (kPass != 1) smem_c[s][n] = 0.0f;
       }
     }
     __syncthreads();
@@ -135,36 +228,44 @@ __global__ void __launch_bounds__(kScanThreads) SelectiveScanKernel(ScanParams p
           z_g[k] = (kPass != 1 && z != nullptr) ? ToFloat(z[t * p.z.length_stride]) : 0.0f;
           avg_g[k] =
               (kPass != 1 && avg != nullptr) ? ToFloat(avg[int64_t{t} * p.channels]) : 0.0f;
+        } else if (kBranchFree) {
+          u_g[k] = dt_g[k] = z_g[k] = avg_g[k] = 0.0f;
         }
       }
+      if constexpr (kBranchFree) {
+        AdvanceGroupBranchFree<T, kN, kPass>(p, s0, steps, sub, u_g, dt_g, z_g, avg_g, bias,
+                                             d_skip, a2, h, sum_dt, smem_b, smem_c,
+                                             z != nullptr, avg != nullptr, out);
+      } else {
 #pragma unroll
-      for (int k = 0; k < kGroup; ++k) {
-        if (s0 + k >= steps) break;
-        const int s = s0 + k;
-        const float u_t = u_g[k];
-        float dt = dt_g[k] + bias;
-        if (p.delta_softplus) dt = Softplus(dt);
-        const float dt_u = dt * u_t;
-        if (kPass == 1) {
-          sum_dt += dt;
+        for (int k = 0; k < kGroup; ++k) {
+          if (s0 + k >= steps) break;
+          const int s = s0 + k;
+          const float u_t = u_g[k];
+          float dt = dt_g[k] + bias;
+          if (p.delta_softplus) dt = Softplus(dt);
+          const float dt_u = dt * u_t;
+          if (kPass == 1) {
+            sum_dt += dt;
+#pragma unroll
+            for (int n = 0; n < kN; ++n) {
+              h[n] = Exp2FlushDenormals(dt * a2[n]) * h[n] + dt_u * smem_b[s][n];
+            }
+            continue;
+          }
+          // Four partial sums, so that y is not one chain of kN dependent FMAs.
+          float y_part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
           for (int n = 0; n < kN; ++n) {
             h[n] = Exp2FlushDenormals(dt * a2[n]) * h[n] + dt_u * smem_b[s][n];
+            y_part[n % 4] += smem_c[s][n] * h[n];
           }
-          continue;
+          float y = (y_part[0] + y_part[1]) + (y_part[2] + y_part[3]) + d_skip * u_t;
+          if (z != nullptr) y *= Silu(z_g[k]);
+          if (avg != nullptr) y = 0.5f * (avg_g[k] + y);
+          const int t = p.reverse ? p.length - 1 - s - sub : sub + s;
+          out[static_cast<int64_t>(t) * p.channels] = FromFloat<T>(y);
         }
-        // Four partial sums, so that y is not one chain of kN dependent FMAs.
-        float y_part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-        for (int n = 0; n < kN; ++n) {
-          h[n] = Exp2FlushDenormals(dt * a2[n]) * h[n] + dt_u * smem_b[s][n];
-          y_part[n % 4] += smem_c[s][n] * h[n];
-        }
-        float y = (y_part[0] + y_part[1]) + (y_part[2] + y_part[3]) + d_skip * u_t;
-        if (z != nullptr) y *= Silu(z_g[k]);
-        if (avg != nullptr) y = 0.5f * (avg_g[k] + y);
-        const int t = p.reverse ? p.length - 1 - s - sub : sub + s;
-        out[static_cast<int64_t>(t) * p.channels] = FromFloat<T>(y);
       }
     }
   }
@@ -250,17 +351,28 @@ __global__ void AddRmsNormKernel(AddRmsNormParams p) {
   }
 }
 
-template <typename T, int kN>
-cudaError_t LaunchScanState(const ScanParams& p, cudaStream_t stream) {
+template <typename T, int kN, bool kBranchFree>
+cudaError_t LaunchScanKernel(const ScanParams& p, cudaStream_t stream) {
   const dim3 grid((p.channels + kScanThreads - 1) / kScanThreads, p.chunks, p.batch);
   if (p.chunks <= 1) {
-    SelectiveScanKernel<T, kN, 0><<<grid, kScanThreads, 0, stream>>>(p);
+    SelectiveScanKernel<T, kN, 0, kBranchFree><<<grid, kScanThreads, 0, stream>>>(p);
   } else {
     if (p.workspace == nullptr) return cudaErrorInvalidValue;
-    SelectiveScanKernel<T, kN, 1><<<grid, kScanThreads, 0, stream>>>(p);
-    SelectiveScanKernel<T, kN, 2><<<grid, kScanThreads, 0, stream>>>(p);
+    SelectiveScanKernel<T, kN, 1, kBranchFree><<<grid, kScanThreads, 0, stream>>>(p);
+    SelectiveScanKernel<T, kN, 2, kBranchFree><<<grid, kScanThreads, 0, stream>>>(p);
   }
   return cudaGetLastError();
+}
+
+template <typename T, int kN>
+cudaError_t LaunchScanState(const ScanParams& p, cudaStream_t stream) {
+  switch (p.kernel) {
+    case ScanKernel::kChunked:
+      return LaunchScanKernel<T, kN, false>(p, stream);
+    case ScanKernel::kChunkedBranchFree:
+      return LaunchScanKernel<T, kN, true>(p, stream);
+  }
+  return cudaErrorInvalidValue;
 }
 
 template <typename T>

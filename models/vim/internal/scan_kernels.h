@@ -23,7 +23,16 @@ struct Strided {
   int64_t length_stride = 0;
 };
 
+// Which scan kernel runs (selective_scan_cuda.cu). Both are the chunked scan: a thread per
+// (batch, channel, chunk of the sequence) walks its steps in groups of 8; with more than one
+// chunk a first pass computes each chunk's end state and a second folds them in.
+// kChunked: each step computes its own Δ and gate, between branches.
+// kChunkedBranchFree: each group computes its Δ and gates first, then advances the state
+//   through the group's steps with no branch in between (a partial group padded with Δ = 0).
+enum class ScanKernel { kChunked, kChunkedBranchFree };
+
 struct ScanParams {
+  ScanKernel kernel = ScanKernel::kChunked;
   int batch = 0;
   int length = 0;
   int channels = 0;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 
 namespace vitserve::vim {
 namespace {
@@ -225,24 +226,69 @@ TEST_F(CudaKernelTest, ScanMatchesReference) {
         *t = t->cuda();
       }
       const at::Tensor want = SelectiveScanReference(in);
-      EXPECT_LT(MaxRelError(SelectiveScan(gpu), want), 1e-5)
-          << "length " << length << " reverse " << reverse;
-      SelectiveScanInputs averaged = gpu;  // The backward scan of bimamba v2.
-      averaged.average_with = at::randn_like(want).cuda();
-      EXPECT_LT(MaxRelError(SelectiveScan(averaged),
-                            (averaged.average_with.cpu() + want) / 2),
-                1e-5)
-          << "averaged, length " << length << " reverse " << reverse;
-      for (const int chunks : {1, 7, 2000}) {  // Fixed chunk counts; more than L is clamped.
-        SelectiveScanInputs fixed = gpu;
-        fixed.chunks = chunks;
-        EXPECT_LT(MaxRelError(SelectiveScan(fixed), want), 1e-5)
-            << "length " << length << " reverse " << reverse << " chunks " << chunks;
+      const at::Tensor average_with = at::randn_like(want).cuda();
+      SelectiveScanInputs in_bf16 = in;
+      for (at::Tensor* t : {&in_bf16.u, &in_bf16.delta, &in_bf16.B, &in_bf16.C, &in_bf16.z}) {
+        *t = t->to(at::kBFloat16);
       }
-      for (at::Tensor* t : {&gpu.u, &gpu.delta, &gpu.B, &gpu.C, &gpu.z}) *t = t->to(at::kBFloat16);
-      for (at::Tensor* t : {&in.u, &in.delta, &in.B, &in.C, &in.z}) *t = t->to(at::kBFloat16);
-      EXPECT_LT(MaxRelError(SelectiveScan(gpu), SelectiveScanReference(in)), 1e-2)
-          << "bf16 length " << length << " reverse " << reverse;
+      const at::Tensor want_bf16 = SelectiveScanReference(in_bf16);
+      for (const ScanKernelChoice kernel :
+           {ScanKernelChoice::kChunked, ScanKernelChoice::kChunkedBranchFree}) {
+        const std::string where = "length " + std::to_string(length) + " reverse " +
+                                  std::to_string(reverse) + " kernel " +
+                                  std::to_string(static_cast<int>(kernel));
+        SelectiveScanInputs chosen = gpu;
+        chosen.kernel = kernel;
+        EXPECT_LT(MaxRelError(SelectiveScan(chosen), want), 1e-5) << where;
+        SelectiveScanInputs averaged = chosen;  // The backward scan of bimamba v2.
+        averaged.average_with = average_with;
+        EXPECT_LT(MaxRelError(SelectiveScan(averaged), (average_with.cpu() + want) / 2), 1e-5)
+            << "averaged, " << where;
+        // Fixed chunk counts (7 leaves partial groups of 8 steps); more than L is clamped.
+        for (const int chunks : {1, 7, 2000}) {
+          SelectiveScanInputs fixed = chosen;
+          fixed.chunks = chunks;
+          EXPECT_LT(MaxRelError(SelectiveScan(fixed), want), 1e-5) << where << " chunks " << chunks;
+        }
+        for (at::Tensor* t : {&chosen.u, &chosen.delta, &chosen.B, &chosen.C, &chosen.z}) {
+          *t = t->to(at::kBFloat16);
+        }
+        EXPECT_LT(MaxRelError(SelectiveScan(chosen), want_bf16), 1e-2) << "bf16 " << where;
+      }
+    }
+  }
+}
+
+// Both kernels on the inputs the model does not give but the API allows: Δ without softplus and
+// above softplus's threshold of 20 (where it is the identity), no gate, no D and no Δ bias, and
+// the smaller states.
+TEST_F(CudaKernelTest, ScanKernelsMatchReferenceWithoutOptionalInputs) {
+  c10::InferenceMode guard;
+  at::manual_seed(11);
+  for (const int64_t state : {4, 8, 16}) {
+    for (const bool softplus : {true, false}) {
+      SelectiveScanInputs in = RandomInputs(2, 77, 130, state);
+      // Δ in [0, 0.05) plus, with softplus, a few entries far above the threshold.
+      in.delta = at::rand_like(in.delta) * 0.05;
+      if (softplus) in.delta.index_put_({0, 5}, 25.0);
+      in.delta_softplus = softplus;
+      in.z = at::Tensor();
+      in.D = at::Tensor();
+      in.delta_bias = at::Tensor();
+      const at::Tensor want = SelectiveScanReference(in);
+      ASSERT_TRUE(at::isfinite(want).all().item<bool>());
+      for (const ScanKernelChoice kernel :
+           {ScanKernelChoice::kChunked, ScanKernelChoice::kChunkedBranchFree}) {
+        SelectiveScanInputs gpu = in;
+        for (at::Tensor* t : {&gpu.u, &gpu.delta, &gpu.A, &gpu.B, &gpu.C}) *t = t->cuda();
+        gpu.kernel = kernel;
+        for (const int chunks : {0, 3}) {
+          gpu.chunks = chunks;
+          EXPECT_LT(MaxRelError(SelectiveScan(gpu), want), 1e-5)
+              << "state " << state << " softplus " << softplus << " kernel "
+              << static_cast<int>(kernel) << " chunks " << chunks;
+        }
+      }
     }
   }
 }
@@ -260,10 +306,17 @@ TEST_F(CudaKernelTest, ScanMatchesReferenceInOneChunk) {
       *t = t->cuda();
     }
     const at::Tensor want = SelectiveScanReference(in);
-    EXPECT_LT(MaxRelError(SelectiveScan(gpu), want), 1e-5) << "reverse " << reverse;
-    gpu.average_with = at::randn_like(want).cuda();
-    EXPECT_LT(MaxRelError(SelectiveScan(gpu), (gpu.average_with.cpu() + want) / 2), 1e-5)
-        << "averaged, reverse " << reverse;
+    const at::Tensor average_with = at::randn_like(want).cuda();
+    for (const ScanKernelChoice kernel :
+         {ScanKernelChoice::kChunked, ScanKernelChoice::kChunkedBranchFree}) {
+      SelectiveScanInputs chosen = gpu;
+      chosen.kernel = kernel;
+      EXPECT_LT(MaxRelError(SelectiveScan(chosen), want), 1e-5)
+          << "reverse " << reverse << " kernel " << static_cast<int>(kernel);
+      chosen.average_with = average_with;
+      EXPECT_LT(MaxRelError(SelectiveScan(chosen), (average_with.cpu() + want) / 2), 1e-5)
+          << "averaged, reverse " << reverse << " kernel " << static_cast<int>(kernel);
+    }
   }
 }
 
