@@ -60,10 +60,10 @@
 #   vimscan    Vision Mamba's scan (issue 16): vitserve-bench-vim-ops at batch 8 x 1248 px and
 #              batch 128 x 224 px, fp16 (every operator, and the scan at fixed chunk counts);
 #              with NCU=1 also Nsight Compute on the scan kernel's launches at 1248 px (issue
-#              rate, occupancy, stalls: OUTDIR/ncu_scan.txt, and ncu_scan_branch_free.txt for
-#              the kChunkedBranchFree kernel), to find what keeps it at several times its
-#              arithmetic floor. The table's "branch-free" / "br-free" rows time that kernel
-#              beside the chunked one
+#              rate, occupancy, stalls: OUTDIR/ncu_scan.txt; ncu_scan_branch_free.txt and
+#              ncu_scan_split.txt for the kChunkedBranchFree and kSplitStates kernels), to find
+#              what keeps it at several times its arithmetic floor. The table's "branch-free" /
+#              "br-free" and "split" rows time those kernels beside the chunked one
 #   kservepin  KServe agreement (issue 11): KSERVE_ROUNDS (default 3) interleaved rounds of
 #              perf_analyzer --async and vitserve-client, FP32 and UINT8, with vitserve on one
 #              half of the physical cores and the clients on the other (SERVER_CPUS /
@@ -263,13 +263,16 @@ case "$STEP" in
       build-gpu/bin/vitserve-bench-vim-ops --image-size "$size" --batch "$batch" \
         --precision fp16 --seconds 0.5 2>&1 | tee "$OUT/vim_ops_${size}.txt"
     done
-    # Both passes of the chunked scan at 1248 px, then of its branch-free version.
+    # Both passes of the chunked scan at 1248 px, then of its branch-free and split versions.
     profile_kernels SelectiveScanKernel 4 "$OUT/ncu_scan.txt" Stall \
       build-gpu/bin/vitserve-bench-vim-ops --image-size 1248 --batch 8 --precision fp16 \
       --seconds 0.05 --scan-kernel chunked
     profile_kernels SelectiveScanKernel 4 "$OUT/ncu_scan_branch_free.txt" Stall \
       build-gpu/bin/vitserve-bench-vim-ops --image-size 1248 --batch 8 --precision fp16 \
       --seconds 0.05 --scan-kernel branch-free
+    profile_kernels SelectiveScanKernel 4 "$OUT/ncu_scan_split.txt" Stall \
+      build-gpu/bin/vitserve-bench-vim-ops --image-size 1248 --batch 8 --precision fp16 \
+      --seconds 0.05 --scan-kernel split-states
     ;;
   spin)
     export SWEEP_MODELS="${SWEEP_MODELS:-deit_tiny_patch16_224}" NO_KSERVE=1 NO_JPEG=1 NO_RAW16=1 \

@@ -4,7 +4,8 @@
 // and ms per forward pass (calls per layer × depth), so the table shows which operator bounds
 // the model. The operators are the ones vision_mamba.cc calls, in its order; on CUDA the scan
 // is also timed with fixed chunk counts (SelectiveScanInputs::chunks), to tune ScanChunks(), and
-// with each kernel (SelectiveScanInputs::kernel; "br-free" rows: kChunkedBranchFree).
+// with each kernel (SelectiveScanInputs::kernel; "br-free" rows: kChunkedBranchFree, "split"
+// rows: kSplitStates).
 //
 //   vitserve-bench-vim-ops --image_size 224 --batch 128 --precision fp16
 #include <ATen/ATen.h>
@@ -28,8 +29,9 @@ ABSL_FLAG(std::string, precision, "fp16", "fp32, fp16 or bf16.");
 ABSL_FLAG(std::string, device, "cuda", "cuda or cpu.");
 ABSL_FLAG(double, seconds, 0.5, "Measured time per operator.");
 ABSL_FLAG(std::string, scan_kernel, "auto",
-          "Kernel of the \"selective scan\" row (CUDA): auto, chunked or branch-free (so that a "
-          "profiler that skips the first launches catches the one asked for).");
+          "Kernel of the \"selective scan\" row (CUDA): auto, chunked, branch-free or "
+          "split-states (so that a profiler that skips the first launches catches the one asked "
+          "for).");
 
 namespace vitserve {
 namespace {
@@ -70,6 +72,7 @@ int Run() {
   c10::InferenceMode guard;
   const auto opts = at::TensorOptions().device(device).dtype(dtype);
   constexpr vim::ScanKernelChoice kBranchFree = vim::ScanKernelChoice::kChunkedBranchFree;
+  constexpr vim::ScanKernelChoice kSplit = vim::ScanKernelChoice::kSplitStates;
   const auto fp32 = at::TensorOptions().device(device).dtype(at::kFloat);
 
   // Weights (nn.Linear layout [out, in]) and activations as the block produces them.
@@ -100,8 +103,10 @@ int Run() {
     in.kernel = vim::ScanKernelChoice::kChunked;
   } else if (scan_kernel == "branch-free") {
     in.kernel = kBranchFree;
+  } else if (scan_kernel == "split-states") {
+    in.kernel = kSplit;
   } else if (scan_kernel != "auto") {
-    std::fprintf(stderr, "--scan_kernel: auto, chunked or branch-free, not '%s'\n",
+    std::fprintf(stderr, "--scan_kernel: auto, chunked, branch-free or split-states, not '%s'\n",
                  scan_kernel.c_str());
     return 2;
   }
@@ -142,6 +147,11 @@ int Run() {
       {"  br-free ch=16", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kBranchFree, 16)); }},
       {"  br-free ch=32", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kBranchFree, 32)); }},
       {"  br-free ch=64", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kBranchFree, 64)); }},
+      {"  split", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kSplit)); }},
+      {"  split avg", 0, [&] { (void)vim::SelectiveScan(Averaged(WithKernel(in, kSplit), y)); }},
+      {"  split ch=1", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kSplit, 1)); }},
+      {"  split ch=4", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kSplit, 4)); }},
+      {"  split ch=16", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kSplit, 16)); }},
       {"out_proj", 1, [&] { (void)at::linear(y, out_proj); }},
   };
   std::printf("device %s  precision %s  batch %lld  tokens %lld  D %lld  d_inner %lld  depth %d\n",

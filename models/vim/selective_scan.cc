@@ -117,11 +117,17 @@ at::Tensor SelectiveScanCuda(const SelectiveScanInputs& in) {
   p.delta_softplus = in.delta_softplus;
   p.reverse = in.reverse;
   p.out = out.data_ptr();
-  p.kernel = in.kernel == ScanKernelChoice::kChunkedBranchFree
-                 ? internal::ScanKernel::kChunkedBranchFree
-                 : internal::ScanKernel::kChunked;
-  p.chunks = in.chunks > 0 ? std::min(in.chunks, p.length)
-                           : internal::ScanChunks(p.batch, p.channels, p.length);
+  p.kernel = internal::ScanKernel::kChunked;
+  int threads_per_channel = 1;
+  if (in.kernel == ScanKernelChoice::kChunkedBranchFree) {
+    p.kernel = internal::ScanKernel::kChunkedBranchFree;
+  } else if (in.kernel == ScanKernelChoice::kSplitStates) {
+    p.kernel = internal::ScanKernel::kSplitStates;
+    threads_per_channel = internal::ScanLanesPerChannel(p.d_state);
+  }
+  p.chunks = in.chunks > 0
+                 ? std::min(in.chunks, p.length)
+                 : internal::ScanChunks(p.batch, p.channels * threads_per_channel, p.length);
   at::Tensor workspace;
   if (p.chunks > 1) {
     workspace = at::empty({internal::ScanWorkspaceFloats(p.batch, p.channels, p.d_state, p.chunks)},

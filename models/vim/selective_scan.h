@@ -35,9 +35,10 @@ namespace vitserve::vim {
 // the result does not depend on the choice beyond rounding). kChunked computes each step's Δ
 // (softplus) and gate between the step's state updates; kChunkedBranchFree computes them for a
 // group of 8 steps first and then advances the state through the group with no branch, so that
-// the compiler can overlap the steps. kAuto is kChunked until the other has been measured on a
-// GPU (docs/vim.md).
-enum class ScanKernelChoice { kAuto, kChunked, kChunkedBranchFree };
+// the compiler can overlap the steps; kSplitStates is kChunkedBranchFree with the 16 states
+// of a channel split over 4 threads (d_state 8: 2), which fill the GPU with fewer chunks.
+// kAuto is kChunked until the others have been measured on a GPU (docs/vim.md).
+enum class ScanKernelChoice { kAuto, kChunked, kChunkedBranchFree, kSplitStates };
 
 struct SelectiveScanInputs {
   at::Tensor u;           // [B, L, D] (the conv output), fp32/fp16/bf16

@@ -109,16 +109,120 @@ __device__ __forceinline__ void AdvanceGroupBranchFree(
     }
     y_g[k] = (y_part[0] + y_part[1]) + (y_part[2] + y_part[3]) + d_skip * u_g[k];
   }
-  if (kPass == 1) return;
-  // (avg + y) / 2 when averaging and y otherwise: avg_g is 0 when not averaging.
-  const float out_scale = averaged ? 0.5f : 1.0f;
+  if constexpr (kPass != 1) {
+    // (avg + y) / 2 when averaging and y otherwise: avg_g is 0 when not averaging.
+    const float out_scale = averaged ? 0.5f : 1.0f;
+#pragma unroll
+    for (int k = 0; k < kGroup; ++k) {
+      const int s = s0 + k;
+      if (s >= steps) break;
+      const int t = p.reverse ? p.length - 1 - s - sub : sub + s;
+      out[static_cast<int64_t>(t) * p.channels] =
+          FromFloat<T>(out_scale * (avg_g[k] + y_g[k] * z_g[k]));
+    }
+  }
+}
+
+// One group of kGroup steps of SelectiveScanKernel<T, kN, kPass, true, kLanes> with kLanes > 1
+// threads per channel, each holding kN / kLanes of the states (from state n0). Each thread
+// loads and prepares only its own steps of the group, k = i·kLanes + lane (Δ's softplus, Δ·u,
+// the gate: computed once per step, not once per thread), and the group's threads exchange Δ
+// and Δ·u by shuffles; every thread advances its states through all kGroup steps with no
+// branch, the partial C·h sums are added across the group's threads, and each thread finishes
+// and stores its own steps. Steps at or past `steps` are padding, as in AdvanceGroupBranchFree.
+// u, delta, z and avg point at this channel (z and avg may be null).
+template <typename T, int kN, int kPass, int kLanes>
+__device__ __forceinline__ void AdvanceGroupSplit(
+    const ScanParams& p, const T* __restrict__ u, const T* __restrict__ delta,
+    const T* __restrict__ z, const T* __restrict__ avg, int s0, int steps, int sub, float bias,
+    float d_skip, const float (&a2)[kN / kLanes], float (&h)[kN / kLanes], float& sum_dt,
+    const float (&smem_b)[kChunk][kN], const float (&smem_c)[kChunk][kN], int lane,
+    T* __restrict__ out) {
+  constexpr int kStates = kN / kLanes;
+  static_assert(kStates == 4, "a thread's states are read from shared memory as one float4");
+  constexpr int kOwn = kGroup / kLanes;  // Steps of the group this thread prepares.
+  // The channel's threads; all of them take the same path (one channel, one `active`).
+  const unsigned mask = ((1u << kLanes) - 1) << ((threadIdx.x % 32) & ~(kLanes - 1u));
+  float u_o[kOwn], dt_o[kOwn], dtu_o[kOwn], gate_o[kOwn], avg_o[kOwn];
+#pragma unroll
+  for (int i = 0; i < kOwn; ++i) {
+    const int s = s0 + i * kLanes + lane;
+    u_o[i] = dt_o[i] = gate_o[i] = avg_o[i] = 0.0f;
+    if (s < steps) {
+      const int t = p.reverse ? p.length - 1 - (sub + s) : sub + s;
+      u_o[i] = ToFloat(u[t * p.u.length_stride]);
+      dt_o[i] = ToFloat(delta[t * p.delta.length_stride]);
+      if (kPass != 1 && z != nullptr) gate_o[i] = ToFloat(z[t * p.z.length_stride]);
+      if (kPass != 1 && avg != nullptr) avg_o[i] = ToFloat(avg[int64_t{t} * p.channels]);
+    }
+  }
+  if (p.delta_softplus) {
+#pragma unroll
+    for (int i = 0; i < kOwn; ++i) dt_o[i] = SoftplusNoBranch(dt_o[i] + bias);
+  } else {
+#pragma unroll
+    for (int i = 0; i < kOwn; ++i) dt_o[i] += bias;
+  }
+#pragma unroll
+  for (int i = 0; i < kOwn; ++i) {
+    if (s0 + i * kLanes + lane >= steps) dt_o[i] = 0.0f;
+    dtu_o[i] = dt_o[i] * u_o[i];
+  }
+  if (kPass != 1) {
+    if (z != nullptr) {
+#pragma unroll
+      for (int i = 0; i < kOwn; ++i) gate_o[i] = SiluNoBranch(gate_o[i]);
+    } else {
+#pragma unroll
+      for (int i = 0; i < kOwn; ++i) gate_o[i] = 1.0f;
+    }
+  }
+  float y_k[kGroup];
 #pragma unroll
   for (int k = 0; k < kGroup; ++k) {
-    const int s = s0 + k;
-    if (s >= steps) break;
-    const int t = p.reverse ? p.length - 1 - s - sub : sub + s;
-    out[static_cast<int64_t>(t) * p.channels] =
-        FromFloat<T>(out_scale * (avg_g[k] + y_g[k] * z_g[k]));
+    const float dt = __shfl_sync(mask, dt_o[k / kLanes], k % kLanes, kLanes);
+    const float dt_u = __shfl_sync(mask, dtu_o[k / kLanes], k % kLanes, kLanes);
+    const float4 b = reinterpret_cast<const float4*>(smem_b[s0 + k])[lane];
+    const float b_n[kStates] = {b.x, b.y, b.z, b.w};
+    if (kPass == 1) {
+      sum_dt += dt;
+#pragma unroll
+      for (int n = 0; n < kStates; ++n) {
+        h[n] = Exp2FlushDenormals(dt * a2[n]) * h[n] + dt_u * b_n[n];
+      }
+      continue;
+    }
+    const float4 c = reinterpret_cast<const float4*>(smem_c[s0 + k])[lane];
+    const float c_n[kStates] = {c.x, c.y, c.z, c.w};
+    float y_part[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int n = 0; n < kStates; ++n) {
+      h[n] = Exp2FlushDenormals(dt * a2[n]) * h[n] + dt_u * b_n[n];
+      y_part[n % 2] += c_n[n] * h[n];
+    }
+    y_k[k] = y_part[0] + y_part[1];
+  }
+  if constexpr (kPass != 1) {
+#pragma unroll
+    for (int k = 0; k < kGroup; ++k) {
+#pragma unroll
+      for (int offset = kLanes / 2; offset > 0; offset /= 2) {
+        y_k[k] += __shfl_xor_sync(mask, y_k[k], offset, kLanes);
+      }
+    }
+    const float out_scale = avg != nullptr ? 0.5f : 1.0f;
+#pragma unroll
+    for (int i = 0; i < kOwn; ++i) {
+      const int s = s0 + i * kLanes + lane;
+      if (s >= steps) break;
+      float y = y_k[i * kLanes];  // This thread's step: selected, not indexed (registers).
+#pragma unroll
+      for (int j = 1; j < kLanes; ++j) y = lane == j ? y_k[i * kLanes + j] : y;
+      y += d_skip * u_o[i];
+      const int t = p.reverse ? p.length - 1 - s - sub : sub + s;
+      out[static_cast<int64_t>(t) * p.channels] =
+          FromFloat<T>(out_scale * (avg_o[i] + y * gate_o[i]));
+    }
   }
 }
 
@@ -136,16 +240,23 @@ __device__ __forceinline__ void AdvanceGroupBranchFree(
 // call per step). Its registers are capped at 128 (4 blocks per SM, as the plain kernel has;
 // uncapped it took 146-148 and so 3 blocks), which costs a few spilled pointers, reloaded once
 // per 64 steps. A minimum of 0 blocks leaves the plain kernel as it was.
-template <typename T, int kN, int kPass, bool kBranchFree>
-__global__ void __launch_bounds__(kScanThreads, kBranchFree ? 4 : 0)
+// kLanes > 1 (ScanKernel::kSplitStates, with kBranchFree): kLanes threads per channel, each
+// holding 4 of its states (AdvanceGroupSplit), so kLanes times the threads for the same
+// sequence chunks: fewer chunks fill the GPU, and one chunk (no second pass) fills it sooner.
+template <typename T, int kN, int kPass, bool kBranchFree, int kLanes = 1>
+__global__ void __launch_bounds__(kScanThreads, kLanes > 1 ? 8 : kBranchFree ? 4 : 0)
     SelectiveScanKernel(ScanParams p) {
   static_assert(kChunk * kN % kScanThreads == 0, "B/C staging assumes whole rounds");
-  __shared__ float smem_b[kChunk][kN];
-  __shared__ float smem_c[kChunk][kN];
+  static_assert(kLanes == 1 || kBranchFree, "states are split only in the branch-free loop");
+  constexpr int kStates = kN / kLanes;  // Of each channel's kN, this thread's.
+  __shared__ __align__(16) float smem_b[kChunk][kN];
+  __shared__ __align__(16) float smem_c[kChunk][kN];
 
   const int batch = blockIdx.z;
   const int chunk = blockIdx.y;
-  const int channel = blockIdx.x * kScanThreads + threadIdx.x;
+  const int lane = kLanes == 1 ? 0 : static_cast<int>(threadIdx.x) % kLanes;
+  const int n0 = lane * kStates;  // This thread's first state.
+  const int channel = blockIdx.x * (kScanThreads / kLanes) + threadIdx.x / kLanes;
   const bool active = channel < p.channels;
   const int chunk_len = (p.length + p.chunks - 1) / p.chunks;
   const int begin = chunk * chunk_len;
@@ -175,18 +286,20 @@ __global__ void __launch_bounds__(kScanThreads, kBranchFree ? 4 : 0)
   };
 
   // A pre-multiplied by log2(e) so that exp(Δ·A) = exp2(Δ·A').
-  float a2[kN];
-  float h[kN];
+  float a2[kStates];
+  float h[kStates];
 #pragma unroll
-  for (int n = 0; n < kN; ++n) {
-    a2[n] = active ? p.A[channel * kN + n] * kLog2e : 0.0f;
+  for (int n = 0; n < kStates; ++n) {
+    a2[n] = active ? p.A[channel * kN + n0 + n] * kLog2e : 0.0f;
     h[n] = 0.0f;
   }
   if (kPass == 2 && active) {
     for (int j = 0; j < chunk; ++j) {
       const float sum_dt = *ws(j, kN);
 #pragma unroll
-      for (int n = 0; n < kN; ++n) h[n] = Exp2FlushDenormals(sum_dt * a2[n]) * h[n] + *ws(j, n);
+      for (int n = 0; n < kStates; ++n) {
+        h[n] = Exp2FlushDenormals(sum_dt * a2[n]) * h[n] + *ws(j, n0 + n);
+      }
     }
   }
   const float d_skip = (active && p.D != nullptr) ? p.D[channel] : 0.0f;
@@ -218,61 +331,66 @@ __global__ void __launch_bounds__(kScanThreads, kBranchFree ? 4 : 0)
     // the next group while computing this one was measured slower on the H100: 0.59 → 0.69 ms
     // per scan at batch 8 × 1248 px, from the extra registers.)
     for (int s0 = 0; s0 < steps; s0 += kGroup) {
-      float u_g[kGroup], dt_g[kGroup], z_g[kGroup], avg_g[kGroup];
-#pragma unroll
-      for (int k = 0; k < kGroup; ++k) {
-        if (s0 + k < steps) {
-          const int t = p.reverse ? p.length - 1 - (sub + s0 + k) : sub + s0 + k;
-          u_g[k] = ToFloat(u[t * p.u.length_stride]);
-          dt_g[k] = ToFloat(delta[t * p.delta.length_stride]);
-          z_g[k] = (kPass != 1 && z != nullptr) ? ToFloat(z[t * p.z.length_stride]) : 0.0f;
-          avg_g[k] =
-              (kPass != 1 && avg != nullptr) ? ToFloat(avg[int64_t{t} * p.channels]) : 0.0f;
-        } else if (kBranchFree) {
-          u_g[k] = dt_g[k] = z_g[k] = avg_g[k] = 0.0f;
-        }
-      }
-      if constexpr (kBranchFree) {
-        AdvanceGroupBranchFree<T, kN, kPass>(p, s0, steps, sub, u_g, dt_g, z_g, avg_g, bias,
-                                             d_skip, a2, h, sum_dt, smem_b, smem_c,
-                                             z != nullptr, avg != nullptr, out);
+      if constexpr (kLanes > 1) {
+        AdvanceGroupSplit<T, kN, kPass, kLanes>(p, u, delta, z, avg, s0, steps, sub, bias,
+                                                d_skip, a2, h, sum_dt, smem_b, smem_c, lane, out);
       } else {
+        float u_g[kGroup], dt_g[kGroup], z_g[kGroup], avg_g[kGroup];
 #pragma unroll
         for (int k = 0; k < kGroup; ++k) {
-          if (s0 + k >= steps) break;
-          const int s = s0 + k;
-          const float u_t = u_g[k];
-          float dt = dt_g[k] + bias;
-          if (p.delta_softplus) dt = Softplus(dt);
-          const float dt_u = dt * u_t;
-          if (kPass == 1) {
-            sum_dt += dt;
+          if (s0 + k < steps) {
+            const int t = p.reverse ? p.length - 1 - (sub + s0 + k) : sub + s0 + k;
+            u_g[k] = ToFloat(u[t * p.u.length_stride]);
+            dt_g[k] = ToFloat(delta[t * p.delta.length_stride]);
+            z_g[k] = (kPass != 1 && z != nullptr) ? ToFloat(z[t * p.z.length_stride]) : 0.0f;
+            avg_g[k] =
+                (kPass != 1 && avg != nullptr) ? ToFloat(avg[int64_t{t} * p.channels]) : 0.0f;
+          } else if (kBranchFree) {
+            u_g[k] = dt_g[k] = z_g[k] = avg_g[k] = 0.0f;
+          }
+        }
+        if constexpr (kBranchFree) {
+          AdvanceGroupBranchFree<T, kN, kPass>(p, s0, steps, sub, u_g, dt_g, z_g, avg_g, bias,
+                                               d_skip, a2, h, sum_dt, smem_b, smem_c,
+                                               z != nullptr, avg != nullptr, out);
+        } else {
+#pragma unroll
+          for (int k = 0; k < kGroup; ++k) {
+            if (s0 + k >= steps) break;
+            const int s = s0 + k;
+            const float u_t = u_g[k];
+            float dt = dt_g[k] + bias;
+            if (p.delta_softplus) dt = Softplus(dt);
+            const float dt_u = dt * u_t;
+            if (kPass == 1) {
+              sum_dt += dt;
+#pragma unroll
+              for (int n = 0; n < kN; ++n) {
+                h[n] = Exp2FlushDenormals(dt * a2[n]) * h[n] + dt_u * smem_b[s][n];
+              }
+              continue;
+            }
+            // Four partial sums, so that y is not one chain of kN dependent FMAs.
+            float y_part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
             for (int n = 0; n < kN; ++n) {
               h[n] = Exp2FlushDenormals(dt * a2[n]) * h[n] + dt_u * smem_b[s][n];
+              y_part[n % 4] += smem_c[s][n] * h[n];
             }
-            continue;
+            float y = (y_part[0] + y_part[1]) + (y_part[2] + y_part[3]) + d_skip * u_t;
+            if (z != nullptr) y *= Silu(z_g[k]);
+            if (avg != nullptr) y = 0.5f * (avg_g[k] + y);
+            const int t = p.reverse ? p.length - 1 - s - sub : sub + s;
+            out[static_cast<int64_t>(t) * p.channels] = FromFloat<T>(y);
           }
-          // Four partial sums, so that y is not one chain of kN dependent FMAs.
-          float y_part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-          for (int n = 0; n < kN; ++n) {
-            h[n] = Exp2FlushDenormals(dt * a2[n]) * h[n] + dt_u * smem_b[s][n];
-            y_part[n % 4] += smem_c[s][n] * h[n];
-          }
-          float y = (y_part[0] + y_part[1]) + (y_part[2] + y_part[3]) + d_skip * u_t;
-          if (z != nullptr) y *= Silu(z_g[k]);
-          if (avg != nullptr) y = 0.5f * (avg_g[k] + y);
-          const int t = p.reverse ? p.length - 1 - s - sub : sub + s;
-          out[static_cast<int64_t>(t) * p.channels] = FromFloat<T>(y);
         }
       }
     }
   }
   if (kPass == 1 && active) {
 #pragma unroll
-    for (int n = 0; n < kN; ++n) *ws(chunk, n) = h[n];
-    *ws(chunk, kN) = sum_dt;
+    for (int n = 0; n < kStates; ++n) *ws(chunk, n0 + n) = h[n];
+    if (lane == 0) *ws(chunk, kN) = sum_dt;  // The same on every thread of the channel.
   }
 }
 
@@ -351,15 +469,16 @@ __global__ void AddRmsNormKernel(AddRmsNormParams p) {
   }
 }
 
-template <typename T, int kN, bool kBranchFree>
+template <typename T, int kN, bool kBranchFree, int kLanes = 1>
 cudaError_t LaunchScanKernel(const ScanParams& p, cudaStream_t stream) {
-  const dim3 grid((p.channels + kScanThreads - 1) / kScanThreads, p.chunks, p.batch);
+  constexpr int kChannelsPerBlock = kScanThreads / kLanes;
+  const dim3 grid((p.channels + kChannelsPerBlock - 1) / kChannelsPerBlock, p.chunks, p.batch);
   if (p.chunks <= 1) {
-    SelectiveScanKernel<T, kN, 0, kBranchFree><<<grid, kScanThreads, 0, stream>>>(p);
+    SelectiveScanKernel<T, kN, 0, kBranchFree, kLanes><<<grid, kScanThreads, 0, stream>>>(p);
   } else {
     if (p.workspace == nullptr) return cudaErrorInvalidValue;
-    SelectiveScanKernel<T, kN, 1, kBranchFree><<<grid, kScanThreads, 0, stream>>>(p);
-    SelectiveScanKernel<T, kN, 2, kBranchFree><<<grid, kScanThreads, 0, stream>>>(p);
+    SelectiveScanKernel<T, kN, 1, kBranchFree, kLanes><<<grid, kScanThreads, 0, stream>>>(p);
+    SelectiveScanKernel<T, kN, 2, kBranchFree, kLanes><<<grid, kScanThreads, 0, stream>>>(p);
   }
   return cudaGetLastError();
 }
@@ -371,6 +490,8 @@ cudaError_t LaunchScanState(const ScanParams& p, cudaStream_t stream) {
       return LaunchScanKernel<T, kN, false>(p, stream);
     case ScanKernel::kChunkedBranchFree:
       return LaunchScanKernel<T, kN, true>(p, stream);
+    case ScanKernel::kSplitStates:
+      return LaunchScanKernel<T, kN, true, ScanLanesPerChannel(kN)>(p, stream);
   }
   return cudaErrorInvalidValue;
 }

@@ -29,7 +29,12 @@ struct Strided {
 // kChunked: each step computes its own Δ and gate, between branches.
 // kChunkedBranchFree: each group computes its Δ and gates first, then advances the state
 //   through the group's steps with no branch in between (a partial group padded with Δ = 0).
-enum class ScanKernel { kChunked, kChunkedBranchFree };
+// kSplitStates: kChunkedBranchFree with ScanLanesPerChannel(d_state) threads per channel, each
+//   holding 4 of the states, so that as many times more threads scan the same chunks.
+enum class ScanKernel { kChunked, kChunkedBranchFree, kSplitStates };
+
+// Threads per channel of ScanKernel::kSplitStates: 4 states each (4, 2 or 1 thread).
+constexpr int ScanLanesPerChannel(int d_state) { return d_state / 4 < 1 ? 1 : d_state / 4; }
 
 struct ScanParams {
   ScanKernel kernel = ScanKernel::kChunked;
@@ -55,6 +60,7 @@ struct ScanParams {
 
 // How many chunks to split the sequence into so that batch × channels × chunks threads fill
 // the GPU (about 128k threads); 1 from 32k threads of batch × channels up. Chunks are ≥ 32 steps.
+// For ScanKernel::kSplitStates pass channels × ScanLanesPerChannel(d_state) (its threads).
 inline int ScanChunks(int batch, int channels, int length) {
   constexpr long kTargetThreads = 128 * 1024;
   const long threads = static_cast<long>(batch) * channels;

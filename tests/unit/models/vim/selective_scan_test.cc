@@ -205,6 +205,11 @@ TEST(AddRmsNormTest, RejectsMismatchedInputs) {
 }
 
 // CUDA kernels against the CPU reference; skipped where there is no GPU (CI).
+// Every CUDA scan kernel (SelectiveScanInputs::kernel); each must match the reference alike.
+constexpr ScanKernelChoice kCudaKernels[] = {ScanKernelChoice::kChunked,
+                                             ScanKernelChoice::kChunkedBranchFree,
+                                             ScanKernelChoice::kSplitStates};
+
 class CudaKernelTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -232,8 +237,7 @@ TEST_F(CudaKernelTest, ScanMatchesReference) {
         *t = t->to(at::kBFloat16);
       }
       const at::Tensor want_bf16 = SelectiveScanReference(in_bf16);
-      for (const ScanKernelChoice kernel :
-           {ScanKernelChoice::kChunked, ScanKernelChoice::kChunkedBranchFree}) {
+      for (const ScanKernelChoice kernel : kCudaKernels) {
         const std::string where = "length " + std::to_string(length) + " reverse " +
                                   std::to_string(reverse) + " kernel " +
                                   std::to_string(static_cast<int>(kernel));
@@ -259,9 +263,9 @@ TEST_F(CudaKernelTest, ScanMatchesReference) {
   }
 }
 
-// Both kernels on the inputs the model does not give but the API allows: Δ without softplus and
+// Every kernel on the inputs the model does not give but the API allows: Δ without softplus and
 // above softplus's threshold of 20 (where it is the identity), no gate, no D and no Δ bias, and
-// the smaller states.
+// the smaller states (kSplitStates: 2 threads per channel at d_state 8, 1 at 4).
 TEST_F(CudaKernelTest, ScanKernelsMatchReferenceWithoutOptionalInputs) {
   c10::InferenceMode guard;
   at::manual_seed(11);
@@ -277,8 +281,7 @@ TEST_F(CudaKernelTest, ScanKernelsMatchReferenceWithoutOptionalInputs) {
       in.delta_bias = at::Tensor();
       const at::Tensor want = SelectiveScanReference(in);
       ASSERT_TRUE(at::isfinite(want).all().item<bool>());
-      for (const ScanKernelChoice kernel :
-           {ScanKernelChoice::kChunked, ScanKernelChoice::kChunkedBranchFree}) {
+      for (const ScanKernelChoice kernel : kCudaKernels) {
         SelectiveScanInputs gpu = in;
         for (at::Tensor* t : {&gpu.u, &gpu.delta, &gpu.A, &gpu.B, &gpu.C}) *t = t->cuda();
         gpu.kernel = kernel;
@@ -307,8 +310,7 @@ TEST_F(CudaKernelTest, ScanMatchesReferenceInOneChunk) {
     }
     const at::Tensor want = SelectiveScanReference(in);
     const at::Tensor average_with = at::randn_like(want).cuda();
-    for (const ScanKernelChoice kernel :
-         {ScanKernelChoice::kChunked, ScanKernelChoice::kChunkedBranchFree}) {
+    for (const ScanKernelChoice kernel : kCudaKernels) {
       SelectiveScanInputs chosen = gpu;
       chosen.kernel = kernel;
       EXPECT_LT(MaxRelError(SelectiveScan(chosen), want), 1e-5)
