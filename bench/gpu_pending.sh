@@ -67,8 +67,9 @@
 #   kservepin  KServe agreement (issue 11): KSERVE_ROUNDS (default 3) interleaved rounds of
 #              perf_analyzer --async and vitserve-client, FP32 and UINT8, with vitserve on one
 #              half of the physical cores and the clients on the other (SERVER_CPUS /
-#              CLIENT_CPUS of bench/serve_sweep.sh), then FP32 with all cores shared as before,
-#              then shared with perf_analyzer --max-threads 64 (a thread per context)
+#              CLIENT_CPUS of bench/serve_sweep.sh), each round also with two perf_analyzer
+#              processes at concurrency 32 (PA_SPLIT, default 1; is perf_analyzer its own
+#              limit?), then FP32 with all cores shared as before
 set -uo pipefail
 STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre \
 | gpujpeg | instances | variants | fibmma | spin | kservepin | vimscan}"
@@ -304,15 +305,14 @@ PY
     export SWEEP_MODELS="${SWEEP_MODELS:-deit_tiny_patch16_224}" ANCHORS=0 NO_JPEG=1 NO_RAW16=1 \
       SPLIT_CLIENTS=1 CONCURRENCY=1 SECONDS_EACH="${SECONDS_EACH:-4}" \
       KSERVE_ROUNDS="${KSERVE_ROUNDS:-3}"
+    # PA_SPLIT=1: each round also runs two perf_analyzer processes at concurrency 32 (summed);
+    # with the CPU time each perf_analyzer row prints, that tells whether perf_analyzer is its
+    # own limit (run 30 left FP32 at 0.60-0.65 of our client).
     SERVER_CPUS="$server_cpus" CLIENT_CPUS="$client_cpus" KSERVE_UINT8=1 \
-      bash bench/serve_sweep.sh "$OUT/pinned" > "$OUT/pinned.log" 2>&1
+      PA_SPLIT="${PA_SPLIT:-1}" bash bench/serve_sweep.sh "$OUT/pinned" > "$OUT/pinned.log" 2>&1
     grep -E "KServe|infer/s|kserve_" "$OUT/pinned.log"
     bash bench/serve_sweep.sh "$OUT/shared" > "$OUT/shared.log" 2>&1
     grep -E "KServe|infer/s|kserve_" "$OUT/shared.log"
-    # perf_analyzer with a thread per context (its default: 16 threads for 64 contexts).
-    PA_FLAGS="--max-threads 64" bash bench/serve_sweep.sh "$OUT/threads64" \
-      > "$OUT/threads64.log" 2>&1
-    grep -E "KServe|infer/s|kserve_" "$OUT/threads64.log"
     ;;
   variants)
     export SWEEP_MODELS="${SWEEP_MODELS:-shvit_s1}" SECONDS_EACH="${SECONDS_EACH:-3}" \
