@@ -48,11 +48,12 @@
 #              flags];...", default "inst2:--instance-count=2;inst4:--instance-count=4";
 #              client flags default to $CLIENT_FLAGS), anchors measured in the first only, for
 #              $SWEEP_MODELS; outputs packed into OUTDIR/variants.tar.gz
-#   fibmma     Fibottention's tensor-core kernel and the tiled kernel with four threads per row
-#              (issue 16): the fibottention test's CUDA cases (each against dense masked
-#              attention and the row kernel), then --check and the kernels by name against SDPA
-#              at 197, 785 and 3,137 tokens, fp16 and bf16; NCU=1 then reads both kernels at
-#              785 tokens with Nsight Compute (issue rate, warps, stalls: OUTDIR/ncu_785.txt)
+#   fibmma     Fibottention's tiled kernel (issue 16): the fibottention test's CUDA cases (each
+#              against dense masked attention and the row kernel), then --check and the kernels
+#              by name against SDPA at 197, 785 and 3,137 tokens, fp16 and bf16, each tiled
+#              shape also with the class row's kernel overlapped (the "pdl" names:
+#              overlap_dense_row); NCU=1 then reads the rows kernels at 785 tokens with Nsight
+#              Compute (issue rate, warps, stalls: OUTDIR/ncu_785.txt)
 #   spin       a lone request's latency with and without --executor-idle-spin-us (SPIN_US,
 #              default 2000), alternately in ROUNDS (default 2) rounds at concurrency 1, with
 #              the anchors (graph replay at batch 1) first, for $SWEEP_MODELS (default
@@ -248,14 +249,15 @@ case "$STEP" in
     for precision in fp16 bf16; do
       build-gpu/bin/vitserve-bench-fibottention --precision $precision --check \
         --check-max-tokens 3137 --seconds 1 \
-        --impls sdpa,fibottention,tiled,tiled64x2,tiled64x4,tiled128x1,tiled128x4,mma64,mma128 \
+        --impls sdpa,fibottention,tiled,tiledpdl,tiled64x4,tiled64x4pdl,tiled128x1 \
         2>&1 \
         | tee "$OUT/bench_$precision.txt"
     done
-    # One launch of each rows kernel after warm-up, at 785 tokens.
-    profile_kernels 'MmaRowsKernel|TiledRowsKernel' 6 "$OUT/ncu_785.txt" "" \
+    # The class row's kernel and the rows kernel at 785 tokens, after warm-up (Nsight Compute
+    # runs them one after the other, so DenseRowKernel's time is what the overlap can hide).
+    profile_kernels 'DenseRowKernel|TiledRowsKernel' 6 "$OUT/ncu_785.txt" "" \
       build-gpu/bin/vitserve-bench-fibottention --tokens 785 --seconds 0.05 --warmup 3 \
-      --impls tiled64x2,tiled64x4,mma64,mma128
+      --impls tiled64x4,tiled64x4pdl
     exit $status
     ;;
   vimscan)

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/bench_util.h"
@@ -33,8 +34,10 @@ ABSL_FLAG(std::string, impls, "sdpa,fibottention",
           "sdpa, fibottention (the dispatcher's choice), gather, and on CUDA the kernels by name: "
           "rowwarp (one warp per query row), wholehead (one block per head, up to 320 tokens), "
           "tiled (the tiled kernel, its shape by token count), tiledRxN (R = 64 or 128 rows "
-          "per block, N = 1, 2 or 4 threads per row), mma (the tiled kernel's staging with the "
-          "products on tensor cores; its default tile), mmaR (R = 64 or 128 rows per block).");
+          "per block, N = 1, 2 or 4 threads per row), either with a pdl suffix (tiledpdl, "
+          "tiled64x4pdl: the patch rows' kernel overlaps the class row's, overlap_dense_row), "
+          "mma (the tiled kernel's staging with the products on tensor cores; its default tile), "
+          "mmaR (R = 64 or 128 rows per block).");
 ABSL_FLAG(std::string, semantics, "official", "official or neginf.");
 ABSL_FLAG(double, seconds, 2.0, "Measured time per case (after warm-up).");
 ABSL_FLAG(int, warmup, 3, "Warm-up iterations per case.");
@@ -120,14 +123,19 @@ int Run() {
       } else if (impl == "rowwarp" || impl == "wholehead" || impl.rfind("mma", 0) == 0 ||
                  impl.rfind("tiled", 0) == 0) {
         // The CUDA kernels by name; tiled: the dispatcher's shape, tiledRxN: R rows per block,
-        // N threads per row.
+        // N threads per row; a "pdl" suffix on either: overlap_dense_row.
         using Kernel = FibottentionCudaOptions::Kernel;
         FibottentionCudaOptions options;
         options.kernel = impl == "rowwarp"     ? Kernel::kRowPerWarp
                          : impl == "wholehead" ? Kernel::kWholeHead
                          : impl.rfind("mma", 0) == 0 ? Kernel::kTensorCore
                                                      : Kernel::kTiled;
-        const std::string spec = options.kernel == Kernel::kTiled ? impl.substr(5) : "";
+        std::string spec = options.kernel == Kernel::kTiled ? impl.substr(5) : "";
+        const absl::string_view overlap_suffix = "pdl";
+        if (options.kernel == Kernel::kTiled && absl::EndsWith(spec, overlap_suffix)) {
+          options.overlap_dense_row = true;
+          spec.resize(spec.size() - overlap_suffix.size());
+        }
         const std::vector<std::string> shape = absl::StrSplit(spec, 'x');
         if (!spec.empty() &&
             (shape.size() != 2 || !absl::SimpleAtoi(shape[0], &options.tile_queries) ||

@@ -472,7 +472,8 @@ at::Tensor FibottentionAttentionCuda(const at::Tensor& q_in, const at::Tensor& k
     if (tiled) {
       const at::Tensor colsum = colsum_workspace();
       const cudaError_t err =
-          fib::LaunchTiledFibottention(p, shape, colsum.data_ptr<float>(), stream);
+          fib::LaunchTiledFibottention(p, shape, options.overlap_dense_row,
+                                       colsum.data_ptr<float>(), stream);
       TORCH_CHECK(err == cudaSuccess, "Fibottention tiled CUDA kernel failed: ",
                   cudaGetErrorString(err));
       return out;

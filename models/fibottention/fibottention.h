@@ -99,11 +99,16 @@ at::Tensor FibottentionAttentionGather(const at::Tensor& q, const at::Tensor& k,
 // GPU of compute capability 8.0 or above), tile_queries 64 or 128 rows per block (0: 128),
 // threads_per_row 0; asked for by name only: on the H200 it was slower than the tiled kernel
 // (0.39 against 0.28 ms at 785 tokens, docs/performance.md run I), so kAuto does not pick it.
+// overlap_dense_row (tiled kernel, compute capability 9.0 and above; ignored elsewhere): the
+// patch rows' kernel starts while the class row / column sum kernel before it still runs
+// (programmatic dependent launch) and waits for it only before writing its rows; the same
+// results. Off by default until it is measured on a GPU (docs/performance.md).
 struct FibottentionCudaOptions {
   enum class Kernel { kAuto, kRowPerWarp, kTiled, kWholeHead, kTensorCore };
   Kernel kernel = Kernel::kAuto;
   int tile_queries = 0;
   int threads_per_row = 0;
+  bool overlap_dense_row = false;
 };
 at::Tensor FibottentionAttentionCuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      const FibottentionPattern& pattern,

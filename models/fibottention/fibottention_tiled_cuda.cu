@@ -63,6 +63,20 @@ __device__ __forceinline__ uint4 Pack(const float (&in)[8]) {
   return raw;
 }
 
+// Programmatic dependent launch (compute capability 9.0; no-ops below it and when the grid was
+// launched without it). DenseRowKernel lets the tiled kernel after it start at once; the tiled
+// kernel waits for DenseRowKernel's grid (its Σ_t v) only before it writes its rows.
+__device__ __forceinline__ void LetDependentGridStart() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void WaitForPrerequisiteGrid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 // The lanes of this thread's 8-lane group: shuffles inside a group stay legal while the
 // warp's groups take different branches (each group's lanes always agree).
 __device__ __forceinline__ unsigned GroupMask() { return 0xffu << ((threadIdx.x % 32) & ~7u); }
@@ -110,6 +124,7 @@ __device__ __forceinline__ void LoadQuery(const T* row, int sub, float scale, fl
 template <typename T>
 __global__ void __launch_bounds__(kDenseRowThreads)
     DenseRowKernel(FibParams p, float* colsum, bool class_row, bool column_sum) {
+  LetDependentGridStart();
   const long bh = blockIdx.x;
   const int group = threadIdx.x / kLanes, sub = threadIdx.x % kLanes;
   const unsigned mask = GroupMask();
@@ -393,6 +408,7 @@ __global__ void __launch_bounds__(kTile * kSplit, (kMinBlocksPerSm<kTile * kSpli
         }
       });
   if (!row_valid) return;
+  WaitForPrerequisiteGrid();  // colsum, when DenseRowKernel's grid may still be running.
   row.Finish(colsum + bh * kDim, tokens, p.official,
              reinterpret_cast<uint4*>(static_cast<T*>(p.out) + head_offset) +
                  static_cast<long>(t) * kRowVectors);
@@ -787,8 +803,20 @@ bool HalfHeads64(const FibParams& p) {
          TensorsAligned16(p);
 }
 
+// Whether the current device runs programmatic dependent launches (compute capability 9.0).
+bool DeviceHasDependentLaunch() {
+  int device = 0, major = 0;
+  return cudaGetDevice(&device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) ==
+             cudaSuccess &&
+         major >= 9;
+}
+
+// overlap: launch as a programmatic dependent of the kernel before it on the stream
+// (DenseRowKernel), which then runs beside this one instead of before it.
 template <typename T, int kTile, int kSplit>
-cudaError_t LaunchRows(const FibParams& p, const float* colsum, cudaStream_t stream) {
+cudaError_t LaunchRows(const FibParams& p, const float* colsum, bool overlap,
+                       cudaStream_t stream) {
   constexpr int kChunk = kChunkRows<kTile>;
   constexpr size_t kSharedBytes = 2 * kChunk * kPaddedRow * sizeof(uint4);
   const int rows = p.tokens - (p.class_token ? 1 : 0);
@@ -799,8 +827,21 @@ cudaError_t LaunchRows(const FibParams& p, const float* colsum, cudaStream_t str
                            cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes);
   if (err != cudaSuccess) return err;
   const dim3 grid((rows + kTile - 1) / kTile, p.batch * p.heads);
-  TiledRowsKernel<T, kTile, kSplit><<<grid, kTile * kSplit, kSharedBytes, stream>>>(p, colsum);
-  return cudaGetLastError();
+  if (!overlap) {
+    TiledRowsKernel<T, kTile, kSplit><<<grid, kTile * kSplit, kSharedBytes, stream>>>(p, colsum);
+    return cudaGetLastError();
+  }
+  cudaLaunchAttribute attribute;
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = dim3(kTile * kSplit);
+  config.dynamicSmemBytes = kSharedBytes;
+  config.stream = stream;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, TiledRowsKernel<T, kTile, kSplit>, p, colsum);
 }
 
 template <typename T, int kWarps>
@@ -835,22 +876,24 @@ cudaError_t LaunchWholeHead(const FibParams& p, cudaStream_t stream) {
 }
 
 template <typename T>
-cudaError_t LaunchTiledTyped(const FibParams& p, TiledShape shape, float* colsum,
-                             cudaStream_t stream) {
-  if (p.class_token || p.official) {
+cudaError_t LaunchTiledTyped(const FibParams& p, TiledShape shape, bool overlap_dense_row,
+                             float* colsum, cudaStream_t stream) {
+  const bool dense_row = p.class_token || p.official;
+  if (dense_row) {
     DenseRowKernel<T><<<p.batch * p.heads, kDenseRowThreads, 0, stream>>>(
         p, colsum, p.class_token, p.official);
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
+  const bool overlap = overlap_dense_row && dense_row && DeviceHasDependentLaunch();
   if (shape.tile_queries == 64) {
-    return shape.threads_per_row == 4   ? LaunchRows<T, 64, 4>(p, colsum, stream)
-           : shape.threads_per_row == 2 ? LaunchRows<T, 64, 2>(p, colsum, stream)
-                                        : LaunchRows<T, 64, 1>(p, colsum, stream);
+    return shape.threads_per_row == 4   ? LaunchRows<T, 64, 4>(p, colsum, overlap, stream)
+           : shape.threads_per_row == 2 ? LaunchRows<T, 64, 2>(p, colsum, overlap, stream)
+                                        : LaunchRows<T, 64, 1>(p, colsum, overlap, stream);
   }
-  return shape.threads_per_row == 4   ? LaunchRows<T, 128, 4>(p, colsum, stream)
-         : shape.threads_per_row == 2 ? LaunchRows<T, 128, 2>(p, colsum, stream)
-                                      : LaunchRows<T, 128, 1>(p, colsum, stream);
+  return shape.threads_per_row == 4   ? LaunchRows<T, 128, 4>(p, colsum, overlap, stream)
+         : shape.threads_per_row == 2 ? LaunchRows<T, 128, 2>(p, colsum, overlap, stream)
+                                      : LaunchRows<T, 128, 1>(p, colsum, overlap, stream);
 }
 
 }  // namespace
@@ -875,15 +918,15 @@ bool TiledFibottentionSupports(const FibParams& p, TiledShape shape) {
          static_cast<long>(p.batch) * p.heads <= kMaxBlocksY;
 }
 
-cudaError_t LaunchTiledFibottention(const FibParams& p, TiledShape shape, float* colsum_workspace,
-                                    cudaStream_t stream) {
+cudaError_t LaunchTiledFibottention(const FibParams& p, TiledShape shape, bool overlap_dense_row,
+                                    float* colsum_workspace, cudaStream_t stream) {
   if (!TiledFibottentionSupports(p, shape)) return cudaErrorInvalidValue;
   if (p.batch == 0 || p.heads == 0 || p.tokens == 0) return cudaSuccess;
   shape = TiledShapeFor(p.tokens, shape);
   if (p.dtype == FibDtype::kFloat16) {
-    return LaunchTiledTyped<__half>(p, shape, colsum_workspace, stream);
+    return LaunchTiledTyped<__half>(p, shape, overlap_dense_row, colsum_workspace, stream);
   }
-  return LaunchTiledTyped<__nv_bfloat16>(p, shape, colsum_workspace, stream);
+  return LaunchTiledTyped<__nv_bfloat16>(p, shape, overlap_dense_row, colsum_workspace, stream);
 }
 
 int MmaTileFor(int tile_queries) {

@@ -63,8 +63,12 @@ struct TiledShape {
 TiledShape TiledShapeFor(int tokens, TiledShape requested);
 bool TiledFibottentionSupports(const FibParams& params, TiledShape shape);
 // `colsum_workspace`: fp32 [B, H, 64], overwritten (Σ_t v with the official semantics).
+// overlap_dense_row: on a GPU of compute capability 9.0 or above, the patch rows' kernel is a
+// programmatic dependent launch of the class row / column sum kernel before it, so the two run
+// side by side and the patch rows wait for Σ_t v only before writing (same results).
 cudaError_t LaunchTiledFibottention(const FibParams& params, TiledShape shape,
-                                    float* colsum_workspace, cudaStream_t stream);
+                                    bool overlap_dense_row, float* colsum_workspace,
+                                    cudaStream_t stream);
 
 // The tiled kernel's staging with the products on tensor cores (mma.sync, compute capability
 // 8.0 and above): tile_queries (64 or 128; 0 picks 128) patch rows per block, 16 per warp.

@@ -330,6 +330,15 @@ TEST(FibottentionKernelCudaTest, TiledKernelMatchesDenseAndTheRowKernel) {
                         .item<float>(),
                     1e-2f)
               << what;
+          if (options.kernel == Kernel::kTiled) {
+            // The patch rows' kernel overlapping the class row's (programmatic dependent
+            // launch): the same kernels, so the same bits.
+            FibottentionCudaOptions overlapped = options;
+            overlapped.overlap_dense_row = true;
+            EXPECT_TRUE(at::equal(
+                FibottentionAttentionCuda(q, k, v, pattern, semantics, 0.125, overlapped), out))
+                << "overlapped, " << what;
+          }
         }
         // The whole-head kernel where the sequence fits (at most 320 tokens), refused beyond.
         const bool fits = pattern.tokens <= 320;
