@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 #ifdef VITSERVE_WITH_CUDA
@@ -30,9 +31,12 @@ void CheckSequence(const at::Tensor& t, const char* name, int64_t batch, int64_t
 void CheckInputs(const SelectiveScanInputs& in) {
   TORCH_CHECK(in.u.defined() && in.u.dim() == 3, "selective scan: u must be [B, L, D]");
   const int64_t batch = in.u.size(0), length = in.u.size(1), channels = in.u.size(2);
-  TORCH_CHECK(in.A.defined() && in.A.dim() == 2 && in.A.size(0) == channels,
-              "selective scan: A must be [", channels, ", N], got ", in.A.sizes());
-  const int64_t state = in.A.size(1);
+  TORCH_CHECK(in.A.defined() != in.A_log.defined(),
+              "selective scan: give exactly one of A and A_log");
+  const at::Tensor& a = in.A_log.defined() ? in.A_log : in.A;
+  TORCH_CHECK(a.dim() == 2 && a.size(0) == channels,
+              "selective scan: A (or A_log) must be [", channels, ", N], got ", a.sizes());
+  const int64_t state = a.size(1);
   CheckSequence(in.delta, "delta", batch, length, channels);
   CheckSequence(in.B, "B", batch, length, state);
   CheckSequence(in.C, "C", batch, length, state);
@@ -47,11 +51,16 @@ void CheckInputs(const SelectiveScanInputs& in) {
     TORCH_CHECK(!t->defined() || (t->dim() == 1 && t->size(0) == channels),
                 "selective scan: D and delta_bias must be [", channels, "]");
   }
-  for (const at::Tensor* t :
-       {&in.delta, &in.A, &in.B, &in.C, &in.D, &in.z, &in.delta_bias, &in.average_with}) {
+  for (const at::Tensor* t : {&in.delta, &in.A, &in.A_log, &in.B, &in.C, &in.D, &in.z,
+                              &in.delta_bias, &in.average_with}) {
     TORCH_CHECK(!t->defined() || t->device() == in.u.device(),
                 "selective scan: all inputs must be on ", in.u.device(), ", one is on ",
                 t->device());
+  }
+  for (const at::Tensor* t : {&a, &in.D, &in.delta_bias}) {
+    TORCH_CHECK(!t->defined() || at::isFloatingType(t->scalar_type()),
+                "selective scan: A (or A_log), D and delta_bias must be floating point, got ",
+                t->scalar_type());
   }
   const at::ScalarType dtype = in.u.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
@@ -60,6 +69,11 @@ void CheckInputs(const SelectiveScanInputs& in) {
 }
 
 at::Tensor Fp32(const at::Tensor& t) { return t.to(at::kFloat); }
+
+// A = −exp(A_log) in fp32 when A_log is given, else A in fp32.
+at::Tensor StateMatrixFp32(const SelectiveScanInputs& in) {
+  return in.A_log.defined() ? -at::exp(Fp32(in.A_log)) : Fp32(in.A);
+}
 
 #ifdef VITSERVE_WITH_CUDA
 internal::ScanDtype KernelDtype(at::ScalarType dtype) {
@@ -71,6 +85,24 @@ internal::ScanDtype KernelDtype(at::ScalarType dtype) {
     default:
       return internal::ScanDtype::kFloat32;
   }
+}
+
+// The kernels read a call's parameters (A or A_log, D and Δ bias; conv weight and bias; the
+// norm's weight) as fp32 or in the inputs' dtype: as stored when all of them have one of the
+// two (the model's own parameters: no conversion kernel per call), else all converted to fp32.
+// Makes them contiguous and returns whether they are fp32.
+bool PrepareParams(std::initializer_list<at::Tensor*> params, at::ScalarType dtype) {
+  bool all_fp32 = true, all_dtype = true;
+  for (const at::Tensor* t : params) {
+    if (!t->defined()) continue;
+    all_fp32 = all_fp32 && t->scalar_type() == at::kFloat;
+    all_dtype = all_dtype && t->scalar_type() == dtype;
+  }
+  const bool fp32 = all_fp32 || !all_dtype;
+  for (at::Tensor* t : params) {
+    if (t->defined()) *t = (fp32 ? Fp32(*t) : *t).contiguous();
+  }
+  return fp32;
 }
 
 // Same dtype as u and a channel stride of 1 (a no-op for the views the model passes).
@@ -94,9 +126,9 @@ at::Tensor SelectiveScanCuda(const SelectiveScanInputs& in) {
   const at::Tensor z = in.z.defined() ? KernelOperand(in.z, dtype) : at::Tensor();
   const at::Tensor average_with =
       in.average_with.defined() ? in.average_with.contiguous() : at::Tensor();
-  const at::Tensor a = Fp32(in.A).contiguous();
-  const at::Tensor d = in.D.defined() ? Fp32(in.D).contiguous() : at::Tensor();
-  const at::Tensor bias = in.delta_bias.defined() ? Fp32(in.delta_bias).contiguous() : at::Tensor();
+  at::Tensor a = in.A_log.defined() ? in.A_log : in.A;
+  at::Tensor d = in.D, bias = in.delta_bias;
+  const bool params_fp32 = PrepareParams({&a, &d, &bias}, dtype);
   at::Tensor out = at::empty(u.sizes(), u.options().memory_format(at::MemoryFormat::Contiguous));
 
   internal::ScanParams p;
@@ -111,9 +143,11 @@ at::Tensor SelectiveScanCuda(const SelectiveScanInputs& in) {
   p.C = StridedOf(c);
   if (z.defined()) p.z = StridedOf(z);
   p.average_with = average_with.defined() ? average_with.data_ptr() : nullptr;
-  p.A = a.data_ptr<float>();
-  p.D = d.defined() ? d.data_ptr<float>() : nullptr;
-  p.delta_bias = bias.defined() ? bias.data_ptr<float>() : nullptr;
+  p.A = a.data_ptr();
+  p.a_is_log = in.A_log.defined();
+  p.D = d.defined() ? d.data_ptr() : nullptr;
+  p.delta_bias = bias.defined() ? bias.data_ptr() : nullptr;
+  p.params_fp32 = params_fp32;
   p.delta_softplus = in.delta_softplus;
   p.reverse = in.reverse;
   p.out = out.data_ptr();
@@ -145,8 +179,8 @@ at::Tensor CausalConv1dSiluCuda(const at::Tensor& x_in, const at::Tensor& weight
                                 const at::Tensor& bias, bool reverse) {
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = KernelOperand(x_in, x_in.scalar_type());
-  const at::Tensor w = Fp32(weight).reshape({x.size(2), -1}).contiguous();
-  const at::Tensor b = bias.defined() ? Fp32(bias).contiguous() : at::Tensor();
+  at::Tensor w = weight.reshape({x.size(2), -1}), b = bias;
+  const bool params_fp32 = PrepareParams({&w, &b}, x.scalar_type());
   at::Tensor out = at::empty(x.sizes(), x.options().memory_format(at::MemoryFormat::Contiguous));
   internal::ConvParams p;
   p.batch = static_cast<int>(x.size(0));
@@ -155,8 +189,9 @@ at::Tensor CausalConv1dSiluCuda(const at::Tensor& x_in, const at::Tensor& weight
   p.kernel = static_cast<int>(w.size(1));
   p.dtype = KernelDtype(x.scalar_type());
   p.x = StridedOf(x);
-  p.weight = w.data_ptr<float>();
-  p.bias = b.defined() ? b.data_ptr<float>() : nullptr;
+  p.weight = w.data_ptr();
+  p.bias = b.defined() ? b.data_ptr() : nullptr;
+  p.params_fp32 = params_fp32;
   p.reverse = reverse;
   p.out = out.data_ptr();
   const cudaError_t err = internal::LaunchCausalConv1dSilu(p, c10::cuda::getCurrentCUDAStream());
@@ -168,7 +203,8 @@ at::Tensor AddRmsNormCuda(const at::Tensor& hidden_in, at::Tensor& residual,
   const c10::cuda::CUDAGuard guard(hidden_in.device());
   const at::Tensor hidden = hidden_in.contiguous();
   const at::Tensor previous = residual.defined() ? residual.contiguous() : at::Tensor();
-  const at::Tensor w = Fp32(weight).contiguous();
+  at::Tensor w = weight;
+  const bool weight_fp32 = PrepareParams({&w}, hidden.scalar_type());
   at::Tensor next = at::empty(hidden.sizes(), hidden.options().dtype(at::kFloat));
   at::Tensor out = at::empty(hidden.sizes(), hidden.options());
   internal::AddRmsNormParams p;
@@ -179,7 +215,8 @@ at::Tensor AddRmsNormCuda(const at::Tensor& hidden_in, at::Tensor& residual,
   p.hidden = hidden.data_ptr();
   p.residual = previous.defined() ? previous.data_ptr<float>() : nullptr;
   p.residual_out = next.data_ptr<float>();
-  p.weight = w.data_ptr<float>();
+  p.weight = w.data_ptr();
+  p.weight_fp32 = weight_fp32;
   p.out = out.data_ptr();
   const cudaError_t err = internal::LaunchAddRmsNorm(p, c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "add + RMSNorm kernel failed: ", cudaGetErrorString(err));
@@ -235,8 +272,8 @@ at::Tensor SelectiveScanReference(const SelectiveScanInputs& in) {
   CheckInputs(in);
   TORCH_CHECK(in.u.device().is_cpu(), "SelectiveScanReference runs on CPU tensors only");
   const int64_t batch = in.u.size(0), length = in.u.size(1), channels = in.u.size(2);
-  const int64_t state = in.A.size(1);
-  const at::Tensor u_f = Fp32(in.u), delta_f = Fp32(in.delta), a_f = Fp32(in.A);
+  const at::Tensor u_f = Fp32(in.u), delta_f = Fp32(in.delta), a_f = StateMatrixFp32(in);
+  const int64_t state = a_f.size(1);
   const at::Tensor b_f = Fp32(in.B), c_f = Fp32(in.C);
   const at::Tensor d_f = in.D.defined() ? Fp32(in.D) : at::zeros({channels});
   const at::Tensor bias_f = in.delta_bias.defined() ? Fp32(in.delta_bias) : at::zeros({channels});

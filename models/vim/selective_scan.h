@@ -43,12 +43,16 @@ enum class ScanKernelChoice { kAuto, kChunked, kChunkedBranchFree, kSplitStates 
 struct SelectiveScanInputs {
   at::Tensor u;           // [B, L, D] (the conv output), fp32/fp16/bf16
   at::Tensor delta;       // [B, L, D] before bias and softplus, any supported dtype
-  at::Tensor A;           // [D, N] fp32 (= −exp(A_log))
+  at::Tensor A;           // [D, N] (= −exp(A_log)), or undefined when A_log is given
+  at::Tensor A_log;       // [D, N], or undefined: A = −exp(A_log), computed in fp32 (on CUDA
+                          // inside the kernel, so the model passes its parameter as stored)
   at::Tensor B;           // [B, L, N]
   at::Tensor C;           // [B, L, N]
-  at::Tensor D;           // [D] fp32, or undefined (no skip)
+  at::Tensor D;           // [D], or undefined (no skip)
   at::Tensor z;           // [B, L, D] gate, or undefined (no gating)
-  at::Tensor delta_bias;  // [D] fp32, or undefined
+  at::Tensor delta_bias;  // [D], or undefined
+  // A (or A_log), D and delta_bias may be fp32 or u's dtype; the CUDA kernel reads them as they
+  // are when all are one of the two (any other mix is converted to fp32 first).
   bool delta_softplus = true;
   bool reverse = false;
   // CUDA only: sequence chunks scanned in parallel (selective_scan_cuda.cu); 0 lets the kernel
@@ -65,7 +69,8 @@ struct SelectiveScanInputs {
 // Returns out [B, L, D] contiguous, in u's dtype, on u's device.
 at::Tensor SelectiveScan(const SelectiveScanInputs& in);
 
-// x [B, L, D]; weight [D, 1, K] or [D, K]; bias [D] or undefined. Returns SiLU(conv(x)) as
+// x [B, L, D]; weight [D, 1, K] or [D, K]; bias [D] or undefined (on CUDA read as stored when
+// both are fp32 or x's dtype, else converted to fp32). Returns SiLU(conv(x)) as
 // [B, L, D] contiguous in x's dtype: out_t = SiLU(bias + Σ_k w[k]·x_{t−(K−1)+k}) (zero padding
 // before the start), or with reverse, out_t = SiLU(bias + Σ_k w[k]·x_{t+(K−1)−k}).
 at::Tensor CausalConv1dSilu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
@@ -74,7 +79,8 @@ at::Tensor CausalConv1dSilu(const at::Tensor& x, const at::Tensor& weight, const
 // The input of a Vim block (mamba_ssm's fused add + RMSNorm with residual_in_fp32):
 //   residual ← residual + hidden in fp32 (just hidden when residual is undefined),
 //   returns residual · rsqrt(mean(residual²) + eps) · weight, in hidden's dtype.
-// hidden [..., D]; weight [D]; residual undefined or fp32 of hidden's shape. `residual` is
+// hidden [..., D]; weight [D] (on CUDA read as stored when fp32 or hidden's dtype); residual
+// undefined or fp32 of hidden's shape. `residual` is
 // replaced by a new fp32 tensor (the one passed in is not written).
 at::Tensor AddRmsNorm(const at::Tensor& hidden, at::Tensor& residual, const at::Tensor& weight,
                       double eps);

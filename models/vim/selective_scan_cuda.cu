@@ -36,6 +36,13 @@ __device__ __forceinline__ float Silu(float v) { return v / (1.0f + expf(-v)); }
 // exact SiLU rounds to.
 __device__ __forceinline__ float SiluNoBranch(float v) { return __fdividef(v, 1.0f + expf(-v)); }
 
+// A per-channel parameter (A or A_log, D, Δ bias, conv weight and bias, norm weight): fp32, or
+// T as the model stores it (no conversion kernel per call).
+template <typename T>
+__device__ __forceinline__ float LoadParam(const void* params, bool fp32, int64_t i) {
+  return fp32 ? static_cast<const float*>(params)[i] : ToFloat(static_cast<const T*>(params)[i]);
+}
+
 // 2^x on the special-function unit. exp2f adds three instructions per call that keep results
 // below 2^-126 (denormals) exact; here they flush to zero, which for a decay factor multiplying
 // the state changes nothing at fp32 precision. The scan calls it once per (token, state).
@@ -290,7 +297,9 @@ __global__ void __launch_bounds__(kScanThreads, kLanes > 1 ? 8 : kBranchFree ? 4
   float h[kStates];
 #pragma unroll
   for (int n = 0; n < kStates; ++n) {
-    a2[n] = active ? p.A[channel * kN + n0 + n] * kLog2e : 0.0f;
+    float a = active ? LoadParam<T>(p.A, p.params_fp32, channel * kN + n0 + n) : 0.0f;
+    if (p.a_is_log) a = -expf(a);  // A = −exp(A_log), in fp32.
+    a2[n] = active ? a * kLog2e : 0.0f;
     h[n] = 0.0f;
   }
   if (kPass == 2 && active) {
@@ -302,8 +311,11 @@ __global__ void __launch_bounds__(kScanThreads, kLanes > 1 ? 8 : kBranchFree ? 4
       }
     }
   }
-  const float d_skip = (active && p.D != nullptr) ? p.D[channel] : 0.0f;
-  const float bias = (active && p.delta_bias != nullptr) ? p.delta_bias[channel] : 0.0f;
+  const float d_skip =
+      (active && p.D != nullptr) ? LoadParam<T>(p.D, p.params_fp32, channel) : 0.0f;
+  const float bias = (active && p.delta_bias != nullptr)
+                         ? LoadParam<T>(p.delta_bias, p.params_fp32, channel)
+                         : 0.0f;
   float sum_dt = 0.0f;
 
   for (int sub = begin; sub < end; sub += kChunk) {
@@ -412,8 +424,8 @@ __global__ void __launch_bounds__(kConvThreads) CausalConv1dSiluKernel(ConvParam
       static_cast<T*>(p.out) + static_cast<int64_t>(batch) * p.length * p.channels + channel;
   float w[kTaps];
 #pragma unroll
-  for (int k = 0; k < kTaps; ++k) w[k] = p.weight[channel * kTaps + k];
-  const float bias = p.bias != nullptr ? p.bias[channel] : 0.0f;
+  for (int k = 0; k < kTaps; ++k) w[k] = LoadParam<T>(p.weight, p.params_fp32, channel * kTaps + k);
+  const float bias = p.bias != nullptr ? LoadParam<T>(p.bias, p.params_fp32, channel) : 0.0f;
   // window[j] holds token first + j: causal outputs t0… read t0−(K−1)…, anti-causal ones t0….
   constexpr int kWindow = kConvSteps + kTaps - 1;
   float window[kWindow];
@@ -465,7 +477,7 @@ __global__ void AddRmsNormKernel(AddRmsNormParams p) {
   const float rstd = rsqrtf(sum_sq / static_cast<float>(p.dim) + p.eps);
   T* out = static_cast<T*>(p.out) + row * p.dim;
   for (int i = lane; i < p.dim; i += kWarp) {
-    out[i] = FromFloat<T>(residual_out[i] * rstd * p.weight[i]);
+    out[i] = FromFloat<T>(residual_out[i] * rstd * LoadParam<T>(p.weight, p.weight_fp32, i));
   }
 }
 

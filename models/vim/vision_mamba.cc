@@ -127,12 +127,14 @@ class MixerImpl : public nn::Module {
     vim::SelectiveScanInputs in;
     in.u = u;
     in.delta = at::linear(x_dbl.narrow(2, 0, dt_rank_), dir.dt_proj->weight);
-    in.A = -at::exp(dir.a_log.to(at::kFloat));
+    // The parameters as stored: A = −exp(A_log) and the fp32 conversions happen inside the
+    // kernel (on CPU in the reference), not as five small kernels per call.
+    in.A_log = dir.a_log;
     in.B = x_dbl.narrow(2, dt_rank_, state_);
     in.C = x_dbl.narrow(2, dt_rank_ + state_, state_);
-    in.D = dir.d_skip.to(at::kFloat);
+    in.D = dir.d_skip;
     in.z = z;
-    in.delta_bias = dir.dt_proj->bias.to(at::kFloat);
+    in.delta_bias = dir.dt_proj->bias;
     in.delta_softplus = true;
     in.reverse = reverse;
     in.average_with = average_with;

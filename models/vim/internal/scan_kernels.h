@@ -2,8 +2,9 @@
 // element strides, a dtype tag) so that selective_scan_cuda.cu needs no ATen headers and
 // compiles quickly with nvcc. Used only by selective_scan.cc in CUDA builds.
 // Contract: all pointers are device pointers on the current device; tensors of one call share
-// `dtype` except A, D, delta_bias, conv weight and bias, which are fp32 and contiguous; the
-// channel stride of every [B, L, D] tensor is 1; `out` is contiguous [B, L, D].
+// `dtype` except the parameters (A or A_log, D, delta_bias; conv weight and bias; the norm's
+// weight), which are contiguous and either fp32 or of `dtype`, as their flag says; the channel
+// stride of every [B, L, D] tensor is 1; `out` is contiguous [B, L, D].
 // Thread-safety: launches are asynchronous on `stream`. Errors: the returned cudaError_t
 // (cudaErrorInvalidValue for an unsupported d_state or dtype).
 #pragma once
@@ -44,9 +45,12 @@ struct ScanParams {
   int d_state = 0;  // 4, 8 or 16 (the kernel keeps the whole state in registers)
   ScanDtype dtype = ScanDtype::kFloat32;
   Strided u, delta, B, C, z;          // z.data may be null (no gate)
-  const float* A = nullptr;           // [channels, d_state]
-  const float* D = nullptr;           // [channels] or null
-  const float* delta_bias = nullptr;  // [channels] or null
+  // [channels, d_state]: A, or A_log when a_is_log (the kernel computes A = −exp(A_log)).
+  const void* A = nullptr;
+  bool a_is_log = false;
+  const void* D = nullptr;           // [channels] or null
+  const void* delta_bias = nullptr;  // [channels] or null
+  bool params_fp32 = true;           // A, D and delta_bias: fp32, else all of `dtype`.
   bool delta_softplus = true;
   bool reverse = false;
   void* out = nullptr;  // [batch, length, channels]
@@ -87,8 +91,9 @@ struct ConvParams {
   int kernel = 0;  // 1..8
   ScanDtype dtype = ScanDtype::kFloat32;
   Strided x;
-  const float* weight = nullptr;  // [channels, kernel]
-  const float* bias = nullptr;    // [channels] or null
+  const void* weight = nullptr;  // [channels, kernel]
+  const void* bias = nullptr;    // [channels] or null
+  bool params_fp32 = true;       // weight and bias: fp32, else both of `dtype`.
   bool reverse = false;
   void* out = nullptr;  // [batch, length, channels]
 };
@@ -96,7 +101,8 @@ struct ConvParams {
 // Residual add + RMSNorm of a block (mamba_ssm's fused add_norm with residual_in_fp32):
 // residual_out = residual + hidden (fp32), out = residual_out·rsqrt(mean(residual_out²)+eps)·weight.
 // hidden/out are contiguous [rows, dim] of `dtype`; residual (or null: no residual yet) and
-// residual_out are contiguous fp32 and may be the same buffer; weight is [dim] fp32.
+// residual_out are contiguous fp32 and may be the same buffer; weight is [dim], fp32 when
+// weight_fp32, else of `dtype`.
 struct AddRmsNormParams {
   int64_t rows = 0;
   int dim = 0;
@@ -105,7 +111,8 @@ struct AddRmsNormParams {
   const void* hidden = nullptr;
   const float* residual = nullptr;
   float* residual_out = nullptr;
-  const float* weight = nullptr;
+  const void* weight = nullptr;
+  bool weight_fp32 = true;
   void* out = nullptr;
 };
 

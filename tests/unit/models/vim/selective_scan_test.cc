@@ -131,6 +131,29 @@ TEST(SelectiveScanTest, HalfPrecisionInputsAccumulateInFloat) {
   EXPECT_LT(MaxRelError(out, ClosedForm(low)), 1e-2);
 }
 
+// The model passes its A_log (A = −exp(A_log) is computed inside) and its D and Δ bias in its
+// own dtype: the same result as A, D and bias given in fp32.
+TEST(SelectiveScanTest, ALogAndParametersInTheInputsDtypeEqualFp32Parameters) {
+  at::manual_seed(12);
+  SelectiveScanInputs in = RandomInputs(2, 9, 6, 4);
+  const at::Tensor a_log = at::log(-in.A);
+  SelectiveScanInputs with_log = in;
+  with_log.A = at::Tensor();
+  with_log.A_log = a_log;
+  in.A = -at::exp(a_log);  // What the model computed per call before.
+  EXPECT_TRUE(at::equal(SelectiveScan(with_log), SelectiveScan(in)));
+  // Parameters stored in bf16 (a bf16 model), inputs too: as if converted to fp32 first.
+  for (at::Tensor* t : {&with_log.u, &with_log.delta, &with_log.B, &with_log.C, &with_log.z,
+                        &with_log.A_log, &with_log.D, &with_log.delta_bias}) {
+    *t = t->to(at::kBFloat16);
+  }
+  SelectiveScanInputs fp32_params = with_log;
+  fp32_params.A_log = with_log.A_log.to(at::kFloat);
+  fp32_params.D = with_log.D.to(at::kFloat);
+  fp32_params.delta_bias = with_log.delta_bias.to(at::kFloat);
+  EXPECT_TRUE(at::equal(SelectiveScan(with_log), SelectiveScan(fp32_params)));
+}
+
 TEST(SelectiveScanTest, RejectsMismatchedShapes) {
   SelectiveScanInputs in = RandomInputs(1, 5, 4, 4);
   in.B = at::randn({1, 6, 4});
@@ -140,6 +163,15 @@ TEST(SelectiveScanTest, RejectsMismatchedShapes) {
   EXPECT_THROW(SelectiveScan(in), c10::Error);
   in = RandomInputs(1, 5, 4, 4);
   in.chunks = -1;
+  EXPECT_THROW(SelectiveScan(in), c10::Error);
+  in = RandomInputs(1, 5, 4, 4);
+  in.A_log = at::log(-in.A);  // Both A and A_log.
+  EXPECT_THROW(SelectiveScan(in), c10::Error);
+  in.A = at::Tensor();
+  in.A_log = at::Tensor();  // Neither.
+  EXPECT_THROW(SelectiveScan(in), c10::Error);
+  in = RandomInputs(1, 5, 4, 4);
+  in.D = in.D.to(at::kInt);
   EXPECT_THROW(SelectiveScan(in), c10::Error);
 }
 
@@ -263,6 +295,38 @@ TEST_F(CudaKernelTest, ScanMatchesReference) {
   }
 }
 
+// The model's parameters as stored (A_log, D and Δ bias in the inputs' dtype: the kernels read
+// them without a conversion per call), and a mix of dtypes (converted to fp32 first): the same
+// as fp32 parameters, up to the kernel's expf against ATen's exp for A.
+TEST_F(CudaKernelTest, ScanReadsParametersAsStored) {
+  c10::InferenceMode guard;
+  at::manual_seed(13);
+  for (const at::ScalarType dtype : {at::kHalf, at::kBFloat16}) {
+    SelectiveScanInputs in = RandomInputs(2, 300, 130, 16, at::kCUDA, dtype);
+    SelectiveScanInputs stored = in;
+    stored.A = at::Tensor();
+    stored.A_log = at::log(-in.A).to(dtype);
+    stored.D = in.D.to(dtype);
+    stored.delta_bias = in.delta_bias.to(dtype);
+    SelectiveScanInputs fp32_params = in;
+    fp32_params.A = -at::exp(stored.A_log.to(at::kFloat));
+    fp32_params.D = stored.D.to(at::kFloat);
+    fp32_params.delta_bias = stored.delta_bias.to(at::kFloat);
+    SelectiveScanInputs mixed = stored;
+    mixed.D = fp32_params.D;
+    for (const ScanKernelChoice kernel : kCudaKernels) {
+      for (SelectiveScanInputs* t : {&stored, &fp32_params, &mixed}) t->kernel = kernel;
+      const at::Tensor want = SelectiveScan(fp32_params);
+      const std::string where = std::string(c10::toString(dtype)) + " kernel " +
+                                std::to_string(static_cast<int>(kernel));
+      // A last-bit difference in A may round an output to the neighbouring fp16 / bf16 value.
+      const double tolerance = dtype == at::kHalf ? 2e-3 : 1e-2;
+      EXPECT_LT(MaxRelError(SelectiveScan(stored), want), tolerance) << where;
+      EXPECT_LT(MaxRelError(SelectiveScan(mixed), want), tolerance) << "mixed, " << where;
+    }
+  }
+}
+
 // Every kernel on the inputs the model does not give but the API allows: Δ without softplus and
 // above softplus's threshold of 20 (where it is the identity), no gate, no D and no Δ bias, and
 // the smaller states (kSplitStates: 2 threads per channel at d_state 8, 1 at 4).
@@ -361,6 +425,31 @@ TEST_F(CudaKernelTest, ConvMatchesReference) {
             << "length " << length << " taps " << taps << " reverse " << reverse;
       }
     }
+  }
+}
+
+// The conv's and the norm's weights as a bf16 / fp16 model stores them are read as they are:
+// the same bits as the same values given in fp32.
+TEST_F(CudaKernelTest, ConvAndNormReadWeightsAsStored) {
+  c10::InferenceMode guard;
+  at::manual_seed(14);
+  for (const at::ScalarType dtype : {at::kHalf, at::kBFloat16}) {
+    const at::Tensor x = at::randn({2, 40, 130}, at::kCUDA).to(dtype);
+    const at::Tensor w = at::randn({130, 1, 4}, at::kCUDA).to(dtype);
+    const at::Tensor b = at::randn({130}, at::kCUDA).to(dtype);
+    for (const bool reverse : {false, true}) {
+      EXPECT_TRUE(at::equal(CausalConv1dSilu(x, w, b, reverse),
+                            CausalConv1dSilu(x, w.to(at::kFloat), b.to(at::kFloat), reverse)))
+          << c10::toString(dtype) << " reverse " << reverse;
+    }
+    const at::Tensor hidden = at::randn({3, 50, 192}, at::kCUDA).to(dtype);
+    const at::Tensor weight = (at::rand({192}, at::kCUDA) + 0.5).to(dtype);
+    const at::Tensor first = at::randn({3, 50, 192}, at::kCUDA);
+    at::Tensor residual_stored = first, residual_fp32 = first;
+    EXPECT_TRUE(at::equal(AddRmsNorm(hidden, residual_stored, weight, 1e-5),
+                          AddRmsNorm(hidden, residual_fp32, weight.to(at::kFloat), 1e-5)))
+        << c10::toString(dtype);
+    EXPECT_TRUE(at::equal(residual_stored, residual_fp32)) << c10::toString(dtype);
   }
 }
 
