@@ -52,6 +52,30 @@ __device__ __forceinline__ float Exp2FlushDenormals(float x) {
   return y;
 }
 
+// One step of a thread's kStates states: h ← exp(Δ·A)·h + Δ·u·B_t, with a2 = A·log2(e) and b
+// the step's B_t (those states' entries).
+template <int kStates>
+__device__ __forceinline__ void AdvanceStates(float dt, float dt_u, const float* b,
+                                              const float (&a2)[kStates], float (&h)[kStates]) {
+#pragma unroll
+  for (int n = 0; n < kStates; ++n) h[n] = Exp2FlushDenormals(dt * a2[n]) * h[n] + dt_u * b[n];
+}
+
+// The same step, returning C_t·h over the thread's states (c: C_t's entries), summed in four
+// partial sums so that it is not one chain of kStates dependent FMAs.
+template <int kStates>
+__device__ __forceinline__ float AdvanceStatesAndRead(float dt, float dt_u, const float* b,
+                                                      const float* c, const float (&a2)[kStates],
+                                                      float (&h)[kStates]) {
+  float y_part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+  for (int n = 0; n < kStates; ++n) {
+    h[n] = Exp2FlushDenormals(dt * a2[n]) * h[n] + dt_u * b[n];
+    y_part[n % 4] += c[n] * h[n];
+  }
+  return (y_part[0] + y_part[1]) + (y_part[2] + y_part[3]);
+}
+
 // softplus with PyTorch's threshold (linear above 20).
 __device__ __forceinline__ float Softplus(float v) { return v <= 20.0f ? log1pf(expf(v)) : v; }
 
@@ -60,6 +84,29 @@ __device__ __forceinline__ float Softplus(float v) { return v <= 20.0f ? log1pf(
 __device__ __forceinline__ float SoftplusNoBranch(float v) {
   const float below = log1pf(expf(fminf(v, 20.0f)));
   return v <= 20.0f ? below : v;
+}
+
+// Δ = softplus(δ + bias) (or δ + bias) of kCount steps in place, and with kGates their gates
+// SiLU(z) (or 1 without z) in place. The flags are the same for every thread: one branch each
+// around the steps, not one per step.
+template <int kCount, bool kGates>
+__device__ __forceinline__ void PrepareSteps(bool softplus, float bias, bool gated,
+                                             float (&dt)[kCount], float (&gate)[kCount]) {
+  if (softplus) {
+#pragma unroll
+    for (int k = 0; k < kCount; ++k) dt[k] = SoftplusNoBranch(dt[k] + bias);
+  } else {
+#pragma unroll
+    for (int k = 0; k < kCount; ++k) dt[k] += bias;
+  }
+  if (!kGates) return;
+  if (gated) {
+#pragma unroll
+    for (int k = 0; k < kCount; ++k) gate[k] = SiluNoBranch(gate[k]);
+  } else {
+#pragma unroll
+    for (int k = 0; k < kCount; ++k) gate[k] = 1.0f;
+  }
 }
 
 // One group of kGroup steps of SelectiveScanKernel<T, kN, kPass, /*kBranchFree=*/true>, steps
@@ -73,25 +120,9 @@ __device__ __forceinline__ void AdvanceGroupBranchFree(
     float d_skip, const float (&a2)[kN], float (&h)[kN], float& sum_dt,
     const float (&smem_b)[kChunk][kN], const float (&smem_c)[kChunk][kN], bool gated,
     bool averaged, T* __restrict__ out) {
-  // The flags are the same for every thread: one branch each around the group, not per step.
-  if (p.delta_softplus) {
-#pragma unroll
-    for (int k = 0; k < kGroup; ++k) dt_g[k] = SoftplusNoBranch(dt_g[k] + bias);
-  } else {
-#pragma unroll
-    for (int k = 0; k < kGroup; ++k) dt_g[k] += bias;
-  }
+  PrepareSteps<kGroup, kPass != 1>(p.delta_softplus, bias, gated, dt_g, z_g);
 #pragma unroll
   for (int k = 0; k < kGroup; ++k) dt_g[k] = s0 + k < steps ? dt_g[k] : 0.0f;
-  if (kPass != 1) {
-    if (gated) {
-#pragma unroll
-      for (int k = 0; k < kGroup; ++k) z_g[k] = SiluNoBranch(z_g[k]);
-    } else {
-#pragma unroll
-      for (int k = 0; k < kGroup; ++k) z_g[k] = 1.0f;
-    }
-  }
   // The outputs are kept until the group's state work is done, so that their stores, which a
   // partial group skips, do not cut it into regions.
   float y_g[kGroup];
@@ -102,19 +133,10 @@ __device__ __forceinline__ void AdvanceGroupBranchFree(
     const float dt_u = dt * u_g[k];
     if (kPass == 1) {
       sum_dt += dt;
-#pragma unroll
-      for (int n = 0; n < kN; ++n) {
-        h[n] = Exp2FlushDenormals(dt * a2[n]) * h[n] + dt_u * smem_b[s][n];
-      }
+      AdvanceStates(dt, dt_u, smem_b[s], a2, h);
       continue;
     }
-    float y_part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-    for (int n = 0; n < kN; ++n) {
-      h[n] = Exp2FlushDenormals(dt * a2[n]) * h[n] + dt_u * smem_b[s][n];
-      y_part[n % 4] += smem_c[s][n] * h[n];
-    }
-    y_g[k] = (y_part[0] + y_part[1]) + (y_part[2] + y_part[3]) + d_skip * u_g[k];
+    y_g[k] = AdvanceStatesAndRead(dt, dt_u, smem_b[s], smem_c[s], a2, h) + d_skip * u_g[k];
   }
   if constexpr (kPass != 1) {
     // (avg + y) / 2 when averaging and y otherwise: avg_g is 0 when not averaging.
@@ -163,51 +185,28 @@ __device__ __forceinline__ void AdvanceGroupSplit(
       if (kPass != 1 && avg != nullptr) avg_o[i] = ToFloat(avg[int64_t{t} * p.channels]);
     }
   }
-  if (p.delta_softplus) {
-#pragma unroll
-    for (int i = 0; i < kOwn; ++i) dt_o[i] = SoftplusNoBranch(dt_o[i] + bias);
-  } else {
-#pragma unroll
-    for (int i = 0; i < kOwn; ++i) dt_o[i] += bias;
-  }
+  PrepareSteps<kOwn, kPass != 1>(p.delta_softplus, bias, z != nullptr, dt_o, gate_o);
 #pragma unroll
   for (int i = 0; i < kOwn; ++i) {
     if (s0 + i * kLanes + lane >= steps) dt_o[i] = 0.0f;
     dtu_o[i] = dt_o[i] * u_o[i];
-  }
-  if (kPass != 1) {
-    if (z != nullptr) {
-#pragma unroll
-      for (int i = 0; i < kOwn; ++i) gate_o[i] = SiluNoBranch(gate_o[i]);
-    } else {
-#pragma unroll
-      for (int i = 0; i < kOwn; ++i) gate_o[i] = 1.0f;
-    }
   }
   float y_k[kGroup];
 #pragma unroll
   for (int k = 0; k < kGroup; ++k) {
     const float dt = __shfl_sync(mask, dt_o[k / kLanes], k % kLanes, kLanes);
     const float dt_u = __shfl_sync(mask, dtu_o[k / kLanes], k % kLanes, kLanes);
+    // This thread's 4 states of B_t and C_t: one 16-byte shared-memory load each.
     const float4 b = reinterpret_cast<const float4*>(smem_b[s0 + k])[lane];
     const float b_n[kStates] = {b.x, b.y, b.z, b.w};
     if (kPass == 1) {
       sum_dt += dt;
-#pragma unroll
-      for (int n = 0; n < kStates; ++n) {
-        h[n] = Exp2FlushDenormals(dt * a2[n]) * h[n] + dt_u * b_n[n];
-      }
+      AdvanceStates(dt, dt_u, b_n, a2, h);
       continue;
     }
     const float4 c = reinterpret_cast<const float4*>(smem_c[s0 + k])[lane];
     const float c_n[kStates] = {c.x, c.y, c.z, c.w};
-    float y_part[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int n = 0; n < kStates; ++n) {
-      h[n] = Exp2FlushDenormals(dt * a2[n]) * h[n] + dt_u * b_n[n];
-      y_part[n % 2] += c_n[n] * h[n];
-    }
-    y_k[k] = y_part[0] + y_part[1];
+    y_k[k] = AdvanceStatesAndRead(dt, dt_u, b_n, c_n, a2, h);
   }
   if constexpr (kPass != 1) {
 #pragma unroll
@@ -376,20 +375,10 @@ __global__ void __launch_bounds__(kScanThreads, kLanes > 1 ? 8 : kBranchFree ? 4
             const float dt_u = dt * u_t;
             if (kPass == 1) {
               sum_dt += dt;
-#pragma unroll
-              for (int n = 0; n < kN; ++n) {
-                h[n] = Exp2FlushDenormals(dt * a2[n]) * h[n] + dt_u * smem_b[s][n];
-              }
+              AdvanceStates(dt, dt_u, smem_b[s], a2, h);
               continue;
             }
-            // Four partial sums, so that y is not one chain of kN dependent FMAs.
-            float y_part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-            for (int n = 0; n < kN; ++n) {
-              h[n] = Exp2FlushDenormals(dt * a2[n]) * h[n] + dt_u * smem_b[s][n];
-              y_part[n % 4] += smem_c[s][n] * h[n];
-            }
-            float y = (y_part[0] + y_part[1]) + (y_part[2] + y_part[3]) + d_skip * u_t;
+            float y = AdvanceStatesAndRead(dt, dt_u, smem_b[s], smem_c[s], a2, h) + d_skip * u_t;
             if (z != nullptr) y *= Silu(z_g[k]);
             if (avg != nullptr) y = 0.5f * (avg_g[k] + y);
             const int t = p.reverse ? p.length - 1 - s - sub : sub + s;
