@@ -43,11 +43,6 @@ struct Op {
   std::function<void()> run;
 };
 
-vim::SelectiveScanInputs WithChunks(vim::SelectiveScanInputs in, int chunks) {
-  in.chunks = chunks;
-  return in;
-}
-
 vim::SelectiveScanInputs WithKernel(vim::SelectiveScanInputs in, vim::ScanKernelChoice kernel,
                                     int chunks = 0) {
   in.kernel = kernel;
@@ -71,6 +66,7 @@ int Run() {
   if (device.is_cuda()) at::globalContext().setAllowTF32CuBLAS(false);
   c10::InferenceMode guard;
   const auto opts = at::TensorOptions().device(device).dtype(dtype);
+  constexpr vim::ScanKernelChoice kChunked = vim::ScanKernelChoice::kChunked;
   constexpr vim::ScanKernelChoice kBranchFree = vim::ScanKernelChoice::kChunkedBranchFree;
   constexpr vim::ScanKernelChoice kSplit = vim::ScanKernelChoice::kSplitStates;
   const auto fp32 = at::TensorOptions().device(device).dtype(at::kFloat);
@@ -101,7 +97,7 @@ int Run() {
   in.delta_bias = at::full({inner}, -4.0, opts);
   const std::string scan_kernel = absl::GetFlag(FLAGS_scan_kernel);
   if (scan_kernel == "chunked") {
-    in.kernel = vim::ScanKernelChoice::kChunked;
+    in.kernel = kChunked;
   } else if (scan_kernel == "branch-free") {
     in.kernel = kBranchFree;
   } else if (scan_kernel == "split-states") {
@@ -124,13 +120,13 @@ int Run() {
       {"x_proj", 2, [&] { (void)at::linear(u, x_proj); }},
       {"dt_proj", 2, [&] { (void)at::linear(x_dbl.narrow(2, 0, dt_rank), dt_proj); }},
       {"selective scan", 2, [&] { (void)vim::SelectiveScan(in); }},
-      {"  chunks=1", 0, [&] { (void)vim::SelectiveScan(WithChunks(in, 1)); }},
-      {"  chunks=2", 0, [&] { (void)vim::SelectiveScan(WithChunks(in, 2)); }},
-      {"  chunks=4", 0, [&] { (void)vim::SelectiveScan(WithChunks(in, 4)); }},
-      {"  chunks=8", 0, [&] { (void)vim::SelectiveScan(WithChunks(in, 8)); }},
-      {"  chunks=16", 0, [&] { (void)vim::SelectiveScan(WithChunks(in, 16)); }},
-      {"  chunks=32", 0, [&] { (void)vim::SelectiveScan(WithChunks(in, 32)); }},
-      {"  chunks=64", 0, [&] { (void)vim::SelectiveScan(WithChunks(in, 64)); }},
+      {"  chunks=1", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kChunked, 1)); }},
+      {"  chunks=2", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kChunked, 2)); }},
+      {"  chunks=4", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kChunked, 4)); }},
+      {"  chunks=8", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kChunked, 8)); }},
+      {"  chunks=16", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kChunked, 16)); }},
+      {"  chunks=32", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kChunked, 32)); }},
+      {"  chunks=64", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kChunked, 64)); }},
       {"  averaged", 0, [&] { (void)vim::SelectiveScan(Averaged(in, y)); }},
       {"  branch-free", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kBranchFree)); }},
       {"  br-free avg", 0,

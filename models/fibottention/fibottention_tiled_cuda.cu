@@ -803,13 +803,15 @@ bool HalfHeads64(const FibParams& p) {
          TensorsAligned16(p);
 }
 
-// Whether the current device runs programmatic dependent launches (compute capability 9.0).
-bool DeviceHasDependentLaunch() {
+// The current device's compute capability major version (0 when it cannot be read): tensor
+// cores' mma.sync need 8, programmatic dependent launches 9.
+int ComputeCapabilityMajor() {
   int device = 0, major = 0;
-  return cudaGetDevice(&device) == cudaSuccess &&
-         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) ==
-             cudaSuccess &&
-         major >= 9;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+    return 0;
+  }
+  return major;
 }
 
 // overlap: launch as a programmatic dependent of the kernel before it on the stream
@@ -885,7 +887,7 @@ cudaError_t LaunchTiledTyped(const FibParams& p, TiledShape shape, bool overlap_
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
-  const bool overlap = overlap_dense_row && dense_row && DeviceHasDependentLaunch();
+  const bool overlap = overlap_dense_row && dense_row && ComputeCapabilityMajor() >= 9;
   if (shape.tile_queries == 64) {
     return shape.threads_per_row == 4   ? LaunchRows<T, 64, 4>(p, colsum, overlap, stream)
            : shape.threads_per_row == 2 ? LaunchRows<T, 64, 2>(p, colsum, overlap, stream)
@@ -936,13 +938,8 @@ int MmaTileFor(int tile_queries) {
 }
 
 bool MmaFibottentionSupports(const FibParams& p, int tile_queries) {
-  int device = 0, major = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
-    return false;
-  }
   const int tile = MmaTileFor(tile_queries);
-  return major >= 8 && HalfHeads64(p) && (tile == 64 || tile == 128) &&
+  return ComputeCapabilityMajor() >= 8 && HalfHeads64(p) && (tile == 64 || tile == 128) &&
          static_cast<long>(p.batch) * p.heads <= kMaxBlocksY;
 }
 

@@ -31,7 +31,7 @@
 
 namespace vitserve::vim {
 
-// CUDA only: which kernel runs the scan (selective_scan_cuda.cu; both are the chunked scan, and
+// CUDA only: which kernel runs the scan (selective_scan_cuda.cu; all are the chunked scan, and
 // the result does not depend on the choice beyond rounding). kChunked computes each step's Δ
 // (softplus) and gate between the step's state updates; kChunkedBranchFree computes them for a
 // group of 8 steps first and then advances the state through the group with no branch, so that

@@ -24,7 +24,7 @@ struct Strided {
   int64_t length_stride = 0;
 };
 
-// Which scan kernel runs (selective_scan_cuda.cu). Both are the chunked scan: a thread per
+// Which scan kernel runs (selective_scan_cuda.cu). All three are the chunked scan: a thread per
 // (batch, channel, chunk of the sequence) walks its steps in groups of 8; with more than one
 // chunk a first pass computes each chunk's end state and a second folds them in.
 // kChunked: each step computes its own Δ and gate, between branches.
