@@ -5,7 +5,7 @@
 // the model. The operators are the ones vision_mamba.cc calls, in its order; on CUDA the scan
 // is also timed with fixed chunk counts (SelectiveScanInputs::chunks), to tune ScanChunks(), and
 // with each kernel (SelectiveScanInputs::kernel; "br-free" rows: kChunkedBranchFree, "split"
-// rows: kSplitStates).
+// rows: kSplitStates); the conv also with its per-channel kernel (the "per-channel" row).
 //
 //   vitserve-bench-vim-ops --image_size 224 --batch 128 --precision fp16
 #include <ATen/ATen.h>
@@ -117,6 +117,10 @@ int Run() {
        }},
       {"in_proj", 1, [&] { (void)at::linear(hidden, in_proj); }},
       {"conv1d+silu", 2, [&] { (void)vim::CausalConv1dSilu(x, conv_w, conv_b, false); }},
+      {"  per-channel", 0,
+       [&] {
+         (void)vim::CausalConv1dSilu(x, conv_w, conv_b, false, vim::ConvKernelChoice::kPerChannel);
+       }},
       {"x_proj", 2, [&] { (void)at::linear(u, x_proj); }},
       {"dt_proj", 2, [&] { (void)at::linear(x_dbl.narrow(2, 0, dt_rank), dt_proj); }},
       {"selective scan", 2, [&] { (void)vim::SelectiveScan(in); }},

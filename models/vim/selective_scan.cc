@@ -176,7 +176,7 @@ at::Tensor SelectiveScanCuda(const SelectiveScanInputs& in) {
 }
 
 at::Tensor CausalConv1dSiluCuda(const at::Tensor& x_in, const at::Tensor& weight,
-                                const at::Tensor& bias, bool reverse) {
+                                const at::Tensor& bias, bool reverse, ConvKernelChoice kernel) {
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = KernelOperand(x_in, x_in.scalar_type());
   at::Tensor w = weight.reshape({x.size(2), -1}), b = bias;
@@ -194,6 +194,12 @@ at::Tensor CausalConv1dSiluCuda(const at::Tensor& x_in, const at::Tensor& weight
   p.params_fp32 = params_fp32;
   p.reverse = reverse;
   p.out = out.data_ptr();
+  const bool vectorizable = internal::ConvVectorizable(p);
+  TORCH_CHECK(vectorizable || kernel != ConvKernelChoice::kVectorized,
+              "causal conv1d: the vectorised kernel needs channels and strides that are "
+              "multiples of 16 bytes and 16-byte aligned data; got ", p.channels,
+              " channels, strides (", p.x.batch_stride, ", ", p.x.length_stride, ")");
+  p.vectorized = vectorizable && kernel != ConvKernelChoice::kPerChannel;
   const cudaError_t err = internal::LaunchCausalConv1dSilu(p, c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "causal conv1d kernel failed: ", cudaGetErrorString(err));
   return out;
@@ -379,11 +385,11 @@ at::Tensor SelectiveScan(const SelectiveScanInputs& in) {
 }
 
 at::Tensor CausalConv1dSilu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                            bool reverse) {
+                            bool reverse, ConvKernelChoice kernel) {
   CheckConv(x, weight, bias);
   if (x.is_cuda()) {
 #ifdef VITSERVE_WITH_CUDA
-    return CausalConv1dSiluCuda(x, weight, bias, reverse);
+    return CausalConv1dSiluCuda(x, weight, bias, reverse, kernel);
 #else
     TORCH_CHECK(false, "causal conv1d: CUDA tensor given but vitserve was built without CUDA");
 #endif

@@ -69,12 +69,18 @@ struct SelectiveScanInputs {
 // Returns out [B, L, D] contiguous, in u's dtype, on u's device.
 at::Tensor SelectiveScan(const SelectiveScanInputs& in);
 
+// CUDA only: which kernel runs the conv (the same arithmetic, so the same result). kPerChannel
+// is a thread per (channel, 16 tokens); kVectorized a thread per (16 bytes of channels, 8
+// tokens), for x whose channels and strides are multiples of 16 bytes and whose data is 16-byte
+// aligned (an error otherwise). kAuto: kVectorized where x allows it, else kPerChannel.
+enum class ConvKernelChoice { kAuto, kPerChannel, kVectorized };
+
 // x [B, L, D]; weight [D, 1, K] or [D, K]; bias [D] or undefined (on CUDA read as stored when
 // both are fp32 or x's dtype, else converted to fp32). Returns SiLU(conv(x)) as
 // [B, L, D] contiguous in x's dtype: out_t = SiLU(bias + Σ_k w[k]·x_{t−(K−1)+k}) (zero padding
 // before the start), or with reverse, out_t = SiLU(bias + Σ_k w[k]·x_{t+(K−1)−k}).
 at::Tensor CausalConv1dSilu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                            bool reverse);
+                            bool reverse, ConvKernelChoice kernel = ConvKernelChoice::kAuto);
 
 // The input of a Vim block (mamba_ssm's fused add + RMSNorm with residual_in_fp32):
 //   residual ← residual + hidden in fp32 (just hidden when residual is undefined),

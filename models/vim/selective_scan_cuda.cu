@@ -440,6 +440,69 @@ __global__ void __launch_bounds__(kConvThreads) CausalConv1dSiluKernel(ConvParam
   }
 }
 
+// The same conv with 16 bytes of channels per thread (8 fp16/bf16 channels, 4 fp32): one
+// 16-byte load per token instead of 8 (or 4) two-byte loads, and one 16-byte store. The
+// per-channel kernel above keeps its loads to 2 bytes a thread, so a warp has few bytes in
+// flight and runs the conv at about 2.5x its memory floor (56 us per call at 1248 px on the
+// H100, 74 MB moved). Threads are (batch, kConvVectorSteps tokens, channel group), the group
+// innermost: a warp reads 512 contiguous bytes of a token's row. Needs the channels, the
+// strides and the pointers aligned to the vector (ConvVectorizable).
+constexpr int kConvVectorSteps = 8;
+
+template <typename T, int kTaps>
+__global__ void __launch_bounds__(kConvThreads) CausalConv1dSiluVectorKernel(ConvParams p) {
+  constexpr int kVector = 16 / sizeof(T);
+  const int groups = p.channels / kVector;
+  const int chunks = (p.length + kConvVectorSteps - 1) / kConvVectorSteps;
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x;
+  if (index >= static_cast<int64_t>(p.batch) * chunks * groups) return;
+  const int channel0 = static_cast<int>(index % groups) * kVector;
+  const int64_t batch_chunk = index / groups;
+  const int t0 = static_cast<int>(batch_chunk % chunks) * kConvVectorSteps;
+  const int64_t batch = batch_chunk / chunks;
+  const T* x = static_cast<const T*>(p.x.data) + batch * p.x.batch_stride + channel0;
+  T* out = static_cast<T*>(p.out) + batch * p.length * p.channels + channel0;
+  float w[kTaps][kVector], bias[kVector];
+#pragma unroll
+  for (int v = 0; v < kVector; ++v) {
+#pragma unroll
+    for (int k = 0; k < kTaps; ++k) {
+      w[k][v] = LoadParam<T>(p.weight, p.params_fp32, (channel0 + v) * kTaps + k);
+    }
+    bias[v] = p.bias != nullptr ? LoadParam<T>(p.bias, p.params_fp32, channel0 + v) : 0.0f;
+  }
+  // window[j]: token first + j as raw 16-byte vectors (all-zero bits are 0 in every dtype).
+  constexpr int kWindow = kConvVectorSteps + kTaps - 1;
+  uint4 window[kWindow];
+  const int first = p.reverse ? t0 : t0 - (kTaps - 1);
+#pragma unroll
+  for (int j = 0; j < kWindow; ++j) {
+    const int src = first + j;
+    window[j] = (src >= 0 && src < p.length)
+                    ? *reinterpret_cast<const uint4*>(x + static_cast<int64_t>(src) *
+                                                              p.x.length_stride)
+                    : make_uint4(0, 0, 0, 0);
+  }
+#pragma unroll
+  for (int i = 0; i < kConvVectorSteps; ++i) {
+    const int t = t0 + i;
+    if (t >= p.length) break;
+    uint4 packed;
+    T* result = reinterpret_cast<T*>(&packed);
+#pragma unroll
+    for (int v = 0; v < kVector; ++v) {
+      float acc = bias[v];
+#pragma unroll
+      for (int k = 0; k < kTaps; ++k) {
+        const uint4& tap = p.reverse ? window[i + (kTaps - 1) - k] : window[i + k];
+        acc += w[k][v] * ToFloat(reinterpret_cast<const T*>(&tap)[v]);
+      }
+      result[v] = FromFloat<T>(Silu(acc));
+    }
+    *reinterpret_cast<uint4*>(out + static_cast<int64_t>(t) * p.channels) = packed;
+  }
+}
+
 // One warp per row (token): residual_out = residual + hidden in fp32, then
 // out = residual_out · rsqrt(mean(residual_out²) + eps) · weight in T. One pass over the row
 // for the sum of squares, a second (from L1/L2) to scale.
@@ -513,6 +576,19 @@ cudaError_t LaunchScanTyped(const ScanParams& p, cudaStream_t stream) {
 
 template <typename T, int kTaps>
 cudaError_t LaunchConvTaps(const ConvParams& p, cudaStream_t stream) {
+  if (p.vectorized) {
+    constexpr int kVector = 16 / sizeof(T);
+    const int64_t threads = int64_t{p.batch} * ((p.length + kConvVectorSteps - 1) /
+                                                 kConvVectorSteps) * (p.channels / kVector);
+    const int64_t blocks = (threads + kConvThreads - 1) / kConvThreads;
+    if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
+    CausalConv1dSiluVectorKernel<T, kTaps>
+        <<<static_cast<unsigned>(blocks), kConvThreads, 0, stream>>>(p);
+    return cudaGetLastError();
+  }
+  if (p.batch > 65535 || (p.length + kConvSteps - 1) / kConvSteps > 65535) {
+    return cudaErrorInvalidValue;
+  }
   const dim3 grid((p.channels + kConvThreads - 1) / kConvThreads,
                   (p.length + kConvSteps - 1) / kConvSteps, p.batch);
   CausalConv1dSiluKernel<T, kTaps><<<grid, kConvThreads, 0, stream>>>(p);
@@ -564,10 +640,8 @@ cudaError_t LaunchSelectiveScan(const ScanParams& params, cudaStream_t stream) {
 
 cudaError_t LaunchCausalConv1dSilu(const ConvParams& params, cudaStream_t stream) {
   if (params.batch == 0 || params.length == 0 || params.channels == 0) return cudaSuccess;
-  if (params.kernel < 1 || params.kernel > 8 || params.batch > 65535 ||
-      (params.length + kConvSteps - 1) / kConvSteps > 65535) {
-    return cudaErrorInvalidValue;
-  }
+  if (params.kernel < 1 || params.kernel > 8) return cudaErrorInvalidValue;
+  if (params.vectorized && !ConvVectorizable(params)) return cudaErrorInvalidValue;
   switch (params.dtype) {
     case ScanDtype::kFloat32:
       return LaunchConvTyped<float>(params, stream);
