@@ -395,6 +395,18 @@ __global__ void __launch_bounds__(kScanThreads, kLanes > 1 ? 8 : kBranchFree ? 4
   }
 }
 
+// A conv thread's input window: window[j] = load(first + j), or `zero` (the conv's padding)
+// where first + j lies outside [0, length). All loads are issued before any is used.
+template <typename V, int kWindow, typename Load>
+__device__ __forceinline__ void LoadConvWindow(int first, int length, V zero, V (&window)[kWindow],
+                                               Load load) {
+#pragma unroll
+  for (int j = 0; j < kWindow; ++j) {
+    const int src = first + j;
+    window[j] = (src >= 0 && src < length) ? load(static_cast<int64_t>(src)) : zero;
+  }
+}
+
 // One thread per (channel, kConvSteps consecutive tokens); channels innermost, so neighbouring
 // threads read neighbouring addresses. The thread loads the kConvSteps + kTaps − 1 inputs its
 // outputs need once, into registers, instead of kTaps loads per output. Taps outside [0, L)
@@ -418,14 +430,9 @@ __global__ void __launch_bounds__(kConvThreads) CausalConv1dSiluKernel(ConvParam
   // window[j] holds token first + j: causal outputs t0… read t0−(K−1)…, anti-causal ones t0….
   constexpr int kWindow = kConvSteps + kTaps - 1;
   float window[kWindow];
-  const int first = p.reverse ? t0 : t0 - (kTaps - 1);
-#pragma unroll
-  for (int j = 0; j < kWindow; ++j) {
-    const int src = first + j;
-    window[j] = (src >= 0 && src < p.length)
-                    ? ToFloat(x[static_cast<int64_t>(src) * p.x.length_stride])
-                    : 0.0f;
-  }
+  LoadConvWindow(p.reverse ? t0 : t0 - (kTaps - 1), p.length, 0.0f, window, [&](int64_t src) {
+    return ToFloat(x[src * p.x.length_stride]);
+  });
 #pragma unroll
   for (int i = 0; i < kConvSteps; ++i) {
     const int t = t0 + i;
@@ -474,15 +481,10 @@ __global__ void __launch_bounds__(kConvThreads) CausalConv1dSiluVectorKernel(Con
   // window[j]: token first + j as raw 16-byte vectors (all-zero bits are 0 in every dtype).
   constexpr int kWindow = kConvVectorSteps + kTaps - 1;
   uint4 window[kWindow];
-  const int first = p.reverse ? t0 : t0 - (kTaps - 1);
-#pragma unroll
-  for (int j = 0; j < kWindow; ++j) {
-    const int src = first + j;
-    window[j] = (src >= 0 && src < p.length)
-                    ? *reinterpret_cast<const uint4*>(x + static_cast<int64_t>(src) *
-                                                              p.x.length_stride)
-                    : make_uint4(0, 0, 0, 0);
-  }
+  LoadConvWindow(p.reverse ? t0 : t0 - (kTaps - 1), p.length, make_uint4(0, 0, 0, 0), window,
+                 [&](int64_t src) {
+                   return *reinterpret_cast<const uint4*>(x + src * p.x.length_stride);
+                 });
 #pragma unroll
   for (int i = 0; i < kConvVectorSteps; ++i) {
     const int t = t0 + i;
