@@ -34,6 +34,7 @@
 #include <type_traits>
 
 #include "common/cuda_dtypes.cuh"
+#include "common/cuda_fast_math.cuh"
 #include "models/fibottention/internal/fib_kernels.h"
 
 namespace vitserve::fibottention::internal {
@@ -53,6 +54,7 @@ using cuda_dtypes::FromFloat2;
 using cuda_dtypes::PairOf;
 using cuda_dtypes::ToFloat;
 using cuda_dtypes::UnpackEight;
+using cuda_fast_math::ExpFlushDenormals;
 
 template <typename T>
 __device__ __forceinline__ uint4 Pack(const float (&in)[8]) {
@@ -104,8 +106,8 @@ struct DenseRowState {
 // Adds one key (logit s, the lane's slice v of its value row).
 __device__ __forceinline__ void AddDenseKey(DenseRowState& st, float s, const float (&v)[8]) {
   const float m_new = fmaxf(st.m, s);
-  const float correction = st.m == -INFINITY ? 0.f : __expf(st.m - m_new);
-  const float w = __expf(s - m_new);
+  const float correction = st.m == -INFINITY ? 0.f : ExpFlushDenormals(st.m - m_new);
+  const float w = ExpFlushDenormals(s - m_new);
   st.l = st.l * correction + w;
 #pragma unroll
   for (int i = 0; i < 8; ++i) st.acc[i] = st.acc[i] * correction + w * v[i];
@@ -187,7 +189,7 @@ __global__ void __launch_bounds__(kDenseRowThreads)
     for (int g = 0; g < kGroups; ++g) m = fmaxf(m, group_m[g]);
     float l = 0.f, a = 0.f;
     for (int g = 0; g < kGroups; ++g) {
-      const float w = group_m[g] == -INFINITY ? 0.f : __expf(group_m[g] - m);
+      const float w = group_m[g] == -INFINITY ? 0.f : ExpFlushDenormals(group_m[g] - m);
       l += group_l[g] * w;
       a += group_acc[g][e] * w;
     }
@@ -254,14 +256,14 @@ struct PatchRow {
     if constexpr (kSplit >= 2) s += __shfl_xor_sync(mask, s, 1);
     if constexpr (kSplit == 4) s += __shfl_xor_sync(mask, s, 2);
     if (s > m + kRescaleSlack) {  // Rescale what is accumulated (m = -inf: the first key).
-      const float correction = m == -INFINITY ? 0.f : __expf(m - s);
+      const float correction = m == -INFINITY ? 0.f : ExpFlushDenormals(m - s);
       l *= correction;
       masked_weight *= correction;
 #pragma unroll
       for (int i = 0; i < kChannels; ++i) acc[i] *= correction;
       m = s;
     }
-    const float w = __expf(s - m) - masked_weight;
+    const float w = ExpFlushDenormals(s - m) - masked_weight;
     l += w;
 #pragma unroll
     for (int c = 0; c < kVectors; ++c) {
@@ -574,7 +576,7 @@ __global__ void __launch_bounds__(kMmaThreads<kWarps>)
       if (!valid[h]) continue;
       MmaRowState& st = state[h];
       if (scores[h] > st.m + kRescaleSlack) {  // m = -inf: the first key.
-        const float correction = st.m == -INFINITY ? 0.f : __expf(st.m - scores[h]);
+        const float correction = st.m == -INFINITY ? 0.f : ExpFlushDenormals(st.m - scores[h]);
         st.l *= correction;
         st.masked_weight *= correction;
 #pragma unroll
@@ -585,8 +587,8 @@ __global__ void __launch_bounds__(kMmaThreads<kWarps>)
         st.m = scores[h];
       }
       // The weight as P holds it, so that numerator and denominator agree.
-      weight[h] = ToFloat(FromFloat<T>(__expf(scores[h] - st.m) -
-                                                      st.masked_weight));
+      weight[h] =
+          ToFloat(FromFloat<T>(ExpFlushDenormals(scores[h] - st.m) - st.masked_weight));
       st.l += weight[h];
     }
     // P: diagonal, row i's weight in column i: on thread c = g / 2, reg 0 (row g, column g)
@@ -745,7 +747,7 @@ __global__ void __launch_bounds__(kWholeThreads, 2) WholeHeadKernel(FibParams p)
     const float class_max = WholeBlockReduce<true>(local_max, scratch);
     float local_sum = 0.f;
     for (int j = threadIdx.x; j < tokens; j += kWholeThreads) {
-      const float w = __expf(class_weights[j] - class_max);
+      const float w = ExpFlushDenormals(class_weights[j] - class_max);
       class_weights[j] = w;
       local_sum += w;
     }

@@ -16,6 +16,7 @@
 #include <cuda_fp16.h>
 
 #include "common/cuda_dtypes.cuh"
+#include "common/cuda_fast_math.cuh"
 #include "models/vim/internal/scan_kernels.h"
 
 namespace vitserve::vim::internal {
@@ -27,6 +28,7 @@ constexpr int kGroup = 8;  // steps whose loads are issued together; divides kCh
 constexpr float kLog2e = 1.4426950408889634f;
 
 using cuda_dtypes::FromFloat;
+using cuda_fast_math::Exp2FlushDenormals;
 using cuda_dtypes::ToFloat;
 
 __device__ __forceinline__ float Silu(float v) { return v / (1.0f + expf(-v)); }
@@ -41,15 +43,6 @@ __device__ __forceinline__ float SiluNoBranch(float v) { return __fdividef(v, 1.
 template <typename T>
 __device__ __forceinline__ float LoadParam(const void* params, bool fp32, int64_t i) {
   return fp32 ? static_cast<const float*>(params)[i] : ToFloat(static_cast<const T*>(params)[i]);
-}
-
-// 2^x on the special-function unit. exp2f adds three instructions per call that keep results
-// below 2^-126 (denormals) exact; here they flush to zero, which for a decay factor multiplying
-// the state changes nothing at fp32 precision. The scan calls it once per (token, state).
-__device__ __forceinline__ float Exp2FlushDenormals(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
 }
 
 // One step of a thread's kStates states: h ← exp(Δ·A)·h + Δ·u·B_t, with a2 = A·log2(e) and b
