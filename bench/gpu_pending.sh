@@ -65,6 +65,10 @@
 #              ncu_scan_split.txt for the kChunkedBranchFree and kSplitStates kernels), to find
 #              what keeps it at several times its arithmetic floor. The table's "branch-free" /
 #              "br-free" and "split" rows time those kernels beside the chunked one
+#   kernels    what changed in the Vim and Fibottention kernels since run I, in one call: the
+#              CUDA cases of vitserve_vim_test and vitserve_fibottention_test, vim-ops at
+#              batch 8 x 1248 px and 128 x 224 px, the Fibottention kernels by name (fp16,
+#              --check), then bench/model_vs_timm.sh's Vim and Fibottention rows (OUTDIR/models)
 #   kservepin  KServe agreement (issue 11): KSERVE_ROUNDS (default 3) interleaved rounds of
 #              perf_analyzer --async and vitserve-client, FP32 and UINT8, with vitserve on one
 #              half of the physical cores and the clients on the other (SERVER_CPUS /
@@ -73,7 +77,7 @@
 #              limit?), then FP32 with all cores shared as before
 set -uo pipefail
 STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre \
-| gpujpeg | instances | variants | fibmma | spin | kservepin | vimscan}"
+| gpujpeg | instances | variants | fibmma | spin | kservepin | vimscan | kernels}"
 OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
 source .devdeps/bootstrap.sh >/dev/null || exit 1
@@ -258,6 +262,27 @@ case "$STEP" in
     profile_kernels 'DenseRowKernel|TiledRowsKernel' 6 "$OUT/ncu_785.txt" "" \
       build-gpu/bin/vitserve-bench-fibottention --tokens 785 --seconds 0.05 --warmup 3 \
       --impls tiled64x4,tiled64x4pdl
+    exit $status
+    ;;
+  kernels)
+    # Everything built since run I in one call: the two kernel suites' CUDA cases, the Vim
+    # operators at both shapes, the Fibottention kernels by name (fp16), then the issue's rows.
+    status=0
+    for t in vitserve_vim_test vitserve_fibottention_test; do
+      build-gpu/bin/$t --gtest_filter='*Cuda*:*CUDA*' 2>&1 | tee "$OUT/$t.txt" | \
+        grep -E "^\[ *(FAILED|PASSED) *\]|Failure"
+      [[ ${PIPESTATUS[0]} == 0 ]] || { echo "$t FAILED"; status=1; }
+    done
+    for shape in "1248 8" "224 128"; do
+      read -r size batch <<< "$shape"
+      build-gpu/bin/vitserve-bench-vim-ops --image-size "$size" --batch "$batch" \
+        --precision fp16 --seconds 0.3 2>&1 | tee "$OUT/vim_ops_${size}.txt"
+    done
+    build-gpu/bin/vitserve-bench-fibottention --precision fp16 --check --check-max-tokens 3137 \
+      --seconds 1 --impls sdpa,fibottention,tiled,tiledpdl,tiled64x4,tiled64x4pdl,tiled128x1 \
+      2>&1 | tee "$OUT/bench_fp16.txt"
+    MODELS=" " VIM=1 FIBOTTENTION=1 SECONDS_EACH="${SECONDS_EACH:-2}" \
+      bash bench/model_vs_timm.sh "$OUT/models"
     exit $status
     ;;
   vimscan)
