@@ -5,7 +5,7 @@
 // the model. The operators are the ones vision_mamba.cc calls, in its order; on CUDA the scan
 // is also timed with fixed chunk counts (SelectiveScanInputs::chunks), to tune ScanChunks(), and
 // with each kernel (SelectiveScanInputs::kernel; "br-free" rows: kChunkedBranchFree, "split"
-// rows: kSplitStates); the conv also with its per-channel kernel (the "per-channel" row).
+// rows: kSplitStates); the conv also with each of its kernels ("per-channel", "vectorized").
 //
 //   vitserve-bench-vim-ops --image_size 224 --batch 128 --precision fp16
 #include <ATen/ATen.h>
@@ -120,6 +120,10 @@ int Run() {
       {"  per-channel", 0,
        [&] {
          (void)vim::CausalConv1dSilu(x, conv_w, conv_b, false, vim::ConvKernelChoice::kPerChannel);
+       }},
+      {"  vectorized", 0,
+       [&] {
+         (void)vim::CausalConv1dSilu(x, conv_w, conv_b, false, vim::ConvKernelChoice::kVectorized);
        }},
       {"x_proj", 2, [&] { (void)at::linear(u, x_proj); }},
       {"dt_proj", 2, [&] { (void)at::linear(x_dbl.narrow(2, 0, dt_rank), dt_proj); }},

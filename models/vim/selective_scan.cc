@@ -199,7 +199,7 @@ at::Tensor CausalConv1dSiluCuda(const at::Tensor& x_in, const at::Tensor& weight
               "causal conv1d: the vectorised kernel needs channels and strides that are "
               "multiples of 16 bytes and 16-byte aligned data; got ", p.channels,
               " channels, strides (", p.x.batch_stride, ", ", p.x.length_stride, ")");
-  p.vectorized = vectorizable && kernel != ConvKernelChoice::kPerChannel;
+  p.vectorized = kernel == ConvKernelChoice::kVectorized;
   const cudaError_t err = internal::LaunchCausalConv1dSilu(p, c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "causal conv1d kernel failed: ", cudaGetErrorString(err));
   return out;

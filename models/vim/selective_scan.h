@@ -72,7 +72,8 @@ at::Tensor SelectiveScan(const SelectiveScanInputs& in);
 // CUDA only: which kernel runs the conv (the same arithmetic, so the same result). kPerChannel
 // is a thread per (channel, 16 tokens); kVectorized a thread per (16 bytes of channels, 8
 // tokens), for x whose channels and strides are multiples of 16 bytes and whose data is 16-byte
-// aligned (an error otherwise). kAuto: kVectorized where x allows it, else kPerChannel.
+// aligned (an error otherwise). kAuto is kPerChannel until kVectorized has been measured on a
+// GPU (docs/vim.md).
 enum class ConvKernelChoice { kAuto, kPerChannel, kVectorized };
 
 // x [B, L, D]; weight [D, 1, K] or [D, K]; bias [D] or undefined (on CUDA read as stored when
