@@ -3,9 +3,9 @@
 // size and batch (random values, same dtype as the model would run), and prints ms per call
 // and ms per forward pass (calls per layer × depth), so the table shows which operator bounds
 // the model. The operators are the ones vision_mamba.cc calls, in its order; on CUDA the scan
-// is also timed with fixed chunk counts (SelectiveScanInputs::chunks), to tune ScanChunks(), and
+// is also timed with fixed chunk counts of the chunked kernel (SelectiveScanInputs::chunks), and
 // with each kernel (SelectiveScanInputs::kernel; "br-free" rows: kChunkedBranchFree, "split"
-// rows: kSplitStates); the conv also with each of its kernels ("per-channel", "vectorized").
+// rows: kSplitStates; "chunked" rows: kChunked).
 //
 //   vitserve-bench-vim-ops --image_size 224 --batch 128 --precision fp16
 #include <ATen/ATen.h>
@@ -117,17 +117,12 @@ int Run() {
        }},
       {"in_proj", 1, [&] { (void)at::linear(hidden, in_proj); }},
       {"conv1d+silu", 2, [&] { (void)vim::CausalConv1dSilu(x, conv_w, conv_b, false); }},
-      {"  per-channel", 0,
-       [&] {
-         (void)vim::CausalConv1dSilu(x, conv_w, conv_b, false, vim::ConvKernelChoice::kPerChannel);
-       }},
-      {"  vectorized", 0,
-       [&] {
-         (void)vim::CausalConv1dSilu(x, conv_w, conv_b, false, vim::ConvKernelChoice::kVectorized);
-       }},
       {"x_proj", 2, [&] { (void)at::linear(u, x_proj); }},
       {"dt_proj", 2, [&] { (void)at::linear(x_dbl.narrow(2, 0, dt_rank), dt_proj); }},
       {"selective scan", 2, [&] { (void)vim::SelectiveScan(in); }},
+      {"  chunked", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kChunked)); }},
+      {"  chunked avg", 0,
+       [&] { (void)vim::SelectiveScan(Averaged(WithKernel(in, kChunked), y)); }},
       {"  chunks=1", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kChunked, 1)); }},
       {"  chunks=2", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kChunked, 2)); }},
       {"  chunks=4", 0, [&] { (void)vim::SelectiveScan(WithKernel(in, kChunked, 4)); }},

@@ -35,7 +35,8 @@ ABSL_FLAG(std::string, impls, "sdpa,fibottention",
           "rowwarp (one warp per query row), wholehead (one block per head, up to 320 tokens), "
           "tiled (the tiled kernel, its shape by token count), tiledRxN (R = 64 or 128 rows "
           "per block, N = 1, 2 or 4 threads per row), either with a pdl suffix (tiledpdl, "
-          "tiled64x4pdl: the patch rows' kernel overlaps the class row's, overlap_dense_row), "
+          "tiled64x4pdl: the patch rows' kernel overlaps the class row's, overlap_dense_row, "
+          "as the dispatcher does; without it, it runs after), "
           "mma (the tiled kernel's staging with the products on tensor cores; its default tile), "
           "mmaR (R = 64 or 128 rows per block).");
 ABSL_FLAG(std::string, semantics, "official", "official or neginf.");
@@ -132,6 +133,7 @@ int Run() {
                                                      : Kernel::kTiled;
         std::string spec = options.kernel == Kernel::kTiled ? impl.substr(5) : "";
         const absl::string_view overlap_suffix = "pdl";
+        options.overlap_dense_row = false;
         if (options.kernel == Kernel::kTiled && absl::EndsWith(spec, overlap_suffix)) {
           options.overlap_dense_row = true;
           spec.resize(spec.size() - overlap_suffix.size());

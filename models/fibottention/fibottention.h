@@ -102,13 +102,14 @@ at::Tensor FibottentionAttentionGather(const at::Tensor& q, const at::Tensor& k,
 // overlap_dense_row (tiled kernel, compute capability 9.0 and above; ignored elsewhere): the
 // patch rows' kernel starts while the class row / column sum kernel before it still runs
 // (programmatic dependent launch) and waits for it only before writing its rows; the same
-// results. Off by default until it is measured on a GPU (docs/performance.md).
+// results. On by default: on the H200 (run J, docs/performance.md) it took 1-3% off the tiled
+// kernel's time at 785 and 3,137 tokens.
 struct FibottentionCudaOptions {
   enum class Kernel { kAuto, kRowPerWarp, kTiled, kWholeHead, kTensorCore };
   Kernel kernel = Kernel::kAuto;
   int tile_queries = 0;
   int threads_per_row = 0;
-  bool overlap_dense_row = false;
+  bool overlap_dense_row = true;
 };
 at::Tensor FibottentionAttentionCuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      const FibottentionPattern& pattern,

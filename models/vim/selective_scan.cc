@@ -151,14 +151,17 @@ at::Tensor SelectiveScanCuda(const SelectiveScanInputs& in) {
   p.delta_softplus = in.delta_softplus;
   p.reverse = in.reverse;
   p.out = out.data_ptr();
-  p.kernel = internal::ScanKernel::kChunked;
-  int threads_per_channel = 1;
-  if (in.kernel == ScanKernelChoice::kChunkedBranchFree) {
+  // kAuto: the split-state kernel, 19-21% faster than the chunked one at both of run J's
+  // shapes (docs/performance.md).
+  p.kernel = internal::ScanKernel::kSplitStates;
+  if (in.kernel == ScanKernelChoice::kChunked) {
+    p.kernel = internal::ScanKernel::kChunked;
+  } else if (in.kernel == ScanKernelChoice::kChunkedBranchFree) {
     p.kernel = internal::ScanKernel::kChunkedBranchFree;
-  } else if (in.kernel == ScanKernelChoice::kSplitStates) {
-    p.kernel = internal::ScanKernel::kSplitStates;
-    threads_per_channel = internal::ScanLanesPerChannel(p.d_state);
   }
+  const int threads_per_channel = p.kernel == internal::ScanKernel::kSplitStates
+                                      ? internal::ScanLanesPerChannel(p.d_state)
+                                      : 1;
   p.chunks = in.chunks > 0
                  ? std::min(in.chunks, p.length)
                  : internal::ScanChunks(p.batch, p.channels * threads_per_channel, p.length);
@@ -176,7 +179,7 @@ at::Tensor SelectiveScanCuda(const SelectiveScanInputs& in) {
 }
 
 at::Tensor CausalConv1dSiluCuda(const at::Tensor& x_in, const at::Tensor& weight,
-                                const at::Tensor& bias, bool reverse, ConvKernelChoice kernel) {
+                                const at::Tensor& bias, bool reverse) {
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = KernelOperand(x_in, x_in.scalar_type());
   at::Tensor w = weight.reshape({x.size(2), -1}), b = bias;
@@ -194,12 +197,6 @@ at::Tensor CausalConv1dSiluCuda(const at::Tensor& x_in, const at::Tensor& weight
   p.params_fp32 = params_fp32;
   p.reverse = reverse;
   p.out = out.data_ptr();
-  const bool vectorizable = internal::ConvVectorizable(p);
-  TORCH_CHECK(vectorizable || kernel != ConvKernelChoice::kVectorized,
-              "causal conv1d: the vectorised kernel needs channels and strides that are "
-              "multiples of 16 bytes and 16-byte aligned data; got ", p.channels,
-              " channels, strides (", p.x.batch_stride, ", ", p.x.length_stride, ")");
-  p.vectorized = kernel == ConvKernelChoice::kVectorized;
   const cudaError_t err = internal::LaunchCausalConv1dSilu(p, c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "causal conv1d kernel failed: ", cudaGetErrorString(err));
   return out;
@@ -385,11 +382,11 @@ at::Tensor SelectiveScan(const SelectiveScanInputs& in) {
 }
 
 at::Tensor CausalConv1dSilu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                            bool reverse, ConvKernelChoice kernel) {
+                            bool reverse) {
   CheckConv(x, weight, bias);
   if (x.is_cuda()) {
 #ifdef VITSERVE_WITH_CUDA
-    return CausalConv1dSiluCuda(x, weight, bias, reverse, kernel);
+    return CausalConv1dSiluCuda(x, weight, bias, reverse);
 #else
     TORCH_CHECK(false, "causal conv1d: CUDA tensor given but vitserve was built without CUDA");
 #endif

@@ -37,7 +37,9 @@ namespace vitserve::vim {
 // group of 8 steps first and then advances the state through the group with no branch, so that
 // the compiler can overlap the steps; kSplitStates is kChunkedBranchFree with the 16 states
 // of a channel split over 4 threads (d_state 8: 2), which fill the GPU with fewer chunks.
-// kAuto is kChunked until the others have been measured on a GPU (docs/vim.md).
+// kAuto is kSplitStates: on the H200 (run J, docs/performance.md) it took 0.443 ms per scan at
+// batch 8 x 1248 px and 0.151 at 128 x 224 px, against 0.550 / 0.191 (kChunked) and 0.526 /
+// 0.184 (kChunkedBranchFree).
 enum class ScanKernelChoice { kAuto, kChunked, kChunkedBranchFree, kSplitStates };
 
 struct SelectiveScanInputs {
@@ -69,19 +71,12 @@ struct SelectiveScanInputs {
 // Returns out [B, L, D] contiguous, in u's dtype, on u's device.
 at::Tensor SelectiveScan(const SelectiveScanInputs& in);
 
-// CUDA only: which kernel runs the conv (the same arithmetic, so the same result). kPerChannel
-// is a thread per (channel, 16 tokens); kVectorized a thread per (16 bytes of channels, 8
-// tokens), for x whose channels and strides are multiples of 16 bytes and whose data is 16-byte
-// aligned (an error otherwise). kAuto is kPerChannel until kVectorized has been measured on a
-// GPU (docs/vim.md).
-enum class ConvKernelChoice { kAuto, kPerChannel, kVectorized };
-
 // x [B, L, D]; weight [D, 1, K] or [D, K]; bias [D] or undefined (on CUDA read as stored when
 // both are fp32 or x's dtype, else converted to fp32). Returns SiLU(conv(x)) as
 // [B, L, D] contiguous in x's dtype: out_t = SiLU(bias + Σ_k w[k]·x_{t−(K−1)+k}) (zero padding
 // before the start), or with reverse, out_t = SiLU(bias + Σ_k w[k]·x_{t+(K−1)−k}).
 at::Tensor CausalConv1dSilu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
-                            bool reverse, ConvKernelChoice kernel = ConvKernelChoice::kAuto);
+                            bool reverse);
 
 // The input of a Vim block (mamba_ssm's fused add + RMSNorm with residual_in_fp32):
 //   residual ← residual + hidden in fp32 (just hidden when residual is undefined),

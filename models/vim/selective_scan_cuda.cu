@@ -28,8 +28,8 @@ constexpr int kGroup = 8;  // steps whose loads are issued together; divides kCh
 constexpr float kLog2e = 1.4426950408889634f;
 
 using cuda_dtypes::FromFloat;
-using cuda_fast_math::Exp2FlushDenormals;
 using cuda_dtypes::ToFloat;
+using cuda_fast_math::Exp2FlushDenormals;
 
 __device__ __forceinline__ float Silu(float v) { return v / (1.0f + expf(-v)); }
 
@@ -388,18 +388,6 @@ __global__ void __launch_bounds__(kScanThreads, kLanes > 1 ? 8 : kBranchFree ? 4
   }
 }
 
-// A conv thread's input window: window[j] = load(first + j), or `zero` (the conv's padding)
-// where first + j lies outside [0, length). All loads are issued before any is used.
-template <typename V, int kWindow, typename Load>
-__device__ __forceinline__ void LoadConvWindow(int first, int length, V zero, V (&window)[kWindow],
-                                               Load load) {
-#pragma unroll
-  for (int j = 0; j < kWindow; ++j) {
-    const int src = first + j;
-    window[j] = (src >= 0 && src < length) ? load(static_cast<int64_t>(src)) : zero;
-  }
-}
-
 // One thread per (channel, kConvSteps consecutive tokens); channels innermost, so neighbouring
 // threads read neighbouring addresses. The thread loads the kConvSteps + kTaps − 1 inputs its
 // outputs need once, into registers, instead of kTaps loads per output. Taps outside [0, L)
@@ -423,9 +411,14 @@ __global__ void __launch_bounds__(kConvThreads) CausalConv1dSiluKernel(ConvParam
   // window[j] holds token first + j: causal outputs t0… read t0−(K−1)…, anti-causal ones t0….
   constexpr int kWindow = kConvSteps + kTaps - 1;
   float window[kWindow];
-  LoadConvWindow(p.reverse ? t0 : t0 - (kTaps - 1), p.length, 0.0f, window, [&](int64_t src) {
-    return ToFloat(x[src * p.x.length_stride]);
-  });
+  const int first = p.reverse ? t0 : t0 - (kTaps - 1);
+#pragma unroll
+  for (int j = 0; j < kWindow; ++j) {
+    const int src = first + j;
+    window[j] = (src >= 0 && src < p.length)
+                    ? ToFloat(x[static_cast<int64_t>(src) * p.x.length_stride])
+                    : 0.0f;
+  }
 #pragma unroll
   for (int i = 0; i < kConvSteps; ++i) {
     const int t = t0 + i;
@@ -437,64 +430,6 @@ __global__ void __launch_bounds__(kConvThreads) CausalConv1dSiluKernel(ConvParam
       acc += w[k] * (p.reverse ? window[i + (kTaps - 1) - k] : window[i + k]);
     }
     out[static_cast<int64_t>(t) * p.channels] = FromFloat<T>(Silu(acc));
-  }
-}
-
-// The same conv with 16 bytes of channels per thread (8 fp16/bf16 channels, 4 fp32): one
-// 16-byte load per token instead of 8 (or 4) two-byte loads, and one 16-byte store. The
-// per-channel kernel above keeps its loads to 2 bytes a thread, so a warp has few bytes in
-// flight and runs the conv at about 2.5x its memory floor (56 us per call at 1248 px on the
-// H100, 74 MB moved). Threads are (batch, kConvVectorSteps tokens, channel group), the group
-// innermost: a warp reads 512 contiguous bytes of a token's row. Needs the channels, the
-// strides and the pointers aligned to the vector (ConvVectorizable).
-constexpr int kConvVectorSteps = 8;
-
-template <typename T, int kTaps>
-__global__ void __launch_bounds__(kConvThreads) CausalConv1dSiluVectorKernel(ConvParams p) {
-  constexpr int kVector = 16 / sizeof(T);
-  const int groups = p.channels / kVector;
-  const int chunks = (p.length + kConvVectorSteps - 1) / kConvVectorSteps;
-  const int64_t index = static_cast<int64_t>(blockIdx.x) * kConvThreads + threadIdx.x;
-  if (index >= static_cast<int64_t>(p.batch) * chunks * groups) return;
-  const int channel0 = static_cast<int>(index % groups) * kVector;
-  const int64_t batch_chunk = index / groups;
-  const int t0 = static_cast<int>(batch_chunk % chunks) * kConvVectorSteps;
-  const int64_t batch = batch_chunk / chunks;
-  const T* x = static_cast<const T*>(p.x.data) + batch * p.x.batch_stride + channel0;
-  T* out = static_cast<T*>(p.out) + batch * p.length * p.channels + channel0;
-  float w[kTaps][kVector], bias[kVector];
-#pragma unroll
-  for (int v = 0; v < kVector; ++v) {
-#pragma unroll
-    for (int k = 0; k < kTaps; ++k) {
-      w[k][v] = LoadParam<T>(p.weight, p.params_fp32, (channel0 + v) * kTaps + k);
-    }
-    bias[v] = p.bias != nullptr ? LoadParam<T>(p.bias, p.params_fp32, channel0 + v) : 0.0f;
-  }
-  // window[j]: token first + j as raw 16-byte vectors (all-zero bits are 0 in every dtype).
-  constexpr int kWindow = kConvVectorSteps + kTaps - 1;
-  uint4 window[kWindow];
-  LoadConvWindow(p.reverse ? t0 : t0 - (kTaps - 1), p.length, make_uint4(0, 0, 0, 0), window,
-                 [&](int64_t src) {
-                   return *reinterpret_cast<const uint4*>(x + src * p.x.length_stride);
-                 });
-#pragma unroll
-  for (int i = 0; i < kConvVectorSteps; ++i) {
-    const int t = t0 + i;
-    if (t >= p.length) break;
-    uint4 packed;
-    T* result = reinterpret_cast<T*>(&packed);
-#pragma unroll
-    for (int v = 0; v < kVector; ++v) {
-      float acc = bias[v];
-#pragma unroll
-      for (int k = 0; k < kTaps; ++k) {
-        const uint4& tap = p.reverse ? window[i + (kTaps - 1) - k] : window[i + k];
-        acc += w[k][v] * ToFloat(reinterpret_cast<const T*>(&tap)[v]);
-      }
-      result[v] = FromFloat<T>(Silu(acc));
-    }
-    *reinterpret_cast<uint4*>(out + static_cast<int64_t>(t) * p.channels) = packed;
   }
 }
 
@@ -571,19 +506,6 @@ cudaError_t LaunchScanTyped(const ScanParams& p, cudaStream_t stream) {
 
 template <typename T, int kTaps>
 cudaError_t LaunchConvTaps(const ConvParams& p, cudaStream_t stream) {
-  if (p.vectorized) {
-    constexpr int kVector = 16 / sizeof(T);
-    const int64_t threads = int64_t{p.batch} * ((p.length + kConvVectorSteps - 1) /
-                                                 kConvVectorSteps) * (p.channels / kVector);
-    const int64_t blocks = (threads + kConvThreads - 1) / kConvThreads;
-    if (blocks > 0x7fffffff) return cudaErrorInvalidValue;
-    CausalConv1dSiluVectorKernel<T, kTaps>
-        <<<static_cast<unsigned>(blocks), kConvThreads, 0, stream>>>(p);
-    return cudaGetLastError();
-  }
-  if (p.batch > 65535 || (p.length + kConvSteps - 1) / kConvSteps > 65535) {
-    return cudaErrorInvalidValue;
-  }
   const dim3 grid((p.channels + kConvThreads - 1) / kConvThreads,
                   (p.length + kConvSteps - 1) / kConvSteps, p.batch);
   CausalConv1dSiluKernel<T, kTaps><<<grid, kConvThreads, 0, stream>>>(p);
@@ -635,8 +557,10 @@ cudaError_t LaunchSelectiveScan(const ScanParams& params, cudaStream_t stream) {
 
 cudaError_t LaunchCausalConv1dSilu(const ConvParams& params, cudaStream_t stream) {
   if (params.batch == 0 || params.length == 0 || params.channels == 0) return cudaSuccess;
-  if (params.kernel < 1 || params.kernel > 8) return cudaErrorInvalidValue;
-  if (params.vectorized && !ConvVectorizable(params)) return cudaErrorInvalidValue;
+  if (params.kernel < 1 || params.kernel > 8 || params.batch > 65535 ||
+      (params.length + kConvSteps - 1) / kConvSteps > 65535) {
+    return cudaErrorInvalidValue;
+  }
   switch (params.dtype) {
     case ScanDtype::kFloat32:
       return LaunchConvTyped<float>(params, stream);

@@ -96,20 +96,7 @@ struct ConvParams {
   bool params_fp32 = true;       // weight and bias: fp32, else both of `dtype`.
   bool reverse = false;
   void* out = nullptr;  // [batch, length, channels]
-  // The kernel with 16 bytes of channels per thread; needs ConvVectorizable.
-  bool vectorized = false;
 };
-
-// Whether the vectorised conv kernel can run `p`: channels, both strides and both pointers
-// multiples of 16 bytes.
-inline bool ConvVectorizable(const ConvParams& p) {
-  const int64_t element = p.dtype == ScanDtype::kFloat32 ? 4 : 2;
-  const int64_t vector = 16 / element;
-  return p.channels % vector == 0 && p.x.batch_stride % vector == 0 &&
-         p.x.length_stride % vector == 0 &&
-         reinterpret_cast<uintptr_t>(p.x.data) % 16 == 0 &&
-         reinterpret_cast<uintptr_t>(p.out) % 16 == 0;
-}
 
 // Residual add + RMSNorm of a block (mamba_ssm's fused add_norm with residual_in_fp32):
 // residual_out = residual + hidden (fp32), out = residual_out·rsqrt(mean(residual_out²)+eps)·weight.

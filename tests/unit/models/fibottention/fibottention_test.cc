@@ -332,12 +332,13 @@ TEST(FibottentionKernelCudaTest, TiledKernelMatchesDenseAndTheRowKernel) {
               << what;
           if (options.kernel == Kernel::kTiled) {
             // The patch rows' kernel overlapping the class row's (programmatic dependent
-            // launch): the same kernels, so the same bits.
-            FibottentionCudaOptions overlapped = options;
-            overlapped.overlap_dense_row = true;
+            // launch, the default) or launched after it: the same kernels, so the same bits.
+            ASSERT_TRUE(options.overlap_dense_row);
+            FibottentionCudaOptions sequential = options;
+            sequential.overlap_dense_row = false;
             EXPECT_TRUE(at::equal(
-                FibottentionAttentionCuda(q, k, v, pattern, semantics, 0.125, overlapped), out))
-                << "overlapped, " << what;
+                FibottentionAttentionCuda(q, k, v, pattern, semantics, 0.125, sequential), out))
+                << "not overlapped, " << what;
           }
         }
         // The whole-head kernel where the sequence fits (at most 320 tokens), refused beyond.
