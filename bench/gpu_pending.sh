@@ -104,11 +104,18 @@ profile_kernels() {
   grep -E "$kernels|$metrics${extra:+|$extra}" "$out" | head -60
 }
 
-# The CUDA cases of the test binaries; logs in $1. Returns 1 when any failed.
+# The CUDA cases of the test binaries named after the first argument (default: all of them);
+# logs in the first argument, a directory.
+# Returns 1 when any failed.
 run_cudatests() {
   local dir="$1" status=0
+  shift
+  local tests=("$@")
+  [[ ${#tests[@]} -gt 0 ]] || tests=(runtime_test tensor_preprocess_test dense_output_test \
+    heads_test model_manager_test vitserve_models_test vitserve_vim_test \
+    vitserve_fibottention_test)
   mkdir -p "$dir"
-  for t in runtime_test tensor_preprocess_test dense_output_test heads_test model_manager_test vitserve_models_test vitserve_vim_test vitserve_fibottention_test; do
+  for t in "${tests[@]}"; do
     echo "== $t (CUDA cases)"
     # (No "|| true" after the pipeline: under pipefail it would reset PIPESTATUS.)
     build-gpu/bin/$t --gtest_filter='*Cuda*:*CUDA*:*Gpu*' 2>&1 | tee "$dir/$t.txt" | \
@@ -117,6 +124,17 @@ run_cudatests() {
     [[ ${codes[0]} == 0 ]] || { echo "$t FAILED (exit ${codes[0]})"; status=1; }
   done
   return $status
+}
+
+# vitserve-bench-vim-ops at batch 8 x 1248 px and 128 x 224 px, fp16, $1 seconds per row;
+# tables in OUT/vim_ops_SIZE.txt.
+run_vim_ops() {
+  local shape size batch
+  for shape in "1248 8" "224 128"; do
+    read -r size batch <<< "$shape"
+    build-gpu/bin/vitserve-bench-vim-ops --image-size "$size" --batch "$batch" \
+      --precision fp16 --seconds "$1" 2>&1 | tee "$OUT/vim_ops_${size}.txt"
+  done
 }
 
 # The images/s of a trainer's last progress line in log $1 (empty when it printed none).
@@ -268,16 +286,8 @@ case "$STEP" in
     # Everything built since run I in one call: the two kernel suites' CUDA cases, the Vim
     # operators at both shapes, the Fibottention kernels by name (fp16), then the issue's rows.
     status=0
-    for t in vitserve_vim_test vitserve_fibottention_test; do
-      build-gpu/bin/$t --gtest_filter='*Cuda*:*CUDA*' 2>&1 | tee "$OUT/$t.txt" | \
-        grep -E "^\[ *(FAILED|PASSED) *\]|Failure"
-      [[ ${PIPESTATUS[0]} == 0 ]] || { echo "$t FAILED"; status=1; }
-    done
-    for shape in "1248 8" "224 128"; do
-      read -r size batch <<< "$shape"
-      build-gpu/bin/vitserve-bench-vim-ops --image-size "$size" --batch "$batch" \
-        --precision fp16 --seconds 0.3 2>&1 | tee "$OUT/vim_ops_${size}.txt"
-    done
+    run_cudatests "$OUT" vitserve_vim_test vitserve_fibottention_test || status=1
+    run_vim_ops 0.3
     build-gpu/bin/vitserve-bench-fibottention --precision fp16 --check --check-max-tokens 3137 \
       --seconds 1 --impls sdpa,fibottention,tiled,tiledpdl,tiled64x4,tiled64x4pdl,tiled128x1 \
       2>&1 | tee "$OUT/bench_fp16.txt"
@@ -286,11 +296,7 @@ case "$STEP" in
     exit $status
     ;;
   vimscan)
-    for shape in "1248 8" "224 128"; do
-      read -r size batch <<< "$shape"
-      build-gpu/bin/vitserve-bench-vim-ops --image-size "$size" --batch "$batch" \
-        --precision fp16 --seconds 0.5 2>&1 | tee "$OUT/vim_ops_${size}.txt"
-    done
+    run_vim_ops 0.5
     # Both passes of the chunked scan at 1248 px, then of its branch-free and split versions.
     profile_kernels SelectiveScanKernel 4 "$OUT/ncu_scan.txt" Stall \
       build-gpu/bin/vitserve-bench-vim-ops --image-size 1248 --batch 8 --precision fp16 \

@@ -9,6 +9,9 @@
 
 namespace vitserve::cuda_fast_math {
 
+// log2(e): e^x = 2^(x · kLog2e).
+constexpr float kLog2e = 1.4426950408889634f;
+
 // 2^x, with results below 2^-126 flushed to zero (ex2.approx.ftz: about 2 ulp).
 __device__ __forceinline__ float Exp2FlushDenormals(float x) {
   float y;
@@ -18,7 +21,7 @@ __device__ __forceinline__ float Exp2FlushDenormals(float x) {
 
 // e^x as __expf computes it (2^(x · log2 e)), with results below 2^-126 flushed to zero.
 __device__ __forceinline__ float ExpFlushDenormals(float x) {
-  return Exp2FlushDenormals(x * 1.4426950408889634f);
+  return Exp2FlushDenormals(x * kLog2e);
 }
 
 }  // namespace vitserve::cuda_fast_math

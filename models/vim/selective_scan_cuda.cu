@@ -25,11 +25,11 @@ namespace {
 constexpr int kScanThreads = 128;
 constexpr int kChunk = 64;
 constexpr int kGroup = 8;  // steps whose loads are issued together; divides kChunk
-constexpr float kLog2e = 1.4426950408889634f;
 
 using cuda_dtypes::FromFloat;
 using cuda_dtypes::ToFloat;
 using cuda_fast_math::Exp2FlushDenormals;
+using cuda_fast_math::kLog2e;
 
 __device__ __forceinline__ float Silu(float v) { return v / (1.0f + expf(-v)); }
 
