@@ -232,7 +232,11 @@ struct PatchRow {
     l = 0.f;
 #pragma unroll
     for (int i = 0; i < kChannels; ++i) acc[i] = 0.f;
-    if (query_row == nullptr) return;
+    if (query_row == nullptr) {  // Its lanes still run AddKeyPair's products (discarded).
+#pragma unroll
+      for (int i = 0; i < kChannels; ++i) q[i] = 0.f;
+      return;
+    }
 #pragma unroll
     for (int c = 0; c < kVectors; ++c) {
       float f[8];
@@ -265,6 +269,72 @@ struct PatchRow {
     }
     const float w = ExpFlushDenormals(s - m) - masked_weight;
     l += w;
+    AddValue(value_row, w);
+  }
+
+  // Adds up to two keys in one step (TiledRowsKernel's loop): two independent q·k chains and
+  // one rescale test, so that the two keys' latencies overlap and the loop's own instructions
+  // (key index, bounds, branch) are paid once per pair. Called by all 32 lanes of the warp at
+  // once (the shuffles name the whole warp, which spares the convergence checks that a
+  // per-row mask costs on every key); a lane without a first key passes any staged row and
+  // adds nothing; has_second implies has_first. A key it lacks reads key0's rows again.
+  __device__ __forceinline__ void AddKeyPair(bool has_first, const uint4* key0,
+                                             const uint4* value0, bool has_second,
+                                             const uint4* key1, const uint4* value1) {
+    float partial0[2] = {}, partial1[2] = {};
+#pragma unroll
+    for (int c = 0; c < kVectors; ++c) {
+      float f[8], g[8];
+      UnpackEight<T>(key0[part * kVectors + c], f);
+      UnpackEight<T>(key1[part * kVectors + c], g);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        partial0[i % 2] += q[c * 8 + i] * f[i];
+        partial1[i % 2] += q[c * 8 + i] * g[i];
+      }
+    }
+    float s0 = partial0[0] + partial0[1];
+    float s1 = partial1[0] + partial1[1];
+    if constexpr (kSplit >= 2) {
+      s0 += __shfl_xor_sync(0xffffffffu, s0, 1);
+      s1 += __shfl_xor_sync(0xffffffffu, s1, 1);
+    }
+    if constexpr (kSplit == 4) {
+      s0 += __shfl_xor_sync(0xffffffffu, s0, 2);
+      s1 += __shfl_xor_sync(0xffffffffu, s1, 2);
+    }
+    if (!has_first) return;
+    const float s = has_second ? fmaxf(s0, s1) : s0;
+    if (s > m + kRescaleSlack) {  // As in AddKey, once for the pair.
+      const float correction = m == -INFINITY ? 0.f : ExpFlushDenormals(m - s);
+      l *= correction;
+      masked_weight *= correction;
+#pragma unroll
+      for (int i = 0; i < kChannels; ++i) acc[i] *= correction;
+      m = s;
+    }
+    const float w0 = ExpFlushDenormals(s0 - m) - masked_weight;
+    if (!has_second) {  // A row's last key in the chunk: at most once per row and chunk.
+      l += w0;
+      AddValue(value0, w0);
+      return;
+    }
+    const float w1 = ExpFlushDenormals(s1 - m) - masked_weight;
+    l += w0 + w1;
+#pragma unroll
+    for (int c = 0; c < kVectors; ++c) {
+      float f[8], g[8];
+      UnpackEight<T>(value0[part * kVectors + c], f);
+      UnpackEight<T>(value1[part * kVectors + c], g);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {  // Two multiply-adds (w0 f + w1 g would be three).
+        acc[c * 8 + i] = fmaf(w1, g[i], fmaf(w0, f[i], acc[c * 8 + i]));
+      }
+    }
+  }
+
+  // acc += w · (this thread's channels of the value row).
+  __device__ __forceinline__ void AddValue(const uint4* value_row, float w) {
 #pragma unroll
     for (int c = 0; c < kVectors; ++c) {
       float f[8];
@@ -397,16 +467,36 @@ __global__ void __launch_bounds__(kTile * kSplit, (kMinBlocksPerSm<kTile * kSpli
 
   // Keys of row t rise with the shift; those below c0 are below `prefix` (every patch key of
   // the row is in the union, so an earlier chunk took it). Rows past the end take none.
+  // Split rows (kSplit 2 or 4) loop while any row of the warp has a key in the chunk, two keys
+  // per step, with every lane in it (AddKeyPair's shuffles span the warp); the rows of a warp
+  // have the same shifts and consecutive t, so they run out of keys within a step or two of
+  // one another. Whole rows (kSplit 1: no shuffles, 64 products per key) take one key per
+  // step: pairs were 3-5% slower at 3,137 tokens on the H100 (docs/performance.md, run L).
   int next = 0;  // This row's next shift not yet taken.
   ForEachStagedChunk<kThreadsPerBlock, kChunk>(
       shifts, nshift, t0, t_end, prefix, tokens, k, v, staged_k, staged_v,
       [&](int c0, int c1) {
-        for (; row_valid && next < nshift; ++next) {
-          const int key = t + shifts[next];
-          if (key >= c1) break;
-          if (key >= c0) {
-            row.AddKey(staged_k + (key - c0) * kPaddedRow, staged_v + (key - c0) * kPaddedRow);
+        if constexpr (kSplit == 1) {
+          for (; row_valid && next < nshift; ++next) {
+            const int key = t + shifts[next];
+            if (key >= c1) break;
+            if (key >= c0) {
+              row.AddKey(staged_k + (key - c0) * kPaddedRow, staged_v + (key - c0) * kPaddedRow);
+            }
           }
+          return;
+        }
+        while (row_valid && next < nshift && t + shifts[next] < c0) ++next;
+        for (;;) {
+          const bool has_first = row_valid && next < nshift && t + shifts[next] < c1;
+          if (!__any_sync(0xffffffffu, has_first)) break;
+          const bool has_second = has_first && next + 1 < nshift && t + shifts[next + 1] < c1;
+          const int row0 = has_first ? t + shifts[next] - c0 : 0;
+          const int row1 = has_second ? t + shifts[next + 1] - c0 : row0;
+          row.AddKeyPair(has_first, staged_k + row0 * kPaddedRow, staged_v + row0 * kPaddedRow,
+                         has_second, staged_k + row1 * kPaddedRow,
+                         staged_v + row1 * kPaddedRow);
+          next += static_cast<int>(has_first) + static_cast<int>(has_second);
         }
       });
   if (!row_valid) return;
