@@ -74,7 +74,9 @@
 #              half of the physical cores and the clients on the other (SERVER_CPUS /
 #              CLIENT_CPUS of bench/serve_sweep.sh), each round also with two perf_analyzer
 #              processes at concurrency 32 (PA_SPLIT, default 1; is perf_analyzer its own
-#              limit?), then FP32 with all cores shared as before
+#              limit?) and, with PA_MALLOC_ROWS="tcmalloc tuned", perf_analyzer with other
+#              allocators (bench/serve_sweep.sh), then FP32 with all cores shared as before
+#              (KSERVE_SHARED=0: not)
 set -uo pipefail
 STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre \
 | gpujpeg | instances | variants | fibmma | spin | kservepin | vimscan | kernels}"
@@ -343,7 +345,8 @@ PY
     # own limit (run 30 left FP32 at 0.60-0.65 of our client).
     SERVER_CPUS="$server_cpus" CLIENT_CPUS="$client_cpus" KSERVE_UINT8=1 \
       PA_SPLIT="${PA_SPLIT:-1}" bash bench/serve_sweep.sh "$OUT/pinned" > "$OUT/pinned.log" 2>&1
-    grep -E "KServe|infer/s|kserve_" "$OUT/pinned.log"
+    grep -E "KServe|infer/s|kserve_|malloc" "$OUT/pinned.log"
+    [[ "${KSERVE_SHARED:-1}" == 1 ]] || exit 0
     bash bench/serve_sweep.sh "$OUT/shared" > "$OUT/shared.log" 2>&1
     grep -E "KServe|infer/s|kserve_" "$OUT/shared.log"
     ;;

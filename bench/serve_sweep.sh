@@ -46,8 +46,19 @@
 #   KSERVE_ROUNDS  N > 1: the KServe rows become N interleaved pairs (perf_analyzer --async,
 #                  then our client on perf_analyzer's 11 connections), compared by their medians
 #                  (single rows vary by about 10% on the box, the size of the issue's margin)
+#   KSERVE_CONCURRENCY  (with KSERVE_ROUNDS) the concurrencies of each round's pairs, default 64:
+#                  a closed loop completes concurrency / (server latency + the client's own
+#                  time per request) requests per second, so two load generators agree only
+#                  where the server's queue, not their own overhead, sets the cycle
 #   PA_SPLIT       1 (with KSERVE_ROUNDS): each round also runs two perf_analyzer processes at
 #                  concurrency 32, summed (is perf_analyzer its own limit?)
+#   PA_MALLOC_ROWS "tcmalloc tuned" (with KSERVE_ROUNDS): each round also runs perf_analyzer
+#                  with another allocator: tcmalloc preloaded (the one vitserve links, from
+#                  $B/bin/lib) or glibc's with vitserve's thresholds (mmap 32 MiB, trim 256 MiB).
+#                  perf_analyzer copies each request's input into its per-request records
+#                  (InferContext::GetInputs, several copies of 150-602 KB, freed in bursts at
+#                  each measurement window), which glibc's default allocator serves with fresh
+#                  pages: is that its limit? Rows perf_analyzer_async_DTYPE_c64_KIND_rN
 #   PA_SHARE       N: one more KServe pair, perf_analyzer --async sharing a connection among at
 #                  most N of its contexts (TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT) and our
 #                  client with as many connections
@@ -262,12 +273,24 @@ kserve_rows() {
     # KSERVE_ROUNDS=N: N interleaved pairs, perf_analyzer --async (its default sharing: 11
     # connections at concurrency 64) then our client on as many connections; the table's
     # "KServe agreement" lines compare the medians.
+    local c
     for r in $(seq 1 "$KSERVE_ROUNDS"); do
-      pa_row "$m" perf_analyzer_async_${dtype}_c64_r$r --async
-      bench "$m" kserve_${dtype}_c64_pa_conns_r$r --input tensor --concurrency 64 --channels 11
+      # KSERVE_CONCURRENCY: each pair at these concurrencies; our client opens as many
+      # connections as perf_analyzer's client library does (one per 6 of its contexts, and
+      # perf_analyzer has one context more than its concurrency).
+      for c in ${KSERVE_CONCURRENCY:-64}; do
+        PA_CONCURRENCY=$c pa_row "$m" perf_analyzer_async_${dtype}_c${c}_r$r --async
+        bench "$m" kserve_${dtype}_c${c}_pa_conns_r$r --input tensor --concurrency "$c" \
+          --channels $(( (c + 1 + 5) / 6 ))
+      done
       # PA_SPLIT=1: two perf_analyzer processes at concurrency 32 each, summed: more than one
       # process at 64 means perf_analyzer itself, not the server, was the limit.
       [[ "${PA_SPLIT:-0}" == 1 ]] && pa_split_row "$m" perf_analyzer_async_${dtype}_2x32_r$r --async
+      local kind
+      for kind in ${PA_MALLOC_ROWS:-}; do
+        PA_ENV="$(pa_malloc_env "$kind")" || return 1
+        PA_ENV="$PA_ENV" pa_row "$m" perf_analyzer_async_${dtype}_c64_${kind}_r$r --async
+      done
     done
     return 0
   fi
@@ -287,16 +310,31 @@ kserve_rows() {
       pa_row "$m" perf_analyzer_async_${dtype}_c64_share$PA_SHARE --async
   fi
 }
-# pa_row MODEL NAME [FLAGS...]: perf_analyzer at concurrency 64, batch 1, recorded as NAME.
-# The log line also gives perf_analyzer's CPU time (user + system, from bash's `time`) over its
-# whole run, as the client rows give vitserve-client's: is the load generator its own limit?
+# pa_malloc_env KIND: the environment (VAR=VALUE words) that gives perf_analyzer the allocator
+# PA_MALLOC_ROWS names.
+pa_malloc_env() {
+  case "$1" in
+    tcmalloc)
+      [[ -f "$B/bin/lib/libtcmalloc_minimal.so.4" ]] || { log "no $B/bin/lib/libtcmalloc_minimal.so.4"; return 1; }
+      echo "LD_PRELOAD=$PWD/$B/bin/lib/libtcmalloc_minimal.so.4" ;;
+    tuned) echo "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456" ;;
+    *) log "PA_MALLOC_ROWS: unknown allocator '$1' (tcmalloc or tuned)"; return 1 ;;
+  esac
+}
+
+# pa_row MODEL NAME [FLAGS...]: perf_analyzer at concurrency PA_CONCURRENCY (default 64),
+# batch 1, recorded as NAME,
+# with PA_ENV's VAR=VALUE words in its environment (pa_malloc_env). The log line also gives
+# perf_analyzer's CPU time (user + system, from bash's `time`) over its whole run, as the
+# client rows give vitserve-client's: is the load generator its own limit?
 pa_row() {
   local m=$1 name=$2 v p50 timing wall user sys
   shift 2
-  timing=$( { TIMEFORMAT='%R %U %S'; time LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" \
-    "${CLIENT_TASKSET[@]}" "$PA" -m "$m" \
-    -i grpc -u localhost:8001 --concurrency-range 64 --measurement-interval 3000 \
-    --measurement-mode time_windows \
+  # shellcheck disable=SC2086  # PA_ENV: words.
+  timing=$( { TIMEFORMAT='%R %U %S'; time env ${PA_ENV:-} \
+    LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" "${CLIENT_TASKSET[@]}" "$PA" -m "$m" \
+    -i grpc -u localhost:8001 --concurrency-range "${PA_CONCURRENCY:-64}" \
+    --measurement-interval 3000 --measurement-mode time_windows \
     --max-trials 3 --stability-percentage 999 -b 1 ${PA_FLAGS:-} "$@" \
     > "$OUT/pa_${m}_${name}.txt" 2>&1; } 2>&1 )
   read -r wall user sys <<< "$timing"
@@ -433,17 +471,25 @@ for m, r in rows.items():
         p50 = r.get(k + "_p50_ms", float("nan"))
         print(f"  {k:24s} {v:9.0f} {p50:8.2f} {v / alone if alone else float('nan'):9.1%} {v / timm if timm else float('nan'):8.2f}")
     # KSERVE_ROUNDS: medians of the interleaved rounds, perf_analyzer against our client.
-    for dtype in ("fp32", "uint8"):
-        pa = sorted(v for k, v in r.items() if k.startswith(f"perf_analyzer_async_{dtype}_c64_r") and not k.endswith("_ms"))
-        ours = sorted(v for k, v in r.items() if k.startswith(f"kserve_{dtype}_c64_pa_conns_r") and not k.endswith("_ms"))
+    import re
+    concurrencies = sorted({int(x.group(1)) for k in r
+                            for x in [re.match(r"kserve_(?:fp32|uint8)_c(\d+)_pa_conns_r", k)] if x})
+    for dtype, c in ((d, c) for d in ("fp32", "uint8") for c in concurrencies):
+        pa = sorted(v for k, v in r.items() if k.startswith(f"perf_analyzer_async_{dtype}_c{c}_r") and not k.endswith("_ms"))
+        ours = sorted(v for k, v in r.items() if k.startswith(f"kserve_{dtype}_c{c}_pa_conns_r") and not k.endswith("_ms"))
         if pa and ours:
             median = lambda xs: (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
-            print(f"  KServe agreement ({dtype}, {len(pa)} rounds): perf_analyzer --async median {median(pa):,.0f} "
+            print(f"  KServe agreement ({dtype}, concurrency {c}, {len(pa)} rounds): perf_analyzer --async median {median(pa):,.0f} "
                   f"(range {pa[0]:,.0f}-{pa[-1]:,.0f}), vitserve-client median {median(ours):,.0f} "
                   f"(range {ours[0]:,.0f}-{ours[-1]:,.0f}): perf_analyzer / ours = {median(pa) / median(ours):.3f}")
             split = sorted(v for k, v in r.items() if k.startswith(f"perf_analyzer_async_{dtype}_2x32_r") and not k.endswith("_ms"))
             if split:
                 print(f"  two perf_analyzer processes at 32 each ({dtype}): median {median(split):,.0f} "
                       f"(range {split[0]:,.0f}-{split[-1]:,.0f}): / ours = {median(split) / median(ours):.3f}")
+            for kind in ("tcmalloc", "tuned"):
+                alloc = sorted(v for k, v in r.items() if k.startswith(f"perf_analyzer_async_{dtype}_c{c}_{kind}_r") and not k.endswith("_ms"))
+                if alloc:
+                    print(f"  perf_analyzer with {kind} malloc ({dtype}): median {median(alloc):,.0f} "
+                          f"(range {alloc[0]:,.0f}-{alloc[-1]:,.0f}): / ours = {median(alloc) / median(ours):.3f}")
 PY
 log "done"
