@@ -232,9 +232,11 @@ struct PatchRow {
     l = 0.f;
 #pragma unroll
     for (int i = 0; i < kChannels; ++i) acc[i] = 0.f;
-    if (query_row == nullptr) {  // Its lanes still run AddKeyPair's products (discarded).
+    if (query_row == nullptr) {
+      if constexpr (kSplit > 1) {  // Its lanes still run AddKeyPair's products (discarded).
 #pragma unroll
-      for (int i = 0; i < kChannels; ++i) q[i] = 0.f;
+        for (int i = 0; i < kChannels; ++i) q[i] = 0.f;
+      }
       return;
     }
 #pragma unroll
@@ -259,14 +261,7 @@ struct PatchRow {
     float s = (partial[0] + partial[1]) + (partial[2] + partial[3]);
     if constexpr (kSplit >= 2) s += __shfl_xor_sync(mask, s, 1);
     if constexpr (kSplit == 4) s += __shfl_xor_sync(mask, s, 2);
-    if (s > m + kRescaleSlack) {  // Rescale what is accumulated (m = -inf: the first key).
-      const float correction = m == -INFINITY ? 0.f : ExpFlushDenormals(m - s);
-      l *= correction;
-      masked_weight *= correction;
-#pragma unroll
-      for (int i = 0; i < kChannels; ++i) acc[i] *= correction;
-      m = s;
-    }
+    RaiseMax(s);
     const float w = ExpFlushDenormals(s - m) - masked_weight;
     l += w;
     AddValue(value_row, w);
@@ -304,15 +299,7 @@ struct PatchRow {
       s1 += __shfl_xor_sync(0xffffffffu, s1, 2);
     }
     if (!has_first) return;
-    const float s = has_second ? fmaxf(s0, s1) : s0;
-    if (s > m + kRescaleSlack) {  // As in AddKey, once for the pair.
-      const float correction = m == -INFINITY ? 0.f : ExpFlushDenormals(m - s);
-      l *= correction;
-      masked_weight *= correction;
-#pragma unroll
-      for (int i = 0; i < kChannels; ++i) acc[i] *= correction;
-      m = s;
-    }
+    RaiseMax(has_second ? fmaxf(s0, s1) : s0);  // Once for the pair.
     const float w0 = ExpFlushDenormals(s0 - m) - masked_weight;
     if (!has_second) {  // A row's last key in the chunk: at most once per row and chunk.
       l += w0;
@@ -330,6 +317,19 @@ struct PatchRow {
       for (int i = 0; i < 8; ++i) {  // Two multiply-adds (w0 f + w1 g would be three).
         acc[c * 8 + i] = fmaf(w1, g[i], fmaf(w0, f[i], acc[c * 8 + i]));
       }
+    }
+  }
+
+  // A logit s above the running max by more than kRescaleSlack becomes the max, and what is
+  // accumulated is rescaled to it (m = -inf: the first key).
+  __device__ __forceinline__ void RaiseMax(float s) {
+    if (s > m + kRescaleSlack) {
+      const float correction = m == -INFINITY ? 0.f : ExpFlushDenormals(m - s);
+      l *= correction;
+      masked_weight *= correction;
+#pragma unroll
+      for (int i = 0; i < kChannels; ++i) acc[i] *= correction;
+      m = s;
     }
   }
 
@@ -484,19 +484,20 @@ __global__ void __launch_bounds__(kTile * kSplit, (kMinBlocksPerSm<kTile * kSpli
               row.AddKey(staged_k + (key - c0) * kPaddedRow, staged_v + (key - c0) * kPaddedRow);
             }
           }
-          return;
-        }
-        while (row_valid && next < nshift && t + shifts[next] < c0) ++next;
-        for (;;) {
-          const bool has_first = row_valid && next < nshift && t + shifts[next] < c1;
-          if (!__any_sync(0xffffffffu, has_first)) break;
-          const bool has_second = has_first && next + 1 < nshift && t + shifts[next + 1] < c1;
-          const int row0 = has_first ? t + shifts[next] - c0 : 0;
-          const int row1 = has_second ? t + shifts[next + 1] - c0 : row0;
-          row.AddKeyPair(has_first, staged_k + row0 * kPaddedRow, staged_v + row0 * kPaddedRow,
-                         has_second, staged_k + row1 * kPaddedRow,
-                         staged_v + row1 * kPaddedRow);
-          next += static_cast<int>(has_first) + static_cast<int>(has_second);
+        } else {
+          while (row_valid && next < nshift && t + shifts[next] < c0) ++next;
+          for (;;) {
+            const bool has_first = row_valid && next < nshift && t + shifts[next] < c1;
+            if (!__any_sync(0xffffffffu, has_first)) break;
+            const bool has_second =
+                has_first && next + 1 < nshift && t + shifts[next + 1] < c1;
+            const int row0 = has_first ? t + shifts[next] - c0 : 0;
+            const int row1 = has_second ? t + shifts[next + 1] - c0 : row0;
+            row.AddKeyPair(has_first, staged_k + row0 * kPaddedRow,
+                           staged_v + row0 * kPaddedRow, has_second,
+                           staged_k + row1 * kPaddedRow, staged_v + row1 * kPaddedRow);
+            next += static_cast<int>(has_first) + static_cast<int>(has_second);
+          }
         }
       });
   if (!row_valid) return;
