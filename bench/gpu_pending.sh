@@ -53,7 +53,9 @@
 #              by name against SDPA at 197, 785 and 3,137 tokens, fp16 and bf16, each tiled
 #              shape also with the class row's kernel overlapped (the "pdl" names:
 #              overlap_dense_row); NCU=1 then reads the rows kernels at 785 tokens with Nsight
-#              Compute (issue rate, warps, stalls: OUTDIR/ncu_785.txt)
+#              Compute (issue rate, warps, stalls: OUTDIR/ncu_785.txt; NCU_STALLS=1: each stall
+#              reason, which the next Fibottention change needs: run L's kernel issued on 71%
+#              of cycles at half occupancy, for reasons not yet read)
 #   spin       a lone request's latency with and without --executor-idle-spin-us (SPIN_US,
 #              default 2000), alternately in ROUNDS (default 2) rounds at concurrency 1, with
 #              the anchors (graph replay at batch 1) first, for $SWEEP_MODELS (default
@@ -93,17 +95,21 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 # Nsight Compute on the launches of the kernels matching $1 (after skipping $2), the sections
 # that tell why a kernel waits, into $3; then the summary lines (and $4's extra ones). The rest
 # is the command to profile. Nothing when NCU is not 1 or ncu is missing. ncu locks the clocks,
-# so its durations run 10-20% above the benchmarks'.
+# so its durations run 10-20% above the benchmarks'. NCU_STALLS=1 adds each stall reason's
+# warps per issued instruction (the sections print only their total; not yet tried on the box).
 profile_kernels() {
-  local kernels="$1" skip="$2" out="$3" extra="$4"
+  local kernels="$1" skip="$2" out="$3" extra="$4" stall_metrics=()
   shift 4
   [[ "${NCU:-0}" == 1 ]] && command -v ncu > /dev/null || return 0
+  [[ "${NCU_STALLS:-0}" == 1 ]] && stall_metrics=(--metrics \
+    'regex:^smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio$')
   ncu --kernel-name regex:"$kernels" --launch-skip "$skip" --launch-count 4 \
     --section SpeedOfLight --section Occupancy --section LaunchStats \
     --section WarpStateStats --section SchedulerStats --section InstructionStats \
-    "$@" > "$out" 2>&1
+    "${stall_metrics[@]}" "$@" > "$out" 2>&1
   local metrics="Duration|Issue Slots Busy|Achieved Occupancy|Registers Per|Executed Ipc A"
-  grep -E "$kernels|$metrics${extra:+|$extra}" "$out" | head -60
+  [[ ${#stall_metrics[@]} -gt 0 ]] && metrics+="|issue_stalled"
+  grep -E "$kernels|$metrics${extra:+|$extra}" "$out" | head -80
 }
 
 # The CUDA cases of the test binaries named after the first argument (default: all of them);
