@@ -71,6 +71,8 @@
 #              CUDA cases of vitserve_vim_test and vitserve_fibottention_test, vim-ops at
 #              batch 8 x 1248 px and 128 x 224 px, the Fibottention kernels by name (fp16,
 #              --check), then bench/model_vs_timm.sh's Vim and Fibottention rows (OUTDIR/models)
+#   vimcross   vim_tiny against our deit_tiny (SDPA), fp16, batch 8, eager, at 1024 to 2560 px
+#              (VIMCROSS_SIZES, VIMCROSS_BATCHES): the resolution where Vision Mamba overtakes
 #   kservepin  KServe agreement (issue 11): KSERVE_ROUNDS (default 3) interleaved rounds of
 #              perf_analyzer --async and vitserve-client, FP32 and UINT8, with vitserve on one
 #              half of the physical cores and the clients on the other (SERVER_CPUS /
@@ -81,7 +83,7 @@
 #              (KSERVE_SHARED=0: not)
 set -uo pipefail
 STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre \
-| gpujpeg | instances | variants | fibmma | spin | kservepin | vimscan | kernels}"
+| gpujpeg | instances | variants | fibmma | spin | kservepin | vimscan | kernels | vimcross}"
 OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
 source .devdeps/bootstrap.sh >/dev/null || exit 1
@@ -315,6 +317,14 @@ case "$STEP" in
     profile_kernels SelectiveScanKernel 4 "$OUT/ncu_scan_split.txt" Stall \
       build-gpu/bin/vitserve-bench-vim-ops --image-size 1248 --batch 8 --precision fp16 \
       --seconds 0.05 --scan-kernel split-states
+    ;;
+  vimcross)
+    # Where vim_tiny overtakes our deit_tiny with SDPA (fp16, batch 8, eager): attention grows
+    # with the square of the tokens, the scan linearly (docs/vim.md predicts 2,200-2,300 px).
+    SIZES="${VIMCROSS_SIZES:-1024,1248,1536,2048,2560}" BATCHES="${VIMCROSS_BATCHES:-8,8,8,8,8}" \
+      PRECISIONS=fp16 MODELS=vim_tiny,deit_tiny GRAPHS=0 SECONDS_PER_CASE=2 \
+      BIN=build-gpu/bin/vitserve-bench-vim-vs-deit bash bench/vim_vs_deit.sh 2>&1 | \
+      tee "$OUT/vimcross.txt"
     ;;
   spin)
     export SWEEP_MODELS="${SWEEP_MODELS:-deit_tiny_patch16_224}" NO_KSERVE=1 NO_JPEG=1 NO_RAW16=1 \
