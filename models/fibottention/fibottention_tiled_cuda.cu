@@ -308,16 +308,9 @@ struct PatchRow {
     }
     const float w1 = ExpFlushDenormals(s1 - m) - masked_weight;
     l += w0 + w1;
-#pragma unroll
-    for (int c = 0; c < kVectors; ++c) {
-      float f[8], g[8];
-      UnpackEight<T>(value0[part * kVectors + c], f);
-      UnpackEight<T>(value1[part * kVectors + c], g);
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {  // Two multiply-adds (w0 f + w1 g would be three).
-        acc[c * 8 + i] = fmaf(w1, g[i], fmaf(w0, f[i], acc[c * 8 + i]));
-      }
-    }
+    // Two multiply-adds per channel (acc += w0 f + w1 g as one expression would be three).
+    AddValue(value0, w0);
+    AddValue(value1, w1);
   }
 
   // A logit s above the running max by more than kRescaleSlack becomes the max, and what is
