@@ -322,21 +322,28 @@ pa_malloc_env() {
   esac
 }
 
-# pa_row MODEL NAME [FLAGS...]: perf_analyzer at concurrency PA_CONCURRENCY (default 64),
-# batch 1, recorded as NAME,
-# with PA_ENV's VAR=VALUE words in its environment (pa_malloc_env). The log line also gives
-# perf_analyzer's CPU time (user + system, from bash's `time`) over its whole run, as the
-# client rows give vitserve-client's: is the load generator its own limit?
+# run_pa MODEL CONCURRENCY OUTFILE [FLAGS...]: one perf_analyzer run (batch 1, 3-second time
+# windows, at most three) on the clients' cores, with PA_ENV's VAR=VALUE words in its
+# environment (pa_malloc_env); its output into OUTFILE.
+run_pa() {
+  local m=$1 concurrency=$2 out=$3
+  shift 3
+  # shellcheck disable=SC2086  # PA_ENV and PA_FLAGS: words.
+  env ${PA_ENV:-} LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" "${CLIENT_TASKSET[@]}" \
+    "$PA" -m "$m" -i grpc -u localhost:8001 --concurrency-range "$concurrency" \
+    --measurement-interval 3000 --measurement-mode time_windows \
+    --max-trials 3 --stability-percentage 999 -b 1 ${PA_FLAGS:-} "$@" > "$out" 2>&1
+}
+
+# pa_row MODEL NAME [FLAGS...]: perf_analyzer (run_pa) at concurrency PA_CONCURRENCY (default
+# 64), recorded as NAME. The log line also gives perf_analyzer's CPU time (user + system, from
+# bash's `time`) over its whole run, as the client rows give vitserve-client's: is the load
+# generator its own limit?
 pa_row() {
   local m=$1 name=$2 v p50 timing wall user sys
   shift 2
-  # shellcheck disable=SC2086  # PA_ENV: words.
-  timing=$( { TIMEFORMAT='%R %U %S'; time env ${PA_ENV:-} \
-    LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" "${CLIENT_TASKSET[@]}" "$PA" -m "$m" \
-    -i grpc -u localhost:8001 --concurrency-range "${PA_CONCURRENCY:-64}" \
-    --measurement-interval 3000 --measurement-mode time_windows \
-    --max-trials 3 --stability-percentage 999 -b 1 ${PA_FLAGS:-} "$@" \
-    > "$OUT/pa_${m}_${name}.txt" 2>&1; } 2>&1 )
+  timing=$( { TIMEFORMAT='%R %U %S'; time run_pa "$m" "${PA_CONCURRENCY:-64}" \
+    "$OUT/pa_${m}_${name}.txt" "$@"; } 2>&1 )
   read -r wall user sys <<< "$timing"
   v=$(grep -oP 'throughput: \K[0-9.]+' "$OUT/pa_${m}_${name}.txt" | tail -1)
   p50=$(grep -oP 'p50 latency: \K[0-9]+' "$OUT/pa_${m}_${name}.txt" | tail -1)
@@ -346,17 +353,13 @@ pa_row() {
     "$(awk -v u="${user:-0}" -v s="${sys:-0}" 'BEGIN {printf "%.2f", u + s}') s in ${wall:-?} s"
 }
 
-# pa_split_row MODEL NAME [FLAGS...]: two perf_analyzer processes at concurrency 32 at once,
-# their throughputs summed, recorded as NAME.
+# pa_split_row MODEL NAME [FLAGS...]: two perf_analyzer processes (run_pa) at concurrency 32 at
+# once, their throughputs summed, recorded as NAME.
 pa_split_row() {
   local m=$1 name=$2 i v pids=()
   shift 2
   for i in 1 2; do
-    LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" "${CLIENT_TASKSET[@]}" "$PA" -m "$m" \
-      -i grpc -u localhost:8001 --concurrency-range 32 --measurement-interval 3000 \
-      --measurement-mode time_windows \
-      --max-trials 3 --stability-percentage 999 -b 1 ${PA_FLAGS:-} "$@" \
-      > "$OUT/pa_${m}_${name}_$i.txt" 2>&1 &
+    run_pa "$m" 32 "$OUT/pa_${m}_${name}_$i.txt" "$@" &
     pids+=($!)
   done
   wait "${pids[@]}"  # Not the server, which runs in the background too.
