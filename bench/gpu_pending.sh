@@ -147,6 +147,14 @@ run_vim_ops() {
   done
 }
 
+# The Fibottention kernels by name against SDPA at 197, 785 and 3,137 tokens in precision $1
+# (--check first, 1 s per row); the table in OUT/bench_$1.txt.
+run_fib_kernels() {
+  build-gpu/bin/vitserve-bench-fibottention --precision "$1" --check --check-max-tokens 3137 \
+    --seconds 1 --impls sdpa,fibottention,tiled,tiledpdl,tiled64x4,tiled64x4pdl,tiled128x1 \
+    2>&1 | tee "$OUT/bench_$1.txt"
+}
+
 # The images/s of a trainer's last progress line in log $1 (empty when it printed none).
 train_rate() { grep -o '[0-9.]* img/s' "$1" | tail -1 | cut -d' ' -f1; }
 
@@ -278,13 +286,8 @@ case "$STEP" in
     build-gpu/bin/vitserve_fibottention_test --gtest_filter='*Cuda*' 2>&1 | \
       tee "$OUT/fibottention_test.txt" | grep -E "^\[ *(OK|FAILED|PASSED) *\]|Failure|tensor cores"
     [[ ${PIPESTATUS[0]} == 0 ]] || status=1
-    for precision in fp16 bf16; do
-      build-gpu/bin/vitserve-bench-fibottention --precision $precision --check \
-        --check-max-tokens 3137 --seconds 1 \
-        --impls sdpa,fibottention,tiled,tiledpdl,tiled64x4,tiled64x4pdl,tiled128x1 \
-        2>&1 \
-        | tee "$OUT/bench_$precision.txt"
-    done
+    run_fib_kernels fp16
+    run_fib_kernels bf16
     # The class row's kernel and the rows kernel at 785 tokens, after warm-up (Nsight Compute
     # runs them one after the other, so DenseRowKernel's time is what the overlap can hide).
     profile_kernels 'DenseRowKernel|TiledRowsKernel' 6 "$OUT/ncu_785.txt" "" \
@@ -298,9 +301,7 @@ case "$STEP" in
     status=0
     run_cudatests "$OUT" vitserve_vim_test vitserve_fibottention_test || status=1
     run_vim_ops 0.3
-    build-gpu/bin/vitserve-bench-fibottention --precision fp16 --check --check-max-tokens 3137 \
-      --seconds 1 --impls sdpa,fibottention,tiled,tiledpdl,tiled64x4,tiled64x4pdl,tiled128x1 \
-      2>&1 | tee "$OUT/bench_fp16.txt"
+    run_fib_kernels fp16
     MODELS=" " VIM=1 FIBOTTENTION=1 SECONDS_EACH="${SECONDS_EACH:-2}" \
       bash bench/model_vs_timm.sh "$OUT/models"
     exit $status
