@@ -54,8 +54,7 @@
 #              shape also with the class row's kernel overlapped (the "pdl" names:
 #              overlap_dense_row); NCU=1 then reads the rows kernels at 785 tokens with Nsight
 #              Compute (issue rate, warps, stalls: OUTDIR/ncu_785.txt; NCU_STALLS=1: each stall
-#              reason, which the next Fibottention change needs: run L's kernel issued on 71%
-#              of cycles at half occupancy, for reasons not yet read)
+#              reason's warps per issued instruction, as read in docs/performance.md run M)
 #   spin       a lone request's latency with and without --executor-idle-spin-us (SPIN_US,
 #              default 2000), alternately in ROUNDS (default 2) rounds at concurrency 1, with
 #              the anchors (graph replay at batch 1) first, for $SWEEP_MODELS (default
@@ -98,7 +97,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 # that tell why a kernel waits, into $3; then the summary lines (and $4's extra ones). The rest
 # is the command to profile. Nothing when NCU is not 1 or ncu is missing. ncu locks the clocks,
 # so its durations run 10-20% above the benchmarks'. NCU_STALLS=1 adds each stall reason's
-# warps per issued instruction (the sections print only their total; not yet tried on the box).
+# warps per issued instruction (the sections print only their total; first read in run M).
 profile_kernels() {
   local kernels="$1" skip="$2" out="$3" extra="$4" stall_metrics=()
   shift 4

@@ -9,9 +9,10 @@
 //  1. TiledRowsKernel, one block per (tile of patch rows, batch, head), one, two or four threads
 //     per row: a head keeps, for patch row t, the keys t + s of a fixed sorted list of signed
 //     shifts s (plus the class token), so a tile's keys are the union of tile-long ranges, one per
-//     shift. The block walks that union in increasing order, stages each chunk of key and value
-//     rows in shared memory (cp.async, every copy of a chunk in flight at once), and every row
-//     takes its keys that lie in the chunk. A key row then comes from L2 once per tile rather than
+//     shift. One warp merges that union into segments (MergeKeyRanges); the block walks them in
+//     increasing order, stages each chunk of key and value rows in shared memory (cp.async,
+//     every copy of a chunk in flight at once), and every row takes its keys that lie in the
+//     chunk. A key row then comes from L2 once per tile rather than
 //     once per query (at 785 tokens and 128 rows per tile, 2.7 loads per row instead of about 10).
 //  2. DenseRowKernel, before it, one block per (batch, head): the class row's dense attention,
 //     its keys split over lane groups and merged in shared memory, and Σ_t v (the official
@@ -224,6 +225,23 @@ struct PatchRow {
 
   // query_row: the row's 16-byte vectors, or nullptr for a row past the end (no loads).
   __device__ __forceinline__ void Start(const uint4* query_row, float scale, bool official) {
+    uint4 vectors[kVectors] = {};
+    if (query_row != nullptr) LoadQueryVectors(query_row, vectors);
+    Start(vectors, query_row != nullptr, scale, official);
+  }
+
+  // This thread's vectors of the query row (Start's), for a caller that issues the loads early
+  // and starts the row later, so that other work covers their latency.
+  __device__ __forceinline__ static void LoadQueryVectors(const uint4* query_row,
+                                                          uint4 (&vectors)[kVectors]) {
+    const int thread_part = static_cast<int>(threadIdx.x) % kSplit;
+#pragma unroll
+    for (int c = 0; c < kVectors; ++c) vectors[c] = query_row[thread_part * kVectors + c];
+  }
+
+  // Start from loaded vectors (LoadQueryVectors); valid false: a row past the end.
+  __device__ __forceinline__ void Start(const uint4 (&vectors)[kVectors], bool valid, float scale,
+                                        bool official) {
     part = static_cast<int>(threadIdx.x) % kSplit;
     mask = kSplit == 1 ? 0xffffffffu
                        : ((1u << kSplit) - 1) << ((threadIdx.x % 32) & ~(kSplit - 1u));
@@ -232,7 +250,7 @@ struct PatchRow {
     l = 0.f;
 #pragma unroll
     for (int i = 0; i < kChannels; ++i) acc[i] = 0.f;
-    if (query_row == nullptr) {
+    if (!valid) {
       if constexpr (kSplit > 1) {  // Its lanes still run AddKeyPair's products (discarded).
 #pragma unroll
         for (int i = 0; i < kChannels; ++i) q[i] = 0.f;
@@ -242,7 +260,7 @@ struct PatchRow {
 #pragma unroll
     for (int c = 0; c < kVectors; ++c) {
       float f[8];
-      UnpackEight<T>(query_row[part * kVectors + c], f);
+      UnpackEight<T>(vectors[c], f);
 #pragma unroll
       for (int i = 0; i < 8; ++i) q[c * 8 + i] = f[i] * scale;
     }
@@ -368,36 +386,73 @@ struct PatchRow {
 template <int kTile>
 constexpr int kChunkRows = kTile + 128;
 
-// Stages, chunk by chunk, the key and value rows a tile of patch rows [t0, t_end) keeps: the
-// union of the shifts' ranges [t0 + s, t_end + s) ∩ [prefix, tokens), walked as merged
-// segments in increasing order (the shifts are sorted; padding shifts are past `tokens`), each
-// cut into chunks of at most kChunk rows. For each chunk [c0, c1) every thread of the block
-// calls use_chunk(c0, c1) while the chunk's rows are in staged_k / staged_v (row r at
-// (r - c0) * kPaddedRow). Each key a row of the tile keeps lies in exactly one chunk. Called
-// by every thread of the block (it synchronises the block).
-template <int kThreadsPerBlock, int kChunk, typename UseChunk>
-__device__ __forceinline__ void ForEachStagedChunk(const int* shifts, int nshift, int t0,
-                                                   int t_end, int prefix, int tokens,
-                                                   const uint4* k, const uint4* v,
-                                                   uint4* staged_k, uint4* staged_v,
-                                                   UseChunk&& use_chunk) {
-  int k_shift = 0;
-  while (k_shift < nshift) {
-    const int lo = max(t0 + shifts[k_shift], prefix);
-    int hi = min(t_end + shifts[k_shift], tokens);
-    ++k_shift;
-    if (lo >= hi) continue;
-    while (k_shift < nshift) {
-      const int lo_next = max(t0 + shifts[k_shift], prefix);
-      const int hi_next = min(t_end + shifts[k_shift], tokens);
-      if (lo_next >= hi_next) {  // Only past the last row: every later range is empty too.
-        ++k_shift;
-        continue;
-      }
-      if (lo_next > hi) break;
-      hi = max(hi, hi_next);
-      ++k_shift;
+// The key rows a tile of patch rows [t0, t_end) keeps: the union of the shifts' ranges
+// [t0 + s, t_end + s) ∩ [prefix, tokens), as disjoint segments [lo[i], hi[i]) in increasing
+// order (ranges that overlap or touch are one segment). Shared memory, written by
+// MergeKeyRanges.
+struct KeySegments {
+  int lo[kMaxShifts];
+  int hi[kMaxShifts];
+  int count;
+};
+
+// Called by the 32 lanes of one warp (the rest of the block waits at the next __syncthreads):
+// fills `segments` for the sorted `shifts` (padding shifts are past `tokens`), one shift per
+// lane, 32 at a time. Sorted shifts give ranges whose ends never decrease and whose nonempty
+// ones are consecutive, so a nonempty range starts a segment unless the range before it is
+// nonempty and reaches it, and ends one unless the range after it continues it. Every thread
+// of a block walked the shifts one by one before (profiled on the H100, 64 x 4 at 785 tokens:
+// 12.5% of TiledRowsKernel's instructions and 18% of its stall samples).
+__device__ __forceinline__ void MergeKeyRanges(const int* shifts, int nshift, int t0, int t_end,
+                                               int prefix, int tokens, KeySegments& segments) {
+  constexpr unsigned kWarp = 0xffffffffu;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  int count = 0;
+  bool previous_nonempty = false;  // The range of the shift before this group's first.
+  int previous_hi = 0;
+  for (int group = 0; group < nshift; group += 32) {
+    const int i = group + lane;
+    int lo = 0, hi = 0;
+    if (i < nshift) {
+      lo = max(t0 + shifts[i], prefix);
+      hi = min(t_end + shifts[i], tokens);
     }
+    const bool nonempty = i < nshift && lo < hi;
+    const unsigned nonempty_lanes = __ballot_sync(kWarp, nonempty);
+    const int hi_up = __shfl_up_sync(kWarp, hi, 1);
+    const int hi_before = lane == 0 ? previous_hi : hi_up;
+    const bool nonempty_before =
+        lane == 0 ? previous_nonempty : ((nonempty_lanes >> (lane - 1)) & 1u) != 0;
+    const bool starts = nonempty && (!nonempty_before || lo > hi_before);
+    const unsigned start_lanes = __ballot_sync(kWarp, starts);
+    // This lane's segment: the starts at or below it, after the groups before (2u << 31 is 0,
+    // so lane 31's mask is every lane).
+    const int segment = count + __popc(start_lanes & ((2u << lane) - 1u)) - 1;
+    // The last lane's segment may go on in the next group, which then writes its end again.
+    const bool ends = nonempty && (lane == 31 || !((nonempty_lanes >> (lane + 1)) & 1u) ||
+                                   ((start_lanes >> (lane + 1)) & 1u));
+    if (starts) segments.lo[segment] = lo;
+    if (ends) segments.hi[segment] = hi;
+    count += __popc(start_lanes);
+    previous_nonempty = (nonempty_lanes >> 31) != 0;
+    previous_hi = __shfl_sync(kWarp, hi, 31);
+    __syncwarp();  // This group's stores land before the next group's.
+  }
+  if (lane == 0) segments.count = count;
+}
+
+// Stages, chunk by chunk, the key and value rows of `segments` (MergeKeyRanges, visible to the
+// whole block), each segment cut into chunks of at most kChunk rows. For each chunk [c0, c1)
+// every thread of the block calls use_chunk(c0, c1) while the chunk's rows are in staged_k /
+// staged_v (row r at (r - c0) * kPaddedRow). Each key a row of the tile keeps lies in exactly
+// one chunk. Called by every thread of the block (it synchronises the block).
+template <int kThreadsPerBlock, int kChunk, typename UseChunk>
+__device__ __forceinline__ void ForEachStagedChunk(const KeySegments& segments, const uint4* k,
+                                                   const uint4* v, uint4* staged_k,
+                                                   uint4* staged_v, UseChunk&& use_chunk) {
+  const int count = segments.count;
+  for (int segment = 0; segment < count; ++segment) {
+    const int lo = segments.lo[segment], hi = segments.hi[segment];
     for (int c0 = lo; c0 < hi; c0 += kChunk) {
       const int c1 = min(c0 + kChunk, hi);
       __syncthreads();  // The previous chunk's readers are done.
@@ -434,6 +489,8 @@ __global__ void __launch_bounds__(kTile * kSplit, (kMinBlocksPerSm<kTile * kSpli
   uint4* staged_k = staged;
   uint4* staged_v = staged + kChunk * kPaddedRow;
   __shared__ int shifts[kMaxShifts];
+  __shared__ KeySegments segments;
+  __shared__ uint4 class_k[kRowVectors], class_v[kRowVectors];
 
   const int tokens = p.tokens;
   const int prefix = p.class_token ? 1 : 0;
@@ -444,19 +501,29 @@ __global__ void __launch_bounds__(kTile * kSplit, (kMinBlocksPerSm<kTile * kSpli
   const long bh = blockIdx.y;
   const int head = static_cast<int>(bh % p.heads);
   const int nshift = p.shift_width;
-  for (int i = threadIdx.x; i < nshift; i += kThreadsPerBlock) {
-    shifts[i] = p.shifts[static_cast<long>(head) * nshift + i];
-  }
   const long head_offset = bh * tokens * kDim;
   const auto* k = reinterpret_cast<const uint4*>(static_cast<const T*>(p.k) + head_offset);
   const auto* v = reinterpret_cast<const uint4*>(static_cast<const T*>(p.v) + head_offset);
   const auto* query_rows = reinterpret_cast<const uint4*>(static_cast<const T*>(p.q) + head_offset);
 
-  PatchRow<T, kSplit> row;
-  row.Start(row_valid ? query_rows + static_cast<long>(t) * kRowVectors : nullptr, p.scale,
-            p.official);
-  if (p.class_token && row_valid) row.AddKey(k, v);  // Every patch row keeps the class token.
+  // The loads first: the query row's, whose latency the shifts and their segments cover, and
+  // the class token's key and value rows (warp 1; every patch row keeps that key).
+  using Row = PatchRow<T, kSplit>;
+  uint4 query[Row::kVectors] = {};
+  if (row_valid) Row::LoadQueryVectors(query_rows + static_cast<long>(t) * kRowVectors, query);
+  if (p.class_token && threadIdx.x >= 32 && threadIdx.x < 32 + kRowVectors) {
+    class_k[threadIdx.x - 32] = k[threadIdx.x - 32];
+    class_v[threadIdx.x - 32] = v[threadIdx.x - 32];
+  }
+  for (int i = threadIdx.x; i < nshift; i += kThreadsPerBlock) {
+    shifts[i] = p.shifts[static_cast<long>(head) * nshift + i];
+  }
   __syncthreads();  // shifts[] is written.
+  if (threadIdx.x < 32) MergeKeyRanges(shifts, nshift, t0, t_end, prefix, tokens, segments);
+  Row row;
+  row.Start(query, row_valid, p.scale, p.official);
+  __syncthreads();  // segments, class_k and class_v are written.
+  if (p.class_token && row_valid) row.AddKey(class_k, class_v);
 
   // Keys of row t rise with the shift; those below c0 are below `prefix` (every patch key of
   // the row is in the union, so an earlier chunk took it). Rows past the end take none.
@@ -467,8 +534,7 @@ __global__ void __launch_bounds__(kTile * kSplit, (kMinBlocksPerSm<kTile * kSpli
   // step: pairs were 3-5% slower at 3,137 tokens on the H100 (docs/performance.md, run L).
   int next = 0;  // This row's next shift not yet taken.
   ForEachStagedChunk<kThreadsPerBlock, kChunk>(
-      shifts, nshift, t0, t_end, prefix, tokens, k, v, staged_k, staged_v,
-      [&](int c0, int c1) {
+      segments, k, v, staged_k, staged_v, [&](int c0, int c1) {
         if constexpr (kSplit == 1) {
           for (; row_valid && next < nshift; ++next) {
             const int key = t + shifts[next];
@@ -579,6 +645,7 @@ __global__ void __launch_bounds__(kMmaThreads<kWarps>)
   uint4* staged_v = staged + kChunk * kPaddedRow;
   __shared__ int shifts[kMaxShifts];
   __shared__ uint4 class_k[kPaddedRow], class_v[kPaddedRow];
+  __shared__ KeySegments segments;
 
   const int tokens = p.tokens;
   const int prefix = p.class_token ? 1 : 0;
@@ -625,6 +692,8 @@ __global__ void __launch_bounds__(kMmaThreads<kWarps>)
     state[h].l = 0.f;
   }
   __syncthreads();  // shifts[], class_k and class_v are written.
+  if (warp == 0) MergeKeyRanges(shifts, nshift, t0, t_end, prefix, tokens, segments);
+  __syncthreads();  // segments is written.
 
   // Adds, for each row i of the warp, the key whose staged rows start at word
   // key_words[i] of the staged keys / values (k_words, v_words), or none where key_valid[i]
@@ -705,8 +774,7 @@ __global__ void __launch_bounds__(kMmaThreads<kWarps>)
   }
 
   ForEachStagedChunk<kThreads, kChunk>(
-      shifts, nshift, t0, t_end, prefix, tokens, k, v, staged_k, staged_v,
-      [&](int c0, int c1) {
+      segments, k, v, staged_k, staged_v, [&](int c0, int c1) {
         const auto* k_words = reinterpret_cast<const uint32_t*>(staged_k);
         const auto* v_words = reinterpret_cast<const uint32_t*>(staged_v);
         // The shifts whose 16 keys (row0 + s ... row0 + s + 15) meet the chunk; each row takes

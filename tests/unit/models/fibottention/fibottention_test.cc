@@ -367,6 +367,45 @@ TEST(FibottentionKernelCudaTest, TiledKernelMatchesDenseAndTheRowKernel) {
   }
 }
 
+// More shifts than a warp has lanes: the tiled kernels merge a tile's key ranges 32 shifts at a
+// time (MergeKeyRanges), so here head 0's 90 shifts (offsets 1-45) make one segment across
+// three groups, and head 1's 76 (offsets 1-20, 150-165, 500, 700) make several, two of which
+// go on from one group into the next.
+TEST(FibottentionKernelCudaTest, TiledKernelsMergeMoreShiftsThanAWarpHasLanes) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  constexpr int64_t kPatches = 784;
+  Offsets offsets(2);
+  for (int64_t o = 1; o <= 45; ++o) offsets[0].push_back(o);
+  for (int64_t o = 1; o <= 20; ++o) offsets[1].push_back(o);
+  for (int64_t o = 150; o <= 165; ++o) offsets[1].push_back(o);
+  offsets[1].push_back(500);
+  offsets[1].push_back(700);
+  const at::Tensor mask = FibottentionDenseMask(offsets, kPatches);
+  const FibottentionPattern pattern =
+      PatternTo(MakeFibottentionPattern(offsets, kPatches), at::Device(at::kCUDA, 0));
+  ASSERT_EQ(pattern.shifts.size(1), 90);
+  const Qkv x = RandomQkv(2, 2, pattern.tokens, 64, 4.0);
+  const auto rounded = [](const at::Tensor& t) { return t.to(at::kHalf).to(at::kFloat); };
+  const auto on_gpu = [](const at::Tensor& t) { return t.to(at::kCUDA).to(at::kHalf); };
+  using Kernel = FibottentionCudaOptions::Kernel;
+  for (auto semantics : {FibottentionSemantics::kOfficial, FibottentionSemantics::kNegInf}) {
+    const at::Tensor dense =
+        DenseMaskedAttention(rounded(x.q), rounded(x.k), rounded(x.v), mask, semantics, 0.125);
+    const float largest = dense.abs().max().item<float>();
+    for (const FibottentionCudaOptions& options : std::vector<FibottentionCudaOptions>{
+             {Kernel::kTiled, 64, 1}, {Kernel::kTiled, 64, 4}, {Kernel::kTiled, 128, 1},
+             {Kernel::kTiled, 128, 2}, {Kernel::kTensorCore, 64, 0}}) {
+      const at::Tensor got = FibottentionAttentionCuda(on_gpu(x.q), on_gpu(x.k), on_gpu(x.v),
+                                                       pattern, semantics, 0.125, options)
+                                 .to(at::kCPU)
+                                 .to(at::kFloat);
+      EXPECT_LE(((got - dense).abs().max() / largest).item<float>(), 1e-2f)
+          << "semantics " << static_cast<int>(semantics) << " tile " << options.tile_queries
+          << " x " << options.threads_per_row << " kernel " << static_cast<int>(options.kernel);
+    }
+  }
+}
+
 // Where the tiled, whole-head and tensor-core kernels do not apply, kAuto takes the row kernel
 // (still exact) and kTiled / kWholeHead / kTensorCore refuse: fp32, head dim 32, fp16 tensors
 // that start 2 bytes past a 16-byte boundary, and tile shapes the tiled kernel does not have.
