@@ -54,7 +54,10 @@
 #              shape also with the class row's kernel overlapped (the "pdl" names:
 #              overlap_dense_row); NCU=1 then reads the rows kernels at 785 tokens with Nsight
 #              Compute (issue rate, warps, stalls: OUTDIR/ncu_785.txt; NCU_STALLS=1: each stall
-#              reason's warps per issued instruction, as read in docs/performance.md run M)
+#              reason's warps per issued instruction, as read in docs/performance.md run M);
+#              NCU_SOURCE=1: each SASS instruction's executions and stall samples of the
+#              default rows kernel at 785 tokens (OUTDIR/ncu_source_785.csv), summed by
+#              bench/ncu_source_summary.py (as run O read them)
 #   spin       a lone request's latency with and without --executor-idle-spin-us (SPIN_US,
 #              default 2000), alternately in ROUNDS (default 2) rounds at concurrency 1, with
 #              the anchors (graph replay at batch 1) first, for $SWEEP_MODELS (default
@@ -292,6 +295,17 @@ case "$STEP" in
     profile_kernels 'DenseRowKernel|TiledRowsKernel' 6 "$OUT/ncu_785.txt" "" \
       build-gpu/bin/vitserve-bench-fibottention --tokens 785 --seconds 0.05 --warmup 3 \
       --impls tiled64x4,tiled64x4pdl
+    if [[ "${NCU_SOURCE:-0}" == 1 ]] && command -v ncu > /dev/null; then
+      # One launch of the default rows kernel, per SASS instruction (the report is large and
+      # the device tool returns few files: only the CSV and the summary stay).
+      ncu --kernel-name regex:TiledRowsKernel --launch-skip 6 --launch-count 1 \
+        --section SourceCounters -f -o "$OUT/rows_785" \
+        build-gpu/bin/vitserve-bench-fibottention --tokens 785 --seconds 0.05 --warmup 3 \
+        --impls tiled64x4pdl > "$OUT/ncu_source_collect.txt" 2>&1
+      ncu -i "$OUT/rows_785.ncu-rep" --page source --csv --print-source sass \
+        > "$OUT/ncu_source_785.csv" && rm -f "$OUT/rows_785.ncu-rep"
+      python3 bench/ncu_source_summary.py "$OUT/ncu_source_785.csv" | tee "$OUT/ncu_source_785.txt"
+    fi
     exit $status
     ;;
   kernels)
