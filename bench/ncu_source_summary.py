@@ -92,8 +92,9 @@ def main(argv):
 
     by_opcode = collections.defaultdict(lambda: [0, 0])
     for _, e, s, text in instructions:
-        by_opcode[opcode(text)][0] += e
-        by_opcode[opcode(text)][1] += s
+        totals = by_opcode[opcode(text)]
+        totals[0] += e
+        totals[1] += s
     print(f"\n{'opcode':10s} {'executed':>8s} {'samples':>8s}")
     for name, (e, s) in sorted(by_opcode.items(), key=lambda kv: -kv[1][0])[:args.opcodes]:
         print(f"{name:10s} {share(e, executed):>8s} {share(s, samples):>8s}")

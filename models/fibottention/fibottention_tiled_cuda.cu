@@ -12,8 +12,8 @@
 //     shift. One warp merges that union into segments (MergeKeyRanges); the block walks them in
 //     increasing order, stages each chunk of key and value rows in shared memory (cp.async,
 //     every copy of a chunk in flight at once), and every row takes its keys that lie in the
-//     chunk. A key row then comes from L2 once per tile rather than
-//     once per query (at 785 tokens and 128 rows per tile, 2.7 loads per row instead of about 10).
+//     chunk. A key row then comes from L2 once per tile rather than once per query (at 785
+//     tokens and 128 rows per tile, 2.7 loads per row instead of about 10).
 //  2. DenseRowKernel, before it, one block per (batch, head): the class row's dense attention,
 //     its keys split over lane groups and merged in shared memory, and Σ_t v (the official
 //     semantics' column sum) from the same pass over V.
