@@ -22,7 +22,18 @@ echo "[test] CTest took $((SECONDS - started)) s" >&2
 echo "[test] pytest: end-to-end suite against $BUILD_DIR/bin" >&2
 started=$SECONDS
 export VITSERVE_BUILD_DIR="$ROOT/$BUILD_DIR"
-.venv/bin/python -m pytest tests/e2e -q -rs --junitxml "$BUILD_DIR/pytest-junit.xml" "$@"
+# The suite's checkpoints (vit_base-sized ones included) take about 4 GB under pytest's temporary
+# directory while it runs; say so up front rather than as a dozen "No space left on device"
+# failures. Only failed tests' directories are kept afterwards (pytest keeps every test's, for
+# its last three runs, by default: 11 GB).
+tmp_root="${TMPDIR:-/tmp}"
+tmp_free_gb=$(( $(df -Pk "$tmp_root" | awk 'NR == 2 {print $4}') / 1048576 ))
+if [ "$tmp_free_gb" -lt 5 ]; then
+  echo "[test] warning: ${tmp_free_gb} GB free in $tmp_root; the end-to-end suite needs about" \
+    "4 GB there (set TMPDIR to a roomier directory)" >&2
+fi
+.venv/bin/python -m pytest tests/e2e -q -rs -o tmp_path_retention_policy=failed \
+  --junitxml "$BUILD_DIR/pytest-junit.xml" "$@"
 echo "[test] pytest took $((SECONDS - started)) s" >&2
 
 # libFuzzer, short: every target of scripts/fuzz.sh for 10 s, six targets: a minute (the long
