@@ -58,6 +58,13 @@
 #              NCU_SOURCE=1: each SASS instruction's executions and stall samples of the
 #              default rows kernel at 785 tokens (OUTDIR/ncu_source_785.csv), summed by
 #              bench/ncu_source_summary.py (as run O read them)
+#   fibab      Fibottention's kernels A/B (issue 16): the staged binaries (A) against another
+#              build's (B: FIB_B_DIR, a directory under .gpubin/ holding that build's
+#              vitserve-bench-fibottention and vitserve_fibottention_test, copied there after
+#              bench/stage_gpu_binaries.sh, which empties .gpubin): B's CUDA test cases
+#              and --check first, then both benches alternately for FIB_AB_ROUNDS rounds
+#              (default 3), fp16, SDPA and the default kernel at 197, 785 and 3,137 tokens;
+#              prints ms per call of each round and each side's speed-up over SDPA
 #   spin       a lone request's latency with and without --executor-idle-spin-us (SPIN_US,
 #              default 2000), alternately in ROUNDS (default 2) rounds at concurrency 1, with
 #              the anchors (graph replay at batch 1) first, for $SWEEP_MODELS (default
@@ -85,7 +92,8 @@
 #              (KSERVE_SHARED=0: not)
 set -uo pipefail
 STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre \
-| gpujpeg | instances | variants | fibmma | spin | kservepin | vimscan | kernels | vimcross}"
+| gpujpeg | instances | variants | fibmma | fibab | spin | kservepin | vimscan | kernels \
+| vimcross}"
 OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
 source .devdeps/bootstrap.sh >/dev/null || exit 1
@@ -151,6 +159,31 @@ run_vim_ops() {
 
 # The Fibottention kernels by name against SDPA at 197, 785 and 3,137 tokens in precision $1
 # (--check first, 1 s per row); the table in OUT/bench_$1.txt.
+# fibab's table from OUT/ab_{A,B}_ROUND.txt (vitserve-bench-fibottention's "T=785 fibottention
+# 0.267 ms" lines): per token count, each round's ms per call of A and B and the speed-ups
+# over the same run's SDPA.
+fib_ab_summary() {
+  awk '
+    FNR == 1 { n = split(FILENAME, parts, "/"); side = substr(parts[n], 4, 1) }
+    $1 ~ /^T=/ && $3 ~ /^[0-9.]+$/ && $4 == "ms" {
+      t = substr($1, 3); key = t SUBSEP side
+      if ($2 == "sdpa") sdpa[key] = sdpa[key] " " $3
+      if ($2 == "fibottention") {
+        fib[key] = fib[key] " " $3
+        ratio[key] = ratio[key] sprintf(" %.2f", last_sdpa[t] / $3)
+      }
+      if ($2 == "sdpa") last_sdpa[t] = $3
+      tokens[t] = 1
+    }
+    END {
+      print "tokens  side  default kernel, ms per round  (x SDPA of the same run)"
+      for (t in tokens) for (s = 0; s < 2; ++s) {
+        side = s ? "B" : "A"; key = t SUBSEP side
+        printf "%-7s %-5s %s  (%s )\n", t, side, fib[key], ratio[key]
+      }
+    }' $(ls "$1"/ab_[AB]_*.txt | sort -t_ -k3n) | sort -n -s -k1,1
+}
+
 run_fib_kernels() {
   build-gpu/bin/vitserve-bench-fibottention --precision "$1" --check --check-max-tokens 3137 \
     --seconds 1 --impls sdpa,fibottention,tiled,tiledpdl,tiled64x4,tiled64x4pdl,tiled128x1 \
@@ -306,6 +339,30 @@ case "$STEP" in
         > "$OUT/ncu_source_785.csv" && rm -f "$OUT/rows_785.ncu-rep"
       python3 bench/ncu_source_summary.py "$OUT/ncu_source_785.csv" | tee "$OUT/ncu_source_785.txt"
     fi
+    exit $status
+    ;;
+  fibab)
+    b_dir="${FIB_B_DIR:?set FIB_B_DIR to the directory of the B binaries}"
+    status=0
+    "$b_dir/vitserve_fibottention_test" --gtest_filter='*Cuda*' 2>&1 | \
+      tee "$OUT/fibottention_test_b.txt" | grep -E "^\[ *(OK|FAILED|PASSED) *\]|Failure"
+    [[ ${PIPESTATUS[0]} == 0 ]] || status=1
+    for semantics in official neginf; do
+      "$b_dir/vitserve-bench-fibottention" --precision fp16 --check --check-max-tokens 3137 \
+        --semantics "$semantics" --seconds 0.1 --impls fibottention \
+        > "$OUT/check_b_$semantics.txt" 2>&1 || status=1
+      grep -E "^(PASS|FAIL)" "$OUT/check_b_$semantics.txt"
+    done
+    # Alternately, so that a drift of the clocks or of the box touches both sides alike.
+    for round in $(seq "${FIB_AB_ROUNDS:-3}"); do
+      for side in A B; do
+        bench=build-gpu/bin/vitserve-bench-fibottention
+        [[ $side == B ]] && bench="$b_dir/vitserve-bench-fibottention"
+        "$bench" --precision fp16 --seconds 1 --impls sdpa,fibottention \
+          > "$OUT/ab_${side}_$round.txt" 2>&1 || status=1
+      done
+    done
+    fib_ab_summary "$OUT"
     exit $status
     ;;
   kernels)
