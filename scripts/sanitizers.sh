@@ -7,9 +7,9 @@
 # 300), failing on a sanitizer report in the server's log too.
 # --short runs CI's short form (scripts/test.sh): the suites of what takes hostile bytes or
 # runs concurrently and builds quickly (no model zoo): the batcher, image headers and
-# decoding, JPEG parts and preprocessing (about 10 minutes on 2 cores from a cold compiler cache, seconds with a
-# warm one). --junit FILE writes one JUnit test case per suite (sanitizers::<suite>) for
-# scripts/test_report.py.
+# decoding, JPEG parts, preprocessing and the streams' reactor (about 10 minutes on 2 cores
+# from a cold compiler cache, seconds with a warm one). --junit FILE writes one JUnit test
+# case per suite (sanitizers::<suite>) for scripts/test_report.py.
 #   scripts/sanitizers.sh [--short] [--soak SECONDS] [--junit FILE]
 #   (after scripts/setup.sh installed the dependencies)
 set -euo pipefail
@@ -27,14 +27,17 @@ while (($#)); do
 done
 B=build-asan
 SUITES=(dynamic_batcher_test runtime_test tensor_preprocess_test api_unit_test http_server_test
-        preprocess_test decode_test jpeg_part_test integration_test
+        preprocess_test decode_test jpeg_part_test integration_test stream_reactor_test
         # The model suites: every family's forward pass, weights loading, heads, dense outputs
         # and the model manager (added 2026-12-03).
         vitserve_models_test vitserve_vim_test vitserve_vittm_test vitserve_tokenlearner_test
         vitserve_fibottention_test heads_test dense_output_test model_manager_test)
 if ((SHORT)); then
   # Not runtime_test: it links the model zoo, the long part of a cold sanitizer build.
-  SUITES=(dynamic_batcher_test decode_test jpeg_part_test preprocess_test tensor_preprocess_test)
+  # stream_reactor_test (no LibTorch): a stream's lifetime across executor and gRPC threads,
+  # whose use-after-free only a sanitizer sees (found by the soak, 2026-12-05).
+  SUITES=(dynamic_batcher_test decode_test jpeg_part_test preprocess_test tensor_preprocess_test
+          stream_reactor_test)
 fi
 cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVITSERVE_BUILD_BENCH=OFF \
   -DCMAKE_CXX_FLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" \

@@ -34,10 +34,10 @@ echo "[soak] vitserve ($BUILD) ready: gRPC $GRPC, REST $REST; log $LOG"
 RSS_BEFORE=$(awk '/VmRSS/ {print $2}' /proc/$SERVER/status)
 status=0
 .venv/bin/python scripts/soak.py --grpc "127.0.0.1:$GRPC" --rest "127.0.0.1:$REST" \
-  --seconds "$SECONDS_TOTAL" --threads "$THREADS" || status=1
-RSS_AFTER=$(awk '/VmRSS/ {print $2}' /proc/$SERVER/status)
+  --seconds "$SECONDS_TOTAL" --threads "$THREADS" --server-pid "$SERVER" || status=1
+RSS_AFTER=$(awk '/VmRSS/ {print $2}' /proc/$SERVER/status 2> /dev/null || echo 0)
 echo "[soak] server resident memory: $((RSS_BEFORE / 1024)) MiB ready, $((RSS_AFTER / 1024)) MiB after the soak"
-kill -TERM $SERVER
+kill -TERM $SERVER 2> /dev/null || true  # Gone already: soak.py said so, and wait tells how.
 exit_code=0; wait $SERVER || exit_code=$?
 trap - EXIT
 echo "[soak] vitserve exit code $exit_code"

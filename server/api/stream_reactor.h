@@ -32,9 +32,10 @@
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/support/server_callback.h"
 #include "server/api/grpc_status.h"
-#include "server/model_manager.h"
 
 namespace vitserve {
+
+class ServableModel;  // server/model_manager.h; only held and compared here.
 
 template <typename Request, typename Response>
 class StreamReactor : public grpc::ServerBidiReactor<Request, Response> {
@@ -124,17 +125,22 @@ class StreamReactor : public grpc::ServerBidiReactor<Request, Response> {
       } else if (error_.ok()) {
         error_ = result.status();
       }
+      // This thread is not a gRPC reaction: once the lock is released, a reaction could see
+      // the stream idle, finish it, and gRPC delete the reactor before this thread's Pump
+      // runs. Acting from here on keeps the stream open until that Pump has decided.
+      ++acting_;
     }
-    Pump();
+    Pump(/*already_acting=*/true);
   }
 
  private:
   // Decides under the lock, acts outside it: starts the next write and/or read, or finishes.
   // Pump may run on an executor thread, which (unlike a gRPC reaction) does not keep the reactor
   // alive: `acting_` counts threads between deciding and issuing a Start*, and Finish waits
-  // until it is zero. The thread that finishes touches nothing afterwards.
-  void Pump() {
-    bool acted = false;
+  // until it is zero. The thread that finishes touches nothing afterwards. already_acting: the
+  // caller counted itself in `acting_` (Complete, from its own critical section).
+  void Pump(bool already_acting = false) {
+    bool acted = already_acting;
     for (;;) {
       Response* to_write = nullptr;
       bool read = false;
