@@ -1,7 +1,7 @@
 // StreamReactor against a stand-in for gRPC's side of the stream (FakeStream, bound the way
 // gRPC binds its own): what the reactor asks gRPC for (reads, writes, the final status) after
-// each reaction, and the lifetime rule gRPC imposes (OnDone deletes the reactor, and may run as
-// soon as Finish is called).
+// each reaction, and gRPC's lifetime rule: OnDone (which deletes the reactor) runs once Finish
+// was called and no reaction (OnReadDone, OnWriteDone) is running, and no later.
 #include "server/api/stream_reactor.h"
 
 #include <atomic>
@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "google/protobuf/wrappers.pb.h"
@@ -61,23 +62,28 @@ class TestReactor final : public StreamReactor<Message, Message> {
   std::vector<std::string> processed_ ABSL_GUARDED_BY(mu_);
 };
 
-// gRPC's side, bound to the reactor as gRPC binds its own stream (BindReactor). With
-// on_done_at_finish, Finish runs the reactor's OnDone at once, which deletes it: the earliest
-// moment gRPC may, and so the strictest test of who touches the reactor afterwards.
+// gRPC's side, bound to the reactor as gRPC binds its own stream (BindReactor). Reactions go
+// through React(), which counts them as gRPC does. With call_on_done, the reactor's OnDone runs
+// (and deletes it) at the first moment gRPC may: at Finish when no reaction is running, else
+// when the last running reaction returns. A thread that is not a reaction (an executor calling
+// Complete) gets no such protection, which is what the race test is about.
 class FakeStream final : public grpc::ServerCallbackReaderWriter<Message, Message> {
  public:
-  FakeStream(TestReactor* reactor, StreamLog* log, bool on_done_at_finish)
-      : reactor_(reactor), log_(log), on_done_at_finish_(on_done_at_finish) {
+  FakeStream(TestReactor* reactor, StreamLog* log, bool call_on_done)
+      : reactor_(reactor), log_(log), call_on_done_(call_on_done) {
     BindReactor(reactor);
   }
 
   void Finish(grpc::Status status) override {
+    bool on_done_now = false;
     {
       absl::MutexLock lock(&log_->mu);
       ++log_->finishes;
       log_->status = std::move(status);
+      finish_called_ = true;
+      on_done_now = OnDoneDueLocked();
     }
-    if (on_done_at_finish_) reactor_->OnDone();
+    if (on_done_now) reactor_->OnDone();
   }
   void SendInitialMetadata() override {}
   void Read(Message* message) override {
@@ -93,6 +99,23 @@ class FakeStream final : public grpc::ServerCallbackReaderWriter<Message, Messag
     ADD_FAILURE() << "StreamReactor never writes and finishes in one step";
   }
 
+  // Runs one reaction of the reactor, as a gRPC thread would.
+  template <typename Reaction>
+  void React(Reaction&& reaction) {
+    {
+      absl::MutexLock lock(&log_->mu);
+      ++reactions_running_;
+    }
+    reaction();
+    bool on_done_now = false;
+    {
+      absl::MutexLock lock(&log_->mu);
+      --reactions_running_;
+      on_done_now = OnDoneDueLocked();
+    }
+    if (on_done_now) reactor_->OnDone();
+  }
+
   // Completes the read the reactor asked for with `request` (gRPC's OnReadDone(true)).
   void Deliver(const std::string& request) {
     Message* into = nullptr;
@@ -102,36 +125,55 @@ class FakeStream final : public grpc::ServerCallbackReaderWriter<Message, Messag
     }
     ASSERT_NE(into, nullptr) << "no read was asked for";
     into->set_value(request);
-    reactor_->OnReadDone(true);
+    React([this] { reactor_->OnReadDone(true); });
+  }
+  void HalfClose() {
+    React([this] { reactor_->OnReadDone(false); });
+  }
+  void WriteDone() {
+    React([this] { reactor_->OnWriteDone(true); });
   }
 
  private:
+  // Whether OnDone is due now; marks it called.
+  bool OnDoneDueLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(log_->mu) {
+    if (!call_on_done_ || !finish_called_ || reactions_running_ > 0 || on_done_called_) {
+      return false;
+    }
+    on_done_called_ = true;
+    return true;
+  }
+
   grpc::internal::ServerReactor* reactor() override { return reactor_; }
   void CallOnDone() override {}
 
   TestReactor* const reactor_;
   StreamLog* const log_;
-  const bool on_done_at_finish_;
-  Message* read_into_ = nullptr;  // Guarded by log_->mu.
+  const bool call_on_done_;
+  // Guarded by log_->mu.
+  Message* read_into_ = nullptr;
+  int reactions_running_ = 0;
+  bool finish_called_ = false;
+  bool on_done_called_ = false;
 };
 
 TEST(StreamReactorTest, FinishesOkAfterTheHalfCloseAndTheLastWrite) {
   StreamLog log;
   TestReactor reactor(/*max_pending=*/4, nullptr);
-  FakeStream stream(&reactor, &log, /*on_done_at_finish=*/false);
+  FakeStream stream(&reactor, &log, /*call_on_done=*/false);
   stream.Deliver("a");
   EXPECT_EQ(reactor.processed(), std::vector<std::string>{"a"});
   Message response;
   response.set_value("response a");
   reactor.CompleteWith(response);
-  reactor.OnReadDone(false);  // The client half-closed; a write is still in flight.
+  stream.HalfClose();  // A write is still in flight.
   {
     absl::MutexLock lock(&log.mu);
     EXPECT_EQ(log.reads, 2);  // The first request's and the one the half-close answered.
     EXPECT_EQ(log.writes, std::vector<std::string>{"response a"});
     EXPECT_EQ(log.finishes, 0);
   }
-  reactor.OnWriteDone(true);
+  stream.WriteDone();
   absl::MutexLock lock(&log.mu);
   EXPECT_EQ(log.finishes, 1);
   EXPECT_TRUE(log.status.ok()) << log.status.error_message();
@@ -140,7 +182,7 @@ TEST(StreamReactorTest, FinishesOkAfterTheHalfCloseAndTheLastWrite) {
 TEST(StreamReactorTest, AnErrorEndsTheStreamWithItsStatusAfterTheWriteInFlight) {
   StreamLog log;
   TestReactor reactor(/*max_pending=*/4, nullptr);
-  FakeStream stream(&reactor, &log, /*on_done_at_finish=*/false);
+  FakeStream stream(&reactor, &log, /*call_on_done=*/false);
   stream.Deliver("a");
   stream.Deliver("b");
   Message response;
@@ -154,7 +196,7 @@ TEST(StreamReactorTest, AnErrorEndsTheStreamWithItsStatusAfterTheWriteInFlight) 
     EXPECT_EQ(log.finishes, 0);  // "response a" is still being written.
     EXPECT_EQ(log.reads, 3);
   }
-  reactor.OnWriteDone(true);
+  stream.WriteDone();
   absl::MutexLock lock(&log.mu);
   EXPECT_EQ(log.finishes, 1);
   EXPECT_EQ(log.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
@@ -164,7 +206,7 @@ TEST(StreamReactorTest, AnErrorEndsTheStreamWithItsStatusAfterTheWriteInFlight) 
 TEST(StreamReactorTest, ReadsPauseAtMaxPendingAndResumeOnCompletion) {
   StreamLog log;
   TestReactor reactor(/*max_pending=*/2, nullptr);
-  FakeStream stream(&reactor, &log, /*on_done_at_finish=*/false);
+  FakeStream stream(&reactor, &log, /*call_on_done=*/false);
   stream.Deliver("a");
   stream.Deliver("b");
   {
@@ -190,13 +232,13 @@ TEST(StreamReactorTest, AnExecutorCompletingTheLastRequestNeverOutlivesTheReacto
   for (int round = 0; round < kRounds; ++round) {
     StreamLog log;
     auto* reactor = new TestReactor(/*max_pending=*/4, &destroyed);  // Deleted by OnDone.
-    FakeStream stream(reactor, &log, /*on_done_at_finish=*/true);
+    FakeStream stream(reactor, &log, /*call_on_done=*/true);
     stream.Deliver("a");
     stream.Deliver("b");
     Message response;
     response.set_value("response a");
     reactor->CompleteWith(response);  // Its write is now in flight.
-    reactor->OnReadDone(false);       // The client half-closed.
+    stream.HalfClose();
     std::atomic<int> ready{0};
     auto start_together = [&ready] {
       ready.fetch_add(1);
@@ -209,7 +251,7 @@ TEST(StreamReactorTest, AnExecutorCompletingTheLastRequestNeverOutlivesTheReacto
     });
     std::thread grpc_thread([&] {
       start_together();
-      reactor->OnWriteDone(true);
+      stream.WriteDone();
     });
     executor.join();
     grpc_thread.join();
