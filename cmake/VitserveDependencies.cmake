@@ -84,14 +84,16 @@ find_program(VITSERVE_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
 # tcmalloc (gperftools' minimal build, Debian's libtcmalloc-minimal4) replaces glibc's malloc in
 # the vitserve binary: gRPC allocates and frees per request from many threads, where glibc's
 # arenas contend and grow their heaps (docs/performance.md, run 29). The runtime package ships
-# no unversioned .so, so the library is found by its file name. Sanitizer builds leave it out:
-# ASan replaces malloc itself.
+# no unversioned .so, so the library is found by its file name, and that name comes first: with
+# libgoogle-perftools-dev also installed (for profiling) the build would otherwise link the dev
+# package's libtcmalloc_minimal.so, which scripts/setup.sh does not install (test_system_deps).
+# Sanitizer builds leave it out: ASan replaces malloc itself.
 option(VITSERVE_TCMALLOC "Link the vitserve binary with tcmalloc (libtcmalloc-minimal4)" ON)
 set(VITSERVE_LINK_TCMALLOC ${VITSERVE_TCMALLOC})
 if(CMAKE_CXX_FLAGS MATCHES "-fsanitize")
   set(VITSERVE_LINK_TCMALLOC OFF)
 endif()
 if(VITSERVE_LINK_TCMALLOC)
-  find_library(VITSERVE_TCMALLOC_LIBRARY NAMES tcmalloc_minimal libtcmalloc_minimal.so.4 REQUIRED)
+  find_library(VITSERVE_TCMALLOC_LIBRARY NAMES libtcmalloc_minimal.so.4 tcmalloc_minimal REQUIRED)
   message(STATUS "vitserve: tcmalloc at ${VITSERVE_TCMALLOC_LIBRARY}")
 endif()

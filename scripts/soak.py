@@ -7,8 +7,10 @@ scripts/sanitizers.sh --soak, which starts one under AddressSanitizer). Requests
 protobuf wire format by hand and sent as raw bytes, so this needs only grpcio, not generated
 stubs. Every answer's status is checked against what that request may get: a bad request must
 get its own error code, a good one OK (or RESOURCE_EXHAUSTED when the queue is full, or
-DEADLINE_EXCEEDED / CANCELLED when the request itself asked for that). Prints a table of
-outcomes; exits 1 when any answer was not one its request may get, or nothing succeeded.
+DEADLINE_EXCEEDED / CANCELLED when the request itself asked for that). Streams (ClassifyStream,
+and KServe's ModelStreamInfer with in-band errors) are checked per request. Prints a table of
+outcomes; exits 1 when any answer was not one its request may get, nothing succeeded, or (with
+--server-pid) the server process exited during the run.
 
   scripts/soak.py --grpc 127.0.0.1:8001 --rest 127.0.0.1:8000 --seconds 300 --threads 6
 """
@@ -62,9 +64,36 @@ def vision_request(model, images, extra=b""):
     return ld(1, model) + b"".join(ld(2, image) for image in images) + extra
 
 
-def infer_request(model, datatype, shape, data):
+def infer_request(model, datatype, shape, data, request_id=""):
     tensor = ld(1, "input") + ld(2, datatype) + ld(3, b"".join(varint(d) for d in shape))
-    return ld(1, model) + ld(5, tensor) + ld(7, data)
+    return ld(1, model) + (ld(3, request_id) if request_id else b"") + ld(5, tensor) + ld(7, data)
+
+
+def read_varint(data, at):
+    value, shift = 0, 0
+    while True:
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at += 1
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
+def length_delimited_fields(data):
+    """{field number: payload} of a message's length-delimited fields (the last of each)."""
+    fields, at = {}, 0
+    while at < len(data):
+        tag, at = read_varint(data, at)
+        if tag & 7 == 2:
+            size, at = read_varint(data, at)
+            fields[tag >> 3] = data[at:at + size]
+            at += size
+        elif tag & 7 == 0:
+            _, at = read_varint(data, at)
+        else:
+            raise ValueError(f"unexpected wire type in field {tag >> 3}")
+    return fields
 
 
 class Soak:
@@ -179,6 +208,44 @@ class Soak:
             allowed = {CANCELLED.name, BUSY.name} if cancel else {BUSY.name}
             self.record(action, error.code().name, allowed, error.details() or "")
 
+    def kserve_stream(self, rng):
+        """ModelStreamInfer (Triton's semantics): one answer per request, carrying its id; a bad
+        request is answered in-band (error_message "INVALID_ARGUMENT: ...") and the stream goes
+        on."""
+        method = self.channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer",
+                                            request_serializer=None, response_deserializer=None)
+        size = self.args.input_size
+        pixels = bytes(3 * size * size)
+        good_ones = [rng.random() < 0.7 for _ in range(rng.randint(1, 4))]
+        requests = [infer_request(self.args.classifier, "UINT8", [1, 3, size, size],
+                                  pixels if good else pixels[:100], request_id=f"s{i}")
+                    for i, good in enumerate(good_ones)]
+        cancel = rng.random() < 0.3
+        action = "kserve stream (cancelled)" if cancel else "kserve stream"
+        try:
+            responses = method(iter(requests), timeout=60)
+            wrong = []
+            answered = set()
+            for response in responses:
+                fields = length_delimited_fields(response)
+                request_id = length_delimited_fields(fields.get(2, b"")).get(3, b"").decode()
+                error = fields.get(1, b"").decode(errors="replace")
+                answered.add(request_id)
+                good = request_id.startswith("s") and good_ones[int(request_id[1:])]
+                if good and error and not error.startswith("RESOURCE_EXHAUSTED"):
+                    wrong.append(f"{request_id}: {error}")
+                if not good and not error.startswith("INVALID_ARGUMENT"):
+                    wrong.append(f"{request_id}: {error or 'answered without an error'}")
+                if cancel:
+                    responses.cancel()
+            if len(answered) < len(requests):
+                wrong.append(f"{len(answered)} of {len(requests)} requests answered")
+            self.record(action, "wrong answers" if wrong else OK.name, {OK.name},
+                        "; ".join(wrong))
+        except grpc.RpcError as error:
+            allowed = {CANCELLED.name, BUSY.name} if cancel else {BUSY.name}
+            self.record(action, error.code().name, allowed, error.details() or "")
+
     def catalogue(self, rng):
         self.call("list models", "/vitserve.v1.Vision/ListModels", b"", {OK.name})
         name = rng.choice([self.args.classifier, self.args.detector, "no_such_model"])
@@ -226,7 +293,8 @@ class Soak:
         rng = random.Random(seed)
         actions = [(self.classify, 6), (self.classify_bad, 4), (self.classify_cancelled, 2),
                    (self.classify_short_deadline, 1), (self.detect, 2), (self.segment, 2),
-                   (self.stream, 2), (self.catalogue, 1), (self.model_infer, 2), (self.rest, 2)]
+                   (self.stream, 2), (self.catalogue, 1), (self.model_infer, 2), (self.rest, 2),
+                   (self.kserve_stream, 2)]
         functions = [f for f, _ in actions]
         weights = [w for _, w in actions]
         while time.monotonic() < deadline and not self.server_gone.is_set():
