@@ -10,7 +10,7 @@
 # into a regression test.
 #   scripts/fuzz.sh [SECONDS] [--junit FILE]
 # --junit FILE writes one JUnit test case per target (fuzz::<target>), for scripts/test_report.py;
-# scripts/test.sh runs every target for 15 s this way (the CI's short run).
+# scripts/test.sh runs every target for 10 s this way (the CI's short run).
 # Needs clang and libclang-rt-14-dev (apt-get install clang libclang-rt-14-dev), besides what
 # scripts/setup.sh installs, and the build in build/ (config_fuzz links its model libraries,
 # which the config code's model registry needs).
