@@ -268,6 +268,47 @@ class Soak:
         self.call("kserve infer bad bytes", "/inference.GRPCInferenceService/ModelInfer", bad,
                   {INVALID.name})
 
+    def model_churn(self, rng):
+        """Unloads and reloads the churned model (KServe repository API, gRPC or REST) while
+        other threads send it requests: both calls succeed whatever state the model is in (the
+        server serialises loads and unloads), and no request may crash or hang the server."""
+        model = self.args.churned
+        for verb in ("Unload", "Load"):
+            if rng.random() < 0.5:
+                self.call(f"churn: {verb.lower()}",
+                          f"/inference.GRPCInferenceService/RepositoryModel{verb}", ld(2, model),
+                          {OK.name}, timeout=120)
+                continue
+            url = f"http://{self.args.rest}/v2/repository/models/{model}/{verb.lower()}"
+            try:
+                request = urllib.request.Request(url, data=b"", method="POST")
+                with urllib.request.urlopen(request, timeout=120) as reply:
+                    reply.read()
+                    self.record(f"churn: rest {verb.lower()}", str(reply.status), {"200"})
+            except urllib.error.HTTPError as error:
+                self.record(f"churn: rest {verb.lower()}", str(error.code), {"200"},
+                            error.read().decode(errors="replace"))
+            except OSError as error:
+                self.record(f"churn: rest {verb.lower()}", type(error).__name__, {"200"},
+                            str(error))
+            if verb == "Unload":
+                time.sleep(rng.uniform(0, 0.2))  # Requests meet the unloaded model meanwhile.
+
+    def churned_traffic(self, rng):
+        """Requests to the model that model_churn unloads and reloads: served, or UNAVAILABLE
+        while it is unloaded or loading (a request accepted before an unload still finishes)."""
+        model, size = self.args.churned, self.args.input_size
+        allowed = {OK.name, BUSY.name, grpc.StatusCode.UNAVAILABLE.name}
+        self.call("churned classify", "/vitserve.v1.Vision/Classify",
+                  vision_request(model, [self.image(rng), self.raw]), allowed)
+        self.call("churned classify cancelled", "/vitserve.v1.Vision/Classify",
+                  vision_request(model, [self.image(rng)]), allowed | {CANCELLED.name},
+                  cancel_after=rng.uniform(0, 0.05))
+        self.call("churned kserve infer", "/inference.GRPCInferenceService/ModelInfer",
+                  infer_request(model, "UINT8", [1, 3, size, size], bytes(3 * size * size)),
+                  allowed)
+        self.call("churned get model", "/vitserve.v1.Vision/GetModel", ld(1, model), {OK.name})
+
     def rest(self, rng):
         name, data = rng.choice(self.images)
         base = f"http://{self.args.rest}"
@@ -295,6 +336,8 @@ class Soak:
                    (self.classify_short_deadline, 1), (self.detect, 2), (self.segment, 2),
                    (self.stream, 2), (self.catalogue, 1), (self.model_infer, 2), (self.rest, 2),
                    (self.kserve_stream, 2)]
+        if self.args.churned:
+            actions += [(self.model_churn, 1), (self.churned_traffic, 3)]
         functions = [f for f, _ in actions]
         weights = [w for _, w in actions]
         while time.monotonic() < deadline and not self.server_gone.is_set():
@@ -357,6 +400,9 @@ def main():
     parser.add_argument("--classifier", default="classifier")
     parser.add_argument("--detector", default="detector")
     parser.add_argument("--segmenter", default="segmenter")
+    parser.add_argument("--churned", default="",
+                        help="a classifier to unload and reload during the soak, with requests "
+                        "to it meanwhile (none by default)")
     parser.add_argument("--server-pid", type=int, default=0,
                         help="the server's process: the soak stops and fails when it exits")
     parser.add_argument("--input-size", type=int, default=224,
