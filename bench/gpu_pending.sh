@@ -65,10 +65,12 @@
 #              and --check first, then both benches alternately for FIB_AB_ROUNDS rounds
 #              (default 3), fp16, SDPA and the default kernel at 197, 785 and 3,137 tokens;
 #              prints ms per call of each round and each side's speed-up over SDPA
-#   spin       a lone request's latency with and without --executor-idle-spin-us (SPIN_US,
-#              default 2000), alternately in ROUNDS (default 2) rounds at concurrency 1, with
-#              the anchors (graph replay at batch 1) first, for $SWEEP_MODELS (default
-#              deit_tiny_patch16_224); the server's stage means of each row beside it
+#   spin       a lone request's latency with and without --executor-idle-spin-us (SPIN_US:
+#              one or more values, default 2000; each in turn, then 0), in ROUNDS (default 2)
+#              rounds at concurrency 1, with the anchors (graph replay at batch 1) first, for
+#              $SWEEP_MODELS (default deit_tiny_patch16_224); the server's stage means of each
+#              row beside it, and its executor threads' CPU seconds (what a poll costs: with
+#              SPIN_US="250 500 1000 2000", the shortest poll that still takes the wake-up off)
 #   vimscan    Vision Mamba's scan (issue 16): vitserve-bench-vim-ops at batch 8 x 1248 px and
 #              batch 128 x 224 px, fp16 (every operator, and the scan at fixed chunk counts);
 #              with NCU=1 also Nsight Compute on the scan kernel's launches at 1248 px (issue
@@ -404,12 +406,13 @@ case "$STEP" in
       > "$OUT/anchors.log" 2>&1
     grep -E "alone:|raw_c1:" "$OUT/anchors.log"
     for r in $(seq 1 "${ROUNDS:-2}"); do
-      for spin in "${SPIN_US:-2000}" 0; do
+      for spin in ${SPIN_US:-2000} 0; do
         ANCHORS=0 SERVE_FLAGS="--executor-idle-spin-us $spin" \
           bash bench/serve_sweep.sh "$OUT/spin${spin}_r$r" > "$OUT/spin${spin}_r$r.log" 2>&1
         echo "spin $spin us, round $r: $(grep -E 'raw_c1:' "$OUT/spin${spin}_r$r.log")"
         grep -E "vitserve_(request|queue|preprocess|compute)_duration|compute_stage" \
           "$OUT/spin${spin}_r$r.log" | head -9
+        grep -E "^  executor" "$OUT/spin${spin}_r$r.log" | sed 's/^/  CPU s /' || true
       done
     done
     ;;
