@@ -16,6 +16,8 @@
 #   SECONDS_EACH   seconds per served measurement (default 5)
 #   CONCURRENCY    served concurrencies for raw images (default "1 64 256")
 #   SERVE_FLAGS    more vitserve flags
+#   RTT_IMAGE_SIZE the raw image of the round-trip rows after raw_c1 (default 224): the floor
+#                  under a lone request from vitserve-bench-grpc-rtt, when it was staged
 #   BUILD          1 (default when build-gpu/bin/vitserve is missing): build on the box first
 #   SERVER_PRELOAD a library (or colon-separated list) to LD_PRELOAD into vitserve, e.g. another
 #                  malloc (libtcmalloc_minimal.so.4) for an A/B against glibc's
@@ -182,6 +184,27 @@ sys.exit(code)' "$OUT/bench_${m}_$label.json" \
   record "$m" "$label" "${v:-nan}"
   record "$m" "${label}_p50_ms" "${p50:-nan}"
   log "$m $label: ${v:-?} img/s, p50 ${p50:-?} ms, client CPU ${cpu:-?} s in $((T + 1)) s"
+}
+
+# The floor under the lone request (row raw_c1), from vitserve-bench-grpc-rtt, a client of one
+# thread waiting on its own completion queue: the same raw request for a model the server does
+# not have (answered NOT_FOUND on the gRPC thread: gRPC and the kernel both ways, no model),
+# back to back and with raw_c1's p50 as an idle gap before each call (a closed loop waits that
+# long for its reply, and the threads sleep meanwhile); then the served model
+# from the same client (rtt_served: the lone request without our load generator's own threads).
+round_trip_floor() {  # model
+  local m=$1 rtt="$B/bin/vitserve-bench-grpc-rtt" gap label
+  [[ -x $rtt ]] || return 0
+  gap=$(python3 -c "import json,sys; print(int(json.load(open(sys.argv[1]))['p50_ms'] * 1000))" \
+    "$OUT/bench_${m}_raw_c1.json" 2>/dev/null || echo 500)
+  for label in "rtt_floor:0" "rtt_floor_gap:$gap" "rtt_served:0"; do
+    # The sweep's models take 224 px (RTT_IMAGE_SIZE for another); the served model resizes any.
+    local args=(--server localhost:8001 --image_size "${RTT_IMAGE_SIZE:-224}"
+                --gap_us "${label#*:}")
+    [[ ${label%%:*} == rtt_served ]] && args+=(--model "$m" --calls 1000)
+    "${CLIENT_TASKSET[@]}" "$rtt" "${args[@]}" > "$OUT/${label%%:*}_$m.txt" 2>&1
+    log "$m ${label%%:*}: $(head -1 "$OUT/${label%%:*}_$m.txt" | sed 's/^[^,]*, //')"
+  done
 }
 
 # The same load from $SPLIT_CLIENTS client processes at once (each with its share of the
@@ -400,6 +423,7 @@ for m in $MODELS; do
       [[ "${PROFILE:-}" == 1 ]] && kill -USR2 $SERVER  # Profile this run only.
     fi
     bench "$m" raw_c$c --input raw --concurrency "$c"
+    [[ $c == 1 ]] && round_trip_floor "$m"
     if [[ $c == "$top_c" ]]; then
       [[ "${PROFILE:-}" == 1 ]] && kill -USR2 $SERVER
       thread_cpu $SERVER > "$OUT/threads_after_$m.txt"

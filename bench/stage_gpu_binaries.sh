@@ -11,7 +11,7 @@ B="${1:-build}"
 rm -rf .gpubin && mkdir -p .gpubin/bin
 for f in "$B"/bin/vitserve "$B"/bin/vitserve-client "$B"/bin/vitserve-bench-model \
          "$B"/bin/vitserve-bench-fibottention "$B"/bin/vitserve-vim-gpu-check \
-         "$B"/bin/vitserve-bench-vim-vs-deit "$B"/bin/vitserve-bench-vim-ops \
+         "$B"/bin/vitserve-bench-vim-vs-deit "$B"/bin/vitserve-bench-vim-ops "$B"/bin/vitserve-bench-grpc-rtt \
          "$B"/bin/vitserve-run-model "$B"/bin/vitserve-train "$B"/bin/vitserve-shapes \
          "$B"/tests/runtime_test "$B"/tests/tensor_preprocess_test "$B"/tests/dense_output_test "$B"/tests/heads_test "$B"/tests/model_manager_test "$B"/tests/vitserve_models_test "$B"/tests/vitserve_vim_test \
          "$B"/tests/vitserve_fibottention_test "$B"/tests/integration_test; do
