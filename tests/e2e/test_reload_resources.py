@@ -1,0 +1,55 @@
+"""A model unloaded and reloaded many times (the KServe repository API) must give back what each
+load took: its executor threads, its files and its memory. A server that reloads models for
+weeks otherwise grows until it is killed."""
+import json
+import os
+import urllib.request
+
+from conftest import sample_images
+
+
+def post(url, data=b"", content_type="application/octet-stream"):
+    request = urllib.request.Request(url, data=data, method="POST",
+                                     headers={"Content-Type": content_type})
+    with urllib.request.urlopen(request, timeout=120) as reply:
+        return reply.status, reply.read()
+
+
+def resources(pid):
+    """(threads, open files, resident MiB) of process `pid`, from /proc."""
+    threads = len(os.listdir(f"/proc/{pid}/task"))
+    files = len(os.listdir(f"/proc/{pid}/fd"))
+    with open(f"/proc/{pid}/status") as status:
+        rss_kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    return threads, files, rss_kib / 1024
+
+
+def test_unload_and_load_cycles_return_threads_files_and_memory(start_server, tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "m").mkdir(parents=True)
+    # Small input, so that a cycle takes a fraction of a second; 6.3 M parameters per instance
+    # (two instances: about 50 MB of weights per load), so a leaked model is plain to see.
+    (repo / "m" / "config.pbtxt").write_text(
+        'architecture: "shvit_s1" num_classes: 10 allow_random_weights: true '
+        'input { size: 64 }\n')
+    server = start_server(f"--model-repository={repo}", "--device=cpu")
+    pid = server.proc.pid
+    base = f"http://{server.rest_url}/v2/repository/models/m"
+    image = sample_images()[0].read_bytes()
+
+    def cycle():
+        assert post(f"{base}/unload")[0] == 200
+        assert post(f"{base}/load")[0] == 200
+        status, body = post(f"http://{server.rest_url}/v1/models/m:classify", image)
+        assert status == 200 and json.loads(body)["results"][0]["classes"], body
+
+    for _ in range(10):  # Allocator caches and gRPC's thread pool settle first.
+        cycle()
+    threads, files, rss = resources(pid)
+    for _ in range(40):
+        cycle()
+    threads_after, files_after, rss_after = resources(pid)
+    assert threads_after <= threads + 4, (threads, threads_after)
+    assert files_after <= files + 4, (files, files_after)
+    # 40 leaked loads would hold about 2 GB of weights.
+    assert rss_after <= rss * 1.25 + 64, (rss, rss_after)
