@@ -16,8 +16,10 @@ outcomes; exits 1 when any answer was not one its request may get, nothing succe
 """
 import argparse
 import collections
+import os
 import pathlib
 import random
+import signal
 import struct
 import sys
 import threading
@@ -31,6 +33,12 @@ DATA = pathlib.Path(__file__).resolve().parent.parent / "tests" / "e2e" / "data"
 OK, BUSY = grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
 CANCELLED, DEADLINE = grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED
+# With --sigterm-after: what a call begun after SIGTERM (or within DRAIN_MARGIN_S before it: its
+# bytes may not have been read by the server yet) may also get: the server takes no new calls, or
+# has closed its ports. A call begun earlier was accepted and must be answered as usual.
+DRAIN_MARGIN_S = 0.005
+REFUSED_WHILE_DRAINING = {grpc.StatusCode.UNAVAILABLE.name, "URLError", "ConnectionRefusedError",
+                          "ConnectionResetError", "RemoteDisconnected", "503"}
 
 
 def varint(n):
@@ -105,6 +113,9 @@ class Soak:
         self.unexpected = []                   # (action, outcome, detail)
         self.lock = threading.Lock()
         self.server_gone = threading.Event()  # Set when --server-pid's process has exited.
+        self.sigterm_at = None  # time.monotonic() when --sigterm-after sent SIGTERM.
+        self.local = threading.local()  # .started: when this thread's current call began.
+        self.drained = collections.Counter()  # outcome -> calls begun before SIGTERM, ended after
         self.images = [(path.name, path.read_bytes()) for path in sorted(DATA.iterdir())
                        if path.suffix in (".jpg", ".png", ".webp")]
         rng = random.Random(7)
@@ -114,13 +125,27 @@ class Soak:
         return self.channel.unary_unary(method, request_serializer=None,
                                         response_deserializer=None)
 
+    def begin(self):
+        """Marks the start of this thread's next call (record() judges it by that time)."""
+        self.local.started = time.monotonic()
+
     def record(self, action, outcome, allowed, detail=""):
+        started = getattr(self.local, "started", None)
+        in_flight_at_sigterm = False
+        if self.sigterm_at is not None and started is not None:
+            if started >= self.sigterm_at - DRAIN_MARGIN_S:
+                allowed = set(allowed) | REFUSED_WHILE_DRAINING
+            else:
+                in_flight_at_sigterm = True
         with self.lock:
+            if in_flight_at_sigterm:
+                self.drained[outcome] += 1
             self.outcomes[(action, outcome)] += 1
             if outcome not in allowed:
                 self.unexpected.append((action, outcome, detail[:300]))
 
     def call(self, action, method, request, allowed, timeout=60.0, cancel_after=None):
+        self.begin()
         try:
             if cancel_after is None:
                 self.unary(method)(request, timeout=timeout)
@@ -195,6 +220,7 @@ class Soak:
                     for i in range(count)]
         cancel = rng.random() < 0.3
         action = "classify stream (cancelled)" if cancel else "classify stream"
+        self.begin()
         try:
             responses = method(iter(requests), timeout=60)
             received = 0
@@ -222,6 +248,7 @@ class Soak:
                     for i, good in enumerate(good_ones)]
         cancel = rng.random() < 0.3
         action = "kserve stream (cancelled)" if cancel else "kserve stream"
+        self.begin()
         try:
             responses = method(iter(requests), timeout=60)
             wrong = []
@@ -280,6 +307,7 @@ class Soak:
                           {OK.name}, timeout=120)
                 continue
             url = f"http://{self.args.rest}/v2/repository/models/{model}/{verb.lower()}"
+            self.begin()
             try:
                 request = urllib.request.Request(url, data=b"", method="POST")
                 with urllib.request.urlopen(request, timeout=120) as reply:
@@ -321,6 +349,7 @@ class Soak:
                  {"200"})):
             request = urllib.request.Request(url, data=body, method="POST" if body else "GET",
                                              headers={"Content-Type": "application/octet-stream"})
+            self.begin()
             try:
                 with urllib.request.urlopen(request, timeout=60) as reply:
                     reply.read()
@@ -351,13 +380,24 @@ class Soak:
         for t in threads:
             t.start()
         next_progress = started + 30  # A progress line every 30 s.
+        send_sigterm_at = started + self.args.sigterm_after if self.args.sigterm_after else None
         while time.monotonic() < deadline:
-            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            time.sleep(min(0.1 if send_sigterm_at else 1.0, max(0.0, deadline - time.monotonic())))
+            if (send_sigterm_at is not None and self.sigterm_at is None
+                    and time.monotonic() >= send_sigterm_at):
+                self.sigterm_at = time.monotonic()  # Before the signal: calls failing at once
+                os.kill(self.args.server_pid, signal.SIGTERM)  # are judged by it.
+                print(f"[soak] SIGTERM sent after {self.sigterm_at - started:.0f} s, the load "
+                      "going on", flush=True)
             if self.args.server_pid and not process_alive(self.args.server_pid):
+                self.server_gone.set()
+                if self.sigterm_at is not None:
+                    print(f"[soak] the server exited {time.monotonic() - self.sigterm_at:.1f} s "
+                          "after SIGTERM", flush=True)
+                    break
                 # Every call from now on would fail to connect: stop, and say why.
                 print(f"[soak] the server (pid {self.args.server_pid}) exited after "
                       f"{time.monotonic() - started:.0f} s; stopping", flush=True)
-                self.server_gone.set()
                 break
             if time.monotonic() >= next_progress:
                 next_progress += 30
@@ -372,11 +412,15 @@ class Soak:
             print(f"{action:<{width}} {outcome:<20} {count}")
         for action, outcome, detail in self.unexpected[:20]:
             print(f"[soak] UNEXPECTED {action}: {outcome}: {detail}")
+        if self.sigterm_at is not None:
+            # Calls that ended before SIGTERM are not counted (record() ran before it was set).
+            print(f"[soak] {sum(self.drained.values())} calls begun before SIGTERM ended after "
+                  f"it: {dict(self.drained)}")
         served = sum(c for (a, o), c in self.outcomes.items() if o in ("OK", "200"))
         total = sum(self.outcomes.values())
         print(f"[soak] {total} calls in {time.monotonic() - started:.0f} s, {served} served, "
               f"{len(self.unexpected)} unexpected")
-        if self.server_gone.is_set():
+        if self.server_gone.is_set() and self.sigterm_at is None:
             return 1
         return 0 if not self.unexpected and served > 0 else 1
 
@@ -405,9 +449,16 @@ def main():
                         "to it meanwhile (none by default)")
     parser.add_argument("--server-pid", type=int, default=0,
                         help="the server's process: the soak stops and fails when it exits")
+    parser.add_argument("--sigterm-after", type=float, default=0,
+                        help="send the server (--server-pid) SIGTERM after this many seconds "
+                        "while the load goes on: every call begun before it must still get "
+                        "its usual answer (a drain loses nothing); later ones may be refused")
     parser.add_argument("--input-size", type=int, default=224,
                         help="the classifier's input size (KServe tensors)")
-    return Soak(parser.parse_args()).run()
+    args = parser.parse_args()
+    if args.sigterm_after and not args.server_pid:
+        parser.error("--sigterm-after needs --server-pid")
+    return Soak(args).run()
 
 
 if __name__ == "__main__":

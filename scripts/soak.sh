@@ -7,6 +7,9 @@
 # its request may get, the server did not exit 0, or its log has a sanitizer report or says
 # that a model's last handle was dropped on its own executor thread.
 #   scripts/soak.sh [BUILD_DIR (build-asan)] [SECONDS (300)] [THREADS (6)]
+# SIGTERM_AFTER=N: the SIGTERM comes after N seconds, while the load goes on (a drain under
+# fire): every call begun before it must still get its usual answer, later ones may be refused,
+# and the server must exit 0.
 # scripts/sanitizers.sh --soak builds BUILD_DIR with AddressSanitizer + UBSan and runs this.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -37,10 +40,12 @@ echo "[soak] vitserve ($BUILD) ready: gRPC $GRPC, REST $REST; log $LOG"
 RSS_BEFORE=$(awk '/VmRSS/ {print $2}' /proc/$SERVER/status)
 status=0
 .venv/bin/python scripts/soak.py --grpc "127.0.0.1:$GRPC" --rest "127.0.0.1:$REST" \
-  --seconds "$SECONDS_TOTAL" --threads "$THREADS" --server-pid "$SERVER" --churned churned ||
-  status=1
-RSS_AFTER=$(awk '/VmRSS/ {print $2}' /proc/$SERVER/status 2> /dev/null || echo 0)
-echo "[soak] server resident memory: $((RSS_BEFORE / 1024)) MiB ready, $((RSS_AFTER / 1024)) MiB after the soak"
+  --seconds "$SECONDS_TOTAL" --threads "$THREADS" --server-pid "$SERVER" --churned churned \
+  ${SIGTERM_AFTER:+--sigterm-after "$SIGTERM_AFTER"} || status=1
+RSS_AFTER=$( (awk '/VmRSS/ {print $2}' /proc/$SERVER/status || echo 0) 2> /dev/null)
+if [[ $RSS_AFTER -gt 0 ]]; then
+  echo "[soak] server resident memory: $((RSS_BEFORE / 1024)) MiB ready, $((RSS_AFTER / 1024)) MiB after the soak"
+fi
 kill -TERM $SERVER 2> /dev/null || true  # Gone already: soak.py said so, and wait tells how.
 exit_code=0; wait $SERVER || exit_code=$?
 trap - EXIT
