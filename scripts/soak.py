@@ -8,9 +8,11 @@ protobuf wire format by hand and sent as raw bytes, so this needs only grpcio, n
 stubs. Every answer's status is checked against what that request may get: a bad request must
 get its own error code, a good one OK (or RESOURCE_EXHAUSTED when the queue is full, or
 DEADLINE_EXCEEDED / CANCELLED when the request itself asked for that). Streams (ClassifyStream,
-and KServe's ModelStreamInfer with in-band errors) are checked per request. Prints a table of
-outcomes; exits 1 when any answer was not one its request may get, nothing succeeded, or (with
---server-pid) the server process exited during the run.
+and KServe's ModelStreamInfer with in-band errors) are checked per request. With --churned, one
+more classifier is unloaded and reloaded (KServe repository API) while requests go to it. With
+--sigterm-after, the server gets SIGTERM mid-load: calls begun before it must still get their
+usual answers. Prints a table of outcomes; exits 1 when any answer was not one its request may
+get, nothing succeeded, or (with --server-pid) the server process exited during the run unasked.
 
   scripts/soak.py --grpc 127.0.0.1:8001 --rest 127.0.0.1:8000 --seconds 300 --threads 6
 """
