@@ -132,7 +132,11 @@ ABSL_FLAG(int32_t, max_images_per_request, vitserve::ImageLimits{}.max_images_pe
           "most images in one Classify request (each becomes a model input row of about 0.6 MB "
           "whatever its encoded size); beyond it RESOURCE_EXHAUSTED");
 ABSL_FLAG(double, shutdown_grace_seconds, 30,
-          "on SIGTERM/SIGINT, how long accepted requests may take to finish");
+          "on SIGTERM/SIGINT, how long accepted requests may take to finish; calls still running "
+          "then are cancelled, and a shutdown still unfinished 10 s later (a model load or a "
+          "forward pass that cannot be interrupted) ends with exit status 1 at once (a second "
+          "signal ends it sooner), so that the process is gone before a Kubernetes "
+          "terminationGracePeriodSeconds of grace + 15 s");
 ABSL_FLAG(bool, list_models, false, "print the architectures this build can serve and exit");
 ABSL_FLAG(int, intra_op_threads, 0,
           "LibTorch intra-op threads for CPU tensor work (0: 1 when --device is cuda, since "
@@ -164,6 +168,10 @@ ABSL_FLAG(int, preprocess_threads, 0,
 namespace vitserve {
 namespace {
 
+// How long past the grace a shutdown may still take (the executors finishing the batch they
+// compute, the models being freed) before the process exits regardless, with status 1.
+constexpr absl::Duration kShutdownOverrun = absl::Seconds(10);
+
 constexpr char kUsage[] =
     R"(vitserve: a gRPC and HTTP/REST server for vision models (LibTorch) with dynamic batching.
 
@@ -177,7 +185,8 @@ Quick mode serves one architecture (--model, optionally --weights); repository m
 model of --model-repository (<dir>/<model>/config.pbtxt, Triton-style). Flag names accept '-' or
 '_' (--grpc-port = --grpc_port). Every flag can also come from the environment variable
 VITSERVE_<FLAG NAME IN UPPER CASE> (e.g. VITSERVE_GRPC_PORT=9001); the command line wins.
-SIGTERM/SIGINT drain accepted requests (up to --shutdown-grace-seconds) and exit 0.
+SIGTERM/SIGINT drain accepted requests (up to --shutdown-grace-seconds) and exit 0; a shutdown
+still held 10 s past the grace (a model load, a long forward pass) exits 1 there.
 
 Examples:
   vitserve                                         # shvit_s1, random weights, CPU
@@ -423,7 +432,8 @@ int Run(int argc, char** argv) {
   PrintBanner(**server);
 
   VitServer* raw = server->get();
-  std::thread signal_thread([raw, signals] {
+  const absl::Duration grace = options.shutdown_grace;
+  std::thread signal_thread([raw, signals, grace] {
     int signal = 0;
     sigwait(&signals, &signal);
     LogInfo(absl::StrCat("received ", signal == SIGTERM ? "SIGTERM" : "SIGINT",
@@ -432,6 +442,19 @@ int Run(int argc, char** argv) {
       int again = 0;
       sigwait(&signals, &again);
       LogWarning("second signal: exiting without finishing the drain");
+      std::_Exit(1);
+    })
+        .detach();
+    // The grace bounds the shutdown too. Past it gRPC cancels the calls still running, but a
+    // model load (RepositoryModelLoad) or a forward pass in progress cannot be interrupted and
+    // would hold the exit for as long as it takes; the process (and everything it was doing)
+    // is going away anyway.
+    std::thread([grace] {
+      absl::SleepFor(grace + kShutdownOverrun);
+      LogWarning(absl::StrCat("the shutdown did not finish within --shutdown-grace-seconds (",
+                              absl::FormatDuration(grace), ") + ",
+                              absl::FormatDuration(kShutdownOverrun),
+                              " (a model still loading, or a forward pass): exiting now"));
       std::_Exit(1);
     })
         .detach();

@@ -118,6 +118,39 @@ def test_sigterm_drains_accepted_requests_then_exits_zero(start_server):
         assert len(r.stdout.strip().splitlines()) == 4, r.stdout  # One JSON line per image.
 
 
+def test_a_shutdown_held_past_the_grace_ends_with_status_1(start_server, tmp_path):
+    """A model load cannot be interrupted; past the grace + 10 s the process exits anyway
+    (status 1, and the log says why) instead of waiting for it."""
+    repo = tmp_path / "repo"
+    (repo / "m").mkdir(parents=True)
+    (repo / "m" / "config.pbtxt").write_text(
+        'architecture: "shvit_s1" num_classes: 10 allow_random_weights: true '
+        'input { size: 64 }\n')
+    server = start_server(f"--model-repository={repo}", "--shutdown-grace-seconds=1")
+    # vit_base warms up at batch 64 on two instances: far longer than 11 s on two CPU cores.
+    (repo / "slow").mkdir()
+    (repo / "slow" / "config.pbtxt").write_text(
+        'architecture: "vit_base_patch16_224" num_classes: 10 allow_random_weights: true '
+        'batching { max_batch_size: 64 }\n')
+    load = subprocess.Popen(["curl", "-s", "-X", "POST",
+                             f"http://{server.rest_url}/v2/repository/models/slow/load"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while "slow" not in _models(server) or _models(server)["slow"].get("ready"):
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
+        started = time.monotonic()
+        code = server.stop(timeout_s=120)
+        took = time.monotonic() - started
+    finally:
+        load.kill()
+    assert code == 1, server.log()
+    assert 10 <= took < 30, took
+    assert "the shutdown did not finish within --shutdown-grace-seconds (1s) + 10s" in \
+        server.log()
+
+
 def test_bad_flags_exit_nonzero_with_message():
     result = subprocess.run([str(binary("vitserve")), "--model=shvit_s1",
                              "--model-repository=/nonexistent"], capture_output=True, text=True,
