@@ -162,6 +162,18 @@ class Soak:
         except grpc.RpcError as error:
             self.record(action, error.code().name, allowed, error.details() or "")
 
+    def rest_call(self, action, request, allowed, timeout=60.0):
+        """One REST request; its outcome is the HTTP status, or the error that replaced it."""
+        self.begin()
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as reply:
+                reply.read()
+                self.record(action, str(reply.status), allowed)
+        except urllib.error.HTTPError as error:
+            self.record(action, str(error.code), allowed, error.read().decode(errors="replace"))
+        except OSError as error:
+            self.record(action, type(error).__name__, allowed, str(error))
+
     def image(self, rng):
         return encoded_image(rng.choice(self.images)[1])
 
@@ -307,20 +319,11 @@ class Soak:
                 self.call(f"churn: {verb.lower()}",
                           f"/inference.GRPCInferenceService/RepositoryModel{verb}", ld(2, model),
                           {OK.name}, timeout=120)
-                continue
-            url = f"http://{self.args.rest}/v2/repository/models/{model}/{verb.lower()}"
-            self.begin()
-            try:
-                request = urllib.request.Request(url, data=b"", method="POST")
-                with urllib.request.urlopen(request, timeout=120) as reply:
-                    reply.read()
-                    self.record(f"churn: rest {verb.lower()}", str(reply.status), {"200"})
-            except urllib.error.HTTPError as error:
-                self.record(f"churn: rest {verb.lower()}", str(error.code), {"200"},
-                            error.read().decode(errors="replace"))
-            except OSError as error:
-                self.record(f"churn: rest {verb.lower()}", type(error).__name__, {"200"},
-                            str(error))
+            else:
+                url = f"http://{self.args.rest}/v2/repository/models/{model}/{verb.lower()}"
+                self.rest_call(f"churn: rest {verb.lower()}",
+                               urllib.request.Request(url, data=b"", method="POST"), {"200"},
+                               timeout=120)
             if verb == "Unload":
                 time.sleep(rng.uniform(0, 0.2))  # Requests meet the unloaded model meanwhile.
 
@@ -351,15 +354,7 @@ class Soak:
                  {"200"})):
             request = urllib.request.Request(url, data=body, method="POST" if body else "GET",
                                              headers={"Content-Type": "application/octet-stream"})
-            self.begin()
-            try:
-                with urllib.request.urlopen(request, timeout=60) as reply:
-                    reply.read()
-                    self.record(action, str(reply.status), allowed)
-            except urllib.error.HTTPError as error:
-                self.record(action, str(error.code), allowed, error.read().decode(errors="replace"))
-            except OSError as error:
-                self.record(action, type(error).__name__, allowed, str(error))
+            self.rest_call(action, request, allowed)
 
     def worker(self, seed, deadline):
         rng = random.Random(seed)

@@ -33,6 +33,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def add_model(repo: pathlib.Path, name: str, config: str) -> None:
+    """Writes <repo>/<name>/config.pbtxt (a model of a Triton-style repository)."""
+    (repo / name).mkdir(parents=True, exist_ok=True)
+    (repo / name / "config.pbtxt").write_text(config + "\n")
+
+
+# A classifier that loads in a fraction of a second on CPU (64 px; 6.3 M parameters per instance).
+SMALL_CLASSIFIER = ('architecture: "shvit_s1" num_classes: 10 allow_random_weights: true '
+                    'input { size: 64 }')
+
+
 def sample_images():
     images = sorted(p for p in DATA_DIR.iterdir()
                     if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp"))

@@ -5,7 +5,7 @@ import json
 import os
 import urllib.request
 
-from conftest import sample_images
+from conftest import SMALL_CLASSIFIER, add_model, sample_images
 
 
 def post(url, data=b"", content_type="application/octet-stream"):
@@ -26,12 +26,9 @@ def resources(pid):
 
 def test_unload_and_load_cycles_return_threads_files_and_memory(start_server, tmp_path):
     repo = tmp_path / "repo"
-    (repo / "m").mkdir(parents=True)
-    # Small input, so that a cycle takes a fraction of a second; 6.3 M parameters per instance
-    # (two instances: about 50 MB of weights per load), so a leaked model is plain to see.
-    (repo / "m" / "config.pbtxt").write_text(
-        'architecture: "shvit_s1" num_classes: 10 allow_random_weights: true '
-        'input { size: 64 }\n')
+    # A cycle takes a fraction of a second, and each load holds about 50 MB of weights (two
+    # instances), so a leaked model is plain to see.
+    add_model(repo, "m", SMALL_CLASSIFIER)
     server = start_server(f"--model-repository={repo}", "--device=cpu")
     pid = server.proc.pid
     base = f"http://{server.rest_url}/v2/repository/models/m"

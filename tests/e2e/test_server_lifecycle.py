@@ -7,7 +7,7 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import E2E_MODEL, binary, sample_images
+from conftest import E2E_MODEL, SMALL_CLASSIFIER, add_model, binary, sample_images
 
 
 def _models(server):
@@ -122,16 +122,11 @@ def test_a_shutdown_held_past_the_grace_ends_with_status_1(start_server, tmp_pat
     """A model load cannot be interrupted; past the grace + 10 s the process exits anyway
     (status 1, and the log says why) instead of waiting for it."""
     repo = tmp_path / "repo"
-    (repo / "m").mkdir(parents=True)
-    (repo / "m" / "config.pbtxt").write_text(
-        'architecture: "shvit_s1" num_classes: 10 allow_random_weights: true '
-        'input { size: 64 }\n')
+    add_model(repo, "m", SMALL_CLASSIFIER)
     server = start_server(f"--model-repository={repo}", "--shutdown-grace-seconds=1")
     # vit_base warms up at batch 64 on two instances: far longer than 11 s on two CPU cores.
-    (repo / "slow").mkdir()
-    (repo / "slow" / "config.pbtxt").write_text(
-        'architecture: "vit_base_patch16_224" num_classes: 10 allow_random_weights: true '
-        'batching { max_batch_size: 64 }\n')
+    add_model(repo, "slow", 'architecture: "vit_base_patch16_224" num_classes: 10 '
+                            'allow_random_weights: true batching { max_batch_size: 64 }')
     load = subprocess.Popen(["curl", "-s", "-X", "POST",
                              f"http://{server.rest_url}/v2/repository/models/slow/load"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
