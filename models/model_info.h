@@ -25,6 +25,9 @@ struct ModelInfo {
   std::string family;        // "vit", "deit", "shvit".
   ModelTask task = ModelTask::kClassification;
   int64_t input_size = 224;     // Square input in pixels.
+  // True when the weights fix the input size (a position embedding laid out for input_size and
+  // not interpolated): a config may not ask for another size.
+  bool input_size_fixed = false;
   std::array<float, 3> mean{};  // RGB, in [0,1] units (timm's pretrained_cfg).
   std::array<float, 3> std{};
   // timm's eval transform: resize the shorter side to input_size / crop_pct, then centre crop.

@@ -15,6 +15,7 @@ absl::Status RegisterOne(ModelRegistry& registry, std::string name, TokenLearner
   info.architecture = std::move(name);
   info.family = "tokenlearner";
   info.input_size = config.img_size;
+  info.input_size_fixed = true;  // Its position embedding is not interpolated.
   info.mean = {0.485f, 0.456f, 0.406f};
   info.std = {0.229f, 0.224f, 0.225f};
   info.crop_pct = 0.875;

@@ -61,6 +61,7 @@ absl::Status RegisterOne(ModelRegistry& registry, std::string name, std::string 
   info.architecture = std::move(name);
   info.family = std::move(family);
   info.input_size = config.img_size;
+  info.input_size_fixed = true;  // Its position embedding is not interpolated.
   info.mean = mean;
   info.std = std;
   info.crop_pct = 0.9;  // timm's pretrained_cfg for every ViT/DeiT registered here.

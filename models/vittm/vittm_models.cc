@@ -15,6 +15,7 @@ absl::Status RegisterOne(ModelRegistry& registry, std::string name, VittmConfig 
   info.architecture = std::move(name);
   info.family = "vittm";
   info.input_size = config.img_size;
+  info.input_size_fixed = true;  // Its position embedding is not interpolated.
   info.mean = {0.485f, 0.456f, 0.406f};  // timm IMAGENET_DEFAULT_MEAN/STD (datasets/imagenet).
   info.std = {0.229f, 0.224f, 0.225f};
   info.crop_pct = 0.875;  // Resize(256, bicubic) → CenterCrop(224).

@@ -189,6 +189,14 @@ absl::Status NormalizeModelConfig(const ModelRegistry& registry, const ServerDef
 
   v1::InputConfig* input = config->mutable_input();
   if (input->size() == 0) input->set_size(static_cast<uint32_t>(info.input_size));
+  if (info.input_size_fixed && input->size() != static_cast<uint32_t>(info.input_size)) {
+    // Said here rather than at load, where only the warm-up's forward pass would find it.
+    return FieldError(config_path, "input.size",
+                      absl::StrCat("is ", input->size(), " but architecture '", info.architecture,
+                                   "' takes only ", info.input_size, " px images (its position ",
+                                   "embedding is laid out for that size); remove input.size or ",
+                                   "set it to ", info.input_size));
+  }
   if (input->mean_size() == 0) {
     for (float v : info.mean) input->add_mean(v);
   }

@@ -20,7 +20,7 @@ import tritonclient.http as httpclient
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from conftest import E2E_MODEL, binary, sample_images
+from conftest import E2E_MODEL, add_model, binary, sample_images
 
 CLASSIFIER = "cls"
 
@@ -49,8 +49,7 @@ def rest_server(tmp_path_factory):
         "broken": 'architecture: "shvit_s1" weights: "missing.safetensors"',
     }
     for name, config in configs.items():
-        (repo / name).mkdir()
-        (repo / name / "config.pbtxt").write_text(config + "\n")
+        add_model(repo, name, config)
     proc = ServerProcess([f"--model-repository={repo}", "--device=cpu", "--max-batch-size=8",
                           "--max-image-pixels=4000000"],
                          tmp_path_factory.mktemp("rest") / "vitserve.log")

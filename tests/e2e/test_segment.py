@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import binary
+from conftest import add_model, binary
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +22,9 @@ def scenes(tmp_path_factory):
 
 def test_segment_writes_label_maps_at_the_original_size(scenes, tmp_path, start_server):
     model_dir = tmp_path / "repo" / "shapes_seg"
-    model_dir.mkdir(parents=True)
-    (model_dir / "config.pbtxt").write_text(
-        'architecture: "shvit_s1" task: SEGMENTATION num_classes: 6 allow_random_weights: true\n'
-        "input { size: 128 }\n")
+    add_model(model_dir.parent, model_dir.name,
+              'architecture: "shvit_s1" task: SEGMENTATION num_classes: 6 '
+              'allow_random_weights: true input { size: 128 }')
     (model_dir / "labels.txt").write_text((scenes / "labels.txt").read_text())
     server = start_server(f"--model-repository={tmp_path / 'repo'}", "--device=cpu")
 
@@ -74,10 +73,9 @@ def test_detect_answers_boxes_inside_each_image(scenes, tmp_path, start_server):
     """Detect through vitserve-client on shvit_s1 with the CenterNet head, from a config alone
     (untrained: the boxes are arbitrary, but they are the image's own and inside it)."""
     model_dir = tmp_path / "repo" / "shapes_det"
-    model_dir.mkdir(parents=True)
-    (model_dir / "config.pbtxt").write_text(
-        'architecture: "shvit_s1" task: DETECTION num_classes: 5 allow_random_weights: true\n'
-        "input { size: 128 } detection { max_detections: 4 }\n")
+    add_model(model_dir.parent, model_dir.name,
+              'architecture: "shvit_s1" task: DETECTION num_classes: 5 '
+              'allow_random_weights: true input { size: 128 } detection { max_detections: 4 }')
     (model_dir / "labels.txt").write_text("circle\nsquare\ntriangle\nstar\nhexagon\n")
     server = start_server(f"--model-repository={tmp_path / 'repo'}", "--device=cpu")
     images = sorted((scenes / "images").glob("*.jpg"))

@@ -4,6 +4,7 @@ import pathlib
 import subprocess
 import threading
 import time
+import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -22,15 +23,12 @@ def _models(server):
 
 def test_repository_serves_models_and_reports_config_errors(start_server, tmp_path):
     repo = tmp_path / "repo"
-    good = repo / "tiny"
-    good.mkdir(parents=True)
-    (good / "config.pbtxt").write_text(
-        'architecture: "deit_tiny_patch16_224"\n'
-        "allow_random_weights: true\n"
-        "batching { max_batch_size: 4 max_queue_delay_us: 500 }\n")
-    bad = repo / "broken"
-    bad.mkdir()
-    (bad / "config.pbtxt").write_text('architecture: "deit_tiny_patch16_224"\nmax_batch: 4\n')
+    add_model(repo, "tiny", 'architecture: "deit_tiny_patch16_224" allow_random_weights: true '
+                            'batching { max_batch_size: 4 max_queue_delay_us: 500 }')
+    add_model(repo, "broken", 'architecture: "deit_tiny_patch16_224"\nmax_batch: 4')
+    # A ViT's position embedding fixes its input: another size is refused as the config is read.
+    add_model(repo, "wrong_size", 'architecture: "deit_tiny_patch16_224" '
+                                  'allow_random_weights: true input { size: 1024 }')
 
     server = start_server(f"--model-repository={repo}", wait=False)
     # Not every configured model loads, so /v2/health/ready stays 503: poll the catalogue.
@@ -47,6 +45,13 @@ def test_repository_serves_models_and_reports_config_errors(start_server, tmp_pa
     assert server.http_get("/v2/health/ready")[0] == 503
     log = server.log()
     assert "broken" in log and "config.pbtxt:2" in log and "max_batch" in log, log
+    assert "wrong_size" in models and not models["wrong_size"]["ready"], models
+    index = urllib.request.Request(f"http://{server.rest_url}/v2/repository/index", data=b"{}",
+                                   method="POST")
+    with urllib.request.urlopen(index, timeout=30) as reply:
+        reasons = {entry["name"]: entry.get("reason", "") for entry in json.load(reply)}
+    assert "'input.size' is 1024" in reasons["wrong_size"], reasons
+    assert "takes only 224 px images" in reasons["wrong_size"], reasons
     result = subprocess.run([str(binary("vitserve-client")), "classify", "--server",
                              server.grpc_target, "--model", "tiny", str(sample_images()[0])],
                             capture_output=True, text=True, timeout=60)

@@ -4,6 +4,7 @@
 #include <initializer_list>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "models/registry.h"
@@ -389,6 +390,29 @@ INSTANTIATE_TEST_SUITE_P(
                       BadField{"batching { max_batch_size: 4 preferred_batch_sizes: [2, 8] }",
                                "'batching.preferred_batch_sizes'"},
                       BadField{"instance_count: 100", "'instance_count'"}));
+
+// A ViT's position embedding fixes its input size: another size is refused when the config is
+// read (before, only the load's warm-up found it). Architectures that adapt take any size.
+TEST_F(ModelConfigTest, FixedSizeArchitecturesRefuseAnotherInputSize) {
+  for (const char* architecture : {"vit_base_patch16_224", "deit_tiny_patch16_224",
+                                   "vittm_small", "vit_small_tokenlearner",
+                                   "deit_small_fibottention"}) {
+    SCOPED_TRACE(architecture);
+    const std::string arch = absl::StrCat("architecture: \"", architecture, "\" ");
+    const absl::Status other = Check(arch + "input { size: 1024 }");
+    EXPECT_EQ(other.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(other.message(),
+                AllOf(HasSubstr("m/config.pbtxt"), HasSubstr("'input.size'"),
+                      HasSubstr("is 1024"), HasSubstr("takes only 224 px images")));
+    EXPECT_TRUE(Check(arch + "input { size: 224 }").ok());
+    EXPECT_TRUE(Check(arch).ok());
+  }
+  for (const char* architecture : {"shvit_s1", "vim_tiny"}) {
+    SCOPED_TRACE(architecture);
+    EXPECT_TRUE(
+        Check(absl::StrCat("architecture: \"", architecture, "\" input { size: 96 }")).ok());
+  }
+}
 
 TEST_F(ModelConfigTest, DeviceSyntax) {
   EXPECT_TRUE(ValidateDeviceString("cpu").ok());
