@@ -70,7 +70,9 @@
 #              rounds at concurrency 1, with the anchors (graph replay at batch 1) first, for
 #              $SWEEP_MODELS (default deit_tiny_patch16_224); the server's stage means of each
 #              row beside it, and its executor threads' CPU seconds (what a poll costs: with
-#              SPIN_US="250 500 1000 2000", the shortest poll that still takes the wake-up off)
+#              SPIN_US="250 500 1000 2000", the shortest poll that still takes the wake-up off);
+#              SPIN_LOADED="16 64" then also runs those concurrencies with SPIN_US's first value
+#              and with 0 (the throughput polling costs where executors idle briefly)
 #   vimscan    Vision Mamba's scan (issue 16): vitserve-bench-vim-ops at batch 8 x 1248 px and
 #              batch 128 x 224 px, fp16 (every operator, and the scan at fixed chunk counts);
 #              with NCU=1 also Nsight Compute on the scan kernel's launches at 1248 px (issue
@@ -410,9 +412,20 @@ case "$STEP" in
         ANCHORS=0 SERVE_FLAGS="--executor-idle-spin-us $spin" \
           bash bench/serve_sweep.sh "$OUT/spin${spin}_r$r" > "$OUT/spin${spin}_r$r.log" 2>&1
         echo "spin $spin us, round $r: $(grep -E 'raw_c1:' "$OUT/spin${spin}_r$r.log")"
+        grep -E " rtt_[a-z_]+:" "$OUT/spin${spin}_r$r.log" | sed 's/^/  /' || true
         grep -E "vitserve_(request|queue|preprocess|compute)_duration|compute_stage" \
           "$OUT/spin${spin}_r$r.log" | head -9
         grep -E "^  executor" "$OUT/spin${spin}_r$r.log" | sed 's/^/  CPU s /' || true
+      done
+    done
+    # SPIN_LOADED="16 64": the same polls (the first of SPIN_US, then 0) where batches are small
+    # but the executors are seldom idle long: what polling costs gRPC's threads in throughput.
+    for c in ${SPIN_LOADED:-}; do
+      for spin in ${SPIN_US%% *} 0; do
+        ANCHORS=0 CONCURRENCY=$c SERVE_FLAGS="--executor-idle-spin-us $spin" \
+          bash bench/serve_sweep.sh "$OUT/load_c${c}_spin$spin" > "$OUT/load_c${c}_spin$spin.log" 2>&1
+        echo "spin $spin us, concurrency $c: $(grep -E "raw_c$c:" "$OUT/load_c${c}_spin$spin.log")"
+        grep -E "^  executor" "$OUT/load_c${c}_spin$spin.log" | sed 's/^/  CPU s /' || true
       done
     done
     ;;
