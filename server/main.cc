@@ -77,8 +77,9 @@ ABSL_FLAG(int64_t, max_queue_delay_us, 1000,
 ABSL_FLAG(int64_t, executor_idle_spin_us, vitserve::ServerOptions{}.executor_idle_spin_us,
           "how long a model's executor thread that finds its queue empty keeps polling it "
           "before it sleeps (microseconds, 0..10000): a request arriving meanwhile starts "
-          "without waiting for a sleeping thread to be woken, at the cost of that much CPU "
-          "after each batch while the model is idle");
+          "without waiting for a sleeping thread to be woken, at the cost of up to that much "
+          "CPU after each batch. Only while polls pay: after a poll that ran out the executor "
+          "sleeps at once, until a request again comes within that time of it going idle");
 ABSL_FLAG(bool, cuda_graphs, true,
           "default for CUDA models: capture a CUDA graph per batch-size bucket at load and replay "
           "it (batches padded to powers of two and max batch); faster small batches, shorter "

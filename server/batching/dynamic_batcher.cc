@@ -301,7 +301,7 @@ std::vector<std::unique_ptr<InferenceTask>> DynamicBatcher::TakeLocked(size_t co
   return batch;
 }
 
-void DynamicBatcher::SpinUntilQueueEvent(uint64_t seen) const {
+bool DynamicBatcher::SpinUntilQueueEvent(uint64_t seen) const {
   // Real time, not clock_: the spin saves wall-clock wake-up latency and changes no decision.
   const absl::Time until = absl::Now() + options_.idle_spin;
   while (queue_events_.load(std::memory_order_acquire) == seen) {
@@ -310,25 +310,32 @@ void DynamicBatcher::SpinUntilQueueEvent(uint64_t seen) const {
       __builtin_ia32_pause();  // Leaves the core's resources to its sibling hyperthread.
 #endif
     }
-    if (absl::Now() >= until) return;
+    if (absl::Now() >= until) return false;
   }
+  return true;
 }
 
-std::vector<std::unique_ptr<InferenceTask>> DynamicBatcher::NextBatch() {
-  bool may_spin = options_.idle_spin > absl::ZeroDuration();
+std::vector<std::unique_ptr<InferenceTask>> DynamicBatcher::NextBatch(bool* poll_pays) {
+  const bool polling = options_.idle_spin > absl::ZeroDuration();
+  bool may_spin = polling && *poll_pays;
+  std::optional<absl::Time> idle_since;  // Real time; set when the queue is first found empty.
   absl::MutexLock lock(&mu_);
   while (true) {
     if (queue_.empty()) {
       if (stopping_) return {};
+      if (polling && !idle_since) idle_since = absl::Now();
       if (may_spin) {
         may_spin = false;
         const uint64_t seen = queue_events_.load(std::memory_order_relaxed);
         mu_.Unlock();
-        SpinUntilQueueEvent(seen);
+        // A poll that runs out would most likely run out next time too: sleep at once then,
+        // until a request again comes within idle_spin of the executor going idle (below).
+        *poll_pays = SpinUntilQueueEvent(seen);
         mu_.Lock();
         continue;
       }
       clock_->WaitWithDeadline(cv_, mu_, absl::InfiniteFuture());
+      if (polling && !queue_.empty()) *poll_pays = absl::Now() - *idle_since <= options_.idle_spin;
       continue;
     }
     const size_t ready = ReadyTaskCountLocked(clock_->Now());
@@ -348,10 +355,12 @@ std::vector<std::unique_ptr<InferenceTask>> DynamicBatcher::ReadyBatch() {
 
 void DynamicBatcher::ExecutorLoop(const PartsLauncher& launcher) {
   std::optional<LaunchedBatch> in_flight;
+  bool poll_pays = true;  // This executor's: whether its next idle period starts with a poll.
   while (true) {
     // With a batch in flight, only a batch that is ready now: waiting for a fuller one would
     // hold back the answers of the one in flight.
-    std::vector<std::unique_ptr<InferenceTask>> batch = in_flight ? ReadyBatch() : NextBatch();
+    std::vector<std::unique_ptr<InferenceTask>> batch =
+        in_flight ? ReadyBatch() : NextBatch(&poll_pays);
     if (batch.empty() && !in_flight) return;  // Stopping, and nothing is left.
     std::optional<LaunchedBatch> launched;
     if (!batch.empty()) launched = Launch(launcher, std::move(batch));

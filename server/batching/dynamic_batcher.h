@@ -168,8 +168,10 @@ class DynamicBatcher {
   void ExecutorLoop(const PartsLauncher& launcher);
   // Blocks until a batch is ready and removes it from the queue; empty when the executor should
   // exit (stopping and the queue is empty). An executor finding the queue empty first polls it
-  // for options_.idle_spin (once per wait), then sleeps.
-  std::vector<std::unique_ptr<InferenceTask>> NextBatch() ABSL_LOCKS_EXCLUDED(mu_);
+  // for options_.idle_spin (once per wait) if `*poll_pays`, then sleeps. `*poll_pays` (the
+  // calling executor's own) becomes whether this idle period ended within idle_spin: a poll
+  // that ran out clears it, a request that woke the executor that soon sets it.
+  std::vector<std::unique_ptr<InferenceTask>> NextBatch(bool* poll_pays) ABSL_LOCKS_EXCLUDED(mu_);
   // The batch that is ready now, removed from the queue, or empty without waiting.
   std::vector<std::unique_ptr<InferenceTask>> ReadyBatch() ABSL_LOCKS_EXCLUDED(mu_);
   // Removes the `count` leading tasks from the queue and counts them as computing.
@@ -180,8 +182,9 @@ class DynamicBatcher {
   // Fails the batch's expired and cancelled tasks and launches the others.
   LaunchedBatch Launch(const PartsLauncher& launcher,
                        std::vector<std::unique_ptr<InferenceTask>> batch);
-  // Polls queue_events_ (without the lock) until it differs from `seen` or idle_spin has passed.
-  void SpinUntilQueueEvent(uint64_t seen) const ABSL_LOCKS_EXCLUDED(mu_);
+  // Polls queue_events_ (without the lock) until it differs from `seen` (true) or idle_spin has
+  // passed (false).
+  bool SpinUntilQueueEvent(uint64_t seen) const ABSL_LOCKS_EXCLUDED(mu_);
   // Waits for a launched batch and gives each task its rows or error.
   void Complete(LaunchedBatch& batch);
   void FailTask(InferenceTask& task, absl::Status status);

@@ -987,6 +987,61 @@ TEST(DynamicBatcherTest, IdleSpinPollsTheQueueForItsDurationThenSleeps) {
   (*batcher)->Stop(absl::InfiniteDuration());
 }
 
+// Polling only while it pays: once a poll has run out, idle periods start asleep (no CPU) until
+// a request again arrives within idle_spin of the executor going idle; then polling resumes.
+TEST(DynamicBatcherTest, IdleSpinStopsAfterAPollRunsOutAndResumesWhenRequestsComeSooner) {
+  FakeClock clock;
+  Results results;
+  absl::Mutex mu;
+  std::optional<clockid_t> executor_clock;
+  auto runner = [&](const at::Tensor& batch) -> absl::StatusOr<at::Tensor> {
+    clockid_t id;
+    EXPECT_EQ(pthread_getcpuclockid(pthread_self(), &id), 0);
+    absl::MutexLock lock(&mu);
+    executor_clock = id;
+    return batch * 2;
+  };
+  BatchingOptions options = Options(8, absl::Hours(1), /*idle_dispatch=*/true);
+  options.idle_spin = kMaxIdleSpin;  // 10 ms
+  auto batcher = DynamicBatcher::Create(options, {runner}, &clock, nullptr);
+  ASSERT_TRUE(batcher.ok()) << batcher.status();
+  auto cpu_while_idle = [&](absl::Duration period) {
+    const clockid_t id = [&] {
+      absl::MutexLock lock(&mu);
+      return *executor_clock;
+    }();
+    const absl::Duration before = ThreadCpuTime(id);
+    absl::SleepFor(period);
+    return ThreadCpuTime(id) - before;
+  };
+
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 1).ok());
+  results.WaitFor(1);
+  absl::SleepFor(absl::Milliseconds(300));  // The poll after task 0 runs out in here.
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 1, 1).ok());  // 300 ms after: too late to pay.
+  results.WaitFor(2);
+  EXPECT_LT(cpu_while_idle(absl::Milliseconds(200)), absl::Milliseconds(2))
+      << "the executor polled again after a poll that ran out";
+
+  // A request 2 ms after the executor went idle (asleep at once, after task 1 or the last
+  // try's poll): the executor polls after it again. A loaded machine may wake the executor
+  // more than idle_spin after it went idle, which rightly does not count, so several tries.
+  int tasks = 2;
+  bool polled = false;
+  for (int attempt = 0; attempt < 20 && !polled; ++attempt) {
+    ASSERT_TRUE(ScheduleTasks(**batcher, results, tasks++, 1).ok());  // Late: it slept long.
+    results.WaitFor(tasks);
+    absl::SleepFor(absl::Milliseconds(2));  // Asleep by now; the next request 2 ms later.
+    ASSERT_TRUE(ScheduleTasks(**batcher, results, tasks++, 1).ok());
+    results.WaitFor(tasks);
+    polled = cpu_while_idle(absl::Milliseconds(50)) > absl::Milliseconds(3);
+  }
+  EXPECT_TRUE(polled) << "the executor did not poll again after a request came within idle_spin";
+
+  for (int task = 0; task < tasks; ++task) ExpectDoubled(results, task);
+  (*batcher)->Stop(absl::InfiniteDuration());
+}
+
 TEST(DynamicBatcherTest, ConcurrentProducersWithRealClockEachGetTheirOwnRows) {
   RealClock clock;
   Results results;
