@@ -944,24 +944,40 @@ absl::Duration ThreadCpuTime(clockid_t clock_id) {
   return absl::DurationFromTimespec(ts);
 }
 
+// A runner that doubles its batch and remembers the CPU clock of the executor thread that ran
+// it, so that a test can read how much CPU that executor uses while it is idle.
+class ExecutorCpuClock {
+ public:
+  BatchRunner Runner() {
+    return [this](const at::Tensor& batch) -> absl::StatusOr<at::Tensor> {
+      clockid_t id;
+      EXPECT_EQ(pthread_getcpuclockid(pthread_self(), &id), 0);
+      absl::MutexLock lock(&mu_);
+      clock_ = id;
+      return batch * 2;
+    };
+  }
+  // The CPU time of the executor that ran the last batch (one has run).
+  absl::Duration Now() {
+    absl::MutexLock lock(&mu_);
+    return ThreadCpuTime(*clock_);
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::optional<clockid_t> clock_ ABSL_GUARDED_BY(mu_);
+};
+
 // An executor that finds the queue empty polls it for idle_spin (real time, whatever the
 // batcher's clock), takes what arrives meanwhile, and then sleeps: it stops using CPU, and a
 // task arriving later still wakes it.
 TEST(DynamicBatcherTest, IdleSpinPollsTheQueueForItsDurationThenSleeps) {
   FakeClock clock;
   Results results;
-  absl::Mutex mu;
-  std::optional<clockid_t> executor_clock;
-  auto runner = [&](const at::Tensor& batch) -> absl::StatusOr<at::Tensor> {
-    clockid_t id;
-    EXPECT_EQ(pthread_getcpuclockid(pthread_self(), &id), 0);
-    absl::MutexLock lock(&mu);
-    executor_clock = id;
-    return batch * 2;
-  };
+  ExecutorCpuClock executor_cpu;
   BatchingOptions options = Options(8, absl::Hours(1), /*idle_dispatch=*/true);
   options.idle_spin = absl::Milliseconds(10);
-  auto batcher = DynamicBatcher::Create(options, {runner}, &clock, nullptr);
+  auto batcher = DynamicBatcher::Create(options, {executor_cpu.Runner()}, &clock, nullptr);
   ASSERT_TRUE(batcher.ok()) << batcher.status();
 
   ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 1).ok());
@@ -969,15 +985,11 @@ TEST(DynamicBatcherTest, IdleSpinPollsTheQueueForItsDurationThenSleeps) {
   // Most likely while the executor spins (it has just answered task 0).
   ASSERT_TRUE(ScheduleTasks(**batcher, results, 1, 1).ok());
   results.WaitFor(2);
-  const clockid_t id = [&] {
-    absl::MutexLock lock(&mu);
-    return *executor_clock;
-  }();
-  const absl::Duration after_task_1 = ThreadCpuTime(id);
+  const absl::Duration after_task_1 = executor_cpu.Now();
   absl::SleepFor(absl::Milliseconds(200));  // The spin (10 ms) ends in here.
-  const absl::Duration after_spin = ThreadCpuTime(id);
+  const absl::Duration after_spin = executor_cpu.Now();
   absl::SleepFor(absl::Milliseconds(200));
-  const absl::Duration asleep = ThreadCpuTime(id) - after_spin;
+  const absl::Duration asleep = executor_cpu.Now() - after_spin;
   EXPECT_GT(after_spin - after_task_1, absl::Microseconds(500)) << "the executor did not spin";
   EXPECT_LT(asleep, absl::Milliseconds(5)) << "the executor kept spinning past idle_spin";
 
@@ -992,27 +1004,15 @@ TEST(DynamicBatcherTest, IdleSpinPollsTheQueueForItsDurationThenSleeps) {
 TEST(DynamicBatcherTest, IdleSpinStopsAfterAPollRunsOutAndResumesWhenRequestsComeSooner) {
   FakeClock clock;
   Results results;
-  absl::Mutex mu;
-  std::optional<clockid_t> executor_clock;
-  auto runner = [&](const at::Tensor& batch) -> absl::StatusOr<at::Tensor> {
-    clockid_t id;
-    EXPECT_EQ(pthread_getcpuclockid(pthread_self(), &id), 0);
-    absl::MutexLock lock(&mu);
-    executor_clock = id;
-    return batch * 2;
-  };
+  ExecutorCpuClock executor_cpu;
   BatchingOptions options = Options(8, absl::Hours(1), /*idle_dispatch=*/true);
   options.idle_spin = kMaxIdleSpin;  // 10 ms
-  auto batcher = DynamicBatcher::Create(options, {runner}, &clock, nullptr);
+  auto batcher = DynamicBatcher::Create(options, {executor_cpu.Runner()}, &clock, nullptr);
   ASSERT_TRUE(batcher.ok()) << batcher.status();
   auto cpu_while_idle = [&](absl::Duration period) {
-    const clockid_t id = [&] {
-      absl::MutexLock lock(&mu);
-      return *executor_clock;
-    }();
-    const absl::Duration before = ThreadCpuTime(id);
+    const absl::Duration before = executor_cpu.Now();
     absl::SleepFor(period);
-    return ThreadCpuTime(id) - before;
+    return executor_cpu.Now() - before;
   };
 
   ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 1).ok());
