@@ -144,6 +144,8 @@ class ServableModel::Observer final : public BatchObserver {
     by_size.ns += ToNs(compute_time);
   }
 
+  void OnIdlePoll(bool paid) override { core_->metrics->CountIdlePoll(paid); }
+
  private:
   Core* const core_;
 };

@@ -29,6 +29,9 @@ class BatchObserver {
   // A task was failed without being computed: DEADLINE_EXCEEDED, CANCELLED, or UNAVAILABLE when
   // the shutdown grace period ran out before it ran.
   virtual void OnTaskDropped(const absl::Status& reason) {}
+  // An idle executor's poll of the queue (BatchingOptions::idle_spin) ended: `paid` when a
+  // request arrived during it, false when it ran out and the executor went to sleep.
+  virtual void OnIdlePoll(bool paid) {}
 };
 
 }  // namespace vitserve

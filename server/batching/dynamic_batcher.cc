@@ -331,6 +331,7 @@ std::vector<std::unique_ptr<InferenceTask>> DynamicBatcher::NextBatch(bool* poll
         // A poll that runs out would most likely run out next time too: sleep at once then,
         // until a request again comes within idle_spin of the executor going idle (below).
         *poll_pays = SpinUntilQueueEvent(seen);
+        if (observer_ != nullptr) observer_->OnIdlePoll(*poll_pays);
         mu_.Lock();
         continue;
       }

@@ -59,6 +59,10 @@ void ModelMetrics::AddInflight(int64_t delta) {
 
 void ModelMetrics::SetReady(bool ready) { ready_->Set(ready ? 1.0 : 0.0); }
 
+void ModelMetrics::CountIdlePoll(bool paid) {
+  (paid ? idle_polls_paid_ : idle_polls_ran_out_)->Increment();
+}
+
 ServerMetrics::ServerMetrics(prometheus::Registry& registry)
     : requests_(prometheus::BuildCounter()
                     .Name("vitserve_requests_total")
@@ -109,6 +113,12 @@ ServerMetrics::ServerMetrics(prometheus::Registry& registry)
       gpu_memory_(prometheus::BuildGauge()
                       .Name("vitserve_gpu_memory_used_bytes")
                       .Help("GPU memory held by the server, in bytes.")
+                      .Register(registry)),
+      idle_polls_(prometheus::BuildCounter()
+                      .Name("vitserve_executor_idle_polls_total")
+                      .Help("Idle executors' polls of their queue (--executor-idle-spin-us), by "
+                            "outcome: paid (a request arrived during the poll) or ran_out (the "
+                            "executor went to sleep).")
                       .Register(registry)) {}
 
 ModelMetrics& ServerMetrics::ForModel(const std::string& model, const std::string& task) {
@@ -140,6 +150,11 @@ ModelMetrics& ServerMetrics::ForModel(const std::string& model, const std::strin
   m.queue_depth_ = &queue_depth_.Add(labels);
   m.inflight_ = &inflight_.Add(labels);
   m.ready_ = &ready_.Add(labels);
+  prometheus::Labels paid = labels, ran_out = labels;
+  paid["outcome"] = "paid";
+  ran_out["outcome"] = "ran_out";
+  m.idle_polls_paid_ = &idle_polls_.Add(paid);
+  m.idle_polls_ran_out_ = &idle_polls_.Add(ran_out);
   return m;
 }
 

@@ -13,6 +13,9 @@
 //   vitserve_inflight_requests{model,task}               gauge
 //   vitserve_model_ready{model,task}                     gauge, 1 ready / 0 not
 //   vitserve_gpu_memory_used_bytes{device}               gauge
+//   vitserve_executor_idle_polls_total{model,task,outcome}  counter; an idle executor's polls
+//       of its queue (--executor-idle-spin-us): outcome="paid" (a request came during it) or
+//       "ran_out" (it went to sleep)
 // Families are built once, in ServerMetrics' constructor. Each model's labelled children are
 // created once (ForModel, at model load), including one requests_total child per gRPC code, so
 // the request path only touches cached pointers and never looks labels up.
@@ -66,6 +69,8 @@ class ModelMetrics {
   void SetQueueDepth(int64_t depth);
   void AddInflight(int64_t delta);
   void SetReady(bool ready);
+  // vitserve_executor_idle_polls_total{outcome="paid"|"ran_out"} += 1.
+  void CountIdlePoll(bool paid);
 
   const std::string& model() const { return model_; }
   const std::string& task() const { return task_; }
@@ -88,6 +93,8 @@ class ModelMetrics {
   prometheus::Gauge* queue_depth_ = nullptr;
   prometheus::Gauge* inflight_ = nullptr;
   prometheus::Gauge* ready_ = nullptr;
+  prometheus::Counter* idle_polls_paid_ = nullptr;
+  prometheus::Counter* idle_polls_ran_out_ = nullptr;
 };
 
 class ServerMetrics {
@@ -116,6 +123,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Gauge>& inflight_;
   prometheus::Family<prometheus::Gauge>& ready_;
   prometheus::Family<prometheus::Gauge>& gpu_memory_;
+  prometheus::Family<prometheus::Counter>& idle_polls_;
 
   absl::Mutex mu_;
   absl::flat_hash_map<std::pair<std::string, std::string>, std::unique_ptr<ModelMetrics>> models_

@@ -768,8 +768,18 @@ class RecordingObserver : public BatchObserver {
     absl::MutexLock lock(&mu_);
     dropped.push_back(reason.code());
   }
+  void OnIdlePoll(bool paid) override {
+    absl::MutexLock lock(&mu_);
+    ++(paid ? polls_paid : polls_ran_out);
+  }
+  int Polls() {
+    absl::MutexLock lock(&mu_);
+    return polls_paid + polls_ran_out;
+  }
 
   absl::Mutex mu_;
+  int polls_paid = 0;
+  int polls_ran_out = 0;
   std::vector<int64_t> depths;
   std::vector<absl::Duration> queue_times;
   std::vector<std::pair<int64_t, absl::StatusCode>> batches;
@@ -1007,7 +1017,8 @@ TEST(DynamicBatcherTest, IdleSpinStopsAfterAPollRunsOutAndResumesWhenRequestsCom
   ExecutorCpuClock executor_cpu;
   BatchingOptions options = Options(8, absl::Hours(1), /*idle_dispatch=*/true);
   options.idle_spin = kMaxIdleSpin;  // 10 ms
-  auto batcher = DynamicBatcher::Create(options, {executor_cpu.Runner()}, &clock, nullptr);
+  RecordingObserver observer;
+  auto batcher = DynamicBatcher::Create(options, {executor_cpu.Runner()}, &clock, &observer);
   ASSERT_TRUE(batcher.ok()) << batcher.status();
   auto cpu_while_idle = [&](absl::Duration period) {
     const absl::Duration before = executor_cpu.Now();
@@ -1020,8 +1031,14 @@ TEST(DynamicBatcherTest, IdleSpinStopsAfterAPollRunsOutAndResumesWhenRequestsCom
   absl::SleepFor(absl::Milliseconds(300));  // The poll after task 0 runs out in here.
   ASSERT_TRUE(ScheduleTasks(**batcher, results, 1, 1).ok());  // 300 ms after: too late to pay.
   results.WaitFor(2);
+  const int polls_before = observer.Polls();
   EXPECT_LT(cpu_while_idle(absl::Milliseconds(200)), absl::Milliseconds(2))
       << "the executor polled again after a poll that ran out";
+  EXPECT_EQ(observer.Polls(), polls_before);
+  {
+    absl::MutexLock lock(&observer.mu_);
+    EXPECT_GE(observer.polls_ran_out, 1);  // The poll after task 0.
+  }
 
   // A request 2 ms after the executor went idle (asleep at once, after task 1 or the last
   // try's poll): the executor polls after it again. A loaded machine may wake the executor
@@ -1037,6 +1054,7 @@ TEST(DynamicBatcherTest, IdleSpinStopsAfterAPollRunsOutAndResumesWhenRequestsCom
     polled = cpu_while_idle(absl::Milliseconds(50)) > absl::Milliseconds(3);
   }
   EXPECT_TRUE(polled) << "the executor did not poll again after a request came within idle_spin";
+  EXPECT_GT(observer.Polls(), polls_before);  // Reported, as the metric counts them.
 
   for (int task = 0; task < tasks; ++task) ExpectDoubled(results, task);
   (*batcher)->Stop(absl::InfiniteDuration());

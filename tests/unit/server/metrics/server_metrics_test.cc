@@ -55,6 +55,9 @@ TEST(ServerMetricsTest, ExposesEveryFamilyWithTypeAndLabels) {
   model.AddInflight(-1);
   model.SetReady(true);
   metrics.SetGpuMemoryUsed("cuda:0", 1.5e9);
+  model.CountIdlePoll(/*paid=*/true);
+  model.CountIdlePoll(/*paid=*/false);
+  model.CountIdlePoll(/*paid=*/false);
 
   const std::string text = SerializeMetrics(registry);
   const std::vector<std::pair<std::string, std::string>> types = {
@@ -68,6 +71,7 @@ TEST(ServerMetricsTest, ExposesEveryFamilyWithTypeAndLabels) {
       {"vitserve_inflight_requests", "gauge"},
       {"vitserve_model_ready", "gauge"},
       {"vitserve_gpu_memory_used_bytes", "gauge"},
+      {"vitserve_executor_idle_polls_total", "counter"},
   };
   for (const auto& [name, type] : types) {
     EXPECT_THAT(text, HasSubstr(absl::StrCat("# TYPE ", name, " ", type, "\n")));
@@ -85,6 +89,13 @@ TEST(ServerMetricsTest, ExposesEveryFamilyWithTypeAndLabels) {
   EXPECT_EQ(Value(text, Series("vitserve_inflight_requests")), 2);
   EXPECT_EQ(Value(text, Series("vitserve_model_ready")), 1);
   EXPECT_EQ(Value(text, R"(vitserve_gpu_memory_used_bytes{device="cuda:0"})"), 1.5e9);
+  // prometheus-cpp writes labels in name order: outcome between model and task.
+  EXPECT_EQ(Value(text, R"(vitserve_executor_idle_polls_total{model="shvit_s1",outcome="paid",)"
+                        R"(task="classification"})"),
+            1);
+  EXPECT_EQ(Value(text, R"(vitserve_executor_idle_polls_total{model="shvit_s1",outcome="ran_out",)"
+                        R"(task="classification"})"),
+            2);
 }
 
 TEST(ServerMetricsTest, PrecreatesRequestCounterForEveryCode) {
