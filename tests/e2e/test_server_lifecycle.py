@@ -1,6 +1,8 @@
 """Process-level behaviour: model repository, config errors, SIGTERM drain."""
 import json
+import os
 import pathlib
+import re
 import subprocess
 import threading
 import time
@@ -56,6 +58,27 @@ def test_repository_serves_models_and_reports_config_errors(start_server, tmp_pa
                              server.grpc_target, "--model", "tiny", str(sample_images()[0])],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_every_number_or_boolean_flag_reads_its_environment_variable():
+    """README: every flag can also be given as VITSERVE_<NAME> (how the container and the
+    Kubernetes manifests set them). A value that no number or boolean parses must make the
+    server name the variable and exit; string flags accept any value, so the flags checked are
+    those whose default is a number or a boolean (a flag missing from main.cc's list of
+    variables would start normally instead)."""
+    helpfull = subprocess.run([str(binary("vitserve")), "--helpfull"], capture_output=True,
+                              text=True, timeout=60).stdout
+    section = helpfull.split("server/main.cc:")[1].split("Flags from")[0]
+    defaults = dict(re.findall(r"--(\w+) \(.*?\); default: ([^;]*);", section, re.S))
+    checked = [name for name, default in defaults.items()
+               if re.fullmatch(r"-?\d+(\.\d+)?|true|false", default)]
+    assert len(checked) >= 15 and "executor_idle_spin_us" in checked, defaults
+    for name in checked:
+        variable = f"VITSERVE_{name.upper()}"
+        result = subprocess.run([str(binary("vitserve")), "--list-models"], capture_output=True,
+                                text=True, timeout=60,
+                                env=dict(os.environ, **{variable: "not-a-value"}))
+        assert result.returncode != 0 and variable in result.stderr, (name, result.stderr)
 
 
 def test_the_server_allocates_with_tcmalloc(server):
