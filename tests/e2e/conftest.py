@@ -33,6 +33,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def http_post(url: str, data: bytes = b"", content_type: str = "application/octet-stream",
+              timeout: float = 120):
+    """POSTs `data` to `url`; (HTTP status, body). Raises urllib.error.HTTPError on 4xx/5xx."""
+    request = urllib.request.Request(url, data=data, method="POST",
+                                     headers={"Content-Type": content_type})
+    with urllib.request.urlopen(request, timeout=timeout) as reply:
+        return reply.status, reply.read()
+
+
 def add_model(repo: pathlib.Path, name: str, config: str) -> None:
     """Writes <repo>/<name>/config.pbtxt (a model of a Triton-style repository)."""
     (repo / name).mkdir(parents=True, exist_ok=True)

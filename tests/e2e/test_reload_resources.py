@@ -3,16 +3,8 @@ load took: its executor threads, its files and its memory. A server that reloads
 weeks otherwise grows until it is killed."""
 import json
 import os
-import urllib.request
 
-from conftest import SMALL_CLASSIFIER, add_model, sample_images
-
-
-def post(url, data=b"", content_type="application/octet-stream"):
-    request = urllib.request.Request(url, data=data, method="POST",
-                                     headers={"Content-Type": content_type})
-    with urllib.request.urlopen(request, timeout=120) as reply:
-        return reply.status, reply.read()
+from conftest import SMALL_CLASSIFIER, add_model, http_post, sample_images
 
 
 def resources(pid):
@@ -35,9 +27,9 @@ def test_unload_and_load_cycles_return_threads_files_and_memory(start_server, tm
     image = sample_images()[0].read_bytes()
 
     def cycle():
-        assert post(f"{base}/unload")[0] == 200
-        assert post(f"{base}/load")[0] == 200
-        status, body = post(f"http://{server.rest_url}/v1/models/m:classify", image)
+        assert http_post(f"{base}/unload")[0] == 200
+        assert http_post(f"{base}/load")[0] == 200
+        status, body = http_post(f"http://{server.rest_url}/v1/models/m:classify", image)
         assert status == 200 and json.loads(body)["results"][0]["classes"], body
 
     for _ in range(10):  # Allocator caches and gRPC's thread pool settle first.

@@ -6,11 +6,10 @@ import re
 import subprocess
 import threading
 import time
-import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import E2E_MODEL, SMALL_CLASSIFIER, add_model, binary, sample_images
+from conftest import E2E_MODEL, SMALL_CLASSIFIER, add_model, binary, http_post, sample_images
 
 
 def _models(server):
@@ -48,10 +47,9 @@ def test_repository_serves_models_and_reports_config_errors(start_server, tmp_pa
     log = server.log()
     assert "broken" in log and "config.pbtxt:2" in log and "max_batch" in log, log
     assert "wrong_size" in models and not models["wrong_size"]["ready"], models
-    index = urllib.request.Request(f"http://{server.rest_url}/v2/repository/index", data=b"{}",
-                                   method="POST")
-    with urllib.request.urlopen(index, timeout=30) as reply:
-        reasons = {entry["name"]: entry.get("reason", "") for entry in json.load(reply)}
+    _, index = http_post(f"http://{server.rest_url}/v2/repository/index", b"{}",
+                         "application/json", timeout=30)
+    reasons = {entry["name"]: entry.get("reason", "") for entry in json.loads(index)}
     assert "'input.size' is 1024" in reasons["wrong_size"], reasons
     assert "takes only 224 px images" in reasons["wrong_size"], reasons
     result = subprocess.run([str(binary("vitserve-client")), "classify", "--server",
