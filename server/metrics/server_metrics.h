@@ -24,7 +24,8 @@
 // ModelMetrics it hands out; references stay valid for the ServerMetrics' lifetime.
 // Thread-safety: everything here is thread-safe.
 // ModelMetrics maps directly onto a batching BatchObserver: OnQueueDepthChanged -> SetQueueDepth,
-// OnTaskDequeued -> ObserveQueue, OnBatchComputed -> ObserveBatchSize + ObserveCompute.
+// OnTaskDequeued -> ObserveQueue, OnBatchComputed -> ObserveBatchSize + ObserveCompute,
+// OnIdlePoll -> CountIdlePoll.
 #pragma once
 
 #include <prometheus/counter.h>
