@@ -78,8 +78,9 @@ ABSL_FLAG(int64_t, executor_idle_spin_us, vitserve::ServerOptions{}.executor_idl
           "how long a model's executor thread that finds its queue empty keeps polling it "
           "before it sleeps (microseconds, 0..10000): a request arriving meanwhile starts "
           "without waiting for a sleeping thread to be woken, at the cost of up to that much "
-          "CPU after each batch. Only while polls pay: after a poll that ran out the executor "
-          "sleeps at once, until a request again comes within that time of it going idle");
+          "CPU after each batch (one executor polls at a time, while no batch computes). Only "
+          "while polls pay: after a poll that ran out executors sleep at once, until a request "
+          "again comes within that time of one going idle");
 ABSL_FLAG(bool, cuda_graphs, true,
           "default for CUDA models: capture a CUDA graph per batch-size bucket at load and replay "
           "it (batches padded to powers of two and max batch); faster small batches, shorter "

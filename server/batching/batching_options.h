@@ -34,9 +34,10 @@ struct BatchingOptions {
   // How long an executor that finds the queue empty keeps polling it before it sleeps on the
   // queue's condition variable. Waking a sleeping thread costs the next request the kernel's
   // wake-up latency; polling costs the idle executor's CPU for up to this long after a batch.
-  // Only while polls pay: after a poll that ran out, the executor sleeps at once at the start
-  // of its idle periods until a request again arrives within idle_spin of it going idle, so
-  // requests that trickle in further apart cost no polling.
+  // One executor polls at a time, and only while no batch computes (a closed-loop client's next
+  // request follows the reply of the batch computing). Only while polls pay: after a poll that
+  // ran out, executors sleep at once when idle until a request again arrives within idle_spin
+  // of an executor going idle, so requests that trickle in further apart cost no polling.
   // Finite, 0..kMaxIdleSpin (0: sleep at once).
   absl::Duration idle_spin = absl::ZeroDuration();
 };

@@ -161,9 +161,7 @@ DynamicBatcher::~DynamicBatcher() { Stop(absl::InfiniteDuration()); }
 
 absl::Status DynamicBatcher::Schedule(std::unique_ptr<InferenceTask>* task) {
   const bool ends_announcement = task != nullptr && *task != nullptr && (*task)->ends_announcement;
-  absl::Status status = Enqueue(task);
-  if (ends_announcement) WithdrawArrival();
-  return status;
+  return Enqueue(task, ends_announcement);
 }
 
 void DynamicBatcher::AnnounceArrival() {
@@ -178,37 +176,50 @@ void DynamicBatcher::WithdrawArrival() {
   if (announced_ == 0) cv_.SignalAll();
 }
 
-absl::Status DynamicBatcher::Enqueue(std::unique_ptr<InferenceTask>* task) {
+absl::Status DynamicBatcher::Enqueue(std::unique_ptr<InferenceTask>* task,
+                                     bool ends_announcement) {
+  // Refused before the lock: the announcement ends as WithdrawArrival ends it.
+  auto refuse = [&](absl::Status status) {
+    if (ends_announcement) WithdrawArrival();
+    return status;
+  };
   if (task == nullptr || *task == nullptr) {
-    return absl::InvalidArgumentError("Schedule needs a task");
+    return refuse(absl::InvalidArgumentError("Schedule needs a task"));
   }
   InferenceTask& t = **task;
-  if (!t.on_done) return absl::InvalidArgumentError("task has no on_done callback");
+  if (!t.on_done) return refuse(absl::InvalidArgumentError("task has no on_done callback"));
   if (!t.input.defined() || t.input.dim() == 0 || t.input.size(0) < 1) {
-    return absl::InvalidArgumentError(
-        "task input must be a tensor of shape [rows, ...] with rows >= 1");
+    return refuse(absl::InvalidArgumentError(
+        "task input must be a tensor of shape [rows, ...] with rows >= 1"));
   }
   const int64_t rows = t.input.size(0);
   if (rows > options_.max_batch_size) {
-    return absl::InvalidArgumentError(
+    return refuse(absl::InvalidArgumentError(
         absl::StrCat("request has ", rows, " rows (images); this model accepts at most ",
-                     options_.max_batch_size, " per request (max_batch_size)"));
+                     options_.max_batch_size, " per request (max_batch_size)")));
   }
   const c10::IntArrayRef trailing = t.input.sizes().slice(1);
 
   absl::MutexLock lock(&mu_);
-  if (stopping_) return absl::UnavailableError("batcher is shutting down");
+  if (ends_announcement && announced_ > 0) --announced_;
+  // Refused under the lock: an executor waiting out the queue delay for this task may now run
+  // what is queued (as WithdrawArrival signals).
+  auto refuse_locked = [&](absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (ends_announcement && announced_ == 0) cv_.SignalAll();
+    return status;
+  };
+  if (stopping_) return refuse_locked(absl::UnavailableError("batcher is shutting down"));
   if (uniform_inputs_ && have_input_signature_) {
     if (trailing != c10::IntArrayRef(trailing_shape_) || t.input.dtype() != dtype_) {
-      return absl::InvalidArgumentError(
+      return refuse_locked(absl::InvalidArgumentError(
           absl::StrCat("task input has trailing shape ", ShapeString(trailing), " and dtype ",
                        std::string(t.input.dtype().name()), "; this batcher expects ",
-                       ShapeString(trailing_shape_), " and ", std::string(dtype_.name())));
+                       ShapeString(trailing_shape_), " and ", std::string(dtype_.name()))));
     }
   }
   if (static_cast<int64_t>(queue_.size()) >= options_.max_queue_size) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "queue is full (max_queue_size=", options_.max_queue_size, " requests waiting)"));
+    return refuse_locked(absl::ResourceExhaustedError(absl::StrCat(
+        "queue is full (max_queue_size=", options_.max_queue_size, " requests waiting)")));
   }
   if (!have_input_signature_) {
     trailing_shape_.assign(trailing.begin(), trailing.end());
@@ -223,7 +234,16 @@ absl::Status DynamicBatcher::Enqueue(std::unique_ptr<InferenceTask>* task) {
   queue_.push_back(std::move(*task));
   if (observer_ != nullptr) observer_->OnQueueDepthChanged(queue_.size());
   queue_events_.fetch_add(1, std::memory_order_release);
-  cv_.SignalAll();
+  // Requests that come within idle_spin of an executor going idle make polls pay again (real
+  // time, as the poll's own).
+  if (!polls_pay_ && options_.idle_spin > absl::ZeroDuration() && last_went_idle_ &&
+      absl::Now() - *last_went_idle_ <= options_.idle_spin) {
+    polls_pay_ = true;
+  }
+  // A polling executor sees the event and takes the task (it looks at the queue under the lock
+  // before it sleeps, so the task cannot be missed); no executor waits out a queue delay
+  // meanwhile, as executors poll only an empty queue.
+  if (idle_pollers_ == 0) cv_.SignalAll();
   return absl::OkStatus();
 }
 
@@ -315,28 +335,37 @@ bool DynamicBatcher::SpinUntilQueueEvent(uint64_t seen) const {
   return true;
 }
 
-std::vector<std::unique_ptr<InferenceTask>> DynamicBatcher::NextBatch(bool* poll_pays) {
+std::vector<std::unique_ptr<InferenceTask>> DynamicBatcher::NextBatch() {
   const bool polling = options_.idle_spin > absl::ZeroDuration();
-  bool may_spin = polling && *poll_pays;
-  std::optional<absl::Time> idle_since;  // Real time; set when the queue is first found empty.
+  bool polled = false;  // At most one poll per call: after it, the executor sleeps.
   absl::MutexLock lock(&mu_);
+  bool went_idle = false;
   while (true) {
     if (queue_.empty()) {
       if (stopping_) return {};
-      if (polling && !idle_since) idle_since = absl::Now();
-      if (may_spin) {
-        may_spin = false;
+      if (polling && !went_idle) {
+        went_idle = true;
+        last_went_idle_ = absl::Now();
+      }
+      // One executor polls at a time: the request it waits for is its (Enqueue wakes no one
+      // while it polls), so a second would only spin a core. And only while no batch is
+      // computing: a client that waits for that batch's reply sends its next request after
+      // it, when the executor that computed it polls.
+      if (polling && !polled && polls_pay_ && idle_pollers_ == 0 && computing_tasks_ == 0) {
+        polled = true;
         const uint64_t seen = queue_events_.load(std::memory_order_relaxed);
+        ++idle_pollers_;
         mu_.Unlock();
-        // A poll that runs out would most likely run out next time too: sleep at once then,
-        // until a request again comes within idle_spin of the executor going idle (below).
-        *poll_pays = SpinUntilQueueEvent(seen);
-        if (observer_ != nullptr) observer_->OnIdlePoll(*poll_pays);
+        const bool paid = SpinUntilQueueEvent(seen);
+        if (observer_ != nullptr) observer_->OnIdlePoll(paid);
         mu_.Lock();
+        --idle_pollers_;
+        // A poll that runs out would most likely run out next time too: executors sleep at
+        // once then, until a request again comes within idle_spin of one going idle (Enqueue).
+        if (!paid) polls_pay_ = false;
         continue;
       }
       clock_->WaitWithDeadline(cv_, mu_, absl::InfiniteFuture());
-      if (polling && !queue_.empty()) *poll_pays = absl::Now() - *idle_since <= options_.idle_spin;
       continue;
     }
     const size_t ready = ReadyTaskCountLocked(clock_->Now());
@@ -356,12 +385,11 @@ std::vector<std::unique_ptr<InferenceTask>> DynamicBatcher::ReadyBatch() {
 
 void DynamicBatcher::ExecutorLoop(const PartsLauncher& launcher) {
   std::optional<LaunchedBatch> in_flight;
-  bool poll_pays = true;  // This executor's: whether its next idle period starts with a poll.
   while (true) {
     // With a batch in flight, only a batch that is ready now: waiting for a fuller one would
     // hold back the answers of the one in flight.
     std::vector<std::unique_ptr<InferenceTask>> batch =
-        in_flight ? ReadyBatch() : NextBatch(&poll_pays);
+        in_flight ? ReadyBatch() : NextBatch();
     if (batch.empty() && !in_flight) return;  // Stopping, and nothing is left.
     std::optional<LaunchedBatch> launched;
     if (!batch.empty()) launched = Launch(launcher, std::move(batch));

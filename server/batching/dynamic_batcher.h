@@ -37,6 +37,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -168,10 +169,9 @@ class DynamicBatcher {
   void ExecutorLoop(const PartsLauncher& launcher);
   // Blocks until a batch is ready and removes it from the queue; empty when the executor should
   // exit (stopping and the queue is empty). An executor finding the queue empty first polls it
-  // for options_.idle_spin (once per wait) if `*poll_pays`, then sleeps. `*poll_pays` (the
-  // calling executor's own) becomes whether this idle period ended within idle_spin: a poll
-  // that ran out clears it, a request that woke the executor that soon sets it.
-  std::vector<std::unique_ptr<InferenceTask>> NextBatch(bool* poll_pays) ABSL_LOCKS_EXCLUDED(mu_);
+  // for options_.idle_spin (once per call) while polls_pay_ and no other executor polls, then
+  // sleeps.
+  std::vector<std::unique_ptr<InferenceTask>> NextBatch() ABSL_LOCKS_EXCLUDED(mu_);
   // The batch that is ready now, removed from the queue, or empty without waiting.
   std::vector<std::unique_ptr<InferenceTask>> ReadyBatch() ABSL_LOCKS_EXCLUDED(mu_);
   // Removes the `count` leading tasks from the queue and counts them as computing.
@@ -188,8 +188,10 @@ class DynamicBatcher {
   // Waits for a launched batch and gives each task its rows or error.
   void Complete(LaunchedBatch& batch);
   void FailTask(InferenceTask& task, absl::Status status);
-  // Schedule's work; the announcement, if any, is ended by Schedule.
-  absl::Status Enqueue(std::unique_ptr<InferenceTask>* task);
+  // Schedule's work. `ends_announcement`: the task's announcement ends too, under the lock
+  // that queues it (so that a polling executor, which takes the task at once, never finds it
+  // queued and still announced), or whenever the task is refused.
+  absl::Status Enqueue(std::unique_ptr<InferenceTask>* task, bool ends_announcement);
 
   const BatchingOptions options_;
   // Whether executors keep a second batch in flight (launchers), or complete each batch before
@@ -200,12 +202,23 @@ class DynamicBatcher {
   std::vector<int> preferred_sorted_;  // Ascending, unique.
 
   mutable absl::Mutex mu_;
-  // Signalled on every queue change and on Stop; executors and Stop wait on it.
+  // Signalled on every queue change (but a task queued while an executor polls: idle_pollers_)
+  // and on Stop; executors and Stop wait on it.
   absl::CondVar cv_;
   std::deque<std::unique_ptr<InferenceTask>> queue_ ABSL_GUARDED_BY(mu_);
   // Bumped (under mu_) whenever a task is queued and when Stop begins, so that a spinning
   // executor (options_.idle_spin) sees without the lock that it should look at the queue again.
   std::atomic<uint64_t> queue_events_{0};
+  // Executors polling the queue (NextBatch, options_.idle_spin) right now. While one does, a
+  // queued task is left to it: Enqueue wakes no sleeping executor, which would race the poller
+  // for the task and, when it won, cost the wake-up the poll is there to save.
+  int idle_pollers_ ABSL_GUARDED_BY(mu_) = 0;
+  // Whether idle executors poll (options_.idle_spin): cleared by a poll that runs out, set by a
+  // request queued within idle_spin of last_went_idle_ (real time: when an executor last found
+  // the queue empty). One flag for all executors: they take turns, so a per-executor record of
+  // when each went idle would mostly tell how long ago its last turn was.
+  bool polls_pay_ ABSL_GUARDED_BY(mu_) = true;
+  std::optional<absl::Time> last_went_idle_ ABSL_GUARDED_BY(mu_);
   int64_t computing_tasks_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t announced_ ABSL_GUARDED_BY(mu_) = 0;  // Requests on their way (AnnounceArrival).
   // Executor setups still running, and the first one's error; Create waits for the count to
