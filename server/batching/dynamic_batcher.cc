@@ -176,52 +176,56 @@ void DynamicBatcher::WithdrawArrival() {
   if (announced_ == 0) cv_.SignalAll();
 }
 
-absl::Status DynamicBatcher::Enqueue(std::unique_ptr<InferenceTask>* task,
-                                     bool ends_announcement) {
-  // Refused before the lock: the announcement ends as WithdrawArrival ends it.
-  auto refuse = [&](absl::Status status) {
-    if (ends_announcement) WithdrawArrival();
-    return status;
-  };
+absl::Status DynamicBatcher::ValidateTask(const std::unique_ptr<InferenceTask>* task) const {
   if (task == nullptr || *task == nullptr) {
-    return refuse(absl::InvalidArgumentError("Schedule needs a task"));
+    return absl::InvalidArgumentError("Schedule needs a task");
   }
-  InferenceTask& t = **task;
-  if (!t.on_done) return refuse(absl::InvalidArgumentError("task has no on_done callback"));
+  const InferenceTask& t = **task;
+  if (!t.on_done) return absl::InvalidArgumentError("task has no on_done callback");
   if (!t.input.defined() || t.input.dim() == 0 || t.input.size(0) < 1) {
-    return refuse(absl::InvalidArgumentError(
-        "task input must be a tensor of shape [rows, ...] with rows >= 1"));
+    return absl::InvalidArgumentError(
+        "task input must be a tensor of shape [rows, ...] with rows >= 1");
   }
   const int64_t rows = t.input.size(0);
   if (rows > options_.max_batch_size) {
-    return refuse(absl::InvalidArgumentError(
+    return absl::InvalidArgumentError(
         absl::StrCat("request has ", rows, " rows (images); this model accepts at most ",
-                     options_.max_batch_size, " per request (max_batch_size)")));
+                     options_.max_batch_size, " per request (max_batch_size)"));
   }
-  const c10::IntArrayRef trailing = t.input.sizes().slice(1);
+  return absl::OkStatus();
+}
 
-  absl::MutexLock lock(&mu_);
-  if (ends_announcement && announced_ > 0) --announced_;
-  // Refused under the lock: an executor waiting out the queue delay for this task may now run
-  // what is queued (as WithdrawArrival signals).
-  auto refuse_locked = [&](absl::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (ends_announcement && announced_ == 0) cv_.SignalAll();
-    return status;
-  };
-  if (stopping_) return refuse_locked(absl::UnavailableError("batcher is shutting down"));
+absl::Status DynamicBatcher::CheckQueueableLocked(const InferenceTask& t) const {
+  if (stopping_) return absl::UnavailableError("batcher is shutting down");
+  const c10::IntArrayRef trailing = t.input.sizes().slice(1);
   if (uniform_inputs_ && have_input_signature_) {
     if (trailing != c10::IntArrayRef(trailing_shape_) || t.input.dtype() != dtype_) {
-      return refuse_locked(absl::InvalidArgumentError(
+      return absl::InvalidArgumentError(
           absl::StrCat("task input has trailing shape ", ShapeString(trailing), " and dtype ",
                        std::string(t.input.dtype().name()), "; this batcher expects ",
-                       ShapeString(trailing_shape_), " and ", std::string(dtype_.name()))));
+                       ShapeString(trailing_shape_), " and ", std::string(dtype_.name())));
     }
   }
   if (static_cast<int64_t>(queue_.size()) >= options_.max_queue_size) {
-    return refuse_locked(absl::ResourceExhaustedError(absl::StrCat(
-        "queue is full (max_queue_size=", options_.max_queue_size, " requests waiting)")));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "queue is full (max_queue_size=", options_.max_queue_size, " requests waiting)"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status DynamicBatcher::Enqueue(std::unique_ptr<InferenceTask>* task,
+                                     bool ends_announcement) {
+  const absl::Status valid = ValidateTask(task);  // Needs no lock.
+  absl::MutexLock lock(&mu_);
+  if (ends_announcement && announced_ > 0) --announced_;
+  if (absl::Status refused = valid.ok() ? CheckQueueableLocked(**task) : valid; !refused.ok()) {
+    // An executor waiting out the queue delay for this task may now run what is queued.
+    if (ends_announcement && announced_ == 0) cv_.SignalAll();
+    return refused;
+  }
+  InferenceTask& t = **task;
   if (!have_input_signature_) {
+    const c10::IntArrayRef trailing = t.input.sizes().slice(1);
     trailing_shape_.assign(trailing.begin(), trailing.end());
     dtype_ = t.input.dtype();
     have_input_signature_ = true;
@@ -243,7 +247,7 @@ absl::Status DynamicBatcher::Enqueue(std::unique_ptr<InferenceTask>* task,
   // A polling executor sees the event and takes the task (it looks at the queue under the lock
   // before it sleeps, so the task cannot be missed); no executor waits out a queue delay
   // meanwhile, as executors poll only an empty queue.
-  if (idle_pollers_ == 0) cv_.SignalAll();
+  if (!executor_polls_) cv_.SignalAll();
   return absl::OkStatus();
 }
 
@@ -351,15 +355,15 @@ std::vector<std::unique_ptr<InferenceTask>> DynamicBatcher::NextBatch() {
       // while it polls), so a second would only spin a core. And only while no batch is
       // computing: a client that waits for that batch's reply sends its next request after
       // it, when the executor that computed it polls.
-      if (polling && !polled && polls_pay_ && idle_pollers_ == 0 && computing_tasks_ == 0) {
+      if (polling && !polled && polls_pay_ && !executor_polls_ && computing_tasks_ == 0) {
         polled = true;
         const uint64_t seen = queue_events_.load(std::memory_order_relaxed);
-        ++idle_pollers_;
+        executor_polls_ = true;
         mu_.Unlock();
         const bool paid = SpinUntilQueueEvent(seen);
         if (observer_ != nullptr) observer_->OnIdlePoll(paid);
         mu_.Lock();
-        --idle_pollers_;
+        executor_polls_ = false;
         // A poll that runs out would most likely run out next time too: executors sleep at
         // once then, until a request again comes within idle_spin of one going idle (Enqueue).
         if (!paid) polls_pay_ = false;

@@ -188,6 +188,11 @@ class DynamicBatcher {
   // Waits for a launched batch and gives each task its rows or error.
   void Complete(LaunchedBatch& batch);
   void FailTask(InferenceTask& task, absl::Status status);
+  // Schedule's checks of the task itself (no state of the batcher's) and of whether the queue
+  // takes it now.
+  absl::Status ValidateTask(const std::unique_ptr<InferenceTask>* task) const;
+  absl::Status CheckQueueableLocked(const InferenceTask& t) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Schedule's work. `ends_announcement`: the task's announcement ends too, under the lock
   // that queues it (so that a polling executor, which takes the task at once, never finds it
   // queued and still announced), or whenever the task is refused.
@@ -202,17 +207,18 @@ class DynamicBatcher {
   std::vector<int> preferred_sorted_;  // Ascending, unique.
 
   mutable absl::Mutex mu_;
-  // Signalled on every queue change (but a task queued while an executor polls: idle_pollers_)
+  // Signalled on every queue change (but a task queued while an executor polls: executor_polls_)
   // and on Stop; executors and Stop wait on it.
   absl::CondVar cv_;
   std::deque<std::unique_ptr<InferenceTask>> queue_ ABSL_GUARDED_BY(mu_);
   // Bumped (under mu_) whenever a task is queued and when Stop begins, so that a spinning
   // executor (options_.idle_spin) sees without the lock that it should look at the queue again.
   std::atomic<uint64_t> queue_events_{0};
-  // Executors polling the queue (NextBatch, options_.idle_spin) right now. While one does, a
-  // queued task is left to it: Enqueue wakes no sleeping executor, which would race the poller
-  // for the task and, when it won, cost the wake-up the poll is there to save.
-  int idle_pollers_ ABSL_GUARDED_BY(mu_) = 0;
+  // Whether an executor polls the queue (NextBatch, options_.idle_spin) right now; one at a
+  // time. While one does, a queued task is left to it: Enqueue wakes no sleeping executor,
+  // which would race the poller for the task and, when it won, cost the wake-up the poll is
+  // there to save.
+  bool executor_polls_ ABSL_GUARDED_BY(mu_) = false;
   // Whether idle executors poll (options_.idle_spin): cleared by a poll that runs out, set by a
   // request queued within idle_spin of last_went_idle_ (real time: when an executor last found
   // the queue empty). One flag for all executors: they take turns, so a per-executor record of
