@@ -416,6 +416,9 @@ case "$STEP" in
         grep -E "vitserve_(request|queue|preprocess|compute)_duration|compute_stage" \
           "$OUT/spin${spin}_r$r.log" | head -9
         grep -E "^  executor" "$OUT/spin${spin}_r$r.log" | sed 's/^/  CPU s /' || true
+        # The polls that paid and those that ran out (since the server started: warm-up too).
+        grep -h "^vitserve_executor_idle_polls_total" "$OUT/spin${spin}_r$r"/metrics_after_top_*.txt \
+          2>/dev/null | sed 's/^/  /' || true
       done
     done
     # SPIN_LOADED="16 64": the same polls (the first of SPIN_US, then 0) where batches are small
