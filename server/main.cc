@@ -30,6 +30,7 @@
 #include "common/malloc_settings.h"
 #include "common/mutex_mode.h"
 #include "models/registry.h"
+#include "server/batching/batching_options.h"
 #include "server/config/model_config.h"
 #include "server/log.h"
 #include "server/model_manager.h"
@@ -76,11 +77,14 @@ ABSL_FLAG(int64_t, max_queue_delay_us, 1000,
           "default time the oldest queued image waits for a fuller batch (microseconds)");
 ABSL_FLAG(int64_t, executor_idle_spin_us, vitserve::ServerOptions{}.executor_idle_spin_us,
           "how long a model's executor thread that finds its queue empty keeps polling it "
-          "before it sleeps (microseconds, 0..10000): a request arriving meanwhile starts "
+          "before it sleeps (microseconds, 0..10000; -1: 1000 for models on a GPU, 0 on the "
+          "CPU, whose forward pass needs the core): a request arriving meanwhile starts "
           "without waiting for a sleeping thread to be woken, at the cost of up to that much "
           "CPU after each batch (one executor polls at a time, while no batch computes). Only "
           "while polls pay: after a poll that ran out executors sleep at once, until a request "
           "again comes within that time of one going idle");
+// The flag's help names kGpuIdleSpin's value.
+static_assert(vitserve::kGpuIdleSpin == absl::Microseconds(1000));
 ABSL_FLAG(bool, cuda_graphs, true,
           "default for CUDA models: capture a CUDA graph per batch-size bucket at load and replay "
           "it (batches padded to powers of two and max batch); faster small batches, shorter "

@@ -548,14 +548,14 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ModelManager::BuildModel(const st
   }
   ModelMetrics& model_metrics =
       metrics_->ForModel(config.name(), std::string(ModelTaskName(FromProtoTask(config.task()))));
+  const absl::StatusOr<c10::Device> device = ParseDevice(config.device());
+  const bool on_gpu = device.ok() && device->is_cuda();
   const absl::Time start = absl::Now();
   VITSERVE_ASSIGN_OR_RETURN(
       std::shared_ptr<ServableModel> model,
-      ServableModel::Build(
-          config, model_dir, *registry_, &model_metrics, clock_,
-          absl::Microseconds(static_cast<int64_t>(options_.defaults.executor_idle_spin_us))));
-  if (absl::StatusOr<c10::Device> device = ParseDevice(config.device());
-      device.ok() && device->is_cuda()) {
+      ServableModel::Build(config, model_dir, *registry_, &model_metrics, clock_,
+                           ModelIdleSpin(options_.defaults.executor_idle_spin_us, on_gpu)));
+  if (on_gpu) {
     metrics_->SetGpuMemoryUsed(device->str(), GpuMemoryUsedBytes(*device));
   }
   LogInfo(absl::StrCat("model '", name, "' (", config.architecture(), ", ",

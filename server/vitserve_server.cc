@@ -108,11 +108,12 @@ absl::Status ValidateOptions(const ServerOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("max queue delay ", o.max_queue_delay_us, "us must be >= 0"));
   }
-  if (o.executor_idle_spin_us < 0 ||
+  if (o.executor_idle_spin_us < -1 ||
       absl::Microseconds(o.executor_idle_spin_us) > kMaxIdleSpin) {
-    return absl::InvalidArgumentError(absl::StrCat("--executor-idle-spin-us ",
-                                                   o.executor_idle_spin_us, " is outside 0..",
-                                                   absl::ToInt64Microseconds(kMaxIdleSpin)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--executor-idle-spin-us ", o.executor_idle_spin_us, " is outside -1..",
+        absl::ToInt64Microseconds(kMaxIdleSpin), " (-1: ",
+        absl::ToInt64Microseconds(kGpuIdleSpin), " on a GPU, 0 on CPU)"));
   }
   if (o.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("shutdown grace must be >= 0");
@@ -200,8 +201,7 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
   manager_options.defaults.max_batch_size = static_cast<uint32_t>(options_.max_batch_size);
   manager_options.defaults.max_queue_delay_us = static_cast<uint64_t>(options_.max_queue_delay_us);
   manager_options.defaults.max_queue_size = static_cast<uint32_t>(options_.max_queue_size);
-  manager_options.defaults.executor_idle_spin_us =
-      static_cast<uint64_t>(options_.executor_idle_spin_us);
+  manager_options.defaults.executor_idle_spin_us = options_.executor_idle_spin_us;
   manager_options.defaults.instance_count = static_cast<uint32_t>(options_.instance_count);
   manager_options.defaults.cuda_graphs = options_.cuda_graphs;
   manager_options.defaults.device_preprocessing = options_.device_preprocessing;

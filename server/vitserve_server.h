@@ -83,8 +83,8 @@ struct ServerOptions {
   int64_t max_queue_delay_us = 1000;
   int max_queue_size = 256;
   // How long an idle executor polls its model's queue before it sleeps (BatchingOptions::
-  // idle_spin), in 0..10,000 us.
-  int64_t executor_idle_spin_us = 0;
+  // idle_spin), in 0..10,000 us; -1: kGpuIdleSpin for models on a GPU, 0 on CPU (ModelIdleSpin).
+  int64_t executor_idle_spin_us = -1;
   // Model instances per model (ModelConfig.instance_count); 0: 2 on CUDA, 1 on CPU.
   int instance_count = 0;
   bool cuda_graphs = true;  // CUDA graphs per batch-size bucket (models on CUDA only).

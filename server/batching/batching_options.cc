@@ -38,4 +38,9 @@ absl::Status ValidateBatchingOptions(const BatchingOptions& options) {
   return absl::OkStatus();
 }
 
+absl::Duration ModelIdleSpin(int64_t idle_spin_us, bool on_gpu) {
+  if (idle_spin_us < 0) return on_gpu ? kGpuIdleSpin : absl::ZeroDuration();
+  return absl::Microseconds(idle_spin_us);
+}
+
 }  // namespace vitserve

@@ -5,6 +5,7 @@
 // naming the offending field and the allowed range.
 #pragma once
 
+#include <cstdint>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -43,6 +44,13 @@ struct BatchingOptions {
 };
 
 inline constexpr absl::Duration kMaxIdleSpin = absl::Milliseconds(10);
+
+// The poll a model gets when the server is not told one (--executor-idle-spin-us -1, the
+// default): kGpuIdleSpin for a model on a GPU, where a lone request's forward pass is a fraction
+// of a millisecond and waking a sleeping executor is a visible part of its latency; none on the
+// CPU, where the forward pass takes milliseconds and a poll would hold a core the model needs.
+inline constexpr absl::Duration kGpuIdleSpin = absl::Microseconds(1000);
+absl::Duration ModelIdleSpin(int64_t idle_spin_us, bool on_gpu);
 
 absl::Status ValidateBatchingOptions(const BatchingOptions& options);
 

@@ -38,8 +38,9 @@ struct ServerDefaults {
   bool channels_last = true;                 // --channels-last (models on CUDA only)
   bool gpu_jpeg_decoding = true;             // --gpu-jpeg-decoding (with device_preprocessing)
   std::string kserve_input_datatype = "FP32";  // --kserve-input-datatype: FP32 or UINT8
-  // --executor-idle-spin-us (server-wide, no config field): BatchingOptions::idle_spin.
-  uint64_t executor_idle_spin_us = 0;
+  // --executor-idle-spin-us (server-wide, no config field): BatchingOptions::idle_spin; -1:
+  // kGpuIdleSpin for models on a GPU, none on the CPU (ModelIdleSpin).
+  int64_t executor_idle_spin_us = -1;
 };
 
 // Limits enforced by ValidateModelConfig.

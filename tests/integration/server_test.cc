@@ -598,12 +598,12 @@ TEST(ServerInstanceCountTest, TheFlagSetsTheModelsInstancesAndIsChecked) {
   }
 }
 
-// --executor-idle-spin-us outside 0..10,000 is refused at start, naming the flag; a server whose
+// --executor-idle-spin-us outside -1..10,000 is refused at start, naming the flag; a server whose
 // executors spin the most serves as any other (the spin itself: DynamicBatcherTest.IdleSpin*).
 TEST(ServerExecutorIdleSpinTest, TheFlagIsCheckedAndASpinningServerServes) {
   ComputeGate gate;
   ModelRegistry registry = RegistryWithTestModels(&gate);
-  for (int64_t bad : {int64_t{-1}, absl::ToInt64Microseconds(kMaxIdleSpin) + 1}) {
+  for (int64_t bad : {int64_t{-2}, absl::ToInt64Microseconds(kMaxIdleSpin) + 1}) {
     ServerOptions options = TestOptions();
     options.executor_idle_spin_us = bad;
     auto refused = VitServer::Start(options, &registry);
@@ -623,6 +623,33 @@ TEST(ServerExecutorIdleSpinTest, TheFlagIsCheckedAndASpinningServerServes) {
     absl::SleepFor(absl::Milliseconds(20));  // The next request finds the executors asleep.
   }
   (*server)->Shutdown();
+}
+
+// The default (-1) polls only for models on a GPU (ModelIdleSpin): a model on the CPU counts no
+// poll over back-to-back requests, where the same server told to poll counts some (each request
+// comes right after the previous reply, so an executor that polls has one to count).
+TEST(ServerExecutorIdleSpinTest, TheDefaultDoesNotPollForAModelOnTheCpu) {
+  ComputeGate gate;
+  ModelRegistry registry = RegistryWithTestModels(&gate);
+  auto polls_after_back_to_back_requests = [&](int64_t spin_us) {
+    ServerOptions options = TestOptions();
+    options.executor_idle_spin_us = spin_us;
+    auto server = VitServer::Start(options, &registry);
+    EXPECT_TRUE(server.ok()) << server.status();
+    if (!server.ok()) return -1.0;
+    Client client((*server)->grpc_port());
+    for (int request = 0; request < 20; ++request) {
+      v1::ClassifyResponse response;
+      EXPECT_TRUE(
+          client.Classify(OneImage(RawImage(MakeRgb(64, 64, 8), 64, 64)), &response).ok());
+    }
+    const std::string metrics = HttpGet((*server)->http_port(), "/metrics").second;
+    (*server)->Shutdown();
+    return MetricSum(metrics, "vitserve_executor_idle_polls_total", {{"model", kModel}});
+  };
+  EXPECT_EQ(ServerOptions{}.executor_idle_spin_us, -1);
+  EXPECT_EQ(polls_after_back_to_back_requests(-1), 0);
+  EXPECT_GE(polls_after_back_to_back_requests(absl::ToInt64Microseconds(kMaxIdleSpin)), 1);
 }
 
 inference::ModelInferRequest InferRequest(const std::string& datatype, std::vector<int64_t> shape,

@@ -921,6 +921,19 @@ TEST(DynamicBatcherTest, SetupsMustBeOnePerRunnerOrNone) {
                   .ok());
 }
 
+// -1 (the server's default) gives models on a GPU kGpuIdleSpin and models on the CPU none; any
+// other value is the poll asked for, on either.
+TEST(ModelIdleSpinTest, MinusOnePollsOnlyOnAGpu) {
+  EXPECT_EQ(ModelIdleSpin(-1, /*on_gpu=*/true), kGpuIdleSpin);
+  EXPECT_EQ(ModelIdleSpin(-1, /*on_gpu=*/false), absl::ZeroDuration());
+  EXPECT_GT(kGpuIdleSpin, absl::ZeroDuration());
+  EXPECT_LE(kGpuIdleSpin, kMaxIdleSpin);
+  for (bool on_gpu : {false, true}) {
+    EXPECT_EQ(ModelIdleSpin(0, on_gpu), absl::ZeroDuration());
+    EXPECT_EQ(ModelIdleSpin(250, on_gpu), absl::Microseconds(250));
+  }
+}
+
 TEST(ValidateBatchingOptionsTest, NamesTheBadField) {
   EXPECT_TRUE(ValidateBatchingOptions(BatchingOptions()).ok());
   BatchingOptions options;
