@@ -171,9 +171,13 @@ void DynamicBatcher::AnnounceArrival() {
 
 void DynamicBatcher::WithdrawArrival() {
   absl::MutexLock lock(&mu_);
-  if (announced_ > 0) --announced_;
   // An executor waiting out the queue delay for this request may now run what is queued.
-  if (announced_ == 0) cv_.SignalAll();
+  if (EndAnnouncementLocked()) cv_.SignalAll();
+}
+
+bool DynamicBatcher::EndAnnouncementLocked() {
+  if (announced_ > 0) --announced_;
+  return announced_ == 0;
 }
 
 absl::Status DynamicBatcher::ValidateTask(const std::unique_ptr<InferenceTask>* task) const {
@@ -217,10 +221,10 @@ absl::Status DynamicBatcher::Enqueue(std::unique_ptr<InferenceTask>* task,
                                      bool ends_announcement) {
   const absl::Status valid = ValidateTask(task);  // Needs no lock.
   absl::MutexLock lock(&mu_);
-  if (ends_announcement && announced_ > 0) --announced_;
+  const bool none_announced = ends_announcement && EndAnnouncementLocked();
   if (absl::Status refused = valid.ok() ? CheckQueueableLocked(**task) : valid; !refused.ok()) {
     // An executor waiting out the queue delay for this task may now run what is queued.
-    if (ends_announcement && announced_ == 0) cv_.SignalAll();
+    if (none_announced) cv_.SignalAll();
     return refused;
   }
   InferenceTask& t = **task;

@@ -197,6 +197,9 @@ class DynamicBatcher {
   // that queues it (so that a polling executor, which takes the task at once, never finds it
   // queued and still announced), or whenever the task is refused.
   absl::Status Enqueue(std::unique_ptr<InferenceTask>* task, bool ends_announcement);
+  // Ends one announcement (WithdrawArrival's and Enqueue's); true when none is left, so that an
+  // executor waiting out the queue delay for it should be woken.
+  bool EndAnnouncementLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const BatchingOptions options_;
   // Whether executors keep a second batch in flight (launchers), or complete each batch before
