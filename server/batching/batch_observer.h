@@ -3,8 +3,9 @@
 //
 // Ownership: the batcher does not own its observer; it must outlive the batcher.
 // Thread-safety: hooks may be called concurrently from several batcher threads and from callers
-// of Schedule/Stop. OnQueueDepthChanged is called with the batcher's queue lock held (so depths
-// arrive in order): it must be cheap (a gauge set) and must not call back into the batcher.
+// of Schedule/Stop. OnQueueDepthChanged (so that depths arrive in order) and OnIdlePoll (so that
+// a poll Stop ended is told apart) are called with the batcher's queue lock held: they must be
+// cheap (a gauge set, a counter increment) and must not call back into the batcher.
 #pragma once
 
 #include <cstdint>
@@ -30,7 +31,8 @@ class BatchObserver {
   // the shutdown grace period ran out before it ran.
   virtual void OnTaskDropped(const absl::Status& reason) {}
   // An idle executor's poll of the queue (BatchingOptions::idle_spin) ended: `paid` when a
-  // request arrived during it, false when it ran out and the executor went to sleep.
+  // request arrived during it, false when it ran out and the executor went to sleep. A poll
+  // that Stop ended with nothing queued is not reported.
   virtual void OnIdlePoll(bool paid) {}
 };
 

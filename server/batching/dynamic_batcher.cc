@@ -365,9 +365,12 @@ std::vector<std::unique_ptr<InferenceTask>> DynamicBatcher::NextBatch() {
         executor_polls_ = true;
         mu_.Unlock();
         const bool paid = SpinUntilQueueEvent(seen);
-        if (observer_ != nullptr) observer_->OnIdlePoll(paid);
         mu_.Lock();
         executor_polls_ = false;
+        // Stop's event ends a poll too: one that it ended with nothing queued neither paid nor
+        // ran out, and is not reported (the metric would count a shutdown as a request).
+        if (paid && stopping_ && queue_.empty()) continue;
+        if (observer_ != nullptr) observer_->OnIdlePoll(paid);
         // A poll that runs out would most likely run out next time too: executors sleep at
         // once then, until a request again comes within idle_spin of one going idle (Enqueue).
         if (!paid) polls_pay_ = false;

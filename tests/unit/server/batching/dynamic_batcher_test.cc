@@ -1073,6 +1073,35 @@ TEST(DynamicBatcherTest, IdleSpinStopsAfterAPollRunsOutAndResumesWhenRequestsCom
   (*batcher)->Stop(absl::InfiniteDuration());
 }
 
+// Stop ends an executor's poll as a request would (it must not wait out idle_spin), but no
+// request came: the poll is not reported as paid (vitserve_executor_idle_polls_total would
+// count a shutdown as a request that the poll caught).
+TEST(DynamicBatcherTest, APollThatStopEndsIsNotReportedAsPaid) {
+  FakeClock clock;
+  Results results;
+  BatchingOptions options = Options(8, absl::Hours(1), /*idle_dispatch=*/true);
+  options.idle_spin = kMaxIdleSpin;  // 10 ms
+  RecordingObserver observer;
+  RecordingRunner runner;
+  auto batcher = DynamicBatcher::Create(options, {runner.AsRunner()}, &clock, &observer);
+  ASSERT_TRUE(batcher.ok()) << batcher.status();
+
+  ASSERT_TRUE(ScheduleTasks(**batcher, results, 0, 1).ok());  // May end the first poll: paid.
+  results.WaitFor(1);
+  int paid_before = 0;
+  {
+    absl::MutexLock lock(&observer.mu_);
+    paid_before = observer.polls_paid;
+  }
+  // The executor polls after answering task 0; Stop comes 2 ms into that 10 ms poll (on a
+  // machine slow enough to let the poll run out first, it is reported as ran out instead).
+  absl::SleepFor(absl::Milliseconds(2));
+  (*batcher)->Stop(absl::InfiniteDuration());
+  ExpectDoubled(results, 0);
+  absl::MutexLock lock(&observer.mu_);
+  EXPECT_EQ(observer.polls_paid, paid_before) << "a poll that Stop ended was counted as paid";
+}
+
 // With several executors, polling pays as with one: a client that sends each request soon
 // after its last reply finds an executor polling, whichever executor ran the last request (the
 // executors' turns must not make them sleep: on a condition variable the one asleep longest is
