@@ -65,12 +65,6 @@
 #              and --check first, then both benches alternately for FIB_AB_ROUNDS rounds
 #              (default 3), fp16, SDPA and the default kernel at 197, 785 and 3,137 tokens;
 #              prints ms per call of each round and each side's speed-up over SDPA
-#   fibtiles   Fibottention's class row and column sum in the patch rows' blocks
-#              (dense_row_in_tiles, issue 16): the fibottention test's CUDA cases, then in
-#              FIB_AB_ROUNDS rounds (default 3) the tiled kernels at 785 and 3,137 tokens, fp16,
-#              each shape with the class row's kernel overlapped ("pdl", the default) and in
-#              the tiles ("intiles"), in alternating order, SDPA beside them; one bf16 round;
-#              NCU=1 then reads both 64 x 4 variants at 785 tokens (OUTDIR/ncu_*_785.txt)
 #   spin       a lone request's latency with and without --executor-idle-spin-us (SPIN_US:
 #              one or more values, default 2000; each in turn, then 0), in ROUNDS (default 2)
 #              rounds at concurrency 1, with the anchors (graph replay at batch 1) first, for
@@ -349,28 +343,6 @@ case "$STEP" in
         > "$OUT/ncu_source_785.csv" && rm -f "$OUT/rows_785.ncu-rep"
       python3 bench/ncu_source_summary.py "$OUT/ncu_source_785.csv" | tee "$OUT/ncu_source_785.txt"
     fi
-    exit $status
-    ;;
-  fibtiles)
-    status=0
-    build-gpu/bin/vitserve_fibottention_test --gtest_filter='*Cuda*' 2>&1 | \
-      tee "$OUT/fibottention_test.txt" | grep -E "^\[ *(OK|FAILED|PASSED) *\]|Failure|in tiles"
-    [[ ${PIPESTATUS[0]} == 0 ]] || status=1
-    forward=sdpa,tiled64x4pdl,tiled64x4intiles,tiled128x1pdl,tiled128x1intiles,fibottention
-    backward=sdpa,tiled128x1intiles,tiled128x1pdl,tiled64x4intiles,tiled64x4pdl,fibottention
-    for round in $(seq "${FIB_AB_ROUNDS:-3}"); do
-      impls=$forward
-      (( round % 2 == 0 )) && impls=$backward
-      build-gpu/bin/vitserve-bench-fibottention --precision fp16 --tokens 785,3137 --seconds 1 \
-        --impls "$impls" 2>&1 | tee "$OUT/tiles_fp16_$round.txt" || status=1
-    done
-    build-gpu/bin/vitserve-bench-fibottention --precision bf16 --tokens 785,3137 --seconds 1 \
-      --impls "$forward" 2>&1 | tee "$OUT/tiles_bf16.txt" || status=1
-    for impl in tiled64x4pdl tiled64x4intiles; do
-      profile_kernels 'DenseRowKernel|TiledRowsKernel' 6 "$OUT/ncu_${impl}_785.txt" "" \
-        build-gpu/bin/vitserve-bench-fibottention --tokens 785 --seconds 0.05 --warmup 3 \
-        --impls "$impl"
-    done
     exit $status
     ;;
   fibab)

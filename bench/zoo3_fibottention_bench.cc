@@ -36,8 +36,7 @@ ABSL_FLAG(std::string, impls, "sdpa,fibottention",
           "tiled (the tiled kernel, its shape by token count), tiledRxN (R = 64 or 128 rows "
           "per block, N = 1, 2 or 4 threads per row), either with a pdl suffix (tiledpdl, "
           "tiled64x4pdl: the patch rows' kernel overlaps the class row's, overlap_dense_row, "
-          "as the dispatcher does; without it, it runs after) or an intiles suffix (the class "
-          "row and column sum computed in the patch rows' blocks, dense_row_in_tiles), "
+          "as the dispatcher does; without it, it runs after), "
           "mma (the tiled kernel's staging with the products on tensor cores; its default tile), "
           "mmaR (R = 64 or 128 rows per block).");
 ABSL_FLAG(std::string, semantics, "official", "official or neginf.");
@@ -125,8 +124,7 @@ int Run() {
       } else if (impl == "rowwarp" || impl == "wholehead" || impl.rfind("mma", 0) == 0 ||
                  impl.rfind("tiled", 0) == 0) {
         // The CUDA kernels by name; tiled: the dispatcher's shape, tiledRxN: R rows per block,
-        // N threads per row; a "pdl" suffix on either: overlap_dense_row; "intiles":
-        // dense_row_in_tiles.
+        // N threads per row; a "pdl" suffix on either: overlap_dense_row.
         using Kernel = FibottentionCudaOptions::Kernel;
         FibottentionCudaOptions options;
         options.kernel = impl == "rowwarp"     ? Kernel::kRowPerWarp
@@ -134,14 +132,11 @@ int Run() {
                          : impl.rfind("mma", 0) == 0 ? Kernel::kTensorCore
                                                      : Kernel::kTiled;
         std::string spec = options.kernel == Kernel::kTiled ? impl.substr(5) : "";
-        const absl::string_view overlap_suffix = "pdl", in_tiles_suffix = "intiles";
+        const absl::string_view overlap_suffix = "pdl";
         options.overlap_dense_row = false;
         if (options.kernel == Kernel::kTiled && absl::EndsWith(spec, overlap_suffix)) {
           options.overlap_dense_row = true;
           spec.resize(spec.size() - overlap_suffix.size());
-        } else if (options.kernel == Kernel::kTiled && absl::EndsWith(spec, in_tiles_suffix)) {
-          options.dense_row_in_tiles = true;
-          spec.resize(spec.size() - in_tiles_suffix.size());
         }
         const std::vector<std::string> shape = absl::StrSplit(spec, 'x');
         if (!spec.empty() &&

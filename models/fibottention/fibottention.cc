@@ -426,7 +426,8 @@ at::Tensor FibottentionAttentionCuda(const at::Tensor& q_in, const at::Tensor& k
     p.shifts = shifts.data_ptr<int32_t>();
     p.shift_width = static_cast<int>(shifts.size(1));
     const fib::TiledShape shape{options.tile_queries, options.threads_per_row};
-    // The tensor-core launch writes Σ_t v here (read only with the official semantics).
+    // The tiled and tensor-core launches write Σ_t v here (read only with the official
+    // semantics).
     const auto colsum_workspace = [&] {
       const int64_t size = official ? q.size(0) * q.size(1) * q.size(3) : 1;
       return at::empty({size}, q.options().dtype(at::kFloat));
@@ -469,14 +470,10 @@ at::Tensor FibottentionAttentionCuda(const at::Tensor& q_in, const at::Tensor& k
       return out;
     }
     if (tiled) {
-      using Schedule = fib::DenseRowSchedule;
-      const Schedule schedule = options.dense_row_in_tiles  ? Schedule::kInTiles
-                                : options.overlap_dense_row ? Schedule::kOverlapped
-                                                            : Schedule::kBefore;
-      const at::Tensor workspace = at::empty({fib::TiledWorkspaceFloats(p, shape, schedule)},
-                                             q.options().dtype(at::kFloat));
-      const cudaError_t err = fib::LaunchTiledFibottention(p, shape, schedule,
-                                                           workspace.data_ptr<float>(), stream);
+      const at::Tensor colsum = colsum_workspace();
+      const cudaError_t err =
+          fib::LaunchTiledFibottention(p, shape, options.overlap_dense_row,
+                                       colsum.data_ptr<float>(), stream);
       TORCH_CHECK(err == cudaSuccess, "Fibottention tiled CUDA kernel failed: ",
                   cudaGetErrorString(err));
       return out;

@@ -104,19 +104,12 @@ at::Tensor FibottentionAttentionGather(const at::Tensor& q, const at::Tensor& k,
 // (programmatic dependent launch) and waits for it only before writing its rows; the same
 // results. On by default: on the H200 (run J, docs/performance.md) it took 1-3% off the tiled
 // kernel's time at 785 and 3,137 tokens.
-// dense_row_in_tiles (tiled kernel; overrides overlap_dense_row): no class row / column sum
-// kernel; each block of the patch rows' kernel first computes a slice of the next head's class
-// row and Σ_t v, and a head's patch rows wait for its merged slices before writing. Why: the
-// class row kernel's blocks (80 registers x 128 threads, six per SM) fill every SM's registers,
-// so the overlapped launch cannot run the patch rows beside them. The same values up to the
-// order of fp32 sums (not the same bits as the other schedules).
 struct FibottentionCudaOptions {
   enum class Kernel { kAuto, kRowPerWarp, kTiled, kWholeHead, kTensorCore };
   Kernel kernel = Kernel::kAuto;
   int tile_queries = 0;
   int threads_per_row = 0;
   bool overlap_dense_row = true;
-  bool dense_row_in_tiles = false;
 };
 at::Tensor FibottentionAttentionCuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      const FibottentionPattern& pattern,

@@ -16,8 +16,7 @@
 //     tokens and 128 rows per tile, 2.7 loads per row instead of about 10).
 //  2. DenseRowKernel, before it, one block per (batch, head): the class row's dense attention,
 //     its keys split over lane groups and merged in shared memory, and Σ_t v (the official
-//     semantics' column sum) from the same pass over V. Or, with DenseRowSchedule::kInTiles,
-//     the same in slices computed by TiledRowsKernel's own blocks (DenseRowSlice).
+//     semantics' column sum) from the same pass over V.
 //  3. WholeHeadKernel, instead of both for sequences of at most 320 tokens (ViT at 224 px has
 //     197): one block per (batch, head) stages every key and value row once and computes Σ_t v,
 //     the class row and the patch rows from shared memory, in one launch.
@@ -197,180 +196,6 @@ __global__ void __launch_bounds__(kDenseRowThreads)
     }
     static_cast<T*>(p.out)[head_offset + e] = FromFloat<T>(a / l);
   }
-}
-
-// DenseRowSchedule::kInTiles (fib_kernels.h): the class row and Σ_t v computed in slices by the
-// patch rows' blocks. A slice's share is kSliceFloats floats in the workspace: the class row's
-// running max and denominator, its 64 unnormalised channels, then its 64 channels of Σ v.
-constexpr int kSliceFloats = 2 + 2 * kDim;
-
-// Where the slices, the published results and the counters live (one launch's workspace; the
-// launcher zeroes the counters first).
-struct InTilesWorkspace {
-  float* colsum = nullptr;    // [B·H, 64]: Σ_t v, published per head.
-  float* slices = nullptr;    // [B·H, tiles, kSliceFloats].
-  int* next_block = nullptr;  // 1: the order in which blocks started.
-  int* arrivals = nullptr;    // [B·H]: slices done.
-  int* ready = nullptr;       // [B·H]: 1 once the head's colsum and class row are written.
-  int tiles = 0;              // Patch-row tiles per head, and slices per head.
-};
-
-// A relaxed load: polled in a loop, then followed by one fence (the acquire pattern of the
-// PTX memory model), where ld.acquire would invalidate the SM's L1 on every poll.
-__device__ __forceinline__ int LoadRelaxed(const int* flag) {
-  int value;
-  asm volatile("ld.relaxed.gpu.global.s32 %0, [%1];" : "=r"(value) : "l"(flag) : "memory");
-  return value;
-}
-
-__device__ __forceinline__ void StoreRelease(int* flag, int value) {
-  asm volatile("st.release.gpu.global.s32 [%0], %1;" ::"l"(flag), "r"(value) : "memory");
-}
-
-// What DenseRowSlice reads of FibParams, passed by value: a reference to the kernel's parameter
-// would make the (not inlined) call copy all of FibParams to the stack.
-struct DenseSliceInputs {
-  const void* q;
-  const void* k;
-  const void* v;
-  void* out;
-  int tokens;
-  float scale;
-  bool class_token;
-};
-
-// Not inlined: inlined into the patch rows' kernel it left fewer registers to the staging loop,
-// which then spilled (64 registers in the four-way split).
-// Called by every thread of a block of kThreads (it synchronises the block): slice `slice` of
-// head bh, key rows [slice · S, (slice + 1) · S) with S = ⌈T / tiles⌉, is reduced to one share
-// (the class row's online softmax over those keys, and their Σ v); the block that brings a
-// head's last share merges the head's shares in slice order (so the result does not depend on
-// which block came last), writes the class row and Σ_t v, and sets the head's ready flag.
-// scratch: at least (2 + 2 · 64) · kThreads / 8 floats of shared memory.
-template <typename T, int kThreads>
-__device__ __noinline__ void DenseRowSlice(DenseSliceInputs p, InTilesWorkspace ws, long bh,
-                                           int slice, float* scratch) {
-  constexpr int kSliceGroups = kThreads / kLanes;
-  const int group = threadIdx.x / kLanes, sub = threadIdx.x % kLanes;
-  const unsigned mask = GroupMask();
-  const long head_offset = bh * p.tokens * kDim;
-  const auto* k = reinterpret_cast<const uint4*>(static_cast<const T*>(p.k) + head_offset);
-  const auto* v = reinterpret_cast<const uint4*>(static_cast<const T*>(p.v) + head_offset);
-  const int per_slice = (p.tokens + ws.tiles - 1) / ws.tiles;
-  const int begin = slice * per_slice, end = min(p.tokens, begin + per_slice);
-  float q[8] = {};
-  if (p.class_token) LoadQuery(static_cast<const T*>(p.q) + head_offset, sub, p.scale, q);
-  DenseRowState st;
-  float col[8] = {};
-  // Two keys per group at a time, all four loads issued before either key is used.
-  for (int j0 = begin + group; j0 < end; j0 += 2 * kSliceGroups) {
-    const int j1 = j0 + kSliceGroups;
-    const bool second = j1 < end;
-    const uint4 value0 = v[j0 * kRowVectors + sub];
-    const uint4 value1 = second ? v[j1 * kRowVectors + sub] : uint4{};
-    uint4 key0 = {}, key1 = {};
-    if (p.class_token) {
-      key0 = k[j0 * kRowVectors + sub];
-      if (second) key1 = k[j1 * kRowVectors + sub];
-    }
-    float vv[8];
-    UnpackEight<T>(value0, vv);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) col[i] += vv[i];
-    if (p.class_token) {
-      float kk[8];
-      UnpackEight<T>(key0, kk);
-      AddDenseKey(st, GroupDot(q, kk, mask), vv);
-    }
-    if (!second) break;
-    UnpackEight<T>(value1, vv);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) col[i] += vv[i];
-    if (p.class_token) {
-      float kk[8];
-      UnpackEight<T>(key1, kk);
-      AddDenseKey(st, GroupDot(q, kk, mask), vv);
-    }
-  }
-  float* group_m = scratch;
-  float* group_l = group_m + kSliceGroups;
-  float* group_acc = group_l + kSliceGroups;          // [kSliceGroups][64]
-  float* group_col = group_acc + kSliceGroups * kDim;  // The same.
-  if (sub == 0) {
-    group_m[group] = st.m;
-    group_l[group] = st.l;
-  }
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    group_acc[group * kDim + sub * 8 + i] = st.acc[i];
-    group_col[group * kDim + sub * 8 + i] = col[i];
-  }
-  __syncthreads();
-  float* share = ws.slices + (bh * ws.tiles + slice) * kSliceFloats;
-  const int e = threadIdx.x;
-  if (e < kDim) {
-    float m = -INFINITY;
-    for (int g = 0; g < kSliceGroups; ++g) m = fmaxf(m, group_m[g]);
-    float l = 0.f, a = 0.f, c = 0.f;
-    for (int g = 0; g < kSliceGroups; ++g) {
-      const float w = group_m[g] == -INFINITY ? 0.f : ExpFlushDenormals(group_m[g] - m);
-      l += group_l[g] * w;
-      a += group_acc[g * kDim + e] * w;
-      c += group_col[g * kDim + e];
-    }
-    if (e == 0) {
-      share[0] = m;
-      share[1] = l;
-    }
-    share[2 + e] = a;
-    share[2 + kDim + e] = c;
-    __threadfence();  // The share is visible before the arrival below counts it.
-  }
-  __shared__ bool last;
-  __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(ws.arrivals + bh, 1) == ws.tiles - 1;
-  __syncthreads();
-  if (!last) return;
-  // Every other share of the head arrived before this block's atomic, each after its fence;
-  // read them past L1 (__ldcg), which may hold nothing of them but must not be trusted to.
-  __threadfence();
-  if (e < kDim) {
-    const float* shares = ws.slices + bh * ws.tiles * kSliceFloats;
-    float m = -INFINITY;
-    for (int s = 0; s < ws.tiles; ++s) m = fmaxf(m, __ldcg(shares + s * kSliceFloats));
-    float l = 0.f, a = 0.f, c = 0.f;
-    for (int s = 0; s < ws.tiles; ++s) {
-      const float* other = shares + s * kSliceFloats;
-      const float m_s = __ldcg(other);
-      const float w = m_s == -INFINITY ? 0.f : ExpFlushDenormals(m_s - m);
-      l += __ldcg(other + 1) * w;
-      a += __ldcg(other + 2 + e) * w;
-      c += __ldcg(other + 2 + kDim + e);
-    }
-    if (p.class_token) static_cast<T*>(p.out)[head_offset + e] = FromFloat<T>(a / l);
-    ws.colsum[bh * kDim + e] = c;
-    __threadfence();
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) StoreRelease(ws.ready + bh, 1);
-}
-
-// Waits (thread 0 polling, the block then synchronised) until head bh's colsum is published,
-// and copies it to shared memory. A flag that never comes is a bug: after about 2^32 cycles
-// (a few seconds) the kernel traps rather than hang.
-__device__ __forceinline__ void WaitForHeadColumnSum(const InTilesWorkspace& ws, long bh,
-                                                     float* head_colsum) {
-  if (threadIdx.x == 0) {
-    const long long start = clock64();
-    while (LoadRelaxed(ws.ready + bh) == 0) {
-      if (clock64() - start > (1ll << 32)) __trap();
-      __nanosleep(256);
-    }
-    __threadfence();  // With the load that saw the flag: an acquire of the slices' results.
-  }
-  __syncthreads();
-  if (threadIdx.x < kDim) head_colsum[threadIdx.x] = __ldcg(ws.colsum + bh * kDim + threadIdx.x);
-  __syncthreads();
 }
 
 // Staged key and value rows in shared memory are kPaddedRow 16-byte vectors apart (one more
@@ -655,14 +480,9 @@ constexpr int kMinBlocksPerSm = (kSplit == 1 ? 384 : kSplit == 2 ? 512 : 1024) /
 // kSplit threads per patch row (PatchRow); a warp's rows read consecutive staged rows at each
 // shift. One block per (tile of kTile rows, batch · head); see the file comment. Dynamic
 // shared memory: kChunk key rows, then kChunk value rows, kPaddedRow apart.
-// kInTiles (DenseRowSchedule::kInTiles): a 1-D grid of tiles x (B·H + 1) blocks; the block that
-// starts n-th is grid row n / tiles, tile n % tiles: it first computes that tile's slice of
-// head n / tiles (DenseRowSlice; none in the last grid row), then the tile's patch rows of
-// head n / tiles - 1 (none in grid row 0), whose colsum it waits for before writing (in
-// `in_tiles`; `colsum` is unused). Otherwise grid (tiles, B·H) and `in_tiles` is unused.
-template <typename T, int kTile, int kSplit, bool kInTiles>
+template <typename T, int kTile, int kSplit>
 __global__ void __launch_bounds__(kTile * kSplit, (kMinBlocksPerSm<kTile * kSplit, kSplit>))
-    TiledRowsKernel(FibParams p, const float* colsum, InTilesWorkspace in_tiles) {
+    TiledRowsKernel(FibParams p, const float* colsum) {
   constexpr int kThreadsPerBlock = kTile * kSplit;
   constexpr int kChunk = kChunkRows<kTile>;
   extern __shared__ uint4 staged[];
@@ -672,31 +492,13 @@ __global__ void __launch_bounds__(kTile * kSplit, (kMinBlocksPerSm<kTile * kSpli
   __shared__ KeySegments segments;
   __shared__ uint4 class_k[kRowVectors], class_v[kRowVectors];
 
-  int tile = static_cast<int>(blockIdx.x);
-  long bh = blockIdx.y;
-  if constexpr (kInTiles) {
-    __shared__ int started;  // This block's place in the order in which blocks started.
-    if (threadIdx.x == 0) started = atomicAdd(in_tiles.next_block, 1);
-    __syncthreads();
-    const long grid_row = started / in_tiles.tiles;
-    tile = started % in_tiles.tiles;
-    if (grid_row < static_cast<long>(p.batch) * p.heads) {
-      // The staging buffer is free until the first chunk (ForEachStagedChunk synchronises).
-      const DenseSliceInputs inputs{p.q, p.k, p.v, p.out, p.tokens, p.scale, p.class_token};
-      DenseRowSlice<T, kThreadsPerBlock>(inputs, in_tiles, grid_row, tile,
-                                         reinterpret_cast<float*>(staged));
-      __syncthreads();
-    }
-    if (grid_row == 0) return;
-    bh = grid_row - 1;
-  }
-
   const int tokens = p.tokens;
   const int prefix = p.class_token ? 1 : 0;
-  const int t0 = prefix + tile * kTile;
+  const int t0 = prefix + static_cast<int>(blockIdx.x) * kTile;
   const int t_end = min(t0 + kTile, tokens);  // One past the tile's last row.
   const int t = t0 + static_cast<int>(threadIdx.x) / kSplit;
   const bool row_valid = t < tokens;
+  const long bh = blockIdx.y;
   const int head = static_cast<int>(bh % p.heads);
   const int nshift = p.shift_width;
   const long head_offset = bh * tokens * kDim;
@@ -757,20 +559,11 @@ __global__ void __launch_bounds__(kTile * kSplit, (kMinBlocksPerSm<kTile * kSpli
           }
         }
       });
-  if constexpr (kInTiles) {
-    __shared__ float head_colsum[kDim];
-    if (p.official) WaitForHeadColumnSum(in_tiles, bh, head_colsum);
-    if (!row_valid) return;
-    row.Finish(head_colsum, tokens, p.official,
-               reinterpret_cast<uint4*>(static_cast<T*>(p.out) + head_offset) +
-                   static_cast<long>(t) * kRowVectors);
-  } else {
-    if (!row_valid) return;
-    WaitForPrerequisiteGrid();  // colsum, when DenseRowKernel's grid may still be running.
-    row.Finish(colsum + bh * kDim, tokens, p.official,
-               reinterpret_cast<uint4*>(static_cast<T*>(p.out) + head_offset) +
-                   static_cast<long>(t) * kRowVectors);
-  }
+  if (!row_valid) return;
+  WaitForPrerequisiteGrid();  // colsum, when DenseRowKernel's grid may still be running.
+  row.Finish(colsum + bh * kDim, tokens, p.official,
+             reinterpret_cast<uint4*>(static_cast<T*>(p.out) + head_offset) +
+                 static_cast<long>(t) * kRowVectors);
 }
 
 // MmaRowsKernel: the tiled kernel's staging with the products on tensor cores. Each warp owns
@@ -1175,61 +968,23 @@ int ComputeCapabilityMajor() {
   return major;
 }
 
-// Patch-row tiles per (batch, head): every patch row, kTile per block.
-int TilesPerHead(const FibParams& p, int tile_queries) {
-  const int rows = p.tokens - (p.class_token ? 1 : 0);
-  return rows <= 0 ? 0 : (rows + tile_queries - 1) / tile_queries;
-}
-
-// The in-tiles workspace's parts, carved from the caller's floats after Σ_t v.
-InTilesWorkspace CarveInTiles(const FibParams& p, int tiles, float* workspace) {
-  const long heads = static_cast<long>(p.batch) * p.heads;
-  InTilesWorkspace ws;
-  ws.tiles = tiles;
-  ws.colsum = workspace;
-  ws.slices = workspace + heads * kDim;
-  auto* counters = reinterpret_cast<int*>(ws.slices + heads * tiles * kSliceFloats);
-  ws.next_block = counters;
-  ws.arrivals = counters + 1;
-  ws.ready = counters + 1 + heads;
-  return ws;
-}
-
-// Launches the patch rows' kernel. kOverlapped: as a programmatic dependent of the kernel before
-// it on the stream (DenseRowKernel), which then runs beside this one instead of before it.
-// kInTiles: alone, with the class row and Σ_t v in its blocks (the counters zeroed first).
+// overlap: launch as a programmatic dependent of the kernel before it on the stream
+// (DenseRowKernel), which then runs beside this one instead of before it.
 template <typename T, int kTile, int kSplit>
-cudaError_t LaunchRows(const FibParams& p, const float* colsum, DenseRowSchedule schedule,
-                       float* workspace, cudaStream_t stream) {
+cudaError_t LaunchRows(const FibParams& p, const float* colsum, bool overlap,
+                       cudaStream_t stream) {
   constexpr int kChunk = kChunkRows<kTile>;
   constexpr size_t kSharedBytes = 2 * kChunk * kPaddedRow * sizeof(uint4);
-  static_assert((2 + 2 * kDim) * (kTile * kSplit / kLanes) * sizeof(float) <= kSharedBytes,
-                "DenseRowSlice's scratch fits in the staging buffer");
-  const int tiles = TilesPerHead(p, kTile);
-  if (tiles == 0) return cudaSuccess;
-  if (schedule == DenseRowSchedule::kInTiles) {
-    const auto kernel = TiledRowsKernel<T, kTile, kSplit, true>;
-    cudaError_t err =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes);
-    if (err != cudaSuccess) return err;
-    const InTilesWorkspace ws = CarveInTiles(p, tiles, workspace);
-    const long heads = static_cast<long>(p.batch) * p.heads;
-    err = cudaMemsetAsync(ws.next_block, 0, (1 + 2 * heads) * sizeof(int), stream);
-    if (err != cudaSuccess) return err;
-    const long blocks = static_cast<long>(tiles) * (heads + 1);
-    if (blocks > 0x7fffffffL) return cudaErrorInvalidValue;
-    kernel<<<static_cast<unsigned>(blocks), kTile * kSplit, kSharedBytes, stream>>>(p, nullptr,
-                                                                                    ws);
-    return cudaGetLastError();
-  }
-  const auto kernel = TiledRowsKernel<T, kTile, kSplit, false>;
+  const int rows = p.tokens - (p.class_token ? 1 : 0);
+  if (rows <= 0) return cudaSuccess;
   // Above the 48 KiB default.
   const cudaError_t err =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes);
+      cudaFuncSetAttribute(TiledRowsKernel<T, kTile, kSplit>,
+                           cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes);
   if (err != cudaSuccess) return err;
-  const dim3 grid(tiles, p.batch * p.heads);
-  if (schedule == DenseRowSchedule::kBefore) {
-    kernel<<<grid, kTile * kSplit, kSharedBytes, stream>>>(p, colsum, InTilesWorkspace{});
+  const dim3 grid((rows + kTile - 1) / kTile, p.batch * p.heads);
+  if (!overlap) {
+    TiledRowsKernel<T, kTile, kSplit><<<grid, kTile * kSplit, kSharedBytes, stream>>>(p, colsum);
     return cudaGetLastError();
   }
   cudaLaunchAttribute attribute;
@@ -1242,7 +997,7 @@ cudaError_t LaunchRows(const FibParams& p, const float* colsum, DenseRowSchedule
   config.stream = stream;
   config.attrs = &attribute;
   config.numAttrs = 1;
-  return cudaLaunchKernelEx(&config, kernel, p, colsum, InTilesWorkspace{});
+  return cudaLaunchKernelEx(&config, TiledRowsKernel<T, kTile, kSplit>, p, colsum);
 }
 
 template <typename T, int kWarps>
@@ -1276,39 +1031,25 @@ cudaError_t LaunchWholeHead(const FibParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-// The schedule the launch can use: without a class row or column sum there is nothing to
-// schedule (kBefore launches the rows alone); without patch rows the class row needs its own
-// kernel; programmatic dependent launches need compute capability 9.0.
-DenseRowSchedule EffectiveSchedule(const FibParams& p, TiledShape shape,
-                                   DenseRowSchedule schedule) {
-  const bool dense_row = p.class_token || p.official;
-  if (!dense_row || TilesPerHead(p, shape.tile_queries) == 0) return DenseRowSchedule::kBefore;
-  if (schedule == DenseRowSchedule::kOverlapped && ComputeCapabilityMajor() < 9) {
-    return DenseRowSchedule::kBefore;
-  }
-  return schedule;
-}
-
 template <typename T>
-cudaError_t LaunchTiledTyped(const FibParams& p, TiledShape shape, DenseRowSchedule schedule,
-                             float* workspace, cudaStream_t stream) {
+cudaError_t LaunchTiledTyped(const FibParams& p, TiledShape shape, bool overlap_dense_row,
+                             float* colsum, cudaStream_t stream) {
   const bool dense_row = p.class_token || p.official;
-  if (dense_row && schedule != DenseRowSchedule::kInTiles) {
+  if (dense_row) {
     DenseRowKernel<T><<<p.batch * p.heads, kDenseRowThreads, 0, stream>>>(
-        p, workspace, p.class_token, p.official);
+        p, colsum, p.class_token, p.official);
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
-  const float* colsum = workspace;
-  const int split = shape.threads_per_row;
+  const bool overlap = overlap_dense_row && dense_row && ComputeCapabilityMajor() >= 9;
   if (shape.tile_queries == 64) {
-    return split == 4   ? LaunchRows<T, 64, 4>(p, colsum, schedule, workspace, stream)
-           : split == 2 ? LaunchRows<T, 64, 2>(p, colsum, schedule, workspace, stream)
-                        : LaunchRows<T, 64, 1>(p, colsum, schedule, workspace, stream);
+    return shape.threads_per_row == 4   ? LaunchRows<T, 64, 4>(p, colsum, overlap, stream)
+           : shape.threads_per_row == 2 ? LaunchRows<T, 64, 2>(p, colsum, overlap, stream)
+                                        : LaunchRows<T, 64, 1>(p, colsum, overlap, stream);
   }
-  return split == 4   ? LaunchRows<T, 128, 4>(p, colsum, schedule, workspace, stream)
-         : split == 2 ? LaunchRows<T, 128, 2>(p, colsum, schedule, workspace, stream)
-                      : LaunchRows<T, 128, 1>(p, colsum, schedule, workspace, stream);
+  return shape.threads_per_row == 4   ? LaunchRows<T, 128, 4>(p, colsum, overlap, stream)
+         : shape.threads_per_row == 2 ? LaunchRows<T, 128, 2>(p, colsum, overlap, stream)
+                                      : LaunchRows<T, 128, 1>(p, colsum, overlap, stream);
 }
 
 }  // namespace
@@ -1333,26 +1074,15 @@ bool TiledFibottentionSupports(const FibParams& p, TiledShape shape) {
          static_cast<long>(p.batch) * p.heads <= kMaxBlocksY;
 }
 
-int64_t TiledWorkspaceFloats(const FibParams& p, TiledShape shape, DenseRowSchedule schedule) {
-  shape = TiledShapeFor(p.tokens, shape);
-  const int64_t heads = static_cast<int64_t>(p.batch) * p.heads;
-  const int64_t colsum = heads * kDim;
-  if (EffectiveSchedule(p, shape, schedule) != DenseRowSchedule::kInTiles) return colsum;
-  // The counters (1 + 2 per head) are ints, as wide as floats.
-  return colsum + heads * TilesPerHead(p, shape.tile_queries) * kSliceFloats + 1 + 2 * heads;
-}
-
-cudaError_t LaunchTiledFibottention(const FibParams& p, TiledShape shape,
-                                    DenseRowSchedule schedule, float* workspace,
-                                    cudaStream_t stream) {
+cudaError_t LaunchTiledFibottention(const FibParams& p, TiledShape shape, bool overlap_dense_row,
+                                    float* colsum_workspace, cudaStream_t stream) {
   if (!TiledFibottentionSupports(p, shape)) return cudaErrorInvalidValue;
   if (p.batch == 0 || p.heads == 0 || p.tokens == 0) return cudaSuccess;
   shape = TiledShapeFor(p.tokens, shape);
-  schedule = EffectiveSchedule(p, shape, schedule);
   if (p.dtype == FibDtype::kFloat16) {
-    return LaunchTiledTyped<__half>(p, shape, schedule, workspace, stream);
+    return LaunchTiledTyped<__half>(p, shape, overlap_dense_row, colsum_workspace, stream);
   }
-  return LaunchTiledTyped<__nv_bfloat16>(p, shape, schedule, workspace, stream);
+  return LaunchTiledTyped<__nv_bfloat16>(p, shape, overlap_dense_row, colsum_workspace, stream);
 }
 
 int MmaTileFor(int tile_queries) {

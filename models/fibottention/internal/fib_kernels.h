@@ -62,25 +62,12 @@ struct TiledShape {
 };
 TiledShape TiledShapeFor(int tokens, TiledShape requested);
 bool TiledFibottentionSupports(const FibParams& params, TiledShape shape);
-// How the tiled launch computes the class row and Σ_t v (the official semantics' column sum),
-// which the patch rows need only when they write:
-//  kBefore: a kernel of its own (one block per batch · head) before the patch rows' kernel.
-//  kOverlapped: the same kernel, with the patch rows' kernel launched as its programmatic
-//    dependent (compute capability 9.0 and above; kBefore elsewhere), so that it starts at once
-//    and waits for the whole first grid only before writing its rows (same results).
-//  kInTiles: no second kernel. Each block of the patch rows' kernel first computes a slice of
-//    the next batch · head's class row and column sum (a share of its key and value rows); the
-//    slice that completes a head merges the shares and publishes them, and the head's patch
-//    rows, one grid row later, wait for that before writing. Blocks take their place in the
-//    grid from a counter, so a block waits only on blocks that started before it.
-enum class DenseRowSchedule { kBefore, kOverlapped, kInTiles };
-
-// Floats of the caller-owned workspace the tiled launch needs (fp32 Σ_t v [B, H, 64], and with
-// kInTiles the heads' slices and counters after it); the launch overwrites all of it.
-int64_t TiledWorkspaceFloats(const FibParams& params, TiledShape shape,
-                             DenseRowSchedule schedule);
+// `colsum_workspace`: fp32 [B, H, 64], overwritten (Σ_t v with the official semantics).
+// overlap_dense_row: on a GPU of compute capability 9.0 or above, the patch rows' kernel is a
+// programmatic dependent launch of the class row / column sum kernel before it, so the two run
+// side by side and the patch rows wait for Σ_t v only before writing (same results).
 cudaError_t LaunchTiledFibottention(const FibParams& params, TiledShape shape,
-                                    DenseRowSchedule schedule, float* workspace,
+                                    bool overlap_dense_row, float* colsum_workspace,
                                     cudaStream_t stream);
 
 // The tiled kernel's staging with the products on tensor cores (mma.sync, compute capability
