@@ -123,7 +123,11 @@ __device__ __forceinline__ void LoadQuery(const T* row, int sub, float scale, fl
 }
 
 // One block per (batch, head): the class row over every key (class_row) and Σ_t v
-// (column_sum, into colsum [B·H, 64]).
+// (column_sum, into colsum [B·H, 64]). Its register count matters: at 80 registers (sm_90) six
+// blocks fit per SM, so ViT-B's 768 heads at batch 64 take one wave on an H100 or H200. A
+// variant at 86 registers (five per SM, two waves) measured the default 64 x 4 path 14% slower,
+// likely for that reason (docs/performance.md, run S). These blocks fill the SMs' registers
+// while they run, so the overlapped rows kernel starts only as they finish.
 template <typename T>
 __global__ void __launch_bounds__(kDenseRowThreads)
     DenseRowKernel(FibParams p, float* colsum, bool class_row, bool column_sum) {
