@@ -92,8 +92,9 @@
 #              CLIENT_CPUS of bench/serve_sweep.sh), each round also with two perf_analyzer
 #              processes at concurrency 32 (PA_SPLIT, default 1; is perf_analyzer its own
 #              limit?) and, with PA_MALLOC_ROWS="tcmalloc tuned", perf_analyzer with other
-#              allocators (bench/serve_sweep.sh), then FP32 with all cores shared as before
-#              (KSERVE_SHARED=0: not)
+#              allocators (bench/serve_sweep.sh), with KSERVE_SHM=1 each pair once more with
+#              the tensors in system shared memory (both tools --shared-memory system), then
+#              FP32 with all cores shared as before (KSERVE_SHARED=0: not)
 set -uo pipefail
 STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre \
 | gpujpeg | instances | variants | fibmma | fibab | spin | kservepin | vimscan | kernels \

@@ -52,6 +52,13 @@
 #                  a closed loop completes concurrency / (server latency + the client's own
 #                  time per request) requests per second, so two load generators agree only
 #                  where the server's queue, not their own overhead, sets the cycle
+#   KSERVE_SHM     1 (with KSERVE_ROUNDS): each round's pairs once more with the tensors in
+#                  system shared memory (Triton's extension; vitserve gets --allow-client-shm):
+#                  perf_analyzer --shared-memory system against vitserve-client
+#                  --shared-memory system. Without bytes in the requests perf_analyzer no longer
+#                  copies each input into its records, which limits it above low concurrency
+#                  (docs/performance.md, runs 32-34). Rows *_cN_shm_rR; the table's
+#                  "KServe agreement, shared memory" lines compare their medians
 #   PA_SPLIT       1 (with KSERVE_ROUNDS): each round also runs two perf_analyzer processes at
 #                  concurrency 32, summed (is perf_analyzer its own limit?)
 #   PA_MALLOC_ROWS "tcmalloc tuned" (with KSERVE_ROUNDS): each round also runs perf_analyzer
@@ -79,6 +86,7 @@ QUEUE_DELAY_US="${QUEUE_DELAY_US:-1000}"
 T="${SECONDS_EACH:-5}"
 CONCURRENCY="${CONCURRENCY:-1 64 256}"
 SERVE_FLAGS="${SERVE_FLAGS:-}"
+[[ "${KSERVE_SHM:-0}" == 1 ]] && SERVE_FLAGS="$SERVE_FLAGS --allow-client-shm"
 B="${SWEEP_BUILD_DIR:-build-gpu}"  # binaries in $B/bin
 C="${SWEEP_CLIENT:-$B/bin/vitserve-client}"
 # 64 connections by default: one connection's reads are handled by one gRPC thread at a time,
@@ -305,6 +313,12 @@ kserve_rows() {
         PA_CONCURRENCY=$c pa_row "$m" perf_analyzer_async_${dtype}_c${c}_r$r --async
         bench "$m" kserve_${dtype}_c${c}_pa_conns_r$r --input tensor --concurrency "$c" \
           --channels $(( (c + 1 + 5) / 6 ))
+        if [[ "${KSERVE_SHM:-0}" == 1 ]]; then
+          PA_CONCURRENCY=$c pa_row "$m" perf_analyzer_async_${dtype}_c${c}_shm_r$r --async \
+            --shared-memory system
+          bench "$m" kserve_${dtype}_c${c}_shm_r$r --input tensor --concurrency "$c" \
+            --channels $(( (c + 1 + 5) / 6 )) --shared-memory system
+        fi
       done
       # PA_SPLIT=1: two perf_analyzer processes at concurrency 32 each, summed: more than one
       # process at 64 means perf_analyzer itself, not the server, was the limit.
@@ -509,6 +523,12 @@ for m, r in rows.items():
             print(f"  KServe agreement ({dtype}, concurrency {c}, {len(pa)} rounds): perf_analyzer --async median {median(pa):,.0f} "
                   f"(range {pa[0]:,.0f}-{pa[-1]:,.0f}), vitserve-client median {median(ours):,.0f} "
                   f"(range {ours[0]:,.0f}-{ours[-1]:,.0f}): perf_analyzer / ours = {median(pa) / median(ours):.3f}")
+            pa_shm = sorted(v for k, v in r.items() if k.startswith(f"perf_analyzer_async_{dtype}_c{c}_shm_r") and not k.endswith("_ms"))
+            ours_shm = sorted(v for k, v in r.items() if k.startswith(f"kserve_{dtype}_c{c}_shm_r") and not k.endswith("_ms"))
+            if pa_shm and ours_shm:
+                print(f"  KServe agreement, shared memory ({dtype}, concurrency {c}, {len(pa_shm)} rounds): perf_analyzer median "
+                      f"{median(pa_shm):,.0f} (range {pa_shm[0]:,.0f}-{pa_shm[-1]:,.0f}), vitserve-client median {median(ours_shm):,.0f} "
+                      f"(range {ours_shm[0]:,.0f}-{ours_shm[-1]:,.0f}): perf_analyzer / ours = {median(pa_shm) / median(ours_shm):.3f}")
             # The two processes at 32 each stand in for one at 64: compared at 64 only.
             split = sorted(v for k, v in r.items() if c == 64 and k.startswith(f"perf_analyzer_async_{dtype}_2x32_r") and not k.endswith("_ms"))
             if split:

@@ -1,6 +1,12 @@
 #include "client/commands.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -246,6 +252,7 @@ int RunBenchCommand(const CliOptions& options, std::ostream& out, std::ostream& 
   if (!bench_options.ok()) return Usage(err, bench_options.status().message());
   // One client (connection) per channel, each with its own workload; calls go round robin.
   std::vector<std::unique_ptr<VisionClient>> clients;
+  std::vector<std::shared_ptr<void>> resources;  // Released before the clients they use.
   std::vector<StartCallFn> starts;
   absl::StatusOr<BenchWorkload> workload;
   for (int i = 0; i < options.channels; ++i) {
@@ -260,6 +267,7 @@ int RunBenchCommand(const CliOptions& options, std::ostream& out, std::ostream& 
       return Fail(err, workload.status());
     }
     clients.push_back(*std::move(client));
+    resources.push_back(workload->resources);
     starts.push_back(workload->start_call);
   }
   StartCallFn start_call = starts.front();
@@ -294,6 +302,129 @@ StartCallFn SerializedCalls(VisionClient* client, const std::string& service,
   };
 }
 
+// A POSIX shared memory object this process created and registered with the server as region
+// `name`: unregistered, unmapped and unlinked on destruction. `client` must outlive it.
+class BenchSharedMemory {
+ public:
+  static absl::StatusOr<std::shared_ptr<BenchSharedMemory>> Create(VisionClient* client,
+                                                                   std::string name,
+                                                                   size_t bytes) {
+    const std::string key = "/" + name;
+    const int fd = shm_open(key.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd < 0) {
+      return absl::InternalError(
+          absl::StrCat("cannot create shared memory '", key, "': ", std::strerror(errno)));
+    }
+    void* data = MAP_FAILED;
+    if (ftruncate(fd, static_cast<off_t>(bytes)) == 0) {
+      data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    }
+    const int error = errno;
+    close(fd);
+    if (data == MAP_FAILED) {
+      shm_unlink(key.c_str());
+      return absl::InternalError(
+          absl::StrCat("cannot map shared memory '", key, "': ", std::strerror(error)));
+    }
+    // Zeros (ftruncate's): the compute cost does not depend on the values.
+    std::shared_ptr<BenchSharedMemory> memory(
+        new BenchSharedMemory(client, std::move(name), key, data, bytes));
+    absl::Status registered = client->RegisterSystemSharedMemory(memory->name_, key, bytes);
+    if (!registered.ok()) {
+      memory->registered_ = false;
+      return absl::Status(registered.code(),
+                          absl::StrCat("registering shared memory: ", registered.message()));
+    }
+    return memory;
+  }
+
+  ~BenchSharedMemory() {
+    if (registered_) client_->UnregisterSystemSharedMemory(name_).IgnoreError();
+    munmap(data_, bytes_);
+    shm_unlink(key_.c_str());
+  }
+  BenchSharedMemory(const BenchSharedMemory&) = delete;
+  BenchSharedMemory& operator=(const BenchSharedMemory&) = delete;
+
+  const std::string& name() const { return name_; }
+
+ private:
+  BenchSharedMemory(VisionClient* client, std::string name, std::string key, void* data,
+                    size_t bytes)
+      : client_(client), name_(std::move(name)), key_(std::move(key)), data_(data),
+        bytes_(bytes) {}
+
+  VisionClient* const client_;
+  const std::string name_;
+  const std::string key_;
+  void* const data_;
+  const size_t bytes_;
+  bool registered_ = true;
+};
+
+void SetSharedMemoryParameters(const std::string& region, int64_t offset, int64_t bytes,
+                               google::protobuf::Map<std::string, inference::InferParameter>* p) {
+  (*p)["shared_memory_region"].set_string_param(region);
+  (*p)["shared_memory_offset"].set_int64_param(offset);
+  (*p)["shared_memory_byte_size"].set_int64_param(bytes);
+}
+
+// Puts `request`'s input and every output `metadata` declares in shared memory registered
+// with the server: one region for the input, one for the outputs (shared by all calls, as
+// perf_analyzer's are). Returns what keeps them registered.
+absl::StatusOr<std::shared_ptr<void>> MoveTensorsToSharedMemory(
+    VisionClient* client, const inference::ModelMetadataResponse& metadata, int64_t batch,
+    int64_t input_bytes, inference::ModelInferRequest* request) {
+  const std::string stem = absl::StrCat("vitserve_bench_", getpid(), "_",
+                                        reinterpret_cast<uintptr_t>(client));
+  struct Regions {
+    std::shared_ptr<BenchSharedMemory> input, outputs;
+  };
+  auto regions = std::make_shared<Regions>();
+  absl::StatusOr<std::shared_ptr<BenchSharedMemory>> input =
+      BenchSharedMemory::Create(client, stem + "_input", static_cast<size_t>(input_bytes));
+  if (!input.ok()) return input.status();
+  regions->input = *std::move(input);
+  request->clear_raw_input_contents();
+  SetSharedMemoryParameters(regions->input->name(), 0, input_bytes,
+                            request->mutable_inputs(0)->mutable_parameters());
+  std::vector<std::pair<std::string, int64_t>> outputs;  // Name, bytes.
+  int64_t output_bytes = 0;
+  for (const auto& output : metadata.outputs()) {
+    const int64_t element_bytes = output.datatype() == "FP32" || output.datatype() == "INT32" ? 4
+                                  : output.datatype() == "FP16"                              ? 2
+                                                                                             : 0;
+    int64_t bytes = element_bytes;
+    for (int i = 0; i < output.shape_size(); ++i) {
+      const int64_t dim = output.shape(i) < 0 && i == 0 ? batch : output.shape(i);
+      if (dim < 0 || element_bytes == 0) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "model output '", output.name(), "' (", output.datatype(),
+            ") has no fixed size; --shared-memory system needs FP32, FP16 or INT32 outputs of "
+            "fixed dimensions beyond the batch"));
+      }
+      bytes *= dim;
+    }
+    outputs.emplace_back(output.name(), bytes);
+    output_bytes += bytes;
+  }
+  if (output_bytes > 0) {
+    absl::StatusOr<std::shared_ptr<BenchSharedMemory>> region =
+        BenchSharedMemory::Create(client, stem + "_outputs", static_cast<size_t>(output_bytes));
+    if (!region.ok()) return region.status();
+    regions->outputs = *std::move(region);
+    int64_t offset = 0;
+    for (const auto& [name, bytes] : outputs) {
+      auto* wanted = request->add_outputs();
+      wanted->set_name(name);
+      SetSharedMemoryParameters(regions->outputs->name(), offset, bytes,
+                                wanted->mutable_parameters());
+      offset += bytes;
+    }
+  }
+  return std::shared_ptr<void>(std::move(regions));
+}
+
 template <typename Request>
 std::shared_ptr<Request> TaskRequest(const CliOptions& options, const v1::Image& image) {
   auto request = std::make_shared<Request>();
@@ -312,6 +443,14 @@ absl::StatusOr<BenchWorkload> MakeBenchWorkload(VisionClient& client,
   if (workload.input == "encoded") workload.input = "jpeg";
   VisionClient* c = &client;
 
+  if (options.shared_memory != "none" && options.shared_memory != "system") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--shared-memory must be none or system, not '", options.shared_memory, "'"));
+  }
+  if (options.shared_memory == "system" && workload.input != "tensor") {
+    return absl::InvalidArgumentError(
+        "--shared-memory system needs --input tensor (KServe ModelInfer)");
+  }
   if (workload.input == "tensor") {
     if (!options.image.empty()) {
       return absl::InvalidArgumentError(
@@ -353,6 +492,12 @@ absl::StatusOr<BenchWorkload> MakeBenchWorkload(VisionClient& client,
     }
     // Zeros: the compute cost does not depend on the pixel values.
     request->add_raw_input_contents(std::string(elements * element_bytes, '\0'));
+    if (options.shared_memory == "system") {
+      absl::StatusOr<std::shared_ptr<void>> regions = MoveTensorsToSharedMemory(
+          c, *metadata, options.batch, elements * element_bytes, request.get());
+      if (!regions.ok()) return regions.status();
+      workload.resources = *std::move(regions);
+    }
     workload.rpc = "ModelInfer";
     workload.start_call = SerializedCalls(
         c, inference::GRPCInferenceService::service_full_name(), "ModelInfer", *request);
@@ -439,7 +584,7 @@ Commands:
       Exit status 0 only when the server (and --model, if given) is ready.
   bench --model NAME [--concurrency N | --rate R] [--duration T] [--warmup W] [--batch B]
         [--input jpeg|raw|tensor] [--image FILE] [--arrival constant|poisson] [--channels C]
-        [--json]
+        [--shared-memory none|system] [--json]
       Load test. Closed loop (default): N requests outstanding, each next one sent when one
       completes. Open loop (--rate R): R requests/s sent on schedule whatever the completions.
       Runs W + T seconds (default 0 + 10); prints progress each second to stderr and then
@@ -448,7 +593,10 @@ Commands:
       "p50_ms","p90_ms","p95_ms","p99_ms","max_ms","requests","errors","errors_by_code",...
       Inputs: jpeg = the --image file (encoded, decoded by the server; default when --image is
       given); raw = a synthetic RGB8 image of the model's input size (default otherwise);
-      tensor = a zero FP32 tensor through KServe ModelInfer, as perf_analyzer sends.
+      tensor = a zero FP32 tensor through KServe ModelInfer, as perf_analyzer sends; with
+      --shared-memory system its input and outputs travel in POSIX shared memory registered
+      with the server (server flag --allow-client-shm, same host), as with perf_analyzer
+      --shared-memory system.
       The RPC follows the model's task (Classify, Detect or Segment); its request is
       serialised once and the same bytes re-sent by every call, so that the load generator
       takes little of a host it shares with the server. --channels C spreads the

@@ -47,6 +47,10 @@ struct CliOptions {
   double warmup_s = 0;
   std::string input;               // jpeg|raw|tensor; empty: jpeg with --image, else raw
   std::string image;               // bench: the image file for --input jpeg
+  // bench --input tensor: "system" sends the tensors in POSIX shared memory registered with
+  // the server (Triton's extension, as perf_analyzer --shared-memory system); "none": in
+  // the requests.
+  std::string shared_memory = "none";
 };
 
 // The text of `vitserve-client help`.
@@ -62,6 +66,8 @@ struct BenchWorkload {
   std::string rpc;    // "Classify", "Detect", "Segment", "ModelInfer"
   std::string input;  // "jpeg", "raw", "tensor"
   StartCallFn start_call;
+  // What the calls use besides the client (shared memory regions); released after them.
+  std::shared_ptr<void> resources;
 };
 absl::StatusOr<BenchWorkload> MakeBenchWorkload(VisionClient& client, const CliOptions& options);
 

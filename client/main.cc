@@ -37,6 +37,10 @@ ABSL_FLAG(double, warmup, 0, "bench: warm-up seconds before measuring");
 ABSL_FLAG(std::string, input, "", "bench: jpeg, raw or tensor (default: jpeg with --image, "
                                   "else raw)");
 ABSL_FLAG(std::string, image, "", "bench: image file for --input jpeg");
+ABSL_FLAG(std::string, shared_memory, "none",
+          "bench --input tensor: none (tensors in the requests) or system (in POSIX shared "
+          "memory registered with the server, as perf_analyzer --shared-memory system; the "
+          "server needs --allow-client-shm and this host)");
 ABSL_FLAG(std::string, tls_ca, "", "TLS: PEM CA certificates that signed the server's certificate");
 ABSL_FLAG(std::string, tls_cert, "", "mutual TLS: this client's PEM certificate (with --tls-key)");
 ABSL_FLAG(std::string, tls_key, "", "mutual TLS: this client's PEM private key");
@@ -148,5 +152,6 @@ int main(int raw_argc, char** raw_argv) {
   options.warmup_s = absl::GetFlag(FLAGS_warmup);
   options.input = absl::GetFlag(FLAGS_input);
   options.image = absl::GetFlag(FLAGS_image);
+  options.shared_memory = absl::GetFlag(FLAGS_shared_memory);
   return vc::RunCli(options, std::cout, std::cerr);
 }

@@ -212,6 +212,26 @@ absl::StatusOr<inference::ModelInferResponse> VisionClient::ModelInfer(
   return Unary(*kserve_, &inference::GRPCInferenceService::Stub::ModelInfer, request);
 }
 
+absl::Status VisionClient::RegisterSystemSharedMemory(const std::string& name,
+                                                      const std::string& key,
+                                                      uint64_t byte_size) {
+  inference::SystemSharedMemoryRegisterRequest request;
+  request.set_name(name);
+  request.set_key(key);
+  request.set_byte_size(byte_size);
+  return Unary(*kserve_, &inference::GRPCInferenceService::Stub::SystemSharedMemoryRegister,
+               request)
+      .status();
+}
+
+absl::Status VisionClient::UnregisterSystemSharedMemory(const std::string& name) {
+  inference::SystemSharedMemoryUnregisterRequest request;
+  request.set_name(name);
+  return Unary(*kserve_, &inference::GRPCInferenceService::Stub::SystemSharedMemoryUnregister,
+               request)
+      .status();
+}
+
 VisionClient::SerializedRequest VisionClient::Serialize(
     const std::string& service, const std::string& method,
     const google::protobuf::MessageLite& request) {

@@ -86,6 +86,10 @@ class VisionClient {
       const std::string& service);
   absl::StatusOr<inference::ModelInferResponse> ModelInfer(
       const inference::ModelInferRequest& request);
+  // Triton's system shared-memory extension (the server needs --allow-client-shm).
+  absl::Status RegisterSystemSharedMemory(const std::string& name, const std::string& key,
+                                          uint64_t byte_size);
+  absl::Status UnregisterSystemSharedMemory(const std::string& name);
 
   // --- Asynchronous calls (gRPC callback API), for load generation ----------------
   // A request serialised once, for calls that all send it: each call then references the same

@@ -117,6 +117,12 @@ ABSL_FLAG(std::string, kserve_input_datatype, "FP32",
           "(raw RGB pixels, a quarter of the bytes). ModelInfer accepts both either way; this "
           "decides what metadata-driven clients such as perf_analyzer send "
           "(kserve_input_datatype in a model config decides per model)");
+ABSL_FLAG(bool, allow_client_shm, false,
+          "let KServe gRPC clients on this host pass tensors in POSIX shared memory (Triton's "
+          "system shared-memory extension: SystemSharedMemoryRegister, then inputs and outputs "
+          "that name a region; perf_analyzer --shared-memory system). Off by default, as in "
+          "Triton: a client that registers a region makes the server map memory it names, so "
+          "allow it only for trusted local clients");
 ABSL_FLAG(int32_t, instance_count, 0,
           "default model instances per model (instance_count in a model config decides per "
           "model): each has its own copy of the weights, its CUDA graphs and stream, and its own "
@@ -228,6 +234,7 @@ constexpr const char* kFlagNames[] = {"grpc_port",
                                       "gpu_jpeg_decoding",
                                       "cudnn_benchmark",
                                       "kserve_input_datatype",
+                                      "allow_client_shm",
                                       "max_image_bytes",
                                       "max_image_pixels",
                                       "max_images_per_request",
@@ -377,6 +384,7 @@ int Run(int argc, char** argv) {
   options.gpu_jpeg_decoding = absl::GetFlag(FLAGS_gpu_jpeg_decoding);
   options.cudnn_benchmark = absl::GetFlag(FLAGS_cudnn_benchmark);
   options.kserve_input_datatype = absl::GetFlag(FLAGS_kserve_input_datatype);
+  options.allow_client_shm = absl::GetFlag(FLAGS_allow_client_shm);
   options.image_limits.max_encoded_bytes = absl::GetFlag(FLAGS_max_image_bytes);
   options.image_limits.max_pixels = absl::GetFlag(FLAGS_max_image_pixels);
   options.image_limits.max_images_per_request = absl::GetFlag(FLAGS_max_images_per_request);

@@ -225,7 +225,7 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
                                             preprocess_pool_.get(), options_.max_request_time);
   inference_ = std::make_unique<InferenceService>(manager_.get(), std::string(VitserveVersion()),
                                                   preprocess_pool_.get(),
-                                                  options_.max_request_time);
+                                                  options_.max_request_time, &shared_memory_);
 
   // Both are process-wide switches of gRPC that only take effect for servers built afterwards.
   grpc::EnableDefaultHealthCheckService(true);

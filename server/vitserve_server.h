@@ -35,6 +35,7 @@
 #include "absl/time/time.h"
 #include "models/registry.h"
 #include "server/api/security.h"
+#include "server/api/shared_memory.h"
 #include "server/image/decode.h"
 
 namespace grpc {
@@ -100,6 +101,9 @@ struct ServerOptions {
   bool cudnn_benchmark = false;
   // What KServe metadata declares for the input: "FP32" or "UINT8" (ModelConfig).
   std::string kserve_input_datatype = "FP32";
+  // Triton's system shared-memory extension for KServe gRPC clients on this host
+  // (server/api/shared_memory.h); off by default, as in Triton (--allow-client-shm).
+  bool allow_client_shm = false;
   ImageLimits image_limits;
   absl::Duration shutdown_grace = absl::Seconds(30);
   int grpc_max_message_bytes = 64 << 20;
@@ -153,8 +157,9 @@ class VitServer {
   std::unique_ptr<prometheus::Registry> prometheus_;
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<ModelManager> manager_;
-  // Declared before the services and the gRPC server so it outlives every call they handle.
+  // Declared before the services and the gRPC server so they outlive every call they handle.
   std::unique_ptr<WorkPool> preprocess_pool_;
+  SharedMemoryRegistry shared_memory_{options_.allow_client_shm};
   std::unique_ptr<VisionService> vision_;
   std::unique_ptr<InferenceService> inference_;
   std::unique_ptr<grpc::Server> grpc_server_;

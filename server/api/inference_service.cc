@@ -80,12 +80,10 @@ class InferenceService::StreamInferReactor final
     if (!model.ok()) return Done(*item, nullptr, model.status());
     const ServableModel* raw = model->get();
     HoldModel(*std::move(model));
-    RunModelInfer(*raw, item->fields(),
-                  CappedDeadline(DeadlineOf(*context_), service_->max_request_time_),
-                  CancellationOf(context_), service_->preprocess_pool_,
-                  item->response.mutable_infer_response(),
-                  [this, item, raw](absl::Status status) { Done(*item, raw, status); },
-                  RawInputsIfDeferred(item->deferred, &item->bytes));
+    service_->RunInfer(*raw, item->fields(), context_,
+                       RawInputsIfDeferred(item->deferred, &item->bytes),
+                       item->response.mutable_infer_response(),
+                       [this, item, raw](absl::Status status) { Done(*item, raw, status); });
   }
 
   void Done(Item& item, const ServableModel* model, const absl::Status& status) {
@@ -104,11 +102,13 @@ class InferenceService::StreamInferReactor final
 };
 
 InferenceService::InferenceService(ModelManager* manager, std::string version,
-                                   WorkPool* preprocess_pool, absl::Duration max_request_time)
+                                   WorkPool* preprocess_pool, absl::Duration max_request_time,
+                                   SharedMemoryRegistry* shared_memory)
     : manager_(manager),
       version_(std::move(version)),
       preprocess_pool_(preprocess_pool),
-      max_request_time_(max_request_time) {}
+      max_request_time_(max_request_time),
+      shared_memory_(shared_memory != nullptr ? shared_memory : &no_shared_memory_) {}
 
 absl::StatusOr<std::shared_ptr<const ServableModel>> InferenceService::GetModel(
     const std::string& name, const std::string& version) const {
@@ -140,6 +140,7 @@ grpc::ServerUnaryReactor* InferenceService::ServerMetadata(
     grpc::CallbackServerContext* context, const inference::ServerMetadataRequest*,
     inference::ServerMetadataResponse* response) {
   FillServerMetadata(version_, response);
+  if (shared_memory_->enabled()) response->add_extensions(kKServeSystemSharedMemory);
   return FinishWith(context, absl::OkStatus());
 }
 
@@ -216,12 +217,80 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
     return call;
   }
   call->model = *std::move(model);
-  RunModelInfer(*call->model, call->fields(),
-                CappedDeadline(DeadlineOf(*context), max_request_time_), CancellationOf(context),
-                preprocess_pool_, &call->response,
-                [call](absl::Status status) { call->Answer(status); },
-                RawInputsIfDeferred(call->deferred, request_bytes));
+  RunInfer(*call->model, call->fields(), context, RawInputsIfDeferred(call->deferred, request_bytes),
+           &call->response, [call](absl::Status status) { call->Answer(status); });
   return call;
+}
+
+void InferenceService::RunInfer(const ServableModel& model,
+                                const inference::ModelInferRequest& fields,
+                                grpc::CallbackServerContext* context,
+                                std::optional<ExternalRawInputs> raw_inputs,
+                                inference::ModelInferResponse* response,
+                                FinishCallback finish) const {
+  const bool has_raw_contents = raw_inputs.has_value() || fields.raw_input_contents_size() > 0;
+  absl::StatusOr<SharedMemoryBindings> shared = BindSharedMemory(fields, has_raw_contents,
+                                                                 shared_memory_);
+  if (!shared.ok()) return finish(shared.status());
+  if (shared->input.has_value()) raw_inputs = std::move(shared->input);
+  PlaceOutputsFn place_outputs;
+  if (!shared->outputs.empty()) {
+    // Holds the output windows' mappings until the reply is placed.
+    place_outputs = [bindings = std::make_shared<const SharedMemoryBindings>(*std::move(shared))](
+                        inference::ModelInferResponse* filled) {
+      return PlaceOutputsInSharedMemory(*bindings, filled);
+    };
+  }
+  RunModelInfer(model, fields, CappedDeadline(DeadlineOf(*context), max_request_time_),
+                CancellationOf(context), preprocess_pool_, response, std::move(finish),
+                std::move(raw_inputs), std::move(place_outputs));
+}
+
+grpc::ServerUnaryReactor* InferenceService::SystemSharedMemoryStatus(
+    grpc::CallbackServerContext* context, const inference::SystemSharedMemoryStatusRequest* request,
+    inference::SystemSharedMemoryStatusResponse* response) {
+  return FinishWith(context, shared_memory_->Status(request->name(), response));
+}
+
+grpc::ServerUnaryReactor* InferenceService::SystemSharedMemoryRegister(
+    grpc::CallbackServerContext* context,
+    const inference::SystemSharedMemoryRegisterRequest* request,
+    inference::SystemSharedMemoryRegisterResponse*) {
+  return FinishWith(context, shared_memory_->Register(request->name(), request->key(),
+                                                      request->offset(), request->byte_size()));
+}
+
+grpc::ServerUnaryReactor* InferenceService::SystemSharedMemoryUnregister(
+    grpc::CallbackServerContext* context,
+    const inference::SystemSharedMemoryUnregisterRequest* request,
+    inference::SystemSharedMemoryUnregisterResponse*) {
+  shared_memory_->Unregister(request->name());
+  return FinishWith(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* InferenceService::CudaSharedMemoryStatus(
+    grpc::CallbackServerContext* context, const inference::CudaSharedMemoryStatusRequest* request,
+    inference::CudaSharedMemoryStatusResponse*) {
+  // No CUDA region can be registered, so the status of all of them is empty.
+  return FinishWith(context, request->name().empty()
+                                 ? absl::OkStatus()
+                                 : absl::NotFoundError(absl::StrCat(
+                                       "CUDA shared memory region '", request->name(),
+                                       "' is not registered")));
+}
+
+grpc::ServerUnaryReactor* InferenceService::CudaSharedMemoryRegister(
+    grpc::CallbackServerContext* context, const inference::CudaSharedMemoryRegisterRequest*,
+    inference::CudaSharedMemoryRegisterResponse*) {
+  return FinishWith(context, absl::UnimplementedError(
+                                 "vitserve does not take CUDA shared memory; register system "
+                                 "shared memory (SystemSharedMemoryRegister) instead"));
+}
+
+grpc::ServerUnaryReactor* InferenceService::CudaSharedMemoryUnregister(
+    grpc::CallbackServerContext* context, const inference::CudaSharedMemoryUnregisterRequest*,
+    inference::CudaSharedMemoryUnregisterResponse*) {
+  return FinishWith(context, absl::OkStatus());  // None registered: nothing to drop.
 }
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* InferenceService::ModelStreamInfer(

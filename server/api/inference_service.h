@@ -19,6 +19,7 @@
 #pragma once
 
 #include <atomic>
+#include <optional>
 #include <string>
 
 #include "absl/time/time.h"
@@ -27,6 +28,8 @@
 #include "grpcpp/support/server_callback.h"
 #include "inference/grpc_service.grpc.pb.h"
 #include "server/api/kserve_metadata.h"
+#include "server/api/shared_memory.h"
+#include "server/api/task_calls.h"
 #include "server/api/work_pool.h"
 #include "server/model_manager.h"
 
@@ -47,7 +50,13 @@ using Base =
     Kserve::WithRawCallbackMethod_ModelStreamInfer<Kserve::WithCallbackMethod_ModelConfig<
     Kserve::WithCallbackMethod_ModelStatistics<Kserve::WithCallbackMethod_RepositoryIndex<
     Kserve::WithCallbackMethod_RepositoryModelLoad<Kserve::WithCallbackMethod_RepositoryModelUnload<
-    Kserve::Service>>>>>>>>>>>>;
+    Kserve::WithCallbackMethod_SystemSharedMemoryStatus<
+    Kserve::WithCallbackMethod_SystemSharedMemoryRegister<
+    Kserve::WithCallbackMethod_SystemSharedMemoryUnregister<
+    Kserve::WithCallbackMethod_CudaSharedMemoryStatus<
+    Kserve::WithCallbackMethod_CudaSharedMemoryRegister<
+    Kserve::WithCallbackMethod_CudaSharedMemoryUnregister<
+    Kserve::Service>>>>>>>>>>>>>>>>>>;
 // clang-format on
 }  // namespace inference_service_internal
 
@@ -58,10 +67,12 @@ class InferenceService final : public inference_service_internal::Base {
 
   // `version`: the server version reported by ServerMetadata. `preprocess_pool` (borrowed, may
   // be null: then inline on gRPC's thread) converts ModelInfer's input tensors.
-  // `max_request_time` caps every request's deadline (CappedDeadline).
+  // `max_request_time` caps every request's deadline (CappedDeadline). `shared_memory`
+  // (borrowed, may be null: the extension off) holds the clients' shared memory regions.
   InferenceService(ModelManager* manager, std::string version,
                    WorkPool* preprocess_pool = nullptr,
-                   absl::Duration max_request_time = absl::InfiniteDuration());
+                   absl::Duration max_request_time = absl::InfiniteDuration(),
+                   SharedMemoryRegistry* shared_memory = nullptr);
 
   // From now on ServerReady answers false.
   void SetShuttingDown() { shutting_down_.store(true); }
@@ -101,6 +112,31 @@ class InferenceService final : public inference_service_internal::Base {
   grpc::ServerUnaryReactor* RepositoryModelUnload(
       grpc::CallbackServerContext* context, const inference::RepositoryModelUnloadRequest* request,
       inference::RepositoryModelUnloadResponse* response) override;
+  // Triton's system shared-memory extension (shared_memory.h). CUDA regions: status and
+  // unregistration answer for none; registering one is UNIMPLEMENTED.
+  grpc::ServerUnaryReactor* SystemSharedMemoryStatus(
+      grpc::CallbackServerContext* context,
+      const inference::SystemSharedMemoryStatusRequest* request,
+      inference::SystemSharedMemoryStatusResponse* response) override;
+  grpc::ServerUnaryReactor* SystemSharedMemoryRegister(
+      grpc::CallbackServerContext* context,
+      const inference::SystemSharedMemoryRegisterRequest* request,
+      inference::SystemSharedMemoryRegisterResponse* response) override;
+  grpc::ServerUnaryReactor* SystemSharedMemoryUnregister(
+      grpc::CallbackServerContext* context,
+      const inference::SystemSharedMemoryUnregisterRequest* request,
+      inference::SystemSharedMemoryUnregisterResponse* response) override;
+  grpc::ServerUnaryReactor* CudaSharedMemoryStatus(
+      grpc::CallbackServerContext* context, const inference::CudaSharedMemoryStatusRequest* request,
+      inference::CudaSharedMemoryStatusResponse* response) override;
+  grpc::ServerUnaryReactor* CudaSharedMemoryRegister(
+      grpc::CallbackServerContext* context,
+      const inference::CudaSharedMemoryRegisterRequest* request,
+      inference::CudaSharedMemoryRegisterResponse* response) override;
+  grpc::ServerUnaryReactor* CudaSharedMemoryUnregister(
+      grpc::CallbackServerContext* context,
+      const inference::CudaSharedMemoryUnregisterRequest* request,
+      inference::CudaSharedMemoryUnregisterResponse* response) override;
 
  private:
   class StreamInferReactor;
@@ -108,11 +144,19 @@ class InferenceService final : public inference_service_internal::Base {
   // The model `name` at `version` ("" or "1"): NOT_FOUND / UNAVAILABLE otherwise.
   absl::StatusOr<std::shared_ptr<const ServableModel>> GetModel(const std::string& name,
                                                                 const std::string& version) const;
+  // Runs `fields` (a ModelInfer request) on `model`, its input from `raw_inputs` (deferred
+  // raw contents, may be empty) or from the shared memory it names, its outputs placed where
+  // it asks; `finish` runs exactly once.
+  void RunInfer(const ServableModel& model, const inference::ModelInferRequest& fields,
+                grpc::CallbackServerContext* context, std::optional<ExternalRawInputs> raw_inputs,
+                inference::ModelInferResponse* response, FinishCallback finish) const;
 
   ModelManager* const manager_;
   const std::string version_;
   WorkPool* const preprocess_pool_;  // Not owned; may be null.
   const absl::Duration max_request_time_;
+  SharedMemoryRegistry no_shared_memory_{/*enabled=*/false};  // Used when none is given.
+  SharedMemoryRegistry* const shared_memory_;  // Not owned; never null.
   std::atomic<bool> shutting_down_{false};
 };
 

@@ -25,6 +25,8 @@ namespace vitserve {
 // Listed in ServerMetadata: the Triton extensions vitserve implements.
 inline constexpr const char* kKServeExtensions[] = {"model_configuration", "statistics",
                                                     "model_repository"};
+// Listed besides them by the gRPC service when clients may use shared memory (shared_memory.h).
+inline constexpr char kKServeSystemSharedMemory[] = "system_shared_memory";
 inline constexpr char kKServePlatform[] = "vitserve_libtorch";
 inline constexpr char kKServeBackend[] = "vitserve";
 

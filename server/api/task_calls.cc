@@ -180,7 +180,7 @@ void RunSegment(const ServableModel& model, const ImageLimits& limits, WorkPool*
 void RunModelInfer(const ServableModel& model, const inference::ModelInferRequest& request,
                    absl::Time deadline, std::function<bool()> is_cancelled, WorkPool* pool,
                    inference::ModelInferResponse* response, FinishCallback finish,
-                   std::optional<ExternalRawInputs> raw_inputs) {
+                   std::optional<ExternalRawInputs> raw_inputs, PlaceOutputsFn place_outputs) {
   const absl::Time start = absl::Now();
   ModelMetrics& metrics = model.metrics();
   std::function<void(absl::Status)> complete = TrackRequest(model, std::move(finish));
@@ -215,6 +215,7 @@ void RunModelInfer(const ServableModel& model, const inference::ModelInferReques
   model.AnnounceArrival();  // Ended by ScheduleRows or, on failure, withdrawn below.
   auto convert_and_schedule = [&model, &metrics, &request, response, spec, deadline, pool, task,
                                detect_settings, raw_inputs = std::move(raw_inputs),
+                               place_outputs = std::move(place_outputs),
                                is_cancelled = std::move(is_cancelled),
                                complete = std::move(complete)]() mutable {
     if (absl::Status wanted = CheckStillWanted(deadline, is_cancelled); !wanted.ok()) {
@@ -231,7 +232,7 @@ void RunModelInfer(const ServableModel& model, const inference::ModelInferReques
     }
     // The reply is filled on the pool, off the model's executor thread (as Classify's).
     auto fill = [&model, &request, complete, response, task, detect_settings,
-                 input_size = spec.input_size,
+                 place_outputs = std::move(place_outputs), input_size = spec.input_size,
                  batched = input->batched](absl::StatusOr<at::Tensor> rows) {
       if (!rows.ok()) return complete(rows.status());
       absl::Status filled;
@@ -244,6 +245,7 @@ void RunModelInfer(const ServableModel& model, const inference::ModelInferReques
         FillInferOutput(*rows, batched, response);
       }
       if (filled.ok()) KeepRequestedOutputs(request, response);
+      if (filled.ok() && place_outputs) filled = place_outputs(response);
       complete(filled);
     };
     ScheduleRows(model, std::move(input->tensor), deadline, std::move(is_cancelled),

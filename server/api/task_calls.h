@@ -70,9 +70,13 @@ void RunSegment(const ServableModel& model, const ImageLimits& limits, WorkPool*
 // KServe v2 ModelInfer (tensor conventions: kserve_tensor.h). `raw_inputs`: the request's
 // raw_input_contents when they were left outside `request` (deferred_infer.h); their `copy`
 // runs on the pool, before `finish`, so what it reads must stay valid until then.
+// `place_outputs` (may be empty) runs on the filled response before `finish` and may move
+// outputs elsewhere (shared memory: shared_memory.h); its error is the request's.
+using PlaceOutputsFn = std::function<absl::Status(inference::ModelInferResponse*)>;
 void RunModelInfer(const ServableModel& model, const inference::ModelInferRequest& request,
                    absl::Time deadline, std::function<bool()> is_cancelled, WorkPool* pool,
                    inference::ModelInferResponse* response, FinishCallback finish,
-                   std::optional<ExternalRawInputs> raw_inputs = std::nullopt);
+                   std::optional<ExternalRawInputs> raw_inputs = std::nullopt,
+                   PlaceOutputsFn place_outputs = nullptr);
 
 }  // namespace vitserve

@@ -130,6 +130,12 @@ absl::StatusOr<const json*> Parameters(const json& object, const std::string& wh
   if (!it->is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": 'parameters' must be an object"));
   }
+  // Said plainly rather than ignored: the tensor would otherwise seem to carry no data.
+  if (it->contains("shared_memory_region")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": shared memory is offered over gRPC only (with --allow-client-shm); send the "
+        "tensor in the body"));
+  }
   return &*it;
 }
 

@@ -118,6 +118,12 @@ TEST(ParseInferRequestTest, MalformedRequestsAreRefusedWithTheReason) {
       {R"({"inputs": [{"name": "input", "shape": [1], "datatype": "FP32", "data": [1]}],
            "outputs": [{"parameters": {}}]})",
        "'name'"},
+      {R"({"inputs": [{"name": "input", "shape": [1], "datatype": "FP32",
+           "parameters": {"shared_memory_region": "r", "shared_memory_byte_size": 4}}]})",
+       "shared memory is offered over gRPC only"},
+      {R"({"inputs": [{"name": "input", "shape": [1], "datatype": "FP32", "data": [1]}],
+           "outputs": [{"name": "logits", "parameters": {"shared_memory_region": "r"}}]})",
+       "output 'logits': shared memory is offered over gRPC only"},
   };
   for (const Case& c : cases) {
     absl::StatusOr<ParsedInferRequest> parsed = ParseInferRequest(c.body, std::nullopt, "m", "");
