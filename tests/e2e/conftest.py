@@ -2,6 +2,7 @@
 
 The binaries come from $VITSERVE_BUILD_DIR/bin (scripts/test.sh sets it; default: build/).
 """
+import contextlib
 import os
 import pathlib
 import signal
@@ -119,16 +120,23 @@ class ServerProcess:
         return self.proc.returncode
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory):
-    """One vitserve for the whole session, serving E2E_MODEL with random weights on CPU."""
-    log = tmp_path_factory.mktemp("server") / "vitserve.log"
-    proc = ServerProcess([f"--model={E2E_MODEL}", "--max-batch-size=8"], log)
+@contextlib.contextmanager
+def serving(args, log_path):
+    """A ready vitserve with `args` for the `with` block, stopped after it."""
+    proc = ServerProcess(list(args), log_path)
     try:
         proc.wait_ready()
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One vitserve for the whole session, serving E2E_MODEL with random weights on CPU."""
+    log = tmp_path_factory.mktemp("server") / "vitserve.log"
+    with serving([f"--model={E2E_MODEL}", "--max-batch-size=8"], log) as proc:
+        yield proc
 
 
 @pytest.fixture

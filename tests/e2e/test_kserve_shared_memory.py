@@ -12,7 +12,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 
-from conftest import E2E_MODEL, ServerProcess, binary
+from conftest import E2E_MODEL, binary, serving
 from test_perf_analyzer import _perf_analyzer_env
 
 IMAGE_BYTES = 3 * 224 * 224 * 4
@@ -22,12 +22,8 @@ LOGITS_BYTES = 1000 * 4
 @pytest.fixture(scope="module")
 def shm_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("shm_server") / "vitserve.log"
-    proc = ServerProcess([f"--model={E2E_MODEL}", "--max-batch-size=8", "--allow-client-shm"], log)
-    try:
-        proc.wait_ready()
+    with serving([f"--model={E2E_MODEL}", "--max-batch-size=8", "--allow-client-shm"], log) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture
