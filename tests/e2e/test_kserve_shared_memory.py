@@ -191,3 +191,36 @@ def test_vitserve_client_bench_sends_tensors_in_shared_memory(shm_server, server
     usage = _bench(shm_server.grpc_target, "--shared-memory", "cuda")
     assert usage.returncode == 2, usage.stderr
     assert "--shared-memory must be none or system" in usage.stderr, usage.stderr
+
+
+def test_a_stream_reads_and_writes_shared_memory_and_answers_its_errors_in_band(shm_server,
+                                                                                 regions):
+    import queue  # noqa: PLC0415
+
+    client = grpcclient.InferenceServerClient(shm_server.grpc_target)
+    image = np.random.default_rng(5).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    in_name, in_handle = regions(IMAGE_BYTES)
+    out_name, out_handle = regions(LOGITS_BYTES)
+    shm.set_shared_memory_region(in_handle, [image])
+    client.register_system_shared_memory(in_name, "/" + in_name, IMAGE_BYTES)
+    client.register_system_shared_memory(out_name, "/" + out_name, LOGITS_BYTES)
+    answers = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        inputs, outputs = _request_in_shm("never", IMAGE_BYTES, out_name, LOGITS_BYTES, 1)
+        client.async_stream_infer(E2E_MODEL, inputs, outputs=outputs, request_id="bad")
+        _, error = answers.get(timeout=120)
+        assert error is not None and "NOT_FOUND" in str(error), error
+        inputs, outputs = _request_in_shm(in_name, IMAGE_BYTES, out_name, LOGITS_BYTES, 1)
+        client.async_stream_infer(E2E_MODEL, inputs, outputs=outputs, request_id="good")
+        result, error = answers.get(timeout=120)
+        assert error is None, error
+        assert result.get_response().id == "good"
+    finally:
+        client.stop_stream()
+        client.unregister_system_shared_memory()
+    plain = grpcclient.InferInput("input", list(image.shape), "FP32")
+    plain.set_data_from_numpy(image)
+    expected = client.infer(E2E_MODEL, [plain]).as_numpy("logits")
+    np.testing.assert_allclose(shm.get_contents_as_numpy(out_handle, np.float32, [1, 1000]),
+                               expected, rtol=1e-4, atol=1e-4)
