@@ -217,8 +217,9 @@ grpc::ServerUnaryReactor* InferenceService::ModelInfer(grpc::CallbackServerConte
     return call;
   }
   call->model = *std::move(model);
-  RunInfer(*call->model, call->fields(), context, RawInputsIfDeferred(call->deferred, request_bytes),
-           &call->response, [call](absl::Status status) { call->Answer(status); });
+  RunInfer(*call->model, call->fields(), context,
+           RawInputsIfDeferred(call->deferred, request_bytes), &call->response,
+           [call](absl::Status status) { call->Answer(status); });
   return call;
 }
 
