@@ -1,7 +1,7 @@
 #include "client/commands.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
+#include <sys/mman.h>  // shm_open, shm_unlink
 #include <unistd.h>
 
 #include <atomic>
@@ -315,20 +315,17 @@ class BenchSharedMemory {
       return absl::InternalError(
           absl::StrCat("cannot create shared memory '", key, "': ", std::strerror(errno)));
     }
-    void* data = MAP_FAILED;
-    if (ftruncate(fd, static_cast<off_t>(bytes)) == 0) {
-      data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    }
-    const int error = errno;
+    // Zeros (ftruncate's): the compute cost does not depend on the values, so this process
+    // never maps the object; the server reads it.
+    const int error = ftruncate(fd, static_cast<off_t>(bytes)) == 0 ? 0 : errno;
     close(fd);
-    if (data == MAP_FAILED) {
+    if (error != 0) {
       shm_unlink(key.c_str());
       return absl::InternalError(
-          absl::StrCat("cannot map shared memory '", key, "': ", std::strerror(error)));
+          absl::StrCat("cannot size shared memory '", key, "': ", std::strerror(error)));
     }
-    // Zeros (ftruncate's): the compute cost does not depend on the values.
     std::shared_ptr<BenchSharedMemory> memory(
-        new BenchSharedMemory(client, std::move(name), key, data, bytes));
+        new BenchSharedMemory(client, std::move(name), key));
     absl::Status registered = client->RegisterSystemSharedMemory(memory->name_, key, bytes);
     if (!registered.ok()) {
       memory->registered_ = false;
@@ -340,7 +337,6 @@ class BenchSharedMemory {
 
   ~BenchSharedMemory() {
     if (registered_) client_->UnregisterSystemSharedMemory(name_).IgnoreError();
-    munmap(data_, bytes_);
     shm_unlink(key_.c_str());
   }
   BenchSharedMemory(const BenchSharedMemory&) = delete;
@@ -349,16 +345,12 @@ class BenchSharedMemory {
   const std::string& name() const { return name_; }
 
  private:
-  BenchSharedMemory(VisionClient* client, std::string name, std::string key, void* data,
-                    size_t bytes)
-      : client_(client), name_(std::move(name)), key_(std::move(key)), data_(data),
-        bytes_(bytes) {}
+  BenchSharedMemory(VisionClient* client, std::string name, std::string key)
+      : client_(client), name_(std::move(name)), key_(std::move(key)) {}
 
   VisionClient* const client_;
   const std::string name_;
   const std::string key_;
-  void* const data_;
-  const size_t bytes_;
   bool registered_ = true;
 };
 
