@@ -18,6 +18,7 @@
 #include "client/annotate.h"
 #include "client/grpc_status.h"
 #include "client/image_io.h"
+#include "common/kserve_datatype.h"
 #include "common/result_json.h"
 #include "client/result_format.h"
 
@@ -66,8 +67,9 @@ absl::Status WriteFile(const std::string& path, const std::string& bytes) {
 // Sends options.args in requests of options.batch images, in order, one request at a time,
 // and prints one result per image. Stops at the first failure.
 absl::Status RunTask(VisionClient& client, const CliOptions& options, std::ostream& out) {
-  for (const auto& [flag, dir] : {std::pair<const char*, const std::string*>{"--output-dir", &options.output_dir},
-                                  std::pair<const char*, const std::string*>{"--annotate", &options.annotate_dir}}) {
+  using FlagDir = std::pair<const char*, const std::string*>;
+  for (const auto& [flag, dir] : {FlagDir{"--output-dir", &options.output_dir},
+                                  FlagDir{"--annotate", &options.annotate_dir}}) {
     if (dir->empty()) continue;
     std::error_code ec;
     std::filesystem::create_directories(*dir, ec);
@@ -383,17 +385,15 @@ absl::StatusOr<std::shared_ptr<void>> MoveTensorsToSharedMemory(
   std::vector<std::pair<std::string, int64_t>> outputs;  // Name, bytes.
   int64_t output_bytes = 0;
   for (const auto& output : metadata.outputs()) {
-    const int64_t element_bytes = output.datatype() == "FP32" || output.datatype() == "INT32" ? 4
-                                  : output.datatype() == "FP16"                              ? 2
-                                                                                             : 0;
+    const int64_t element_bytes = KServeDatatypeBytes(output.datatype());
     int64_t bytes = element_bytes;
     for (int i = 0; i < output.shape_size(); ++i) {
       const int64_t dim = output.shape(i) < 0 && i == 0 ? batch : output.shape(i);
       if (dim < 0 || element_bytes == 0) {
         return absl::FailedPreconditionError(absl::StrCat(
             "model output '", output.name(), "' (", output.datatype(),
-            ") has no fixed size; --shared-memory system needs FP32, FP16 or INT32 outputs of "
-            "fixed dimensions beyond the batch"));
+            ") has no fixed size; --shared-memory system needs outputs of a fixed-size datatype "
+            "and fixed dimensions beyond the batch"));
       }
       bytes *= dim;
     }
@@ -456,11 +456,12 @@ absl::StatusOr<BenchWorkload> MakeBenchWorkload(VisionClient& client,
           absl::StrCat("model '", options.model, "' declares no inputs in its metadata"));
     }
     const auto& input = metadata->inputs(0);
-    int64_t element_bytes = 0;
-    if (input.datatype() == "FP32") element_bytes = 4;
-    else if (input.datatype() == "FP16" || input.datatype() == "BF16") element_bytes = 2;
-    else if (input.datatype() == "UINT8") element_bytes = 1;
-    else {
+    // Image datatypes (the bench sends zeros): vitserve declares FP32 or UINT8; FP16 and BF16
+    // are for other KServe servers.
+    const bool supported = input.datatype() == "FP32" || input.datatype() == "FP16" ||
+                           input.datatype() == "BF16" || input.datatype() == "UINT8";
+    const int64_t element_bytes = KServeDatatypeBytes(input.datatype());
+    if (!supported) {
       return absl::FailedPreconditionError(absl::StrCat(
           "model input '", input.name(), "' has datatype ", input.datatype(),
           "; --input tensor supports FP32, FP16, BF16 and UINT8"));

@@ -12,6 +12,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/kserve_datatype.h"
 #include "common/status_macros.h"
 #include "models/heads/center_decode.h"
 #include "server/api/image_input.h"
@@ -25,12 +26,10 @@ std::string ShapeString(const google::protobuf::RepeatedField<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ","), "]");
 }
 
-// Bytes per element of the accepted datatypes, 0 for any other.
-int64_t ElementBytes(const std::string& datatype) {
-  if (datatype == "FP32") return 4;
-  if (datatype == "FP16") return 2;
-  if (datatype == "UINT8") return 1;
-  return 0;
+// Bytes per element of the datatypes a model input accepts, 0 for any other.
+int64_t AcceptedElementBytes(const std::string& datatype) {
+  const bool accepted = datatype == "FP32" || datatype == "FP16" || datatype == "UINT8";
+  return accepted ? KServeDatatypeBytes(datatype) : 0;
 }
 
 }  // namespace
@@ -79,7 +78,7 @@ absl::StatusOr<InferInput> ParseInferInput(const inference::ModelInferRequest& r
     return absl::InvalidArgumentError(absl::StrCat(
         "unknown input '", input.name(), "'; the model's only input is '", kKServeInputName, "'"));
   }
-  const int64_t element_bytes = ElementBytes(input.datatype());
+  const int64_t element_bytes = AcceptedElementBytes(input.datatype());
   if (element_bytes == 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "input '", kKServeInputName, "' has datatype '", input.datatype(),
