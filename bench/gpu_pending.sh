@@ -93,7 +93,9 @@
 #              processes at concurrency 32 (PA_SPLIT, default 1; is perf_analyzer its own
 #              limit?) and, with PA_MALLOC_ROWS="tcmalloc tuned", perf_analyzer with other
 #              allocators (bench/serve_sweep.sh), with KSERVE_SHM=1 each pair once more with
-#              the tensors in system shared memory (both tools --shared-memory system), then
+#              the tensors in system shared memory (both tools --shared-memory system;
+#              KSERVE_BYTES=0: only so), with PA_MAX_THREADS_ROWS / PA_SYNC_ROWS more
+#              perf_analyzer rows per pair (fewer worker threads; its synchronous mode), then
 #              FP32 with all cores shared as before (KSERVE_SHARED=0: not)
 set -uo pipefail
 STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre \
@@ -452,7 +454,7 @@ PY
     # own limit (run 30 left FP32 at 0.60-0.65 of our client).
     SERVER_CPUS="$server_cpus" CLIENT_CPUS="$client_cpus" KSERVE_UINT8=1 \
       PA_SPLIT="${PA_SPLIT:-1}" bash bench/serve_sweep.sh "$OUT/pinned" > "$OUT/pinned.log" 2>&1
-    grep -E "KServe|infer/s|kserve_|malloc" "$OUT/pinned.log"
+    grep -E "KServe|infer/s|kserve_|malloc|max-threads|synchronous" "$OUT/pinned.log"
     [[ "${KSERVE_SHARED:-1}" == 1 ]] || exit 0
     bash bench/serve_sweep.sh "$OUT/shared" > "$OUT/shared.log" 2>&1
     grep -E "KServe|infer/s|kserve_" "$OUT/shared.log"

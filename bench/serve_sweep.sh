@@ -59,6 +59,18 @@
 #                  copies each input into its records, which limits it above low concurrency
 #                  (docs/performance.md, runs 32-34). Rows *_cN_shm_rR; the table's
 #                  "KServe agreement, shared memory" lines compare their medians
+#   PA_MAX_THREADS_ROWS  "8 16" (with KSERVE_ROUNDS): each pair gets one more perf_analyzer row
+#                  with --max-threads N (rows *_cC_tN_rR; with KSERVE_SHM, *_cC_shm_tN_rR instead,
+#                  the tensors in shared memory, where its input copies no longer limit it). In
+#                  concurrency mode perf_analyzer otherwise starts one worker thread per
+#                  outstanding request, each with its own client (and completion-queue thread):
+#                  is the hand-off between those threads what sets its cycle? Its connections
+#                  follow its clients: ceil((N + 1) / 6) of them instead of 11 at concurrency 64
+#   PA_SYNC_ROWS   1 (with KSERVE_ROUNDS): each pair gets one more perf_analyzer row in its
+#                  synchronous mode (one thread per outstanding request, each blocked in its own
+#                  call: no completion-queue thread between the reply and the next request);
+#                  rows perf_analyzer_sync_DTYPE_cC_rR (_shm_ with KSERVE_SHM)
+#   KSERVE_BYTES   0 (with KSERVE_SHM): the rounds' pairs with the tensors in shared memory only
 #   PA_SPLIT       1 (with KSERVE_ROUNDS): each round also runs two perf_analyzer processes at
 #                  concurrency 32, summed (is perf_analyzer its own limit?)
 #   PA_MALLOC_ROWS "tcmalloc tuned" (with KSERVE_ROUNDS): each round also runs perf_analyzer
@@ -310,14 +322,28 @@ kserve_rows() {
       # connections as perf_analyzer's client library does (one per 6 of its contexts, and
       # perf_analyzer has one context more than its concurrency).
       for c in ${KSERVE_CONCURRENCY:-64}; do
-        PA_CONCURRENCY=$c pa_row "$m" perf_analyzer_async_${dtype}_c${c}_r$r --async
-        bench "$m" kserve_${dtype}_c${c}_pa_conns_r$r --input tensor --concurrency "$c" \
-          --channels $(( (c + 1 + 5) / 6 ))
+        if [[ "${KSERVE_BYTES:-1}" == 1 ]]; then
+          PA_CONCURRENCY=$c pa_row "$m" perf_analyzer_async_${dtype}_c${c}_r$r --async
+          bench "$m" kserve_${dtype}_c${c}_pa_conns_r$r --input tensor --concurrency "$c" \
+            --channels $(( (c + 1 + 5) / 6 ))
+        fi
+        # The extra perf_analyzer rows below send the tensors as the last pair does.
+        local place="" place_flags=()
         if [[ "${KSERVE_SHM:-0}" == 1 ]]; then
+          place=_shm place_flags=(--shared-memory system)
           PA_CONCURRENCY=$c pa_row "$m" perf_analyzer_async_${dtype}_c${c}_shm_r$r --async \
             --shared-memory system
           bench "$m" kserve_${dtype}_c${c}_shm_r$r --input tensor --concurrency "$c" \
             --channels $(( (c + 1 + 5) / 6 )) --shared-memory system
+        fi
+        local t
+        for t in ${PA_MAX_THREADS_ROWS:-}; do
+          PA_CONCURRENCY=$c pa_row "$m" perf_analyzer_async_${dtype}_c${c}${place}_t${t}_r$r \
+            --async "${place_flags[@]}" --max-threads "$t"
+        done
+        if [[ "${PA_SYNC_ROWS:-0}" == 1 ]]; then
+          PA_CONCURRENCY=$c pa_row "$m" perf_analyzer_sync_${dtype}_c${c}${place}_r$r \
+            "${place_flags[@]}"
         fi
       done
       # PA_SPLIT=1: two perf_analyzer processes at concurrency 32 each, summed: more than one
@@ -513,31 +539,41 @@ for m, r in rows.items():
         print(f"  {k:24s} {v:9.0f} {p50:8.2f} {v / alone if alone else float('nan'):9.1%} {v / timm if timm else float('nan'):8.2f}")
     # KSERVE_ROUNDS: medians of the interleaved rounds, perf_analyzer against our client.
     import re
+    def values(prefix):
+        return sorted(v for k, v in r.items() if k.startswith(prefix) and not k.endswith("_ms"))
+    def median(xs):
+        return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
+    def compare(label, pa, base):
+        if pa and base:
+            print(f"  {label}: median {median(pa):,.0f} (range {pa[0]:,.0f}-{pa[-1]:,.0f}): "
+                  f"/ ours = {median(pa) / median(base):.3f}")
     concurrencies = sorted({int(x.group(1)) for k in r
-                            for x in [re.match(r"kserve_(?:fp32|uint8)_c(\d+)_pa_conns_r", k)] if x})
+                            for x in [re.match(r"kserve_(?:fp32|uint8)_c(\d+)_(?:pa_conns|shm)_r", k)] if x})
     for dtype, c in ((d, c) for d in ("fp32", "uint8") for c in concurrencies):
-        pa = sorted(v for k, v in r.items() if k.startswith(f"perf_analyzer_async_{dtype}_c{c}_r") and not k.endswith("_ms"))
-        ours = sorted(v for k, v in r.items() if k.startswith(f"kserve_{dtype}_c{c}_pa_conns_r") and not k.endswith("_ms"))
-        if pa and ours:
-            median = lambda xs: (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
-            print(f"  KServe agreement ({dtype}, concurrency {c}, {len(pa)} rounds): perf_analyzer --async median {median(pa):,.0f} "
-                  f"(range {pa[0]:,.0f}-{pa[-1]:,.0f}), vitserve-client median {median(ours):,.0f} "
-                  f"(range {ours[0]:,.0f}-{ours[-1]:,.0f}): perf_analyzer / ours = {median(pa) / median(ours):.3f}")
-            pa_shm = sorted(v for k, v in r.items() if k.startswith(f"perf_analyzer_async_{dtype}_c{c}_shm_r") and not k.endswith("_ms"))
-            ours_shm = sorted(v for k, v in r.items() if k.startswith(f"kserve_{dtype}_c{c}_shm_r") and not k.endswith("_ms"))
-            if pa_shm and ours_shm:
-                print(f"  KServe agreement, shared memory ({dtype}, concurrency {c}, {len(pa_shm)} rounds): perf_analyzer median "
-                      f"{median(pa_shm):,.0f} (range {pa_shm[0]:,.0f}-{pa_shm[-1]:,.0f}), vitserve-client median {median(ours_shm):,.0f} "
-                      f"(range {ours_shm[0]:,.0f}-{ours_shm[-1]:,.0f}): perf_analyzer / ours = {median(pa_shm) / median(ours_shm):.3f}")
-            # The two processes at 32 each stand in for one at 64: compared at 64 only.
-            split = sorted(v for k, v in r.items() if c == 64 and k.startswith(f"perf_analyzer_async_{dtype}_2x32_r") and not k.endswith("_ms"))
-            if split:
-                print(f"  two perf_analyzer processes at 32 each ({dtype}): median {median(split):,.0f} "
-                      f"(range {split[0]:,.0f}-{split[-1]:,.0f}): / ours = {median(split) / median(ours):.3f}")
-            for kind in ("tcmalloc", "tuned"):
-                alloc = sorted(v for k, v in r.items() if k.startswith(f"perf_analyzer_async_{dtype}_c{c}_{kind}_r") and not k.endswith("_ms"))
-                if alloc:
-                    print(f"  perf_analyzer with {kind} malloc ({dtype}): median {median(alloc):,.0f} "
-                          f"(range {alloc[0]:,.0f}-{alloc[-1]:,.0f}): / ours = {median(alloc) / median(ours):.3f}")
+        ours = values(f"kserve_{dtype}_c{c}_pa_conns_r")
+        ours_shm = values(f"kserve_{dtype}_c{c}_shm_r")
+        for shm, base, pa, label in (("", ours, values(f"perf_analyzer_async_{dtype}_c{c}_r"), "KServe agreement"),
+                                     ("_shm", ours_shm, values(f"perf_analyzer_async_{dtype}_c{c}_shm_r"),
+                                      "KServe agreement, shared memory")):
+            if pa and base:
+                print(f"  {label} ({dtype}, concurrency {c}, {len(pa)} rounds): perf_analyzer --async median {median(pa):,.0f} "
+                      f"(range {pa[0]:,.0f}-{pa[-1]:,.0f}), vitserve-client median {median(base):,.0f} "
+                      f"(range {base[0]:,.0f}-{base[-1]:,.0f}): perf_analyzer / ours = {median(pa) / median(base):.3f}")
+            where = f"{dtype}, concurrency {c}" + (", shared memory" if shm else "")
+            # PA_SYNC_ROWS: perf_analyzer in its synchronous mode.
+            compare(f"perf_analyzer synchronous ({where})", values(f"perf_analyzer_sync_{dtype}_c{c}{shm}_r"), base)
+            # PA_MAX_THREADS_ROWS: perf_analyzer with fewer worker threads than requests.
+            threads = sorted({int(x.group(1)) for k in r for x in
+                              [re.match(rf"perf_analyzer_async_{dtype}_c{c}{shm}_t(\d+)_r", k)] if x})
+            for t in threads:
+                compare(f"perf_analyzer --max-threads {t} ({where})",
+                        values(f"perf_analyzer_async_{dtype}_c{c}{shm}_t{t}_r"), base)
+        # The two processes at 32 each stand in for one at 64: compared at 64 only.
+        if c == 64:
+            compare(f"two perf_analyzer processes at 32 each ({dtype})",
+                    values(f"perf_analyzer_async_{dtype}_2x32_r"), ours)
+        for kind in ("tcmalloc", "tuned"):
+            compare(f"perf_analyzer with {kind} malloc ({dtype})",
+                    values(f"perf_analyzer_async_{dtype}_c{c}_{kind}_r"), ours)
 PY
 log "done"
