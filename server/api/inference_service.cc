@@ -231,7 +231,7 @@ void InferenceService::RunInfer(const ServableModel& model,
                                 FinishCallback finish) const {
   const bool has_raw_contents = raw_inputs.has_value() || fields.raw_input_contents_size() > 0;
   absl::StatusOr<SharedMemoryBindings> shared = BindSharedMemory(fields, has_raw_contents,
-                                                                 shared_memory_);
+                                                                 *shared_memory_);
   if (!shared.ok()) return finish(shared.status());
   if (shared->input.has_value()) raw_inputs = std::move(shared->input);
   PlaceOutputsFn place_outputs;

@@ -236,9 +236,7 @@ absl::StatusOr<std::optional<SharedMemoryPlacement>> SharedMemoryPlacementOf(
 
 absl::StatusOr<SharedMemoryBindings> BindSharedMemory(const inference::ModelInferRequest& request,
                                                       bool has_raw_contents,
-                                                      const SharedMemoryRegistry* registry) {
-  const SharedMemoryRegistry disabled(false);
-  if (registry == nullptr) registry = &disabled;
+                                                      const SharedMemoryRegistry& registry) {
   SharedMemoryBindings bindings;
   for (const auto& input : request.inputs()) {
     absl::StatusOr<std::optional<SharedMemoryPlacement>> placement =
@@ -252,7 +250,7 @@ absl::StatusOr<SharedMemoryBindings> BindSharedMemory(const inference::ModelInfe
     }
     if (request.inputs_size() != 1) continue;  // ParseInferInput refuses the request.
     absl::StatusOr<SharedMemorySlice> slice =
-        registry->Slice((*placement)->region, (*placement)->offset, (*placement)->byte_size);
+        registry.Slice((*placement)->region, (*placement)->offset, (*placement)->byte_size);
     if (!slice.ok()) return slice.status();
     ExternalRawInputs raw;
     raw.sizes.push_back(slice->byte_size);
@@ -269,7 +267,7 @@ absl::StatusOr<SharedMemoryBindings> BindSharedMemory(const inference::ModelInfe
     if (!placement.ok()) return placement.status();
     if (!placement->has_value()) continue;
     absl::StatusOr<SharedMemorySlice> slice =
-        registry->Slice((*placement)->region, (*placement)->offset, (*placement)->byte_size);
+        registry.Slice((*placement)->region, (*placement)->offset, (*placement)->byte_size);
     if (!slice.ok()) return slice.status();
     bindings.outputs.emplace_back(output.name(), *std::move(slice));
   }

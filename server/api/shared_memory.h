@@ -128,7 +128,7 @@ struct SharedMemoryBindings {
 // names a region must carry no bytes of its own.
 absl::StatusOr<SharedMemoryBindings> BindSharedMemory(const inference::ModelInferRequest& request,
                                                       bool has_raw_contents,
-                                                      const SharedMemoryRegistry* registry);
+                                                      const SharedMemoryRegistry& registry);
 
 // Copies every output of `response` that `bindings` places in shared memory into its window
 // and empties its raw_output_contents entry. INVALID_ARGUMENT when one does not fit.

@@ -209,7 +209,7 @@ TEST(BindSharedMemoryTest, TheInputIsCopiedFromItsWindow) {
   SharedMemoryRegistry registry(true);
   ASSERT_TRUE(registry.Register("r", object.key(), 100, 500).ok());
   absl::StatusOr<SharedMemoryBindings> bindings =
-      BindSharedMemory(RequestWithInputIn("r", 10, 50), false, &registry);
+      BindSharedMemory(RequestWithInputIn("r", 10, 50), false, registry);
   ASSERT_TRUE(bindings.ok()) << bindings.status();
   ASSERT_TRUE(bindings->input.has_value());
   ASSERT_EQ(bindings->input->sizes, std::vector<size_t>{50});
@@ -224,10 +224,10 @@ TEST(BindSharedMemoryTest, RefusesAnInputInSharedMemoryThatAlsoCarriesBytes) {
   SharedMemoryRegistry registry(true);
   ASSERT_TRUE(registry.Register("r", object.key(), 0, 1000).ok());
   inference::ModelInferRequest request = RequestWithInputIn("r", 0, 10);
-  EXPECT_EQ(BindSharedMemory(request, /*has_raw_contents=*/true, &registry).status().code(),
+  EXPECT_EQ(BindSharedMemory(request, /*has_raw_contents=*/true, registry).status().code(),
             absl::StatusCode::kInvalidArgument);
   request.mutable_inputs(0)->mutable_contents()->add_uint_contents(1);
-  EXPECT_EQ(BindSharedMemory(request, false, &registry).status().code(),
+  EXPECT_EQ(BindSharedMemory(request, false, registry).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 
@@ -235,19 +235,20 @@ TEST(BindSharedMemoryTest, PassesOnTheRegistrysErrors) {
   SharedObject object(1000);
   SharedMemoryRegistry registry(true);
   ASSERT_TRUE(registry.Register("r", object.key(), 0, 100).ok());
-  EXPECT_EQ(BindSharedMemory(RequestWithInputIn("missing", 0, 10), false, &registry)
+  EXPECT_EQ(BindSharedMemory(RequestWithInputIn("missing", 0, 10), false, registry)
                 .status()
                 .code(),
             absl::StatusCode::kNotFound);
-  EXPECT_EQ(BindSharedMemory(RequestWithInputIn("r", 50, 51), false, &registry).status().code(),
+  EXPECT_EQ(BindSharedMemory(RequestWithInputIn("r", 50, 51), false, registry).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(BindSharedMemory(RequestWithInputIn("r", 0, 10), false, nullptr).status().code(),
+  const SharedMemoryRegistry disabled(false);
+  EXPECT_EQ(BindSharedMemory(RequestWithInputIn("r", 0, 10), false, disabled).status().code(),
             absl::StatusCode::kFailedPrecondition);
-  // A request without shared memory binds nothing, registry or not.
+  // A request without shared memory binds nothing, the extension on or off.
   inference::ModelInferRequest plain;
   plain.add_inputs()->set_name("input");
   plain.add_outputs()->set_name("logits");
-  absl::StatusOr<SharedMemoryBindings> bindings = BindSharedMemory(plain, true, nullptr);
+  absl::StatusOr<SharedMemoryBindings> bindings = BindSharedMemory(plain, true, disabled);
   ASSERT_TRUE(bindings.ok());
   EXPECT_TRUE(bindings->empty());
 }
@@ -262,7 +263,7 @@ TEST(BindSharedMemoryTest, OutputsArePlacedInTheirWindowsAndLeaveEmptyContents) 
   boxes->set_name("boxes");
   Place("out", 200, 8, boxes->mutable_parameters());
   request.add_outputs()->set_name("scores");  // Stays in the reply.
-  absl::StatusOr<SharedMemoryBindings> bindings = BindSharedMemory(request, false, &registry);
+  absl::StatusOr<SharedMemoryBindings> bindings = BindSharedMemory(request, false, registry);
   ASSERT_TRUE(bindings.ok());
   ASSERT_EQ(bindings->outputs.size(), 1u);
 
