@@ -71,6 +71,10 @@
 #                  call: no completion-queue thread between the reply and the next request);
 #                  rows perf_analyzer_sync_DTYPE_cC_rR (_shm_ with KSERVE_SHM)
 #   KSERVE_BYTES   0 (with KSERVE_SHM): the rounds' pairs with the tensors in shared memory only
+#   PA_EXPORT      1: every perf_analyzer row also writes its per-request timestamps
+#                  (--profile-export-file) and bench/pa_export_tail.py prints their tail (the
+#                  mean against p50-p99.9 and max, whether the slow requests come together) with
+#                  the server's own slow requests over the row (/metrics before and after)
 #   PA_SPLIT       1 (with KSERVE_ROUNDS): each round also runs two perf_analyzer processes at
 #                  concurrency 32, summed (is perf_analyzer its own limit?)
 #   PA_MALLOC_ROWS "tcmalloc tuned" (with KSERVE_ROUNDS): each round also runs perf_analyzer
@@ -403,10 +407,14 @@ run_pa() {
 # bash's `time`) over its whole run, as the client rows give vitserve-client's: is the load
 # generator its own limit?
 pa_row() {
-  local m=$1 name=$2 v p50 timing wall user sys
+  local m=$1 name=$2 v p50 timing wall user sys export_flags=()
   shift 2
+  if [[ "${PA_EXPORT:-0}" == 1 ]]; then
+    export_flags=(--profile-export-file "$OUT/pa_${m}_${name}.json")
+    scrape "$OUT/pa_${m}_${name}_metrics_before.txt"
+  fi
   timing=$( { TIMEFORMAT='%R %U %S'; time run_pa "$m" "${PA_CONCURRENCY:-64}" \
-    "$OUT/pa_${m}_${name}.txt" "$@"; } 2>&1 )
+    "$OUT/pa_${m}_${name}.txt" "$@" "${export_flags[@]}"; } 2>&1 )
   read -r wall user sys <<< "$timing"
   v=$(grep -oP 'throughput: \K[0-9.]+' "$OUT/pa_${m}_${name}.txt" | tail -1)
   p50=$(grep -oP 'p50 latency: \K[0-9]+' "$OUT/pa_${m}_${name}.txt" | tail -1)
@@ -414,6 +422,15 @@ pa_row() {
   [[ -n "$p50" ]] && record "$m" "${name}_p50_ms" "$(awk -v u="$p50" 'BEGIN {print u / 1000}')"
   log "$m $name: ${v:-?} infer/s (KServe), perf_analyzer CPU" \
     "$(awk -v u="${user:-0}" -v s="${sys:-0}" 'BEGIN {printf "%.2f", u + s}') s in ${wall:-?} s"
+  if [[ "${PA_EXPORT:-0}" == 1 ]]; then
+    # The tail of its latencies and the server's own slow requests over the same row; the
+    # export (tens of MB) is not kept.
+    scrape "$OUT/pa_${m}_${name}_metrics_after.txt"
+    python3 bench/pa_export_tail.py "$OUT/pa_${m}_${name}.json" \
+      --metrics "$OUT/pa_${m}_${name}_metrics_after.txt" \
+      --metrics-before "$OUT/pa_${m}_${name}_metrics_before.txt" | sed "s/^/  $name: /"
+    rm -f "$OUT/pa_${m}_${name}.json" "$OUT/pa_${m}_${name}"_metrics_*.txt
+  fi
 }
 
 # pa_split_row MODEL NAME [FLAGS...]: two perf_analyzer processes (run_pa) at concurrency 32 at
