@@ -411,6 +411,7 @@ pa_row() {
   shift 2
   if [[ "${PA_EXPORT:-0}" == 1 ]]; then
     export_flags=(--profile-export-file "$OUT/pa_${m}_${name}.json")
+    rm -f "$OUT/pa_${m}_${name}.json"  # perf_analyzer refuses a path that exists.
     scrape "$OUT/pa_${m}_${name}_metrics_before.txt"
   fi
   timing=$( { TIMEFORMAT='%R %U %S'; time run_pa "$m" "${PA_CONCURRENCY:-64}" \
