@@ -40,19 +40,20 @@ def summarise_experiment(experiment):
     n = len(latencies_ms)
     mean = sum(latencies_ms) / n
     p50 = percentile(latencies_ms, 0.50)
-    print(f"  {n} requests: mean {mean:.3f} ms, p50 {p50:.3f}, p90 {percentile(latencies_ms, 0.9):.3f}, "
-          f"p99 {percentile(latencies_ms, 0.99):.3f}, p99.9 {percentile(latencies_ms, 0.999):.3f}, "
-          f"max {latencies_ms[-1]:.3f}")
+    p90, p99, p999 = (percentile(latencies_ms, q) for q in (0.9, 0.99, 0.999))
+    print(f"  {n} requests: mean {mean:.3f} ms, p50 {p50:.3f}, p90 {p90:.3f}, p99 {p99:.3f}, "
+          f"p99.9 {p999:.3f}, max {latencies_ms[-1]:.3f}")
     for threshold in (2 * p50, 10.0, 25.0, 50.0, 100.0):
         slow = [x for x in latencies_ms if x > threshold]
         if not slow:
             continue
         rest = latencies_ms[: n - len(slow)]
         rest_mean = f"{sum(rest) / len(rest):.3f} ms" if rest else "-"
-        print(f"  over {threshold:.1f} ms: {len(slow)} ({len(slow) / n:.2%}), mean {sum(slow) / len(slow):.1f} ms; "
-              f"the mean without them {rest_mean}")
+        print(f"  over {threshold:.1f} ms: {len(slow)} ({len(slow) / n:.2%}), "
+              f"mean {sum(slow) / len(slow):.1f} ms; the mean without them {rest_mean}")
     ends = sorted(end for _, end in spans)
-    gaps = sorted(((ends[i + 1] - ends[i]) / 1e6, (ends[i] - origin) / 1e9) for i in range(len(ends) - 1))
+    gaps = sorted(((later - earlier) / 1e6, (earlier - origin) / 1e9)
+                  for earlier, later in zip(ends, ends[1:]))
     print("  longest gaps between consecutive completions (ms at s after the first request): "
           + ", ".join(f"{gap:.1f} at {at:.2f}" for gap, at in reversed(gaps[-10:])))
     slow_threshold = 4 * p50

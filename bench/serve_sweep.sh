@@ -75,6 +75,9 @@
 #                  (--profile-export-file) and bench/pa_export_tail.py prints their tail (the
 #                  mean against p50-p99.9 and max, whether the slow requests come together) with
 #                  the server's own slow requests over the row (/metrics before and after)
+#   PA_TARGET      where perf_analyzer sends its requests, default localhost:8001 (as our
+#                  client); 127.0.0.1:8001 skips the name (run 43: its first request per context
+#                  waited seconds at start-up; `bash bench/gpu_pending.sh patarget` compares)
 #   PA_SPLIT       1 (with KSERVE_ROUNDS): each round also runs two perf_analyzer processes at
 #                  concurrency 32, summed (is perf_analyzer its own limit?)
 #   PA_MALLOC_ROWS "tcmalloc tuned" (with KSERVE_ROUNDS): each round also runs perf_analyzer
@@ -397,7 +400,7 @@ run_pa() {
   shift 3
   # shellcheck disable=SC2086  # PA_ENV and PA_FLAGS: words.
   env ${PA_ENV:-} LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" "${CLIENT_TASKSET[@]}" \
-    "$PA" -m "$m" -i grpc -u localhost:8001 --concurrency-range "$concurrency" \
+    "$PA" -m "$m" -i grpc -u "${PA_TARGET:-localhost:8001}" --concurrency-range "$concurrency" \
     --measurement-interval 3000 --measurement-mode time_windows \
     --max-trials 3 --stability-percentage 999 -b 1 ${PA_FLAGS:-} "$@" > "$out" 2>&1
 }
