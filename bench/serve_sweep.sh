@@ -75,9 +75,13 @@
 #                  (--profile-export-file) and bench/pa_export_tail.py prints their tail (the
 #                  mean against p50-p99.9 and max, whether the slow requests come together) with
 #                  the server's own slow requests over the row (/metrics before and after)
-#   PA_TARGET      where perf_analyzer sends its requests, default localhost:8001 (as our
-#                  client); 127.0.0.1:8001 skips the name (run 43: its first request per context
-#                  waited seconds at start-up; `bash bench/gpu_pending.sh patarget` compares)
+#   PA_TARGET      where perf_analyzer sends its requests, default 127.0.0.1:8001 (runs up to
+#                  43: localhost:8001). perf_analyzer's gRPC resolves a name with getaddrinfo,
+#                  which asks the DNS server for localhost's IPv6 address as its workers connect
+#                  (strace on the development machine); on a box whose DNS server cannot be
+#                  reached that wait falls on each context's first request (run 43: 2-3 s).
+#                  Our client's gRPC sends no DNS query for localhost. `bash
+#                  bench/gpu_pending.sh patarget` compares the two targets
 #   PA_SPLIT       1 (with KSERVE_ROUNDS): each round also runs two perf_analyzer processes at
 #                  concurrency 32, summed (is perf_analyzer its own limit?)
 #   PA_MALLOC_ROWS "tcmalloc tuned" (with KSERVE_ROUNDS): each round also runs perf_analyzer
@@ -316,7 +320,8 @@ start_server() {
 # (the issue wants the two within 10%). perf_analyzer's gRPC client shares a connection among
 # at most 6 of its contexts (TRITON_CLIENT_GRPC_CHANNEL_MAX_SHARE_COUNT): 11 connections at
 # concurrency 64, counted with ss on the development machine. Our client's like-for-like row
-# opens as many (_pa_conns).
+# opens as many (_pa_conns). (Counted again with ss in session 35, perf_analyzer 2.41: 11 in its
+# synchronous mode, 3 with --async, which the rounds below use.)
 kserve_rows() {
   local m=$1 dtype=$2 v p50 r
   if [[ "${KSERVE_ROUNDS:-1}" -gt 1 && -x "$PA" ]]; then
@@ -400,7 +405,7 @@ run_pa() {
   shift 3
   # shellcheck disable=SC2086  # PA_ENV and PA_FLAGS: words.
   env ${PA_ENV:-} LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" "${CLIENT_TASKSET[@]}" \
-    "$PA" -m "$m" -i grpc -u "${PA_TARGET:-localhost:8001}" --concurrency-range "$concurrency" \
+    "$PA" -m "$m" -i grpc -u "${PA_TARGET:-127.0.0.1:8001}" --concurrency-range "$concurrency" \
     --measurement-interval 3000 --measurement-mode time_windows \
     --max-trials 3 --stability-percentage 999 -b 1 ${PA_FLAGS:-} "$@" > "$out" 2>&1
 }
