@@ -441,11 +441,13 @@ case "$STEP" in
     ;;
   patarget)
     # perf_analyzer's first request per context took about 3 s in every row of run 43 while
-    # the server saw none slower than 50 ms: is it the name? The box's view of "localhost",
-    # then perf_analyzer --async with the tensors in shared memory at concurrency 64 against
-    # "localhost:8001" and "127.0.0.1:8001" in turn, each with the tail of its latencies.
+    # the server saw none slower than 25 ms: is it the name (a DNS query for localhost's IPv6
+    # address, reproduced on the development machine)? The box's view of "localhost" and its
+    # resolver, then perf_analyzer --async with the tensors in shared memory at concurrency 64
+    # against "localhost:8001" and "127.0.0.1:8001" in turn, each with its latency tail.
     getent ahosts localhost | head -4
     grep -v '^#' /etc/hosts | head -4
+    grep -v '^#' /etc/resolv.conf | head -4
     PA=build-gpu/bin/pa/perf_analyzer
     taskset -c 0-7 build-gpu/bin/vitserve --model deit_tiny_patch16_224 --device cuda \
       --precision fp16 --max-batch-size 128 --max-queue-delay-us 1000 --max-queue-size 16384 \
