@@ -2,6 +2,7 @@
 --shared-memory system and vitserve-client bench --shared-memory system against vitserve."""
 import os
 import pathlib
+import queue
 import shutil
 import subprocess
 import sys
@@ -195,8 +196,6 @@ def test_vitserve_client_bench_sends_tensors_in_shared_memory(shm_server, server
 
 def test_a_stream_reads_and_writes_shared_memory_and_answers_its_errors_in_band(shm_server,
                                                                                  regions):
-    import queue  # noqa: PLC0415
-
     client = grpcclient.InferenceServerClient(shm_server.grpc_target)
     image = np.random.default_rng(5).standard_normal((1, 3, 224, 224), dtype=np.float32)
     in_name, in_handle = regions(IMAGE_BYTES)
