@@ -97,10 +97,11 @@
 #              KSERVE_BYTES=0: only so), with PA_MAX_THREADS_ROWS / PA_SYNC_ROWS more
 #              perf_analyzer rows per pair (fewer worker threads; its synchronous mode), then
 #              FP32 with all cores shared as before (KSERVE_SHARED=0: not)
-#   patarget   perf_analyzer --async --shared-memory system at concurrency 64 against vitserve
-#              as "localhost:8001" and as "127.0.0.1:8001", alternately (PA_TARGETS), each row
-#              with its latency tail (bench/pa_export_tail.py): does the name cost its first
-#              requests seconds?
+#   patarget   kservepin with the tensors in shared memory at concurrency 64, two rounds, each
+#              pair with one more perf_analyzer row sent to "localhost:8001" beside the default
+#              "127.0.0.1:8001" (PA_LOCALHOST_ROWS), every perf_analyzer row with its latency
+#              tail (PA_EXPORT, bench/pa_export_tail.py): does the name cost its first requests
+#              seconds?
 set -uo pipefail
 STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre \
 | gpujpeg | instances | variants | fibmma | fibab | spin | kservepin | patarget | vimscan \
@@ -443,34 +444,15 @@ case "$STEP" in
     # perf_analyzer's first request per context took about 3 s in every row of run 43 while
     # the server saw none slower than 25 ms: is it the name (a DNS query for localhost's IPv6
     # address, reproduced on the development machine)? The box's view of "localhost" and its
-    # resolver, then perf_analyzer --async with the tensors in shared memory at concurrency 64
-    # against "localhost:8001" and "127.0.0.1:8001" in turn, each with its latency tail.
+    # resolver, then kservepin's rounds with the tensors in shared memory, each pair with one
+    # more perf_analyzer row sent to localhost:8001 beside the default 127.0.0.1:8001, every
+    # perf_analyzer row with its latency tail (PA_EXPORT).
     getent ahosts localhost | head -4
     grep -v '^#' /etc/hosts | head -4
     grep -v '^#' /etc/resolv.conf | head -4
-    PA=build-gpu/bin/pa/perf_analyzer
-    taskset -c 0-7 build-gpu/bin/vitserve --model deit_tiny_patch16_224 --device cuda \
-      --precision fp16 --max-batch-size 128 --max-queue-delay-us 1000 --max-queue-size 16384 \
-      --allow-client-shm > "$OUT/server.log" 2>&1 &
-    server=$!
-    for _ in $(seq 1 600); do
-      build-gpu/bin/vitserve-client health --server 127.0.0.1:8001 > /dev/null 2>&1 && break
-      sleep 0.25
-    done
-    for target in ${PA_TARGETS:-localhost:8001 127.0.0.1:8001 localhost:8001 127.0.0.1:8001}; do
-      rm -f "$OUT/export.json"
-      LD_LIBRARY_PATH="$(dirname "$PA"):$LD_LIBRARY_PATH" taskset -c 8-15 "$PA" \
-        -m deit_tiny_patch16_224 -i grpc -u "$target" --concurrency-range 64 --async \
-        --shared-memory system --measurement-interval 3000 --measurement-mode time_windows \
-        --max-trials 3 --stability-percentage 999 -b 1 --profile-export-file "$OUT/export.json" \
-        > "$OUT/pa.txt" 2>&1
-      echo "== perf_analyzer -u $target: $(grep -oP 'Throughput: \K[0-9.]+' "$OUT/pa.txt" | \
-        tail -1) infer/s"
-      python3 bench/pa_export_tail.py "$OUT/export.json" | grep -E "requests:|over 25|start time"
-    done
-    rm -f "$OUT/export.json"
-    kill -TERM $server; wait $server 2>/dev/null
-    ;;
+    export KSERVE_SHM=1 KSERVE_BYTES=0 PA_LOCALHOST_ROWS=1 PA_EXPORT=1 PA_SPLIT=0 KSERVE_SHARED=0 \
+      KSERVE_ROUNDS="${KSERVE_ROUNDS:-2}" KSERVE_CONCURRENCY="${KSERVE_CONCURRENCY:-64}"
+    ;&  # Falls through to kservepin with these settings.
   kservepin)
     # Two halves of the cores that share no physical core (hyperthread siblings together).
     read -r server_cpus client_cpus < <(python3 - <<'PY'
@@ -490,7 +472,9 @@ PY
     # own limit (run 30 left FP32 at 0.60-0.65 of our client).
     SERVER_CPUS="$server_cpus" CLIENT_CPUS="$client_cpus" KSERVE_UINT8=1 \
       PA_SPLIT="${PA_SPLIT:-1}" bash bench/serve_sweep.sh "$OUT/pinned" > "$OUT/pinned.log" 2>&1
-    grep -E "KServe|infer/s|kserve_|malloc|max-threads|synchronous" "$OUT/pinned.log"
+    grep -E "KServe|infer/s|kserve_|malloc|max-threads|synchronous|localhost" "$OUT/pinned.log"
+    # PA_EXPORT's tail lines (patarget).
+    grep -E "requests:|over 25|start time|server's own" "$OUT/pinned.log"
     [[ "${KSERVE_SHARED:-1}" == 1 ]] || exit 0
     bash bench/serve_sweep.sh "$OUT/shared" > "$OUT/shared.log" 2>&1
     grep -E "KServe|infer/s|kserve_" "$OUT/shared.log"

@@ -64,12 +64,14 @@
 #                  the tensors in shared memory, where its input copies no longer limit it). In
 #                  concurrency mode perf_analyzer otherwise starts one worker thread per
 #                  outstanding request, each with its own client (and completion-queue thread):
-#                  is the hand-off between those threads what sets its cycle? Its connections
-#                  follow its clients: ceil((N + 1) / 6) of them instead of 11 at concurrency 64
+#                  is the hand-off between those threads what sets its cycle? (Run 42: no.)
 #   PA_SYNC_ROWS   1 (with KSERVE_ROUNDS): each pair gets one more perf_analyzer row in its
 #                  synchronous mode (one thread per outstanding request, each blocked in its own
 #                  call: no completion-queue thread between the reply and the next request);
 #                  rows perf_analyzer_sync_DTYPE_cC_rR (_shm_ with KSERVE_SHM)
+#   PA_LOCALHOST_ROWS  1 (with KSERVE_ROUNDS): each pair gets one more perf_analyzer --async row
+#                  sent to localhost:8001 instead of PA_TARGET (rows *_cC_localhost_rR): does the
+#                  name cost its first requests seconds (PA_TARGET below)?
 #   KSERVE_BYTES   0 (with KSERVE_SHM): the rounds' pairs with the tensors in shared memory only
 #   PA_EXPORT      1: every perf_analyzer row also writes its per-request timestamps
 #                  (--profile-export-file) and bench/pa_export_tail.py prints their tail (the
@@ -80,8 +82,8 @@
 #                  which asks the DNS server for localhost's IPv6 address as its workers connect
 #                  (strace on the development machine); on a box whose DNS server cannot be
 #                  reached that wait falls on each context's first request (run 43: 2-3 s).
-#                  Our client's gRPC sends no DNS query for localhost. `bash
-#                  bench/gpu_pending.sh patarget` compares the two targets
+#                  Our client's gRPC sends no DNS query for localhost. PA_LOCALHOST_ROWS (`bash
+#                  bench/gpu_pending.sh patarget`) compares the two targets
 #   PA_SPLIT       1 (with KSERVE_ROUNDS): each round also runs two perf_analyzer processes at
 #                  concurrency 32, summed (is perf_analyzer its own limit?)
 #   PA_MALLOC_ROWS "tcmalloc tuned" (with KSERVE_ROUNDS): each round also runs perf_analyzer
@@ -357,6 +359,10 @@ kserve_rows() {
           PA_CONCURRENCY=$c pa_row "$m" perf_analyzer_sync_${dtype}_c${c}${place}_r$r \
             "${place_flags[@]}"
         fi
+        if [[ "${PA_LOCALHOST_ROWS:-0}" == 1 ]]; then
+          PA_TARGET=localhost:8001 PA_CONCURRENCY=$c pa_row "$m" \
+            perf_analyzer_async_${dtype}_c${c}${place}_localhost_r$r --async "${place_flags[@]}"
+        fi
       done
       # PA_SPLIT=1: two perf_analyzer processes at concurrency 32 each, summed: more than one
       # process at 64 means perf_analyzer itself, not the server, was the limit.
@@ -588,6 +594,9 @@ for m, r in rows.items():
             where = f"{dtype}, concurrency {c}" + (", shared memory" if shm else "")
             # PA_SYNC_ROWS: perf_analyzer in its synchronous mode.
             compare(f"perf_analyzer synchronous ({where})", values(f"perf_analyzer_sync_{dtype}_c{c}{shm}_r"), base)
+            # PA_LOCALHOST_ROWS: perf_analyzer sent to a name instead of an address.
+            compare(f"perf_analyzer --async at localhost:8001 ({where})",
+                    values(f"perf_analyzer_async_{dtype}_c{c}{shm}_localhost_r"), base)
             # PA_MAX_THREADS_ROWS: perf_analyzer with fewer worker threads than requests.
             threads = sorted({int(x.group(1)) for k in r for x in
                               [re.match(rf"perf_analyzer_async_{dtype}_c{c}{shm}_t(\d+)_r", k)] if x})
