@@ -474,7 +474,8 @@ PY
       PA_SPLIT="${PA_SPLIT:-1}" bash bench/serve_sweep.sh "$OUT/pinned" > "$OUT/pinned.log" 2>&1
     grep -E "KServe|infer/s|kserve_|malloc|max-threads|synchronous|localhost" "$OUT/pinned.log"
     # PA_EXPORT's tail lines (patarget).
-    grep -E "requests:|over 25|start time|server's own" "$OUT/pinned.log"
+    grep -E "requests:|over 25|start time|server's own|perf_analyzer: |no profile export" \
+      "$OUT/pinned.log"
     [[ "${KSERVE_SHARED:-1}" == 1 ]] || exit 0
     bash bench/serve_sweep.sh "$OUT/shared" > "$OUT/shared.log" 2>&1
     grep -E "KServe|infer/s|kserve_" "$OUT/shared.log"

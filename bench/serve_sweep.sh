@@ -437,7 +437,13 @@ pa_row() {
   [[ -n "$p50" ]] && record "$m" "${name}_p50_ms" "$(awk -v u="$p50" 'BEGIN {print u / 1000}')"
   log "$m $name: ${v:-?} infer/s (KServe), perf_analyzer CPU" \
     "$(awk -v u="${user:-0}" -v s="${sys:-0}" 'BEGIN {printf "%.2f", u + s}') s in ${wall:-?} s"
-  if [[ "${PA_EXPORT:-0}" == 1 ]]; then
+  # No throughput: say why (e.g. "Failed to obtain stable measurement"); the summary counts the
+  # row as failed.
+  [[ -z "$v" ]] && tail -2 "$OUT/pa_${m}_${name}.txt" | sed "s/^/  $name: perf_analyzer: /"
+  if [[ "${PA_EXPORT:-0}" == 1 && ! -s "$OUT/pa_${m}_${name}.json" ]]; then
+    echo "  $name: no profile export (perf_analyzer wrote none)"
+    rm -f "$OUT/pa_${m}_${name}"_metrics_*.txt
+  elif [[ "${PA_EXPORT:-0}" == 1 ]]; then
     # The tail of its latencies and the server's own slow requests over the same row; the
     # export (tens of MB) is not kept.
     scrape "$OUT/pa_${m}_${name}_metrics_after.txt"
@@ -570,45 +576,65 @@ for m, r in rows.items():
         p50 = r.get(k + "_p50_ms", float("nan"))
         print(f"  {k:24s} {v:9.0f} {p50:8.2f} {v / alone if alone else float('nan'):9.1%} {v / timm if timm else float('nan'):8.2f}")
     # KSERVE_ROUNDS: medians of the interleaved rounds, perf_analyzer against our client.
-    import re
+    import math, re
+    # A row that failed is recorded as nan: left out of the medians and ranges, and counted on
+    # the line (a nan among the values would make both meaningless).
+    def rows_of(prefix):
+        return [v for k, v in r.items() if k.startswith(prefix) and not k.endswith("_ms")]
     def values(prefix):
-        return sorted(v for k, v in r.items() if k.startswith(prefix) and not k.endswith("_ms"))
+        return sorted(v for v in rows_of(prefix) if math.isfinite(v))
+    def failed(prefix):
+        n = sum(1 for v in rows_of(prefix) if not math.isfinite(v))
+        return f", {n} row{'s' if n > 1 else ''} failed" if n else ""
     def median(xs):
         return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
-    def compare(label, pa, base):
+    def compare(label, prefix, base):
+        pa = values(prefix)
         if pa and base:
-            print(f"  {label}: median {median(pa):,.0f} (range {pa[0]:,.0f}-{pa[-1]:,.0f}): "
-                  f"/ ours = {median(pa) / median(base):.3f}")
+            print(f"  {label}: median {median(pa):,.0f} (range {pa[0]:,.0f}-{pa[-1]:,.0f}"
+                  f"{failed(prefix)}): / ours = {median(pa) / median(base):.3f}")
+        elif rows_of(prefix) and not pa:
+            print(f"  {label}: no value, every row failed ({len(rows_of(prefix))})")
     concurrencies = sorted({int(x.group(1)) for k in r
                             for x in [re.match(r"kserve_(?:fp32|uint8)_c(\d+)_(?:pa_conns|shm)_r", k)] if x})
     for dtype, c in ((d, c) for d in ("fp32", "uint8") for c in concurrencies):
         ours = values(f"kserve_{dtype}_c{c}_pa_conns_r")
         ours_shm = values(f"kserve_{dtype}_c{c}_shm_r")
-        for shm, base, pa, label in (("", ours, values(f"perf_analyzer_async_{dtype}_c{c}_r"), "KServe agreement"),
-                                     ("_shm", ours_shm, values(f"perf_analyzer_async_{dtype}_c{c}_shm_r"),
-                                      "KServe agreement, shared memory")):
+        for shm, base, label in (("", ours, "KServe agreement"),
+                                 ("_shm", ours_shm, "KServe agreement, shared memory")):
+            pa_prefix, base_prefix = (f"perf_analyzer_async_{dtype}_c{c}{shm}_r",
+                                      f"kserve_{dtype}_c{c}{shm or '_pa_conns'}_r")
+            pa = values(pa_prefix)
             if pa and base:
-                print(f"  {label} ({dtype}, concurrency {c}, {len(pa)} rounds): perf_analyzer --async median {median(pa):,.0f} "
-                      f"(range {pa[0]:,.0f}-{pa[-1]:,.0f}), vitserve-client median {median(base):,.0f} "
-                      f"(range {base[0]:,.0f}-{base[-1]:,.0f}): perf_analyzer / ours = {median(pa) / median(base):.3f}")
+                print(f"  {label} ({dtype}, concurrency {c}, {len(pa)} rounds): "
+                      f"perf_analyzer --async median {median(pa):,.0f} "
+                      f"(range {pa[0]:,.0f}-{pa[-1]:,.0f}{failed(pa_prefix)}), "
+                      f"vitserve-client median {median(base):,.0f} "
+                      f"(range {base[0]:,.0f}-{base[-1]:,.0f}{failed(base_prefix)}): "
+                      f"perf_analyzer / ours = {median(pa) / median(base):.3f}")
+            elif rows_of(pa_prefix) or rows_of(base_prefix):
+                print(f"  {label} ({dtype}, concurrency {c}): no ratio, every row of one tool "
+                      f"failed (perf_analyzer {len(pa)} of {len(rows_of(pa_prefix))}, "
+                      f"vitserve-client {len(base)} of {len(rows_of(base_prefix))})")
             where = f"{dtype}, concurrency {c}" + (", shared memory" if shm else "")
             # PA_SYNC_ROWS: perf_analyzer in its synchronous mode.
-            compare(f"perf_analyzer synchronous ({where})", values(f"perf_analyzer_sync_{dtype}_c{c}{shm}_r"), base)
+            compare(f"perf_analyzer synchronous ({where})",
+                    f"perf_analyzer_sync_{dtype}_c{c}{shm}_r", base)
             # PA_LOCALHOST_ROWS: perf_analyzer sent to a name instead of an address.
             compare(f"perf_analyzer --async at localhost:8001 ({where})",
-                    values(f"perf_analyzer_async_{dtype}_c{c}{shm}_localhost_r"), base)
+                    f"perf_analyzer_async_{dtype}_c{c}{shm}_localhost_r", base)
             # PA_MAX_THREADS_ROWS: perf_analyzer with fewer worker threads than requests.
             threads = sorted({int(x.group(1)) for k in r for x in
                               [re.match(rf"perf_analyzer_async_{dtype}_c{c}{shm}_t(\d+)_r", k)] if x})
             for t in threads:
                 compare(f"perf_analyzer --max-threads {t} ({where})",
-                        values(f"perf_analyzer_async_{dtype}_c{c}{shm}_t{t}_r"), base)
+                        f"perf_analyzer_async_{dtype}_c{c}{shm}_t{t}_r", base)
         # The two processes at 32 each stand in for one at 64: compared at 64 only.
         if c == 64:
             compare(f"two perf_analyzer processes at 32 each ({dtype})",
-                    values(f"perf_analyzer_async_{dtype}_2x32_r"), ours)
+                    f"perf_analyzer_async_{dtype}_2x32_r", ours)
         for kind in ("tcmalloc", "tuned"):
             compare(f"perf_analyzer with {kind} malloc ({dtype})",
-                    values(f"perf_analyzer_async_{dtype}_c{c}_{kind}_r"), ours)
+                    f"perf_analyzer_async_{dtype}_c{c}_{kind}_r", ours)
 PY
 log "done"
