@@ -472,10 +472,10 @@ PY
     # own limit (run 30 left FP32 at 0.60-0.65 of our client).
     SERVER_CPUS="$server_cpus" CLIENT_CPUS="$client_cpus" KSERVE_UINT8=1 \
       PA_SPLIT="${PA_SPLIT:-1}" bash bench/serve_sweep.sh "$OUT/pinned" > "$OUT/pinned.log" 2>&1
-    grep -E "KServe|infer/s|kserve_|malloc|max-threads|synchronous|localhost" "$OUT/pinned.log"
-    # PA_EXPORT's tail lines (patarget).
-    grep -E "requests:|over 25|start time|server's own|perf_analyzer: |no profile export" \
-      "$OUT/pinned.log"
+    # One grep, so that a line of both kinds prints once; the second line's patterns are
+    # PA_EXPORT's tail lines (patarget) and a failed perf_analyzer row's reason.
+    grep -E "KServe|infer/s|kserve_|malloc|max-threads|synchronous|localhost|\
+requests:|over 25|start time|server's own|perf_analyzer: |no profile export" "$OUT/pinned.log"
     [[ "${KSERVE_SHARED:-1}" == 1 ]] || exit 0
     bash bench/serve_sweep.sh "$OUT/shared" > "$OUT/shared.log" 2>&1
     grep -E "KServe|infer/s|kserve_" "$OUT/shared.log"

@@ -327,14 +327,13 @@ start_server() {
 kserve_rows() {
   local m=$1 dtype=$2 v p50 r
   if [[ "${KSERVE_ROUNDS:-1}" -gt 1 && -x "$PA" ]]; then
-    # KSERVE_ROUNDS=N: N interleaved pairs, perf_analyzer --async (its default sharing: 11
-    # connections at concurrency 64) then our client on as many connections; the table's
+    # KSERVE_ROUNDS=N: N interleaved pairs, perf_analyzer --async then our client; the table's
     # "KServe agreement" lines compare the medians.
     local c
     for r in $(seq 1 "$KSERVE_ROUNDS"); do
-      # KSERVE_CONCURRENCY: each pair at these concurrencies; our client opens as many
-      # connections as perf_analyzer's client library does (one per 6 of its contexts, and
-      # perf_analyzer has one context more than its concurrency).
+      # KSERVE_CONCURRENCY: each pair at these concurrencies; our client opens one connection
+      # per 6 of perf_analyzer's contexts (it has one more than its concurrency), as
+      # perf_analyzer's synchronous mode does; its --async mode opened fewer (above).
       for c in ${KSERVE_CONCURRENCY:-64}; do
         if [[ "${KSERVE_BYTES:-1}" == 1 ]]; then
           PA_CONCURRENCY=$c pa_row "$m" perf_analyzer_async_${dtype}_c${c}_r$r --async
@@ -440,16 +439,17 @@ pa_row() {
   # No throughput: say why (e.g. "Failed to obtain stable measurement"); the summary counts the
   # row as failed.
   [[ -z "$v" ]] && tail -2 "$OUT/pa_${m}_${name}.txt" | sed "s/^/  $name: perf_analyzer: /"
-  if [[ "${PA_EXPORT:-0}" == 1 && ! -s "$OUT/pa_${m}_${name}.json" ]]; then
-    echo "  $name: no profile export (perf_analyzer wrote none)"
-    rm -f "$OUT/pa_${m}_${name}"_metrics_*.txt
-  elif [[ "${PA_EXPORT:-0}" == 1 ]]; then
+  if [[ "${PA_EXPORT:-0}" == 1 ]]; then
     # The tail of its latencies and the server's own slow requests over the same row; the
     # export (tens of MB) is not kept.
-    scrape "$OUT/pa_${m}_${name}_metrics_after.txt"
-    python3 bench/pa_export_tail.py "$OUT/pa_${m}_${name}.json" \
-      --metrics "$OUT/pa_${m}_${name}_metrics_after.txt" \
-      --metrics-before "$OUT/pa_${m}_${name}_metrics_before.txt" | sed "s/^/  $name: /"
+    if [[ -s "$OUT/pa_${m}_${name}.json" ]]; then
+      scrape "$OUT/pa_${m}_${name}_metrics_after.txt"
+      python3 bench/pa_export_tail.py "$OUT/pa_${m}_${name}.json" \
+        --metrics "$OUT/pa_${m}_${name}_metrics_after.txt" \
+        --metrics-before "$OUT/pa_${m}_${name}_metrics_before.txt" | sed "s/^/  $name: /"
+    else
+      echo "  $name: no profile export (perf_analyzer wrote none)"
+    fi
     rm -f "$OUT/pa_${m}_${name}.json" "$OUT/pa_${m}_${name}"_metrics_*.txt
   fi
 }

@@ -37,32 +37,35 @@ def median(xs):
     return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
 
 
-class Rounds:
-    """One model's rows found by the prefix they share (rows of interleaved rounds end in _rN;
-    keys ending in _ms are the rows' latencies, not rows)."""
+class Series:
+    """One tool's rows of interleaved rounds, found by the prefix they share (rows end in _rN;
+    keys ending in _ms are the rows' latencies, not rows): the values that were measured,
+    sorted, and how many rows failed."""
 
-    def __init__(self, rows):
-        self.rows = rows
+    def __init__(self, rows, prefix):
+        found = [v for k, v in rows.items() if k.startswith(prefix) and not k.endswith("_ms")]
+        self.values = sorted(v for v in found if math.isfinite(v))
+        self.rows = len(found)
+        self.failed = self.rows - len(self.values)
 
-    def all(self, prefix):
-        return [v for k, v in self.rows.items() if k.startswith(prefix) and not k.endswith("_ms")]
+    def median(self):
+        return median(self.values)
 
-    def values(self, prefix):
-        return sorted(v for v in self.all(prefix) if math.isfinite(v))
+    def describe(self):
+        """'median M (range LO-HI[, N rows failed])'; only for a series with values."""
+        failed = (f", {self.failed} row{'s' if self.failed > 1 else ''} failed"
+                  if self.failed else "")
+        return (f"median {self.median():,.0f} "
+                f"(range {self.values[0]:,.0f}-{self.values[-1]:,.0f}{failed})")
 
-    def failed_note(self, prefix):
-        n = sum(1 for v in self.all(prefix) if not math.isfinite(v))
-        return f", {n} row{'s' if n > 1 else ''} failed" if n else ""
 
-    def compare(self, label, prefix, base):
-        """A line with the median and range of PREFIX's rows over the median of BASE (values);
-        nothing when neither has rows."""
-        pa = self.values(prefix)
-        if pa and base:
-            print(f"  {label}: median {median(pa):,.0f} (range {pa[0]:,.0f}-{pa[-1]:,.0f}"
-                  f"{self.failed_note(prefix)}): / ours = {median(pa) / median(base):.3f}")
-        elif self.all(prefix) and not pa:
-            print(f"  {label}: no value, every row failed ({len(self.all(prefix))})")
+def compare(label, pa, base):
+    """A line with PA's median and range over BASE's median (both Series); nothing when PA has
+    no rows, and no ratio when every one of them failed."""
+    if pa.values and base.values:
+        print(f"  {label}: {pa.describe()}: / ours = {pa.median() / base.median():.3f}")
+    elif pa.rows and not pa.values:
+        print(f"  {label}: no value, every row failed ({pa.rows})")
 
 
 def print_rows(model, r):
@@ -83,50 +86,45 @@ def print_rows(model, r):
 
 def print_kserve_rounds(r):
     """KSERVE_ROUNDS: medians of the interleaved rounds, perf_analyzer against our client."""
-    rounds = Rounds(r)
     concurrencies = sorted({int(x.group(1)) for k in r for x in
                             [re.match(r"kserve_(?:fp32|uint8)_c(\d+)_(?:pa_conns|shm)_r", k)]
                             if x})
     for dtype, c in ((d, c) for d in ("fp32", "uint8") for c in concurrencies):
-        ours = rounds.values(f"kserve_{dtype}_c{c}_pa_conns_r")
-        ours_shm = rounds.values(f"kserve_{dtype}_c{c}_shm_r")
+        ours = Series(r, f"kserve_{dtype}_c{c}_pa_conns_r")
+        ours_shm = Series(r, f"kserve_{dtype}_c{c}_shm_r")
         for shm, base, label in (("", ours, "KServe agreement"),
                                  ("_shm", ours_shm, "KServe agreement, shared memory")):
-            pa_prefix = f"perf_analyzer_async_{dtype}_c{c}{shm}_r"
-            base_prefix = f"kserve_{dtype}_c{c}{shm or '_pa_conns'}_r"
-            pa = rounds.values(pa_prefix)
-            if pa and base:
-                print(f"  {label} ({dtype}, concurrency {c}, {len(pa)} rounds): "
-                      f"perf_analyzer --async median {median(pa):,.0f} "
-                      f"(range {pa[0]:,.0f}-{pa[-1]:,.0f}{rounds.failed_note(pa_prefix)}), "
-                      f"vitserve-client median {median(base):,.0f} "
-                      f"(range {base[0]:,.0f}-{base[-1]:,.0f}{rounds.failed_note(base_prefix)}): "
-                      f"perf_analyzer / ours = {median(pa) / median(base):.3f}")
-            elif rounds.all(pa_prefix) or rounds.all(base_prefix):
+            pa = Series(r, f"perf_analyzer_async_{dtype}_c{c}{shm}_r")
+            if pa.values and base.values:
+                print(f"  {label} ({dtype}, concurrency {c}, {len(pa.values)} rounds): "
+                      f"perf_analyzer --async {pa.describe()}, "
+                      f"vitserve-client {base.describe()}: "
+                      f"perf_analyzer / ours = {pa.median() / base.median():.3f}")
+            elif pa.failed or base.failed:
                 print(f"  {label} ({dtype}, concurrency {c}): no ratio, every row of one tool "
-                      f"failed (perf_analyzer {len(pa)} of {len(rounds.all(pa_prefix))}, "
-                      f"vitserve-client {len(base)} of {len(rounds.all(base_prefix))})")
+                      f"failed (perf_analyzer {len(pa.values)} of {pa.rows}, "
+                      f"vitserve-client {len(base.values)} of {base.rows})")
             where = f"{dtype}, concurrency {c}" + (", shared memory" if shm else "")
             # PA_SYNC_ROWS: perf_analyzer in its synchronous mode.
-            rounds.compare(f"perf_analyzer synchronous ({where})",
-                           f"perf_analyzer_sync_{dtype}_c{c}{shm}_r", base)
+            compare(f"perf_analyzer synchronous ({where})",
+                    Series(r, f"perf_analyzer_sync_{dtype}_c{c}{shm}_r"), base)
             # PA_LOCALHOST_ROWS: perf_analyzer sent to a name instead of an address.
-            rounds.compare(f"perf_analyzer --async at localhost:8001 ({where})",
-                           f"perf_analyzer_async_{dtype}_c{c}{shm}_localhost_r", base)
+            compare(f"perf_analyzer --async at localhost:8001 ({where})",
+                    Series(r, f"perf_analyzer_async_{dtype}_c{c}{shm}_localhost_r"), base)
             # PA_MAX_THREADS_ROWS: perf_analyzer with fewer worker threads than requests.
             threads = sorted({int(x.group(1)) for k in r for x in
                               [re.match(rf"perf_analyzer_async_{dtype}_c{c}{shm}_t(\d+)_r", k)]
                               if x})
             for t in threads:
-                rounds.compare(f"perf_analyzer --max-threads {t} ({where})",
-                               f"perf_analyzer_async_{dtype}_c{c}{shm}_t{t}_r", base)
+                compare(f"perf_analyzer --max-threads {t} ({where})",
+                        Series(r, f"perf_analyzer_async_{dtype}_c{c}{shm}_t{t}_r"), base)
         # The two processes at 32 each stand in for one at 64: compared at 64 only.
         if c == 64:
-            rounds.compare(f"two perf_analyzer processes at 32 each ({dtype})",
-                           f"perf_analyzer_async_{dtype}_2x32_r", ours)
+            compare(f"two perf_analyzer processes at 32 each ({dtype})",
+                    Series(r, f"perf_analyzer_async_{dtype}_2x32_r"), ours)
         for kind in ("tcmalloc", "tuned"):
-            rounds.compare(f"perf_analyzer with {kind} malloc ({dtype})",
-                           f"perf_analyzer_async_{dtype}_c{c}_{kind}_r", ours)
+            compare(f"perf_analyzer with {kind} malloc ({dtype})",
+                    Series(r, f"perf_analyzer_async_{dtype}_c{c}_{kind}_r"), ours)
 
 
 def main(argv):
