@@ -468,6 +468,11 @@ pa_split_row() {
       | awk '{s += $1; n++} END {if (n == 2) printf "%.0f", s}')
   record "$m" "$name" "${v:-nan}"
   log "$m $name: ${v:-?} infer/s (KServe, two perf_analyzer processes)"
+  # A process without a throughput: its reason, as pa_row prints it.
+  for i in 1 2; do
+    grep -q 'throughput: ' "$OUT/pa_${m}_${name}_$i.txt" ||
+      tail -2 "$OUT/pa_${m}_${name}_$i.txt" | sed "s/^/  $name ($i of 2): perf_analyzer: /"
+  done
 }
 
 top_c=${CONCURRENCY##* }
