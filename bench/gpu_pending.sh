@@ -64,7 +64,10 @@
 #              bench/stage_gpu_binaries.sh, which empties .gpubin): B's CUDA test cases
 #              and --check first, then both benches alternately for FIB_AB_ROUNDS rounds
 #              (default 3), fp16, SDPA and the default kernel at 197, 785 and 3,137 tokens;
-#              prints ms per call of each round and each side's speed-up over SDPA
+#              prints ms per call of each round and each side's speed-up over SDPA.
+#              FIB_A_IMPLS / FIB_B_IMPLS: other --impls for either side (sdpa first, as the
+#              ratios take the SDPA row before; B defaults to A's), FIB_TOKENS: other lengths;
+#              B's test binary may be packed (vitserve_fibottention_test.xz)
 #   spin       a lone request's latency with and without --executor-idle-spin-us (SPIN_US:
 #              one or more values, default 2000; each in turn, then 0), in ROUNDS (default 2)
 #              rounds at concurrency 1, with the anchors (graph replay at batch 1) first, for
@@ -178,20 +181,19 @@ fib_ab_summary() {
   awk '
     FNR == 1 { n = split(FILENAME, parts, "/"); side = substr(parts[n], 4, 1) }
     $1 ~ /^T=/ && $3 ~ /^[0-9.]+$/ && $4 == "ms" {
-      t = substr($1, 3); key = t SUBSEP side
-      if ($2 == "sdpa") sdpa[key] = sdpa[key] " " $3
-      if ($2 == "fibottention") {
-        fib[key] = fib[key] " " $3
-        ratio[key] = ratio[key] sprintf(" %.2f", last_sdpa[t] / $3)
-      }
-      if ($2 == "sdpa") last_sdpa[t] = $3
-      tokens[t] = 1
+      t = substr($1, 3)
+      if ($2 == "sdpa") { last_sdpa[t] = $3; impl = "sdpa" } else impl = $2
+      key = t SUBSEP side SUBSEP impl
+      if (!(key in ms)) order[++rows] = key
+      ms[key] = ms[key] " " $3
+      if (impl != "sdpa" && last_sdpa[t] > 0) ratio[key] = ratio[key] sprintf(" %.2f", last_sdpa[t] / $3)
     }
     END {
-      print "tokens  side  default kernel, ms per round  (x SDPA of the same run)"
-      for (t in tokens) for (s = 0; s < 2; ++s) {
-        side = s ? "B" : "A"; key = t SUBSEP side
-        printf "%-7s %-5s %s  (%s )\n", t, side, fib[key], ratio[key]
+      print "tokens  side  kernel            ms per round  (x SDPA of the same run)"
+      for (i = 1; i <= rows; ++i) {
+        split(order[i], f, SUBSEP)
+        printf "%-7s %-5s %-17s%s%s\n", f[1], f[2], f[3], ms[order[i]],
+          f[3] == "sdpa" ? "" : "  (" ratio[order[i]] " )"
       }
     }' $(ls "$1"/ab_[AB]_*.txt | sort -t_ -k3n) | sort -n -s -k1,1
 }
@@ -356,6 +358,9 @@ case "$STEP" in
   fibab)
     b_dir="${FIB_B_DIR:?set FIB_B_DIR to the directory of the B binaries}"
     status=0
+    # The test binary may come packed (xz) to keep the device call's carry small.
+    [[ -f "$b_dir/vitserve_fibottention_test" ]] || unxz -kf "$b_dir/vitserve_fibottention_test.xz"
+    chmod +x "$b_dir"/vitserve*
     "$b_dir/vitserve_fibottention_test" --gtest_filter='*Cuda*' 2>&1 | \
       tee "$OUT/fibottention_test_b.txt" | grep -E "^\[ *(OK|FAILED|PASSED) *\]|Failure"
     [[ ${PIPESTATUS[0]} == 0 ]] || status=1
@@ -370,8 +375,10 @@ case "$STEP" in
       for side in A B; do
         bench=build-gpu/bin/vitserve-bench-fibottention
         [[ $side == B ]] && bench="$b_dir/vitserve-bench-fibottention"
-        "$bench" --precision fp16 --seconds 1 --impls sdpa,fibottention \
-          > "$OUT/ab_${side}_$round.txt" 2>&1 || status=1
+        impls="${FIB_A_IMPLS:-sdpa,fibottention}"
+        [[ $side == B ]] && impls="${FIB_B_IMPLS:-$impls}"
+        "$bench" --precision fp16 --seconds 1 ${FIB_TOKENS:+--tokens "$FIB_TOKENS"} \
+          --impls "$impls" > "$OUT/ab_${side}_$round.txt" 2>&1 || status=1
       done
     done
     fib_ab_summary "$OUT"
