@@ -186,7 +186,8 @@ fib_ab_summary() {
       key = t SUBSEP side SUBSEP impl
       if (!(key in ms)) order[++rows] = key
       ms[key] = ms[key] " " $3
-      if (impl != "sdpa" && last_sdpa[t] > 0) ratio[key] = ratio[key] sprintf(" %.2f", last_sdpa[t] / $3)
+      if (impl != "sdpa" && last_sdpa[t] > 0)
+        ratio[key] = ratio[key] sprintf(" %.2f", last_sdpa[t] / $3)
     }
     END {
       print "tokens  side  kernel            ms per round  (x SDPA of the same run)"
