@@ -8,13 +8,16 @@
 //   vitserve-bench-fibottention --device cuda --precision fp16 --tokens 197,785,3137 --batch 64
 //   vitserve-bench-fibottention --impls sdpa,fibottention,rowwarp,wholehead,tiled,tiled64x2
 //   vitserve-bench-fibottention --device cpu --precision fp32 --tokens 197,785 --batch 4
+//   vitserve-bench-fibottention --device cpu --staging --tokens 785,3137
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -44,6 +47,10 @@ ABSL_FLAG(double, seconds, 2.0, "Measured time per case (after warm-up).");
 ABSL_FLAG(int, warmup, 3, "Warm-up iterations per case.");
 ABSL_FLAG(bool, check, false, "Compare with dense masked attention first (batch 2).");
 ABSL_FLAG(int, check_max_tokens, 785, "Largest token count --check compares.");
+ABSL_FLAG(bool, staging, false,
+          "Print, per token count, the patch keys per patch row and the key rows the tiled "
+          "kernel stages per patch row at 64, 128, 256 and 512 rows per block, and time "
+          "nothing (any device).");
 
 namespace vitserve {
 namespace {
@@ -53,6 +60,62 @@ double SecondsPerCall(const std::function<void()>& call, const at::Device& devic
   const bench::Timing t =
       bench::TimeSteps(call, device, absl::GetFlag(FLAGS_seconds), /*min_iterations=*/1);
   return t.seconds / static_cast<double>(t.iterations);
+}
+
+// --staging: how many key and value rows the tiled kernel (fibottention_tiled_cuda.cu) stages,
+// computed from the pattern by MergeKeyRanges' rule: a tile of patch rows [t0, t_end) stages
+// the union of the ranges [t0 + s, t_end + s) of its head's shifts, clipped to the patch keys.
+// Per patch row, against the patch keys the row keeps: how often a staged row is used.
+void PrintStaging(const FibottentionPattern& pattern) {
+  const at::Tensor shifts = pattern.shifts.cpu();
+  const auto shift_of = shifts.accessor<int32_t, 2>();
+  const int64_t prefix = pattern.class_token ? 1 : 0, tokens = pattern.tokens;
+  const double patch_rows = static_cast<double>(pattern.heads * (tokens - prefix));
+  // Keys in [lo, hi) ∩ [prefix, tokens), for ranges given in increasing order of lo.
+  const auto union_length = [&](const std::vector<std::pair<int64_t, int64_t>>& ranges) {
+    int64_t length = 0, lo = 0, hi = 0;  // The segment being merged, [lo, hi).
+    for (auto [range_lo, range_hi] : ranges) {
+      range_lo = std::max(range_lo, prefix);
+      range_hi = std::min(range_hi, tokens);
+      if (range_lo >= range_hi) continue;
+      if (range_lo > hi) {
+        length += hi - lo;
+        lo = range_lo;
+      }
+      hi = std::max(hi, range_hi);
+    }
+    return length + (hi - lo);
+  };
+  int64_t kept_keys = 0;
+  for (int64_t h = 0; h < pattern.heads; ++h) {
+    for (int64_t j = 0; j < shifts.size(1); ++j) {
+      const int64_t s = shift_of[h][j];
+      if (s == FibottentionPattern::kShiftPadding) continue;
+      // Patch rows t with t + s a patch key too (fewer with a long shift).
+      kept_keys +=
+          std::max<int64_t>(0, std::min(tokens, tokens + s) - std::max(prefix, prefix + s));
+    }
+  }
+  std::printf("T=%-5lld patch keys per patch row %.2f; staged key rows per patch row, by rows "
+              "per block:",
+              static_cast<long long>(tokens), static_cast<double>(kept_keys) / patch_rows);
+  for (int64_t tile : {64, 128, 256, 512}) {
+    int64_t staged = 0;
+    for (int64_t h = 0; h < pattern.heads; ++h) {
+      for (int64_t t0 = prefix; t0 < tokens; t0 += tile) {
+        const int64_t t_end = std::min(t0 + tile, tokens);
+        std::vector<std::pair<int64_t, int64_t>> ranges;
+        for (int64_t j = 0; j < shifts.size(1); ++j) {
+          const int64_t s = shift_of[h][j];
+          if (s != FibottentionPattern::kShiftPadding) ranges.emplace_back(t0 + s, t_end + s);
+        }
+        staged += union_length(ranges);
+      }
+    }
+    std::printf(" %lld: %.2f", static_cast<long long>(tile),
+                static_cast<double>(staged) / patch_rows);
+  }
+  std::printf("\n");
 }
 
 int Run() {
@@ -83,6 +146,10 @@ int Run() {
         PatternTo(MakeFibottentionPattern(offsets, patches), device);
     const double kept = pattern.count.to(at::kDouble).sum().item<double>() /
                         static_cast<double>(heads * tokens * tokens);
+    if (absl::GetFlag(FLAGS_staging)) {
+      PrintStaging(pattern);
+      continue;
+    }
     if (absl::GetFlag(FLAGS_check) && tokens <= absl::GetFlag(FLAGS_check_max_tokens)) {
       const at::Tensor mask = FibottentionDenseMask(offsets, patches).to(device);
       const auto opts = at::TensorOptions().device(device).dtype(at::kFloat);
