@@ -189,12 +189,17 @@ fib_ab_summary() {
       if (impl != "sdpa" && last_sdpa[t] > 0)
         ratio[key] = ratio[key] sprintf(" %.2f", last_sdpa[t] / $3)
     }
+    $1 ~ /^T=/ && $3 == "failed:" {  # A kernel that refused or failed: its round says so.
+      key = substr($1, 3) SUBSEP side SUBSEP $2
+      if (!(key in ms)) order[++rows] = key
+      ms[key] = ms[key] " failed"
+    }
     END {
       print "tokens  side  kernel            ms per round  (x SDPA of the same run)"
       for (i = 1; i <= rows; ++i) {
         split(order[i], f, SUBSEP)
         printf "%-7s %-5s %-17s%s%s\n", f[1], f[2], f[3], ms[order[i]],
-          f[3] == "sdpa" ? "" : "  (" ratio[order[i]] " )"
+          ratio[order[i]] == "" ? "" : "  (" ratio[order[i]] " )"
       }
     }' $(ls "$1"/ab_[AB]_*.txt | sort -t_ -k3n) | sort -n -s -k1,1
 }
