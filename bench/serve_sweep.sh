@@ -415,6 +415,10 @@ run_pa() {
     --max-trials 3 --stability-percentage 999 -b 1 ${PA_FLAGS:-} "$@" > "$out" 2>&1
 }
 
+# pa_reason FILE LABEL: why a perf_analyzer run reported no throughput (its output's last two
+# lines, e.g. "Failed to obtain stable measurement"), each under LABEL.
+pa_reason() { tail -2 "$1" | sed "s/^/  $2: perf_analyzer: /"; }
+
 # pa_row MODEL NAME [FLAGS...]: perf_analyzer (run_pa) at concurrency PA_CONCURRENCY (default
 # 64), recorded as NAME. The log line also gives perf_analyzer's CPU time (user + system, from
 # bash's `time`) over its whole run, as the client rows give vitserve-client's: is the load
@@ -436,9 +440,8 @@ pa_row() {
   [[ -n "$p50" ]] && record "$m" "${name}_p50_ms" "$(awk -v u="$p50" 'BEGIN {print u / 1000}')"
   log "$m $name: ${v:-?} infer/s (KServe), perf_analyzer CPU" \
     "$(awk -v u="${user:-0}" -v s="${sys:-0}" 'BEGIN {printf "%.2f", u + s}') s in ${wall:-?} s"
-  # No throughput: say why (e.g. "Failed to obtain stable measurement"); the summary counts the
-  # row as failed.
-  [[ -z "$v" ]] && tail -2 "$OUT/pa_${m}_${name}.txt" | sed "s/^/  $name: perf_analyzer: /"
+  # No throughput: say why; the summary counts the row as failed.
+  [[ -z "$v" ]] && pa_reason "$OUT/pa_${m}_${name}.txt" "$name"
   if [[ "${PA_EXPORT:-0}" == 1 ]]; then
     # The tail of its latencies and the server's own slow requests over the same row; the
     # export (tens of MB) is not kept.
@@ -468,10 +471,10 @@ pa_split_row() {
       | awk '{s += $1; n++} END {if (n == 2) printf "%.0f", s}')
   record "$m" "$name" "${v:-nan}"
   log "$m $name: ${v:-?} infer/s (KServe, two perf_analyzer processes)"
-  # A process without a throughput: its reason, as pa_row prints it.
+  # A process without a throughput: its reason.
   for i in 1 2; do
     grep -q 'throughput: ' "$OUT/pa_${m}_${name}_$i.txt" ||
-      tail -2 "$OUT/pa_${m}_${name}_$i.txt" | sed "s/^/  $name ($i of 2): perf_analyzer: /"
+      pa_reason "$OUT/pa_${m}_${name}_$i.txt" "$name ($i of 2)"
   done
 }
 

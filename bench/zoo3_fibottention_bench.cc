@@ -86,19 +86,13 @@ void PrintStaging(const FibottentionPattern& pattern) {
     }
     return length + (hi - lo);
   };
-  int64_t kept_keys = 0;
-  for (int64_t h = 0; h < pattern.heads; ++h) {
-    for (int64_t j = 0; j < shifts.size(1); ++j) {
-      const int64_t s = shift_of[h][j];
-      if (s == FibottentionPattern::kShiftPadding) continue;
-      // Patch rows t with t + s a patch key too (fewer with a long shift).
-      kept_keys +=
-          std::max<int64_t>(0, std::min(tokens, tokens + s) - std::max(prefix, prefix + s));
-    }
-  }
+  // The pattern's key lists count, for each patch row, the class key (when there is one) and
+  // its patch keys.
+  const double patch_keys =
+      pattern.count.slice(/*dim=*/1, prefix).sum().item<double>() - prefix * patch_rows;
   std::printf("T=%-5lld patch keys per patch row %.2f; staged key rows per patch row, by rows "
               "per block:",
-              static_cast<long long>(tokens), static_cast<double>(kept_keys) / patch_rows);
+              static_cast<long long>(tokens), patch_keys / patch_rows);
   for (int64_t tile : {64, 128, 256, 512}) {
     int64_t staged = 0;
     for (int64_t h = 0; h < pattern.heads; ++h) {
