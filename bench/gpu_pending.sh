@@ -105,10 +105,14 @@
 #              "127.0.0.1:8001" (PA_LOCALHOST_ROWS), every perf_analyzer row with its latency
 #              tail (PA_EXPORT, bench/pa_export_tail.py): does the name cost its first requests
 #              seconds?
+#   graphsizes shvit_s1 (SWEEP_MODELS) served at 256 and 1,024 clients with the default CUDA
+#              graph batch sizes and with --cuda-graph-batch-sizes=GRAPH_SIZES (default four
+#              per doubling from 16), alternately, ROUNDS (default 2) times: run 45's batches
+#              of 91 images each replayed the graph of 128
 set -uo pipefail
 STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre \
-| gpujpeg | instances | variants | fibmma | fibab | spin | kservepin | patarget | vimscan \
-| kernels | vimcross}"
+| gpujpeg | instances | variants | fibmma | fibab | spin | kservepin | patarget | graphsizes \
+| vimscan | kernels | vimcross}"
 OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
 source .devdeps/bootstrap.sh >/dev/null || exit 1
@@ -450,6 +454,27 @@ case "$STEP" in
           bash bench/serve_sweep.sh "$OUT/load_c${c}_spin$spin" > "$OUT/load_c${c}_spin$spin.log" 2>&1
         echo "spin $spin us, concurrency $c: $(grep -E "raw_c$c:" "$OUT/load_c${c}_spin$spin.log")"
         grep -E "^  executor" "$OUT/load_c${c}_spin$spin.log" | sed 's/^/  CPU s /' || true
+      done
+    done
+    ;;
+  graphsizes)
+    # Run 45: at 1,024 clients shvit_s1's batches averaged 91 images and each replayed the graph
+    # of 128. The default buckets (powers of two) against GRAPH_SIZES (four per doubling from
+    # 16), alternately, ROUNDS times: throughput, batch size, stage means, and how long the
+    # server took to load (warm-up and captures) from the sweep's own timestamps.
+    export SWEEP_MODELS="${SWEEP_MODELS:-shvit_s1}" NO_KSERVE=1 NO_JPEG=1 NO_RAW16=1 \
+      SPLIT_CLIENTS=1 CONCURRENCY="${CONCURRENCY:-256 1024}" SECONDS_EACH="${SECONDS_EACH:-4}"
+    dense="${GRAPH_SIZES:-1,2,4,8,16,20,24,28,32,40,48,56,64,80,96,112}"
+    for r in $(seq 1 "${ROUNDS:-2}"); do
+      for side in pow2 dense; do
+        flags=""
+        [[ $side == dense ]] && flags="--cuda-graph-batch-sizes=$dense"
+        ANCHORS=$([[ $r == 1 && $side == pow2 ]] && echo 1 || echo 0) SERVE_FLAGS="$flags" \
+          bash bench/serve_sweep.sh "$OUT/${side}_r$r" > "$OUT/${side}_r$r.log" 2>&1
+        echo "$side, round $r: $(grep -E 'serving |raw_c[0-9]+:' "$OUT/${side}_r$r.log" | \
+          sed 's/^\[sweep //' | tr '\n' ' ')"
+        grep -E "alone:|vitserve_batch_size|stage_duration_seconds\[(forward|input)\]" \
+          "$OUT/${side}_r$r.log" | head -4
       done
     done
     ;;

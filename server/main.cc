@@ -22,6 +22,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -89,6 +90,12 @@ ABSL_FLAG(bool, cuda_graphs, true,
           "default for CUDA models: capture a CUDA graph per batch-size bucket at load and replay "
           "it (batches padded to powers of two and max batch); faster small batches, shorter "
           "warm-up. --cuda-graphs=false (or cuda_graphs: false in a model config) runs eagerly");
+ABSL_FLAG(std::vector<std::string>, cuda_graph_batch_sizes, {},
+          "default for CUDA models with CUDA graphs: the batch sizes to capture a graph for, "
+          "comma-separated, e.g. 16,32,48,64,96,128 (max batch is always added; a batch replays "
+          "the smallest that holds it, so more sizes pad less and add a capture each at load); "
+          "sizes above a model's max batch are left out for it; empty: powers of two below max "
+          "batch. Per model: cuda_graph_batch_sizes");
 ABSL_FLAG(bool, device_preprocessing, true,
           "default for CUDA models: Classify images go to the GPU as uint8 pixels and are "
           "resized, cropped and normalised there, a batch at a time, so the CPU only decodes "
@@ -229,6 +236,7 @@ constexpr const char* kFlagNames[] = {"grpc_port",
                                       "executor_idle_spin_us",
                                       "instance_count",
                                       "cuda_graphs",
+                                      "cuda_graph_batch_sizes",
                                       "device_preprocessing",
                                       "channels_last",
                                       "gpu_jpeg_decoding",
@@ -379,6 +387,16 @@ int Run(int argc, char** argv) {
   options.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
   options.instance_count = absl::GetFlag(FLAGS_instance_count);
   options.cuda_graphs = absl::GetFlag(FLAGS_cuda_graphs);
+  for (const std::string& size : absl::GetFlag(FLAGS_cuda_graph_batch_sizes)) {
+    uint32_t value = 0;
+    if (!absl::SimpleAtoi(size, &value) || value < 1) {
+      std::cerr << "vitserve: --cuda-graph-batch-sizes takes batch sizes >= 1 separated by "
+                   "commas, got '"
+                << size << "'\n";
+      return 2;
+    }
+    options.cuda_graph_batch_sizes.push_back(value);
+  }
   options.device_preprocessing = absl::GetFlag(FLAGS_device_preprocessing);
   options.channels_last = absl::GetFlag(FLAGS_channels_last);
   options.gpu_jpeg_decoding = absl::GetFlag(FLAGS_gpu_jpeg_decoding);

@@ -212,7 +212,9 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
   const int64_t max_batch = batching.max_batch_size();
   instance_options.warmup_batch_sizes = {1};
   if (device.is_cuda() && config.cuda_graphs()) {
-    instance_options.cuda_graph_batch_sizes = CudaGraphBatchSizes(max_batch);
+    instance_options.cuda_graph_batch_sizes = CudaGraphBatchSizes(
+        max_batch, {config.cuda_graph_batch_sizes().begin(),
+                    config.cuda_graph_batch_sizes().end()});
     instance_options.warmup_batch_sizes = instance_options.cuda_graph_batch_sizes;
   } else {
     if (device.is_cuda()) {

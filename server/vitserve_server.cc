@@ -204,6 +204,7 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
   manager_options.defaults.executor_idle_spin_us = options_.executor_idle_spin_us;
   manager_options.defaults.instance_count = static_cast<uint32_t>(options_.instance_count);
   manager_options.defaults.cuda_graphs = options_.cuda_graphs;
+  manager_options.defaults.cuda_graph_batch_sizes = options_.cuda_graph_batch_sizes;
   manager_options.defaults.device_preprocessing = options_.device_preprocessing;
   manager_options.defaults.channels_last = options_.channels_last;
   // A build without nvJPEG leaves it off unless a model config asks for it (which then fails

@@ -27,6 +27,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -89,6 +90,8 @@ struct ServerOptions {
   // Model instances per model (ModelConfig.instance_count); 0: 2 on CUDA, 1 on CPU.
   int instance_count = 0;
   bool cuda_graphs = true;  // CUDA graphs per batch-size bucket (models on CUDA only).
+  // Their batch sizes (--cuda-graph-batch-sizes); empty: powers of two and the max batch.
+  std::vector<uint32_t> cuda_graph_batch_sizes;
   // Classify images resized and normalised on the GPU (models on CUDA only; see
   // ModelConfig.device_preprocessing).
   bool device_preprocessing = true;

@@ -253,6 +253,13 @@ absl::Status NormalizeModelConfig(const ModelRegistry& registry, const ServerDef
 
   v1::BatchingPolicy* batching = config->mutable_batching();
   if (batching->max_batch_size() == 0) batching->set_max_batch_size(defaults.max_batch_size);
+  // The flag's sizes are a server-wide default: those above this model's max batch are left
+  // out, where a config's own list must fit it (ValidateModelConfig).
+  if (config->cuda_graph_batch_sizes_size() == 0) {
+    for (uint32_t size : defaults.cuda_graph_batch_sizes) {
+      if (size <= batching->max_batch_size()) config->add_cuda_graph_batch_sizes(size);
+    }
+  }
   // max_queue_delay_us == 0 is a meaningful "do not wait" and cannot be told apart from unset
   // in proto3; an explicit 0 therefore also takes the default. Use 1 for "almost no wait".
   if (batching->max_queue_delay_us() == 0) {
@@ -376,6 +383,13 @@ absl::Status ValidateModelConfig(const v1::ModelConfig& config, const std::strin
   for (uint32_t size : batching.preferred_batch_sizes()) {
     if (size < 1 || size > batching.max_batch_size()) {
       return FieldError(config_path, "batching.preferred_batch_sizes",
+                        absl::StrCat("holds ", size, "; each must be in 1..max_batch_size (",
+                                     batching.max_batch_size(), ")"));
+    }
+  }
+  for (uint32_t size : config.cuda_graph_batch_sizes()) {
+    if (size < 1 || size > batching.max_batch_size()) {
+      return FieldError(config_path, "cuda_graph_batch_sizes",
                         absl::StrCat("holds ", size, "; each must be in 1..max_batch_size (",
                                      batching.max_batch_size(), ")"));
     }

@@ -34,6 +34,8 @@ struct ServerDefaults {
   uint64_t default_timeout_ms = 0;           // 0: no timeout for requests without a deadline
   uint32_t instance_count = 0;               // --instance-count; 0: automatic (see below)
   bool cuda_graphs = true;                   // --cuda-graphs
+  // --cuda-graph-batch-sizes; empty: powers of two below max_batch_size (CudaGraphBatchSizes).
+  std::vector<uint32_t> cuda_graph_batch_sizes;
   bool device_preprocessing = true;          // --device-preprocessing (models on CUDA only)
   bool channels_last = true;                 // --channels-last (models on CUDA only)
   bool gpu_jpeg_decoding = true;             // --gpu-jpeg-decoding (with device_preprocessing)

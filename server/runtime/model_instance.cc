@@ -192,6 +192,19 @@ std::vector<int64_t> CudaGraphBatchSizes(int64_t max_batch_size) {
   return sizes;
 }
 
+std::vector<int64_t> CudaGraphBatchSizes(int64_t max_batch_size,
+                                         const std::vector<int64_t>& requested) {
+  if (requested.empty()) return CudaGraphBatchSizes(max_batch_size);
+  std::vector<int64_t> sizes;
+  for (int64_t b : requested) {
+    if (b >= 1 && b < max_batch_size) sizes.push_back(b);
+  }
+  sizes.push_back(max_batch_size);  // Every batch the batcher can form has a graph.
+  std::sort(sizes.begin(), sizes.end());
+  sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
+  return sizes;
+}
+
 int BucketFor(const std::vector<int64_t>& ascending_sizes, int64_t batch) {
   const auto it = std::lower_bound(ascending_sizes.begin(), ascending_sizes.end(), batch);
   return it == ascending_sizes.end() ? -1 : static_cast<int>(it - ascending_sizes.begin());
@@ -333,15 +346,18 @@ absl::Status ModelInstance::CaptureCudaGraphs() {
     c10::InferenceMode inference_mode;
     c10::cuda::CUDAStreamGuard stream_guard(cuda_->stream);
     const at::cuda::MempoolId_t pool = at::cuda::graph_pool_handle();
+    // One static input for every graph, each reading its first rows: replays never overlap
+    // (one stream), so the graphs can share it as they share the pool, and more buckets cost
+    // no input memory. Allocated outside the capture, so no graph's pool memory can alias it.
+    const at::TensorOptions input_options =
+        at::TensorOptions().device(options_.device).dtype(options_.dtype);
+    const at::Tensor static_input =
+        at::zeros({sizes.back(), 3, s, s}, input_options).contiguous(format);
     // Largest first: the shared pool grows once, and the smaller graphs fit in what it freed.
     for (auto it = sizes.rbegin(); it != sizes.rend(); ++it) {
       CudaState::Graph graph;
       graph.batch_size = *it;
-      // Allocated outside the capture, so no graph's pool memory can alias a static input.
-      graph.input = at::zeros({*it, 3, s, s}, at::TensorOptions()
-                                                  .device(options_.device)
-                                                  .dtype(options_.dtype))
-                        .contiguous(format);
+      graph.input = static_input.narrow(0, 0, *it);
       // One eager pass on this stream first: lazily created state (cuBLAS handles and
       // workspaces, per-device copies a model caches) must exist before capture.
       (void)Forward(graph.input);

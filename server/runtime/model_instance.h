@@ -11,9 +11,10 @@
 // batch size (after the warm-up batches), and Run() replays the smallest one that fits the batch: the batch
 // is copied into that graph's static input (rows beyond it keep stale data, which is harmless
 // because every zoo model computes each row independently in eval mode) and the first N rows of
-// its static output are copied back. Graphs share one memory pool; that is safe because replays
-// never overlap (they run in the order of the instance's one stream) and each output is copied
-// out, in that order, before the next replay.
+// its static output are copied back. Graphs share one memory pool and one static input (each
+// reads its first rows); that is safe because replays never overlap (they run in the order of
+// the instance's one stream) and each output is copied out, in that order, before the next
+// replay.
 //
 // Ownership: the instance owns its module exclusively. A VisionModel is not Cloneable, so each
 // replica must come from its own LoadModel() call (the model manager does this); never give two
@@ -98,6 +99,11 @@ struct InstanceOptions {
 // The batch-size buckets for CUDA graphs of a model batching up to `max_batch_size` (>= 1):
 // the powers of two below it, and itself (8 -> {1,2,4,8}; 12 -> {1,2,4,8,12}).
 std::vector<int64_t> CudaGraphBatchSizes(int64_t max_batch_size);
+// With `requested` sizes (a model config's cuda_graph_batch_sizes): those below the maximum,
+// sorted and without repeats, and the maximum, so that every batch has a graph; empty: the
+// default above.
+std::vector<int64_t> CudaGraphBatchSizes(int64_t max_batch_size,
+                                         const std::vector<int64_t>& requested);
 
 // Whether `part` is an image part RunParts takes with image_preprocess: a CPU uint8
 // [n >= 1, h >= 1, w >= 1, 3] tensor of RGB pixels.

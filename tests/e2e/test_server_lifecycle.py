@@ -186,6 +186,14 @@ def test_bad_flags_exit_nonzero_with_message():
                              "--http-port=-2"], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "http port -2 is outside -1..65535" in (result.stdout + result.stderr)
+    # CUDA graph sizes: a list of numbers >= 1, a usage error otherwise.
+    for sizes, message in [("16,x", "got 'x'"), ("0", "got '0'")]:
+        result = subprocess.run([str(binary("vitserve")), "--model=shvit_s1", "--grpc-port=0",
+                                 "--http-port=0", "--rest-port=0", "--max-batch-size=8",
+                                 f"--cuda-graph-batch-sizes={sizes}"],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, (sizes, result.stderr)
+        assert message in result.stderr, (sizes, result.stderr)
 
 
 def _second_server(*args):

@@ -16,6 +16,7 @@ namespace {
 
 using ::testing::AllOf;
 using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 
 // A fresh directory under the test temp dir, removed at the end of the test.
@@ -222,6 +223,33 @@ TEST_F(ModelConfigTest, CudaGraphsFollowTheFlagUnlessTheConfigSaysOtherwise) {
                      });
 }
 
+// cuda_graph_batch_sizes: a config without any takes --cuda-graph-batch-sizes, less the sizes
+// above its max batch; a config's own list replaces the flag's, not merges with it.
+TEST_F(ModelConfigTest, CudaGraphBatchSizesComeFromTheConfigElseTheFlag) {
+  struct Case {
+    const char* text;
+    std::vector<uint32_t> flag;
+    std::vector<uint32_t> expected;
+  };
+  const Case cases[] = {
+      {R"pb(architecture: "shvit_s1" batching { max_batch_size: 128 })pb", {}, {}},
+      {R"pb(architecture: "shvit_s1" batching { max_batch_size: 128 })pb", {48, 96}, {48, 96}},
+      {R"pb(architecture: "shvit_s1" batching { max_batch_size: 64 })pb", {48, 96}, {48}},
+      {R"pb(architecture: "shvit_s1" batching { max_batch_size: 128 }
+            cuda_graph_batch_sizes: [16, 112])pb",
+       {48, 96},
+       {16, 112}},
+  };
+  for (const Case& c : cases) {
+    defaults_.cuda_graph_batch_sizes = c.flag;
+    auto parsed = ParseModelConfigText(c.text, "m/config.pbtxt");
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    ASSERT_TRUE(NormalizeModelConfig(registry_, defaults_, dir_.path() + "/m", "c", &*parsed).ok());
+    EXPECT_THAT(parsed->cuda_graph_batch_sizes(), ElementsAreArray(c.expected)) << c.text;
+    EXPECT_TRUE(ValidateModelConfig(*parsed, "c").ok()) << c.text;
+  }
+}
+
 // device_preprocessing is `optional`: unset takes --device-preprocessing for models on CUDA and
 // is off on CPU; an explicit value wins either way.
 TEST_F(ModelConfigTest, DevicePreprocessingFollowsTheFlagOnCudaUnlessTheConfigSaysOtherwise) {
@@ -389,6 +417,9 @@ INSTANTIATE_TEST_SUITE_P(
                       BadField{"batching { max_batch_size: 2000 }", "'batching.max_batch_size'"},
                       BadField{"batching { max_batch_size: 4 preferred_batch_sizes: [2, 8] }",
                                "'batching.preferred_batch_sizes'"},
+                      BadField{"batching { max_batch_size: 64 } cuda_graph_batch_sizes: [32, 96]",
+                               "'cuda_graph_batch_sizes'"},
+                      BadField{"cuda_graph_batch_sizes: [0]", "'cuda_graph_batch_sizes'"},
                       BadField{"instance_count: 100", "'instance_count'"}));
 
 // A ViT's position embedding fixes its input size: another size is refused when the config is

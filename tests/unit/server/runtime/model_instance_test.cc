@@ -397,6 +397,14 @@ TEST(CudaGraphBucketsTest, PowersOfTwoBelowTheMaximumThenTheMaximum) {
   EXPECT_EQ(CudaGraphBatchSizes(64).size(), 7u);
 }
 
+TEST(CudaGraphBucketsTest, RequestedSizesAreSortedWithoutRepeatsAndEndAtTheMaximum) {
+  EXPECT_EQ(CudaGraphBatchSizes(128, {}), CudaGraphBatchSizes(128));
+  EXPECT_EQ(CudaGraphBatchSizes(128, {96, 48, 96, 16}),
+            (std::vector<int64_t>{16, 48, 96, 128}));
+  // The maximum is there once however it is asked for; larger sizes could never run.
+  EXPECT_EQ(CudaGraphBatchSizes(64, {64, 8, 200}), (std::vector<int64_t>{8, 64}));
+  EXPECT_EQ(CudaGraphBatchSizes(1, {1}), (std::vector<int64_t>{1}));
+}
 TEST(CudaGraphBucketsTest, SmallestBucketThatHoldsTheBatch) {
   const std::vector<int64_t> buckets = {1, 2, 4, 8, 12};
   EXPECT_EQ(BucketFor(buckets, 1), 0);
