@@ -106,8 +106,8 @@
 #              tail (PA_EXPORT, bench/pa_export_tail.py): does the name cost its first requests
 #              seconds?
 #   graphsizes shvit_s1 (SWEEP_MODELS) served at 256 and 1,024 clients with the default CUDA
-#              graph batch sizes and with --cuda-graph-batch-sizes=GRAPH_SIZES (default four
-#              per doubling from 16), alternately, ROUNDS (default 2) times: run 45's batches
+#              graph batch sizes and with --cuda-graph-batch-sizes=GRAPH_SIZES (default the
+#              powers of two below 16, then four per doubling), alternately, ROUNDS (default 2) times: run 45's batches
 #              of 91 images each replayed the graph of 128
 set -uo pipefail
 STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre \
@@ -459,8 +459,8 @@ case "$STEP" in
     ;;
   graphsizes)
     # Run 45: at 1,024 clients shvit_s1's batches averaged 91 images and each replayed the graph
-    # of 128. The default buckets (powers of two) against GRAPH_SIZES (four per doubling from
-    # 16), alternately, ROUNDS times: throughput, batch size, stage means, and how long the
+    # of 128. The default buckets (powers of two) against GRAPH_SIZES (the same below 16, then
+    # four per doubling), alternately, ROUNDS times: throughput, batch size, stage means, and how long the
     # server took to load (warm-up and captures) from the sweep's own timestamps.
     export SWEEP_MODELS="${SWEEP_MODELS:-shvit_s1}" NO_KSERVE=1 NO_JPEG=1 NO_RAW16=1 \
       SPLIT_CLIENTS=1 CONCURRENCY="${CONCURRENCY:-256 1024}" SECONDS_EACH="${SECONDS_EACH:-4}"

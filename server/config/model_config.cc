@@ -380,20 +380,23 @@ absl::Status ValidateModelConfig(const v1::ModelConfig& config, const std::strin
                       absl::StrCat("is ", batching.max_batch_size(), "; allowed: 1..",
                                    kMaxBatchSizeLimit));
   }
-  for (uint32_t size : batching.preferred_batch_sizes()) {
-    if (size < 1 || size > batching.max_batch_size()) {
-      return FieldError(config_path, "batching.preferred_batch_sizes",
-                        absl::StrCat("holds ", size, "; each must be in 1..max_batch_size (",
-                                     batching.max_batch_size(), ")"));
+  // Lists of batch sizes: each must be a batch the batcher can form.
+  const auto check_batch_sizes =
+      [&](absl::string_view field,
+          const google::protobuf::RepeatedField<uint32_t>& sizes) -> absl::Status {
+    for (uint32_t size : sizes) {
+      if (size < 1 || size > batching.max_batch_size()) {
+        return FieldError(config_path, field,
+                          absl::StrCat("holds ", size, "; each must be in 1..max_batch_size (",
+                                       batching.max_batch_size(), ")"));
+      }
     }
-  }
-  for (uint32_t size : config.cuda_graph_batch_sizes()) {
-    if (size < 1 || size > batching.max_batch_size()) {
-      return FieldError(config_path, "cuda_graph_batch_sizes",
-                        absl::StrCat("holds ", size, "; each must be in 1..max_batch_size (",
-                                     batching.max_batch_size(), ")"));
-    }
-  }
+    return absl::OkStatus();
+  };
+  VITSERVE_RETURN_IF_ERROR(
+      check_batch_sizes("batching.preferred_batch_sizes", batching.preferred_batch_sizes()));
+  VITSERVE_RETURN_IF_ERROR(
+      check_batch_sizes("cuda_graph_batch_sizes", config.cuda_graph_batch_sizes()));
   // One hour: far beyond any useful batching delay, and keeps absl::Microseconds exact.
   constexpr uint64_t kMaxQueueDelayUs = 3'600'000'000ull;
   if (batching.max_queue_delay_us() > kMaxQueueDelayUs) {

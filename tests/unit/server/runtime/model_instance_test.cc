@@ -405,6 +405,7 @@ TEST(CudaGraphBucketsTest, RequestedSizesAreSortedWithoutRepeatsAndEndAtTheMaxim
   EXPECT_EQ(CudaGraphBatchSizes(64, {64, 8, 200}), (std::vector<int64_t>{8, 64}));
   EXPECT_EQ(CudaGraphBatchSizes(1, {1}), (std::vector<int64_t>{1}));
 }
+
 TEST(CudaGraphBucketsTest, SmallestBucketThatHoldsTheBatch) {
   const std::vector<int64_t> buckets = {1, 2, 4, 8, 12};
   EXPECT_EQ(BucketFor(buckets, 1), 0);
