@@ -461,8 +461,8 @@ case "$STEP" in
   graphsizes)
     # Run 45: at 1,024 clients shvit_s1's batches averaged 91 images and each replayed the graph
     # of 128. The default buckets (powers of two) against GRAPH_SIZES (the same below 16, then
-    # four per doubling), alternately, ROUNDS times: throughput, batch size, stage means, and how long the
-    # server took to load (warm-up and captures) from the sweep's own timestamps.
+    # four per doubling), alternately, ROUNDS times: throughput, batch size and stage means,
+    # with the sweep's timestamps (the gap from "serving" to the first row holds the captures).
     export SWEEP_MODELS="${SWEEP_MODELS:-shvit_s1}" NO_KSERVE=1 NO_JPEG=1 NO_RAW16=1 \
       SPLIT_CLIENTS=1 CONCURRENCY="${CONCURRENCY:-256 1024}" SECONDS_EACH="${SECONDS_EACH:-4}"
     dense="${GRAPH_SIZES:-1,2,4,8,16,20,24,28,32,40,48,56,64,80,96,112}"
