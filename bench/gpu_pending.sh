@@ -68,6 +68,19 @@
 #              FIB_A_IMPLS / FIB_B_IMPLS: other --impls for either side (sdpa first, as the
 #              ratios take the SDPA row before; B defaults to A's), FIB_TOKENS: other lengths;
 #              B's test binary may be packed (vitserve_fibottention_test.xz)
+#   modelab    a model change A/B (issue 16): the staged binaries (A) against another build's
+#              vitserve-bench-model (B: MODEL_B_DIR, e.g. .gpubin/old holding bin.tar.xz of the
+#              build before the change), both alone on the GPU, fp16, channels-last, CUDA
+#              graphs, batches 128 and 256 (AB_BATCHES), alternately for AB_ROUNDS rounds
+#              (default 3) for each model in AB_MODELS (default deit_tiny_patch16_224); first
+#              vitserve_models_test's CUDA cases (A), last each side's GPU kernels of 10 eager
+#              batches of 256 (the first model) and timm's eager fp16 batch 256 as the anchor;
+#              NCU=1 (NCU_STALLS=1) also reads A's kernels matching NCU_KERNELS (default
+#              LinearGelu) with Nsight Compute at batch 256 (OUTDIR/ncu_ab.txt)
+#   served     issue 11's goal beyond for SWEEP_MODELS (default shvit_s1): raw images, one per
+#              request, at CONCURRENCY (default "1024 2048") clients, ROUNDS (default 2) sweeps
+#              in one call, the anchors (model alone, timm) in the first; prints each sweep's
+#              table rows (share of the model alone, x timm) with batch and stage means
 #   spin       a lone request's latency with and without --executor-idle-spin-us (SPIN_US:
 #              one or more values, default 2000; each in turn, then 0), in ROUNDS (default 2)
 #              rounds at concurrency 1, with the anchors (graph replay at batch 1) first, for
@@ -113,7 +126,7 @@
 set -uo pipefail
 STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre \
 | gpujpeg | instances | variants | fibmma | fibab | spin | kservepin | patarget | graphsizes \
-| vimscan | kernels | vimcross}"
+| vimscan | kernels | vimcross | modelab | served}"
 OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
 source .devdeps/bootstrap.sh >/dev/null || exit 1
@@ -394,6 +407,78 @@ case "$STEP" in
     done
     fib_ab_summary "$OUT"
     exit $status
+    ;;
+  modelab)
+    b_dir="${MODEL_B_DIR:?set MODEL_B_DIR to a directory holding bin.tar.xz of the B build}"
+    status=0
+    mkdir -p "$b_dir/x" && tar -xJf "$b_dir/bin.tar.xz" -C "$b_dir/x" bin/vitserve-bench-model
+    build-gpu/bin/vitserve_models_test --gtest_filter='*Cuda*' 2>&1 | \
+      tee "$OUT/models_test.txt" | \
+      awk '/^\[ *(OK|FAILED|PASSED|SKIPPED) *\]/ { print; next } /Failure/ { n = 5 } n > 0 { print; n-- }'
+    [[ ${PIPESTATUS[0]} == 0 ]] || status=1
+    models="${AB_MODELS:-deit_tiny_patch16_224}"
+    # Alternately, so that a drift of the clocks or of the box touches both sides alike.
+    for round in $(seq "${AB_ROUNDS:-3}"); do
+      for m in $models; do
+        for side in A B; do
+          bench=build-gpu/bin/vitserve-bench-model
+          [[ $side == B ]] && bench="$b_dir/x/bin/vitserve-bench-model"
+          "$bench" --model "$m" --device cuda --precision fp16 --channels-last --cuda-graphs \
+            --batch-sizes "${AB_BATCHES:-128,256}" --seconds 1 > "$OUT/ab_${m}_${side}_$round.txt" \
+            2>&1 || status=1
+          rates=$(awk '/^ +[0-9]+ +[0-9.]+ / { printf "b%s %s img/s  ", $1, $2 }' \
+            "$OUT/ab_${m}_${side}_$round.txt")
+          echo "$m $side round $round: $rates"
+        done
+      done
+    done
+    first="${models%% *}"
+    # NCU=1: Nsight Compute on the A side's kernels matching NCU_KERNELS (issue rate, occupancy,
+    # memory and pipe throughput, stalls) at batch 256, into OUTDIR/ncu_ab.txt.
+    profile_kernels "${NCU_KERNELS:-LinearGelu}" 24 "$OUT/ncu_ab.txt" \
+      "Throughput|Pipe|Bandwidth|L2 Hit|Stall" build-gpu/bin/vitserve-bench-model \
+      --model "$first" --device cuda --precision fp16 --channels-last --batch-sizes 256 \
+      --seconds 0.1 --warmup 1
+    for side in A B; do
+      bench=build-gpu/bin/vitserve-bench-model
+      [[ $side == B ]] && bench="$b_dir/x/bin/vitserve-bench-model"
+      "$bench" --model "$first" --device cuda --precision fp16 --channels-last --batch-sizes 256 \
+        --seconds 0.5 --kernel-profile 10 --kernel-profile-top 12 > "$OUT/kernels_$side.txt" 2>&1
+      echo "kernels of $first, side $side:"
+      sed -n '/kernels, per step/,$p' "$OUT/kernels_$side.txt" | head -15
+    done
+    python3 - "$first" <<'PY' 2>&1 | tee "$OUT/timm.txt"
+import sys, time, torch, timm
+name = sys.argv[1]
+model = timm.create_model(name, pretrained=False).cuda().half().eval()
+model = model.to(memory_format=torch.channels_last)
+x = torch.randn(256, 3, 224, 224, device="cuda", dtype=torch.half)
+x = x.to(memory_format=torch.channels_last)
+torch.backends.cudnn.benchmark = True
+with torch.inference_mode():
+    for _ in range(5):
+        model(x)
+    torch.cuda.synchronize()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 2:
+        model(x)
+        n += 1
+    torch.cuda.synchronize()
+    print(f"timm {name} eager fp16 b256: {n * 256 / (time.perf_counter() - start):.0f} img/s")
+PY
+    exit $status
+    ;;
+  served)
+    export SWEEP_MODELS="${SWEEP_MODELS:-shvit_s1}" NO_KSERVE=1 NO_JPEG=1 NO_RAW16=1 \
+      SPLIT_CLIENTS=1 CONCURRENCY="${CONCURRENCY:-1024 2048}" SECONDS_EACH="${SECONDS_EACH:-4}"
+    for r in $(seq 1 "${ROUNDS:-2}"); do
+      ANCHORS=$([[ $r == 1 ]] && echo 1 || echo 0) bash bench/serve_sweep.sh "$OUT/r$r" \
+        > "$OUT/r$r.log" 2>&1
+      echo "round $r:"
+      grep -E "alone:|model alone \(graph\)|^  raw_c[0-9]+ |vitserve_batch_size|\
+stage_duration_seconds\[(forward|input)\]|queue_duration|request_duration" "$OUT/r$r.log" | \
+        awk '!seen[$0]++'
+    done
     ;;
   kernels)
     # Everything built since run I in one call: the two kernel suites' CUDA cases, the Vim

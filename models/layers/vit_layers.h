@@ -18,6 +18,7 @@
 #include "models/layers/init.h"
 #include "models/layers/layer_norm.h"
 #include "models/layers/linear.h"
+#include "models/layers/linear_residual.h"
 
 namespace vitserve::vit_layers {
 
@@ -98,8 +99,12 @@ class AttentionImpl : public torch::nn::Module {
   }
   // [B, heads, N, D/heads] → [B,N,D] through the output projection.
   at::Tensor Project(const at::Tensor& heads_out) {
-    const int64_t batch = heads_out.size(0), tokens = heads_out.size(2);
-    return proj_->forward(heads_out.transpose(1, 2).reshape({batch, tokens, -1}));
+    return proj_->forward(MergeHeads(heads_out));
+  }
+  // residual + Project(heads_out), the addition inside the projection's matrix product on CUDA
+  // (layers::LinearPlusResidual).
+  at::Tensor Project(const at::Tensor& heads_out, const at::Tensor& residual) {
+    return layers::LinearPlusResidual(MergeHeads(heads_out), proj_->weight, proj_->bias, residual);
   }
   // softmax(q kᵀ / √d) v per head; q, k, v: [B, heads, N, D/heads].
   virtual at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
@@ -109,9 +114,19 @@ class AttentionImpl : public torch::nn::Module {
     const at::Tensor qkv = Qkv(x);
     return Project(Attend(qkv[0], qkv[1], qkv[2]));
   }
+  // residual + forward(x), as a pre-norm block adds it to its stream.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& residual) {
+    const at::Tensor qkv = Qkv(x);
+    return Project(Attend(qkv[0], qkv[1], qkv[2]), residual);
+  }
   int64_t heads() const { return heads_; }
 
  private:
+  static at::Tensor MergeHeads(const at::Tensor& heads_out) {
+    const int64_t batch = heads_out.size(0), tokens = heads_out.size(2);
+    return heads_out.transpose(1, 2).reshape({batch, tokens, -1});
+  }
+
   int64_t heads_;
   layers::Linear qkv_;
   layers::Linear proj_;
@@ -127,6 +142,12 @@ class MlpImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x) {
     return fc2_->forward(Gelu(fc1_->forward(x), tanh_gelu_));
   }
+  // residual + forward(x), the addition inside fc2's matrix product on CUDA
+  // (layers::LinearPlusResidual).
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& residual) {
+    return layers::LinearPlusResidual(Gelu(fc1_->forward(x), tanh_gelu_), fc2_->weight,
+                                      fc2_->bias, residual);
+  }
 
  private:
   bool tanh_gelu_;
@@ -135,7 +156,8 @@ class MlpImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Mlp);
 
-// Pre-norm transformer block (ViT Eq. 2–3): x + attn(norm1(x)), then x + mlp(norm2(x)).
+// Pre-norm transformer block (ViT Eq. 2–3): x + attn(norm1(x)), then x + mlp(norm2(x)), each
+// addition inside the branch's last matrix product on CUDA (layers::LinearPlusResidual).
 // The attention is SDPA's unless the caller passes a subclass of AttentionImpl.
 class BlockImpl : public torch::nn::Module {
  public:
@@ -147,8 +169,8 @@ class BlockImpl : public torch::nn::Module {
         norm2_(register_module("norm2", MakeLayerNorm(dim))),
         mlp_(register_module("mlp", Mlp(dim, mlp_hidden, dim, tanh_gelu))) {}
   at::Tensor forward(const at::Tensor& x) {
-    const at::Tensor y = x + attn_->forward(norm1_->forward(x));
-    return y + mlp_->forward(norm2_->forward(y));
+    const at::Tensor y = attn_->forward(norm1_->forward(x), /*residual=*/x);
+    return mlp_->forward(norm2_->forward(y), /*residual=*/y);
   }
   Attention& attn() { return attn_; }
 

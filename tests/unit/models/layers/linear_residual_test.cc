@@ -1,0 +1,165 @@
+#include "models/layers/linear_residual.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <gtest/gtest.h>
+#include <torch/cuda.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "models/layers/vit_layers.h"
+
+namespace vitserve::layers {
+namespace {
+
+// A projection's operands as a ViT block sees them: outputs of order 1 added to a stream of
+// order 2, so that a missing bias, a wrong row or a dropped residual would show.
+struct Operands {
+  at::Tensor input, weight, bias, residual;
+};
+Operands MakeOperands(at::IntArrayRef input_sizes, int64_t out_features, uint64_t seed) {
+  at::manual_seed(seed);
+  const int64_t in_features = input_sizes.back();
+  std::vector<int64_t> output_sizes = input_sizes.vec();
+  output_sizes.back() = out_features;
+  return {at::randn(input_sizes),
+          at::randn({out_features, in_features}) / std::sqrt(static_cast<double>(in_features)),
+          at::randn({out_features}) * 0.5, at::randn(output_sizes) * 2};
+}
+
+at::Tensor ATensAnswer(const Operands& o) {
+  return at::add(o.residual, at::linear(o.input, o.weight, o.bias));
+}
+
+TEST(LinearPlusResidualTest, OnTheCpuIsATensLinearThenAdd) {
+  c10::InferenceMode inference_mode;
+  const Operands o = MakeOperands({2, 5, 192}, 192, 1);
+  EXPECT_FALSE(LinearPlusResidualUsesCublasLt(o.input, o.weight, o.bias, o.residual));
+  EXPECT_TRUE(at::equal(LinearPlusResidual(o.input, o.weight, o.bias, o.residual), ATensAnswer(o)));
+  EXPECT_TRUE(at::equal(LinearPlusResidual(o.input, o.weight, at::Tensor(), o.residual),
+                        at::add(o.residual, at::linear(o.input, o.weight))));
+}
+
+// The pre-norm block adds each branch to its stream: x + attn(norm1(x)), then + mlp(norm2(.)).
+TEST(LinearPlusResidualTest, BlockAddsBothBranchesToItsStream) {
+  c10::InferenceMode inference_mode;
+  vit_layers::Block block(64, 2, 256);
+  for (auto& parameter : block->parameters()) parameter.normal_(0.0, 0.1);
+  const at::Tensor x = at::randn({2, 9, 64});
+  auto params = block->named_parameters();
+  const auto norm = [&](const at::Tensor& t, const std::string& name) {
+    return at::layer_norm(t, {64}, params[name + ".weight"], params[name + ".bias"],
+                          vit_layers::kLayerNormEps);
+  };
+  const at::Tensor qkv = at::linear(norm(x, "norm1"), params["attn.qkv.weight"],
+                                    params["attn.qkv.bias"])
+                             .reshape({2, 9, 3, 2, 32})
+                             .permute({2, 0, 3, 1, 4});
+  const at::Tensor heads = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]);
+  const at::Tensor y = x + at::linear(heads.transpose(1, 2).reshape({2, 9, 64}),
+                                      params["attn.proj.weight"], params["attn.proj.bias"]);
+  const at::Tensor hidden =
+      at::gelu(at::linear(norm(y, "norm2"), params["mlp.fc1.weight"], params["mlp.fc1.bias"]));
+  const at::Tensor expected =
+      y + at::linear(hidden, params["mlp.fc2.weight"], params["mlp.fc2.bias"]);
+  EXPECT_TRUE(at::allclose(block->forward(x), expected, 1e-5, 1e-5));
+}
+
+bool CudaAvailable() { return torch::cuda::is_available(); }
+
+// The largest error of `output` against residual + x Wᵀ + b computed in fp64 from the same
+// (rounded) inputs.
+double MaxError(const at::Tensor& output, const Operands& o) {
+  const auto f64 = [](const at::Tensor& t) {
+    return t.defined() ? t.to(at::kCPU).to(at::kDouble) : t;
+  };
+  const at::Tensor reference =
+      at::add(f64(o.residual), at::linear(f64(o.input), f64(o.weight), f64(o.bias)));
+  return (f64(output) - reference).abs().max().item<double>();
+}
+
+Operands ToDevice(const Operands& o, at::Device device, at::ScalarType dtype) {
+  const auto move = [&](const at::Tensor& t) { return t.defined() ? t.to(device, dtype) : t; };
+  return {move(o.input), move(o.weight), move(o.bias), move(o.residual)};
+}
+
+// fp16 and bf16, deit_tiny's and vit_base's widths (proj: D -> D, fc2: 4D -> D), with and
+// without a bias, row counts from one to several thousand, against fp64: no worse than ATen's
+// linear then add on the same inputs (which rounds the product before the addition), with a
+// margin for the order of the fp32 sums. Runs only on a CUDA host.
+TEST(LinearPlusResidualCudaTest, CublasLtIsAsExactAsATen) {
+  if (!CudaAvailable()) GTEST_SKIP() << "no CUDA device";
+  c10::InferenceMode inference_mode;
+  const at::Device cuda(at::kCUDA, 0);
+  for (at::ScalarType dtype : {at::kHalf, at::kBFloat16}) {
+    for (const auto& [in, out] : std::vector<std::pair<int64_t, int64_t>>{
+             {192, 192}, {768, 192}, {768, 768}, {3072, 768}}) {
+      for (int64_t rows : {1, 7, 591, 5000}) {
+        for (bool with_bias : {true, false}) {
+          Operands host = MakeOperands({rows, in}, out, in + out + rows);
+          if (!with_bias) host.bias = at::Tensor();
+          const Operands o = ToDevice(host, cuda, dtype);
+          const std::string what = c10::toString(dtype) + std::string(" in ") +
+                                   std::to_string(in) + " out " + std::to_string(out) + " rows " +
+                                   std::to_string(rows) + (with_bias ? "" : " without bias");
+          ASSERT_TRUE(LinearPlusResidualUsesCublasLt(o.input, o.weight, o.bias, o.residual))
+              << what;
+          const at::Tensor ours = LinearPlusResidual(o.input, o.weight, o.bias, o.residual);
+          ASSERT_EQ(ours.scalar_type(), dtype);
+          ASSERT_EQ(ours.sizes(), (at::IntArrayRef{rows, out}));
+          const double our_error = MaxError(ours, o);
+          const double aten_error = MaxError(ATensAnswer(o), o);
+          EXPECT_LE(our_error, 1.5 * aten_error + 1e-4)
+              << what << " (ATen's error " << aten_error << ")";
+        }
+      }
+    }
+  }
+}
+
+// [B, N, D] tokens and a transposed (non-contiguous, copied first) input take cuBLASLt; a
+// residual that is not contiguous or only broadcasts to the output, fp32 and training run
+// ATen's; every one gives ATen's answer.
+TEST(LinearPlusResidualCudaTest, TakesCublasLtOnlyWhereItApplies) {
+  if (!CudaAvailable()) GTEST_SKIP() << "no CUDA device";
+  const at::Device cuda(at::kCUDA, 0);
+  const auto expect_close = [&](const Operands& o, bool cublas, const std::string& what) {
+    c10::InferenceMode inference_mode;
+    EXPECT_EQ(LinearPlusResidualUsesCublasLt(o.input, o.weight, o.bias, o.residual), cublas)
+        << what;
+    const at::Tensor ours = LinearPlusResidual(o.input, o.weight, o.bias, o.residual);
+    const at::Tensor aten = ATensAnswer(o);
+    ASSERT_EQ(ours.sizes(), aten.sizes()) << what;
+    const double tolerance = o.input.scalar_type() == at::kFloat ? 1e-5 : 2e-2;
+    EXPECT_LE((ours.to(at::kFloat) - aten.to(at::kFloat)).abs().max().item<double>(), tolerance)
+        << what;
+  };
+  expect_close(ToDevice(MakeOperands({3, 197, 192}, 192, 2), cuda, at::kHalf), true, "tokens");
+  Operands transposed = ToDevice(MakeOperands({3, 197, 192}, 192, 3), cuda, at::kHalf);
+  transposed.input = at::randn({3, 192, 197}).to(cuda, at::kHalf).transpose(1, 2);
+  expect_close(transposed, true, "transposed input");
+  Operands strided = ToDevice(MakeOperands({3, 197, 192}, 192, 4), cuda, at::kHalf);
+  strided.residual = at::randn({3, 192, 197}).to(cuda, at::kHalf).transpose(1, 2);
+  expect_close(strided, false, "transposed residual");
+  Operands broadcast = ToDevice(MakeOperands({3, 197, 192}, 192, 5), cuda, at::kHalf);
+  broadcast.residual = at::randn({1, 197, 192}).to(cuda, at::kHalf);
+  expect_close(broadcast, false, "broadcast residual");
+  expect_close(ToDevice(MakeOperands({4, 192}, 192, 6), cuda, at::kFloat), false, "fp32");
+  // Training: the weight wants gradients, so ATen's differentiable ops run.
+  Operands training = ToDevice(MakeOperands({5, 192}, 192, 7), cuda, at::kHalf);
+  training.weight.requires_grad_(true);
+  EXPECT_FALSE(LinearPlusResidualUsesCublasLt(training.input, training.weight, training.bias,
+                                              training.residual));
+  LinearPlusResidual(training.input, training.weight, training.bias, training.residual)
+      .to(at::kFloat)
+      .sum()
+      .backward();
+  ASSERT_TRUE(training.weight.grad().defined());
+  EXPECT_GT(training.weight.grad().abs().sum().item<float>(), 0.f);
+}
+
+}  // namespace
+}  // namespace vitserve::layers
