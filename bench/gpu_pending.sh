@@ -80,7 +80,7 @@
 #   served     issue 11's goal beyond for SWEEP_MODELS (default shvit_s1): raw images, one per
 #              request, at CONCURRENCY (default "1024 2048") clients, ROUNDS (default 2) sweeps
 #              in one call, the anchors (model alone, timm) in the first; prints each sweep's
-#              table rows (share of the model alone, x timm) with batch and stage means
+#              table rows (share of round 1's model alone, x timm) with batch and stage means
 #   spin       a lone request's latency with and without --executor-idle-spin-us (SPIN_US:
 #              one or more values, default 2000; each in turn, then 0), in ROUNDS (default 2)
 #              rounds at concurrency 1, with the anchors (graph replay at batch 1) first, for
@@ -474,10 +474,15 @@ PY
     for r in $(seq 1 "${ROUNDS:-2}"); do
       ANCHORS=$([[ $r == 1 ]] && echo 1 || echo 0) bash bench/serve_sweep.sh "$OUT/r$r" \
         > "$OUT/r$r.log" 2>&1
+      # Later rounds' ratios against round 1's anchors (the sweep measures them once).
+      if [[ $r != 1 ]]; then
+        grep -P '\t(model_|timm_)' "$OUT/r1/results.tsv" >> "$OUT/r$r/results.tsv"
+        python3 bench/sweep_table.py "$OUT/r$r/results.tsv" > "$OUT/r$r/table.txt"
+      fi
       echo "round $r:"
-      grep -E "alone:|model alone \(graph\)|^  raw_c[0-9]+ |vitserve_batch_size|\
-stage_duration_seconds\[(forward|input)\]|queue_duration|request_duration" "$OUT/r$r.log" | \
-        awk '!seen[$0]++'
+      grep -E "vitserve_batch_size|stage_duration_seconds\[(forward|input)\]|queue_duration|\
+request_duration" "$OUT/r$r.log" | awk '!seen[$0]++'
+      grep -E "model alone \(graph\)|^  raw_c[0-9]+ " "$OUT/r$r/table.txt"
     done
     ;;
   kernels)
