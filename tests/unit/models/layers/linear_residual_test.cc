@@ -5,6 +5,12 @@
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
+#ifdef VITSERVE_WITH_CUDA
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
+
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -160,6 +166,46 @@ TEST(LinearPlusResidualCudaTest, TakesCublasLtOnlyWhereItApplies) {
   ASSERT_TRUE(training.weight.grad().defined());
   EXPECT_GT(training.weight.grad().abs().sum().item<float>(), 0.f);
 }
+
+#ifdef VITSERVE_WITH_CUDA
+// A ViT block as the server runs it by default: fp16 on CUDA, captured in a CUDA graph after an
+// eager pass on the capturing stream (as ModelInstance captures) and replayed. cuBLASLt's
+// algorithm query and ATen's workspace are inside the capture; the replay must give the eager
+// answer, and both the fp32 CPU block's within half precision. Runs only on a CUDA host.
+TEST(LinearPlusResidualCudaTest, BlockInACudaGraphGivesTheEagerAnswer) {
+  if (!CudaAvailable()) GTEST_SKIP() << "no CUDA device";
+  c10::InferenceMode inference_mode;
+  const at::Device cuda(at::kCUDA, 0);
+  vit_layers::Block block(192, 3, 768);
+  for (auto& parameter : block->parameters()) parameter.normal_(0.0, 0.05);
+  at::manual_seed(9);
+  const at::Tensor tokens = at::randn({4, 197, 192});
+  const at::Tensor cpu_fp32 = block->forward(tokens);
+  block->to(cuda, at::kHalf);
+  auto params = block->named_parameters();
+  const at::Tensor input = tokens.to(cuda, at::kHalf);
+  ASSERT_TRUE(LinearPlusResidualUsesCublasLt(at::empty({4, 197, 768}, input.options()),
+                                             params["mlp.fc2.weight"], params["mlp.fc2.bias"],
+                                             input));
+
+  const c10::cuda::CUDAStream stream = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, 0);
+  const c10::cuda::CUDAStreamGuard stream_guard(stream);
+  const at::Tensor eager = block->forward(input).clone();
+  stream.synchronize();
+  at::cuda::CUDAGraph graph;
+  graph.capture_begin();
+  const at::Tensor captured = block->forward(input);
+  graph.capture_end();
+  graph.replay();
+  stream.synchronize();
+  const double replay_vs_eager =
+      (captured.to(at::kFloat) - eager.to(at::kFloat)).abs().max().item<double>();
+  EXPECT_LE(replay_vs_eager, 1e-3);
+  const double eager_vs_cpu =
+      (eager.to(at::kCPU, at::kFloat) - cpu_fp32).abs().max().item<double>();
+  EXPECT_LE(eager_vs_cpu, 5e-2) << "largest |output| " << cpu_fp32.abs().max().item<double>();
+}
+#endif  // VITSERVE_WITH_CUDA
 
 }  // namespace
 }  // namespace vitserve::layers
