@@ -40,7 +40,9 @@ TORCH="$(.venv/bin/python -c 'import os, torch; print(os.path.dirname(torch.__fi
 CUDART="$TORCH/../nvidia/cu13/lib"
 TORCH_LIBS=(-L"$TORCH/lib" -Wl,-rpath,"$TORCH/lib" -ltorch -ltorch_cpu -lc10)
 if [[ -e "$TORCH/lib/libtorch_cuda.so" && -d "$CUDART" ]]; then
-  TORCH_LIBS+=(-ltorch_cuda -lc10_cuda -L"$CUDART" -Wl,-rpath,"$CUDART" -l:libcudart.so.13)
+  # cuBLASLt: layers::LinearPlusResidual (models/) calls it directly in CUDA builds.
+  TORCH_LIBS+=(-ltorch_cuda -lc10_cuda -L"$CUDART" -Wl,-rpath,"$CUDART" -l:libcudart.so.13
+    -l:libcublasLt.so.13)
 fi
 [[ -f build/models/libvitserve_models.a ]] || { echo "fuzz: build/ is missing: run scripts/setup.sh first"; exit 2; }
 "${CXX[@]}" "${FLAGS[@]}" -Ibuild/proto/gen -idirafter "$TORCH/include" \
