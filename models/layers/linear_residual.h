@@ -6,7 +6,7 @@
 // Why: a ViT block adds two branches to its token stream (x + attn(...), then + mlp(...)); as
 // separate kernels each addition reads the stream and the branch's output and writes the sum,
 // after the product wrote that output. For deit_tiny on the H100 those 24 additions were 11% of
-// the fp16 forward pass (docs/performance.md, run 47). In the epilogue the product reads the
+// the fp16 forward pass (docs/performance.md, run U). In the epilogue the product reads the
 // residual once and writes the sum, rounded once from fp32.
 //
 // cuBLASLt runs when the input is a CUDA tensor in fp16 or bf16 like the weight, the bias (which
