@@ -76,7 +76,8 @@
 #              vitserve_models_test's CUDA cases (A), last each side's GPU kernels of 10 eager
 #              batches of 256 (the first model) and timm's eager fp16 batch 256 as the anchor;
 #              NCU=1 (NCU_STALLS=1) also reads A's kernels matching NCU_KERNELS (default
-#              LinearGelu) with Nsight Compute at batch 256 (OUTDIR/ncu_ab.txt)
+#              nvjet: cuBLAS's products; run U read its fused GELU kernel so) with Nsight
+#              Compute at batch 256 (OUTDIR/ncu_ab.txt)
 #   served     issue 11's goal beyond for SWEEP_MODELS (default shvit_s1): raw images, one per
 #              request, at CONCURRENCY (default "1024 2048") clients, ROUNDS (default 2) sweeps
 #              in one call, the anchors (model alone, timm) in the first; prints each sweep's
@@ -414,7 +415,8 @@ case "$STEP" in
     mkdir -p "$b_dir/x" && tar -xJf "$b_dir/bin.tar.xz" -C "$b_dir/x" bin/vitserve-bench-model
     build-gpu/bin/vitserve_models_test --gtest_filter='*Cuda*' 2>&1 | \
       tee "$OUT/models_test.txt" | \
-      awk '/^\[ *(OK|FAILED|PASSED|SKIPPED) *\]/ { print; next } /Failure/ { n = 5 } n > 0 { print; n-- }'
+      awk '/^\[ *(OK|FAILED|PASSED|SKIPPED) *\]/ { print; next }
+           /Failure/ { n = 5 } n > 0 { print; n-- }'
     [[ ${PIPESTATUS[0]} == 0 ]] || status=1
     models="${AB_MODELS:-deit_tiny_patch16_224}"
     # Alternately, so that a drift of the clocks or of the box touches both sides alike.
@@ -435,7 +437,7 @@ case "$STEP" in
     first="${models%% *}"
     # NCU=1: Nsight Compute on the A side's kernels matching NCU_KERNELS (issue rate, occupancy,
     # memory and pipe throughput, stalls) at batch 256, into OUTDIR/ncu_ab.txt.
-    profile_kernels "${NCU_KERNELS:-LinearGelu}" 24 "$OUT/ncu_ab.txt" \
+    profile_kernels "${NCU_KERNELS:-nvjet}" 24 "$OUT/ncu_ab.txt" \
       "Throughput|Pipe|Bandwidth|L2 Hit|Stall" build-gpu/bin/vitserve-bench-model \
       --model "$first" --device cuda --precision fp16 --channels-last --batch-sizes 256 \
       --seconds 0.1 --warmup 1
