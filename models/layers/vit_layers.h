@@ -110,18 +110,19 @@ class AttentionImpl : public torch::nn::Module {
   virtual at::Tensor Attend(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
     return at::scaled_dot_product_attention(q, k, v);
   }
-  at::Tensor forward(const at::Tensor& x) {
-    const at::Tensor qkv = Qkv(x);
-    return Project(Attend(qkv[0], qkv[1], qkv[2]));
-  }
+  at::Tensor forward(const at::Tensor& x) { return Project(AttendAll(x)); }
   // residual + forward(x), as a pre-norm block adds it to its stream.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& residual) {
-    const at::Tensor qkv = Qkv(x);
-    return Project(Attend(qkv[0], qkv[1], qkv[2]), residual);
+    return Project(AttendAll(x), residual);
   }
   int64_t heads() const { return heads_; }
 
  private:
+  // [B,N,D] → [B, heads, N, D/heads]: the heads' outputs before the projection.
+  at::Tensor AttendAll(const at::Tensor& x) {
+    const at::Tensor qkv = Qkv(x);
+    return Attend(qkv[0], qkv[1], qkv[2]);
+  }
   static at::Tensor MergeHeads(const at::Tensor& heads_out) {
     const int64_t batch = heads_out.size(0), tokens = heads_out.size(2);
     return heads_out.transpose(1, 2).reshape({batch, tokens, -1});
@@ -139,17 +140,16 @@ class MlpImpl : public torch::nn::Module {
       : tanh_gelu_(tanh_gelu),
         fc1_(register_module("fc1", layers::Linear(in, hidden))),
         fc2_(register_module("fc2", layers::Linear(hidden, out))) {}
-  at::Tensor forward(const at::Tensor& x) {
-    return fc2_->forward(Gelu(fc1_->forward(x), tanh_gelu_));
-  }
+  at::Tensor forward(const at::Tensor& x) { return fc2_->forward(Hidden(x)); }
   // residual + forward(x), the addition inside fc2's matrix product on CUDA
   // (layers::LinearPlusResidual).
   at::Tensor forward(const at::Tensor& x, const at::Tensor& residual) {
-    return layers::LinearPlusResidual(Gelu(fc1_->forward(x), tanh_gelu_), fc2_->weight,
-                                      fc2_->bias, residual);
+    return layers::LinearPlusResidual(Hidden(x), fc2_->weight, fc2_->bias, residual);
   }
 
  private:
+  at::Tensor Hidden(const at::Tensor& x) { return Gelu(fc1_->forward(x), tanh_gelu_); }
+
   bool tanh_gelu_;
   layers::Linear fc1_;
   layers::Linear fc2_;
