@@ -419,15 +419,17 @@ case "$STEP" in
            /Failure/ { n = 5 } n > 0 { print; n-- }'
     [[ ${PIPESTATUS[0]} == 0 ]] || status=1
     models="${AB_MODELS:-deit_tiny_patch16_224}"
+    side_bench() {  # The vitserve-bench-model of side $1 (A or B).
+      if [[ $1 == B ]]; then echo "$b_dir/x/bin/vitserve-bench-model"
+      else echo build-gpu/bin/vitserve-bench-model; fi
+    }
     # Alternately, so that a drift of the clocks or of the box touches both sides alike.
     for round in $(seq "${AB_ROUNDS:-3}"); do
       for m in $models; do
         for side in A B; do
-          bench=build-gpu/bin/vitserve-bench-model
-          [[ $side == B ]] && bench="$b_dir/x/bin/vitserve-bench-model"
-          "$bench" --model "$m" --device cuda --precision fp16 --channels-last --cuda-graphs \
-            --batch-sizes "${AB_BATCHES:-128,256}" --seconds 1 > "$OUT/ab_${m}_${side}_$round.txt" \
-            2>&1 || status=1
+          "$(side_bench $side)" --model "$m" --device cuda --precision fp16 --channels-last \
+            --cuda-graphs --batch-sizes "${AB_BATCHES:-128,256}" --seconds 1 \
+            > "$OUT/ab_${m}_${side}_$round.txt" 2>&1 || status=1
           rates=$(awk '/^ +[0-9]+ +[0-9.]+ / { printf "b%s %s img/s  ", $1, $2 }' \
             "$OUT/ab_${m}_${side}_$round.txt")
           echo "$m $side round $round: $rates"
@@ -442,32 +444,13 @@ case "$STEP" in
       --model "$first" --device cuda --precision fp16 --channels-last --batch-sizes 256 \
       --seconds 0.1 --warmup 1
     for side in A B; do
-      bench=build-gpu/bin/vitserve-bench-model
-      [[ $side == B ]] && bench="$b_dir/x/bin/vitserve-bench-model"
-      "$bench" --model "$first" --device cuda --precision fp16 --channels-last --batch-sizes 256 \
-        --seconds 0.5 --kernel-profile 10 --kernel-profile-top 12 > "$OUT/kernels_$side.txt" 2>&1
+      "$(side_bench $side)" --model "$first" --device cuda --precision fp16 --channels-last \
+        --batch-sizes 256 --seconds 0.5 --kernel-profile 10 --kernel-profile-top 12 \
+        > "$OUT/kernels_$side.txt" 2>&1
       echo "kernels of $first, side $side:"
       sed -n '/kernels, per step/,$p' "$OUT/kernels_$side.txt" | head -15
     done
-    python3 - "$first" <<'PY' 2>&1 | tee "$OUT/timm.txt"
-import sys, time, torch, timm
-name = sys.argv[1]
-model = timm.create_model(name, pretrained=False).cuda().half().eval()
-model = model.to(memory_format=torch.channels_last)
-x = torch.randn(256, 3, 224, 224, device="cuda", dtype=torch.half)
-x = x.to(memory_format=torch.channels_last)
-torch.backends.cudnn.benchmark = True
-with torch.inference_mode():
-    for _ in range(5):
-        model(x)
-    torch.cuda.synchronize()
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < 2:
-        model(x)
-        n += 1
-    torch.cuda.synchronize()
-    print(f"timm {name} eager fp16 b256: {n * 256 / (time.perf_counter() - start):.0f} img/s")
-PY
+    python3 bench/timm_anchor.py "$first" 2>&1 | tee "$OUT/timm.txt"
     exit $status
     ;;
   served)

@@ -149,26 +149,7 @@ ls -la "$OUT"/photo_*.jpg | awk '{print "photo: " $NF " " $5 " bytes"}'
 # --- anchors: timm eager fp16 batch 256, channels_last, random weights -------------------------
 if [[ "${ANCHORS:-1}" != 0 ]]; then
 log "timm anchors"
-python3 - $MODELS <<'PY' | tee "$OUT/timm.txt"
-import sys, torch, timm
-torch.backends.cudnn.benchmark = True
-for name in sys.argv[1:]:
-    model = timm.create_model(name, pretrained=False).cuda().half().eval().to(memory_format=torch.channels_last)
-    size = model.pretrained_cfg.get("input_size", (3, 224, 224))[-1]
-    x = torch.randn(256, 3, size, size, device="cuda", dtype=torch.half).to(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        for _ in range(5):
-            model(x)
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        n = 20
-        for _ in range(n):
-            model(x)
-        end.record()
-        torch.cuda.synchronize()
-    print(f"timm\t{name}\t{256 * n / (start.elapsed_time(end) / 1000):.0f}")
-PY
+python3 bench/timm_anchor.py $MODELS | tee "$OUT/timm.txt"
 grep -P '^timm\t' "$OUT/timm.txt" | while IFS=$'\t' read -r _ m v; do record "$m" timm_eager_b256 "$v"; done
 
 # --- our model alone, CUDA graph at MAX_BATCH (and smaller batches) -------------------------------------------------
