@@ -70,7 +70,9 @@
 #              B's test binary may be packed (vitserve_fibottention_test.xz)
 #   modelab    a model change A/B (issue 16): the staged binaries (A) against another build's
 #              vitserve-bench-model (B: MODEL_B_DIR, e.g. .gpubin/old holding bin.tar.xz of the
-#              build before the change), both alone on the GPU, fp16, channels-last, CUDA
+#              build before the change; or, without MODEL_B_DIR, A's own binary with the
+#              flags AB_B_FLAGS, e.g. --approximate-gelu=false), both alone on the GPU, fp16,
+#              channels-last, CUDA
 #              graphs, batches 128 and 256 (AB_BATCHES), alternately for AB_ROUNDS rounds
 #              (default 3) for each model in AB_MODELS (default deit_tiny_patch16_224); first
 #              vitserve_models_test's CUDA cases (A), last each side's GPU kernels of 10 eager
@@ -82,6 +84,13 @@
 #              request, at CONCURRENCY (default "1024 2048") clients, ROUNDS (default 2) sweeps
 #              in one call, the anchors (model alone, timm) in the first; prints each sweep's
 #              table rows (share of round 1's model alone, x timm) with batch and stage means
+#   serverenv  SWEEP_MODELS (default shvit_s1) served as in `served` (raw, one image per
+#              request, CONCURRENCY default 1024) with vitserve's environment as it is and with
+#              each of ENV_VARIANTS ('|'-separated lists of VAR=value words; default gRPC's
+#              TCP read experiments: GRPC_EXPERIMENTS=tcp_frame_size_tuning,tcp_rcv_lowat and
+#              the same with tcp_read_chunks), alternately for ROUNDS (default 2) rounds, the
+#              anchors in the first; each row with the server's stage means, its CPU seconds by
+#              thread and its minor page faults
 #   spin       a lone request's latency with and without --executor-idle-spin-us (SPIN_US:
 #              one or more values, default 2000; each in turn, then 0), in ROUNDS (default 2)
 #              rounds at concurrency 1, with the anchors (graph replay at batch 1) first, for
@@ -127,7 +136,7 @@
 set -uo pipefail
 STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre \
 | gpujpeg | instances | variants | fibmma | fibab | spin | kservepin | patarget | graphsizes \
-| vimscan | kernels | vimcross | modelab | served}"
+| vimscan | kernels | vimcross | modelab | served | serverenv}"
 OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
 source .devdeps/bootstrap.sh >/dev/null || exit 1
@@ -410,24 +419,29 @@ case "$STEP" in
     exit $status
     ;;
   modelab)
-    b_dir="${MODEL_B_DIR:?set MODEL_B_DIR to a directory holding bin.tar.xz of the B build}"
+    # B: another build (MODEL_B_DIR) or, without one, the same binary with AB_B_FLAGS.
+    b_dir="${MODEL_B_DIR:-}"
+    [[ -n $b_dir || -n ${AB_B_FLAGS:-} ]] || { echo "set MODEL_B_DIR or AB_B_FLAGS"; exit 2; }
     status=0
-    mkdir -p "$b_dir/x" && tar -xJf "$b_dir/bin.tar.xz" -C "$b_dir/x" bin/vitserve-bench-model
+    if [[ -n $b_dir ]]; then
+      mkdir -p "$b_dir/x" && tar -xJf "$b_dir/bin.tar.xz" -C "$b_dir/x" bin/vitserve-bench-model
+    fi
     build-gpu/bin/vitserve_models_test --gtest_filter='*Cuda*' 2>&1 | \
       tee "$OUT/models_test.txt" | \
       awk '/^\[ *(OK|FAILED|PASSED|SKIPPED) *\]/ { print; next }
            /Failure/ { n = 5 } n > 0 { print; n-- }'
     [[ ${PIPESTATUS[0]} == 0 ]] || status=1
     models="${AB_MODELS:-deit_tiny_patch16_224}"
-    side_bench() {  # The vitserve-bench-model of side $1 (A or B).
-      if [[ $1 == B ]]; then echo "$b_dir/x/bin/vitserve-bench-model"
+    side_bench() {  # The vitserve-bench-model of side $1 (A or B), with that side's flags.
+      if [[ $1 == B && -n $b_dir ]]; then echo "$b_dir/x/bin/vitserve-bench-model"
       else echo build-gpu/bin/vitserve-bench-model; fi
+      [[ $1 == B ]] && echo "${AB_B_FLAGS:-}"
     }
     # Alternately, so that a drift of the clocks or of the box touches both sides alike.
     for round in $(seq "${AB_ROUNDS:-3}"); do
       for m in $models; do
         for side in A B; do
-          "$(side_bench $side)" --model "$m" --device cuda --precision fp16 --channels-last \
+          $(side_bench $side) --model "$m" --device cuda --precision fp16 --channels-last \
             --cuda-graphs --batch-sizes "${AB_BATCHES:-128,256}" --seconds 1 \
             > "$OUT/ab_${m}_${side}_$round.txt" 2>&1 || status=1
           rates=$(awk '/^ +[0-9]+ +[0-9.]+ / { printf "b%s %s img/s  ", $1, $2 }' \
@@ -444,7 +458,7 @@ case "$STEP" in
       --model "$first" --device cuda --precision fp16 --channels-last --batch-sizes 256 \
       --seconds 0.1 --warmup 1
     for side in A B; do
-      "$(side_bench $side)" --model "$first" --device cuda --precision fp16 --channels-last \
+      $(side_bench $side) --model "$first" --device cuda --precision fp16 --channels-last \
         --batch-sizes 256 --seconds 0.5 --kernel-profile 10 --kernel-profile-top 12 \
         > "$OUT/kernels_$side.txt" 2>&1
       echo "kernels of $first, side $side:"
@@ -530,6 +544,28 @@ request_duration" "$OUT/r$r.log" | awk '!seen[$0]++'
           bash bench/serve_sweep.sh "$OUT/load_c${c}_spin$spin" > "$OUT/load_c${c}_spin$spin.log" 2>&1
         echo "spin $spin us, concurrency $c: $(grep -E "raw_c$c:" "$OUT/load_c${c}_spin$spin.log")"
         grep -E "^  executor" "$OUT/load_c${c}_spin$spin.log" | sed 's/^/  CPU s /' || true
+      done
+    done
+    ;;
+  serverenv)
+    export SWEEP_MODELS="${SWEEP_MODELS:-shvit_s1}" NO_KSERVE=1 NO_JPEG=1 NO_RAW16=1 \
+      SPLIT_CLIENTS=1 CONCURRENCY="${CONCURRENCY:-1024}" SECONDS_EACH="${SECONDS_EACH:-4}"
+    exps="GRPC_EXPERIMENTS=tcp_frame_size_tuning,tcp_rcv_lowat"
+    IFS='|' read -r -a variants <<< "${ENV_VARIANTS:-$exps|$exps,tcp_read_chunks}"
+    for r in $(seq 1 "${ROUNDS:-2}"); do
+      for v in $(seq 0 "${#variants[@]}"); do
+        server_env=""
+        ((v > 0)) && server_env="${variants[v - 1]}"
+        ANCHORS=$([[ $r == 1 && $v == 0 ]] && echo 1 || echo 0) SERVER_ENV="$server_env" \
+          bash bench/serve_sweep.sh "$OUT/v${v}_r$r" > "$OUT/v${v}_r$r.log" 2>&1
+        [[ $r == 1 && $v == 0 ]] || grep -P '\t(model_|timm_)' "$OUT/v0_r1/results.tsv" \
+          >> "$OUT/v${v}_r$r/results.tsv"
+        python3 bench/sweep_table.py "$OUT/v${v}_r$r/results.tsv" > "$OUT/v${v}_r$r/table.txt"
+        echo "round $r, environment '${server_env:-as it is}':"
+        grep -E "raw_c[0-9]+:|minor page faults|vitserve_batch_size|\
+stage_duration_seconds\[(forward|input)\]" "$OUT/v${v}_r$r.log" | awk '!seen[$0]++'
+        grep -A6 "server CPU seconds by thread" "$OUT/v${v}_r$r.log" | head -7
+        grep -E "model alone \(graph\)|^  raw_c[0-9]+ " "$OUT/v${v}_r$r/table.txt"
       done
     done
     ;;

@@ -46,6 +46,10 @@ ABSL_FLAG(double, seconds, 3.0, "Measured time per batch size (after warm-up).")
 ABSL_FLAG(int, warmup, 5, "Warm-up iterations per batch size.");
 ABSL_FLAG(bool, cuda_graphs, false, "Replay a CUDA graph captured per batch size (CUDA only).");
 ABSL_FLAG(bool, no_fuse, false, "Keep BatchNorm unfolded.");
+ABSL_FLAG(bool, approximate_gelu, true,
+          "ViT-family MLPs on CUDA in fp16/bf16: GELU in its tanh form inside the first matrix "
+          "product, as vitserve's --approximate-gelu (default); false: exact GELU, a kernel of "
+          "its own, as timm.");
 ABSL_FLAG(bool, channels_last, false,
           "Convert the model's 4-D weights and the input to channels-last (NHWC), as timm's "
           "anchors and a channels-last server run.");
@@ -110,6 +114,7 @@ int Run() {
   ModelRegistry registry = BuiltinModelRegistry();
   LoadOptions options;
   options.fuse_for_inference = !absl::GetFlag(FLAGS_no_fuse);
+  options.approximate_gelu = absl::GetFlag(FLAGS_approximate_gelu);
   auto loaded = LoadModel(registry, model_name, options);
   if (!loaded.ok()) {
     std::fprintf(stderr, "error: %s\n", loaded.status().ToString().c_str());
@@ -154,9 +159,10 @@ int Run() {
                                                            : loaded->info.input_size;
   std::printf(
       "model %s  params %.2fM  device %s  precision %s  input %lldpx  cuda_graphs %d  "
-      "channels_last %d\n",
+      "channels_last %d  approximate_gelu %d\n",
       model_name.c_str(), loaded->parameter_count / 1e6, device.str().c_str(), precision.c_str(),
-      static_cast<long long>(size), absl::GetFlag(FLAGS_cuda_graphs), channels_last);
+      static_cast<long long>(size), absl::GetFlag(FLAGS_cuda_graphs), channels_last,
+      absl::GetFlag(FLAGS_approximate_gelu));
   std::printf("%6s %12s %12s %12s\n", "batch", "images/s", "ms/batch", "peak_MiB");
 
   for (const int64_t batch : batch_sizes) {

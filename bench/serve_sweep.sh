@@ -21,6 +21,8 @@
 #   BUILD          1 (default when build-gpu/bin/vitserve is missing): build on the box first
 #   SERVER_PRELOAD a library (or colon-separated list) to LD_PRELOAD into vitserve, e.g. another
 #                  malloc (libtcmalloc_minimal.so.4) for an A/B against glibc's
+#   SERVER_ENV     VAR=value words (space-separated) in vitserve's environment only, e.g.
+#                  GRPC_EXPERIMENTS=tcp_frame_size_tuning,tcp_rcv_lowat (gRPC's own switches)
 #   PROFILE        1: LD_PRELOAD .prof/libprofiler.so into vitserve (CPUPROFILE) for the raw
 #                  run at the highest concurrency and print the top of google-pprof --text
 #   PERF_ANALYZER  perf_analyzer to run against the KServe API (default $SWEEP_BUILD_DIR/bin/pa/
@@ -478,14 +480,16 @@ for m in $MODELS; do
     # highest concurrency, below) and writes $OUT/cpu_$m.prof.0.
     PROFILE_ENV=(CPUPROFILE="$OUT/cpu_$m.prof" CPUPROFILESIGNAL=12 CPUPROFILE_FREQUENCY=250)
   fi
+  # shellcheck disable=SC2086 # SERVER_ENV is a list of words.
   start_server "$m" "$OUT/server_$m.log" \
     ${PRELOAD:+LD_PRELOAD=$PRELOAD LD_LIBRARY_PATH=$PWD/.prof:$LD_LIBRARY_PATH} "${PROFILE_ENV[@]}" \
-    || continue
+    ${SERVER_ENV:-} || continue
   grep -i "jpeg decoding" "$OUT/server_$m.log" | head -1
   for c in $CONCURRENCY; do
     [[ "${JPEG_ONLY:-0}" == 1 ]] && break
     if [[ $c == "$top_c" ]]; then
       thread_cpu $SERVER > "$OUT/threads_before_$m.txt"
+      faults_before=$(awk '{print $10}' /proc/$SERVER/stat)
       scrape "$OUT/metrics_before_top_$m.txt"
       [[ "${PROFILE:-}" == 1 ]] && kill -USR2 $SERVER  # Profile this run only.
     fi
@@ -494,6 +498,10 @@ for m in $MODELS; do
     if [[ $c == "$top_c" ]]; then
       [[ "${PROFILE:-}" == 1 ]] && kill -USR2 $SERVER
       thread_cpu $SERVER > "$OUT/threads_after_$m.txt"
+      # Minor page faults (fresh memory touched): a copy into pages the allocator has just
+      # returned to the kernel pays one per 4 KiB inside the copy.
+      echo "server minor page faults during raw_c$c: \
+$(( $(awk '{print $10}' /proc/$SERVER/stat) - faults_before ))"
       scrape "$OUT/metrics_after_top_$m.txt"
       stage_means "during raw_c$c" "$OUT/metrics_after_top_$m.txt" "$OUT/metrics_before_top_$m.txt"
       echo "server CPU seconds by thread during raw_c$c ($T s + 1 s warm-up):"

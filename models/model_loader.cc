@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "models/layers/vit_layers.h"
 #include "models/weights/safetensors.h"
 #include "models/weights/state_dict.h"
 
@@ -47,6 +48,7 @@ absl::StatusOr<LoadedModel> LoadModel(const ModelRegistry& registry, std::string
   try {
     loaded.module->eval();
     if (options.fuse_for_inference) loaded.module->FuseForInference();
+    vit_layers::SetApproximateGelu(*loaded.module, options.approximate_gelu);
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("preparing '", std::string(architecture),
                                             "' for inference failed: ", e.what()));

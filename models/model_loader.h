@@ -28,6 +28,9 @@ namespace vitserve {
 struct LoadOptions {
   std::string weights_path;  // .safetensors; empty -> random initialisation (as timm initialises)
   bool fuse_for_inference = true;
+  // ViT-family MLPs on CUDA in fp16/bf16 compute GELU in its tanh form inside their first matrix
+  // product (vit_layers::MlpImpl::set_approximate_gelu); false: exact GELU, as timm.
+  bool approximate_gelu = false;
   // The architecture built for another task it supports, or with another class count
   // (ModelRegistry::CreateForTask); unset / 0: as registered.
   std::optional<ModelTask> task;

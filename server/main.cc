@@ -108,6 +108,13 @@ ABSL_FLAG(bool, channels_last, true,
           "model config decides per model; off on CPU unless a config says so). On the H200 it "
           "made shvit_s1 alone 1.55x faster at batch 128 and left the ViTs unchanged "
           "(docs/performance.md)");
+ABSL_FLAG(bool, approximate_gelu, true,
+          "default for CUDA models in fp16/bf16: each ViT-family MLP (ViT/DeiT, TokenLearner, "
+          "ViTTM, Fibottention) computes GELU in its tanh form inside its first matrix product "
+          "instead of exact (erf) GELU as a separate kernel; the two differ by at most 4.7e-4, "
+          "below fp16's rounding step for values above 0.5 (approximate_gelu: true|false in a "
+          "model config decides per model; no effect in fp32, on CPU or on other models). "
+          "false: exact GELU, as timm (docs/performance.md, run V)");
 ABSL_FLAG(bool, gpu_jpeg_decoding, true,
           "default for CUDA models with device preprocessing: Classify JPEGs go to the GPU still "
           "encoded and are decoded there with nvJPEG (the GPU's hardware JPEG engines where it "
@@ -239,6 +246,7 @@ constexpr const char* kFlagNames[] = {"grpc_port",
                                       "cuda_graph_batch_sizes",
                                       "device_preprocessing",
                                       "channels_last",
+                                      "approximate_gelu",
                                       "gpu_jpeg_decoding",
                                       "cudnn_benchmark",
                                       "kserve_input_datatype",
@@ -399,6 +407,7 @@ int Run(int argc, char** argv) {
   }
   options.device_preprocessing = absl::GetFlag(FLAGS_device_preprocessing);
   options.channels_last = absl::GetFlag(FLAGS_channels_last);
+  options.approximate_gelu = absl::GetFlag(FLAGS_approximate_gelu);
   options.gpu_jpeg_decoding = absl::GetFlag(FLAGS_gpu_jpeg_decoding);
   options.cudnn_benchmark = absl::GetFlag(FLAGS_cudnn_benchmark);
   options.kserve_input_datatype = absl::GetFlag(FLAGS_kserve_input_datatype);

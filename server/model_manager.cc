@@ -229,6 +229,7 @@ absl::StatusOr<std::shared_ptr<ServableModel>> ServableModel::Build(
   load_options.weights_path = weights_path;
   load_options.task = FromProtoTask(config.task());
   load_options.num_classes = config.num_classes();
+  load_options.approximate_gelu = config.approximate_gelu();
   // Random weights are drawn once per model: each instance's LoadModel draws its own, so the
   // later ones take the first one's, and every instance serves the same model.
   std::map<std::string, at::Tensor> first_random_state;

@@ -207,6 +207,7 @@ absl::Status VitServer::StartServing(const ModelRegistry* registry) {
   manager_options.defaults.cuda_graph_batch_sizes = options_.cuda_graph_batch_sizes;
   manager_options.defaults.device_preprocessing = options_.device_preprocessing;
   manager_options.defaults.channels_last = options_.channels_last;
+  manager_options.defaults.approximate_gelu = options_.approximate_gelu;
   // A build without nvJPEG leaves it off unless a model config asks for it (which then fails
   // that model's load with the reason).
   manager_options.defaults.gpu_jpeg_decoding =

@@ -97,6 +97,9 @@ struct ServerOptions {
   bool device_preprocessing = true;
   // Weights and input in NHWC memory (models on CUDA only; ModelConfig.channels_last).
   bool channels_last = true;
+  // ViT-family MLPs' GELU in its tanh form inside their first product (models on CUDA in fp16 or
+  // bf16; ModelConfig.approximate_gelu).
+  bool approximate_gelu = true;
   // Classify JPEGs decoded on the GPU with nvJPEG (models on CUDA with device_preprocessing;
   // ModelConfig.gpu_jpeg_decoding). Ignored by builds without nvJPEG.
   bool gpu_jpeg_decoding = true;

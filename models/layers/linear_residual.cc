@@ -88,12 +88,12 @@ void SetPreference(cublasLtMatmulPreference_t preference,
               "matmul preference");
 }
 
-// D = W X + bias + R in cuBLAS's column-major terms: row-major [M, K] tokens are a K x M
+// D = W X + bias + R (or GELU(W X + bias) without R) in cuBLAS's column-major terms: row-major [M, K] tokens are a K x M
 // column-major matrix, the row-major [N, K] weight is K x N (transposed: N x K), and the row-major
 // [M, N] residual and output are N x M. Returns false (nothing launched) when cuBLASLt offers no
 // algorithm for the problem.
 bool RunCublasLt(const at::Tensor& rows, const at::Tensor& weight, const at::Tensor& bias,
-                 const at::Tensor& residual, const at::Tensor& output) {
+                 const at::Tensor& residual, bool tanh_gelu, const at::Tensor& output) {
   const cudaDataType_t type = *CublasType(rows.scalar_type());
   const int64_t k = rows.size(-1);
   const int64_t m = rows.numel() / k;
@@ -104,8 +104,16 @@ bool RunCublasLt(const at::Tensor& rows, const at::Tensor& weight, const at::Ten
   const MatmulDesc desc(raw_desc);
   SetAttribute(raw_desc, CUBLASLT_MATMUL_DESC_TRANSA, CUBLAS_OP_T);
   SetAttribute(raw_desc, CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N);
+  // cuBLASLt's GELU epilogues compute the tanh approximation (as PyTorch's own fused
+  // linear-GELU path, taken only for approximate="tanh", relies on).
+  cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+  if (tanh_gelu) {
+    epilogue = bias.defined() ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
+  } else if (bias.defined()) {
+    epilogue = CUBLASLT_EPILOGUE_BIAS;
+  }
+  SetAttribute(raw_desc, CUBLASLT_MATMUL_DESC_EPILOGUE, epilogue);
   if (bias.defined()) {
-    SetAttribute(raw_desc, CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BIAS);
     SetAttribute(raw_desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias.const_data_ptr());
   }
   const Layout a = MakeLayout(type, k, n, k);
@@ -122,8 +130,10 @@ bool RunCublasLt(const at::Tensor& rows, const at::Tensor& weight, const at::Ten
                 Alignment(weight.const_data_ptr()));
   SetPreference(raw_preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
                 Alignment(rows.const_data_ptr()));
+  // Without a residual C is not read (beta 0); it names the output, as cuBLASLt allows.
+  const at::Tensor& addend = residual.defined() ? residual : output;
   SetPreference(raw_preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                Alignment(residual.const_data_ptr()));
+                Alignment(addend.const_data_ptr()));
   SetPreference(raw_preference, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                 Alignment(output.const_data_ptr()));
 
@@ -134,9 +144,9 @@ bool RunCublasLt(const at::Tensor& rows, const at::Tensor& weight, const at::Ten
                                              raw_preference, 1, &heuristic, &found),
               "algorithm heuristic");
   if (found == 0) return false;
-  const float alpha = 1.f, beta = 1.f;
+  const float alpha = 1.f, beta = residual.defined() ? 1.f : 0.f;
   CheckCublas(cublasLtMatmul(handle, raw_desc, &alpha, weight.const_data_ptr(), a.get(),
-                             rows.const_data_ptr(), b.get(), &beta, residual.const_data_ptr(),
+                             rows.const_data_ptr(), b.get(), &beta, addend.const_data_ptr(),
                              c.get(), output.mutable_data_ptr(), d.get(), &heuristic.algo,
                              at::cuda::getCUDABlasLtWorkspace(), workspace_bytes,
                              c10::cuda::getCurrentCUDAStream(rows.device().index())),
@@ -145,13 +155,12 @@ bool RunCublasLt(const at::Tensor& rows, const at::Tensor& weight, const at::Ten
 }
 #endif
 
-}  // namespace
-
-bool LinearPlusResidualUsesCublasLt(const at::Tensor& input, const at::Tensor& weight,
-                                    const at::Tensor& bias, const at::Tensor& residual) {
+// Whether cuBLASLt can run at::linear(input, weight, bias) (its dtype, devices and layouts).
+bool LinearFitsCublasLt(const at::Tensor& input, const at::Tensor& weight,
+                        const at::Tensor& bias) {
 #ifdef VITSERVE_WITH_CUDA
-  if (!input.defined() || !weight.defined() || !residual.defined() || !input.is_cuda() ||
-      input.dim() < 1 || input.numel() == 0) {
+  if (!input.defined() || !weight.defined() || !input.is_cuda() || input.dim() < 1 ||
+      input.numel() == 0) {
     return false;
   }
   const at::ScalarType dtype = input.scalar_type();
@@ -167,21 +176,30 @@ bool LinearPlusResidualUsesCublasLt(const at::Tensor& input, const at::Tensor& w
                          !bias.is_contiguous())) {
     return false;
   }
-  if (!same_place(residual) || !residual.is_contiguous() ||
-      residual.sizes() != at::IntArrayRef(OutputSizes(input, weight))) {
-    return false;
-  }
   // No backward: with gradients wanted, ATen's differentiable ops run.
-  if (c10::GradMode::is_enabled() &&
-      (input.requires_grad() || weight.requires_grad() || residual.requires_grad() ||
-       (bias.defined() && bias.requires_grad()))) {
-    return false;
-  }
-  return true;
+  return !(c10::GradMode::is_enabled() &&
+           (input.requires_grad() || weight.requires_grad() ||
+            (bias.defined() && bias.requires_grad())));
 #else
-  (void)input, (void)weight, (void)bias, (void)residual;
+  (void)input, (void)weight, (void)bias;
   return false;
 #endif
+}
+
+}  // namespace
+
+bool LinearPlusResidualUsesCublasLt(const at::Tensor& input, const at::Tensor& weight,
+                                    const at::Tensor& bias, const at::Tensor& residual) {
+  if (!LinearFitsCublasLt(input, weight, bias) || !residual.defined()) return false;
+  return residual.scalar_type() == input.scalar_type() && residual.device() == input.device() &&
+         residual.is_contiguous() &&
+         residual.sizes() == at::IntArrayRef(OutputSizes(input, weight)) &&
+         !(c10::GradMode::is_enabled() && residual.requires_grad());
+}
+
+bool LinearTanhGeluUsesCublasLt(const at::Tensor& input, const at::Tensor& weight,
+                                const at::Tensor& bias) {
+  return LinearFitsCublasLt(input, weight, bias);
 }
 
 at::Tensor LinearPlusResidual(const at::Tensor& input, const at::Tensor& weight,
@@ -191,10 +209,23 @@ at::Tensor LinearPlusResidual(const at::Tensor& input, const at::Tensor& weight,
     const c10::cuda::CUDAGuard guard(input.device());
     const at::Tensor rows = input.contiguous();
     at::Tensor output = at::empty(OutputSizes(input, weight), rows.options());
-    if (RunCublasLt(rows, weight, bias, residual, output)) return output;
+    if (RunCublasLt(rows, weight, bias, residual, /*tanh_gelu=*/false, output)) return output;
   }
 #endif
   return at::add(residual, at::linear(input, weight, bias));
+}
+
+at::Tensor LinearTanhGelu(const at::Tensor& input, const at::Tensor& weight,
+                          const at::Tensor& bias) {
+#ifdef VITSERVE_WITH_CUDA
+  if (LinearTanhGeluUsesCublasLt(input, weight, bias)) {
+    const c10::cuda::CUDAGuard guard(input.device());
+    const at::Tensor rows = input.contiguous();
+    at::Tensor output = at::empty(OutputSizes(input, weight), rows.options());
+    if (RunCublasLt(rows, weight, bias, at::Tensor(), /*tanh_gelu=*/true, output)) return output;
+  }
+#endif
+  return at::gelu(at::linear(input, weight, bias), "tanh");
 }
 
 }  // namespace vitserve::layers

@@ -31,4 +31,14 @@ at::Tensor LinearPlusResidual(const at::Tensor& input, const at::Tensor& weight,
 bool LinearPlusResidualUsesCublasLt(const at::Tensor& input, const at::Tensor& weight,
                                     const at::Tensor& bias, const at::Tensor& residual);
 
+// at::gelu(at::linear(input, weight, bias), "tanh"): on CUDA in fp16 or bf16 one cuBLASLt
+// matrix product with the bias and the tanh-approximated GELU in its epilogue (the same
+// conditions as above, without a residual), ATen's linear then GELU elsewhere.
+at::Tensor LinearTanhGelu(const at::Tensor& input, const at::Tensor& weight,
+                          const at::Tensor& bias);
+
+// Whether LinearTanhGelu runs cuBLASLt for these arguments: false in builds without CUDA.
+bool LinearTanhGeluUsesCublasLt(const at::Tensor& input, const at::Tensor& weight,
+                                const at::Tensor& bias);
+
 }  // namespace vitserve::layers

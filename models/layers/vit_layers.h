@@ -134,6 +134,14 @@ class AttentionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Attention);
 
+// fc1, GELU, fc2. On CUDA in fp16 or bf16 the GELU can run inside fc1's matrix product
+// (cuBLASLt's epilogue, layers::LinearTanhGelu), which offers only GELU's tanh form. An Mlp whose
+// model uses that form (tanh_gelu: TokenLearner's official Flax models) always takes it there. An
+// exact-GELU Mlp (timm's ViTs) takes it there only after set_approximate_gelu(true), and then
+// computes tanh GELU: at most 4.7e-4 from the exact value for any input, less than fp16's own
+// rounding step for outputs above 0.5 (bf16's is 8x coarser). Why: as a separate kernel the GELU
+// reads and writes the whole [B, N, 4D] hidden tensor, 19% of deit_tiny's fp16 forward pass on
+// the H100 (docs/performance.md, run U).
 class MlpImpl : public torch::nn::Module {
  public:
   MlpImpl(int64_t in, int64_t hidden, int64_t out, bool tanh_gelu = false)
@@ -146,11 +154,23 @@ class MlpImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& residual) {
     return layers::LinearPlusResidual(Hidden(x), fc2_->weight, fc2_->bias, residual);
   }
+  // Whether an exact-GELU Mlp may compute tanh GELU inside fc1's product (above); false (the
+  // default) keeps erf GELU everywhere. No effect on a tanh-GELU Mlp.
+  void set_approximate_gelu(bool approximate) { approximate_gelu_ = approximate; }
+  // Whether forward(x) computes GELU inside fc1's product for input like x.
+  bool GeluInProduct(const at::Tensor& x) const {
+    return (tanh_gelu_ || approximate_gelu_) &&
+           layers::LinearTanhGeluUsesCublasLt(x, fc1_->weight, fc1_->bias);
+  }
 
  private:
-  at::Tensor Hidden(const at::Tensor& x) { return Gelu(fc1_->forward(x), tanh_gelu_); }
+  at::Tensor Hidden(const at::Tensor& x) {
+    if (GeluInProduct(x)) return layers::LinearTanhGelu(x, fc1_->weight, fc1_->bias);
+    return Gelu(fc1_->forward(x), tanh_gelu_);
+  }
 
   bool tanh_gelu_;
+  bool approximate_gelu_ = false;
   layers::Linear fc1_;
   layers::Linear fc2_;
 };
@@ -181,6 +201,23 @@ class BlockImpl : public torch::nn::Module {
   Mlp mlp_;
 };
 TORCH_MODULE(Block);
+
+// set_approximate_gelu(approximate) on every Mlp below and including `module`; returns how many
+// there are (0 for a model without them, e.g. SHViT or Vision Mamba).
+inline int SetApproximateGelu(torch::nn::Module& module, bool approximate) {
+  int count = 0;
+  if (auto* self = dynamic_cast<MlpImpl*>(&module)) {
+    self->set_approximate_gelu(approximate);
+    ++count;
+  }
+  for (const auto& child : module.modules(/*include_self=*/false)) {
+    if (auto* mlp = dynamic_cast<MlpImpl*>(child.get())) {
+      mlp->set_approximate_gelu(approximate);
+      ++count;
+    }
+  }
+  return count;
+}
 
 // timm's init_weights_vit_timm for every Linear below `module`: trunc-normal(0.02) weight, zero
 // bias. Patch convolutions and LayerNorms keep PyTorch's defaults, as in timm.

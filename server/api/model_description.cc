@@ -75,6 +75,7 @@ v1::ModelDescription DescribeModel(const ServableModel& model, const ModelStatus
   d.set_instance_count(config.instance_count() > 0 ? config.instance_count() : 1);
   d.set_device_preprocessing(config.device_preprocessing());
   d.set_channels_last(config.channels_last());
+  d.set_approximate_gelu(config.approximate_gelu());
   d.set_gpu_jpeg_decoding(config.gpu_jpeg_decoding());
   return d;
 }

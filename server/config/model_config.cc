@@ -218,6 +218,7 @@ absl::Status NormalizeModelConfig(const ModelRegistry& registry, const ServerDef
   if (config->warmup_iterations() == 0) config->set_warmup_iterations(1);
   if (!config->has_cuda_graphs()) config->set_cuda_graphs(defaults.cuda_graphs);
   if (!config->has_channels_last()) config->set_channels_last(defaults.channels_last && on_cuda);
+  if (!config->has_approximate_gelu()) config->set_approximate_gelu(defaults.approximate_gelu);
   if (config->kserve_input_datatype().empty()) {
     config->set_kserve_input_datatype(defaults.kserve_input_datatype);
   }

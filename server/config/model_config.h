@@ -38,6 +38,7 @@ struct ServerDefaults {
   std::vector<uint32_t> cuda_graph_batch_sizes;
   bool device_preprocessing = true;          // --device-preprocessing (models on CUDA only)
   bool channels_last = true;                 // --channels-last (models on CUDA only)
+  bool approximate_gelu = true;              // --approximate-gelu (ModelConfig.approximate_gelu)
   bool gpu_jpeg_decoding = true;             // --gpu-jpeg-decoding (with device_preprocessing)
   std::string kserve_input_datatype = "FP32";  // --kserve-input-datatype: FP32 or UINT8
   // --executor-idle-spin-us (server-wide, no config field): BatchingOptions::idle_spin; -1:

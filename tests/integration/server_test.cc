@@ -1384,7 +1384,9 @@ TEST_F(GatedServerTest, ShutdownFinishesAcceptedRequests) {
 class DevicePreprocessingServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    // on_device_nhwc also takes its input in channels-last memory (ModelConfig.channels_last).
+    // on_device_nhwc also takes its input in channels-last memory (ModelConfig.channels_last)
+    // and sets approximate_gelu: false (the others take the server's default, true); the probe
+    // has no MLP, so only its description shows it.
     struct Variant {
       const char* name;
       bool on_device;
@@ -1396,7 +1398,8 @@ class DevicePreprocessingServerTest : public ::testing::Test {
           repository_, v.name,
           absl::StrCat("architecture: \"", kModel, "\" allow_random_weights: true\n",
                        "device_preprocessing: ", v.on_device ? "true" : "false",
-                       " channels_last: ", v.channels_last ? "true" : "false", "\n",
+                       " channels_last: ", v.channels_last ? "true" : "false",
+                       v.channels_last ? " approximate_gelu: false" : "", "\n",
                        "input { interpolation: \"bicubic\" crop_pct: 0.875 }\n",
                        "batching { max_batch_size: 8 max_queue_delay_us: 20000 }\n"));
     }
@@ -1458,12 +1461,14 @@ TEST_F(DevicePreprocessingServerTest, AnswersAsCpuPreprocessingDoes) {
   }
   EXPECT_FALSE(description.device_preprocessing());
   EXPECT_FALSE(description.channels_last());
+  EXPECT_TRUE(description.approximate_gelu());
   get.set_name("on_device_nhwc");
   {
     grpc::ClientContext context;
     ASSERT_TRUE(client_->vision->GetModel(&context, get, &description).ok());
   }
   EXPECT_TRUE(description.channels_last());
+  EXPECT_FALSE(description.approximate_gelu());
 
   // The probe, configured for bicubic and crop_pct 0.875, resizes to 36 on the shorter side:
   // 32x32 and 30x20 are enlarged, 64x48 shrunk (within twice), 320x240 (a PNG) far larger, so

@@ -34,6 +34,9 @@ ABSL_FLAG(std::string, output, "",
 ABSL_FLAG(std::string, device, "cpu", "cpu, cuda or cuda:N.");
 ABSL_FLAG(std::string, precision, "fp32", "fp32, fp16 or bf16 (model and input are cast).");
 ABSL_FLAG(bool, fuse, true, "Fold BatchNorm before running; --no-fuse (or --nofuse) keeps it.");
+ABSL_FLAG(bool, approximate_gelu, true,
+          "ViT-family MLPs on CUDA in fp16/bf16: GELU in its tanh form inside the first matrix "
+          "product, as vitserve serves them by default (--approximate-gelu); false: exact GELU.");
 ABSL_FLAG(bool, list, false, "Print the registered models with their parameter counts and exit.");
 
 namespace vitserve {
@@ -47,6 +50,7 @@ struct RunOptions {
   std::string device;
   std::string precision;
   bool fuse = true;
+  bool approximate_gelu = true;
 };
 
 absl::StatusOr<at::ScalarType> ParsePrecision(const std::string& precision) {
@@ -119,6 +123,7 @@ absl::Status Run(const ModelRegistry& registry, const RunOptions& options) {
   LoadOptions load;
   load.weights_path = options.weights;
   load.fuse_for_inference = options.fuse;
+  load.approximate_gelu = options.approximate_gelu;
   VITSERVE_ASSIGN_OR_RETURN(LoadedModel loaded, LoadModel(registry, options.model, load));
   if (loaded.random_weights) {
     std::fprintf(stderr, "warning: no --weights given; %s runs with random weights\n",
@@ -182,6 +187,7 @@ int main(int argc, char** argv) {
     options.device = absl::GetFlag(FLAGS_device);
     options.precision = absl::GetFlag(FLAGS_precision);
     options.fuse = absl::GetFlag(FLAGS_fuse);
+    options.approximate_gelu = absl::GetFlag(FLAGS_approximate_gelu);
     status = vitserve::Run(registry, options);
   }
   if (!status.ok()) {

@@ -4,6 +4,7 @@
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
+#include <torch/nn/modules/container/sequential.h>
 
 #ifdef VITSERVE_WITH_CUDA
 #include <ATen/cuda/CUDAGraph.h>
@@ -49,6 +50,16 @@ TEST(LinearPlusResidualTest, OnTheCpuIsATensLinearThenAdd) {
                         at::add(o.residual, at::linear(o.input, o.weight))));
 }
 
+TEST(LinearTanhGeluTest, OnTheCpuIsATensLinearThenTanhGelu) {
+  c10::InferenceMode inference_mode;
+  const Operands o = MakeOperands({2, 5, 192}, 768, 11);
+  EXPECT_FALSE(LinearTanhGeluUsesCublasLt(o.input, o.weight, o.bias));
+  EXPECT_TRUE(at::equal(LinearTanhGelu(o.input, o.weight, o.bias),
+                        at::gelu(at::linear(o.input, o.weight, o.bias), "tanh")));
+  EXPECT_TRUE(at::equal(LinearTanhGelu(o.input, o.weight, at::Tensor()),
+                        at::gelu(at::linear(o.input, o.weight), "tanh")));
+}
+
 // The pre-norm block adds each branch to its stream: x + attn(norm1(x)), then + mlp(norm2(.)).
 TEST(LinearPlusResidualTest, BlockAddsBothBranchesToItsStream) {
   c10::InferenceMode inference_mode;
@@ -74,6 +85,20 @@ TEST(LinearPlusResidualTest, BlockAddsBothBranchesToItsStream) {
   EXPECT_TRUE(at::allclose(block->forward(x), expected, 1e-5, 1e-5));
 }
 
+// SetApproximateGelu reaches every Mlp of a model; on the CPU it changes nothing.
+TEST(ApproximateGeluTest, ReachesEveryMlpAndLeavesTheCpuExact) {
+  c10::InferenceMode inference_mode;
+  torch::nn::Sequential blocks(vit_layers::Block(64, 2, 256), vit_layers::Block(64, 2, 256));
+  vit_layers::Mlp lone(64, 256, 64);
+  EXPECT_EQ(vit_layers::SetApproximateGelu(*blocks, true), 2);
+  EXPECT_EQ(vit_layers::SetApproximateGelu(*lone, true), 1);
+  const at::Tensor x = at::randn({2, 9, 64});
+  EXPECT_FALSE(lone->GeluInProduct(x));
+  const at::Tensor approximated = lone->forward(x);
+  vit_layers::SetApproximateGelu(*lone, false);
+  EXPECT_TRUE(at::equal(approximated, lone->forward(x)));
+}
+
 bool CudaAvailable() { return torch::cuda::is_available(); }
 
 // The largest error of `output` against residual + x Wᵀ + b computed in fp64 from the same
@@ -90,6 +115,16 @@ double MaxError(const at::Tensor& output, const Operands& o) {
 Operands ToDevice(const Operands& o, at::Device device, at::ScalarType dtype) {
   const auto move = [&](const at::Tensor& t) { return t.defined() ? t.to(device, dtype) : t; };
   return {move(o.input), move(o.weight), move(o.bias), move(o.residual)};
+}
+
+// The largest error of `output` against GELU_tanh(x Wᵀ + b) computed in fp64.
+double MaxGeluError(const at::Tensor& output, const Operands& o) {
+  const auto f64 = [](const at::Tensor& t) {
+    return t.defined() ? t.to(at::kCPU).to(at::kDouble) : t;
+  };
+  const at::Tensor reference = at::gelu(at::linear(f64(o.input), f64(o.weight), f64(o.bias)),
+                                        "tanh");
+  return (f64(output) - reference).abs().max().item<double>();
 }
 
 // fp16 and bf16, deit_tiny's and vit_base's widths (proj: D -> D, fc2: 4D -> D), with and
@@ -124,6 +159,65 @@ TEST(LinearPlusResidualCudaTest, CublasLtIsAsExactAsATen) {
       }
     }
   }
+}
+
+// The MLP's first product with its GELU in cuBLASLt's epilogue: fp16 and bf16, deit_tiny's and
+// vit_base's fc1 (D -> 4D), with and without a bias, against the tanh-approximated GELU in fp64:
+// no worse than ATen's linear then GELU(tanh) on the same inputs, with the same margin. Runs only
+// on a CUDA host.
+TEST(LinearTanhGeluCudaTest, CublasLtIsAsExactAsATen) {
+  if (!CudaAvailable()) GTEST_SKIP() << "no CUDA device";
+  c10::InferenceMode inference_mode;
+  const at::Device cuda(at::kCUDA, 0);
+  for (at::ScalarType dtype : {at::kHalf, at::kBFloat16}) {
+    for (const auto& [in, out] : std::vector<std::pair<int64_t, int64_t>>{{192, 768},
+                                                                         {768, 3072}}) {
+      for (int64_t rows : {1, 7, 591, 5000}) {
+        for (bool with_bias : {true, false}) {
+          Operands host = MakeOperands({rows, in}, out, 3 * in + out + rows);
+          if (!with_bias) host.bias = at::Tensor();
+          const Operands o = ToDevice(host, cuda, dtype);
+          const std::string what = c10::toString(dtype) + std::string(" in ") +
+                                   std::to_string(in) + " out " + std::to_string(out) + " rows " +
+                                   std::to_string(rows) + (with_bias ? "" : " without bias");
+          ASSERT_TRUE(LinearTanhGeluUsesCublasLt(o.input, o.weight, o.bias)) << what;
+          const at::Tensor ours = LinearTanhGelu(o.input, o.weight, o.bias);
+          ASSERT_EQ(ours.scalar_type(), dtype);
+          ASSERT_EQ(ours.sizes(), (at::IntArrayRef{rows, out}));
+          const double our_error = MaxGeluError(ours, o);
+          const double aten_error =
+              MaxGeluError(at::gelu(at::linear(o.input, o.weight, o.bias), "tanh"), o);
+          EXPECT_LE(our_error, 1.5 * aten_error + 1e-4)
+              << what << " (ATen's error " << aten_error << ")";
+        }
+      }
+    }
+  }
+}
+
+// An exact-GELU Mlp in fp16 on CUDA keeps erf GELU (a kernel after fc1) until
+// set_approximate_gelu(true); then GELU runs in fc1's product in its tanh form, within fp16's
+// rounding of the exact Mlp. A tanh-GELU Mlp takes the product either way. Runs only on CUDA.
+TEST(ApproximateGeluCudaTest, OnlyAnApproximatedMlpTakesTheProduct) {
+  if (!CudaAvailable()) GTEST_SKIP() << "no CUDA device";
+  c10::InferenceMode inference_mode;
+  const at::Device cuda(at::kCUDA, 0);
+  vit_layers::Mlp exact(192, 768, 192), tanh_form(192, 768, 192, /*tanh_gelu=*/true);
+  for (auto* mlp : {&exact, &tanh_form}) {
+    for (auto& parameter : (*mlp)->parameters()) parameter.normal_(0.0, 0.1);
+    (*mlp)->to(cuda, at::kHalf);
+  }
+  at::manual_seed(21);
+  const at::Tensor x = (at::randn({4, 197, 192}) * 3).to(cuda, at::kHalf);
+  EXPECT_FALSE(exact->GeluInProduct(x));
+  EXPECT_TRUE(tanh_form->GeluInProduct(x));
+  const at::Tensor erf_output = exact->forward(x).to(at::kFloat);
+  vit_layers::SetApproximateGelu(*exact, true);
+  EXPECT_TRUE(exact->GeluInProduct(x));
+  const at::Tensor tanh_output = exact->forward(x).to(at::kFloat);
+  const double difference = (tanh_output - erf_output).abs().max().item<double>();
+  EXPECT_GT(difference, 0.0) << "the approximated Mlp ran the same kernels";
+  EXPECT_LE(difference, 2e-2) << "largest |output| " << erf_output.abs().max().item<double>();
 }
 
 // [B, N, D] tokens and a transposed (non-contiguous, copied first) input take cuBLASLt; a

@@ -304,6 +304,22 @@ TEST_F(ModelConfigTest, ChannelsLastFollowsTheFlagOnCudaUnlessTheConfigSaysOther
       });
 }
 
+// approximate_gelu: unset takes --approximate-gelu on any device (it only acts on CUDA in
+// fp16/bf16, where the model decides); set, the config wins.
+TEST_F(ModelConfigTest, ApproximateGeluFollowsTheFlagUnlessTheConfigSaysOtherwise) {
+  ExpectFieldFollows(
+      &ServerDefaults::approximate_gelu, &v1::ModelConfig::approximate_gelu,
+      {
+          {R"pb(architecture: "deit_tiny_patch16_224" device: "cuda")pb", true, true},
+          {R"pb(architecture: "deit_tiny_patch16_224" device: "cuda")pb", false, false},
+          {R"pb(architecture: "deit_tiny_patch16_224" device: "cpu")pb", true, true},
+          {R"pb(architecture: "deit_tiny_patch16_224" device: "cuda" approximate_gelu: false)pb",
+           true, false},
+          {R"pb(architecture: "deit_tiny_patch16_224" device: "cuda" approximate_gelu: true)pb",
+           false, true},
+      });
+}
+
 TEST_F(ModelConfigTest, ValidConfigPasses) {
   EXPECT_TRUE(Check("architecture: \"shvit_s1\"").ok());
 }
