@@ -90,7 +90,7 @@
 #              TCP read experiments: GRPC_EXPERIMENTS=tcp_frame_size_tuning,tcp_rcv_lowat and
 #              the same with tcp_read_chunks), alternately for ROUNDS (default 2) rounds, the
 #              anchors in the first; each row with the server's stage means, its CPU seconds by
-#              thread and its minor page faults
+#              thread and its minor page faults (run 48: the two experiments changed nothing)
 #   spin       a lone request's latency with and without --executor-idle-spin-us (SPIN_US:
 #              one or more values, default 2000; each in turn, then 0), in ROUNDS (default 2)
 #              rounds at concurrency 1, with the anchors (graph replay at batch 1) first, for
