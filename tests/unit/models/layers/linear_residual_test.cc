@@ -101,15 +101,29 @@ TEST(ApproximateGeluTest, ReachesEveryMlpAndLeavesTheCpuExact) {
 
 bool CudaAvailable() { return torch::cuda::is_available(); }
 
-// The largest error of `output` against residual + x Wᵀ + b computed in fp64 from the same
-// (rounded) inputs.
-double MaxError(const at::Tensor& output, const Operands& o) {
+// The operands on the CPU in fp64 (an undefined bias stays undefined).
+Operands Fp64(const Operands& o) {
   const auto f64 = [](const at::Tensor& t) {
     return t.defined() ? t.to(at::kCPU).to(at::kDouble) : t;
   };
-  const at::Tensor reference =
-      at::add(f64(o.residual), at::linear(f64(o.input), f64(o.weight), f64(o.bias)));
-  return (f64(output) - reference).abs().max().item<double>();
+  return {f64(o.input), f64(o.weight), f64(o.bias), f64(o.residual)};
+}
+
+// The largest difference between `output` and `reference` (fp64 on the CPU).
+double MaxError(const at::Tensor& output, const at::Tensor& reference) {
+  return (output.to(at::kCPU).to(at::kDouble) - reference).abs().max().item<double>();
+}
+
+// The largest error of `output` against residual + x Wᵀ + b computed in fp64 from the same
+// (rounded) inputs.
+double MaxError(const at::Tensor& output, const Operands& o) {
+  return MaxError(output, ATensAnswer(Fp64(o)));
+}
+
+// The largest error of `output` against GELU_tanh(x Wᵀ + b) computed in fp64.
+double MaxGeluError(const at::Tensor& output, const Operands& o) {
+  const Operands d = Fp64(o);
+  return MaxError(output, at::gelu(at::linear(d.input, d.weight, d.bias), "tanh"));
 }
 
 Operands ToDevice(const Operands& o, at::Device device, at::ScalarType dtype) {
@@ -117,82 +131,68 @@ Operands ToDevice(const Operands& o, at::Device device, at::ScalarType dtype) {
   return {move(o.input), move(o.weight), move(o.bias), move(o.residual)};
 }
 
-// The largest error of `output` against GELU_tanh(x Wᵀ + b) computed in fp64.
-double MaxGeluError(const at::Tensor& output, const Operands& o) {
-  const auto f64 = [](const at::Tensor& t) {
-    return t.defined() ? t.to(at::kCPU).to(at::kDouble) : t;
-  };
-  const at::Tensor reference = at::gelu(at::linear(f64(o.input), f64(o.weight), f64(o.bias)),
-                                        "tanh");
-  return (f64(output) - reference).abs().max().item<double>();
-}
-
-// fp16 and bf16, deit_tiny's and vit_base's widths (proj: D -> D, fc2: 4D -> D), with and
-// without a bias, row counts from one to several thousand, against fp64: no worse than ATen's
-// linear then add on the same inputs (which rounds the product before the addition), with a
-// margin for the order of the fp32 sums. Runs only on a CUDA host.
-TEST(LinearPlusResidualCudaTest, CublasLtIsAsExactAsATen) {
-  if (!CudaAvailable()) GTEST_SKIP() << "no CUDA device";
-  c10::InferenceMode inference_mode;
+// Calls check(operands, what) for fp16 and bf16, each (in, out) of `widths`, row counts from one
+// to several thousand, with and without a bias: the operands on the GPU, `what` naming the case.
+template <typename Check>
+void ForEachCudaCase(const std::vector<std::pair<int64_t, int64_t>>& widths, Check check) {
   const at::Device cuda(at::kCUDA, 0);
   for (at::ScalarType dtype : {at::kHalf, at::kBFloat16}) {
-    for (const auto& [in, out] : std::vector<std::pair<int64_t, int64_t>>{
-             {192, 192}, {768, 192}, {768, 768}, {3072, 768}}) {
+    for (const auto& [in, out] : widths) {
       for (int64_t rows : {1, 7, 591, 5000}) {
         for (bool with_bias : {true, false}) {
           Operands host = MakeOperands({rows, in}, out, in + out + rows);
           if (!with_bias) host.bias = at::Tensor();
-          const Operands o = ToDevice(host, cuda, dtype);
           const std::string what = c10::toString(dtype) + std::string(" in ") +
                                    std::to_string(in) + " out " + std::to_string(out) + " rows " +
                                    std::to_string(rows) + (with_bias ? "" : " without bias");
-          ASSERT_TRUE(LinearPlusResidualUsesCublasLt(o.input, o.weight, o.bias, o.residual))
-              << what;
-          const at::Tensor ours = LinearPlusResidual(o.input, o.weight, o.bias, o.residual);
-          ASSERT_EQ(ours.scalar_type(), dtype);
-          ASSERT_EQ(ours.sizes(), (at::IntArrayRef{rows, out}));
-          const double our_error = MaxError(ours, o);
-          const double aten_error = MaxError(ATensAnswer(o), o);
-          EXPECT_LE(our_error, 1.5 * aten_error + 1e-4)
-              << what << " (ATen's error " << aten_error << ")";
+          check(ToDevice(host, cuda, dtype), what);
         }
       }
     }
   }
 }
 
-// The MLP's first product with its GELU in cuBLASLt's epilogue: fp16 and bf16, deit_tiny's and
-// vit_base's fc1 (D -> 4D), with and without a bias, against the tanh-approximated GELU in fp64:
-// no worse than ATen's linear then GELU(tanh) on the same inputs, with the same margin. Runs only
-// on a CUDA host.
+// The output's dtype and shape: the input's rows by the weight's.
+void ExpectOutputLike(const at::Tensor& output, const Operands& o, const std::string& what) {
+  EXPECT_EQ(output.scalar_type(), o.input.scalar_type()) << what;
+  EXPECT_EQ(output.sizes(), (at::IntArrayRef{o.input.size(0), o.weight.size(0)})) << what;
+}
+
+// deit_tiny's and vit_base's widths (proj: D -> D, fc2: 4D -> D), against fp64: no worse than
+// ATen's linear then add on the same inputs (which rounds the product before the addition), with
+// a margin for the order of the fp32 sums. Runs only on a CUDA host.
+TEST(LinearPlusResidualCudaTest, CublasLtIsAsExactAsATen) {
+  if (!CudaAvailable()) GTEST_SKIP() << "no CUDA device";
+  c10::InferenceMode inference_mode;
+  ForEachCudaCase({{192, 192}, {768, 192}, {768, 768}, {3072, 768}},
+                  [](const Operands& o, const std::string& what) {
+                    ASSERT_TRUE(LinearPlusResidualUsesCublasLt(o.input, o.weight, o.bias,
+                                                               o.residual))
+                        << what;
+                    const at::Tensor ours =
+                        LinearPlusResidual(o.input, o.weight, o.bias, o.residual);
+                    ExpectOutputLike(ours, o, what);
+                    const double aten_error = MaxError(ATensAnswer(o), o);
+                    EXPECT_LE(MaxError(ours, o), 1.5 * aten_error + 1e-4)
+                        << what << " (ATen's error " << aten_error << ")";
+                  });
+}
+
+// The MLP's first product with its GELU in cuBLASLt's epilogue, deit_tiny's and vit_base's fc1
+// (D -> 4D), against the tanh-approximated GELU in fp64: no worse than ATen's linear then
+// GELU(tanh) on the same inputs, with the same margin. Runs only on a CUDA host.
 TEST(LinearTanhGeluCudaTest, CublasLtIsAsExactAsATen) {
   if (!CudaAvailable()) GTEST_SKIP() << "no CUDA device";
   c10::InferenceMode inference_mode;
-  const at::Device cuda(at::kCUDA, 0);
-  for (at::ScalarType dtype : {at::kHalf, at::kBFloat16}) {
-    for (const auto& [in, out] : std::vector<std::pair<int64_t, int64_t>>{{192, 768},
-                                                                         {768, 3072}}) {
-      for (int64_t rows : {1, 7, 591, 5000}) {
-        for (bool with_bias : {true, false}) {
-          Operands host = MakeOperands({rows, in}, out, 3 * in + out + rows);
-          if (!with_bias) host.bias = at::Tensor();
-          const Operands o = ToDevice(host, cuda, dtype);
-          const std::string what = c10::toString(dtype) + std::string(" in ") +
-                                   std::to_string(in) + " out " + std::to_string(out) + " rows " +
-                                   std::to_string(rows) + (with_bias ? "" : " without bias");
-          ASSERT_TRUE(LinearTanhGeluUsesCublasLt(o.input, o.weight, o.bias)) << what;
-          const at::Tensor ours = LinearTanhGelu(o.input, o.weight, o.bias);
-          ASSERT_EQ(ours.scalar_type(), dtype);
-          ASSERT_EQ(ours.sizes(), (at::IntArrayRef{rows, out}));
-          const double our_error = MaxGeluError(ours, o);
-          const double aten_error =
-              MaxGeluError(at::gelu(at::linear(o.input, o.weight, o.bias), "tanh"), o);
-          EXPECT_LE(our_error, 1.5 * aten_error + 1e-4)
-              << what << " (ATen's error " << aten_error << ")";
-        }
-      }
-    }
-  }
+  ForEachCudaCase({{192, 768}, {768, 3072}}, [](const Operands& o, const std::string& what) {
+    ASSERT_TRUE(LinearTanhGeluUsesCublasLt(o.input, o.weight, o.bias)) << what;
+    const at::Tensor ours = LinearTanhGelu(o.input, o.weight, o.bias);
+    ExpectOutputLike(ours, o, what);
+    const double aten_error =
+        MaxGeluError(at::gelu(at::linear(o.input, o.weight, o.bias), "tanh"), o);
+    EXPECT_LE(MaxGeluError(ours, o), 1.5 * aten_error + 1e-4)
+        << what << " (ATen's error " << aten_error << ")";
+  });
 }
 
 // An exact-GELU Mlp in fp16 on CUDA keeps erf GELU (a kernel after fc1) until
