@@ -37,7 +37,7 @@ std::optional<cudaDataType_t> CublasType(at::ScalarType dtype) {
 }
 
 void CheckCublas(cublasStatus_t status, const char* what) {
-  TORCH_CHECK(status == CUBLAS_STATUS_SUCCESS, "layers::LinearPlusResidual: ", what, ": ",
+  TORCH_CHECK(status == CUBLAS_STATUS_SUCCESS, "layers (cuBLASLt linear): ", what, ": ",
               cublasLtGetStatusString(status));
 }
 
@@ -88,10 +88,10 @@ void SetPreference(cublasLtMatmulPreference_t preference,
               "matmul preference");
 }
 
-// D = W X + bias + R (or GELU(W X + bias) without R) in cuBLAS's column-major terms: row-major [M, K] tokens are a K x M
-// column-major matrix, the row-major [N, K] weight is K x N (transposed: N x K), and the row-major
-// [M, N] residual and output are N x M. Returns false (nothing launched) when cuBLASLt offers no
-// algorithm for the problem.
+// D = W X + bias + R, or with tanh_gelu D = GELU_tanh(W X + bias) (R undefined), in cuBLAS's
+// column-major terms: row-major [M, K] tokens are a K x M column-major matrix, the row-major
+// [N, K] weight is K x N (transposed: N x K), and the row-major [M, N] residual and output are
+// N x M. Returns false (nothing launched) when cuBLASLt offers no algorithm for the problem.
 bool RunCublasLt(const at::Tensor& rows, const at::Tensor& weight, const at::Tensor& bias,
                  const at::Tensor& residual, bool tanh_gelu, const at::Tensor& output) {
   const cudaDataType_t type = *CublasType(rows.scalar_type());

@@ -1,3 +1,6 @@
+// Two products with more in cuBLASLt's epilogue than the bias: LinearPlusResidual (below) and
+// LinearTanhGelu (at the end: an MLP's first product with its GELU, run V).
+//
 // layers::LinearPlusResidual: residual + at::linear(input, weight, bias), the output projection
 // of a transformer block's branch added to the stream it branched from, in one cuBLASLt matrix
 // product on CUDA (the bias and the residual in its epilogue: D = A Bᵀ + bias + C) where that
