@@ -153,6 +153,16 @@ bool RunCublasLt(const at::Tensor& rows, const at::Tensor& weight, const at::Ten
               "matmul");
   return true;
 }
+
+// RunCublasLt into a new tensor on the input's device, the input made contiguous first;
+// undefined when cuBLASLt offers no algorithm (the caller then runs ATen's ops).
+at::Tensor ProductOnCublasLt(const at::Tensor& input, const at::Tensor& weight,
+                             const at::Tensor& bias, const at::Tensor& residual, bool tanh_gelu) {
+  const c10::cuda::CUDAGuard guard(input.device());
+  const at::Tensor rows = input.contiguous();
+  at::Tensor output = at::empty(OutputSizes(input, weight), rows.options());
+  return RunCublasLt(rows, weight, bias, residual, tanh_gelu, output) ? output : at::Tensor();
+}
 #endif
 
 // Whether cuBLASLt can run at::linear(input, weight, bias) (its dtype, devices and layouts).
@@ -206,10 +216,8 @@ at::Tensor LinearPlusResidual(const at::Tensor& input, const at::Tensor& weight,
                               const at::Tensor& bias, const at::Tensor& residual) {
 #ifdef VITSERVE_WITH_CUDA
   if (LinearPlusResidualUsesCublasLt(input, weight, bias, residual)) {
-    const c10::cuda::CUDAGuard guard(input.device());
-    const at::Tensor rows = input.contiguous();
-    at::Tensor output = at::empty(OutputSizes(input, weight), rows.options());
-    if (RunCublasLt(rows, weight, bias, residual, /*tanh_gelu=*/false, output)) return output;
+    at::Tensor output = ProductOnCublasLt(input, weight, bias, residual, /*tanh_gelu=*/false);
+    if (output.defined()) return output;
   }
 #endif
   return at::add(residual, at::linear(input, weight, bias));
@@ -219,10 +227,8 @@ at::Tensor LinearTanhGelu(const at::Tensor& input, const at::Tensor& weight,
                           const at::Tensor& bias) {
 #ifdef VITSERVE_WITH_CUDA
   if (LinearTanhGeluUsesCublasLt(input, weight, bias)) {
-    const c10::cuda::CUDAGuard guard(input.device());
-    const at::Tensor rows = input.contiguous();
-    at::Tensor output = at::empty(OutputSizes(input, weight), rows.options());
-    if (RunCublasLt(rows, weight, bias, at::Tensor(), /*tanh_gelu=*/true, output)) return output;
+    at::Tensor output = ProductOnCublasLt(input, weight, bias, at::Tensor(), /*tanh_gelu=*/true);
+    if (output.defined()) return output;
   }
 #endif
   return at::gelu(at::linear(input, weight, bias), "tanh");

@@ -206,16 +206,15 @@ TORCH_MODULE(Block);
 // there are (0 for a model without them, e.g. SHViT or Vision Mamba).
 inline int SetApproximateGelu(torch::nn::Module& module, bool approximate) {
   int count = 0;
-  if (auto* self = dynamic_cast<MlpImpl*>(&module)) {
-    self->set_approximate_gelu(approximate);
-    ++count;
-  }
-  for (const auto& child : module.modules(/*include_self=*/false)) {
-    if (auto* mlp = dynamic_cast<MlpImpl*>(child.get())) {
+  const auto set = [&](torch::nn::Module& candidate) {
+    if (auto* mlp = dynamic_cast<MlpImpl*>(&candidate)) {
       mlp->set_approximate_gelu(approximate);
       ++count;
     }
-  }
+  };
+  // modules(include_self=true) needs the module held by a shared_ptr; this one may not be.
+  set(module);
+  for (const auto& child : module.modules(/*include_self=*/false)) set(*child);
   return count;
 }
 
