@@ -239,6 +239,12 @@ run_fib_kernels() {
 }
 
 # The images/s of a trainer's last progress line in log $1 (empty when it printed none).
+# borrow_anchors FROM TO: a sweep run with ANCHORS=0 (in TO) gets the model-alone and timm rows
+# of one that measured them (FROM), and its table is printed again with their ratios.
+borrow_anchors() {
+  grep -P '\t(model_|timm_)' "$1/results.tsv" >> "$2/results.tsv"
+  python3 bench/sweep_table.py "$2/results.tsv" > "$2/table.txt"
+}
 train_rate() { grep -o '[0-9.]* img/s' "$1" | tail -1 | cut -d' ' -f1; }
 
 case "$STEP" in
@@ -474,10 +480,7 @@ case "$STEP" in
       ANCHORS=$([[ $r == 1 ]] && echo 1 || echo 0) bash bench/serve_sweep.sh "$OUT/r$r" \
         > "$OUT/r$r.log" 2>&1
       # Later rounds' ratios against round 1's anchors (the sweep measures them once).
-      if [[ $r != 1 ]]; then
-        grep -P '\t(model_|timm_)' "$OUT/r1/results.tsv" >> "$OUT/r$r/results.tsv"
-        python3 bench/sweep_table.py "$OUT/r$r/results.tsv" > "$OUT/r$r/table.txt"
-      fi
+      [[ $r == 1 ]] || borrow_anchors "$OUT/r1" "$OUT/r$r"
       echo "round $r:"
       grep -E "vitserve_batch_size|stage_duration_seconds\[(forward|input)\]|queue_duration|\
 request_duration" "$OUT/r$r.log" | awk '!seen[$0]++'
@@ -558,9 +561,7 @@ request_duration" "$OUT/r$r.log" | awk '!seen[$0]++'
         ((v > 0)) && server_env="${variants[v - 1]}"
         ANCHORS=$([[ $r == 1 && $v == 0 ]] && echo 1 || echo 0) SERVER_ENV="$server_env" \
           bash bench/serve_sweep.sh "$OUT/v${v}_r$r" > "$OUT/v${v}_r$r.log" 2>&1
-        [[ $r == 1 && $v == 0 ]] || grep -P '\t(model_|timm_)' "$OUT/v0_r1/results.tsv" \
-          >> "$OUT/v${v}_r$r/results.tsv"
-        python3 bench/sweep_table.py "$OUT/v${v}_r$r/results.tsv" > "$OUT/v${v}_r$r/table.txt"
+        [[ $r == 1 && $v == 0 ]] || borrow_anchors "$OUT/v0_r1" "$OUT/v${v}_r$r"
         echo "round $r, environment '${server_env:-as it is}':"
         grep -E "raw_c[0-9]+:|minor page faults|vitserve_batch_size|\
 stage_duration_seconds\[(forward|input)\]" "$OUT/v${v}_r$r.log" | awk '!seen[$0]++'
