@@ -91,6 +91,12 @@
 #              the same with tcp_read_chunks), alternately for ROUNDS (default 2) rounds, the
 #              anchors in the first; each row with the server's stage means, its CPU seconds by
 #              thread and its minor page faults (run 48: the two experiments changed nothing)
+#   issue11    every target of issue 11 in one call (within the 10 minutes): bench/serve_sweep.sh
+#              with shvit_s1, deit_tiny and vit_base (raw at CONCURRENCY, default 1/64/256/1,024
+#              clients; JPEG 224 and 640 and KServe for shvit_s1: FP32 and UINT8, the tensors in
+#              the requests and in shared memory, two interleaved rounds), its table with each
+#              target's verdict (bench/sweep_table.py), then the CPU target on two pinned cores
+#              (bench/cpu_target.sh, CPU_MODELS); everything packed into OUTDIR/issue11.tar.gz
 #   spin       a lone request's latency with and without --executor-idle-spin-us (SPIN_US:
 #              one or more values, default 2000; each in turn, then 0), in ROUNDS (default 2)
 #              rounds at concurrency 1, with the anchors (graph replay at batch 1) first, for
@@ -136,7 +142,7 @@
 set -uo pipefail
 STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre \
 | gpujpeg | instances | variants | fibmma | fibab | spin | kservepin | patarget | graphsizes \
-| vimscan | kernels | vimcross | modelab | served | serverenv}"
+| vimscan | kernels | vimcross | modelab | served | serverenv | issue11}"
 OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
 source .devdeps/bootstrap.sh >/dev/null || exit 1
@@ -238,13 +244,13 @@ run_fib_kernels() {
     2>&1 | tee "$OUT/bench_$1.txt"
 }
 
-# The images/s of a trainer's last progress line in log $1 (empty when it printed none).
 # borrow_anchors FROM TO: a sweep run with ANCHORS=0 (in TO) gets the model-alone and timm rows
 # of one that measured them (FROM), and its table is printed again with their ratios.
 borrow_anchors() {
   grep -P '\t(model_|timm_)' "$1/results.tsv" >> "$2/results.tsv"
   python3 bench/sweep_table.py "$2/results.tsv" > "$2/table.txt"
 }
+# The images/s of a trainer's last progress line in log $1 (empty when it printed none).
 train_rate() { grep -o '[0-9.]* img/s' "$1" | tail -1 | cut -d' ' -f1; }
 
 case "$STEP" in
@@ -549,6 +555,26 @@ request_duration" "$OUT/r$r.log" | awk '!seen[$0]++'
         grep -E "^  executor" "$OUT/load_c${c}_spin$spin.log" | sed 's/^/  CPU s /' || true
       done
     done
+    ;;
+  issue11)
+    # Every target of issue 11 in one call: one sweep of the three models (raw at 1 to 1,024
+    # clients, JPEG and KServe for shvit_s1: FP32 and UINT8, tensors in the requests and in
+    # shared memory, two interleaved rounds), its table with each target's verdict, then the
+    # CPU target (bench/cpu_target.sh: two pinned cores as in run 20).
+    SWEEP_MODELS="${SWEEP_MODELS:-shvit_s1 deit_tiny_patch16_224 vit_base_patch16_224}" \
+      CONCURRENCY="${CONCURRENCY:-1 64 256 1024}" SECONDS_EACH="${SECONDS_EACH:-4}" \
+      JPEG_MODELS="${JPEG_MODELS:-shvit_s1}" KSERVE_MODELS="${KSERVE_MODELS:-shvit_s1}" \
+      KSERVE_ROUNDS="${KSERVE_ROUNDS:-2}" KSERVE_SHM=1 KSERVE_UINT8=1 \
+      bash bench/serve_sweep.sh "$OUT/sweep" > "$OUT/sweep.log" 2>&1
+    grep -E "^\[sweep|jpeg decoding" "$OUT/sweep.log"
+    cat "$OUT/sweep/table.txt"
+    for m in ${CPU_MODELS-shvit_s1 deit_tiny_patch16_224}; do
+      MODEL=$m BUILD_DIR=build-gpu SERVER_CORES=0,1 CLIENT_CORES=4-7 ROUNDS=3 SECONDS_EACH=4 \
+        bash bench/cpu_target.sh "$OUT/cpu_$m" 2>&1 | grep -E "round|median"
+    done
+    # The logs and results (no photos), as one file: the tool brings back only a few.
+    tar -czf "$OUT/issue11.tar.gz" -C "$OUT" --exclude='*.jpg' sweep sweep.log \
+      $(cd "$OUT" && ls -d cpu_* 2>/dev/null) && rm -rf "$OUT/sweep" "$OUT"/cpu_*/
     ;;
   serverenv)
     export SWEEP_MODELS="${SWEEP_MODELS:-shvit_s1}" NO_KSERVE=1 NO_JPEG=1 NO_RAW16=1 \

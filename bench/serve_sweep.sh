@@ -44,6 +44,9 @@
 #                  and repeat the JPEG rows as cpujpeg224_c*, cpujpeg640_c* (CPU decoding against
 #                  the default, GPU decoding with nvJPEG, in the same call)
 #   JPEG_ONLY      1: of the served rows, only the JPEG ones (and CPU_JPEG's)
+#   JPEG_MODELS    the models that get the JPEG rows (and CPU_JPEG's), default all of
+#                  SWEEP_MODELS (the issue states its JPEG targets for shvit_s1)
+#   KSERVE_MODELS  the models that get the KServe rows (and KSERVE_UINT8's), default all
 #   NO_JPEG        1: no JPEG rows
 #   NO_KSERVE      1: no KServe rows (KSERVE_UINT8's still run)
 #   PA_ASYNC       1: each perf_analyzer row once more with --async (perf_analyzer_async_*)
@@ -462,6 +465,8 @@ pa_split_row() {
 }
 
 top_c=${CONCURRENCY##* }
+# in_list WORD "LIST": is WORD one of LIST's words?
+in_list() { [[ " $2 " == *" $1 "* ]]; }
 # jpeg_rows MODEL PREFIX: the JPEG rows against the running server (224x224 and 640x480 photos,
 # at the highest concurrency and at 1).
 jpeg_rows() {
@@ -513,18 +518,21 @@ $(( $(awk '{print $10}' /proc/$SERVER/stat) - faults_before ))"
   fi
   [[ "${JPEG_ONLY:-0}" != 1 && "${NO_RAW16:-0}" != 1 ]] && \
     bench "$m" raw16_c32 --input raw --batch 16 --concurrency 32
-  if [[ "${NO_JPEG:-0}" != 1 ]]; then
+  jpeg=0 kserve=0
+  [[ "${NO_JPEG:-0}" != 1 ]] && in_list "$m" "${JPEG_MODELS:-$MODELS}" && jpeg=1
+  in_list "$m" "${KSERVE_MODELS:-$MODELS}" && kserve=1
+  if [[ $jpeg == 1 ]]; then
     thread_cpu $SERVER > "$OUT/threads_before_jpeg_$m.txt"
     jpeg_rows "$m" jpeg
     thread_cpu $SERVER > "$OUT/threads_after_jpeg_$m.txt"
     echo "server CPU seconds by thread during the JPEG rows:"
     thread_cpu_delta "$OUT/threads_before_jpeg_$m.txt" "$OUT/threads_after_jpeg_$m.txt" 8
   fi
-  [[ "${JPEG_ONLY:-0}" != 1 && "${NO_KSERVE:-0}" != 1 ]] && kserve_rows "$m" fp32
+  [[ "${JPEG_ONLY:-0}" != 1 && "${NO_KSERVE:-0}" != 1 && $kserve == 1 ]] && kserve_rows "$m" fp32
   scrape "$OUT/metrics_$m.txt"
   stage_means "over the model's runs" "$OUT/metrics_$m.txt"
   kill -TERM $SERVER; wait $SERVER 2>/dev/null
-  if [[ "${CPU_JPEG:-0}" == 1 ]]; then
+  if [[ "${CPU_JPEG:-0}" == 1 && $jpeg == 1 ]]; then
     if start_server "$m" "$OUT/server_${m}_cpujpeg.log" -- --gpu-jpeg-decoding=false; then
       thread_cpu $SERVER > "$OUT/threads_before_cpujpeg_$m.txt"
       jpeg_rows "$m" cpujpeg
@@ -536,7 +544,7 @@ $(( $(awk '{print $10}' /proc/$SERVER/stat) - faults_before ))"
       kill -TERM $SERVER; wait $SERVER 2>/dev/null
     fi
   fi
-  if [[ "${KSERVE_UINT8:-0}" == 1 ]]; then
+  if [[ "${KSERVE_UINT8:-0}" == 1 && $kserve == 1 ]]; then
     # The same KServe rows with UINT8 pixels: a server whose metadata declares UINT8, so that
     # perf_analyzer (which sends what the metadata declares) and our client both send them.
     if start_server "$m" "$OUT/server_${m}_uint8.log" -- --kserve-input-datatype=UINT8; then

@@ -110,3 +110,74 @@ def test_usage(tmp_path):
                             timeout=60)
     assert result.returncode == 2
     assert "Usage: sweep_table.py RESULTS_TSV" in result.stderr
+
+
+def _targets(out, model):
+    """The lines of MODEL's "issue 11 targets" block."""
+    lines = out.splitlines()
+    start = lines.index(f"  issue 11 targets ({model}):")
+    block = []
+    for line in lines[start + 1:]:
+        if not line.startswith("    "):
+            break
+        block.append(line.strip())
+    return block
+
+
+def test_targets_take_the_best_raw_row_above_one_client(tmp_path):
+    out = _run(tmp_path, [("shvit_s1", "model_graph_b128", 10000),
+                          ("shvit_s1", "model_graph_b1_ms", 0.7),
+                          ("shvit_s1", "timm_eager_b256", 5000),
+                          ("shvit_s1", "raw_c1", 1500), ("shvit_s1", "raw_c1_p50_ms", 1.25),
+                          ("shvit_s1", "raw_c64", 6000), ("shvit_s1", "raw_c1024", 8200),
+                          ("shvit_s1", "raw_c1024_2clients", 7000),
+                          ("shvit_s1", "raw16_c32", 9900)])
+    # raw_c1024 is the best one-image row (raw16 sends 16 per request; raw_c1 is the latency
+    # row): 8200 / 10000 = 82.0% and 8200 / 5000 = 1.64x, so the goal beyond is met too.
+    # Latency: 1.25 > 0.7 + 0.5 = 1.2.
+    assert _targets(out, "shvit_s1") == [
+        "throughput, raw, 1 image per request: best raw_c1024 8,200 img/s = 82.0% of alone "
+        "(>= 50%: met), 1.64x timm (>= 1.0x: met)",
+        "goal beyond, 80% of alone and 1.5x timm: met",
+        "latency, raw, 1 client: p50 1.250 ms, replay 0.700 + 0.5 = 1.200 ms: NOT met"]
+
+
+def test_the_goal_beyond_needs_both_shares(tmp_path):
+    out = _run(tmp_path, [("m", "model_graph_b128", 10000), ("m", "timm_eager_b256", 6000),
+                          ("m", "raw_c256", 8500)])
+    # 85% of alone but 8500 / 6000 = 1.42x timm.
+    block = _targets(out, "m")
+    assert block[0].endswith("= 85.0% of alone (>= 50%: met), 1.42x timm (>= 1.0x: met)")
+    assert block[1] == "goal beyond, 80% of alone and 1.5x timm: NOT met"
+
+
+def test_vit_base_needs_ninety_percent_of_its_model_alone_and_no_timm_share(tmp_path):
+    out = _run(tmp_path, [("vit_base_patch16_224", "model_graph_b128", 1000),
+                          ("vit_base_patch16_224", "timm_eager_b256", 2000),
+                          ("vit_base_patch16_224", "raw_c1024", 890)])
+    assert _targets(out, "vit_base_patch16_224") == [
+        "throughput, raw, 1 image per request: best raw_c1024 890 img/s = 89.0% of alone "
+        "(>= 90%: NOT met)",
+        "latency, raw, 1 client: not measured"]
+
+
+def test_jpeg_and_kserve_targets(tmp_path):
+    rows = [("m", "jpeg224_c1024", 15000), ("m", "jpeg640_c1024", 7999),
+            ("m", "jpeg224_c1", 700), ("m", "jpeg224_c1_p50_ms", 1.5)]
+    rows += _round_rows("perf_analyzer_async_uint8_c64_shm_r", "kserve_uint8_c64_shm_r",
+                        [1090, 1110], [1000, 1000])
+    rows += _round_rows("perf_analyzer_async_fp32_c64_r", "kserve_fp32_c64_pa_conns_r",
+                        [600, 700], [1000, 1000])
+    out = _run(tmp_path, rows)
+    # 15,000 is at the line; 7,999 one below it; UINT8 1100 / 1000 at the 10% line, FP32 0.65.
+    assert _targets(out, "m") == [
+        "throughput, raw, 1 image per request: not measured (no raw row at concurrency > 1, "
+        "or no model-alone anchor)",
+        "latency, raw, 1 client: not measured",
+        "JPEG 224: best jpeg224_c1024 15,000 img/s (>= 15,000: met)",
+        "JPEG 640: best jpeg640_c1024 7,999 img/s (>= 8,000: NOT met)",
+        "latency, JPEG 224, 1 client: p50 1.500 ms (<= 2.0 ms: met)",
+        "KServe, fp32, concurrency 64, tensors in the requests: perf_analyzer / ours 0.650 "
+        "(within 10%: NOT met)",
+        "KServe, uint8, concurrency 64, shared memory: perf_analyzer / ours 1.100 "
+        "(within 10%: met)"]
