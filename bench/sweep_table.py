@@ -69,9 +69,14 @@ def compare(label, pa, base):
         print(f"  {label}: no value, every row failed ({pa.rows})")
 
 
+def model_alone(r):
+    """The model-alone anchor's img/s (row model_graph_bN), or None when missing or failed."""
+    return finite_or_none(next((v for k, v in r.items()
+                                if k.startswith("model_graph_b") and not k.endswith("_ms")), None))
+
+
 def print_rows(model, r):
-    alone = finite_or_none(next((v for k, v in r.items()
-                                 if k.startswith("model_graph_b") and not k.endswith("_ms")), None))
+    alone = model_alone(r)
     timm = finite_or_none(r.get("timm_eager_b256"))
     print(f"\n{model}: model alone (graph) {alone and round(alone)} img/s, timm eager b256 "
           f"{timm and round(timm)} img/s, graph b1 {r.get('model_graph_b1_ms')} ms")
@@ -134,8 +139,9 @@ def print_kserve_rounds(r):
     return agreements
 
 
-# Issue 11's targets (docs/performance.md, "Against the issue's targets"), checked against the
-# rows a sweep measured; a target without its rows says so rather than passing.
+# Issue 11's targets (docs/performance.md: the table of targets under "What limits the numbers
+# now"), checked against the rows a sweep measured; a target without its rows says so rather
+# than passing.
 ALONE_SHARE = {"vit_base_patch16_224": 0.9}  # compute-bound: 90% of the model alone
 DEFAULT_ALONE_SHARE = 0.5
 TIMM_SHARE = 1.0  # at least timm eager, for the models other than vit_base
@@ -160,8 +166,7 @@ def print_targets(model, r, agreements):
     """Issue 11's targets for MODEL from its rows R; AGREEMENTS: the KServe rounds' (label,
     ratio) pairs that print_kserve_rounds found."""
     print(f"  issue 11 targets ({model}):")
-    alone = finite_or_none(next((v for k, v in r.items()
-                                 if k.startswith("model_graph_b") and not k.endswith("_ms")), None))
+    alone = model_alone(r)
     timm = finite_or_none(r.get("timm_eager_b256"))
     # One image per request at any concurrency above 1, from one client process or several.
     raw = best_row(r, r"raw_c(?!1$)\d+(_\d+clients)?")
