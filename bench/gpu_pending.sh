@@ -573,8 +573,8 @@ request_duration" "$OUT/r$r.log" | awk '!seen[$0]++'
         bash bench/cpu_target.sh "$OUT/cpu_$m" 2>&1 | grep -E "round|median"
     done
     # The logs and results (no photos), as one file: the tool brings back only a few.
-    tar -czf "$OUT/issue11.tar.gz" -C "$OUT" --exclude='*.jpg' sweep sweep.log \
-      $(cd "$OUT" && ls -d cpu_* 2>/dev/null) && rm -rf "$OUT/sweep" "$OUT"/cpu_*/
+    (cd "$OUT" && shopt -s nullglob && tar -czf issue11.tar.gz --exclude='*.jpg' sweep sweep.log \
+      cpu_*/) && rm -rf "$OUT/sweep" "$OUT"/cpu_*/
     ;;
   serverenv)
     export SWEEP_MODELS="${SWEEP_MODELS:-shvit_s1}" NO_KSERVE=1 NO_JPEG=1 NO_RAW16=1 \
