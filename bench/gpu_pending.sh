@@ -97,6 +97,9 @@
 #              the requests and in shared memory, two interleaved rounds), its table with each
 #              target's verdict (bench/sweep_table.py), then the CPU target on two pinned cores
 #              (bench/cpu_target.sh, CPU_MODELS); everything packed into OUTDIR/issue11.tar.gz
+#   verify     what the open issues need run at HEAD, in one call: `cudatests`, `parity`, then
+#              issue 16's ViT/SHViT rows (bench/model_vs_timm.sh: MODELS, default deit_tiny,
+#              vit_base, shvit_s1; NHWC; 224 px at BATCHES 1,32,128,256 and 1024 px at 1,8,32)
 #   spin       a lone request's latency with and without --executor-idle-spin-us (SPIN_US:
 #              one or more values, default 2000; each in turn, then 0), in ROUNDS (default 2)
 #              rounds at concurrency 1, with the anchors (graph replay at batch 1) first, for
@@ -142,7 +145,7 @@
 set -uo pipefail
 STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre \
 | gpujpeg | instances | variants | fibmma | fibab | spin | kservepin | patarget | graphsizes \
-| vimscan | kernels | vimcross | modelab | served | serverenv | issue11}"
+| vimscan | kernels | vimcross | modelab | served | serverenv | issue11 | verify}"
 OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
 source .devdeps/bootstrap.sh >/dev/null || exit 1
@@ -325,6 +328,21 @@ case "$STEP" in
     ;;
   dense)
     bash bench/dense_serve.sh "$OUT"
+    ;;
+  verify)
+    # What the open issues still need run at HEAD, in one call (about 6 minutes): every CUDA
+    # test case (issue 11's correctness condition), parity against timm through the served
+    # default, then issue 16's ViT and SHViT rows (NHWC, eager and CUDA graphs, 224 px at
+    # batches 1-256 and 1024 px at 1-32). Exits 1 when a test or the parity failed.
+    status=0
+    run_cudatests "$OUT/cudatests" || status=1
+    GPU_STEPS=parity bash bench/gpu_box.sh "$OUT/parity"
+    # (gpu_box.sh tees check_parity.py's lines, so its exit status says nothing: read them.)
+    grep -qE "FAIL" "$OUT/parity/parity.txt" && { echo "parity FAILED"; status=1; }
+    MODELS="${MODELS:-deit_tiny_patch16_224 vit_base_patch16_224 shvit_s1}" LAYOUTS=nhwc \
+      BATCHES="${BATCHES:-1,32,128,256}" SIZES="${SIZES:-224 1024}" LARGE_BATCHES=1,8,32 \
+      SECONDS_EACH="${SECONDS_EACH:-1}" VIM=0 FIBOTTENTION=0 bash bench/model_vs_timm.sh "$OUT/models"
+    exit $status
     ;;
   models)
     VIM="${VIM:-1}" FIBOTTENTION="${FIBOTTENTION:-1}" bash bench/model_vs_timm.sh "$OUT"
