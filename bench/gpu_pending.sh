@@ -584,7 +584,7 @@ request_duration" "$OUT/r$r.log" | awk '!seen[$0]++'
       JPEG_MODELS="${JPEG_MODELS:-shvit_s1}" KSERVE_MODELS="${KSERVE_MODELS:-shvit_s1}" \
       KSERVE_ROUNDS="${KSERVE_ROUNDS:-2}" KSERVE_SHM=1 KSERVE_UINT8=1 \
       bash bench/serve_sweep.sh "$OUT/sweep" > "$OUT/sweep.log" 2>&1
-    grep -E "^\[sweep|jpeg decoding" "$OUT/sweep.log"
+    grep -E "^\[sweep|JPEG decoding" "$OUT/sweep.log"
     cat "$OUT/sweep/table.txt"
     for m in ${CPU_MODELS-shvit_s1 deit_tiny_patch16_224}; do
       MODEL=$m BUILD_DIR=build-gpu SERVER_CORES=0,1 CLIENT_CORES=4-7 ROUNDS=3 SECONDS_EACH=4 \
