@@ -21,6 +21,7 @@ SERVE_MAX_BATCH="${SERVE_MAX_BATCH:-64}"
 SERVE_FLAGS="${SERVE_FLAGS:-}"  # e.g. --cuda-graphs=false
 B=build-gpu
 log() { echo "[gpu_box $(date +%T)] $*"; }
+parity_failed=0
 
 source .devdeps/bootstrap.sh || exit 1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
@@ -40,6 +41,8 @@ if [[ " $STEPS " == *" parity "* ]]; then
   for p in fp32 fp16; do
     python3 tools/check_parity.py --binary $B/bin/vitserve-run-model --device cuda --precision $p \
       --tolerance 1e-2 shvit_s1 shvit_s4 deit_tiny_patch16_224 vit_base_patch16_224 2>&1 | tee -a "$OUT/parity.txt"
+    # The checker's status, not tee's: the script exits 1 at the end when a model failed.
+    [[ ${PIPESTATUS[0]} == 0 ]] || parity_failed=1
   done
 fi
 
@@ -95,3 +98,4 @@ PY
   done
 fi
 log "done"
+[[ $parity_failed == 0 ]] || { log "parity FAILED (OUT/parity.txt)"; exit 1; }
