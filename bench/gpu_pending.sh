@@ -97,7 +97,8 @@
 #              the requests and in shared memory, two interleaved rounds), its table with each
 #              target's verdict (bench/sweep_table.py), then the CPU target on two pinned cores
 #              (bench/cpu_target.sh, CPU_MODELS); everything packed into OUTDIR/issue11.tar.gz
-#   verify     what the open issues need run at HEAD, in one call: `cudatests`, `parity`, then
+#   verify     what the open issues need run at HEAD, in one call: `cudatests`, `parity`, the GPU
+#              preprocessing against the CPU's (bench/preprocess_parity.sh, shvit_s1), then
 #              issue 16's ViT/SHViT rows (bench/model_vs_timm.sh: MODELS, default deit_tiny,
 #              vit_base, shvit_s1; NHWC; 224 px at BATCHES 1,32,128,256 and 1024 px at 1,8,32)
 #   spin       a lone request's latency with and without --executor-idle-spin-us (SPIN_US:
@@ -331,12 +332,14 @@ case "$STEP" in
     ;;
   verify)
     # What the open issues still need run at HEAD, in one call (about 6 minutes): every CUDA
-    # test case (issue 11's correctness condition), parity against timm through the served
-    # default, then issue 16's ViT and SHViT rows (NHWC, eager and CUDA graphs, 224 px at
-    # batches 1-256 and 1024 px at 1-32). Exits 1 when a test or the parity failed.
+    # test case and the GPU preprocessing within 1e-3 of the CPU's (issue 11's correctness
+    # condition), parity against timm through the served default, then issue 16's ViT and
+    # SHViT rows (NHWC, eager and CUDA graphs, 224 px at batches 1-256 and 1024 px at 1-32).
+    # Exits 1 when a test or a parity check failed.
     status=0
     run_cudatests "$OUT/cudatests" || status=1
     GPU_STEPS=parity bash bench/gpu_box.sh "$OUT/parity" || status=1
+    bash bench/preprocess_parity.sh "$OUT/preprocess_parity" shvit_s1 || status=1
     MODELS="${MODELS:-deit_tiny_patch16_224 vit_base_patch16_224 shvit_s1}" LAYOUTS=nhwc \
       BATCHES="${BATCHES:-1,32,128,256}" SIZES="${SIZES:-224 1024}" LARGE_BATCHES=1,8,32 \
       SECONDS_EACH="${SECONDS_EACH:-1}" VIM=0 FIBOTTENTION=0 bash bench/model_vs_timm.sh "$OUT/models"

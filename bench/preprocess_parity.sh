@@ -30,7 +30,9 @@ for name in "${NAMES[@]}"; do
   mkdir -p "$OUT/repo/$name"
   ln -sf "$OUT/model.safetensors" "$OUT/repo/$name/model.safetensors"
   on=$([[ $name != cpu_pre ]] && echo true || echo false)
-  jpeg=$([[ $name == gpu_jpeg ]] && echo "gpu_jpeg_decoding: true" || echo "")
+  # gpu_jpeg_decoding is on by default where device preprocessing is: gpu_pre turns it off so
+  # that its JPEGs are decoded on the CPU and only resized and normalised on the GPU.
+  jpeg=$([[ $name == gpu_jpeg ]] && echo "gpu_jpeg_decoding: true" || echo "gpu_jpeg_decoding: false")
   printf 'architecture: "%s"\ndevice: "%s"\nprecision: FP32\ndevice_preprocessing: %s\n%s\n' \
     "$MODEL" "${PARITY_DEVICE:-cuda}" "$on" "$jpeg" > "$OUT/repo/$name/config.pbtxt"
 done
