@@ -3,10 +3,11 @@ that bench/serve_sweep.sh and bench/gpu_pending.sh's modelab step compare our nu
 Prints one "timm<TAB>model<TAB>img/s" line per model, then a "#" line with every window.
 
 Each model runs 10 batches of warm-up, then WINDOWS (5) windows of 20 batches, each timed with
-CUDA events; the line gives the fastest window. Eager timm is bound by the CPU's kernel launches
-for small models (shvit_s1 launches hundreds of small kernels per batch), so one short window
-read 20-38k img/s for shvit_s1 on the same kind of box (runs 40-49); the fastest of several is
-the steady state a user's loop reaches, and the stricter anchor for our ratios.
+CUDA events; the line gives the fastest window, the stricter anchor for our ratios. Eager timm
+is bound by the CPU's kernel launches for small models (shvit_s1 launches hundreds of small
+kernels per batch), and for shvit_s1 the fastest window still differs between processes on one
+box: 16-33k img/s in 11 processes of run W (docs/performance.md), against 2-4% between the
+windows of most processes. deit_tiny and vit_base, bound by the GPU, read within 5%.
 
 On the GPU box: python3 bench/timm_anchor.py MODEL [MODEL...]"""
 import sys
