@@ -32,9 +32,10 @@ for name in "${NAMES[@]}"; do
   on=$([[ $name != cpu_pre ]] && echo true || echo false)
   # gpu_jpeg_decoding is on by default where device preprocessing is: gpu_pre turns it off so
   # that its JPEGs are decoded on the CPU and only resized and normalised on the GPU.
-  jpeg=$([[ $name == gpu_jpeg ]] && echo "gpu_jpeg_decoding: true" || echo "gpu_jpeg_decoding: false")
-  printf 'architecture: "%s"\ndevice: "%s"\nprecision: FP32\ndevice_preprocessing: %s\n%s\n' \
-    "$MODEL" "${PARITY_DEVICE:-cuda}" "$on" "$jpeg" > "$OUT/repo/$name/config.pbtxt"
+  jpeg=$([[ $name == gpu_jpeg ]] && echo true || echo false)
+  printf '%s: %s\n' architecture "\"$MODEL\"" device "\"${PARITY_DEVICE:-cuda}\"" \
+    precision FP32 device_preprocessing "$on" gpu_jpeg_decoding "$jpeg" \
+    > "$OUT/repo/$name/config.pbtxt"
 done
 
 # Photo-like images of sizes that exercise each resize, as JPEG and PNG.
