@@ -52,8 +52,10 @@
 #              against dense masked attention and the row kernel), then --check and the kernels
 #              by name against SDPA at 197, 785 and 3,137 tokens, fp16 and bf16, each tiled
 #              shape also with the class row's kernel overlapped (the "pdl" names:
-#              overlap_dense_row); NCU=1 then reads the rows kernels at 785 tokens with Nsight
-#              Compute (issue rate, warps, stalls: OUTDIR/ncu_785.txt; NCU_STALLS=1: each stall
+#              overlap_dense_row), and the tensor-core rows kernel (mma64pdl, mma128pdl);
+#              NCU=1 then reads the rows kernels at 785 tokens with Nsight Compute (issue
+#              rate, warps, stalls: OUTDIR/ncu_785.txt, ncu_785_mma64.txt and
+#              ncu_785_mma128.txt; NCU_STALLS=1: each stall
 #              reason's warps per issued instruction, as read in docs/performance.md run M);
 #              NCU_SOURCE=1: each SASS instruction's executions and stall samples of the
 #              default rows kernel at 785 tokens (OUTDIR/ncu_source_785.csv), summed by
@@ -244,7 +246,8 @@ fib_ab_summary() {
 
 run_fib_kernels() {
   build-gpu/bin/vitserve-bench-fibottention --precision "$1" --check --check-max-tokens 3137 \
-    --seconds 1 --impls sdpa,fibottention,tiled,tiledpdl,tiled64x4,tiled64x4pdl,tiled128x1 \
+    --seconds 1 \
+    --impls sdpa,fibottention,tiled,tiledpdl,tiled64x4,tiled64x4pdl,tiled128x1,mma64pdl,mma128pdl \
     2>&1 | tee "$OUT/bench_$1.txt"
 }
 
@@ -407,6 +410,13 @@ case "$STEP" in
     profile_kernels 'DenseRowKernel|TiledRowsKernel' 6 "$OUT/ncu_785.txt" "" \
       build-gpu/bin/vitserve-bench-fibottention --tokens 785 --seconds 0.05 --warmup 3 \
       --impls tiled64x4,tiled64x4pdl
+    # The tensor-core rows kernel at both tiles, one bench per tile (the launches profiled are
+    # the first after the skipped ones).
+    for impl in mma64 mma128; do
+      profile_kernels MmaRowsKernel 6 "$OUT/ncu_785_$impl.txt" "Compute \(SM\) Throughput" \
+        build-gpu/bin/vitserve-bench-fibottention --tokens 785 --seconds 0.05 --warmup 3 \
+        --impls "$impl"
+    done
     if [[ "${NCU_SOURCE:-0}" == 1 ]] && command -v ncu > /dev/null; then
       # One launch of the default rows kernel, per SASS instruction (the report is large and
       # the device tool returns few files: only the CSV and the summary stay).

@@ -41,7 +41,7 @@ ABSL_FLAG(std::string, impls, "sdpa,fibottention",
           "tiled64x4pdl: the patch rows' kernel overlaps the class row's, overlap_dense_row, "
           "as the dispatcher does; without it, it runs after), "
           "mma (the tiled kernel's staging with the products on tensor cores; its default tile), "
-          "mmaR (R = 64 or 128 rows per block).");
+          "mmaR (R = 64 or 128 rows per block), either with the pdl suffix too (mma64pdl).");
 ABSL_FLAG(std::string, semantics, "official", "official or neginf.");
 ABSL_FLAG(double, seconds, 2.0, "Measured time per case (after warm-up).");
 ABSL_FLAG(int, warmup, 3, "Warm-up iterations per case.");
@@ -192,22 +192,24 @@ int Run() {
                          : impl == "wholehead" ? Kernel::kWholeHead
                          : impl.rfind("mma", 0) == 0 ? Kernel::kTensorCore
                                                      : Kernel::kTiled;
-        std::string spec = options.kernel == Kernel::kTiled ? impl.substr(5) : "";
+        std::string spec = options.kernel == Kernel::kTiled        ? impl.substr(5)
+                           : options.kernel == Kernel::kTensorCore ? impl.substr(3)
+                                                                   : "";
         const absl::string_view overlap_suffix = "pdl";
         options.overlap_dense_row = false;
-        if (options.kernel == Kernel::kTiled && absl::EndsWith(spec, overlap_suffix)) {
+        if (absl::EndsWith(spec, overlap_suffix)) {
           options.overlap_dense_row = true;
           spec.resize(spec.size() - overlap_suffix.size());
         }
         const std::vector<std::string> shape = absl::StrSplit(spec, 'x');
-        if (!spec.empty() &&
+        if (options.kernel == Kernel::kTiled && !spec.empty() &&
             (shape.size() != 2 || !absl::SimpleAtoi(shape[0], &options.tile_queries) ||
              !absl::SimpleAtoi(shape[1], &options.threads_per_row))) {
           options.tile_queries = -1;  // Refused by the kernel: reported as failed.
         }
         // mmaR: R rows per block.
-        if (options.kernel == Kernel::kTensorCore && impl.size() > 3 &&
-            !absl::SimpleAtoi(impl.substr(3), &options.tile_queries)) {
+        if (options.kernel == Kernel::kTensorCore && !spec.empty() &&
+            !absl::SimpleAtoi(spec, &options.tile_queries)) {
           options.tile_queries = -1;
         }
         call = [&q, &k, &v, &pattern, semantics, scale, options] {

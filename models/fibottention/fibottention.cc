@@ -443,8 +443,9 @@ at::Tensor FibottentionAttentionCuda(const at::Tensor& q_in, const at::Tensor& k
                   " shifts, tile_queries ", options.tile_queries, ", threads_per_row ",
                   options.threads_per_row);
       const at::Tensor colsum = colsum_workspace();
-      const cudaError_t err = fib::LaunchMmaFibottention(p, options.tile_queries,
-                                                         colsum.data_ptr<float>(), stream);
+      const cudaError_t err =
+          fib::LaunchMmaFibottention(p, options.tile_queries, options.overlap_dense_row,
+                                     colsum.data_ptr<float>(), stream);
       TORCH_CHECK(err == cudaSuccess, "Fibottention tensor-core CUDA kernel failed: ",
                   cudaGetErrorString(err));
       return out;

@@ -97,13 +97,14 @@ at::Tensor FibottentionAttentionGather(const at::Tensor& q, const at::Tensor& k,
 // token count (64 × 4 up to 1,024 tokens, else 128 × 1). kTensorCore: the tiled kernel's
 // staging with the products on tensor cores (mma.sync; the tiled kernel's requirements and a
 // GPU of compute capability 8.0 or above), tile_queries 64 or 128 rows per block (0: 128),
-// threads_per_row 0; asked for by name only: on the H200 it was slower than the tiled kernel
-// (0.39 against 0.28 ms at 785 tokens, docs/performance.md run I), so kAuto does not pick it.
-// overlap_dense_row (tiled kernel, compute capability 9.0 and above; ignored elsewhere): the
-// patch rows' kernel starts while the class row / column sum kernel before it still runs
-// (programmatic dependent launch) and waits for it only before writing its rows; the same
-// results. On by default: on the H200 (run J, docs/performance.md) it took 1-3% off the tiled
-// kernel's time at 785 and 3,137 tokens.
+// threads_per_row 0; asked for by name only: its first version was slower than the tiled
+// kernel on the H200 (0.39 against 0.28 ms at 785 tokens, docs/performance.md run I), and its
+// rewrite is not yet measured, so kAuto does not pick it.
+// overlap_dense_row (tiled and tensor-core kernels, compute capability 9.0 and above; ignored
+// elsewhere): the patch rows' kernel starts while the class row / column sum kernel before it
+// still runs (programmatic dependent launch) and waits for it only before writing its rows;
+// the same results. On by default: on the H200 (run J, docs/performance.md) it took 1-3% off
+// the tiled kernel's time at 785 and 3,137 tokens.
 struct FibottentionCudaOptions {
   enum class Kernel { kAuto, kRowPerWarp, kTiled, kWholeHead, kTensorCore };
   Kernel kernel = Kernel::kAuto;

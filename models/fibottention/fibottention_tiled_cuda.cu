@@ -20,8 +20,10 @@
 //  3. WholeHeadKernel, instead of both for sequences of at most 320 tokens (ViT at 224 px has
 //     197): one block per (batch, head) stages every key and value row once and computes Σ_t v,
 //     the class row and the patch rows from shared memory, in one launch.
-//  4. MmaRowsKernel (asked for by name; not yet measured), in place of TiledRowsKernel: the
-//     same staging, with q·k and P V computed on tensor cores (see its comment).
+//  4. MmaRowsKernel (asked for by name), in place of TiledRowsKernel: the same staging, with
+//     q·k and P V computed on tensor cores (see its comment). Its first version was slower
+//     than TiledRowsKernel (docs/performance.md, run I); the rewrite with ldmatrix is not yet
+//     measured on a GPU (docs/performance.md, "Built after run W").
 // The official semantics stay exact with a single accumulator (PatchRow): every one of the T
 // keys is first counted with logit 0 (e^{-m} · Σ_t v and T · e^{-m}, added at the end) and each
 // kept key adds e^{s-m} - e^{-m}, a term that rescales like any other when the running max m
@@ -571,44 +573,81 @@ __global__ void __launch_bounds__(kTile * kSplit, (kMinBlocksPerSm<kTile * kSpli
 }
 
 // MmaRowsKernel: the tiled kernel's staging with the products on tensor cores. Each warp owns
-// 16 consecutive patch rows; for one shift s its rows keep the keys t + s, a diagonal of the
+// 16 consecutive patch rows; for one shift s its rows keep the keys t + s, the diagonal of the
 // 16 x 16 block of scores between its rows and the 16 keys from row0 + s. mma.sync m16n8k16
-// computes that block (two 8-key halves, four 16-channel steps; 16 of its 256 products are
-// kept, which tensor cores still do in fewer instructions than the 64 multiply-adds and 64
-// conversions per key of PatchRow) and then P V, with P the diagonal matrix of the softmax
-// weights (so the value rows need no conversion either). The class token is the same step
-// with every row's key 0. Each row's softmax state is kept by the four threads (one quad) that
-// hold its accumulator; the score comes from the quad's one thread that computed it.
+// computes that block (two 8-key halves, four 16-channel steps) and then P V with P the
+// diagonal matrix of the softmax weights: 16 of each block's 256 products are kept, but the
+// tensor cores take the fp16/bf16 rows as staged, so a key costs no conversions, and the
+// 16 keys' rows come from shared memory in 8 ldmatrix instructions (4 for K, 4 transposed for
+// V) where the CUDA-core kernel issues 32 loads and 128 conversions per 16 keys. (Run I's first
+// version of this kernel loaded each fragment register by itself, with a validity test per
+// register: about 230 instructions per shift and warp in sm_90 SASS without a rescale, now
+// about 85.) Two shifts per step where a warp has them, so that two blocks' loads and
+// products overlap. tools/fib_mma_emulation.py emulates this kernel lane by lane.
+// The row i of a block is kept where row0 + i is a row and key row0 + s + i lies in the chunk;
+// lanes whose key falls outside it read a staged row of the chunk instead (its weight is 0:
+// never stale shared memory, whose bits may be NaN, and 0 x NaN would not be 0).
 //   mma fragments (PTX ISA, mma.m16n8k16, f16/bf16 in, f32 out), lane = 4 g + c:
 //   A (16 x 16, row-major): reg 0 = row g, columns 2c, 2c+1; reg 1 = row g+8, same columns;
 //     reg 2 = row g, columns 2c+8, 2c+9; reg 3 = row g+8, columns 2c+8, 2c+9.
 //   B (16 x 8): reg 0 = rows 2c, 2c+1 of column g; reg 1 = rows 2c+8, 2c+9 of column g.
 //   C (16 x 8, f32): c0, c1 = row g, columns 2c, 2c+1; c2, c3 = row g+8, same columns.
+// So the diagonal's entries (g, g) and (g + 8, g + 8) both sit on the quad's lane c = g / 2
+// (C of n-tile 0, element g % 2; C of n-tile 1, element 2 + g % 2), and that lane's A
+// registers 0 and 3 hold the same entries of P: this "holder" lane keeps rows g and g + 8's
+// softmax state, and the other lanes of the quad hear from it only when the accumulator must
+// be rescaled and at the end.
 // kWarps warps per block (4 or 8): 16 * kWarps patch rows per block.
 template <int kWarps>
 constexpr int kMmaTile = 16 * kWarps;
 template <int kWarps>
 constexpr int kMmaThreads = 32 * kWarps;
+// 64-row blocks: 4 per SM (55 KB of shared memory each), so up to 128 registers; 128-row
+// blocks: 2 per SM at 74 KB (three would cap registers at 85).
+template <int kWarps>
+constexpr int kMmaMinBlocksPerSm = kWarps == 4 ? 4 : 2;
 
 template <typename T>
 __device__ __forceinline__ void Mma16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                          uint32_t b1) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   if constexpr (std::is_same_v<T, __half>) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
         "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
         "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
 #else
   __trap();  // Launched only on compute capability 8.0 and above (MmaFibottentionSupports).
+#endif
+}
+
+// Four 8 x 8 matrices of 16-bit values from shared memory (ldmatrix): lanes 8m to 8m + 7 give
+// the addresses of matrix m's eight 16-byte rows; lane 4g + c receives row g's elements 2c,
+// 2c + 1 of each (kTranspose: rows 2c, 2c + 1 of column g). Volatile with a memory clobber:
+// it reads what other threads staged, so it must stay after the barrier that publishes it.
+template <bool kTranspose>
+__device__ __forceinline__ void LoadMatrices(uint32_t (&r)[4], const uint4* row) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  if constexpr (kTranspose) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(address)
+                 : "memory");
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(address)
+                 : "memory");
+  }
+#else
+  __trap();
 #endif
 }
 
@@ -621,34 +660,138 @@ __device__ __forceinline__ uint32_t PackPair(float lo, float hi) {
   return bits;
 }
 
-// One row's online softmax, kept alike by the four threads of its quad (PatchRow's rules: m
-// starts at 0 with the official semantics, a kept key's weight gives back e^{-m}, and the
-// accumulator is rescaled only when the max grows by more than kRescaleSlack).
+// Rows g and g + 8's online softmax on their holder lane (PatchRow's rules: m starts at 0 with
+// the official semantics, a kept key's weight gives back e^{-m}, and the accumulator is
+// rescaled only when the max grows by more than kRescaleSlack). Other lanes carry a copy that
+// no key reaches.
 struct MmaRowState {
   float m;
   float masked_weight;
   float l;
 };
 
-// Which key a row of the warp takes in one step: none (valid false), or the one whose staged
-// rows start `offset` 32-bit words into the staged keys and values.
-struct MmaKeyRef {
-  bool valid;
-  int offset;
+// One diagonal block of a warp's step: this lane's row addresses for the block's ldmatrix
+// loads (the staged key row of key KeyLoadRow(lane) and value row of key ValueLoadRow(lane) of
+// the block's 16, or stand-ins) and, on the holder lane, whether rows g and g + 8 keep their
+// keys.
+struct DiagonalBlock {
+  const uint4* key_row;
+  const uint4* value_row;
+  bool keep[2];
 };
+// The block's key whose K row this lane addresses: matrices (keys 0-7, vector 2s), (0-7,
+// 2s + 1), (8-15, 2s), (8-15, 2s + 1), so that each n-tile's two B registers come out as a
+// pair (mma.sync takes them as consecutive registers; any other order costs moves).
+__device__ __forceinline__ int KeyLoadRow(int lane) { return (lane & 7) + 8 * (lane >> 4); }
+// The block's key whose V row this lane addresses (transposed): matrices (keys 0-7, vector j),
+// (8-15, j), (0-7, j + 1), (8-15, j + 1), i.e. n-tile j's pair, then n-tile j + 1's.
+__device__ __forceinline__ int ValueLoadRow(int lane) { return lane & 15; }
+
+// Adds kBlocks diagonal blocks (1 or 2) to the warp's 16 rows: called by all 32 lanes.
+// qa: the rows' query as A fragments, one per 16-channel step; acc[n]: C fragments of the
+// output's 8-channel n-tile n.
+template <typename T, int kBlocks>
+__device__ __forceinline__ void AddDiagonalBlocks(const uint32_t (&qa)[4][4], float (&acc)[8][4],
+                                                  MmaRowState (&state)[2],
+                                                  const DiagonalBlock (&blocks)[kBlocks],
+                                                  float scale) {
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const int g = lane >> 2;
+  // Scores: n-tile 0 has the block's keys 0-7 as columns, n-tile 1 keys 8-15; channel step s
+  // takes vectors 2s and 2s + 1 (KeyLoadRow).
+  float scores[kBlocks][2];
+#pragma unroll
+  for (int b = 0; b < kBlocks; ++b) {
+    float tile[2][4] = {};
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      uint32_t r[4];
+      LoadMatrices<false>(r, blocks[b].key_row + 2 * s + ((lane >> 3) & 1));
+      Mma16816<T>(tile[0], qa[s], r[0], r[1]);
+      Mma16816<T>(tile[1], qa[s], r[2], r[3]);
+    }
+    scores[b][0] = ((g & 1) ? tile[0][1] : tile[0][0]) * scale;
+    scores[b][1] = ((g & 1) ? tile[1][3] : tile[1][2]) * scale;
+  }
+  // Raise each row's max where a kept score passes it by more than the slack; the quad's other
+  // lanes hold the same rows' accumulator, so the correction goes to them by shuffle (rarely:
+  // with the official semantics m starts at 0 and logits stay small).
+  bool raise = false;
+  float block_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+#pragma unroll
+    for (int b = 0; b < kBlocks; ++b) {
+      if (blocks[b].keep[h]) block_max[h] = fmaxf(block_max[h], scores[b][h]);
+    }
+    raise |= block_max[h] > state[h].m + kRescaleSlack;
+  }
+  if (__any_sync(0xffffffffu, raise)) {
+    const int holder = (lane & ~3) | (g >> 1);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float correction = 1.f;
+      if (block_max[h] > state[h].m + kRescaleSlack) {  // m = -inf: the first key.
+        correction =
+            state[h].m == -INFINITY ? 0.f : ExpFlushDenormals(state[h].m - block_max[h]);
+        state[h].l *= correction;
+        state[h].masked_weight *= correction;
+        state[h].m = block_max[h];
+      }
+      correction = __shfl_sync(0xffffffffu, correction, holder);
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+        acc[n][2 * h] *= correction;
+        acc[n][2 * h + 1] *= correction;
+      }
+    }
+  }
+  // P: row g's weight in A register 0 and row g + 8's in register 3, element g % 2 of each
+  // (zero elsewhere, and on every lane but the holder, whose keep flags alone can be set). The
+  // weight as P holds it is what the denominator adds, so the two agree.
+  uint32_t pa[kBlocks][4];
+#pragma unroll
+  for (int b = 0; b < kBlocks; ++b) {
+    float weight[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      weight[h] = 0.f;
+      if (blocks[b].keep[h]) {
+        weight[h] = ToFloat(FromFloat<T>(ExpFlushDenormals(scores[b][h] - state[h].m) -
+                                         state[h].masked_weight));
+        state[h].l += weight[h];
+      }
+    }
+    pa[b][0] = (g & 1) ? PackPair<T>(0.f, weight[0]) : PackPair<T>(weight[0], 0.f);
+    pa[b][1] = 0u;
+    pa[b][2] = 0u;
+    pa[b][3] = (g & 1) ? PackPair<T>(0.f, weight[1]) : PackPair<T>(weight[1], 0.f);
+  }
+  // P V: value vectors j and j + 1 (channels 8j to 8j + 15) of keys 0-15, transposed
+  // (ValueLoadRow): B registers 0 and 1 of n-tiles j and j + 1.
+#pragma unroll
+  for (int b = 0; b < kBlocks; ++b) {
+#pragma unroll
+    for (int j = 0; j < 8; j += 2) {
+      uint32_t r[4];
+      LoadMatrices<true>(r, blocks[b].value_row + j + (lane >> 4));
+      Mma16816<T>(acc[j], pa[b], r[0], r[1]);
+      Mma16816<T>(acc[j + 1], pa[b], r[2], r[3]);
+    }
+  }
+}
 
 template <typename T, int kWarps>
-__global__ void __launch_bounds__(kMmaThreads<kWarps>)
+__global__ void __launch_bounds__(kMmaThreads<kWarps>, kMmaMinBlocksPerSm<kWarps>)
     MmaRowsKernel(FibParams p, const float* colsum) {
   constexpr int kTile = kMmaTile<kWarps>;
   constexpr int kThreads = kMmaThreads<kWarps>;
   constexpr int kChunk = kChunkRows<kTile>;
-  constexpr int kRowWords = kPaddedRow * 4;  // 32-bit words between staged rows.
   extern __shared__ uint4 staged[];
   uint4* staged_k = staged;
   uint4* staged_v = staged + kChunk * kPaddedRow;
   __shared__ int shifts[kMaxShifts];
-  __shared__ uint4 class_k[kPaddedRow], class_v[kPaddedRow];
+  __shared__ uint4 class_k[kRowVectors], class_v[kRowVectors];
   __shared__ KeySegments segments;
 
   const int tokens = p.tokens;
@@ -657,6 +800,7 @@ __global__ void __launch_bounds__(kMmaThreads<kWarps>)
   const int t_end = min(t0 + kTile, tokens);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int g = lane >> 2, c = lane & 3;
+  const bool holder = c == (g >> 1);
   const int row0 = t0 + 16 * warp;  // The warp's first patch row.
   const long bh = blockIdx.y;
   const int head = static_cast<int>(bh % p.heads);
@@ -699,118 +843,74 @@ __global__ void __launch_bounds__(kMmaThreads<kWarps>)
   if (warp == 0) MergeKeyRanges(shifts, nshift, t0, t_end, prefix, tokens, segments);
   __syncthreads();  // segments is written.
 
-  // Adds, for each row i of the warp, the key whose staged rows start at word
-  // key_words[i] of the staged keys / values (k_words, v_words), or none where key_valid[i]
-  // is false. The warp's lanes call it together (mma.sync); the keys of rows g, g + 8 (scores)
-  // and of rows 2c, 2c + 1, 2c + 8, 2c + 9 (B fragments) come from `key_of`.
-  auto add_keys = [&](const uint32_t* k_words, const uint32_t* v_words, auto key_of) {
-    const MmaKeyRef kg = key_of(g), kg8 = key_of(g + 8);
-    // Scores: n-tile 0 holds the keys of rows 0-7 as columns, n-tile 1 those of rows 8-15.
-    float score_tile[2][4] = {};
-#pragma unroll
-    for (int step = 0; step < 4; ++step) {
-      const uint32_t* key0 = k_words + kg.offset;
-      const uint32_t* key1 = k_words + kg8.offset;
-      const uint32_t b00 = kg.valid ? key0[step * 8 + c] : 0u;
-      const uint32_t b01 = kg.valid ? key0[step * 8 + 4 + c] : 0u;
-      const uint32_t b10 = kg8.valid ? key1[step * 8 + c] : 0u;
-      const uint32_t b11 = kg8.valid ? key1[step * 8 + 4 + c] : 0u;
-      Mma16816<T>(score_tile[0], qa[step], b00, b01);
-      Mma16816<T>(score_tile[1], qa[step], b10, b11);
-    }
-    // Row g's score is column g of n-tile 0, row g + 8's column g of n-tile 1: both on the
-    // quad's thread c = g / 2 (element g % 2), from which the quad reads them.
-    const int source = (lane & ~3) | (g >> 1);
-    const float mine_lo = (g & 1) ? score_tile[0][1] : score_tile[0][0];
-    const float mine_hi = (g & 1) ? score_tile[1][3] : score_tile[1][2];
-    const float scores[2] = {__shfl_sync(0xffffffffu, mine_lo, source) * p.scale,
-                             __shfl_sync(0xffffffffu, mine_hi, source) * p.scale};
-    const bool valid[2] = {kg.valid, kg8.valid};
-    float weight[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      weight[h] = 0.f;
-      if (!valid[h]) continue;
-      MmaRowState& st = state[h];
-      if (scores[h] > st.m + kRescaleSlack) {  // m = -inf: the first key.
-        const float correction = st.m == -INFINITY ? 0.f : ExpFlushDenormals(st.m - scores[h]);
-        st.l *= correction;
-        st.masked_weight *= correction;
-#pragma unroll
-        for (int n = 0; n < 8; ++n) {
-          acc[n][2 * h] *= correction;
-          acc[n][2 * h + 1] *= correction;
-        }
-        st.m = scores[h];
-      }
-      // The weight as P holds it, so that numerator and denominator agree.
-      weight[h] =
-          ToFloat(FromFloat<T>(ExpFlushDenormals(scores[h] - st.m) - st.masked_weight));
-      st.l += weight[h];
-    }
-    // P: diagonal, row i's weight in column i: on thread c = g / 2, reg 0 (row g, column g)
-    // and reg 3 (row g + 8, column g + 8), element g % 2.
-    uint32_t pa[4] = {0u, 0u, 0u, 0u};
-    if (c == (g >> 1)) {
-      pa[0] = (g & 1) ? PackPair<T>(0.f, weight[0]) : PackPair<T>(weight[0], 0.f);
-      pa[3] = (g & 1) ? PackPair<T>(0.f, weight[1]) : PackPair<T>(weight[1], 0.f);
-    }
-    // V: rows 2c, 2c + 1, 2c + 8, 2c + 9 of the window (their keys), column g of each 8-channel
-    // n-tile; an invalid key reads as zeros (its weight is 0, and 0 x NaN would not be).
-    const MmaKeyRef k0 = key_of(2 * c), k1 = key_of(2 * c + 1), k8 = key_of(2 * c + 8),
-                    k9 = key_of(2 * c + 9);
-    const auto* v_halves = reinterpret_cast<const uint16_t*>(v_words);
-#pragma unroll
-    for (int n = 0; n < 8; ++n) {
-      const int channel = n * 8 + g;
-      const uint32_t e0 = k0.valid ? v_halves[2 * k0.offset + channel] : 0u;
-      const uint32_t e1 = k1.valid ? v_halves[2 * k1.offset + channel] : 0u;
-      const uint32_t e8 = k8.valid ? v_halves[2 * k8.offset + channel] : 0u;
-      const uint32_t e9 = k9.valid ? v_halves[2 * k9.offset + channel] : 0u;
-      Mma16816<T>(acc[n], pa, e0 | (e1 << 16), e8 | (e9 << 16));
-    }
-  };
-  // Every patch row keeps the class token: the same step with key 0 for every row.
+  // Every patch row keeps the class token: a block whose 16 keys are all key 0.
   if (p.class_token) {
-    add_keys(reinterpret_cast<const uint32_t*>(class_k),
-             reinterpret_cast<const uint32_t*>(class_v),
-             [&](int i) { return MmaKeyRef{row0 + i < tokens, 0}; });
+    const DiagonalBlock class_block[1] = {
+        {class_k, class_v, {holder && row_valid[0], holder && row_valid[1]}}};
+    AddDiagonalBlocks<T, 1>(qa, acc, state, class_block, p.scale);
   }
 
   ForEachStagedChunk<kThreads, kChunk>(
       segments, k, v, staged_k, staged_v, [&](int c0, int c1) {
-        const auto* k_words = reinterpret_cast<const uint32_t*>(staged_k);
-        const auto* v_words = reinterpret_cast<const uint32_t*>(staged_v);
-        // The shifts whose 16 keys (row0 + s ... row0 + s + 15) meet the chunk; each row takes
-        // its key where the key lies in the chunk (every kept key lies in exactly one).
-        for (int j = 0; j < nshift; ++j) {
-          const int first = row0 + shifts[j];
-          if (first >= c1) break;  // Sorted: every later shift's keys are past the chunk.
-          if (first + 16 <= c0) continue;
-          add_keys(k_words, v_words, [&](int i) {
-            const int key = first + i;
-            const bool valid = row0 + i < tokens && key >= c0 && key < c1 && key >= prefix;
-            return MmaKeyRef{valid, valid ? (key - c0) * kRowWords : 0};
-          });
+        // The block of keys first ... first + 15 within this chunk (every kept key lies in
+        // exactly one chunk; the chunks start at or after `prefix`).
+        const auto block_at = [&](int first) {
+          const auto staged_row = [&](int key) {  // A staged row: key's, or the nearest.
+            return (min(max(key, c0), c1 - 1) - c0) * kPaddedRow;
+          };
+          DiagonalBlock block{staged_k + staged_row(first + KeyLoadRow(lane)),
+                              staged_v + staged_row(first + ValueLoadRow(lane)), {false, false}};
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {  // Bitwise: no branches.
+            const int own_key = first + g + 8 * h;
+            block.keep[h] = holder & row_valid[h] & (own_key >= c0) & (own_key < c1);
+          }
+          return block;
+        };
+        // The shifts whose 16 keys (row0 + s ... row0 + s + 15) meet the chunk, two at a time.
+        int j = 0;
+        const auto next_first = [&]() {  // row0 + the next such shift, or c1 when none is left.
+          while (j < nshift) {
+            const int first = row0 + shifts[j++];
+            if (first >= c1) break;  // Sorted: every later shift's keys are past the chunk.
+            if (first + 16 > c0) return first;
+          }
+          j = nshift;
+          return c1;
+        };
+        for (;;) {
+          const int first0 = next_first();
+          if (first0 >= c1) break;
+          const int first1 = next_first();
+          if (first1 >= c1) {
+            const DiagonalBlock one[1] = {block_at(first0)};
+            AddDiagonalBlocks<T, 1>(qa, acc, state, one, p.scale);
+            break;
+          }
+          const DiagonalBlock two[2] = {block_at(first0), block_at(first1)};
+          AddDiagonalBlocks<T, 2>(qa, acc, state, two, p.scale);
         }
       });
 
-  // out = (acc + e^{-m} Σ_t v) / (l + T e^{-m}) with the official semantics, acc / l without.
+  // out = (acc + e^{-m} Σ_t v) / (l + T e^{-m}) with the official semantics, acc / l without;
+  // the quad's lanes take l and e^{-m} from the holder.
+  WaitForPrerequisiteGrid();  // colsum, when DenseRowKernel's grid may still be running.
   const float* head_colsum = colsum + bh * kDim;
   auto* out_words = reinterpret_cast<uint32_t*>(static_cast<T*>(p.out) + head_offset);
+  const int holder_lane = (lane & ~3) | (g >> 1);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
+    const float l = __shfl_sync(0xffffffffu, state[h].l, holder_lane);
+    const float masked_weight = __shfl_sync(0xffffffffu, state[h].masked_weight, holder_lane);
     if (!row_valid[h]) continue;
-    const MmaRowState& st = state[h];
-    const float inv =
-        1.f / (p.official ? st.l + static_cast<float>(tokens) * st.masked_weight : st.l);
+    const float inv = 1.f / (p.official ? l + static_cast<float>(tokens) * masked_weight : l);
 #pragma unroll
     for (int n = 0; n < 8; ++n) {
       const int channel = n * 8 + 2 * c;
       float lo = acc[n][2 * h], hi = acc[n][2 * h + 1];
       if (p.official) {
-        lo += st.masked_weight * head_colsum[channel];
-        hi += st.masked_weight * head_colsum[channel + 1];
+        lo += masked_weight * head_colsum[channel];
+        hi += masked_weight * head_colsum[channel + 1];
       }
       out_words[static_cast<long>(rows[h]) * 32 + channel / 2] = PackPair<T>(lo * inv, hi * inv);
     }
@@ -1004,9 +1104,12 @@ cudaError_t LaunchRows(const FibParams& p, const float* colsum, bool overlap,
   return cudaLaunchKernelEx(&config, TiledRowsKernel<T, kTile, kSplit>, p, colsum);
 }
 
+// overlap_dense_row as in LaunchTiledTyped.
 template <typename T, int kWarps>
-cudaError_t LaunchMmaRows(const FibParams& p, float* colsum, cudaStream_t stream) {
-  if (p.class_token || p.official) {
+cudaError_t LaunchMmaRows(const FibParams& p, bool overlap_dense_row, float* colsum,
+                          cudaStream_t stream) {
+  const bool dense_row = p.class_token || p.official;
+  if (dense_row) {
     DenseRowKernel<T><<<p.batch * p.heads, kDenseRowThreads, 0, stream>>>(
         p, colsum, p.class_token, p.official);
     const cudaError_t err = cudaGetLastError();
@@ -1020,8 +1123,22 @@ cudaError_t LaunchMmaRows(const FibParams& p, float* colsum, cudaStream_t stream
       MmaRowsKernel<T, kWarps>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes);
   if (err != cudaSuccess) return err;
   const dim3 grid((rows + kTile - 1) / kTile, p.batch * p.heads);
-  MmaRowsKernel<T, kWarps><<<grid, kMmaThreads<kWarps>, kSharedBytes, stream>>>(p, colsum);
-  return cudaGetLastError();
+  if (!(overlap_dense_row && dense_row && ComputeCapabilityMajor() >= 9)) {
+    MmaRowsKernel<T, kWarps><<<grid, kMmaThreads<kWarps>, kSharedBytes, stream>>>(p, colsum);
+    return cudaGetLastError();
+  }
+  cudaLaunchAttribute attribute;
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = dim3(kMmaThreads<kWarps>);
+  config.dynamicSmemBytes = kSharedBytes;
+  config.stream = stream;
+  config.attrs = &attribute;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, MmaRowsKernel<T, kWarps>, p,
+                            static_cast<const float*>(colsum));
 }
 
 template <typename T>
@@ -1101,17 +1218,18 @@ bool MmaFibottentionSupports(const FibParams& p, int tile_queries) {
          static_cast<long>(p.batch) * p.heads <= kMaxBlocksY;
 }
 
-cudaError_t LaunchMmaFibottention(const FibParams& p, int tile_queries, float* colsum_workspace,
-                                  cudaStream_t stream) {
+cudaError_t LaunchMmaFibottention(const FibParams& p, int tile_queries, bool overlap_dense_row,
+                                  float* colsum_workspace, cudaStream_t stream) {
   if (!MmaFibottentionSupports(p, tile_queries)) return cudaErrorInvalidValue;
   if (p.batch == 0 || p.heads == 0 || p.tokens == 0) return cudaSuccess;
   const bool half = p.dtype == FibDtype::kFloat16;
+  const bool overlap = overlap_dense_row;
   if (MmaTileFor(tile_queries) == 64) {
-    return half ? LaunchMmaRows<__half, 4>(p, colsum_workspace, stream)
-                : LaunchMmaRows<__nv_bfloat16, 4>(p, colsum_workspace, stream);
+    return half ? LaunchMmaRows<__half, 4>(p, overlap, colsum_workspace, stream)
+                : LaunchMmaRows<__nv_bfloat16, 4>(p, overlap, colsum_workspace, stream);
   }
-  return half ? LaunchMmaRows<__half, 8>(p, colsum_workspace, stream)
-              : LaunchMmaRows<__nv_bfloat16, 8>(p, colsum_workspace, stream);
+  return half ? LaunchMmaRows<__half, 8>(p, overlap, colsum_workspace, stream)
+              : LaunchMmaRows<__nv_bfloat16, 8>(p, overlap, colsum_workspace, stream);
 }
 
 bool WholeHeadFibottentionSupports(const FibParams& p) {

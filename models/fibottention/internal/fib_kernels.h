@@ -72,10 +72,11 @@ cudaError_t LaunchTiledFibottention(const FibParams& params, TiledShape shape,
 
 // The tiled kernel's staging with the products on tensor cores (mma.sync, compute capability
 // 8.0 and above): tile_queries (64 or 128; 0 picks 128) patch rows per block, 16 per warp.
-// Same inputs and workspace as the tiled kernel.
+// Same inputs, workspace and overlap_dense_row as the tiled kernel.
 bool MmaFibottentionSupports(const FibParams& params, int tile_queries);
 cudaError_t LaunchMmaFibottention(const FibParams& params, int tile_queries,
-                                  float* colsum_workspace, cudaStream_t stream);
+                                  bool overlap_dense_row, float* colsum_workspace,
+                                  cudaStream_t stream);
 
 // One block per (batch, head) with the whole sequence in shared memory: up to 320 tokens.
 bool WholeHeadFibottentionSupports(const FibParams& params);

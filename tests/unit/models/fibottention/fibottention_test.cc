@@ -330,9 +330,10 @@ TEST(FibottentionKernelCudaTest, TiledKernelMatchesDenseAndTheRowKernel) {
                         .item<float>(),
                     1e-2f)
               << what;
-          if (options.kernel == Kernel::kTiled) {
-            // The patch rows' kernel overlapping the class row's (programmatic dependent
-            // launch, the default) or launched after it: the same kernels, so the same bits.
+          {
+            // The patch rows' kernel (tiled or tensor-core) overlapping the class row's
+            // (programmatic dependent launch, the default) or launched after it: the same
+            // kernels, so the same bits.
             ASSERT_TRUE(options.overlap_dense_row);
             FibottentionCudaOptions sequential = options;
             sequential.overlap_dense_row = false;
