@@ -1072,8 +1072,26 @@ int ComputeCapabilityMajor() {
   return major;
 }
 
-// overlap: launch as a programmatic dependent of the kernel before it on the stream
-// (DenseRowKernel), which then runs beside this one instead of before it.
+// Launches a patch rows kernel (TiledRowsKernel, MmaRowsKernel); overlap: as a programmatic
+// dependent of the kernel before it on the stream (DenseRowKernel), which then runs beside it
+// instead of before it.
+cudaError_t LaunchRowsKernel(void (*kernel)(FibParams, const float*), dim3 grid, dim3 block,
+                             size_t shared_bytes, bool overlap, const FibParams& p,
+                             const float* colsum, cudaStream_t stream) {
+  cudaLaunchAttribute attribute;
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = shared_bytes;
+  config.stream = stream;
+  config.attrs = overlap ? &attribute : nullptr;
+  config.numAttrs = overlap ? 1 : 0;
+  return cudaLaunchKernelEx(&config, kernel, p, colsum);
+}
+
+// overlap: see LaunchRowsKernel.
 template <typename T, int kTile, int kSplit>
 cudaError_t LaunchRows(const FibParams& p, const float* colsum, bool overlap,
                        cudaStream_t stream) {
@@ -1087,21 +1105,8 @@ cudaError_t LaunchRows(const FibParams& p, const float* colsum, bool overlap,
                            cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes);
   if (err != cudaSuccess) return err;
   const dim3 grid((rows + kTile - 1) / kTile, p.batch * p.heads);
-  if (!overlap) {
-    TiledRowsKernel<T, kTile, kSplit><<<grid, kTile * kSplit, kSharedBytes, stream>>>(p, colsum);
-    return cudaGetLastError();
-  }
-  cudaLaunchAttribute attribute;
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = dim3(kTile * kSplit);
-  config.dynamicSmemBytes = kSharedBytes;
-  config.stream = stream;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  return cudaLaunchKernelEx(&config, TiledRowsKernel<T, kTile, kSplit>, p, colsum);
+  return LaunchRowsKernel(TiledRowsKernel<T, kTile, kSplit>, grid, dim3(kTile * kSplit),
+                          kSharedBytes, overlap, p, colsum, stream);
 }
 
 // overlap_dense_row as in LaunchTiledTyped.
@@ -1123,22 +1128,9 @@ cudaError_t LaunchMmaRows(const FibParams& p, bool overlap_dense_row, float* col
       MmaRowsKernel<T, kWarps>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes);
   if (err != cudaSuccess) return err;
   const dim3 grid((rows + kTile - 1) / kTile, p.batch * p.heads);
-  if (!(overlap_dense_row && dense_row && ComputeCapabilityMajor() >= 9)) {
-    MmaRowsKernel<T, kWarps><<<grid, kMmaThreads<kWarps>, kSharedBytes, stream>>>(p, colsum);
-    return cudaGetLastError();
-  }
-  cudaLaunchAttribute attribute;
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = dim3(kMmaThreads<kWarps>);
-  config.dynamicSmemBytes = kSharedBytes;
-  config.stream = stream;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  return cudaLaunchKernelEx(&config, MmaRowsKernel<T, kWarps>, p,
-                            static_cast<const float*>(colsum));
+  const bool overlap = overlap_dense_row && dense_row && ComputeCapabilityMajor() >= 9;
+  return LaunchRowsKernel(MmaRowsKernel<T, kWarps>, grid, dim3(kMmaThreads<kWarps>),
+                          kSharedBytes, overlap, p, colsum, stream);
 }
 
 template <typename T>
