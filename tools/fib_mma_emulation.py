@@ -302,7 +302,8 @@ def main():
     for patches, heads, class_token, modified, gain, warps in cases:
         prefix = 1 if class_token else 0
         tokens = patches + prefix
-        for h, offsets in enumerate(head_offsets(patches, max(heads, 2), modified=modified)[:heads]):
+        all_heads = head_offsets(patches, max(heads, 2), modified=modified)
+        for h, offsets in enumerate(all_heads[:heads]):
             shifts = signed_shifts(offsets)
             q = rng.standard_normal((tokens, DIM)) * gain / 8
             k, v = rng.standard_normal((tokens, DIM)), rng.standard_normal((tokens, DIM))
