@@ -236,18 +236,20 @@ class Warp:
 
 
 def rows_kernel(q, k, v, shifts, prefix, official, scale, warps, half):
-    """The patch rows as MmaRowsKernel computes them (the class row from DenseRowKernel, here
-    taken from the reference)."""
+    """The patch rows as MmaRowsKernel computes them (the class row comes from DenseRowKernel
+    and is not compared), and how many segments took more than one chunk."""
     tokens = q.shape[0]
     tile_rows = 16 * warps
     chunk_rows = tile_rows + 128  # kChunkRows
     out = np.full((tokens, DIM), np.nan)
+    split_segments = 0
     colsum = v.sum(0)
     as_vectors = lambda x: x.reshape(x.shape[0], ROW_VECTORS, 8)
     k_vectors, v_vectors = as_vectors(k), as_vectors(v)
     for t0 in range(prefix, tokens, tile_rows):
         t_end = min(t0 + tile_rows, tokens)
         segments = merge_key_ranges(shifts, t0, t_end, prefix, tokens)
+        split_segments += sum(1 for lo, hi in segments if hi - lo > chunk_rows)
         chunks = [(c0, min(c0 + chunk_rows, hi)) for lo, hi in segments
                   for c0 in range(lo, hi, chunk_rows)]
         for warp_index in range(warps):
@@ -288,38 +290,45 @@ def rows_kernel(q, k, v, shifts, prefix, official, scale, warps, half):
                 for i in range(0, len(firsts), 2):
                     warp.add_diagonal_blocks([block_at(f) for f in firsts[i:i + 2]], scale)
             warp.finish(out, row0, tokens, official, colsum)
-    return out
+    return out, split_segments
 
 
 def main():
     rng = np.random.default_rng(7)
-    failures = 0
-    cases = [  # patches, heads, class token, modified offsets, q gain, warps
-        (196, 3, True, False, 4.0, 4), (9, 2, True, False, 4.0, 4), (49, 2, False, False, 4.0, 8),
-        (100, 2, True, True, 4.0, 4), (300, 2, False, True, 4.0, 8),
-        (196, 2, True, False, 12.0, 4), (196, 2, True, False, 48.0, 8),
-        (784, 1, True, False, 4.0, 4)]
-    for patches, heads, class_token, modified, gain, warps in cases:
+    # (patches, class token, signed shifts, q gain, warps per block): Fibottention's heads (the
+    # first few of each layer's offsets, plain and modified, i.e. with a zero shift), small and
+    # large logits (48: the official semantics rescale), and 40 shifts 5 apart, whose merged
+    # key ranges are longer than a chunk (so a block's 16 keys can straddle two chunks).
+    cases = []
+    for patches, heads, class_token, modified, gain, warps in [
+            (196, 3, True, False, 4.0, 4), (9, 2, True, False, 4.0, 4),
+            (49, 2, False, False, 4.0, 8), (100, 2, True, True, 4.0, 4),
+            (300, 2, False, True, 4.0, 8), (196, 2, True, False, 12.0, 4),
+            (196, 2, True, False, 48.0, 8), (784, 1, True, False, 4.0, 4)]:
+        for offsets in head_offsets(patches, max(heads, 2), modified=modified)[:heads]:
+            cases.append((patches, class_token, signed_shifts(offsets), gain, warps))
+    cases.append((300, True, signed_shifts(range(5, 101, 5)), 4.0, 4))
+    failures = split_segments = 0
+    for patches, class_token, shifts, gain, warps in cases:
         prefix = 1 if class_token else 0
         tokens = patches + prefix
-        all_heads = head_offsets(patches, max(heads, 2), modified=modified)
-        for h, offsets in enumerate(all_heads[:heads]):
-            shifts = signed_shifts(offsets)
-            q = rng.standard_normal((tokens, DIM)) * gain / 8
-            k, v = rng.standard_normal((tokens, DIM)), rng.standard_normal((tokens, DIM))
-            for official in (True, False):
-                for half in (False, True):
-                    want = dense_reference(q, k, v, shifts, prefix, official, 0.125)
-                    got = rows_kernel(q, k, v, shifts, prefix, official, 0.125, warps, half)
-                    error = np.abs(got[prefix:] - want[prefix:]).max() / np.abs(want).max()
-                    bound = 1e-2 if half else 1e-12
-                    ok = bool(error <= bound)  # NaN fails.
-                    failures += not ok
-                    print(f"{'ok  ' if ok else 'FAIL'} patches {patches} head {h} shifts "
-                          f"{len(shifts)} class {int(class_token)} modified {int(modified)} "
-                          f"gain {gain} warps {warps} {'official' if official else 'neginf'} "
-                          f"P {'fp16' if half else 'exact'}: error {error:.2e}")
-    print("failures:", failures)
+        q = rng.standard_normal((tokens, DIM)) * gain / 8
+        k, v = rng.standard_normal((tokens, DIM)), rng.standard_normal((tokens, DIM))
+        for official in (True, False):
+            for half in (False, True):
+                want = dense_reference(q, k, v, shifts, prefix, official, 0.125)
+                got, splits = rows_kernel(q, k, v, shifts, prefix, official, 0.125, warps, half)
+                split_segments += splits
+                error = np.abs(got[prefix:] - want[prefix:]).max() / np.abs(want).max()
+                bound = 1e-2 if half else 1e-12
+                ok = bool(error <= bound)  # NaN fails.
+                failures += not ok
+                print(f"{'ok  ' if ok else 'FAIL'} patches {patches} class {int(class_token)} "
+                      f"shifts {len(shifts)} (largest {max(shifts)}) gain {gain} warps {warps} "
+                      f"{'official' if official else 'neginf'} P {'fp16' if half else 'exact'}: "
+                      f"error {error:.2e}")
+    print(f"failures: {failures} of {4 * len(cases)}; segments longer than a chunk: "
+          f"{split_segments}")
     return 1 if failures else 0
 
 
