@@ -1076,47 +1076,15 @@ int ComputeCapabilityMajor() {
   return major;
 }
 
-// Launches a patch rows kernel (TiledRowsKernel, MmaRowsKernel); overlap: as a programmatic
-// dependent of the kernel before it on the stream (DenseRowKernel), which then runs beside it
-// instead of before it.
-cudaError_t LaunchRowsKernel(void (*kernel)(FibParams, const float*), dim3 grid, dim3 block,
-                             size_t shared_bytes, bool overlap, const FibParams& p,
-                             const float* colsum, cudaStream_t stream) {
-  cudaLaunchAttribute attribute;
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = block;
-  config.dynamicSmemBytes = shared_bytes;
-  config.stream = stream;
-  config.attrs = overlap ? &attribute : nullptr;
-  config.numAttrs = overlap ? 1 : 0;
-  return cudaLaunchKernelEx(&config, kernel, p, colsum);
-}
-
-// overlap: see LaunchRowsKernel.
-template <typename T, int kTile, int kSplit>
-cudaError_t LaunchRows(const FibParams& p, const float* colsum, bool overlap,
-                       cudaStream_t stream) {
-  constexpr int kChunk = kChunkRows<kTile>;
-  constexpr size_t kSharedBytes = 2 * kChunk * kPaddedRow * sizeof(uint4);
-  const int rows = p.tokens - (p.class_token ? 1 : 0);
-  if (rows <= 0) return cudaSuccess;
-  // Above the 48 KiB default.
-  const cudaError_t err =
-      cudaFuncSetAttribute(TiledRowsKernel<T, kTile, kSplit>,
-                           cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes);
-  if (err != cudaSuccess) return err;
-  const dim3 grid((rows + kTile - 1) / kTile, p.batch * p.heads);
-  return LaunchRowsKernel(TiledRowsKernel<T, kTile, kSplit>, grid, dim3(kTile * kSplit),
-                          kSharedBytes, overlap, p, colsum, stream);
-}
-
-// overlap_dense_row as in LaunchTiledTyped.
-template <typename T, int kWarps>
-cudaError_t LaunchMmaRows(const FibParams& p, bool overlap_dense_row, float* colsum,
-                          cudaStream_t stream) {
+// DenseRowKernel (the class row and Σ_t v), where the launch needs it, then a patch rows kernel
+// (TiledRowsKernel, MmaRowsKernel) over blocks of `tile` rows and `threads` threads with
+// `shared_bytes` of dynamic shared memory. overlap_dense_row (compute capability 9.0 and
+// above): the rows kernel is a programmatic dependent of DenseRowKernel, which then runs beside
+// it instead of before it.
+template <typename T>
+cudaError_t LaunchDenseRowAndRows(const FibParams& p, void (*rows_kernel)(FibParams, const float*),
+                                  int tile, int threads, size_t shared_bytes,
+                                  bool overlap_dense_row, float* colsum, cudaStream_t stream) {
   const bool dense_row = p.class_token || p.official;
   if (dense_row) {
     DenseRowKernel<T><<<p.batch * p.heads, kDenseRowThreads, 0, stream>>>(
@@ -1124,17 +1092,41 @@ cudaError_t LaunchMmaRows(const FibParams& p, bool overlap_dense_row, float* col
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) return err;
   }
-  constexpr int kTile = kMmaTile<kWarps>;
-  constexpr size_t kSharedBytes = 2 * kChunkRows<kTile> * kPaddedRow * sizeof(uint4);
   const int rows = p.tokens - (p.class_token ? 1 : 0);
   if (rows <= 0) return cudaSuccess;
+  // Above the 48 KiB default.
   const cudaError_t err = cudaFuncSetAttribute(
-      MmaRowsKernel<T, kWarps>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes);
+      rows_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes));
   if (err != cudaSuccess) return err;
-  const dim3 grid((rows + kTile - 1) / kTile, p.batch * p.heads);
   const bool overlap = overlap_dense_row && dense_row && ComputeCapabilityMajor() >= 9;
-  return LaunchRowsKernel(MmaRowsKernel<T, kWarps>, grid, dim3(kMmaThreads<kWarps>),
-                          kSharedBytes, overlap, p, colsum, stream);
+  cudaLaunchAttribute attribute;
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3((rows + tile - 1) / tile, p.batch * p.heads);
+  config.blockDim = dim3(threads);
+  config.dynamicSmemBytes = shared_bytes;
+  config.stream = stream;
+  config.attrs = overlap ? &attribute : nullptr;
+  config.numAttrs = overlap ? 1 : 0;
+  return cudaLaunchKernelEx(&config, rows_kernel, p, static_cast<const float*>(colsum));
+}
+
+template <typename T, int kTile, int kSplit>
+cudaError_t LaunchRows(const FibParams& p, bool overlap_dense_row, float* colsum,
+                       cudaStream_t stream) {
+  return LaunchDenseRowAndRows<T>(p, TiledRowsKernel<T, kTile, kSplit>, kTile, kTile * kSplit,
+                                  2 * kChunkRows<kTile> * kPaddedRow * sizeof(uint4),
+                                  overlap_dense_row, colsum, stream);
+}
+
+template <typename T, int kWarps>
+cudaError_t LaunchMmaRows(const FibParams& p, bool overlap_dense_row, float* colsum,
+                          cudaStream_t stream) {
+  return LaunchDenseRowAndRows<T>(p, MmaRowsKernel<T, kWarps>, kMmaTile<kWarps>,
+                                  kMmaThreads<kWarps>,
+                                  2 * kChunkRows<kMmaTile<kWarps>> * kPaddedRow * sizeof(uint4),
+                                  overlap_dense_row, colsum, stream);
 }
 
 template <typename T>
@@ -1148,25 +1140,18 @@ cudaError_t LaunchWholeHead(const FibParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+// overlap: overlap_dense_row (LaunchDenseRowAndRows).
 template <typename T>
-cudaError_t LaunchTiledTyped(const FibParams& p, TiledShape shape, bool overlap_dense_row,
-                             float* colsum, cudaStream_t stream) {
-  const bool dense_row = p.class_token || p.official;
-  if (dense_row) {
-    DenseRowKernel<T><<<p.batch * p.heads, kDenseRowThreads, 0, stream>>>(
-        p, colsum, p.class_token, p.official);
-    const cudaError_t err = cudaGetLastError();
-    if (err != cudaSuccess) return err;
-  }
-  const bool overlap = overlap_dense_row && dense_row && ComputeCapabilityMajor() >= 9;
+cudaError_t LaunchTiledTyped(const FibParams& p, TiledShape shape, bool overlap, float* colsum,
+                             cudaStream_t stream) {
   if (shape.tile_queries == 64) {
-    return shape.threads_per_row == 4   ? LaunchRows<T, 64, 4>(p, colsum, overlap, stream)
-           : shape.threads_per_row == 2 ? LaunchRows<T, 64, 2>(p, colsum, overlap, stream)
-                                        : LaunchRows<T, 64, 1>(p, colsum, overlap, stream);
+    return shape.threads_per_row == 4   ? LaunchRows<T, 64, 4>(p, overlap, colsum, stream)
+           : shape.threads_per_row == 2 ? LaunchRows<T, 64, 2>(p, overlap, colsum, stream)
+                                        : LaunchRows<T, 64, 1>(p, overlap, colsum, stream);
   }
-  return shape.threads_per_row == 4   ? LaunchRows<T, 128, 4>(p, colsum, overlap, stream)
-         : shape.threads_per_row == 2 ? LaunchRows<T, 128, 2>(p, colsum, overlap, stream)
-                                      : LaunchRows<T, 128, 1>(p, colsum, overlap, stream);
+  return shape.threads_per_row == 4   ? LaunchRows<T, 128, 4>(p, overlap, colsum, stream)
+         : shape.threads_per_row == 2 ? LaunchRows<T, 128, 2>(p, overlap, colsum, stream)
+                                      : LaunchRows<T, 128, 1>(p, overlap, colsum, stream);
 }
 
 }  // namespace
@@ -1221,13 +1206,13 @@ cudaError_t LaunchMmaFibottention(const FibParams& p, int tile_queries, bool ove
   if (!MmaFibottentionSupports(p, tile_queries)) return cudaErrorInvalidValue;
   if (p.batch == 0 || p.heads == 0 || p.tokens == 0) return cudaSuccess;
   const bool half = p.dtype == FibDtype::kFloat16;
-  const bool overlap = overlap_dense_row;
+  float* colsum = colsum_workspace;
   if (MmaTileFor(tile_queries) == 64) {
-    return half ? LaunchMmaRows<__half, 4>(p, overlap, colsum_workspace, stream)
-                : LaunchMmaRows<__nv_bfloat16, 4>(p, overlap, colsum_workspace, stream);
+    return half ? LaunchMmaRows<__half, 4>(p, overlap_dense_row, colsum, stream)
+                : LaunchMmaRows<__nv_bfloat16, 4>(p, overlap_dense_row, colsum, stream);
   }
-  return half ? LaunchMmaRows<__half, 8>(p, overlap, colsum_workspace, stream)
-              : LaunchMmaRows<__nv_bfloat16, 8>(p, overlap, colsum_workspace, stream);
+  return half ? LaunchMmaRows<__half, 8>(p, overlap_dense_row, colsum, stream)
+              : LaunchMmaRows<__nv_bfloat16, 8>(p, overlap_dense_row, colsum, stream);
 }
 
 bool WholeHeadFibottentionSupports(const FibParams& p) {
