@@ -683,6 +683,8 @@ struct DiagonalBlock {
   const uint4* value_row;
   bool keep[2];
 };
+// The lane of `lane`'s quad that holds its rows' diagonal entries: c = g / 2.
+__device__ __forceinline__ int HolderLane(int lane) { return (lane & ~3) | (lane >> 3); }
 // The block's key whose K row this lane addresses: matrices (keys 0-7, vector 2s), (0-7,
 // 2s + 1), (8-15, 2s), (8-15, 2s + 1), so that each n-tile's two B registers come out as a
 // pair (mma.sync takes them as consecutive registers; any other order costs moves).
@@ -731,7 +733,7 @@ __device__ __forceinline__ void AddDiagonalBlocks(const uint32_t (&qa)[4][4], fl
     raise |= block_max[h] > state[h].m + kRescaleSlack;
   }
   if (__any_sync(0xffffffffu, raise)) {
-    const int holder = (lane & ~3) | (g >> 1);
+    const int holder = HolderLane(lane);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       float correction = 1.f;
@@ -804,7 +806,7 @@ __global__ void __launch_bounds__(kMmaThreads<kWarps>, kMmaMinBlocksPerSm<kWarps
   const int t_end = min(t0 + kTile, tokens);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int g = lane >> 2, c = lane & 3;
-  const bool holder = c == (g >> 1);
+  const bool holder = HolderLane(lane) == lane;
   const int row0 = t0 + 16 * warp;  // The warp's first patch row.
   const long bh = blockIdx.y;
   const int head = static_cast<int>(bh % p.heads);
@@ -901,7 +903,7 @@ __global__ void __launch_bounds__(kMmaThreads<kWarps>, kMmaMinBlocksPerSm<kWarps
   WaitForPrerequisiteGrid();  // colsum, when DenseRowKernel's grid may still be running.
   const float* head_colsum = colsum + bh * kDim;
   auto* out_words = reinterpret_cast<uint32_t*>(static_cast<T*>(p.out) + head_offset);
-  const int holder_lane = (lane & ~3) | (g >> 1);
+  const int holder_lane = HolderLane(lane);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const float l = __shfl_sync(0xffffffffu, state[h].l, holder_lane);
