@@ -330,17 +330,15 @@ TEST(FibottentionKernelCudaTest, TiledKernelMatchesDenseAndTheRowKernel) {
                         .item<float>(),
                     1e-2f)
               << what;
-          {
-            // The patch rows' kernel (tiled or tensor-core) overlapping the class row's
-            // (programmatic dependent launch, the default) or launched after it: the same
-            // kernels, so the same bits.
-            ASSERT_TRUE(options.overlap_dense_row);
-            FibottentionCudaOptions sequential = options;
-            sequential.overlap_dense_row = false;
-            EXPECT_TRUE(at::equal(
-                FibottentionAttentionCuda(q, k, v, pattern, semantics, 0.125, sequential), out))
-                << "not overlapped, " << what;
-          }
+          // The patch rows' kernel (tiled or tensor-core) overlapping the class row's
+          // (programmatic dependent launch, the default) or launched after it: the same
+          // kernels, so the same bits.
+          ASSERT_TRUE(options.overlap_dense_row);
+          FibottentionCudaOptions sequential = options;
+          sequential.overlap_dense_row = false;
+          EXPECT_TRUE(at::equal(
+              FibottentionAttentionCuda(q, k, v, pattern, semantics, 0.125, sequential), out))
+              << "not overlapped, " << what;
         }
         // The whole-head kernel where the sequence fits (at most 320 tokens), refused beyond.
         const bool fits = pattern.tokens <= 320;
