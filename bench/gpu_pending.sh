@@ -70,6 +70,12 @@
 #              FIB_A_IMPLS / FIB_B_IMPLS: other --impls for either side (sdpa first, as the
 #              ratios take the SDPA row before; B defaults to A's), FIB_TOKENS: other lengths;
 #              B's test binary may be packed (vitserve_fibottention_test.xz)
+#   vimab      a Vision Mamba kernel change A/B (issue 16): the staged binaries (A) against another
+#              build's (B: VIM_B_DIR, a directory under .gpubin/ holding that build's
+#              vitserve_vim_test, vitserve-bench-vim-ops and vitserve-bench-vim-vs-deit, each
+#              may be packed .xz): B's CUDA cases of vitserve_vim_test, then vim-ops of both at
+#              batch 8 x 1248 px and 128 x 224 px alternately for VIM_AB_ROUNDS rounds (default
+#              2; the scan rows), then each side's vim_tiny vs deit_tiny row at 1024 / 1248 px
 #   modelab    a model change A/B (issue 16): the staged binaries (A) against another build's
 #              vitserve-bench-model (B: MODEL_B_DIR, e.g. .gpubin/old holding bin.tar.xz of the
 #              build before the change; or, without MODEL_B_DIR, A's own binary with the
@@ -147,7 +153,7 @@
 #              the finer buckets served 4-7% less at 1,024 clients; the default stayed)
 set -uo pipefail
 STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre \
-| gpujpeg | instances | variants | fibmma | fibab | spin | kservepin | patarget | graphsizes \
+| gpujpeg | instances | variants | fibmma | fibab | vimab | spin | kservepin | patarget | graphsizes \
 | vimscan | kernels | vimcross | modelab | served | serverenv | issue11 | verify}"
 OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
@@ -457,6 +463,40 @@ case "$STEP" in
       done
     done
     fib_ab_summary "$OUT"
+    exit $status
+    ;;
+  vimab)
+    b_dir="${VIM_B_DIR:?set VIM_B_DIR to the directory of the B binaries}"
+    status=0
+    # B's binaries may come packed (xz) to keep the device call's carry small.
+    for packed in "$b_dir"/*.xz; do [[ -f ${packed%.xz} ]] || unxz -kf "$packed"; done
+    chmod +x "$b_dir"/vitserve*
+    "$b_dir/vitserve_vim_test" --gtest_filter='*Cuda*:ScanOffsets*' 2>&1 | \
+      tee "$OUT/vim_test_b.txt" | grep -E "^\[ *(OK|FAILED|PASSED) *\]|Failure"
+    [[ ${PIPESTATUS[0]} == 0 ]] || status=1
+    # Alternately, so that a drift of the clocks or of the box touches both sides alike.
+    for round in $(seq "${VIM_AB_ROUNDS:-2}"); do
+      for side in A B; do
+        ops=build-gpu/bin/vitserve-bench-vim-ops
+        [[ $side == B ]] && ops="$b_dir/vitserve-bench-vim-ops"
+        for shape in "1248 8" "224 128"; do
+          read -r size batch <<< "$shape"
+          "$ops" --image_size "$size" --batch "$batch" --precision fp16 --seconds 0.3 \
+            > "$OUT/ops_${side}_${size}_$round.txt" 2>&1 || status=1
+          grep -E '^(selective scan|  split |  split avg|  branch-free|  chunked |sum)' \
+            "$OUT/ops_${side}_${size}_$round.txt" | sed "s/^/round $round $side ${size} px: /"
+        done
+      done
+    done
+    # Each side's issue row: vim_tiny against our deit_tiny (SDPA), fp16, batch 8, eager.
+    for side in A B; do
+      bench=build-gpu/bin/vitserve-bench-vim-vs-deit
+      [[ $side == B ]] && bench="$b_dir/vitserve-bench-vim-vs-deit"
+      echo "== side $side: vim_tiny vs deit_tiny"
+      SIZES=1024,1248 BATCHES=8,8 PRECISIONS=fp16 MODELS=vim_tiny,deit_tiny GRAPHS=0 \
+        SECONDS_PER_CASE=2 BIN="$bench" bash bench/vim_vs_deit.sh 2>&1 | \
+        tee "$OUT/vim_vs_deit_$side.txt"
+    done
     exit $status
     ;;
   modelab)
