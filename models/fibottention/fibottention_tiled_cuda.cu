@@ -1208,13 +1208,12 @@ cudaError_t LaunchMmaFibottention(const FibParams& p, int tile_queries, bool ove
   if (!MmaFibottentionSupports(p, tile_queries)) return cudaErrorInvalidValue;
   if (p.batch == 0 || p.heads == 0 || p.tokens == 0) return cudaSuccess;
   const bool half = p.dtype == FibDtype::kFloat16;
-  float* colsum = colsum_workspace;
   if (MmaTileFor(tile_queries) == 64) {
-    return half ? LaunchMmaRows<__half, 4>(p, overlap_dense_row, colsum, stream)
-                : LaunchMmaRows<__nv_bfloat16, 4>(p, overlap_dense_row, colsum, stream);
+    return half ? LaunchMmaRows<__half, 4>(p, overlap_dense_row, colsum_workspace, stream)
+                : LaunchMmaRows<__nv_bfloat16, 4>(p, overlap_dense_row, colsum_workspace, stream);
   }
-  return half ? LaunchMmaRows<__half, 8>(p, overlap_dense_row, colsum, stream)
-              : LaunchMmaRows<__nv_bfloat16, 8>(p, overlap_dense_row, colsum, stream);
+  return half ? LaunchMmaRows<__half, 8>(p, overlap_dense_row, colsum_workspace, stream)
+              : LaunchMmaRows<__nv_bfloat16, 8>(p, overlap_dense_row, colsum_workspace, stream);
 }
 
 bool WholeHeadFibottentionSupports(const FibParams& p) {
