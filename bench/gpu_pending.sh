@@ -207,15 +207,18 @@ run_cudatests() {
   return $status
 }
 
-# vitserve-bench-vim-ops at batch 8 x 1248 px and 128 x 224 px, fp16, $1 seconds per row;
-# tables in OUT/vim_ops_SIZE.txt.
+# vitserve-bench-vim-ops at batch 8 x 1248 px and 128 x 224 px, fp16, $1 seconds per row; $2:
+# another build's binary (default the staged one); tables in OUT/vim_ops_SIZE$3.txt. Returns 1
+# when a run failed.
 run_vim_ops() {
-  local shape size batch
+  local shape size batch status=0
   for shape in "1248 8" "224 128"; do
     read -r size batch <<< "$shape"
-    build-gpu/bin/vitserve-bench-vim-ops --image-size "$size" --batch "$batch" \
-      --precision fp16 --seconds "$1" 2>&1 | tee "$OUT/vim_ops_${size}.txt"
+    "${2:-build-gpu/bin/vitserve-bench-vim-ops}" --image-size "$size" --batch "$batch" \
+      --precision fp16 --seconds "$1" 2>&1 | tee "$OUT/vim_ops_${size}${3:-}.txt"
+    [[ ${PIPESTATUS[0]} == 0 ]] || status=1
   done
+  return $status
 }
 
 # The Fibottention kernels by name against SDPA at 197, 785 and 3,137 tokens in precision $1
@@ -479,13 +482,11 @@ case "$STEP" in
       for side in A B; do
         ops=build-gpu/bin/vitserve-bench-vim-ops
         [[ $side == B ]] && ops="$b_dir/vitserve-bench-vim-ops"
-        for shape in "1248 8" "224 128"; do
-          read -r size batch <<< "$shape"
-          "$ops" --image_size "$size" --batch "$batch" --precision fp16 --seconds 0.3 \
-            > "$OUT/ops_${side}_${size}_$round.txt" 2>&1 || status=1
-          grep -E '^(selective scan|  split |  split avg|  branch-free|  chunked |sum)' \
-            "$OUT/ops_${side}_${size}_$round.txt" | sed "s/^/round $round $side ${size} px: /"
-        done
+        # Only each table's shape line and scan rows.
+        run_vim_ops 0.3 "$ops" "_${side}_$round" | \
+          grep -E '^(device|selective scan|  split |  split avg|  branch-free|  chunked |sum)' | \
+          sed "s/^/round $round $side: /"
+        [[ ${PIPESTATUS[0]} == 0 ]] || status=1
       done
     done
     # Each side's issue row: vim_tiny against our deit_tiny (SDPA), fp16, batch 8, eager.
