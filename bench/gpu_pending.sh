@@ -70,6 +70,13 @@
 #              FIB_A_IMPLS / FIB_B_IMPLS: other --impls for either side (sdpa first, as the
 #              ratios take the SDPA row before; B defaults to A's), FIB_TOKENS: other lengths;
 #              B's test binary may be packed (vitserve_fibottention_test.xz)
+#   issue16    what issue 16 still has to measure, in one call, most wanted first (the device
+#              tool returns what OUTDIR holds when its limit ends a call): `fibmma` with NCU=1
+#              (OUTDIR/fibmma), `vimab` against VIM_B_DIR (default .gpubin/lean; OUTDIR/vimab),
+#              the ViT/SHViT rows at 1248 px (NHWC, batches 1, 8, 32; OUTDIR/vit1248), `fibab`
+#              against FIB_B_DIR (default .gpubin/exp; SDPA and the tensor-core kernels;
+#              OUTDIR/fibab); a step whose B directory is missing is left out. Each step's exit
+#              status is printed; the call exits 1 when any failed
 #   vimab      a Vision Mamba kernel change A/B (issue 16): the staged binaries (A) against another
 #              build's (B: VIM_B_DIR, a directory under .gpubin/ holding that build's
 #              vitserve_vim_test, vitserve-bench-vim-ops and vitserve-bench-vim-vs-deit, each
@@ -154,7 +161,7 @@
 set -uo pipefail
 STEP="${1:?step: cudatests | train | dense | vimserve | vim | zoo3 | graphs | parity | devpre \
 | gpujpeg | instances | variants | fibmma | fibab | vimab | spin | kservepin | patarget | graphsizes \
-| vimscan | kernels | vimcross | modelab | served | serverenv | issue11 | verify}"
+| vimscan | kernels | vimcross | modelab | served | serverenv | issue11 | verify | issue16}"
 OUT="${2:-${OUT:-/tmp/vitserve-gpu}}"
 mkdir -p "$OUT"
 source .devdeps/bootstrap.sh >/dev/null || exit 1
@@ -355,6 +362,32 @@ case "$STEP" in
     MODELS="${MODELS:-deit_tiny_patch16_224 vit_base_patch16_224 shvit_s1}" LAYOUTS=nhwc \
       BATCHES="${BATCHES:-1,32,128,256}" SIZES="${SIZES:-224 1024}" LARGE_BATCHES=1,8,32 \
       SECONDS_EACH="${SECONDS_EACH:-1}" VIM=0 FIBOTTENTION=0 bash bench/model_vs_timm.sh "$OUT/models"
+    exit $status
+    ;;
+  issue16)
+    # Each part in a process of its own (the steps end with exit), most wanted first.
+    status=0
+    part() {  # part NAME STEP [VAR=value ...]: runs STEP into OUT/NAME, prints its status.
+      local name="$1" step="$2" start=$SECONDS
+      shift 2
+      echo "== $name ($step)"
+      env "$@" bash bench/gpu_pending.sh "$step" "$OUT/$name"
+      local code=$?
+      echo "== $name: exit $code after $((SECONDS - start)) s"
+      [[ $code == 0 ]] || status=1
+    }
+    part fibmma fibmma NCU="${NCU:-1}"
+    vim_b="${VIM_B_DIR:-.gpubin/lean}"
+    if [[ -d $vim_b ]]; then part vimab vimab VIM_B_DIR="$vim_b"
+    else echo "== vimab left out: no $vim_b"; fi
+    echo "== vit1248 (ViT/SHViT at 1248 px)"
+    MODELS="${MODELS:-deit_tiny_patch16_224 vit_base_patch16_224 shvit_s1}" LAYOUTS=nhwc \
+      SIZES=1248 LARGE_BATCHES="${LARGE_BATCHES:-1,8,32}" SECONDS_EACH=1 VIM=0 FIBOTTENTION=0 \
+      bash bench/model_vs_timm.sh "$OUT/vit1248" || status=1
+    fib_b="${FIB_B_DIR:-.gpubin/exp}"
+    if [[ -d $fib_b ]]; then
+      part fibab fibab FIB_B_DIR="$fib_b" FIB_A_IMPLS="${FIB_A_IMPLS:-sdpa,mma64pdl,mma128pdl}"
+    else echo "== fibab left out: no $fib_b"; fi
     exit $status
     ;;
   models)
