@@ -2,6 +2,8 @@
 # The GPU runs still open, from binaries staged by bench/stage_gpu_binaries.sh: one device call
 # per step keeps each under the 10-minute limit.
 #   On the GPU box (carry .devdeps and .gpubin):  bash bench/gpu_pending.sh STEP [OUTDIR]
+#   (The carry must fit in 64 MiB: `bash bench/device_carry.sh size`; `trim` before the call and
+#   `restore` after it move the tracked demo models out of the way.)
 # Steps:
 #   cudatests  the CUDA cases of the GoogleTest suites: CUDA graphs vs eager for every family,
 #              the fused preprocessing kernel, NMS and label maps on CUDA vs CPU,
