@@ -74,17 +74,19 @@
 #              B's test binary may be packed (vitserve_fibottention_test.xz)
 #   issue16    what issue 16 still has to measure, in one call, most wanted first (the device
 #              tool returns what OUTDIR holds when its limit ends a call): `fibmma` with NCU=1
-#              (OUTDIR/fibmma), `vimab` against VIM_B_DIR (default .gpubin/lean; OUTDIR/vimab),
-#              the ViT/SHViT rows at 1248 px (NHWC, batches 1, 8, 32; OUTDIR/vit1248), `fibab`
-#              against FIB_B_DIR (default .gpubin/exp; SDPA and the tensor-core kernels;
-#              OUTDIR/fibab); a step whose B directory is missing is left out. Each step's exit
-#              status is printed; the call exits 1 when any failed
+#              (OUTDIR/fibmma), `vimab` with NCU=1 against VIM_B_DIR (default .gpubin/lean;
+#              OUTDIR/vimab), the ViT/SHViT rows at 1248 px (NHWC, batches 1, 8, 32;
+#              OUTDIR/vit1248), then `fibab` against FIB_B_DIR (default .gpubin/exp; SDPA and
+#              the tensor-core kernels; OUTDIR/fibab); a part whose B directory is missing is
+#              left out. Each part's exit status is printed; the call exits 1 when any failed
 #   vimab      a Vision Mamba kernel change A/B (issue 16): the staged binaries (A) against another
 #              build's (B: VIM_B_DIR, a directory under .gpubin/ holding that build's
 #              vitserve_vim_test, vitserve-bench-vim-ops and vitserve-bench-vim-vs-deit, each
 #              may be packed .xz): B's CUDA cases of vitserve_vim_test, then vim-ops of both at
 #              batch 8 x 1248 px and 128 x 224 px alternately for VIM_AB_ROUNDS rounds (default
-#              2; the scan rows), then each side's vim_tiny vs deit_tiny row at 1024 / 1248 px
+#              2; the scan rows), then each side's vim_tiny vs deit_tiny row at 1024 / 1248 px;
+#              NCU=1 also reads each side's split scan at 1248 px with Nsight Compute
+#              (OUTDIR/ncu_scan_split_A.txt and _B.txt)
 #   modelab    a model change A/B (issue 16): the staged binaries (A) against another build's
 #              vitserve-bench-model (B: MODEL_B_DIR, e.g. .gpubin/old holding bin.tar.xz of the
 #              build before the change; or, without MODEL_B_DIR, A's own binary with the
@@ -380,7 +382,7 @@ case "$STEP" in
     }
     part fibmma fibmma NCU="${NCU:-1}"
     vim_b="${VIM_B_DIR:-.gpubin/lean}"
-    if [[ -d $vim_b ]]; then part vimab vimab VIM_B_DIR="$vim_b"
+    if [[ -d $vim_b ]]; then part vimab vimab VIM_B_DIR="$vim_b" NCU="${NCU:-1}"
     else echo "== vimab left out: no $vim_b"; fi
     echo "== vit1248 (ViT/SHViT at 1248 px)"
     MODELS="${MODELS:-deit_tiny_patch16_224 vit_base_patch16_224 shvit_s1}" LAYOUTS=nhwc \
@@ -523,6 +525,14 @@ case "$STEP" in
           sed "s/^/round $round $side: /"
         [[ ${PIPESTATUS[0]} == 0 ]] || status=1
       done
+    done
+    # NCU=1: each side's split scan at 1248 px in Nsight Compute (issue rate, stalls): is the
+    # kernel still bound by instruction issue, or now waiting on memory (docs/vim.md)?
+    for side in A B; do
+      ops=build-gpu/bin/vitserve-bench-vim-ops
+      [[ $side == B ]] && ops="$b_dir/vitserve-bench-vim-ops"
+      profile_kernels SelectiveScanKernel 4 "$OUT/ncu_scan_split_$side.txt" Stall "$ops" \
+        --image-size 1248 --batch 8 --precision fp16 --seconds 0.05 --scan-kernel split-states
     done
     # Each side's issue row: vim_tiny against our deit_tiny (SDPA), fp16, batch 8, eager.
     for side in A B; do
