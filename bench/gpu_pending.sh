@@ -387,9 +387,13 @@ case "$STEP" in
     if [[ -d $vim_b ]]; then part vimab vimab VIM_B_DIR="$vim_b" NCU="${NCU:-1}"
     else echo "== vimab left out: no $vim_b"; fi
     echo "== vit1248 (ViT/SHViT at 1248 px)"
+    start=$SECONDS
     MODELS="${MODELS:-deit_tiny_patch16_224 vit_base_patch16_224 shvit_s1}" LAYOUTS=nhwc \
       SIZES=1248 LARGE_BATCHES="${LARGE_BATCHES:-1,8,32}" SECONDS_EACH=1 VIM=0 FIBOTTENTION=0 \
-      bash bench/model_vs_timm.sh "$OUT/vit1248" || status=1
+      bash bench/model_vs_timm.sh "$OUT/vit1248"
+    code=$?
+    echo "== vit1248: exit $code after $((SECONDS - start)) s"
+    [[ $code == 0 ]] || status=1
     fib_b="${FIB_B_DIR:-.gpubin/exp}"
     if [[ -d $fib_b ]]; then
       part fibab fibab FIB_B_DIR="$fib_b" FIB_A_IMPLS="${FIB_A_IMPLS:-sdpa,mma64pdl,mma128pdl}"
