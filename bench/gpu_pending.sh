@@ -233,6 +233,11 @@ run_vim_ops() {
   return $status
 }
 
+# The binary $3 of side $1 of an A/B step: A's staged one, or B's in directory $2.
+side_binary() {
+  if [[ $1 == B ]]; then echo "$2/$3"; else echo "build-gpu/bin/$3"; fi
+}
+
 # The Fibottention kernels by name against SDPA at 197, 785 and 3,137 tokens in precision $1
 # (--check first, 1 s per row); the table in OUT/bench_$1.txt.
 # fibab's table from OUT/ab_{A,B}_ROUND.txt (vitserve-bench-fibottention's "T=785 fibottention
@@ -372,31 +377,29 @@ case "$STEP" in
   issue16)
     # Each part in a process of its own (the steps end with exit), most wanted first.
     status=0
-    part() {  # part NAME STEP [VAR=value ...]: runs STEP into OUT/NAME, prints its status.
-      local name="$1" step="$2" start=$SECONDS
-      shift 2
-      echo "== $name ($step)"
-      env "$@" bash bench/gpu_pending.sh "$step" "$OUT/$name"
+    part() {  # part NAME COMMAND...: runs COMMAND, prints its exit status and seconds.
+      local name="$1" start=$SECONDS
+      shift
+      echo "== $name"
+      "$@"
       local code=$?
       echo "== $name: exit $code after $((SECONDS - start)) s"
       [[ $code == 0 ]] || status=1
     }
     # fp16 only (the issue's precision): bf16's kernel table would take about a minute more.
-    part fibmma fibmma NCU="${NCU:-1}" FIB_PRECISIONS="${FIB_PRECISIONS:-fp16}"
+    part fibmma env NCU="${NCU:-1}" FIB_PRECISIONS="${FIB_PRECISIONS:-fp16}" \
+      bash bench/gpu_pending.sh fibmma "$OUT/fibmma"
     vim_b="${VIM_B_DIR:-.gpubin/lean}"
-    if [[ -d $vim_b ]]; then part vimab vimab VIM_B_DIR="$vim_b" NCU="${NCU:-1}"
+    if [[ -d $vim_b ]]; then
+      part vimab env VIM_B_DIR="$vim_b" NCU="${NCU:-1}" bash bench/gpu_pending.sh vimab "$OUT/vimab"
     else echo "== vimab left out: no $vim_b"; fi
-    echo "== vit1248 (ViT/SHViT at 1248 px)"
-    start=$SECONDS
-    MODELS="${MODELS:-deit_tiny_patch16_224 vit_base_patch16_224 shvit_s1}" LAYOUTS=nhwc \
-      SIZES=1248 LARGE_BATCHES="${LARGE_BATCHES:-1,8,32}" SECONDS_EACH=1 VIM=0 FIBOTTENTION=0 \
-      bash bench/model_vs_timm.sh "$OUT/vit1248"
-    code=$?
-    echo "== vit1248: exit $code after $((SECONDS - start)) s"
-    [[ $code == 0 ]] || status=1
+    part vit1248 env MODELS="${MODELS:-deit_tiny_patch16_224 vit_base_patch16_224 shvit_s1}" \
+      LAYOUTS=nhwc SIZES=1248 LARGE_BATCHES="${LARGE_BATCHES:-1,8,32}" SECONDS_EACH=1 VIM=0 \
+      FIBOTTENTION=0 bash bench/model_vs_timm.sh "$OUT/vit1248"
     fib_b="${FIB_B_DIR:-.gpubin/exp}"
     if [[ -d $fib_b ]]; then
-      part fibab fibab FIB_B_DIR="$fib_b" FIB_A_IMPLS="${FIB_A_IMPLS:-sdpa,mma64pdl,mma128pdl}"
+      part fibab env FIB_B_DIR="$fib_b" FIB_A_IMPLS="${FIB_A_IMPLS:-sdpa,mma64pdl,mma128pdl}" \
+        bash bench/gpu_pending.sh fibab "$OUT/fibab"
     else echo "== fibab left out: no $fib_b"; fi
     exit $status
     ;;
@@ -499,8 +502,7 @@ case "$STEP" in
     # Alternately, so that a drift of the clocks or of the box touches both sides alike.
     for round in $(seq "${FIB_AB_ROUNDS:-3}"); do
       for side in A B; do
-        bench=build-gpu/bin/vitserve-bench-fibottention
-        [[ $side == B ]] && bench="$b_dir/vitserve-bench-fibottention"
+        bench=$(side_binary "$side" "$b_dir" vitserve-bench-fibottention)
         impls="${FIB_A_IMPLS:-sdpa,fibottention}"
         [[ $side == B ]] && impls="${FIB_B_IMPLS:-$impls}"
         "$bench" --precision fp16 --seconds 1 ${FIB_TOKENS:+--tokens "$FIB_TOKENS"} \
@@ -522,8 +524,7 @@ case "$STEP" in
     # Alternately, so that a drift of the clocks or of the box touches both sides alike.
     for round in $(seq "${VIM_AB_ROUNDS:-2}"); do
       for side in A B; do
-        ops=build-gpu/bin/vitserve-bench-vim-ops
-        [[ $side == B ]] && ops="$b_dir/vitserve-bench-vim-ops"
+        ops=$(side_binary "$side" "$b_dir" vitserve-bench-vim-ops)
         # Only each table's shape line and scan rows.
         run_vim_ops 0.3 "$ops" "_${side}_$round" | \
           grep -E '^(device|selective scan|  split |  split avg|  branch-free|  chunked |sum)' | \
@@ -534,15 +535,13 @@ case "$STEP" in
     # NCU=1: each side's split scan at 1248 px in Nsight Compute (issue rate, stalls): is the
     # kernel still bound by instruction issue, or now waiting on memory (docs/vim.md)?
     for side in A B; do
-      ops=build-gpu/bin/vitserve-bench-vim-ops
-      [[ $side == B ]] && ops="$b_dir/vitserve-bench-vim-ops"
+      ops=$(side_binary "$side" "$b_dir" vitserve-bench-vim-ops)
       profile_kernels SelectiveScanKernel 4 "$OUT/ncu_scan_split_$side.txt" Stall "$ops" \
         --image-size 1248 --batch 8 --precision fp16 --seconds 0.05 --scan-kernel split-states
     done
     # Each side's issue row: vim_tiny against our deit_tiny (SDPA), fp16, batch 8, eager.
     for side in A B; do
-      bench=build-gpu/bin/vitserve-bench-vim-vs-deit
-      [[ $side == B ]] && bench="$b_dir/vitserve-bench-vim-vs-deit"
+      bench=$(side_binary "$side" "$b_dir" vitserve-bench-vim-vs-deit)
       echo "== side $side: vim_tiny vs deit_tiny"
       SIZES=1024,1248 BATCHES=8,8 PRECISIONS=fp16 MODELS=vim_tiny,deit_tiny GRAPHS=0 \
         SECONDS_PER_CASE=2 BIN="$bench" bash bench/vim_vs_deit.sh 2>&1 | \
